@@ -1,0 +1,3 @@
+from polyarch.cli import main
+
+main()

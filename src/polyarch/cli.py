@@ -1,0 +1,277 @@
+"""Command line: flags become requests, errors become exit codes. The only module that exits.
+
+Exit codes: 0 success, 1 an error polyarch explains, 2 a usage error, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from polyarch import __version__
+from polyarch.api import ImageSummary, IndexSummary, RegistryOptions, Session
+from polyarch.errors import PolyarchError, UsageError
+from polyarch.oci.models import Descriptor
+from polyarch.platform import Platform
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="polyarch")
+@click.option(
+    "--authfile",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="REGISTRY_AUTH_FILE",
+    help="Registry credentials file (docker config.json format). "
+    "Default: $DOCKER_CONFIG/config.json or ~/.docker/config.json.",
+)
+@click.option(
+    "--insecure-registry",
+    "insecure",
+    multiple=True,
+    metavar="HOST[:PORT]",
+    help="Allow plain HTTP and unverified TLS for this registry (repeatable). "
+    "Loopback registries may always use plain HTTP.",
+)
+@click.option(
+    "--certs-dir",
+    "certs_dirs",
+    multiple=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Directory of per-registry TLS files: DIR/HOST[:PORT]/*.crt (CAs), *.cert + *.key "
+    "(client certificate). /etc/containers/certs.d and /etc/docker/certs.d are always read.",
+)
+@click.pass_context
+def cli(
+    ctx: click.Context,
+    authfile: Path | None,
+    insecure: tuple[str, ...],
+    certs_dirs: tuple[Path, ...],
+) -> None:
+    """Build, push and verify multi-platform container images, without a daemon."""
+    ctx.obj = RegistryOptions.from_environment(
+        authfile=authfile, insecure=insecure, certs_dirs=certs_dirs
+    )
+
+
+def _session(ctx: click.Context) -> Session:
+    options = ctx.find_object(RegistryOptions)
+    session = Session(options)
+    ctx.call_on_close(session.close)
+    return session
+
+
+def _platforms(values: Sequence[str]) -> tuple[Platform, ...]:
+    return Platform.parse_list(values)
+
+
+def _human(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in
+              enumerate(headers)]  # fmt: skip
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    return "\n".join(lines)
+
+
+def _descriptor_json(d: Descriptor) -> dict[str, Any]:
+    return d.to_json()
+
+
+# inspect -------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("ref")
+@click.option("--raw", is_flag=True, help="Print the manifest or index exactly as stored.")
+@click.option("--platform", "platform", help="Pick this platform's image from an index.")
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+@click.pass_context
+def inspect(ctx: click.Context, ref: str, raw: bool, platform: str | None, fmt: str) -> None:
+    """Show an image or index: REF is a registry reference or oci:DIR[:NAME]."""
+    session = _session(ctx)
+    want = Platform.parse(platform) if platform else None
+    if raw:
+        if want is None:
+            _source, document, _digest = session.fetch(ref)
+            sys.stdout.buffer.write(document.raw)
+        else:
+            summary = session.inspect(ref, want)
+            assert isinstance(summary, ImageSummary)
+            sys.stdout.buffer.write(summary.manifest.raw)
+        sys.stdout.buffer.flush()
+        return
+    result = session.inspect(ref, want)
+    if fmt == "json":
+        click.echo(json.dumps(_summary_json(result), indent=2))
+    elif isinstance(result, IndexSummary):
+        click.echo(_index_text(result))
+    else:
+        click.echo(_image_text(result))
+
+
+def _summary_json(result: ImageSummary | IndexSummary) -> dict[str, Any]:
+    if isinstance(result, IndexSummary):
+        return {
+            "name": result.location,
+            "digest": result.digest,
+            "mediaType": result.index.media_type,
+            "manifests": [_descriptor_json(d) for d in result.index.manifests],
+        }
+    config = result.config
+    return {
+        "name": result.location,
+        "digest": result.digest,
+        "mediaType": result.manifest.media_type,
+        "platform": str(config.platform),
+        "config": _descriptor_json(result.manifest.config),
+        "layers": [_descriptor_json(d) for d in result.manifest.layers],
+        "created": config.created,
+        "entrypoint": config.entrypoint,
+        "cmd": config.cmd,
+        "env": list(config.env),
+        "workingDir": config.working_dir,
+        "user": config.user,
+        "labels": dict(config.labels),
+        "exposedPorts": list(config.exposed_ports),
+    }
+
+
+def _index_text(result: IndexSummary) -> str:
+    rows = []
+    for d in result.index.manifests:
+        if d.is_attestation:
+            kind = d.annotations.get("vnd.docker.reference.type", "attestation")
+            target = d.annotations.get("vnd.docker.reference.digest", "")
+            platform = f"({kind} for {target[7:19]})" if target else f"({kind})"
+        else:
+            platform = str(d.platform) if d.platform else "-"
+        rows.append([platform, str(d.digest), _human(d.size), d.media_type])
+    head = [
+        f"Name:       {result.location}",
+        f"Digest:     {result.digest}",
+        f"MediaType:  {result.index.media_type}",
+        f"Platforms:  {len(result.index.images())}",
+        "",
+    ]
+    return "\n".join(head) + _table(["PLATFORM", "DIGEST", "SIZE", "MEDIA TYPE"], rows)
+
+
+def _image_text(result: ImageSummary) -> str:
+    config = result.config
+    manifest = result.manifest
+    total = sum(d.size for d in manifest.layers)
+    lines = [
+        f"Name:        {result.location}",
+        f"Digest:      {result.digest}",
+        f"MediaType:   {manifest.media_type}",
+        f"Platform:    {config.platform}",
+        f"Created:     {config.created or '-'}",
+        f"Config:      {manifest.config.digest} ({_human(manifest.config.size)})",
+        f"Entrypoint:  {json.dumps(list(config.entrypoint)) if config.entrypoint else '-'}",
+        f"Cmd:         {json.dumps(list(config.cmd)) if config.cmd else '-'}",
+        f"WorkingDir:  {config.working_dir or '-'}",
+        f"User:        {config.user or '-'}",
+        f"Ports:       {', '.join(config.exposed_ports) or '-'}",
+    ]
+    lines += [f"Env:         {e}" for e in config.env] or ["Env:         -"]
+    lines += [f"Label:       {k}={v}" for k, v in sorted(config.labels.items())]
+    lines += [f"Layers:      {len(manifest.layers)} ({_human(total)} compressed)", ""]
+    rows = [[str(i), str(d.digest), _human(d.size), d.media_type]
+            for i, d in enumerate(manifest.layers)]  # fmt: skip
+    return "\n".join(lines) + _table(["#", "DIGEST", "SIZE", "MEDIA TYPE"], rows)
+
+
+# copy and index ------------------------------------------------------------------------------
+
+
+def _report_line(verb: str, report: Any) -> str:
+    parts = [f"{verb} {report.name}", f"digest {report.digest}"]
+    if report.platforms:
+        parts.append("platforms " + ",".join(report.platforms))
+    parts.append(
+        f"blobs: {report.uploaded} copied ({_human(report.bytes_uploaded)}), "
+        f"{report.mounted} mounted, {report.existing} already there"
+    )
+    return "; ".join(parts)
+
+
+@cli.command()
+@click.argument("src")
+@click.argument("dst")
+@click.option(
+    "--platform",
+    "platforms",
+    multiple=True,
+    help="Copy only these platforms (repeatable or comma separated). Default: all.",
+)
+@click.option("--jobs", "-j", type=click.IntRange(1, 64), default=8, show_default=True)
+@click.pass_context
+def copy(ctx: click.Context, src: str, dst: str, platforms: tuple[str, ...], jobs: int) -> None:
+    """Copy an image or index between registries and OCI layouts (oci:DIR[:NAME])."""
+    session = _session(ctx)
+    report = session.copy(src, dst, platforms=_platforms(platforms), jobs=jobs)
+    click.echo(_report_line("copied to", report))
+
+
+@cli.group()
+def index() -> None:
+    """Image indexes (multi-platform images)."""
+
+
+@index.command("create")
+@click.argument("dst")
+@click.argument("srcs", nargs=-1, required=True)
+@click.option("--annotation", "annotations", multiple=True, metavar="KEY=VALUE")
+@click.option("--jobs", "-j", type=click.IntRange(1, 64), default=8, show_default=True)
+@click.pass_context
+def index_create(
+    ctx: click.Context, dst: str, srcs: tuple[str, ...], annotations: tuple[str, ...], jobs: int
+) -> None:
+    """Assemble one index at DST from single-platform images (and indexes) SRC..."""
+    pairs: dict[str, str] = {}
+    for item in annotations:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--annotation wants KEY=VALUE, got {item!r}")
+        pairs[key] = value
+    session = _session(ctx)
+    report = session.create_index(dst, srcs, annotations=pairs or None, jobs=jobs)
+    click.echo(_report_line("index pushed to", report))
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    try:
+        cli.main(args=list(argv) if argv is not None else None, standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except UsageError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except PolyarchError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    sys.exit(0)

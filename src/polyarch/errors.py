@@ -1,0 +1,126 @@
+"""The one exception family of polyarch.
+
+Every error a user can meet is a `PolyarchError`; its message says what went wrong and what to
+do. Subclasses carry the facts a caller may act on (HTTP status, registry error code, expected and
+actual digest). Foreign exceptions are translated where they enter (the adapter edge), and only
+the CLI turns an error into an exit code.
+"""
+
+from __future__ import annotations
+
+
+class PolyarchError(Exception):
+    """Root of every error polyarch raises on purpose."""
+
+
+class InvalidDigestError(PolyarchError, ValueError):
+    """A string that is not `sha256:<64 hex>` or `sha512:<128 hex>`."""
+
+
+class InvalidPlatformError(PolyarchError, ValueError):
+    """A platform string that cannot be understood."""
+
+
+class InvalidReferenceError(PolyarchError, ValueError):
+    """An image reference that does not follow the distribution grammar."""
+
+
+class ManifestError(PolyarchError):
+    """A manifest, index or config document that polyarch refuses to use."""
+
+
+class UnsupportedSchemaError(ManifestError):
+    """A document of a kind polyarch does not handle (Docker schema 1, unknown media type)."""
+
+
+class VerificationError(PolyarchError):
+    """Content whose digest or size is not what its descriptor says."""
+
+    def __init__(
+        self,
+        what: str,
+        *,
+        expected_digest: str,
+        actual_digest: str | None = None,
+        expected_size: int | None = None,
+        actual_size: int | None = None,
+    ) -> None:
+        self.what = what
+        self.expected_digest = expected_digest
+        self.actual_digest = actual_digest
+        self.expected_size = expected_size
+        self.actual_size = actual_size
+        parts = [f"{what}: content does not match its descriptor"]
+        if actual_size is not None and expected_size is not None and actual_size != expected_size:
+            parts.append(f"expected {expected_size} bytes, got {actual_size}")
+        if actual_digest is not None and actual_digest != expected_digest:
+            parts.append(f"expected {expected_digest}, got {actual_digest}")
+        else:
+            parts.append(f"digest {expected_digest}")
+        super().__init__("; ".join(parts))
+
+
+class StoreError(PolyarchError):
+    """The local content store or an OCI layout cannot be read or written."""
+
+
+class BlobNotFoundError(StoreError):
+    """A blob that a document names is not in the store or layout."""
+
+
+class CredentialError(PolyarchError):
+    """Credentials cannot be read (unreadable config, a credential helper that fails)."""
+
+
+class RegistryError(PolyarchError):
+    """A registry said no, or could not be reached.
+
+    `status` is the HTTP status (None when no response came), `code` the registry's error code
+    from the distribution spec (`MANIFEST_UNKNOWN`, `DENIED`, ...), `reference` what was asked for.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        code: str | None = None,
+        reference: str | None = None,
+        detail: str | None = None,
+    ) -> None:
+        self.status = status
+        self.code = code
+        self.reference = reference
+        self.detail = detail
+        self.message = message
+        text = message
+        facts = []
+        if reference:
+            facts.append(reference)
+        if status is not None:
+            facts.append(f"HTTP {status}")
+        if code:
+            facts.append(code)
+        if facts:
+            text = f"{message} ({', '.join(facts)})"
+        super().__init__(text)
+
+
+class AuthenticationError(RegistryError):
+    """401/403, or a token that cannot be obtained."""
+
+
+class NotFoundError(RegistryError):
+    """The repository, manifest or blob does not exist (404, `*_UNKNOWN`)."""
+
+
+class RegistryUnavailableError(RegistryError):
+    """The registry kept failing (5xx, 429, cut connections) after every retry."""
+
+
+class InsecureTransportError(RegistryError):
+    """A request would send credentials over plain HTTP, or follow a downgrade to it."""
+
+
+class UsageError(PolyarchError):
+    """The user asked for something that cannot be done as asked (conflicting options)."""

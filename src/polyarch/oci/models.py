@@ -1,0 +1,410 @@
+"""OCI documents as frozen values that keep the exact bytes they were read from.
+
+A digest names exact bytes, so a document read from a registry or a layout is never
+re-serialised: `raw` travels with it and is what gets pushed or written. Documents polyarch makes
+itself are serialised once, by `Index.create` / `Manifest.create`, and carry those bytes.
+
+Parsing refuses what is ambiguous or unsupported: duplicate JSON keys, a document that has both
+`manifests` and `layers`, a `mediaType` that disagrees with the one the document was served as,
+Docker schema 1, malformed descriptors.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Final
+
+from polyarch.digest import Digest
+from polyarch.errors import (
+    InvalidDigestError,
+    InvalidPlatformError,
+    ManifestError,
+    UnsupportedSchemaError,
+)
+from polyarch.oci import mediatypes as mt
+from polyarch.platform import Platform
+
+MAX_DOCUMENT_SIZE: Final = 4 * 1024 * 1024  # containerd's limit for manifests and indexes
+_EMPTY: Final[Mapping[str, str]] = MappingProxyType({})
+
+
+def _empty_map() -> Mapping[str, str]:
+    return _EMPTY
+
+
+def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ManifestError(f"duplicate key {key!r} in JSON document: refusing ambiguous input")
+        out[key] = value
+    return out
+
+
+def load_json(raw: bytes, what: str) -> dict[str, Any]:
+    """Decode a JSON object strictly (UTF-8, no duplicate keys, an object at the top)."""
+    if len(raw) > MAX_DOCUMENT_SIZE:
+        raise ManifestError(f"{what} is {len(raw)} bytes, over the {MAX_DOCUMENT_SIZE} limit")
+    try:
+        value = json.loads(raw.decode("utf-8"), object_pairs_hook=_reject_duplicates)
+    except UnicodeDecodeError as exc:
+        raise ManifestError(f"{what} is not UTF-8: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise ManifestError(f"{what} is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise ManifestError(f"{what} must be a JSON object, not {type(value).__name__}")
+    return value
+
+
+def _str(obj: Mapping[str, Any], key: str, what: str, *, required: bool = True) -> str | None:
+    value = obj.get(key)
+    if value is None:
+        if required:
+            raise ManifestError(f"{what}: missing {key!r}")
+        return None
+    if not isinstance(value, str):
+        raise ManifestError(f"{what}: {key!r} must be a string")
+    return value
+
+
+def _str_map(obj: Mapping[str, Any], key: str, what: str) -> Mapping[str, str]:
+    value = obj.get(key)
+    if value is None:
+        return _EMPTY
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise ManifestError(f"{what}: {key!r} must map strings to strings")
+    return MappingProxyType(dict(value))
+
+
+def _platform_from(obj: Any, what: str) -> Platform | None:
+    if obj is None:
+        return None
+    if not isinstance(obj, dict):
+        raise ManifestError(f"{what}: platform must be an object")
+    os_ = _str(obj, "os", what)
+    arch = _str(obj, "architecture", what)
+    variant = _str(obj, "variant", what, required=False)
+    assert os_ is not None and arch is not None
+    if os_ == "unknown" or arch == "unknown":
+        # BuildKit's attestation manifests: kept exactly, never matched against a platform.
+        return Platform(os_, arch, variant)
+    try:
+        platform = Platform.of(os_, arch, variant)
+    except InvalidPlatformError:
+        return Platform(os_, arch, variant)
+    os_version = _str(obj, "os.version", what, required=False)
+    if os_version:
+        platform = Platform(platform.os, platform.architecture, platform.variant, os_version)
+    return platform
+
+
+@dataclass(frozen=True, slots=True)
+class Descriptor:
+    media_type: str
+    digest: Digest
+    size: int
+    platform: Platform | None = None
+    annotations: Mapping[str, str] = field(default_factory=_empty_map, hash=False)
+    urls: tuple[str, ...] = ()
+    artifact_type: str | None = None
+
+    @classmethod
+    def from_json(cls, obj: Any, what: str = "descriptor") -> Descriptor:
+        if not isinstance(obj, dict):
+            raise ManifestError(f"{what} must be an object")
+        media_type = _str(obj, "mediaType", what)
+        digest_text = _str(obj, "digest", what)
+        size = obj.get("size")
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            raise ManifestError(f"{what}: size must be a non-negative integer")
+        try:
+            digest = Digest.parse(digest_text or "")
+        except InvalidDigestError as exc:
+            raise ManifestError(f"{what}: {exc}") from None
+        urls = obj.get("urls") or []
+        if not isinstance(urls, list) or not all(isinstance(u, str) for u in urls):
+            raise ManifestError(f"{what}: urls must be a list of strings")
+        assert media_type is not None
+        return cls(
+            media_type=media_type,
+            digest=digest,
+            size=size,
+            platform=_platform_from(obj.get("platform"), what),
+            annotations=_str_map(obj, "annotations", what),
+            urls=tuple(urls),
+            artifact_type=_str(obj, "artifactType", what, required=False),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "mediaType": self.media_type,
+            "digest": str(self.digest),
+            "size": self.size,
+        }
+        if self.urls:
+            out["urls"] = list(self.urls)
+        if self.annotations:
+            out["annotations"] = dict(sorted(self.annotations.items()))
+        if self.platform is not None:
+            out["platform"] = self.platform.oci_fields()
+        if self.artifact_type:
+            out["artifactType"] = self.artifact_type
+        return out
+
+    @property
+    def is_attestation(self) -> bool:
+        """An index entry that is not an image for a platform (BuildKit's provenance, SBOMs)."""
+        if self.annotations.get(mt.ANNOTATION_REFERENCE_TYPE):
+            return True
+        platform = self.platform
+        return platform is not None and "unknown" in (platform.os, platform.architecture)
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    """An image manifest (OCI or Docker schema 2)."""
+
+    media_type: str
+    config: Descriptor
+    layers: tuple[Descriptor, ...]
+    raw: bytes = field(repr=False)
+    annotations: Mapping[str, str] = field(default_factory=_empty_map, hash=False)
+    subject: Descriptor | None = None
+    artifact_type: str | None = None
+
+    @property
+    def digest(self) -> Digest:
+        return Digest.of(self.raw)
+
+    def descriptor(self, platform: Platform | None = None) -> Descriptor:
+        return Descriptor(self.media_type, self.digest, len(self.raw), platform=platform)
+
+    def blobs(self) -> tuple[Descriptor, ...]:
+        """Config then layers: what must exist before this manifest may be pushed."""
+        return (self.config, *self.layers)
+
+    @classmethod
+    def create(
+        cls,
+        config: Descriptor,
+        layers: Sequence[Descriptor],
+        *,
+        media_type: str = mt.OCI_MANIFEST,
+        annotations: Mapping[str, str] | None = None,
+    ) -> Manifest:
+        doc: dict[str, Any] = {"schemaVersion": 2, "mediaType": media_type}
+        doc["config"] = config.to_json()
+        doc["layers"] = [layer.to_json() for layer in layers]
+        if annotations:
+            doc["annotations"] = dict(sorted(annotations.items()))
+        raw = canonical_json(doc)
+        return cls(
+            media_type, config, tuple(layers), raw, MappingProxyType(dict(annotations or {}))
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Index:
+    """An image index (OCI) or manifest list (Docker)."""
+
+    media_type: str
+    manifests: tuple[Descriptor, ...]
+    raw: bytes = field(repr=False)
+    annotations: Mapping[str, str] = field(default_factory=_empty_map, hash=False)
+    subject: Descriptor | None = None
+
+    @property
+    def digest(self) -> Digest:
+        return Digest.of(self.raw)
+
+    def descriptor(self) -> Descriptor:
+        return Descriptor(self.media_type, self.digest, len(self.raw))
+
+    def images(self) -> tuple[Descriptor, ...]:
+        """Entries that are images for a platform (attestations left out)."""
+        return tuple(d for d in self.manifests if not d.is_attestation)
+
+    @classmethod
+    def create(
+        cls,
+        manifests: Sequence[Descriptor],
+        *,
+        media_type: str = mt.OCI_INDEX,
+        annotations: Mapping[str, str] | None = None,
+    ) -> Index:
+        doc: dict[str, Any] = {"schemaVersion": 2, "mediaType": media_type}
+        doc["manifests"] = [m.to_json() for m in manifests]
+        if annotations:
+            doc["annotations"] = dict(sorted(annotations.items()))
+        raw = canonical_json(doc)
+        return cls(media_type, tuple(manifests), raw, MappingProxyType(dict(annotations or {})))
+
+
+Document = Manifest | Index
+
+
+def canonical_json(doc: Mapping[str, Any]) -> bytes:
+    """The bytes polyarch writes for a document it creates: stable, compact, UTF-8."""
+    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def parse_document(
+    raw: bytes, media_type: str | None = None, *, what: str = "manifest"
+) -> Document:
+    """Parse a manifest or index from its exact bytes.
+
+    `media_type` is what the document was served or described as (Content-Type header or a
+    descriptor's mediaType); it decides the kind when the document omits `mediaType`.
+    """
+    if media_type in mt.SCHEMA1_TYPES:
+        raise _schema1(what)
+    doc = load_json(raw, what)
+    version = doc.get("schemaVersion")
+    if version == 1:
+        raise _schema1(what)
+    if version != 2 or isinstance(version, bool):
+        raise UnsupportedSchemaError(f"{what}: schemaVersion must be 2, got {version!r}")
+    declared = _str(doc, "mediaType", what, required=False)
+    has_manifests = "manifests" in doc
+    has_image_parts = "layers" in doc or "config" in doc
+    if has_manifests and has_image_parts:
+        raise ManifestError(
+            f"{what} has both 'manifests' and 'layers'/'config': refusing an ambiguous document"
+        )
+    if (
+        declared is not None
+        and media_type in mt.DOCUMENT_TYPES
+        and declared in mt.DOCUMENT_TYPES
+        and declared != media_type
+    ):
+        raise ManifestError(f"{what} declares mediaType {declared} but was served as {media_type}")
+    kind = declared or (media_type if media_type in mt.DOCUMENT_TYPES else None)
+    if kind is None:
+        kind = mt.OCI_INDEX if has_manifests else mt.OCI_MANIFEST
+    if kind in mt.INDEX_TYPES:
+        if has_image_parts:
+            raise ManifestError(f"{what}: an index must not carry 'layers' or 'config'")
+        return _parse_index(doc, raw, kind, what)
+    if kind in mt.MANIFEST_TYPES:
+        if has_manifests:
+            raise ManifestError(f"{what}: an image manifest must not carry 'manifests'")
+        return _parse_manifest(doc, raw, kind, what)
+    raise UnsupportedSchemaError(f"{what}: unsupported media type {kind!r}")
+
+
+def _schema1(what: str) -> UnsupportedSchemaError:
+    return UnsupportedSchemaError(
+        f"{what} is Docker image manifest schema 1, which polyarch does not support "
+        "(deprecated since 2017; re-push the image with a current client to get schema 2 or OCI)"
+    )
+
+
+def _parse_manifest(doc: dict[str, Any], raw: bytes, kind: str, what: str) -> Manifest:
+    config = Descriptor.from_json(doc.get("config"), f"{what} config")
+    layers_json = doc.get("layers")
+    if not isinstance(layers_json, list):
+        raise ManifestError(f"{what}: 'layers' must be a list")
+    layers = tuple(
+        Descriptor.from_json(layer, f"{what} layer {i}") for i, layer in enumerate(layers_json)
+    )
+    subject = doc.get("subject")
+    return Manifest(
+        media_type=kind,
+        config=config,
+        layers=layers,
+        raw=raw,
+        annotations=_str_map(doc, "annotations", what),
+        subject=Descriptor.from_json(subject, f"{what} subject") if subject else None,
+        artifact_type=_str(doc, "artifactType", what, required=False),
+    )
+
+
+def _parse_index(doc: dict[str, Any], raw: bytes, kind: str, what: str) -> Index:
+    manifests_json = doc.get("manifests")
+    if not isinstance(manifests_json, list):
+        raise ManifestError(f"{what}: 'manifests' must be a list")
+    manifests = tuple(
+        Descriptor.from_json(m, f"{what} entry {i}") for i, m in enumerate(manifests_json)
+    )
+    subject = doc.get("subject")
+    return Index(
+        media_type=kind,
+        manifests=manifests,
+        raw=raw,
+        annotations=_str_map(doc, "annotations", what),
+        subject=Descriptor.from_json(subject, f"{what} subject") if subject else None,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ImageConfig:
+    """The parts of an image config polyarch reads; `raw` keeps the whole document."""
+
+    os: str
+    architecture: str
+    variant: str | None
+    raw: bytes = field(repr=False)
+    created: str | None = None
+    env: tuple[str, ...] = ()
+    entrypoint: tuple[str, ...] | None = None
+    cmd: tuple[str, ...] | None = None
+    working_dir: str | None = None
+    user: str | None = None
+    labels: Mapping[str, str] = field(default_factory=_empty_map, hash=False)
+    exposed_ports: tuple[str, ...] = ()
+    diff_ids: tuple[Digest, ...] = ()
+    history_length: int = 0
+
+    @property
+    def platform(self) -> Platform:
+        try:
+            return Platform.of(self.os, self.architecture, self.variant)
+        except InvalidPlatformError:
+            return Platform(self.os, self.architecture, self.variant)
+
+    @classmethod
+    def parse(cls, raw: bytes, what: str = "image config") -> ImageConfig:
+        doc = load_json(raw, what)
+        os_ = _str(doc, "os", what)
+        arch = _str(doc, "architecture", what)
+        assert os_ is not None and arch is not None
+        cfg = doc.get("config") or {}
+        if not isinstance(cfg, dict):
+            raise ManifestError(f"{what}: 'config' must be an object")
+        rootfs = doc.get("rootfs") or {}
+        if not isinstance(rootfs, dict):
+            raise ManifestError(f"{what}: 'rootfs' must be an object")
+        try:
+            diff_ids = tuple(Digest.parse(d) for d in rootfs.get("diff_ids") or [])
+        except InvalidDigestError as exc:
+            raise ManifestError(f"{what}: rootfs.diff_ids: {exc}") from None
+        history = doc.get("history") or []
+        return cls(
+            os=os_,
+            architecture=arch,
+            variant=_str(doc, "variant", what, required=False),
+            raw=raw,
+            created=_str(doc, "created", what, required=False),
+            env=_str_tuple(cfg.get("Env"), what, "Env") or (),
+            entrypoint=_str_tuple(cfg.get("Entrypoint"), what, "Entrypoint"),
+            cmd=_str_tuple(cfg.get("Cmd"), what, "Cmd"),
+            working_dir=_str(cfg, "WorkingDir", what, required=False) or None,
+            user=_str(cfg, "User", what, required=False) or None,
+            labels=_str_map(cfg, "Labels", what),
+            exposed_ports=tuple(sorted((cfg.get("ExposedPorts") or {}).keys())),
+            diff_ids=diff_ids,
+            history_length=len(history) if isinstance(history, list) else 0,
+        )
+
+
+def _str_tuple(value: Any, what: str, key: str) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ManifestError(f"{what}: config.{key} must be a list of strings")
+    return tuple(value)

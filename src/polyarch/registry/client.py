@@ -1,0 +1,963 @@
+"""A client for the OCI distribution API, on httpx.
+
+One `RegistryClient` serves any number of registries. For each host it first pings `/v2/` to
+learn the scheme (https; plain http only for loopback or registries configured insecure) and the
+authentication challenge, then attaches credentials only to requests whose origin is that
+registry (redirects to blob storage go without them) or to the token realm the registry named.
+
+Every failure that may pass (408, 429, 5xx, cut or refused connections) is retried a bounded
+number of times with exponential backoff and jitter, honouring `Retry-After`. Every byte read is
+checked against its digest and size; a cut blob download resumes with a `Range` request.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final, Literal
+
+import httpx
+
+from polyarch import __version__
+from polyarch.digest import Digest, Hasher
+from polyarch.errors import (
+    AuthenticationError,
+    InsecureTransportError,
+    NotFoundError,
+    PolyarchError,
+    RegistryError,
+    RegistryUnavailableError,
+    VerificationError,
+)
+from polyarch.oci import mediatypes as mt
+from polyarch.oci.models import MAX_DOCUMENT_SIZE, Descriptor, Document, parse_document
+from polyarch.reference import Reference, is_loopback_host
+from polyarch.registry.auth import Challenge, parse_challenges, repository_scope
+from polyarch.registry.credentials import ANONYMOUS, Credential, CredentialSource
+from polyarch.registry.retry import RETRY_STATUSES, RetryPolicy, parse_retry_after
+from polyarch.registry.tls import TlsConfig
+
+CHUNK: Final = 1024 * 1024
+_REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
+_MAX_REDIRECTS: Final = 5
+_MAX_ERROR_BODY: Final = 64 * 1024
+_TRANSIENT: Final = (
+    httpx.TransportError,  # connect/read/write errors, timeouts, protocol errors
+)
+_NON_TRANSIENT_TRANSPORT: Final = (httpx.UnsupportedProtocol,)
+
+UploadResult = Literal["uploaded", "mounted", "exists"]
+
+
+@dataclass(frozen=True, slots=True)
+class FetchedDocument:
+    document: Document
+    digest: Digest
+
+    @property
+    def media_type(self) -> str:
+        return self.document.media_type
+
+    @property
+    def descriptor(self) -> Descriptor:
+        return Descriptor(self.document.media_type, self.digest, len(self.document.raw))
+
+
+@dataclass(slots=True)
+class _Token:
+    value: str
+    expires_at: float
+
+
+@dataclass(slots=True)
+class _Endpoint:
+    host: str
+    base: httpx.URL
+    challenge: Challenge | None
+    credential: Credential | None = None
+    tokens: dict[frozenset[str], _Token] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class RegistryClient:
+    """Talks to OCI registries. Thread-safe: blobs may be moved from several threads at once."""
+
+    def __init__(
+        self,
+        *,
+        credentials: CredentialSource | None = None,
+        transport: httpx.BaseTransport | None = None,
+        insecure: Iterable[str] = (),
+        certs_dirs: Sequence[Path] = (),
+        retry: RetryPolicy | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        timeout: float = 120.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._credentials = credentials
+        self._transport = transport
+        self._insecure = frozenset(h.lower() for h in insecure)
+        self._tls = TlsConfig(tuple(certs_dirs))
+        self.retry = retry or RetryPolicy()
+        self._sleep = sleep
+        self._clock = clock
+        self._timeout = httpx.Timeout(timeout, connect=min(timeout, 30.0))
+        self._rng = rng or random.Random()  # noqa: S311 (backoff jitter, not cryptography)
+        self._endpoints: dict[str, _Endpoint] = {}
+        self._clients: dict[tuple[str, bool], httpx.Client] = {}
+        self._lock = threading.Lock()
+        self._user_agent = f"polyarch/{__version__}"
+
+    # lifecycle ---------------------------------------------------------------------------
+
+    def close(self) -> None:
+        with self._lock:
+            clients = list(self._clients.values())
+            self._clients.clear()
+        for client in clients:
+            client.close()
+
+    def __enter__(self) -> RegistryClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # manifests ---------------------------------------------------------------------------
+
+    def get_manifest(self, ref: Reference) -> FetchedDocument:
+        """GET a manifest or index by tag or digest; its bytes are checked against the digest."""
+        endpoint = self._endpoint(ref.api_host)
+        url = self._url(endpoint, ref.repository, "manifests", ref.target)
+        headers = {"Accept": ", ".join(mt.ACCEPT_DOCUMENTS)}
+        with self._send(
+            endpoint, "GET", url, ref, _pull(ref.repository), headers=headers, what="get manifest"
+        ) as resp:
+            raw = _read_capped(resp, MAX_DOCUMENT_SIZE, f"manifest {ref}")
+            served_as = _content_type(resp)
+            header_digest = resp.headers.get("Docker-Content-Digest")
+        algorithm = ref.digest.algorithm if ref.digest else "sha256"
+        actual = Digest.of(raw, algorithm)
+        if ref.digest is not None and actual != ref.digest:
+            raise VerificationError(
+                f"manifest {ref}", expected_digest=str(ref.digest), actual_digest=str(actual)
+            )
+        if ref.digest is None and header_digest:
+            claimed = _parse_header_digest(header_digest, ref)
+            if claimed.algorithm == "sha256" and claimed != actual:
+                raise VerificationError(
+                    f"manifest {ref} (registry's Docker-Content-Digest)",
+                    expected_digest=str(claimed),
+                    actual_digest=str(actual),
+                )
+        document = parse_document(raw, served_as, what=f"manifest {ref}")
+        return FetchedDocument(document, actual)
+
+    def head_manifest(self, ref: Reference) -> Descriptor | None:
+        """The descriptor of a manifest (None when it does not exist)."""
+        endpoint = self._endpoint(ref.api_host)
+        url = self._url(endpoint, ref.repository, "manifests", ref.target)
+        headers = {"Accept": ", ".join(mt.ACCEPT_DOCUMENTS)}
+        try:
+            with self._send(
+                endpoint,
+                "HEAD",
+                url,
+                ref,
+                _pull(ref.repository),
+                headers=headers,
+                what="check manifest",
+            ) as resp:
+                header_digest = resp.headers.get("Docker-Content-Digest")
+                length = resp.headers.get("Content-Length")
+                media_type = _content_type(resp)
+        except NotFoundError:
+            return None
+        if not header_digest or not length or not length.isdigit() or not media_type:
+            fetched = self.get_manifest(ref)
+            return fetched.descriptor
+        return Descriptor(media_type, _parse_header_digest(header_digest, ref), int(length))
+
+    def put_manifest(self, ref: Reference, raw: bytes, media_type: str) -> Digest:
+        """PUT a document under `ref` (its tag, or its digest when it has no tag)."""
+        digest = Digest.of(raw)
+        target = ref.tag if ref.tag is not None and ref.digest is None else str(digest)
+        if ref.digest is not None and ref.digest != digest:
+            raise VerificationError(
+                f"manifest for {ref}", expected_digest=str(ref.digest), actual_digest=str(digest)
+            )
+        endpoint = self._endpoint(ref.api_host)
+        url = self._url(endpoint, ref.repository, "manifests", target)
+        with self._send(
+            endpoint,
+            "PUT",
+            url,
+            ref,
+            _push(ref.repository),
+            headers={"Content-Type": media_type},
+            body=lambda: raw,
+            ok=(200, 201),
+            what="put manifest",
+        ) as resp:
+            header_digest = resp.headers.get("Docker-Content-Digest")
+        if header_digest:
+            claimed = _parse_header_digest(header_digest, ref)
+            if claimed.algorithm == "sha256" and claimed != digest:
+                raise VerificationError(
+                    f"manifest pushed to {ref} (registry's Docker-Content-Digest)",
+                    expected_digest=str(digest),
+                    actual_digest=str(claimed),
+                )
+        return digest
+
+    def list_tags(self, ref: Reference, page_size: int | None = None) -> list[str]:
+        """All tags of the repository, following `Link: <...>; rel="next"` pages."""
+        endpoint = self._endpoint(ref.api_host)
+        url = self._url(endpoint, ref.repository, "tags", "list")
+        if page_size:
+            url = url.copy_merge_params({"n": str(page_size)})
+        tags: list[str] = []
+        seen: set[str] = set()
+        next_url: httpx.URL | None = url
+        while next_url is not None:
+            if str(next_url) in seen:
+                raise RegistryError("tag list pagination loops", reference=ref.name)
+            seen.add(str(next_url))
+            with self._send(
+                endpoint, "GET", next_url, ref, _pull(ref.repository), what="list tags"
+            ) as resp:
+                body = _read_capped(resp, 16 * MAX_DOCUMENT_SIZE, f"tag list of {ref.name}")
+                link = resp.headers.get("Link")
+            try:
+                page = json.loads(body)
+                page_tags = page.get("tags") or []
+            except (ValueError, AttributeError):
+                raise RegistryError("tag list is not valid JSON", reference=ref.name) from None
+            if not isinstance(page_tags, list) or not all(isinstance(t, str) for t in page_tags):
+                raise RegistryError("tag list has a malformed 'tags' field", reference=ref.name)
+            tags.extend(page_tags)
+            next_url = _next_link(link, next_url)
+            if next_url is not None and not _same_origin(next_url, endpoint.base):
+                raise RegistryError(
+                    "tag list pagination points at another host", reference=ref.name
+                )
+        return tags
+
+    # blobs -------------------------------------------------------------------------------
+
+    def blob_size(self, ref: Reference, digest: Digest) -> int | None:
+        """Size of a blob in the repository, or None when it is not there."""
+        endpoint = self._endpoint(ref.api_host)
+        url = self._url(endpoint, ref.repository, "blobs", str(digest))
+        try:
+            with self._send(
+                endpoint, "HEAD", url, ref, _pull(ref.repository), what=f"check blob {digest}"
+            ) as resp:
+                length = resp.headers.get("Content-Length")
+        except NotFoundError:
+            return None
+        return int(length) if length and length.isdigit() else -1
+
+    def get_blob(self, ref: Reference, descriptor: Descriptor) -> Iterator[bytes]:
+        """Stream a blob. Raises `VerificationError` before the last chunk if it is wrong.
+
+        A connection cut mid-way is resumed from the last byte received with a Range request
+        (a server that answers 200 instead of 206 is read again from the start, the bytes
+        already seen skipped); the whole stream is hashed, whatever the number of pieces.
+        """
+        endpoint = self._endpoint(ref.api_host)
+        url = self._url(endpoint, ref.repository, "blobs", str(descriptor.digest))
+        hasher = Hasher(descriptor.digest.algorithm)
+        failures = 0
+        pending: bytes | None = None
+        what = f"blob {descriptor.digest}"
+        while True:
+            offset = hasher.size + (len(pending) if pending else 0)
+            headers = {"Accept-Encoding": "identity"}
+            if offset:
+                headers["Range"] = f"bytes={offset}-"
+            try:
+                with self._send(
+                    endpoint,
+                    "GET",
+                    url,
+                    ref,
+                    _pull(ref.repository),
+                    headers=headers,
+                    ok=(200, 206),
+                    what=f"get {what}",
+                ) as resp:
+                    skip = _resume_skip(resp, offset, ref, what)
+                    for chunk in resp.iter_raw(CHUNK):
+                        if skip:
+                            dropped = min(skip, len(chunk))
+                            chunk = chunk[dropped:]  # noqa: PLW2901
+                            skip -= dropped
+                            if not chunk:
+                                continue
+                        if offset + len(chunk) > descriptor.size:
+                            raise VerificationError(
+                                what,
+                                expected_digest=str(descriptor.digest),
+                                expected_size=descriptor.size,
+                                actual_size=offset + len(chunk),
+                            )
+                        offset += len(chunk)
+                        if pending is not None:
+                            hasher.update(pending)
+                            yield pending
+                        pending = chunk
+                break
+            except _TRANSIENT as exc:
+                failures += 1
+                if failures >= self.retry.attempts:
+                    raise RegistryUnavailableError(
+                        f"download of {what} kept failing ({exc.__class__.__name__}: {exc})",
+                        reference=str(ref),
+                    ) from None
+                self._sleep(self.retry.delay(failures, None, self._rng))
+        if pending is not None:
+            hasher.update(pending)
+        actual = hasher.digest()
+        if hasher.size != descriptor.size or actual != descriptor.digest:
+            raise VerificationError(
+                what,
+                expected_digest=str(descriptor.digest),
+                actual_digest=str(actual),
+                expected_size=descriptor.size,
+                actual_size=hasher.size,
+            )
+        if pending is not None:
+            yield pending
+
+    def upload_blob(
+        self,
+        ref: Reference,
+        descriptor: Descriptor,
+        open_body: Callable[[], Iterable[bytes]],
+        *,
+        mount_from: str | None = None,
+        chunk_size: int | None = None,
+    ) -> UploadResult:
+        """Upload a blob unless the repository has it; try a cross-repository mount first.
+
+        `open_body` is called for each try and must give the blob's bytes from the start.
+        Monolithic (POST then PUT) by default; chunked (POST, PATCH..., PUT) with `chunk_size`.
+        A try that fails starts a fresh upload session.
+        """
+        if self.blob_size(ref, descriptor.digest) is not None:
+            return "exists"
+        endpoint = self._endpoint(ref.api_host)
+        scopes = [repository_scope(ref.repository, "pull,push")]
+        if mount_from and mount_from != ref.repository:
+            scopes.append(repository_scope(mount_from, "pull"))
+        failures = 0
+        while True:
+            try:
+                return self._upload_once(
+                    endpoint, ref, descriptor, open_body, scopes, mount_from, chunk_size
+                )
+            except (RegistryUnavailableError, *_TRANSIENT) as exc:
+                failures += 1
+                if failures >= self.retry.attempts:
+                    if isinstance(exc, RegistryError):
+                        raise
+                    raise RegistryUnavailableError(
+                        f"upload of blob {descriptor.digest} kept failing: {exc}",
+                        reference=str(ref),
+                    ) from None
+                self._sleep(self.retry.delay(failures, None, self._rng))
+
+    def _upload_once(
+        self,
+        endpoint: _Endpoint,
+        ref: Reference,
+        descriptor: Descriptor,
+        open_body: Callable[[], Iterable[bytes]],
+        scopes: list[str],
+        mount_from: str | None,
+        chunk_size: int | None,
+    ) -> UploadResult:
+        url = self._url(endpoint, ref.repository, "blobs", "uploads/")
+        if mount_from and mount_from != ref.repository:
+            url = url.copy_merge_params({"mount": str(descriptor.digest), "from": mount_from})
+        what = f"upload blob {descriptor.digest}"
+        with self._send(
+            endpoint,
+            "POST",
+            url,
+            ref,
+            scopes,
+            headers={"Content-Length": "0"},
+            ok=(201, 202),
+            what=what,
+            retries=False,
+        ) as resp:
+            if resp.status_code == 201 and mount_from:
+                return "mounted"
+            location = _location(resp, ref, what)
+        body = _checked_body(open_body, descriptor)
+        if chunk_size is None:
+            put_url = location.copy_merge_params({"digest": str(descriptor.digest)})
+            with self._send(
+                endpoint,
+                "PUT",
+                put_url,
+                ref,
+                scopes,
+                headers={
+                    "Content-Type": "application/octet-stream",
+                    "Content-Length": str(descriptor.size),
+                },
+                body=lambda: body,
+                ok=(201, 204),
+                what=what,
+                retries=False,
+            ):
+                pass
+            return "uploaded"
+        offset = 0
+        for piece in _rechunk(body, chunk_size):
+            end = offset + len(piece) - 1
+            with self._send(
+                endpoint,
+                "PATCH",
+                location,
+                ref,
+                scopes,
+                headers={
+                    "Content-Type": "application/octet-stream",
+                    "Content-Length": str(len(piece)),
+                    "Content-Range": f"{offset}-{end}",
+                },
+                body=_constant(piece),
+                ok=(202, 204),
+                what=what,
+                retries=False,
+            ) as resp:
+                location = _location(resp, ref, what)
+            offset = end + 1
+        put_url = location.copy_merge_params({"digest": str(descriptor.digest)})
+        with self._send(
+            endpoint,
+            "PUT",
+            put_url,
+            ref,
+            scopes,
+            headers={"Content-Length": "0"},
+            ok=(201, 204),
+            what=what,
+            retries=False,
+        ):
+            pass
+        return "uploaded"
+
+    # endpoints and requests --------------------------------------------------------------
+
+    def _endpoint(self, host: str) -> _Endpoint:
+        host = host.lower()
+        with self._lock:
+            found = self._endpoints.get(host)
+        if found is not None:
+            return found
+        endpoint = self._ping(host)
+        with self._lock:
+            return self._endpoints.setdefault(host, endpoint)
+
+    def _plain_http_allowed(self, host: str) -> bool:
+        return host.lower() in self._insecure or is_loopback_host(host)
+
+    def _ping(self, host: str) -> _Endpoint:
+        schemes = ["https", "http"] if self._plain_http_allowed(host) else ["https"]
+        failures = 0
+        last: Exception | None = None
+        while True:
+            for scheme in schemes:
+                base = httpx.URL(f"{scheme}://{host}")
+                try:
+                    resp = self._client(base).get(
+                        base.join("/v2/"), headers={"User-Agent": self._user_agent}
+                    )
+                except _NON_TRANSIENT_TRANSPORT as exc:
+                    raise RegistryError(f"cannot talk to registry {host}: {exc}") from None
+                except _TRANSIENT as exc:
+                    last = exc
+                    continue
+                if resp.status_code in RETRY_STATUSES:
+                    last = RegistryUnavailableError(
+                        f"registry {host} answered {resp.status_code}",
+                        status=resp.status_code,
+                    )
+                    break
+                if resp.status_code in (200, 401):
+                    challenge = _bearer_or_basic(resp.headers.get_list("WWW-Authenticate"))
+                    return _Endpoint(host, base, challenge)
+                raise _error_from(resp, f"{host} is not an OCI registry (GET /v2/)", host)
+            failures += 1
+            if failures >= self.retry.attempts:
+                raise RegistryUnavailableError(
+                    f"cannot reach registry {host}: {last}",
+                    status=getattr(last, "status", None),
+                )
+            self._sleep(self.retry.delay(failures, None, self._rng))
+
+    def _client(self, url: httpx.URL) -> httpx.Client:
+        host = url.netloc.decode("ascii").lower()
+        insecure = host in self._insecure
+        key = (host, insecure)
+        with self._lock:
+            client = self._clients.get(key)
+            if client is None:
+                verify = False if insecure else self._tls.context_for(host)
+                client = httpx.Client(
+                    transport=self._transport,
+                    verify=verify,
+                    timeout=self._timeout,
+                    follow_redirects=False,
+                    trust_env=False,
+                )
+                self._clients[key] = client
+        return client
+
+    def _url(self, endpoint: _Endpoint, repository: str, kind: str, target: str) -> httpx.URL:
+        return endpoint.base.join(f"/v2/{repository}/{kind}/{target}")
+
+    @contextlib.contextmanager
+    def _send(
+        self,
+        endpoint: _Endpoint,
+        method: str,
+        url: httpx.URL,
+        ref: Reference | str,
+        scopes: Sequence[str],
+        *,
+        headers: dict[str, str] | None = None,
+        body: Callable[[], bytes | Iterable[bytes]] | None = None,
+        ok: tuple[int, ...] = (200,),
+        what: str,
+        retries: bool = True,
+    ) -> Iterator[httpx.Response]:
+        resp = self._request(
+            endpoint,
+            method,
+            url,
+            ref,
+            scopes,
+            headers=headers,
+            body=body,
+            ok=ok,
+            what=what,
+            retries=retries,
+        )
+        try:
+            yield resp
+        finally:
+            resp.close()
+
+    def _request(
+        self,
+        endpoint: _Endpoint,
+        method: str,
+        url: httpx.URL,
+        ref: Reference | str,
+        scopes: Sequence[str],
+        *,
+        headers: dict[str, str] | None = None,
+        body: Callable[[], bytes | Iterable[bytes]] | None = None,
+        ok: tuple[int, ...] = (200,),
+        what: str,
+        retries: bool = True,
+    ) -> httpx.Response:
+        """Send one logical request: auth, redirects, retries. Returns an open streamed response."""
+        attempt = 0
+        reauthenticated = False
+        scope_set = list(scopes)
+        while True:
+            attempt += 1
+            try:
+                resp = self._send_following(endpoint, method, url, scope_set, headers, body)
+            except _NON_TRANSIENT_TRANSPORT as exc:
+                raise RegistryError(f"{what} failed: {exc}", reference=str(ref)) from None
+            except _TRANSIENT as exc:
+                if not retries or attempt >= self.retry.attempts:
+                    if not retries:
+                        raise
+                    raise RegistryUnavailableError(
+                        f"{what} failed after {attempt} tries: {exc.__class__.__name__}: {exc}",
+                        reference=str(ref),
+                    ) from None
+                self._sleep(self.retry.delay(attempt, None, self._rng))
+                continue
+            status = resp.status_code
+            if status == 401 and not reauthenticated:
+                challenge = _bearer_or_basic(resp.headers.get_list("WWW-Authenticate"))
+                if challenge is not None and challenge.scheme == "bearer":
+                    # The token may lack a scope (or have expired): ask again, once.
+                    resp.close()
+                    reauthenticated = True
+                    attempt -= 1
+                    with endpoint.lock:
+                        endpoint.challenge = challenge
+                        endpoint.tokens.pop(frozenset(scope_set), None)
+                    for extra in challenge.scopes:
+                        if extra not in scope_set:
+                            scope_set.append(extra)
+                    continue
+            if status in RETRY_STATUSES and retries and attempt < self.retry.attempts:
+                retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+                resp.close()
+                self._sleep(self.retry.delay(attempt, retry_after, self._rng))
+                continue
+            if status in ok:
+                return resp
+            try:
+                raise _error_from(resp, f"{what} failed", str(ref))
+            finally:
+                resp.close()
+
+    def _send_following(
+        self,
+        endpoint: _Endpoint,
+        method: str,
+        url: httpx.URL,
+        scopes: Sequence[str],
+        headers: dict[str, str] | None,
+        body: Callable[[], bytes | Iterable[bytes]] | None,
+    ) -> httpx.Response:
+        for _hop in range(_MAX_REDIRECTS + 1):
+            request_headers = {"User-Agent": self._user_agent, **(headers or {})}
+            if _same_origin(url, endpoint.base):
+                authorization = self._authorization(endpoint, scopes)
+                if authorization:
+                    request_headers["Authorization"] = authorization
+            request = self._client(url).build_request(
+                method, url, headers=request_headers, content=body() if body else None
+            )
+            resp = self._client(url).send(request, stream=True)
+            location = resp.headers.get("Location")
+            if resp.status_code not in _REDIRECTS or not location or method not in ("GET", "HEAD"):
+                return resp
+            resp.close()
+            target = url.join(location)
+            if (
+                target.scheme == "http"
+                and url.scheme == "https"
+                and not self._plain_http_allowed(target.netloc.decode("ascii"))
+            ):
+                raise InsecureTransportError(
+                    f"registry redirected {url.path} from https to plain http; refusing",
+                    reference=endpoint.host,
+                )
+            if target.scheme not in ("http", "https"):
+                raise RegistryError(f"registry redirected to unsupported URL {target}")
+            url = target
+        raise RegistryError(f"too many redirects for {url.path}", reference=endpoint.host)
+
+    # authentication ----------------------------------------------------------------------
+
+    def _credential(self, endpoint: _Endpoint) -> Credential:
+        if endpoint.credential is None:
+            source = self._credentials
+            endpoint.credential = source.get(endpoint.host) if source else ANONYMOUS
+        return endpoint.credential
+
+    def _authorization(self, endpoint: _Endpoint, scopes: Sequence[str]) -> str | None:
+        with endpoint.lock:
+            challenge = endpoint.challenge
+            if challenge is None:
+                return None
+            credential = self._credential(endpoint)
+            if challenge.scheme == "basic":
+                if credential.username is not None and credential.password is not None:
+                    pair = f"{credential.username}:{credential.password}".encode()
+                    return "Basic " + base64.b64encode(pair).decode("ascii")
+                return None
+            if credential.registry_token:
+                return f"Bearer {credential.registry_token}"
+            key = frozenset(scopes)
+            token = endpoint.tokens.get(key)
+            if token is None or token.expires_at <= self._clock():
+                token = self._fetch_token(endpoint, challenge, credential, list(scopes))
+                endpoint.tokens[key] = token
+            return f"Bearer {token.value}"
+
+    def _fetch_token(
+        self, endpoint: _Endpoint, challenge: Challenge, credential: Credential, scopes: list[str]
+    ) -> _Token:
+        realm = challenge.realm
+        if not realm:
+            raise AuthenticationError(
+                "registry sent a bearer challenge without a realm", reference=endpoint.host
+            )
+        realm_url = httpx.URL(realm)
+        realm_host = realm_url.netloc.decode("ascii")
+        if realm_url.scheme != "https" and not (
+            realm_url.scheme == "http" and self._plain_http_allowed(realm_host)
+        ):
+            raise InsecureTransportError(
+                f"token realm {realm_url.scheme}://{realm_host} is not https; refusing to ask "
+                "it for a token (configure the registry as insecure if this is intended)",
+                reference=endpoint.host,
+            )
+        params: list[tuple[str, str]] = []
+        if challenge.service:
+            params.append(("service", challenge.service))
+        headers = {"User-Agent": self._user_agent}
+        failures = 0
+        while True:
+            try:
+                if credential.identity_token:
+                    form = {
+                        "grant_type": "refresh_token",
+                        "refresh_token": credential.identity_token,
+                        "client_id": "polyarch",
+                        "scope": " ".join(scopes),
+                    }
+                    if challenge.service:
+                        form["service"] = challenge.service
+                    resp = self._client(realm_url).post(realm_url, data=form, headers=headers)
+                else:
+                    query: list[tuple[str, str | int | float | bool | None]] = [
+                        *params,
+                        *(("scope", s) for s in scopes),
+                    ]
+                    auth_headers = dict(headers)
+                    if credential.username is not None and credential.password is not None:
+                        pair = f"{credential.username}:{credential.password}".encode()
+                        auth_headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
+                    query = [*realm_url.params.multi_items(), *query]
+                    resp = self._client(realm_url).get(
+                        realm_url.copy_with(params=httpx.QueryParams(query)),
+                        headers=auth_headers,
+                    )
+            except _TRANSIENT as exc:
+                failures += 1
+                if failures >= self.retry.attempts:
+                    raise RegistryUnavailableError(
+                        f"cannot reach token service {realm_host}: {exc}",
+                        reference=endpoint.host,
+                    ) from None
+                self._sleep(self.retry.delay(failures, None, self._rng))
+                continue
+            if resp.status_code in RETRY_STATUSES and failures + 1 < self.retry.attempts:
+                failures += 1
+                self._sleep(
+                    self.retry.delay(
+                        failures, parse_retry_after(resp.headers.get("Retry-After")), self._rng
+                    )
+                )
+                continue
+            break
+        if resp.status_code in (401, 403):
+            raise AuthenticationError(
+                f"token service {realm_host} refused "
+                + ("the credentials" if not credential.is_anonymous else "anonymous access")
+                + f" for {endpoint.host}",
+                status=resp.status_code,
+                reference=endpoint.host,
+            )
+        if resp.status_code != 200:
+            raise _error_from(resp, f"token request to {realm_host} failed", endpoint.host)
+        try:
+            data = resp.json()
+            value = data.get("token") or data.get("access_token")
+            expires_in = data.get("expires_in", 60)
+        except (ValueError, AttributeError):
+            raise AuthenticationError(
+                f"token service {realm_host} answered with invalid JSON", reference=endpoint.host
+            ) from None
+        if not isinstance(value, str) or not value:
+            raise AuthenticationError(
+                f"token service {realm_host} gave no token", reference=endpoint.host
+            )
+        if not isinstance(expires_in, int | float) or expires_in <= 0:
+            expires_in = 60
+        # Renew a little early so a token never expires between check and use.
+        return _Token(value, self._clock() + max(float(expires_in) - 10.0, 1.0))
+
+
+# helpers -----------------------------------------------------------------------------------
+
+
+def _pull(repository: str) -> list[str]:
+    return [repository_scope(repository, "pull")]
+
+
+def _push(repository: str) -> list[str]:
+    return [repository_scope(repository, "pull,push")]
+
+
+def _same_origin(a: httpx.URL, b: httpx.URL) -> bool:
+    return (a.scheme, a.host, a.port) == (b.scheme, b.host, b.port)
+
+
+def _bearer_or_basic(values: list[str]) -> Challenge | None:
+    found: Challenge | None = None
+    for value in values:
+        for challenge in parse_challenges(value):
+            if challenge.scheme == "bearer":
+                return challenge
+            if challenge.scheme == "basic" and found is None:
+                found = challenge
+    return found
+
+
+def _content_type(resp: httpx.Response) -> str | None:
+    value = resp.headers.get("Content-Type")
+    return value.split(";", 1)[0].strip() if value else None
+
+
+def _read_capped(resp: httpx.Response, limit: int, what: str) -> bytes:
+    data = bytearray()
+    for chunk in resp.iter_bytes():
+        data.extend(chunk)
+        if len(data) > limit:
+            raise RegistryError(f"{what} is larger than {limit} bytes; refusing")
+    return bytes(data)
+
+
+def _parse_header_digest(value: str, ref: Reference | str) -> Digest:
+    try:
+        return Digest.parse(value.strip())
+    except PolyarchError:
+        raise RegistryError(
+            f"registry sent an invalid Docker-Content-Digest {value[:80]!r}", reference=str(ref)
+        ) from None
+
+
+def _location(resp: httpx.Response, ref: Reference, what: str) -> httpx.URL:
+    location = resp.headers.get("Location")
+    if not location:
+        raise RegistryError(f"{what}: registry sent no upload Location", reference=str(ref))
+    return resp.request.url.join(location)
+
+
+def _resume_skip(resp: httpx.Response, offset: int, ref: Reference, what: str) -> int:
+    """How many leading bytes of this response were already received."""
+    if offset == 0:
+        return 0
+    if resp.status_code == 200:
+        return offset  # the server ignored Range: read again from the start, skip what we have
+    content_range = resp.headers.get("Content-Range", "")
+    try:
+        start = int(content_range.split()[1].split("-")[0])
+    except (IndexError, ValueError):
+        raise RegistryError(
+            f"{what}: bad Content-Range {content_range!r} on resume", reference=str(ref)
+        ) from None
+    if start != offset:
+        raise RegistryError(
+            f"{what}: asked to resume at byte {offset}, server sent from {start}",
+            reference=str(ref),
+        )
+    return 0
+
+
+def _next_link(header: str | None, current: httpx.URL) -> httpx.URL | None:
+    if not header:
+        return None
+    for part in header.split(","):
+        if 'rel="next"' in part or "rel=next" in part:
+            start, end = part.find("<"), part.find(">")
+            if 0 <= start < end:
+                return current.join(part[start + 1 : end])
+    return None
+
+
+def _checked_body(
+    open_body: Callable[[], Iterable[bytes]], descriptor: Descriptor
+) -> Iterator[bytes]:
+    """The upload body, checked on the way out: never more than the size, and the right digest.
+
+    The last chunk is held back until the whole stream is verified, so a wrong blob is never
+    completed on the registry.
+    """
+    hasher = Hasher(descriptor.digest.algorithm)
+    pending: bytes | None = None
+    for chunk in open_body():
+        if not chunk:
+            continue
+        if hasher.size + len(chunk) > descriptor.size:
+            raise VerificationError(
+                f"blob {descriptor.digest} (upload source)",
+                expected_digest=str(descriptor.digest),
+                expected_size=descriptor.size,
+                actual_size=hasher.size + len(chunk),
+            )
+        hasher.update(chunk)
+        if pending is not None:
+            yield pending
+        pending = bytes(chunk)
+    actual = hasher.digest()
+    if actual != descriptor.digest or hasher.size != descriptor.size:
+        raise VerificationError(
+            f"blob {descriptor.digest} (upload source)",
+            expected_digest=str(descriptor.digest),
+            actual_digest=str(actual),
+            expected_size=descriptor.size,
+            actual_size=hasher.size,
+        )
+    if pending is not None:
+        yield pending
+
+
+def _constant(data: bytes) -> Callable[[], bytes]:
+    return lambda: data
+
+
+def _rechunk(chunks: Iterable[bytes], size: int) -> Iterator[bytes]:
+    buffer = bytearray()
+    for chunk in chunks:
+        buffer.extend(chunk)
+        while len(buffer) >= size:
+            yield bytes(buffer[:size])
+            del buffer[:size]
+    if buffer:
+        yield bytes(buffer)
+
+
+def _error_from(resp: httpx.Response, message: str, reference: str) -> RegistryError:
+    """A `RegistryError` with the status and the registry's own error code and message."""
+    code = detail = None
+    try:
+        body = resp.read()[:_MAX_ERROR_BODY] if resp.request.method != "HEAD" else b""
+    except httpx.HTTPError:
+        body = b""
+    registry_message = None
+    if body:
+        try:
+            errors = json.loads(body).get("errors") or []
+            if errors and isinstance(errors[0], dict):
+                code = errors[0].get("code")
+                registry_message = errors[0].get("message")
+                raw_detail = errors[0].get("detail")
+                detail = None if raw_detail is None else str(raw_detail)[:500]
+        except (ValueError, AttributeError):
+            pass
+    status = resp.status_code
+    text = message
+    if registry_message:
+        text = f"{message}: {registry_message}"
+    elif resp.reason_phrase:
+        text = f"{message}: {resp.reason_phrase}"
+    cls: type[RegistryError] = RegistryError
+    if status in (401, 403):
+        cls = AuthenticationError
+        if status == 401:
+            text += (
+                "; log in with `docker login` (polyarch reads docker's config.json and "
+                "credential helpers) or pass --authfile"
+            )
+    elif status == 404:
+        cls = NotFoundError
+    elif status in RETRY_STATUSES:
+        cls = RegistryUnavailableError
+    return cls(text, status=status, code=code, reference=reference, detail=detail)
