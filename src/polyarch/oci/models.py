@@ -265,9 +265,11 @@ def parse_document(
         raise _schema1(what)
     doc = load_json(raw, what)
     version = doc.get("schemaVersion")
+    if isinstance(version, bool):
+        raise UnsupportedSchemaError(f"{what}: schemaVersion must be 2, got {version!r}")
     if version == 1:
         raise _schema1(what)
-    if version != 2 or isinstance(version, bool):
+    if version != 2:
         raise UnsupportedSchemaError(f"{what}: schemaVersion must be 2, got {version!r}")
     declared = _str(doc, "mediaType", what, required=False)
     has_manifests = "manifests" in doc

@@ -65,10 +65,11 @@ def _value(text: str, i: int) -> tuple[str, int]:
             chars.append(text[i])
             i += 1
         return "".join(chars), i + 1
-    match = _TOKEN.match(text, i)
-    if match is None:
-        return "", i
-    return match.group(), match.end()
+    # RFC 7235 wants a token here; real servers send URLs unquoted, so read up to , or space.
+    end = i
+    while end < len(text) and text[end] not in ", \t":
+        end += 1
+    return text[i:end], end
 
 
 def repository_scope(repository: str, actions: str) -> str:

@@ -16,6 +16,7 @@ import base64
 import contextlib
 import json
 import random
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -296,7 +297,7 @@ class RegistryClient:
                     what=f"get {what}",
                 ) as resp:
                     skip = _resume_skip(resp, offset, ref, what)
-                    for chunk in resp.iter_raw(CHUNK):
+                    for chunk in resp.iter_raw():  # as received: a cut loses nothing
                         if skip:
                             dropped = min(skip, len(chunk))
                             chunk = chunk[dropped:]  # noqa: PLW2901
@@ -489,6 +490,13 @@ class RegistryClient:
                 except _NON_TRANSIENT_TRANSPORT as exc:
                     raise RegistryError(f"cannot talk to registry {host}: {exc}") from None
                 except _TRANSIENT as exc:
+                    if _is_certificate_error(exc):
+                        # The server speaks TLS; the problem is trust. Never fall back to http.
+                        raise RegistryError(
+                            f"TLS certificate of registry {host} is not trusted ({exc}); put its "
+                            f"CA in certs.d/{host}/ca.crt (see --certs-dir), or mark the "
+                            "registry insecure"
+                        ) from None
                     last = exc
                     continue
                 if resp.status_code in RETRY_STATUSES:
@@ -793,6 +801,19 @@ def _pull(repository: str) -> list[str]:
 
 def _push(repository: str) -> list[str]:
     return [repository_scope(repository, "pull,push")]
+
+
+def _is_certificate_error(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return False
+        if isinstance(seen, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(
+            seen
+        ):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _same_origin(a: httpx.URL, b: httpx.URL) -> bool:
