@@ -572,9 +572,11 @@ def test_plain_http_only_for_loopback_or_insecure() -> None:
             client.blob_size(Reference.parse(f"{host}/a"), Digest.of(b""))
         return list(schemes)
 
-    assert probe("127.0.0.1:5000")[:2] == ["https", "http"]
-    assert probe("localhost:5000")[:2] == ["https", "http"]
+    # Loopback: nothing crosses a network, plain http is tried first (no TLS set-up needed).
+    assert probe("127.0.0.1:5000")[:1] == ["http"]
+    assert probe("localhost:5000")[:1] == ["http"]
     assert set(probe("reg.example.com")) == {"https"}
+    # Configured insecure: https first, as docker does, then http.
     assert probe("reg.example.com", ("reg.example.com",))[:2] == ["https", "http"]
 
 
@@ -583,6 +585,9 @@ def test_untrusted_certificate_does_not_fall_back_to_http() -> None:
 
     def handler(request: httpx.Request) -> httpx.Response:
         schemes.append(request.url.scheme)
+        if request.url.scheme == "http":
+            # What a TLS-only server answers to plain http.
+            return httpx.Response(400, text="Client sent an HTTP request to an HTTPS server.")
         raise httpx.ConnectError(
             "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed", request=request
         )
@@ -590,7 +595,31 @@ def test_untrusted_certificate_does_not_fall_back_to_http() -> None:
     client = RegistryClient(transport=httpx.MockTransport(handler), sleep=lambda s: None)
     with pytest.raises(RegistryError, match="not trusted"):
         client.get_manifest(Reference.parse("127.0.0.1:5000/a:b"))
+    assert schemes == ["http", "https"]  # and no retry, no other fallback
+    schemes.clear()
+    insecure = RegistryClient(
+        transport=httpx.MockTransport(handler), insecure=["reg.example.com"], sleep=lambda s: None
+    )
+    with pytest.raises(RegistryError, match="not trusted"):
+        insecure.get_manifest(Reference.parse("reg.example.com/a:b"))
     assert schemes == ["https"]
+
+
+def test_one_ping_for_many_threads() -> None:
+    import threading
+
+    registry = FakeRegistry()
+    manifest = seed_image(registry)
+    client, _ = make_client(registry)
+    threads = [
+        threading.Thread(target=client.blob_size, args=(ref(), manifest.layers[0].digest))
+        for _ in range(8)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len([r for r in registry.log if r.url.path == "/v2/"]) == 1
 
 
 def test_credentials_never_in_repr_or_errors() -> None:

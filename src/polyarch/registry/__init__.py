@@ -1,5 +1,14 @@
 """Talking to OCI registries (effects: the network, credential helpers)."""
 
+import sys
+
+# httpx imports its own command-line client (click, rich, pygments) whenever they are
+# importable: about 80 ms of every polyarch start. polyarch never uses it, and httpx falls back
+# to a stub when that import fails. This package is always imported before its modules.
+sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
+
+# ruff: noqa: E402
+
 from polyarch.registry.client import FetchedDocument, RegistryClient, UploadResult
 from polyarch.registry.credentials import (
     ANONYMOUS,

@@ -114,6 +114,7 @@ class RegistryClient:
         self._rng = rng or random.Random()  # noqa: S311 (backoff jitter, not cryptography)
         self._endpoints: dict[str, _Endpoint] = {}
         self._clients: dict[tuple[str, bool], httpx.Client] = {}
+        self._pinging: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
         self._user_agent = f"polyarch/{__version__}"
 
@@ -347,12 +348,16 @@ class RegistryClient:
         *,
         mount_from: str | None = None,
         chunk_size: int | None = None,
+        source_verifies: bool = False,
     ) -> UploadResult:
         """Upload a blob unless the repository has it; try a cross-repository mount first.
 
         `open_body` is called for each try and must give the blob's bytes from the start.
         Monolithic (POST then PUT) by default; chunked (POST, PATCH..., PUT) with `chunk_size`.
-        A try that fails starts a fresh upload session.
+        A try that fails starts a fresh upload session. The body is checked against the
+        descriptor on the way out (size always; digest too unless `source_verifies`: the
+        producer then raises before its last chunk when the bytes are wrong, as every
+        `ImageSource.open_blob` does, and hashing them twice would only cost CPU).
         """
         if self.blob_size(ref, descriptor.digest) is not None:
             return "exists"
@@ -364,7 +369,13 @@ class RegistryClient:
         while True:
             try:
                 return self._upload_once(
-                    endpoint, ref, descriptor, open_body, scopes, mount_from, chunk_size
+                    endpoint,
+                    ref,
+                    descriptor,
+                    _checked_body(open_body, descriptor, hash_it=not source_verifies),
+                    scopes,
+                    mount_from,
+                    chunk_size,
                 )
             except (RegistryUnavailableError, *_TRANSIENT) as exc:
                 failures += 1
@@ -382,7 +393,7 @@ class RegistryClient:
         endpoint: _Endpoint,
         ref: Reference,
         descriptor: Descriptor,
-        open_body: Callable[[], Iterable[bytes]],
+        body: Callable[[], Iterator[bytes]],
         scopes: list[str],
         mount_from: str | None,
         chunk_size: int | None,
@@ -405,7 +416,7 @@ class RegistryClient:
             if resp.status_code == 201 and mount_from:
                 return "mounted"
             location = _location(resp, ref, what)
-        body = _checked_body(open_body, descriptor)
+        stream = body()
         if chunk_size is None:
             put_url = location.copy_merge_params({"digest": str(descriptor.digest)})
             with self._send(
@@ -418,7 +429,7 @@ class RegistryClient:
                     "Content-Type": "application/octet-stream",
                     "Content-Length": str(descriptor.size),
                 },
-                body=lambda: body,
+                body=lambda: stream,
                 ok=(201, 204),
                 what=what,
                 retries=False,
@@ -426,7 +437,7 @@ class RegistryClient:
                 pass
             return "uploaded"
         offset = 0
-        for piece in _rechunk(body, chunk_size):
+        for piece in _rechunk(stream, chunk_size):
             end = offset + len(piece) - 1
             with self._send(
                 endpoint,
@@ -467,17 +478,30 @@ class RegistryClient:
         host = host.lower()
         with self._lock:
             found = self._endpoints.get(host)
-        if found is not None:
-            return found
-        endpoint = self._ping(host)
-        with self._lock:
-            return self._endpoints.setdefault(host, endpoint)
+            if found is not None:
+                return found
+            pinging = self._pinging.setdefault(host, threading.Lock())
+        with pinging:  # parallel blob workers wait for one ping instead of each sending one
+            with self._lock:
+                found = self._endpoints.get(host)
+            if found is not None:
+                return found
+            endpoint = self._ping(host)
+            with self._lock:
+                return self._endpoints.setdefault(host, endpoint)
 
     def _plain_http_allowed(self, host: str) -> bool:
         return host.lower() in self._insecure or is_loopback_host(host)
 
     def _ping(self, host: str) -> _Endpoint:
-        schemes = ["https", "http"] if self._plain_http_allowed(host) else ["https"]
+        if is_loopback_host(host):
+            # Nothing crosses a network: try plain http first, which needs no TLS set-up. A
+            # TLS-only registry answers it with 400, and https is tried next.
+            schemes = ["http", "https"]
+        elif host.lower() in self._insecure:
+            schemes = ["https", "http"]
+        else:
+            schemes = ["https"]
         failures = 0
         last: Exception | None = None
         while True:
@@ -508,6 +532,9 @@ class RegistryClient:
                 if resp.status_code in (200, 401):
                     challenge = _bearer_or_basic(resp.headers.get_list("WWW-Authenticate"))
                     return _Endpoint(host, base, challenge)
+                if scheme != schemes[-1]:
+                    last = RegistryError(f"{scheme}://{host}/v2/ answered {resp.status_code}")
+                    continue
                 raise _error_from(resp, f"{host} is not an OCI registry (GET /v2/)", host)
             failures += 1
             if failures >= self.retry.attempts:
@@ -519,12 +546,15 @@ class RegistryClient:
 
     def _client(self, url: httpx.URL) -> httpx.Client:
         host = url.netloc.decode("ascii").lower()
-        insecure = host in self._insecure
-        key = (host, insecure)
+        tls = url.scheme == "https"
+        key = (host, tls)
         with self._lock:
             client = self._clients.get(key)
             if client is None:
-                verify = False if insecure else self._tls.context_for(host)
+                # A plain-http client never verifies anything: spare it the CA store loading.
+                verify: ssl.SSLContext | bool = False
+                if tls and host not in self._insecure:
+                    verify = self._tls.context_for(host)
                 client = httpx.Client(
                     transport=self._transport,
                     verify=verify,
@@ -894,40 +924,47 @@ def _next_link(header: str | None, current: httpx.URL) -> httpx.URL | None:
 
 
 def _checked_body(
-    open_body: Callable[[], Iterable[bytes]], descriptor: Descriptor
-) -> Iterator[bytes]:
+    open_body: Callable[[], Iterable[bytes]], descriptor: Descriptor, *, hash_it: bool
+) -> Callable[[], Iterator[bytes]]:
     """The upload body, checked on the way out: never more than the size, and the right digest.
 
-    The last chunk is held back until the whole stream is verified, so a wrong blob is never
+    The last chunk is held back until the whole stream is checked, so a wrong blob is never
     completed on the registry.
     """
-    hasher = Hasher(descriptor.digest.algorithm)
-    pending: bytes | None = None
-    for chunk in open_body():
-        if not chunk:
-            continue
-        if hasher.size + len(chunk) > descriptor.size:
+
+    def stream() -> Iterator[bytes]:
+        hasher = Hasher(descriptor.digest.algorithm)
+        size = 0
+        pending: bytes | None = None
+        for chunk in open_body():
+            if not chunk:
+                continue
+            size += len(chunk)
+            if size > descriptor.size:
+                raise VerificationError(
+                    f"blob {descriptor.digest} (upload source)",
+                    expected_digest=str(descriptor.digest),
+                    expected_size=descriptor.size,
+                    actual_size=size,
+                )
+            if hash_it:
+                hasher.update(chunk)
+            if pending is not None:
+                yield pending
+            pending = chunk
+        actual = hasher.digest() if hash_it else descriptor.digest
+        if actual != descriptor.digest or size != descriptor.size:
             raise VerificationError(
                 f"blob {descriptor.digest} (upload source)",
                 expected_digest=str(descriptor.digest),
+                actual_digest=str(actual),
                 expected_size=descriptor.size,
-                actual_size=hasher.size + len(chunk),
+                actual_size=size,
             )
-        hasher.update(chunk)
         if pending is not None:
             yield pending
-        pending = bytes(chunk)
-    actual = hasher.digest()
-    if actual != descriptor.digest or hasher.size != descriptor.size:
-        raise VerificationError(
-            f"blob {descriptor.digest} (upload source)",
-            expected_digest=str(descriptor.digest),
-            actual_digest=str(actual),
-            expected_size=descriptor.size,
-            actual_size=hasher.size,
-        )
-    if pending is not None:
-        yield pending
+
+    return stream
 
 
 def _constant(data: bytes) -> Callable[[], bytes]:

@@ -34,11 +34,15 @@ class TlsConfig:
             return context
 
     def _build(self, host: str) -> ssl.SSLContext:
+        folders = [base / host for base in self.dirs if (base / host).is_dir()]
+        if not folders:
+            # Loading the system CA store costs tens of milliseconds: do it once, share it.
+            default = self._contexts.get("")
+            if default is None:
+                default = self._contexts[""] = ssl.create_default_context()
+            return default
         context = ssl.create_default_context()
-        for base in self.dirs:
-            folder = base / host
-            if not folder.is_dir():
-                continue
+        for folder in folders:
             try:
                 for ca in sorted(folder.glob("*.crt")):
                     context.load_verify_locations(cafile=str(ca))

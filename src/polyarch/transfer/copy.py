@@ -120,11 +120,32 @@ def transfer_content(
     jobs: int = 8,
     progress: Progress | None = None,
 ) -> None:
-    """Everything `top` refers to, into `target`: blobs, then child documents (not `top` itself)."""
+    """Everything `top` refers to, into `target`: blobs, then child documents (not `top` itself).
+
+    Blobs start moving as soon as the manifest that names them has been read, while the walk
+    goes on; each digest moves once, however many manifests share it.
+    """
     documents: list[Document] = []
-    blobs: dict[Digest, Descriptor] = {}
-    _walk(source, top, documents, blobs, depth=0)
-    _move_blobs(source, target, list(blobs.values()), report, jobs, progress)
+    seen: set[Digest] = set()
+    futures: list[Future[None]] = []
+
+    def move(descriptor: Descriptor) -> None:
+        result = target.put_blob(descriptor, source)
+        report.count(result, descriptor.size)
+        if progress:
+            progress("blob", descriptor, result)
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+
+        def discovered(blob: Descriptor) -> None:
+            if blob.digest not in seen and is_distributable(blob):
+                seen.add(blob.digest)
+                futures.append(pool.submit(move, blob))
+
+        try:
+            _walk(source, top, documents, discovered, depth=0)
+        finally:
+            _wait_all(futures)
     for document in documents:
         if document is top:
             continue
@@ -134,19 +155,34 @@ def transfer_content(
             progress("manifest", document.descriptor(), "")
 
 
+def _wait_all(futures: Sequence[Future[None]]) -> None:
+    """Wait for every future; on the first failure cancel what has not started and raise it."""
+    if not futures:
+        return
+    done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+    failed = next((f for f in done if f.exception() is not None), None)
+    if failed is None:
+        return
+    for future in pending:
+        future.cancel()
+    wait(pending)
+    error = failed.exception()
+    assert error is not None
+    raise error
+
+
 def _walk(
     source: ImageSource,
     document: Document,
     documents: list[Document],
-    blobs: dict[Digest, Descriptor],
+    discovered: Callable[[Descriptor], None],
     depth: int,
 ) -> None:
     if depth > 4:
         raise ManifestError("indexes nested more than 4 deep; refusing")
     if isinstance(document, Manifest):
         for blob in document.blobs():
-            if is_distributable(blob):
-                blobs.setdefault(blob.digest, blob)
+            discovered(blob)
     else:
         for entry in document.manifests:
             if entry.media_type not in mt.DOCUMENT_TYPES:
@@ -155,38 +191,8 @@ def _walk(
                     "which is not a manifest or index"
                 )
             child = source.fetch_document(entry)
-            _walk(source, child, documents, blobs, depth + 1)
+            _walk(source, child, documents, discovered, depth + 1)
     documents.append(document)
-
-
-def _move_blobs(
-    source: ImageSource,
-    target: ImageTarget,
-    blobs: list[Descriptor],
-    report: TransferReport,
-    jobs: int,
-    progress: Progress | None,
-) -> None:
-    if not blobs:
-        return
-    # Largest first: the long transfers start early and the pool drains evenly.
-    ordered = sorted(blobs, key=lambda d: d.size, reverse=True)
-
-    def move(descriptor: Descriptor) -> None:
-        result = target.put_blob(descriptor, source)
-        report.count(result, descriptor.size)
-        if progress:
-            progress("blob", descriptor, result)
-
-    with ThreadPoolExecutor(max_workers=max(1, min(jobs, len(ordered)))) as pool:
-        futures: list[Future[None]] = [pool.submit(move, d) for d in ordered]
-        done, pending = wait(futures, return_when=FIRST_EXCEPTION)
-        for future in pending:
-            future.cancel()
-        for future in futures:
-            if future.done() and not future.cancelled() and future.exception() is not None:
-                raise future.exception()  # type: ignore[misc]
-        del done
 
 
 def create_index(

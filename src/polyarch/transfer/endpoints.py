@@ -34,7 +34,9 @@ class ImageSource(Protocol):
 
     def fetch_document(self, descriptor: Descriptor) -> Document: ...
 
-    def open_blob(self, descriptor: Descriptor) -> Iterator[bytes]: ...
+    def open_blob(self, descriptor: Descriptor) -> Iterator[bytes]:
+        """The blob's bytes, checked against digest and size: raises before the last chunk."""
+        ...
 
 
 class ImageTarget(Protocol):
@@ -94,7 +96,11 @@ class RegistryRepository:
         ):
             mount_from = origin[1]
         return self.client.upload_blob(
-            self.ref, descriptor, lambda: source.open_blob(descriptor), mount_from=mount_from
+            self.ref,
+            descriptor,
+            lambda: source.open_blob(descriptor),
+            mount_from=mount_from,
+            source_verifies=True,  # every ImageSource.open_blob checks what it yields
         )
 
     def put_document(self, document: Document) -> None:
