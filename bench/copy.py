@@ -4,9 +4,10 @@
 
 CNCF Distribution registries are started on 127.0.0.1. A 4-platform image of about --mib
 MiB of incompressible layers (one layer shared by all platforms, as images built from one
-Dockerfile share them) is pushed to the first. Each round, each tool copies it to a freshly started
-target registry (so every blob is really transferred and no cache of an earlier round helps),
-the tools taking turns going first. Both run as the commands a user types; times include process start.
+Dockerfile share them) is pushed to the first. Each round, each tool copies it to a freshly
+started target registry (so every blob is really transferred and no cache of an earlier round
+helps), the tools taking turns going first. Both run as the commands a user types; times
+include process start.
 Prints the median time of each and the ratio polyarch/skopeo (goal: <= 1.0).
 """
 
