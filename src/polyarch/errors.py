@@ -122,5 +122,16 @@ class InsecureTransportError(RegistryError):
     """A request would send credentials over plain HTTP, or follow a downgrade to it."""
 
 
+class DockerfileError(PolyarchError):
+    """A Dockerfile that cannot be parsed or used; names `file:line` and what is wrong."""
+
+    def __init__(self, message: str, *, path: str = "Dockerfile", line: int | None = None) -> None:
+        self.path = path
+        self.line = line
+        self.message = message
+        where = f"{path}:{line}" if line else path
+        super().__init__(f"{where}: {message}")
+
+
 class UsageError(PolyarchError):
     """The user asked for something that cannot be done as asked (conflicting options)."""
