@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+import platform as _host
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from polyarch.errors import UsageError
+from polyarch.dockerfile import Dockerfile, ParseResult, build, parse
+from polyarch.errors import DockerfileError, UsageError
 from polyarch.oci.models import Descriptor, Document, ImageConfig, Index, Manifest
-from polyarch.platform import Platform, best_match
+from polyarch.plan import Plan, PlanRequest, make_plan
+from polyarch.platform import Platform, best_match, from_uname
 from polyarch.reference import Reference
 from polyarch.registry.client import RegistryClient
 from polyarch.registry.credentials import DockerConfigCredentials
@@ -169,10 +172,52 @@ class Session:
         )
 
 
+def machine_platform() -> Platform:
+    """The platform of the machine polyarch runs on."""
+    return from_uname(_host.system(), _host.machine())
+
+
+def read_dockerfile(path: Path) -> tuple[ParseResult, Dockerfile]:
+    """Read, parse and check a Dockerfile; errors name the file and line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DockerfileError("no such file", path=str(path)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DockerfileError(f"cannot read: {exc}", path=str(path)) from None
+    result = parse(text, str(path))
+    return result, build(result, str(path))
+
+
+def plan_build(
+    dockerfile: Path,
+    *,
+    platforms: Sequence[Platform] = (),
+    build_args: Mapping[str, str] | None = None,
+    target: str | None = None,
+    build_platform: Platform | None = None,
+) -> Plan:
+    """The plan of a build, without building: what runs where, once or per platform."""
+    _result, parsed = read_dockerfile(dockerfile)
+    machine = build_platform or machine_platform()
+    return make_plan(
+        PlanRequest(
+            parsed,
+            tuple(platforms) or (machine,),
+            machine,
+            dict(build_args or {}),
+            target,
+        )
+    )
+
+
 __all__ = [
     "Descriptor",
     "ImageSummary",
     "IndexSummary",
     "RegistryOptions",
     "Session",
+    "machine_platform",
+    "plan_build",
+    "read_dockerfile",
 ]

@@ -6,6 +6,7 @@ Exit codes: 0 success, 1 an error polyarch explains, 2 a usage error, 130 interr
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,9 +15,17 @@ from typing import Any, NoReturn
 import click
 
 from polyarch import __version__
-from polyarch.api import ImageSummary, IndexSummary, RegistryOptions, Session
+from polyarch.api import (
+    ImageSummary,
+    IndexSummary,
+    RegistryOptions,
+    Session,
+    plan_build,
+    read_dockerfile,
+)
 from polyarch.errors import PolyarchError, UsageError
 from polyarch.oci.models import Descriptor
+from polyarch.plan import Plan
 from polyarch.platform import Platform
 
 
@@ -252,6 +261,148 @@ def index_create(
     session = _session(ctx)
     report = session.create_index(dst, srcs, annotations=pairs or None, jobs=jobs)
     click.echo(_report_line("index pushed to", report))
+
+
+# Dockerfile frontend -----------------------------------------------------------------------
+
+
+def _dockerfile_option(fn: Any) -> Any:
+    return click.option(
+        "-f",
+        "--file",
+        "dockerfile",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help="The Dockerfile (default: CONTEXT/Dockerfile).",
+    )(fn)
+
+
+def _resolve_dockerfile(dockerfile: Path | None, context: Path) -> Path:
+    return dockerfile if dockerfile is not None else context / "Dockerfile"
+
+
+@cli.command("parse")
+@_dockerfile_option
+@click.option(
+    "--format", "fmt", type=click.Choice(["json", "text"]), default="text", show_default=True
+)
+@click.argument("context", type=click.Path(file_okay=False, path_type=Path), default=".")
+def parse_command(dockerfile: Path | None, fmt: str, context: Path) -> None:
+    """Show the Dockerfile as BuildKit's parser sees it (checked: errors name file:line)."""
+    result, _checked = read_dockerfile(_resolve_dockerfile(dockerfile, context))
+    if fmt == "json":
+        click.echo(json.dumps([n.to_json() for n in result.nodes], indent=2, ensure_ascii=False))
+        return
+    for warning in result.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    for node in result.nodes:
+        lines = f"{node.start_line}" + (
+            f"-{node.end_line}" if node.end_line != node.start_line else ""
+        )
+        shown = node.sub if node.sub is not None else node
+        head = node.cmd + (f" {node.sub_cmd}" if node.sub_cmd else "")
+        flags = " ".join(shown.flags)
+        form = "exec" if shown.json else "shell"
+        values = json.dumps(list(shown.value), ensure_ascii=False)
+        click.echo(f"{lines:>7}  {head:<12} {form:<5} {flags + ' ' if flags else ''}{values}")
+        for doc in node.heredocs or (node.sub.heredocs if node.sub else ()):
+            click.echo(f"{'':>7}  <<{doc.name} (fd {doc.file_descriptor}, "
+                       f"{len(doc.content)} bytes)")  # fmt: skip
+
+
+def _build_args(values: Sequence[str]) -> dict[str, str]:
+    """`K=V`, or `K` alone to take the value from the environment (as docker does)."""
+    out: dict[str, str] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not key:
+            raise UsageError(f"--build-arg wants KEY=VALUE, got {item!r}")
+        if not sep:
+            env = os.environ.get(key)
+            if env is None:
+                continue
+            value = env
+        out[key] = value
+    return out
+
+
+@cli.command("plan")
+@_dockerfile_option
+@click.option("--platform", "platforms", multiple=True, help="Target platforms (repeatable or "
+              "comma separated). Default: this machine's.")  # fmt: skip
+@click.option("--target", help="Build this stage (name or index) instead of the last.")
+@click.option("--build-arg", "build_args", multiple=True, metavar="KEY[=VALUE]")
+@click.option(
+    "--build-platform",
+    help="Plan as if on a machine of this platform (default: this machine).",
+)
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+@click.argument("context", type=click.Path(file_okay=False, path_type=Path), default=".")
+def plan_command(
+    dockerfile: Path | None,
+    platforms: tuple[str, ...],
+    target: str | None,
+    build_args: tuple[str, ...],
+    build_platform: str | None,
+    fmt: str,
+    context: Path,
+) -> None:
+    """Show what a build would do, without building: each stage, whether it runs once or per
+    platform, where it runs (natively or under emulation), its steps, and warnings."""
+    plan = plan_build(
+        _resolve_dockerfile(dockerfile, context),
+        platforms=_platforms(platforms),
+        build_args=_build_args(build_args),
+        target=target,
+        build_platform=Platform.parse(build_platform) if build_platform else None,
+    )
+    if fmt == "json":
+        click.echo(json.dumps(plan.to_json(), indent=2, ensure_ascii=False))
+    else:
+        click.echo(plan_text(plan))
+
+
+def plan_text(plan: Plan) -> str:
+    machine = plan.build_platform
+    head = (
+        f"Plan for {', '.join(str(p) for p in plan.platforms)} "
+        f"(target: {plan.target}; this machine: {machine})"
+    )
+    rows = []
+    for inst in plan.stages:
+        execs = [plan.ops[k] for k in inst.ops if plan.ops[k].kind == "exec"]
+        emulated = [op for op in execs if op.emulated]
+        if not execs:
+            runs = "-"
+        elif emulated:
+            runs = f"{len(execs)} emulated (qemu-{inst.platform.qemu_name})"
+        else:
+            runs = f"{len(execs)} native"
+        when = (
+            f"once for {len(inst.targets)} targets"
+            if len(inst.targets) > 1
+            else ("once" if len(plan.platforms) == 1 else f"for {inst.targets[0]}")
+        )
+        rows.append([inst.stage, when, str(inst.platform), str(len(inst.ops)), runs])
+    lines = [head, "", _table(["STAGE", "RUNS", "ON", "STEPS", "RUN STEPS"], rows), ""]
+    for inst in plan.stages:
+        label = (
+            "once" if len(inst.targets) > 1 or len(plan.platforms) == 1 else str(inst.targets[0])
+        )
+        lines.append(f"{inst.stage} ({label}, on {inst.platform}):")
+        for key in inst.ops:
+            op = plan.ops[key]
+            mark = " [emulated]" if op.emulated else ""
+            lines.append(f"  {key[7:19]}  {op.description}{mark}")
+    total_exec = sum(1 for op in plan.ops.values() if op.kind == "exec")
+    emulated_exec = sum(1 for op in plan.ops.values() if op.kind == "exec" and op.emulated)
+    lines += ["", f"{len(plan.ops)} distinct steps; {total_exec} RUN steps, "
+              f"{emulated_exec} of them under emulation"]  # fmt: skip
+    if plan.warnings:
+        lines += ["", "Warnings:"] + [f"  {w}" for w in plan.warnings]
+    return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:

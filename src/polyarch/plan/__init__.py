@@ -1,0 +1,16 @@
+"""The build plan: stages x target platforms as content-addressed operations (pure)."""
+
+from polyarch.plan.model import Op, Plan, PlanWarning, StageInstance, op_key
+from polyarch.plan.planner import PlanRequest, make_plan, platform_args, runs_natively
+
+__all__ = [
+    "Op",
+    "Plan",
+    "PlanRequest",
+    "PlanWarning",
+    "StageInstance",
+    "make_plan",
+    "op_key",
+    "platform_args",
+    "runs_natively",
+]

@@ -1,0 +1,549 @@
+"""Stages x target platforms -> a graph of content-addressed operations (BuildKit's model). Pure.
+
+For each target platform the planner walks the target stage and, through `FROM <stage>`,
+`COPY --from` and `RUN --mount=...,from=`, every stage it needs (only those), expanding values
+where BuildKit expands them, with BuildKit's ARG scoping:
+
+- ARGs before the first FROM are the global scope: usable in FROM lines (with the predefined
+  platform ARGs), and visible in a stage only when redeclared there (`ARG NAME`).
+- Inside a stage, `--build-arg` beats the ARG's default, which beats the global value; ENV beats
+  ARG when both name a variable. Declared ARGs are in the environment of RUN steps, so they are
+  part of a RUN's key (as in BuildKit).
+- Predefined ARGs: TARGETPLATFORM, TARGETOS, TARGETARCH, TARGETVARIANT, BUILDPLATFORM,
+  BUILDOS, BUILDARCH, BUILDVARIANT (usable in a stage once declared), and the proxy ARGs
+  (HTTP_PROXY ... in both cases), which reach RUN steps without being declared and are kept out
+  of keys and history.
+
+Every op's key is the hash of its definition, which holds its inputs' keys. Stages whose ops are
+identical for several targets (a stage pinned to $BUILDPLATFORM that uses no TARGET* value)
+therefore have identical keys, and appear once. A copy from the build context is keyed here by
+its paths; the engine adds the digest of the files it copies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import posixpath
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from polyarch.dockerfile.instructions import Dockerfile, Instruction, Location, Stage
+from polyarch.dockerfile.shell import ExpansionError, ShellLexer
+from polyarch.errors import DockerfileError, InvalidPlatformError, InvalidReferenceError
+from polyarch.plan.model import Op, OpKind, Plan, PlanWarning, StageInstance, op_key
+from polyarch.platform import Platform
+from polyarch.reference import Reference
+
+PLATFORM_ARGS: Final = (
+    "TARGETPLATFORM", "TARGETOS", "TARGETARCH", "TARGETVARIANT",
+    "BUILDPLATFORM", "BUILDOS", "BUILDARCH", "BUILDVARIANT",
+)  # fmt: skip
+PROXY_ARGS: Final = frozenset(
+    name
+    for base in ("HTTP_PROXY", "HTTPS_PROXY", "FTP_PROXY", "NO_PROXY", "ALL_PROXY")
+    for name in (base, base.lower())
+)
+DEFAULT_SHELL: Final = ("/bin/sh", "-c")
+
+
+def platform_args(target: Platform, build: Platform) -> dict[str, str]:
+    return {
+        "TARGETPLATFORM": str(target),
+        "TARGETOS": target.os,
+        "TARGETARCH": target.architecture,
+        "TARGETVARIANT": target.variant or "",
+        "BUILDPLATFORM": str(build),
+        "BUILDOS": build.os,
+        "BUILDARCH": build.architecture,
+        "BUILDVARIANT": build.variant or "",
+    }
+
+
+def runs_natively(machine: Platform, platform: Platform) -> bool:
+    """Whether `machine` runs `platform`'s binaries without an emulator.
+
+    The same architecture (a usable variant), and 32-bit x86 on amd64 (the kernel's IA-32
+    compatibility). 32-bit arm on arm64 is not assumed: many arm64 server CPUs lack AArch32.
+    """
+    if machine.os != platform.os:
+        return False
+    if machine.matches(platform):
+        return True
+    return machine.architecture == "amd64" and platform.architecture == "386"
+
+
+@dataclass(frozen=True, slots=True)
+class PlanRequest:
+    dockerfile: Dockerfile
+    platforms: tuple[Platform, ...]
+    build_platform: Platform
+    build_args: Mapping[str, str] = field(default_factory=dict)
+    target: str | None = None
+
+
+def make_plan(request: PlanRequest) -> Plan:
+    return _Planner(request).run()
+
+
+@dataclass
+class _State:
+    """What a stage carries from one instruction to the next (and to `FROM <stage>`)."""
+
+    env: dict[str, str] = field(default_factory=dict)
+    workdir: str = "/"
+    user: str = ""
+    shell: tuple[str, ...] = DEFAULT_SHELL
+
+
+@dataclass
+class _Built:
+    instance: StageInstance
+    state: _State
+
+
+class _Planner:
+    def __init__(self, request: PlanRequest) -> None:
+        self.req = request
+        self.df = request.dockerfile
+        self.lexer = ShellLexer(self.df.escape)
+        self.ops: dict[str, Op] = {}
+        self.built: dict[tuple[int, Platform], _Built] = {}
+        self.warnings: list[PlanWarning] = []
+        self.warned: set[tuple[str, int | None]] = set()
+        self.consumed: set[str] = set()
+
+    # entry -------------------------------------------------------------------------------
+
+    def run(self) -> Plan:
+        if not self.req.platforms:
+            raise DockerfileError("no target platform given", path=self.df.path)
+        target = self.target_stage()
+        results: dict[Platform, str] = {}
+        for platform in self.req.platforms:
+            built = self.stage(target.index, platform, ())
+            results[platform] = built.instance.result
+        self.unused_stage_warnings(target)
+        unused_args = sorted(set(self.req.build_args) - self.consumed - PROXY_ARGS)
+        if unused_args:
+            self.warn(f"build arguments not consumed by any ARG: {', '.join(unused_args)}", None)
+        return Plan(
+            platforms=self.req.platforms,
+            build_platform=self.req.build_platform,
+            target=target.display,
+            ops=dict(self.ops),
+            stages=self.grouped_instances(),
+            results=results,
+            warnings=tuple(self.warnings),
+        )
+
+    def target_stage(self) -> Stage:
+        if self.req.target is None:
+            return self.df.stages[-1]
+        found = self.df.stage(self.req.target)
+        if found is None:
+            names = ", ".join(s.name or str(s.index) for s in self.df.stages)
+            raise DockerfileError(
+                f"target stage {self.req.target!r} not found (stages: {names})", path=self.df.path
+            )
+        return found
+
+    def grouped_instances(self) -> tuple[StageInstance, ...]:
+        by_stage: dict[int, dict[tuple[str, ...], StageInstance]] = {}
+        for (index, platform), built in sorted(
+            self.built.items(), key=lambda kv: (kv[0][0], self.req.platforms.index(kv[0][1]))
+        ):
+            group = by_stage.setdefault(index, {})
+            inst = built.instance
+            existing = group.get(inst.ops)
+            if existing is None:
+                group[inst.ops] = StageInstance(
+                    inst.stage, index, inst.platform, (platform,), inst.ops, inst.base_image
+                )
+            else:
+                group[inst.ops] = StageInstance(
+                    existing.stage, index, existing.platform, (*existing.targets, platform),
+                    existing.ops, existing.base_image,
+                )  # fmt: skip
+        return tuple(inst for index in sorted(by_stage) for inst in by_stage[index].values())
+
+    def unused_stage_warnings(self, target: Stage) -> None:
+        used = {index for index, _ in self.built}
+        for stage in self.df.stages:
+            if stage.index not in used:
+                self.warn(
+                    f"stage {stage.display!r} is never used: target {target.display!r} does not "
+                    "depend on it, so it is not built",
+                    stage.location,
+                )
+
+    def warn(self, message: str, location: Location | None) -> None:
+        key = (message, location.start_line if location else None)
+        if key not in self.warned:
+            self.warned.add(key)
+            self.warnings.append(PlanWarning(message, location))
+
+    # global scope ------------------------------------------------------------------------
+
+    def global_scope(self, platform: Platform) -> dict[str, str]:
+        scope = platform_args(platform, self.req.build_platform)
+        for instruction in self.df.meta_args:
+            for name, default in instruction.arg_declarations():
+                if name in self.req.build_args:
+                    self.consumed.add(name)
+                    scope[name] = self.req.build_args[name]
+                elif default is not None:
+                    scope[name] = self.expand_word(default, scope, instruction)
+        return scope
+
+    # stages ------------------------------------------------------------------------------
+
+    def stage(self, index: int, platform: Platform, stack: tuple[int, ...]) -> _Built:
+        memo = self.built.get((index, platform))
+        if memo is not None:
+            return memo
+        if index in stack:
+            chain = " -> ".join(self.df.stages[i].display for i in (*stack, index))
+            raise DockerfileError(
+                f"circular dependency between stages: {chain}",
+                path=self.df.path,
+                line=self.df.stages[index].location.start_line,
+            )
+        built = self.build_stage(self.df.stages[index], platform, (*stack, index))
+        self.built[(index, platform)] = built
+        return built
+
+    def build_stage(self, stage: Stage, target: Platform, stack: tuple[int, ...]) -> _Built:
+        glob = self.global_scope(target)
+        frm = stage.from_instruction
+        base = self.expand_word(stage.base, glob, frm)
+        if not base:
+            raise DockerfileError(
+                f"base name ({stage.base}) should not be blank", path=frm.location.path,
+                line=frm.location.start_line,
+            )  # fmt: skip
+        parent_stage = self.stage_named(base, before=stage.index)
+        requested: Platform | None = None
+        if stage.platform is not None:
+            text = self.expand_word(stage.platform, glob, frm)
+            if self.stage_named(text, before=len(self.df.stages)) is not None:
+                self.warn(
+                    f"FROM --platform={stage.platform} names a stage; --platform takes a "
+                    "platform (like linux/arm64 or $BUILDPLATFORM)",
+                    frm.location,
+                )
+            try:
+                requested = Platform.parse(text)
+            except InvalidPlatformError as exc:
+                raise DockerfileError(
+                    f"FROM --platform: {exc}", path=frm.location.path, line=frm.location.start_line
+                ) from None
+        state = _State()
+        base_image: str | None = None
+        if parent_stage is not None:
+            if requested is not None:
+                self.warn(
+                    f"FROM --platform is ignored when FROM names another stage ({base!r}): "
+                    "the stage is built for its own platform",
+                    frm.location,
+                )
+            parent = self.stage(parent_stage.index, target, stack)
+            run_platform = parent.instance.platform
+            head = parent.instance.result
+            inherited = parent.state
+            state = _State(dict(inherited.env), inherited.workdir, inherited.user, inherited.shell)
+        else:
+            run_platform = requested or target
+            base_image = self.image_name(base, frm)
+            head = self.add_op(
+                "source",
+                {"op": "source", "image": base_image, "platform": str(run_platform)},
+                run_platform,
+                f"FROM {base_image}",
+                (),
+                frm.location,
+            )
+        ops = [head]
+        args: dict[str, str | None] = {}
+        for instruction in stage.instructions:
+            head = self.instruction(instruction, head, state, args, glob, target, run_platform,
+                                    stack, stage)  # fmt: skip
+            if head != ops[-1]:
+                ops.append(head)
+        instance = StageInstance(
+            stage.display, stage.index, run_platform, (target,), tuple(ops), base_image
+        )
+        return _Built(instance, state)
+
+    def stage_named(self, name: str, before: int) -> Stage | None:
+        key = name.lower()
+        for stage in self.df.stages[:before]:
+            if stage.name == key:
+                return stage
+        return None
+
+    def stage_for_from(self, value: str) -> Stage | None:
+        """COPY --from / --mount from=: a stage by name or index, else None (an image)."""
+        key = value.lower()
+        for stage in self.df.stages:
+            if stage.name == key:
+                return stage
+        if value.isdigit() and int(value) < len(self.df.stages):
+            return self.df.stages[int(value)]
+        return None
+
+    def image_name(self, base: str, instruction: Instruction) -> str:
+        if base == "scratch":
+            return "scratch"
+        try:
+            return str(Reference.parse(base))
+        except InvalidReferenceError as exc:
+            raise DockerfileError(
+                str(exc), path=instruction.location.path, line=instruction.location.start_line
+            ) from None
+
+    # instructions ------------------------------------------------------------------------
+
+    def instruction(
+        self,
+        ins: Instruction,
+        head: str,
+        state: _State,
+        args: dict[str, str | None],
+        glob: Mapping[str, str],
+        target: Platform,
+        run_platform: Platform,
+        stack: tuple[int, ...],
+        stage: Stage,
+    ) -> str:
+        kind = ins.kind
+        scope = {k: v for k, v in args.items() if v is not None} | state.env
+        if kind == "ARG":
+            for name, default in ins.arg_declarations():
+                if name in self.req.build_args:
+                    self.consumed.add(name)
+                    args[name] = self.req.build_args[name]
+                elif default is not None:
+                    args[name] = self.expand_word(default, scope, ins)
+                elif name in PLATFORM_ARGS:
+                    args[name] = platform_args(target, self.req.build_platform)[name]
+                else:
+                    args[name] = glob.get(name) if name in self.global_names() else None
+                scope = {k: v for k, v in args.items() if v is not None} | state.env
+            return head
+        if kind in ("RUN", "COPY", "ADD", "ENV", "LABEL", "WORKDIR", "USER", "EXPOSE", "VOLUME",
+                    "STOPSIGNAL"):  # fmt: skip
+            self.check_platform_args(ins, args, state, stage)
+        if kind == "ENV":
+            for name, value in ins.pairs():
+                key = self.expand_word(name, scope, ins)
+                state.env[key] = self.expand_word(value, scope, ins)
+                scope = {k: v for k, v in args.items() if v is not None} | state.env
+            return self.meta(ins, head, run_platform, {"env": sorted(state.env.items())})
+        if kind == "WORKDIR":
+            path = self.expand_word(ins.args[0], scope, ins)
+            state.workdir = posixpath.normpath(posixpath.join(state.workdir, path))
+            return self.add_op(
+                "file",
+                {"op": "file", "action": "mkdir", "parent": head, "path": state.workdir},
+                run_platform,
+                f"WORKDIR {state.workdir}",
+                (head,),
+                ins.location,
+            )
+        if kind == "USER":
+            state.user = self.expand_word(ins.args[0], scope, ins)
+            return self.meta(ins, head, run_platform, {"user": state.user})
+        if kind == "SHELL":
+            state.shell = ins.args
+            return self.meta(ins, head, run_platform, {"shell": list(ins.args)})
+        if kind == "LABEL":
+            labels = [
+                f"{self.expand_word(k, scope, ins)}={self.expand_word(v, scope, ins)}"
+                for k, v in ins.pairs()
+            ]
+            return self.meta(ins, head, run_platform, {"args": labels})
+        if kind in ("EXPOSE", "VOLUME", "STOPSIGNAL"):
+            words = [self.expand_word(w, scope, ins) for w in ins.args]
+            return self.meta(ins, head, run_platform, {"args": words})
+        if kind in ("CMD", "ENTRYPOINT", "HEALTHCHECK", "MAINTAINER", "ONBUILD"):
+            return self.meta(ins, head, run_platform, {"args": list(ins.args), "json": ins.json})
+        if kind == "RUN":
+            return self.run_op(ins, head, state, args, scope, target, run_platform, stack)
+        if kind in ("COPY", "ADD"):
+            return self.copy_op(ins, head, state, scope, target, run_platform, stack)
+        raise DockerfileError(f"cannot plan {kind}", path=ins.location.path,
+                              line=ins.location.start_line)  # fmt: skip
+
+    def global_names(self) -> set[str]:
+        return {name for ins in self.df.meta_args for name, _ in ins.arg_declarations()}
+
+    def meta(self, ins: Instruction, head: str, platform: Platform, what: dict[str, Any]) -> str:
+        definition = {"op": "meta", "parent": head, "instruction": ins.kind, **what}
+        text = " ".join(str(a) for a in what.get("args", [])) if "args" in what else ""
+        description = f"{ins.kind} {text}".strip() if text else ins.original.strip()
+        return self.add_op("meta", definition, platform, description, (head,), ins.location)
+
+    def run_op(
+        self,
+        ins: Instruction,
+        head: str,
+        state: _State,
+        args: Mapping[str, str | None],
+        scope: Mapping[str, str],
+        target: Platform,
+        platform: Platform,
+        stack: tuple[int, ...],
+    ) -> str:
+        inputs = [head]
+        mounts: list[str] = []
+        for mount in ins.list_flag("mount"):
+            expanded = self.expand_word(mount, scope, ins)
+            mounts.append(expanded)
+            source = _mount_from(expanded)
+            if source:
+                dep = self.stage_for_from(source)
+                if dep is not None:
+                    inputs.append(self.stage(dep.index, target, stack).instance.result)
+                else:
+                    inputs.append(self.source_for(source, platform, ins))
+        argv = list(ins.args) if ins.json else [*state.shell, " ".join(ins.args)]
+        env = {k: v for k, v in args.items() if v is not None and k not in PROXY_ARGS}
+        env |= state.env
+        definition = {
+            "op": "exec",
+            "inputs": inputs,
+            "platform": str(platform),
+            "argv": argv,
+            "env": sorted(env.items()),
+            "workdir": state.workdir,
+            "user": state.user,
+            "mounts": mounts,
+            "network": ins.flag("network") or "default",
+            "security": ins.flag("security") or "sandbox",
+            "heredocs": [[h.name, h.file_descriptor, _sha(h.content)] for h in ins.heredocs],
+        }
+        emulated = not runs_natively(self.req.build_platform, platform)
+        description = "RUN " + (" ".join(ins.args) if not ins.json else str(list(ins.args)))
+        return self.add_op("exec", definition, platform, description, tuple(inputs),
+                           ins.location, emulated=emulated)  # fmt: skip
+
+    def copy_op(
+        self,
+        ins: Instruction,
+        head: str,
+        state: _State,
+        scope: Mapping[str, str],
+        target: Platform,
+        platform: Platform,
+        stack: tuple[int, ...],
+    ) -> str:
+        inputs = [head]
+        source_key = "context"
+        origin = ins.flag("from")
+        shown_from = ""
+        if origin is not None:
+            value = self.expand_word(origin, scope, ins)
+            dep = self.stage_for_from(value)
+            if dep is not None:
+                source_key = self.stage(dep.index, target, stack).instance.result
+                shown_from = f"--from={dep.display} "
+            else:
+                source_key = self.source_for(value, platform, ins)
+                shown_from = f"--from={value} "
+            inputs.append(source_key)
+        paths, inline, dest = ins.sources_and_dest()
+        sources = [self.expand_word(p, scope, ins) for p in paths]
+        destination = self.expand_word(dest, scope, ins)
+        resolved = posixpath.join(state.workdir, destination)
+        if destination.endswith("/") and not resolved.endswith("/"):
+            resolved += "/"
+        definition = {
+            "op": "file",
+            "action": ins.kind.lower(),
+            "inputs": inputs,
+            "from": source_key,
+            "sources": sources,
+            "inline": [[h.name, _sha(h.content), h.expand] for h in inline],
+            "dest": resolved,
+            "chown": self.expand_word(ins.flag("chown") or "", scope, ins),
+            "chmod": self.expand_word(ins.flag("chmod") or "", scope, ins),
+            "link": ins.bool_flag("link"),
+            "parents": ins.bool_flag("parents"),
+            "exclude": [self.expand_word(e, scope, ins) for e in ins.list_flag("exclude")],
+            "checksum": ins.flag("checksum") or "",
+            "keep_git_dir": ins.bool_flag("keep-git-dir"),
+        }
+        shown = " ".join([*sources, *(f"<<{h.name}" for h in inline), destination])
+        return self.add_op("file", definition, platform, f"{ins.kind} {shown_from}{shown}",
+                           tuple(inputs), ins.location)  # fmt: skip
+
+    def source_for(self, image: str, platform: Platform, ins: Instruction) -> str:
+        name = self.image_name(image, ins)
+        return self.add_op(
+            "source",
+            {"op": "source", "image": name, "platform": str(platform)},
+            platform,
+            f"image {name}",
+            (),
+            ins.location,
+        )
+
+    def add_op(
+        self,
+        kind: OpKind,
+        definition: dict[str, Any],
+        platform: Platform,
+        description: str,
+        inputs: Sequence[str],
+        location: Location | None,
+        *,
+        emulated: bool = False,
+    ) -> str:
+        key = op_key(definition)
+        if key not in self.ops:
+            self.ops[key] = Op(key, kind, platform, description, tuple(dict.fromkeys(inputs)),
+                               definition, location, emulated)  # fmt: skip
+        return key
+
+    # expansion ---------------------------------------------------------------------------
+
+    def expand_word(self, word: str, scope: Mapping[str, str], ins: Instruction) -> str:
+        try:
+            return self.lexer.process_word(word, scope)
+        except ExpansionError as exc:
+            raise DockerfileError(
+                str(exc), path=ins.location.path, line=ins.location.start_line
+            ) from None
+
+    def check_platform_args(
+        self, ins: Instruction, args: Mapping[str, str | None], state: _State, stage: Stage
+    ) -> None:
+        texts: list[str] = []
+        if ins.kind == "RUN":
+            if not ins.json:
+                texts.append(" ".join(ins.args))
+            texts.extend(ins.list_flag("mount"))
+        else:
+            texts.extend(ins.args)
+            texts.extend(v for k, v in ins.flags.items() if isinstance(v, str) and k != "platform")
+        for text in texts:
+            for name in sorted(self.lexer.names_used(text) & set(PLATFORM_ARGS)):
+                if name not in args and name not in state.env:
+                    self.warn(
+                        f"{name} is used in stage {stage.display!r} without `ARG {name}` in that "
+                        "stage, so it expands to an empty string; declare it after FROM",
+                        ins.location,
+                    )
+
+
+def _mount_from(spec: str) -> str | None:
+    for part in spec.split(","):
+        key, _, value = part.partition("=")
+        if key.strip() == "from" and value:
+            return value.strip()
+    return None
+
+
+def _sha(text: str) -> str:
+    return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
