@@ -180,7 +180,7 @@ def machine_platform() -> Platform:
 def read_dockerfile(path: Path) -> tuple[ParseResult, Dockerfile]:
     """Read, parse and check a Dockerfile; errors name the file and line."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_bytes().decode("utf-8")  # not read_text: keep \r\n as BuildKit does
     except FileNotFoundError:
         raise DockerfileError("no such file", path=str(path)) from None
     except (OSError, UnicodeDecodeError) as exc:

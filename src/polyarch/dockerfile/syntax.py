@@ -305,7 +305,11 @@ class _Parser:
                     break
                 content.append(raw)
             if not terminated:
-                raise self.error(f"unterminated heredoc {spec.name!r} (started on line {start})")
+                raise self.error(
+                    f"unterminated heredoc {spec.name!r}: no line {spec.name!r} before the end of "
+                    "the file",
+                    start,
+                )
             found.append(
                 Heredoc(spec.name, spec.file_descriptor, "".join(content), spec.expand, spec.chomp)
             )

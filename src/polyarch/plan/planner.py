@@ -23,6 +23,7 @@ its paths; the engine adds the digest of the files it copies.
 from __future__ import annotations
 
 import hashlib
+import json
 import posixpath
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -380,7 +381,8 @@ class _Planner:
 
     def meta(self, ins: Instruction, head: str, platform: Platform, what: dict[str, Any]) -> str:
         definition = {"op": "meta", "parent": head, "instruction": ins.kind, **what}
-        text = " ".join(str(a) for a in what.get("args", [])) if "args" in what else ""
+        words = [str(a) for a in what.get("args", [])]
+        text = json.dumps(words) if what.get("json") else " ".join(words)
         description = f"{ins.kind} {text}".strip() if text else ins.original.strip()
         return self.add_op("meta", definition, platform, description, (head,), ins.location)
 

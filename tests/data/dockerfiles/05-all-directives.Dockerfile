@@ -1,0 +1,4 @@
+# syntax=docker/dockerfile:1.7
+# escape=\
+# check=skip=all
+FROM alpine AS base

@@ -1,0 +1,4 @@
+from alpine as Builder
+run echo lower
+Copy a b
+WorkDir /x

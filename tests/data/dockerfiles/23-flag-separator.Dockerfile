@@ -1,0 +1,3 @@
+FROM alpine
+COPY --from=builder -- /a /b
+COPY -- --weird-name /dst

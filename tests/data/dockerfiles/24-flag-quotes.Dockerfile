@@ -1,0 +1,3 @@
+FROM alpine
+COPY --chown="user name" a b
+LABEL --not-a-flag=x

@@ -1,0 +1,5 @@
+FROM alpine
+ADD <<EOF /app/config.ini
+[section]
+key=value
+EOF

@@ -1,0 +1,4 @@
+FROM nginx
+HEALTHCHECK CMD ["curl", "-f", "http://localhost/"]
+FROM alpine
+HEALTHCHECK NONE

@@ -1,0 +1,4 @@
+FROM alpine
+MAINTAINER SvenDowideit@home.org.au
+STOPSIGNAL SIGTERM
+STOPSIGNAL 9

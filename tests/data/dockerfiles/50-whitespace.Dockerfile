@@ -1,0 +1,5 @@
+   FROM    alpine   AS   spaced   
+	 RUN 	 echo   tabs	
+
+
+   EXPOSE   80		81   

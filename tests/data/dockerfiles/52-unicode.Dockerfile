@@ -1,0 +1,3 @@
+FROM alpine
+LABEL maintainer="Zoë Ångström"
+RUN echo "héllo wörld ✓"
