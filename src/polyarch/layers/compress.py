@@ -1,0 +1,88 @@
+"""Layer blobs from a tar stream in one pass: diffID, compression, digest, store.
+
+Write the uncompressed tar into a `LayerSink`: it hashes it (the diffID), compresses it with
+isal's gzip (levels 0-3, about ten times the speed of zlib at level 6), and streams the result
+into the content store, which hashes it again (the blob digest) and verifies it on commit.
+Nothing is held whole in memory. gzip headers carry mtime 0 and no file name, so the same tar
+gives the same bytes; caches are keyed on the diffID anyway, since zlib and isal bytes differ.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from typing import Literal
+
+from isal import igzip, isal_zlib
+
+from polyarch.digest import Digest, Hasher
+from polyarch.oci import mediatypes as mt
+from polyarch.store.blobs import BlobWriter, ContentStore
+
+Compression = Literal["gzip", "none"]
+
+
+@dataclass(frozen=True, slots=True)
+class LayerBlob:
+    digest: Digest  # of the blob as stored (compressed)
+    size: int
+    diff_id: Digest  # of the uncompressed tar
+    media_type: str
+
+
+class LayerSink(io.RawIOBase):
+    """A writable file object: give it tar bytes, `finish()` gives the stored layer blob."""
+
+    def __init__(
+        self, store: ContentStore, *, compression: Compression = "gzip", level: int = 1
+    ) -> None:
+        super().__init__()
+        self._writer: BlobWriter = store.writer()
+        self._diff = Hasher()
+        self._compression = compression
+        # wbits 31: a gzip wrapper; zlib-compatible streams write mtime 0 and no name.
+        self._compressor = (
+            isal_zlib.compressobj(level, isal_zlib.DEFLATED, 31) if compression == "gzip" else None
+        )
+        self._finished = False
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
+        chunk = bytes(data)
+        self._diff.update(chunk)
+        if self._compressor is None:
+            self._writer.write(chunk)
+        else:
+            out = self._compressor.compress(chunk)
+            if out:
+                self._writer.write(out)
+        return len(chunk)
+
+    def finish(self) -> LayerBlob:
+        if self._finished:
+            raise ValueError("layer already finished")
+        self._finished = True
+        if self._compressor is not None:
+            tail = self._compressor.flush()
+            if tail:
+                self._writer.write(tail)
+        size = self._writer.size
+        digest = self._writer.commit()
+        media_type = mt.OCI_LAYER_GZIP if self._compression == "gzip" else mt.OCI_LAYER
+        return LayerBlob(digest, size, self._diff.digest(), media_type)
+
+    def abort(self) -> None:
+        self._finished = True
+        self._writer.abort()
+
+
+def open_layer(data: io.BufferedIOBase, media_type: str) -> io.BufferedIOBase:
+    """A readable uncompressed tar stream of a stored layer blob."""
+    if media_type in (mt.OCI_LAYER, "application/vnd.docker.image.rootfs.diff.tar"):
+        return data
+    if media_type in (mt.OCI_LAYER_GZIP, mt.DOCKER_LAYER_GZIP, mt.DOCKER_LAYER_FOREIGN):
+        reader: io.BufferedIOBase = igzip.IGzipFile(fileobj=data, mode="rb")  # type: ignore[no-untyped-call]
+        return reader
+    raise ValueError(f"unsupported layer media type {media_type}")
