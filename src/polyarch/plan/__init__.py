@@ -1,9 +1,16 @@
 """The build plan: stages x target platforms as content-addressed operations (pure)."""
 
 from polyarch.plan.model import Op, Plan, PlanWarning, StageInstance, op_key
-from polyarch.plan.planner import PlanRequest, make_plan, platform_args, runs_natively
+from polyarch.plan.planner import (
+    ImageFacts,
+    PlanRequest,
+    make_plan,
+    platform_args,
+    runs_natively,
+)
 
 __all__ = [
+    "ImageFacts",
     "Op",
     "Plan",
     "PlanRequest",

@@ -75,12 +75,27 @@ def runs_natively(machine: Platform, platform: Platform) -> bool:
 
 
 @dataclass(frozen=True, slots=True)
+class ImageFacts:
+    """What a build knows of a base image once its config is resolved (BuildKit resolves it
+    too, before converting a stage): its digest, and the config that values expand against."""
+
+    digest: str
+    env: tuple[str, ...] = ()
+    workdir: str = ""
+    user: str = ""
+    shell: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class PlanRequest:
     dockerfile: Dockerfile
     platforms: tuple[Platform, ...]
     build_platform: Platform
     build_args: Mapping[str, str] = field(default_factory=dict)
     target: str | None = None
+    # (image reference, platform) -> facts. Without them the plan expands as if base images
+    # had an empty config, which is fine for showing a plan and wrong for building one.
+    images: Mapping[tuple[str, str], ImageFacts] = field(default_factory=dict)
 
 
 def make_plan(request: PlanRequest) -> Plan:
@@ -256,9 +271,21 @@ class _Planner:
         else:
             run_platform = requested or target
             base_image = self.image_name(base, frm)
+            facts = self.req.images.get((base_image, str(run_platform)))
+            source: dict[str, Any] = {
+                "op": "source", "image": base_image, "platform": str(run_platform),
+            }  # fmt: skip
+            if facts is not None:
+                source["digest"] = facts.digest
+                for item in facts.env:
+                    name, _, value = item.partition("=")
+                    state.env[name] = value
+                state.workdir = facts.workdir or "/"
+                state.user = facts.user
+                state.shell = facts.shell or DEFAULT_SHELL
             head = self.add_op(
                 "source",
-                {"op": "source", "image": base_image, "platform": str(run_platform)},
+                source,
                 run_platform,
                 f"FROM {base_image}",
                 (),
@@ -368,7 +395,11 @@ class _Planner:
             words = [self.expand_word(w, scope, ins) for w in ins.args]
             return self.meta(ins, head, run_platform, {"args": words})
         if kind in ("CMD", "ENTRYPOINT", "HEALTHCHECK", "MAINTAINER", "ONBUILD"):
-            return self.meta(ins, head, run_platform, {"args": list(ins.args), "json": ins.json})
+            what: dict[str, Any] = {"args": list(ins.args), "json": ins.json}
+            if kind in ("CMD", "ENTRYPOINT", "HEALTHCHECK"):
+                what["shell"] = list(state.shell)
+                what["flags"] = {k: v for k, v in ins.flags.items() if isinstance(v, str)}
+            return self.meta(ins, head, run_platform, what)
         if kind == "RUN":
             return self.run_op(ins, head, state, args, scope, target, run_platform, stack)
         if kind in ("COPY", "ADD"):
