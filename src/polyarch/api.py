@@ -8,16 +8,27 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import platformdirs
+
 from polyarch.dockerfile import Dockerfile, ParseResult, build, parse
 from polyarch.errors import DockerfileError, UsageError
-from polyarch.oci.models import Descriptor, Document, ImageConfig, Index, Manifest
+from polyarch.oci.models import (
+    Descriptor,
+    Document,
+    ImageConfig,
+    Index,
+    Manifest,
+    parse_document,
+)
 from polyarch.plan import Plan, PlanRequest, make_plan
 from polyarch.platform import Platform, best_match, from_uname
+from polyarch.progress import Progress, silent
 from polyarch.reference import Reference
 from polyarch.registry.client import RegistryClient
 from polyarch.registry.credentials import DockerConfigCredentials
 from polyarch.registry.retry import RetryPolicy
-from polyarch.transfer.copy import Progress, TransferReport, copy_image, create_index
+from polyarch.store.layout import OciLayout
+from polyarch.transfer.copy import TransferProgress, TransferReport, copy_image, create_index
 from polyarch.transfer.endpoints import (
     ImageSource,
     ImageTarget,
@@ -135,14 +146,14 @@ class Session:
 
     def copy(
         self,
-        src: str,
-        dst: str,
+        src: str | Location,
+        dst: str | Location,
         *,
         platforms: Sequence[Platform] = (),
         jobs: int = 8,
-        progress: Progress | None = None,
+        progress: TransferProgress | None = None,
     ) -> TransferReport:
-        source_location = parse_location(src)
+        source_location = parse_location(src) if isinstance(src, str) else src
         default_name = "latest"
         if isinstance(source_location, Reference) and source_location.tag:
             default_name = source_location.tag
@@ -161,7 +172,7 @@ class Session:
         *,
         annotations: dict[str, str] | None = None,
         jobs: int = 8,
-        progress: Progress | None = None,
+        progress: TransferProgress | None = None,
     ) -> TransferReport:
         return create_index(
             [self.source(s) for s in srcs],
@@ -170,6 +181,45 @@ class Session:
             jobs=jobs,
             progress=progress,
         )
+
+
+def default_root() -> Path:
+    """Where polyarch keeps its store, cache and snapshots: `POLYARCH_ROOT`, else the
+    platform's data directory (as root: /var/lib/polyarch)."""
+    if os.environ.get("POLYARCH_ROOT"):
+        return Path(os.environ["POLYARCH_ROOT"])
+    if os.geteuid() == 0:
+        return Path("/var/lib/polyarch")
+    return Path(platformdirs.user_data_dir("polyarch"))
+
+
+@dataclass(frozen=True, slots=True)
+class LocalImage:
+    name: str
+    descriptor: Descriptor
+    platforms: tuple[str, ...]
+    size: int
+
+
+def local_images(root: Path) -> list[LocalImage]:
+    """Images kept in the local store, by name."""
+    layout = OciLayout(root / "store")
+    out: list[LocalImage] = []
+    for name, entry in sorted(layout.refs().items()):
+        document = parse_document(layout.read_document(entry), entry.media_type)
+        if isinstance(document, Index):
+            platforms = tuple(str(d.platform) for d in document.images() if d.platform)
+            size = 0
+            for child in document.images():
+                sub = parse_document(layout.read_document(child), child.media_type)
+                if isinstance(sub, Manifest):
+                    size += sum(b.size for b in sub.blobs())
+        else:
+            config = ImageConfig.parse(layout.blobs.read_bytes(document.config.digest))
+            platforms = (str(config.platform),)
+            size = sum(b.size for b in document.blobs())
+        out.append(LocalImage(name, entry, platforms, size))
+    return out
 
 
 def machine_platform() -> Platform:
@@ -211,12 +261,81 @@ def plan_build(
     )
 
 
+def build_image(
+    session: Session,
+    *,
+    context: Path,
+    dockerfile: Path,
+    tags: Sequence[str] = (),
+    platforms: Sequence[Platform] = (),
+    build_args: Mapping[str, str] | None = None,
+    target: str | None = None,
+    labels: Mapping[str, str] | None = None,
+    no_cache: bool = False,
+    outputs: Sequence[Mapping[str, str]] = (),
+    root: Path | None = None,
+    progress: Progress | None = None,
+) -> str:
+    """Build, keep the image in the local store under each tag, then push or export it."""
+    # Imported here, not at the top: registry-only commands start faster without the engine.
+    from polyarch.engine import Builder, BuildRequest  # noqa: PLC0415
+
+    refs = [Reference.parse(t) for t in tags]
+    _result, parsed = read_dockerfile(dockerfile)
+    machine = machine_platform()
+    epoch_text = os.environ.get("SOURCE_DATE_EPOCH")
+    epoch = int(epoch_text) if epoch_text and epoch_text.isdigit() else None
+    builder = Builder(root or default_root(), session.client, progress=progress or silent)
+    request = BuildRequest(
+        parsed,
+        context,
+        dockerfile,
+        tuple(platforms) or (machine,),
+        machine,
+        dict(build_args or {}),
+        target,
+        dict(labels or {}),
+        no_cache,
+        epoch,
+    )
+    result = builder.build(request)
+    names = [str(r) for r in refs] or [str(result.descriptor.digest)]
+    for name in names:
+        builder.layout.set_ref(name, result.descriptor)
+    lines = [
+        f"built {result.descriptor.digest} ({result.steps_run} steps run, "
+        f"{result.steps_cached} cached), kept as {', '.join(names)}"
+    ]
+    store = builder.root / "store"
+    for output in outputs:
+        kind = output.get("type")
+        if kind == "registry":
+            if not refs:
+                raise UsageError("pushing needs a tag (-t REGISTRY/NAME:TAG)")
+            for ref in refs:
+                report = session.copy(LayoutLocation(str(store), str(ref)), str(ref))
+                lines.append(f"pushed {report.name} ({report.digest})")
+        elif kind == "oci":
+            name = refs[0].tag if refs and refs[0].tag else "latest"
+            report = session.copy(
+                LayoutLocation(str(store), names[0]), LayoutLocation(output["dest"], name)
+            )
+            lines.append(f"exported {report.name}")
+        elif kind == "docker":
+            raise UsageError("--output type=docker is not implemented yet; use type=oci")
+    return "\n".join(lines)
+
+
 __all__ = [
     "Descriptor",
     "ImageSummary",
     "IndexSummary",
+    "LocalImage",
     "RegistryOptions",
     "Session",
+    "build_image",
+    "default_root",
+    "local_images",
     "machine_platform",
     "plan_build",
     "read_dockerfile",

@@ -20,6 +20,9 @@ from polyarch.api import (
     IndexSummary,
     RegistryOptions,
     Session,
+    build_image,
+    default_root,
+    local_images,
     plan_build,
     read_dockerfile,
 )
@@ -27,6 +30,7 @@ from polyarch.errors import PolyarchError, UsageError
 from polyarch.oci.models import Descriptor
 from polyarch.plan import Plan
 from polyarch.platform import Platform
+from polyarch.transfer.location import LayoutLocation
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -403,6 +407,152 @@ def plan_text(plan: Plan) -> str:
     if plan.warnings:
         lines += ["", "Warnings:"] + [f"  {w}" for w in plan.warnings]
     return "\n".join(lines)
+
+
+# build, images, push ------------------------------------------------------------------------
+
+
+def _root_option(fn: Any) -> Any:
+    return click.option(
+        "--root",
+        type=click.Path(file_okay=False, path_type=Path),
+        envvar="POLYARCH_ROOT",
+        help="Where polyarch keeps images, layers and cache (default: /var/lib/polyarch as "
+        "root, else the user data directory). Two roots are fully isolated.",
+    )(fn)
+
+
+class _Renderer:
+    """Progress as lines: `plain` for logs and terminals, `json` (one event per line)."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.numbers: dict[str, int] = {}
+
+    def __call__(self, event: Any) -> None:
+        if self.mode == "json":
+            click.echo(json.dumps(event.to_json()), err=True)
+            return
+        if event.step:
+            n = self.numbers.setdefault(event.step, len(self.numbers) + 1)
+            where = f"[{event.stage} {event.platform}] " if event.stage else f"[{event.platform}] "
+        else:
+            n, where = 0, ""
+        tag = f"#{n}" if n else "#-"
+        if event.kind == "start":
+            click.echo(f"{tag} {where}{event.description}", err=True)
+        elif event.kind == "cached":
+            click.echo(f"{tag} {where}{event.description} CACHED", err=True)
+        elif event.kind == "log":
+            click.echo(f"{tag} {event.text}", err=True)
+        elif event.kind == "done":
+            seconds = f" {event.seconds:.1f}s" if event.seconds is not None else ""
+            click.echo(f"{tag} DONE{seconds}", err=True)
+        elif event.kind == "error":
+            click.echo(f"{tag} ERROR {event.text.splitlines()[0]}", err=True)
+        else:
+            click.echo(f"{tag} {event.text}", err=True)
+
+
+def _pairs(values: Sequence[str], flag: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"{flag} wants KEY=VALUE, got {item!r}")
+        out[key] = value
+    return out
+
+
+def _outputs(values: Sequence[str], push: bool) -> list[dict[str, str]]:
+    outputs = []
+    for item in values:
+        spec = dict(part.split("=", 1) for part in item.split(",") if "=" in part)
+        kind = spec.get("type")
+        if kind not in ("registry", "oci", "docker", "image"):
+            raise UsageError(f"--output type must be registry, oci or docker, got {item!r}")
+        if kind in ("oci", "docker") and not spec.get("dest"):
+            raise UsageError(f"--output type={kind} needs dest=PATH")
+        outputs.append(spec)
+    if push:
+        outputs.append({"type": "registry"})
+    return outputs
+
+
+@cli.command("build")
+@_dockerfile_option
+@click.option("-t", "--tag", "tags", multiple=True, help="Name the image (repeatable).")
+@click.option("--platform", "platforms", multiple=True, help="Target platforms (repeatable or "
+              "comma separated). Default: this machine's.")  # fmt: skip
+@click.option("--build-arg", "build_args", multiple=True, metavar="KEY[=VALUE]")
+@click.option("--target", help="Build this stage (name or index) instead of the last.")
+@click.option("--label", "labels", multiple=True, metavar="KEY=VALUE")
+@click.option("--no-cache", is_flag=True, help="Run every step, whatever the cache holds.")
+@click.option("--push", is_flag=True, help="Push every tag (same as --output type=registry).")
+@click.option("--output", "outputs", multiple=True, metavar="type=registry|oci|docker,dest=...")
+@click.option("--jobs", "-j", type=click.IntRange(1, 64), default=os.cpu_count() or 1)
+@click.option("--progress", type=click.Choice(["auto", "tty", "plain", "json"]), default="auto")
+@_root_option
+@click.argument("context", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.pass_context
+def build_command(
+    ctx: click.Context,
+    dockerfile: Path | None,
+    tags: tuple[str, ...],
+    platforms: tuple[str, ...],
+    build_args: tuple[str, ...],
+    target: str | None,
+    labels: tuple[str, ...],
+    no_cache: bool,
+    push: bool,
+    outputs: tuple[str, ...],
+    jobs: int,
+    progress: str,
+    root: Path | None,
+    context: Path,
+) -> None:
+    """Build CONTEXT's Dockerfile into an image, kept in the local store (and pushed or
+    exported when asked)."""
+    session = _session(ctx)
+    result = build_image(
+        session,
+        context=context,
+        dockerfile=_resolve_dockerfile(dockerfile, context),
+        tags=tags,
+        platforms=_platforms(platforms),
+        build_args=_build_args(build_args),
+        target=target,
+        labels=_pairs(labels, "--label"),
+        no_cache=no_cache,
+        outputs=_outputs(outputs, push),
+        root=root,
+        progress=_Renderer("json" if progress == "json" else "plain"),
+    )
+    click.echo(result)
+
+
+@cli.command("images")
+@_root_option
+def images_command(root: Path | None) -> None:
+    """List the images kept in the local store."""
+    rows = [
+        [img.name, str(img.descriptor.digest)[:19], ",".join(img.platforms), _human(img.size)]
+        for img in local_images(root or default_root())
+    ]
+    click.echo(_table(["NAME", "DIGEST", "PLATFORMS", "SIZE"], rows))
+
+
+@cli.command("push")
+@click.argument("name")
+@click.argument("destination", required=False)
+@_root_option
+@click.pass_context
+def push_command(ctx: click.Context, name: str, destination: str | None, root: Path | None) -> None:
+    """Push a locally kept image NAME to its registry (or to DESTINATION)."""
+    session = _session(ctx)
+    store = (root or default_root()) / "store"
+    report = session.copy(LayoutLocation(str(store), name), destination or name)
+    click.echo(_report_line("pushed to", report))
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:

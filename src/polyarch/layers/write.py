@@ -15,7 +15,7 @@ import os
 import stat
 import tarfile
 from collections.abc import Iterator
-from typing import IO
+from typing import IO, Protocol, cast
 
 from polyarch.layers.apply import OPAQUE, WHITEOUT_PREFIX
 
@@ -23,9 +23,13 @@ _CHUNK = 1024 * 1024
 _SKIP_XATTRS = ("trusted.overlay.", "security.selinux")
 
 
+class Writable(Protocol):
+    def write(self, data: bytes, /) -> int: ...
+
+
 def write_layer(
     upper: str | os.PathLike[str],
-    out: IO[bytes],
+    out: Writable,
     *,
     source_date_epoch: int | None = None,
     overlay: bool = True,
@@ -34,7 +38,8 @@ def write_layer(
     base = os.fspath(upper)
     links: dict[tuple[int, int], str] = {}
     count = 0
-    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+    stream = cast(IO[bytes], out)  # tarfile only writes to it
+    with tarfile.open(fileobj=stream, mode="w|", format=tarfile.PAX_FORMAT) as tar:
         for rel in _walk(base):
             path = os.path.join(base, rel)
             st = os.lstat(path)

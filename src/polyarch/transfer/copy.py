@@ -25,7 +25,7 @@ from polyarch.transfer.endpoints import (
     read_small_blob,
 )
 
-Progress = Callable[[str, Descriptor, str], None]
+TransferProgress = Callable[[str, Descriptor, str], None]
 """Called as (event, descriptor, detail) with event in {"blob", "manifest", "named"}."""
 
 
@@ -86,7 +86,7 @@ def copy_image(
     *,
     platforms: Sequence[Platform] = (),
     jobs: int = 8,
-    progress: Progress | None = None,
+    progress: TransferProgress | None = None,
 ) -> TransferReport:
     """Copy the image `source` names to `target` (all platforms of an index by default)."""
     top = source.resolve().document
@@ -118,7 +118,7 @@ def transfer_content(
     report: TransferReport,
     *,
     jobs: int = 8,
-    progress: Progress | None = None,
+    progress: TransferProgress | None = None,
 ) -> None:
     """Everything `top` refers to, into `target`: blobs, then child documents (not `top` itself).
 
@@ -201,7 +201,7 @@ def create_index(
     *,
     annotations: dict[str, str] | None = None,
     jobs: int = 8,
-    progress: Progress | None = None,
+    progress: TransferProgress | None = None,
 ) -> TransferReport:
     """One index from single-platform images (and the entries of indexes), pushed to `target`.
 

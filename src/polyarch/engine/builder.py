@@ -1,0 +1,644 @@
+"""Execute a build plan: pull base images, run steps, make layers, cache them, assemble images.
+
+Every filesystem step is the same motion: mount the parent's layers (overlayfs lower
+directories, one snapshot per layer) with a fresh upper directory, act on the merged view
+(run a process with the OCI runtime, copy files, make a directory), unmount, and turn the
+upper directory into a layer (a deterministic tar, gzip'd in one pass into the store). The upper
+directory then becomes that layer's snapshot, so nothing is unpacked twice.
+
+A step's cache key is its plan key, the effective keys of its inputs, and for copies from the
+build context the digest of the files copied: change one file and only the steps from there on
+run again. A cache row is written after its layer is stored and its snapshot in place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from polyarch.digest import Digest
+from polyarch.dockerfile import Dockerfile, IgnoreMatcher, ShellLexer, read_patterns
+from polyarch.dockerfile.ignore import ignore_file_for
+from polyarch.engine.cache import BuildCache, CachedLayer
+from polyarch.engine.filecopy import (
+    CopyError,
+    CopyOptions,
+    content_digest,
+    copy_sources,
+    resolve_owner,
+    select_sources,
+    write_inline,
+)
+from polyarch.engine.image import (
+    BUILDKIT_COMMENT,
+    ImageState,
+    LayerRef,
+    apply_meta,
+    from_base_config,
+    image_config_json,
+)
+from polyarch.engine.snapshots import SnapshotStore
+from polyarch.errors import PolyarchError
+from polyarch.layers import LayerSink, Root, write_layer
+from polyarch.oci import mediatypes as mt
+from polyarch.oci.models import Descriptor, Index, Manifest
+from polyarch.plan import ImageFacts, Op, Plan, PlanRequest, make_plan
+from polyarch.plan.planner import PROXY_ARGS
+from polyarch.platform import Platform, best_match
+from polyarch.progress import Event, Progress, silent
+from polyarch.reference import Reference
+from polyarch.registry.client import RegistryClient
+from polyarch.runtime import (
+    DEFAULT_PATH,
+    BindMount,
+    Executor,
+    ProcessSpec,
+    mount_overlay,
+    unmount,
+)
+from polyarch.store.layout import OciLayout
+
+_TAIL_LINES = 20
+
+
+class BuildError(PolyarchError):
+    """A step failed: names the instruction's file:line and shows the end of its output."""
+
+
+@dataclass(frozen=True, slots=True)
+class BuildRequest:
+    dockerfile: Dockerfile
+    context: Path
+    dockerfile_path: Path
+    platforms: tuple[Platform, ...]
+    build_platform: Platform
+    build_args: Mapping[str, str] = field(default_factory=dict)
+    target: str | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+    no_cache: bool = False
+    source_date_epoch: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BuildResult:
+    descriptor: Descriptor  # the manifest (one platform) or index (several), in the store
+    manifests: Mapping[Platform, Descriptor]
+    plan: Plan
+    steps_run: int
+    steps_cached: int
+
+
+@dataclass
+class _Evaluated:
+    state: ImageState
+    key: str  # effective key: plan key + inputs' effective keys (+ copied content)
+
+
+class Builder:
+    def __init__(
+        self,
+        root: Path,
+        registry: RegistryClient,
+        *,
+        progress: Progress = silent,
+        executor: Executor | None = None,
+    ) -> None:
+        self.root = root
+        self.layout = OciLayout(root / "store")
+        self.blobs = self.layout.blobs
+        self.snapshots = SnapshotStore(root / "snapshots", self.blobs)
+        self.cache = BuildCache(root / "cache.db")
+        self.registry = registry
+        self.progress = progress
+        self._executor = executor
+        self.work = root / "tmp"
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.steps_run = 0
+        self.steps_cached = 0
+
+    @property
+    def executor(self) -> Executor:
+        if self._executor is None:
+            self._executor = Executor(self.root / "runtime")
+        return self._executor
+
+    # the whole build ---------------------------------------------------------------------
+
+    def build(self, request: BuildRequest) -> BuildResult:
+        with self._exclusive():
+            return self._build(request)
+
+    @contextlib.contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """One build at a time per root; what a killed build left behind is cleared first."""
+        fd = os.open(self.root / "build.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            self._clear_stale_work()
+            yield
+        finally:
+            os.close(fd)
+
+    def _clear_stale_work(self) -> None:
+        for leftover in self.work.iterdir():
+            for mount in ("merged", "view"):
+                point = leftover / mount
+                if point.is_dir() and os.path.ismount(point):
+                    with contextlib.suppress(PolyarchError):
+                        unmount(str(point))
+            shutil.rmtree(leftover, ignore_errors=True)
+        for partial in self.snapshots.root.glob(".unpack-*"):
+            shutil.rmtree(partial, ignore_errors=True)
+
+    def _build(self, request: BuildRequest) -> BuildResult:
+        self.steps_run = self.steps_cached = 0
+        self.request = request
+        self.created = _timestamp(request.source_date_epoch)
+        self.ignore = self._ignore_rules(request)
+        self.lexer = ShellLexer(request.dockerfile.escape)
+        draft = make_plan(self._plan_request(request, {}))
+        self.bases: dict[tuple[str, str], tuple[Manifest, bytes, str]] = {}
+        facts: dict[tuple[str, str], ImageFacts] = {}
+        for op in draft.ops.values():
+            if op.kind == "source" and op.definition["image"] != "scratch":
+                key = (op.definition["image"], op.definition["platform"])
+                if key not in facts:
+                    facts[key] = self._resolve_base(*key)
+        plan = make_plan(self._plan_request(request, facts))
+        self.plan = plan
+        self.evaluated: dict[str, _Evaluated] = {}
+        manifests: dict[Platform, Descriptor] = {}
+        for platform in request.platforms:
+            result = self._evaluate(plan.ops[plan.results[platform]])
+            manifests[platform] = self._assemble(result.state, platform)
+        if len(manifests) == 1:
+            top = next(iter(manifests.values()))
+        else:
+            index = Index.create(list(manifests.values()))
+            self.layout.write_document(index.raw)
+            top = index.descriptor()
+        return BuildResult(top, manifests, plan, self.steps_run, self.steps_cached)
+
+    def _plan_request(
+        self, request: BuildRequest, facts: Mapping[tuple[str, str], ImageFacts]
+    ) -> PlanRequest:
+        return PlanRequest(
+            request.dockerfile,
+            request.platforms,
+            request.build_platform,
+            dict(request.build_args),
+            request.target,
+            dict(facts),
+        )
+
+    def _ignore_rules(self, request: BuildRequest) -> IgnoreMatcher | None:
+        for candidate in ignore_file_for(str(request.dockerfile_path), str(request.context)):
+            path = Path(candidate)
+            if path.is_file():
+                return IgnoreMatcher(read_patterns(path.read_text(encoding="utf-8"), str(path)))
+        return None
+
+    # base images -------------------------------------------------------------------------
+
+    def _resolve_base(self, image: str, platform_text: str) -> ImageFacts:
+        platform = Platform.parse(platform_text)
+        ref = Reference.parse(image)
+        description = f"resolve {image} for {platform}"
+        started = time.monotonic()
+        self.progress(Event("start", "", description, platform=platform_text))
+        fetched = self.registry.get_manifest(ref)
+        document = fetched.document
+        digest = fetched.digest
+        if isinstance(document, Index):
+            images = document.images()
+            found = best_match(platform, [d.platform for d in images])
+            if found is None:
+                have = ", ".join(str(d.platform) for d in images if d.platform)
+                raise BuildError(f"{image} has no image for {platform} (it has: {have})")
+            entry = images[found]
+            child = self.registry.get_manifest(ref.with_digest(entry.digest))
+            document, digest = child.document, child.digest
+        if not isinstance(document, Manifest):
+            raise BuildError(f"{image}: the {platform} entry is not an image manifest")
+        self.layout.write_document(document.raw)
+        for blob in document.blobs():
+            if not self.blobs.has(blob.digest, blob.size):
+                self.blobs.ingest(self.registry.get_blob(ref, blob), blob.digest, blob.size)
+        config_raw = self.blobs.read_bytes(document.config.digest, document.config.size)
+        self.bases[(image, platform_text)] = (document, config_raw, str(digest))
+        state = from_base_config(config_raw, platform)
+        self.progress(
+            Event("done", "", description, platform=platform_text,
+                  seconds=time.monotonic() - started)
+        )  # fmt: skip
+        cfg = state.config
+        return ImageFacts(
+            str(digest),
+            tuple(cfg.get("Env") or ()),
+            cfg.get("WorkingDir") or "",
+            cfg.get("User") or "",
+            tuple(cfg.get("Shell") or ()),
+        )
+
+    # evaluation --------------------------------------------------------------------------
+
+    def _evaluate(self, op: Op) -> _Evaluated:
+        done = self.evaluated.get(op.key)
+        if done is not None:
+            return done
+        kind = op.kind
+        definition = op.definition
+        if kind == "source":
+            result = self._source(op)
+        elif kind == "meta":
+            parent = self._evaluate(self.plan.ops[definition["parent"]])
+            state = parent.state.clone()
+            apply_meta(state, dict(definition), self.created)
+            result = _Evaluated(state, _chain(op.key, [parent.key]))
+        else:
+            result = self._filesystem_step(op)
+        self.evaluated[op.key] = result
+        return result
+
+    def _source(self, op: Op) -> _Evaluated:
+        image = op.definition["image"]
+        platform = Platform.parse(op.definition["platform"])
+        if image == "scratch":
+            return _Evaluated(ImageState(platform, cmd_from_base=False), op.key)
+        manifest, config_raw, _digest = self.bases[(image, op.definition["platform"])]
+        state = from_base_config(config_raw, platform)
+        state.layers = [
+            LayerRef(layer.digest, layer.size, diff_id, layer.media_type)
+            for layer, diff_id in zip(manifest.layers, _diff_ids(config_raw), strict=True)
+        ]
+        return _Evaluated(state, op.key)
+
+    def _filesystem_step(self, op: Op) -> _Evaluated:
+        definition = op.definition
+        inputs = [self._evaluate(self.plan.ops[k]) for k in op.inputs]
+        parent = inputs[0]
+        extra = ""
+        context_root: Root | None = None
+        if definition["op"] == "file" and definition.get("from") == "context":
+            context_root = Root(self.request.context)
+            try:
+                selected = select_sources(context_root, list(definition["sources"]), self.ignore)
+                extra = content_digest(
+                    context_root, selected, list(definition["exclude"]), self.ignore
+                )
+            except CopyError as exc:
+                context_root.close()
+                raise self._error(op, str(exc)) from None
+        key = _chain(op.key, [i.key for i in inputs], extra)
+        state = parent.state.clone()
+        stage = self._stage_of(op)
+        event = Event("start", op.key, op.description, stage, str(op.platform))
+        try:
+            cached = None if self.request.no_cache else self._cached(key)
+            if cached is not None:
+                self.steps_cached += 1
+                self.progress(Event("cached", op.key, op.description, stage, str(op.platform)))
+                self._append(state, cached, op)
+                return _Evaluated(state, key)
+            self.progress(event)
+            started = time.monotonic()
+            layer = self._run_step(op, parent.state, inputs, context_root)
+            self.cache.put(key, layer, op.description)
+            self.steps_run += 1
+            self.progress(
+                Event("done", op.key, op.description, stage, str(op.platform),
+                      seconds=time.monotonic() - started)
+            )  # fmt: skip
+            self._append(state, layer, op)
+            return _Evaluated(state, key)
+        finally:
+            if context_root is not None:
+                context_root.close()
+
+    def _cached(self, key: str) -> CachedLayer | None:
+        hit = self.cache.get(key)
+        if hit is None:
+            return None
+        if hit.digest is not None:
+            if not self.blobs.has(hit.digest, hit.size):
+                return None
+            assert hit.diff_id is not None
+            self.snapshots.ensure(hit.diff_id, hit.digest, hit.media_type)
+        return hit
+
+    def _append(self, state: ImageState, layer: CachedLayer, op: Op) -> None:
+        entry: dict[str, Any] = {
+            "created": self.created,
+            "created_by": _created_by(op),
+            "comment": BUILDKIT_COMMENT,
+        }
+        if layer.digest is None:
+            entry["empty_layer"] = True
+        else:
+            assert layer.diff_id is not None
+            state.layers.append(LayerRef(layer.digest, layer.size, layer.diff_id, layer.media_type))
+        state.history.append(entry)
+        if op.definition.get("action") == "mkdir":
+            state.config["WorkingDir"] = op.definition["path"]
+
+    # one filesystem step -----------------------------------------------------------------
+
+    def _run_step(
+        self,
+        op: Op,
+        parent: ImageState,
+        inputs: Sequence[_Evaluated],
+        context_root: Root | None,
+    ) -> CachedLayer:
+        step = Path(tempfile.mkdtemp(dir=self.work, prefix="step-"))
+        upper, workdir, merged = step / "upper", step / "work", step / "merged"
+        for d in (upper, workdir, merged):
+            d.mkdir()
+        try:
+            with self._mounted(parent, upper, workdir, merged):
+                definition = op.definition
+                if definition["op"] == "exec":
+                    self._exec(op, merged, step, parent)
+                elif definition.get("action") == "mkdir":
+                    with Root(merged) as view:
+                        view.open_dir(definition["path"].lstrip("/"), create=True)
+                else:
+                    self._copy(op, merged, inputs, context_root)
+            return self._commit(upper)
+        finally:
+            with contextlib.suppress(OSError):
+                shutil.rmtree(step)
+
+    @contextlib.contextmanager
+    def _mounted(
+        self, state: ImageState, upper: Path, workdir: Path, merged: Path
+    ) -> Iterator[None]:
+        lowers = [
+            str(self.snapshots.ensure(layer.diff_id, layer.digest, layer.media_type))
+            for layer in reversed(state.layers)
+        ]
+        if not lowers:
+            empty = upper.parent / "empty"
+            empty.mkdir()
+            lowers = [str(empty)]
+        mount_overlay(lowers, str(upper), str(workdir), str(merged))
+        try:
+            yield
+        finally:
+            unmount(str(merged))
+
+    def _commit(self, upper: Path) -> CachedLayer:
+        if not any(upper.iterdir()):
+            return CachedLayer(None, 0, None, mt.OCI_LAYER_GZIP)
+        sink = LayerSink(self.blobs)
+        try:
+            write_layer(upper, sink, source_date_epoch=self.request.source_date_epoch)
+            blob = sink.finish()
+        except BaseException:
+            sink.abort()
+            raise
+        self.snapshots.adopt(upper, blob.diff_id)
+        return CachedLayer(blob.digest, blob.size, blob.diff_id, blob.media_type)
+
+    def _exec(self, op: Op, merged: Path, step: Path, parent: ImageState) -> None:
+        definition = op.definition
+        if definition["mounts"]:
+            raise self._error(op, "RUN --mount is not supported yet by polyarch")
+        env = dict(definition["env"])
+        for name, value in self.request.build_args.items():
+            if name in PROXY_ARGS:
+                env.setdefault(name, value)
+        with Root(merged) as view:
+            uid, gid, groups = _user_ids(view, definition["user"], op, self._error)
+            workdir = definition["workdir"] or "/"
+            fd = view.open_dir(workdir.lstrip("/"), create=True)
+            if fd != view.fd:
+                os.close(fd)
+            created_mounts = [
+                name for name in ("etc/resolv.conf", "etc/hosts") if view.lstat(name) is None
+            ]
+        process = ProcessSpec(
+            args=tuple(definition["argv"]),
+            env=tuple(f"{k}={v}" for k, v in env.items())
+            + (() if "PATH" in env else (DEFAULT_PATH,)),
+            cwd=workdir,
+            uid=uid,
+            gid=gid,
+            additional_gids=groups,
+            binds=tuple(
+                BindMount(f"/{name}", f"/{name}")
+                for name in ("etc/resolv.conf", "etc/hosts")
+                if Path(f"/{name}").exists()
+            ),
+        )
+        tail: list[str] = []
+        stage = self._stage_of(op)
+
+        def output(line: str) -> None:
+            tail.append(line)
+            del tail[:-_TAIL_LINES]
+            self.progress(Event("log", op.key, op.description, stage, str(op.platform), line))
+
+        code = self.executor.run(process, merged, step / "bundle", output)
+        with Root(merged) as view:
+            for name in created_mounts:  # mount points the runtime made: not the step's work
+                st = view.lstat(name)
+                if st is not None and st.st_size == 0:
+                    view.remove(name)
+        if code != 0:
+            shown = "\n".join(f"  | {line}" for line in tail) or "  (no output)"
+            raise self._error(op, f"{op.description} exited with status {code}:\n{shown}")
+
+    def _copy(
+        self, op: Op, merged: Path, inputs: Sequence[_Evaluated], context_root: Root | None
+    ) -> None:
+        definition = op.definition
+        with Root(merged) as dest:
+            try:
+                chown = resolve_owner(dest, definition["chown"]) if definition["chown"] else None
+            except CopyError as exc:
+                raise self._error(op, str(exc)) from None
+            chmod = int(definition["chmod"], 8) if definition["chmod"] else None
+            options = CopyOptions(
+                chown=chown,
+                chmod=chmod,
+                keep_owner=definition["from"] != "context",
+                parents=definition["parents"],
+                unpack_archives=definition["action"] == "add",
+            )
+            dest_path = definition["dest"]
+            for name, _digest, expand in definition["inline"]:
+                content = self._heredoc(op, name)
+                if expand:
+                    content = self.lexer.process_word(content, inputs[0].state.env)
+                write_inline(dest, dest_path, name, content, options, len(definition["inline"]) > 1)
+            if not definition["sources"]:
+                return
+            if definition["from"] == "context":
+                assert context_root is not None
+                self._copy_from(op, context_root, dest, options, self.ignore)
+                return
+            source_state = inputs[1].state
+            step = Path(tempfile.mkdtemp(dir=self.work, prefix="src-"))
+            upper, work, view = step / "upper", step / "work", step / "view"
+            for d in (upper, work, view):
+                d.mkdir()
+            try:
+                with self._mounted(source_state, upper, work, view), Root(view) as source:
+                    self._copy_from(op, source, dest, options, None)
+            finally:
+                shutil.rmtree(step, ignore_errors=True)
+
+    def _copy_from(
+        self,
+        op: Op,
+        source: Root,
+        dest: Root,
+        options: CopyOptions,
+        ignore: IgnoreMatcher | None,
+    ) -> None:
+        definition = op.definition
+        try:
+            selected = select_sources(source, list(definition["sources"]), ignore)
+            copy_sources(
+                source, selected, dest, definition["dest"], options,
+                list(definition["exclude"]), ignore,
+            )  # fmt: skip
+        except CopyError as exc:
+            raise self._error(op, str(exc)) from None
+
+    def _heredoc(self, op: Op, name: str) -> str:
+        location = op.location
+        assert location is not None
+        for stage in self.request.dockerfile.stages:
+            for ins in stage.instructions:
+                if ins.location == location:
+                    _paths, inline, _dest = ins.sources_and_dest()
+                    for doc in inline:
+                        if doc.name == name:
+                            return doc.content
+        raise self._error(op, f"heredoc {name!r} not found")
+
+    # images ------------------------------------------------------------------------------
+
+    def _assemble(self, state: ImageState, platform: Platform) -> Descriptor:
+        final = state.clone()
+        if self.request.labels:
+            labels = dict(final.config.get("Labels") or {})
+            labels.update(self.request.labels)
+            final.config["Labels"] = labels
+        config_raw = image_config_json(final, self.created)
+        config_digest = self.blobs.put_bytes(config_raw)
+        manifest = Manifest.create(
+            Descriptor(mt.OCI_CONFIG, config_digest, len(config_raw)),
+            [Descriptor(lr.media_type, lr.digest, lr.size) for lr in final.layers],
+        )
+        self.layout.write_document(manifest.raw)
+        return manifest.descriptor(platform)
+
+    # helpers -----------------------------------------------------------------------------
+
+    def _stage_of(self, op: Op) -> str:
+        for inst in self.plan.stages:
+            if op.key in inst.ops:
+                return inst.stage
+        return ""
+
+    def _error(self, op: Op, message: str) -> BuildError:
+        where = f"{op.location}: " if op.location else ""
+        self.progress(
+            Event("error", op.key, op.description, self._stage_of(op), str(op.platform), message)
+        )
+        return BuildError(f"{where}{message}")
+
+
+def _chain(key: str, inputs: Sequence[str], extra: str = "") -> str:
+    h = hashlib.sha256(key.encode())
+    for item in inputs:
+        h.update(b"\0" + item.encode())
+    if extra:
+        h.update(b"\0content:" + extra.encode())
+    return "sha256:" + h.hexdigest()
+
+
+def _timestamp(epoch: int | None) -> str:
+    moment = datetime.fromtimestamp(epoch, UTC) if epoch is not None else datetime.now(UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _diff_ids(config_raw: bytes) -> list[Digest]:
+    rootfs = json.loads(config_raw).get("rootfs") or {}
+    return [Digest.parse(d) for d in rootfs.get("diff_ids") or []]
+
+
+def _created_by(op: Op) -> str:
+    definition = op.definition
+    if definition["op"] == "exec":
+        return "RUN " + " ".join(definition["argv"]) + " # buildkit"
+    if definition.get("action") == "mkdir":
+        return f"WORKDIR {definition['path']}"
+    return f"{op.description} # buildkit"
+
+
+def _user_ids(
+    root: Root, user: str, op: Op, error: Callable[[Op, str], BuildError]
+) -> tuple[int, int, tuple[int, ...]]:
+    """USER name/uid[:group/gid] as BuildKit resolves it in the root filesystem."""
+    if not user:
+        return 0, 0, ()
+    name, _, group = user.partition(":")
+    passwd = _db(root, "etc/passwd")
+    groups = _db(root, "etc/group")
+    entry = next((e for e in passwd if len(e) > 3 and e[0] == name), None)
+    if name.isdigit():
+        uid = int(name)
+        entry = entry or next((e for e in passwd if len(e) > 3 and e[2] == name), None)
+        gid = int(entry[3]) if entry else 0
+    elif entry is None:
+        raise error(op, f"unable to find user {name}: no matching entries in passwd file")
+    else:
+        uid, gid = int(entry[2]), int(entry[3])
+    if group:
+        if group.isdigit():
+            gid = int(group)
+        else:
+            found = next((g for g in groups if len(g) > 2 and g[0] == group), None)
+            if found is None:
+                raise error(op, f"unable to find group {group}: no matching entries in group file")
+            gid = int(found[2])
+    username = entry[0] if entry else None
+    extra = tuple(
+        sorted(
+            {
+                int(g[2])
+                for g in groups
+                if len(g) > 3 and username and username in g[3].split(",") and int(g[2]) != gid
+            }
+        )
+    )
+    return uid, gid, extra
+
+
+def _db(root: Root, rel: str) -> list[list[str]]:
+    try:
+        with root.parent(rel, create=False) as (fd, leaf):
+            handle = os.open(leaf, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=fd)
+        with os.fdopen(handle, "rb") as f:
+            text = f.read(4 * 1024 * 1024).decode("utf-8", "replace")
+    except (FileNotFoundError, NotADirectoryError, OSError, PolyarchError):
+        return []
+    return [line.split(":") for line in text.splitlines() if line and not line.startswith("#")]
+
+
+__all__ = ["BuildError", "BuildRequest", "BuildResult", "Builder"]

@@ -1,0 +1,80 @@
+"""The build cache: which layer each step produced, in sqlite (WAL).
+
+A row is written only after the layer blob is committed and its snapshot is in place, in one
+transaction: if polyarch is killed at any moment, a later build either finds a complete entry
+or none, never one that points at missing or half-written content. A row whose blob has gone
+missing (a pruned store) is treated as a miss.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from polyarch.digest import Digest
+
+
+@dataclass(frozen=True, slots=True)
+class CachedLayer:
+    """What a filesystem step produced; `digest` None for a step that changed nothing."""
+
+    digest: Digest | None
+    size: int
+    diff_id: Digest | None
+    media_type: str
+
+
+class BuildCache:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._lock = threading.Lock()
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS steps (key TEXT PRIMARY KEY, result TEXT NOT NULL, "
+                "description TEXT, created REAL NOT NULL)"
+            )
+
+    def get(self, key: str) -> CachedLayer | None:
+        with self._lock:
+            row = self._db.execute("SELECT result FROM steps WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            return None
+        data = json.loads(row[0])
+        return CachedLayer(
+            Digest.parse(data["digest"]) if data["digest"] else None,
+            int(data["size"]),
+            Digest.parse(data["diff_id"]) if data["diff_id"] else None,
+            data["media_type"],
+        )
+
+    def put(self, key: str, layer: CachedLayer, description: str) -> None:
+        result = json.dumps(
+            {
+                "digest": str(layer.digest) if layer.digest else None,
+                "size": layer.size,
+                "diff_id": str(layer.diff_id) if layer.diff_id else None,
+                "media_type": layer.media_type,
+            }
+        )
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO steps (key, result, description, created) "
+                "VALUES (?, ?, ?, ?)",
+                (key, result, description, time.time()),
+            )
+
+    def forget(self, keys: list[str]) -> int:
+        with self._lock:
+            before = self._db.total_changes
+            self._db.executemany("DELETE FROM steps WHERE key = ?", [(k,) for k in keys])
+            return self._db.total_changes - before
+
+    def close(self) -> None:
+        self._db.close()

@@ -1,0 +1,58 @@
+"""Layers unpacked once each, as overlayfs lower directories, keyed by diffID.
+
+A snapshot is one layer's entries (overlay whiteouts included), so any chain of layers is
+just a list of snapshot directories to stack. Unpacking goes to a temporary directory renamed
+into place: a snapshot directory exists whole or not at all.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+from polyarch.digest import Digest
+from polyarch.layers import apply_layer, open_layer
+from polyarch.store.blobs import ContentStore
+
+
+class SnapshotStore:
+    def __init__(self, root: Path, blobs: ContentStore) -> None:
+        self.root = root
+        self.blobs = blobs
+        root.mkdir(parents=True, exist_ok=True)
+
+    def path(self, diff_id: Digest) -> Path:
+        return self.root / diff_id.hex[:24]
+
+    def has(self, diff_id: Digest) -> bool:
+        return self.path(diff_id).is_dir()
+
+    def ensure(self, diff_id: Digest, blob: Digest, media_type: str) -> Path:
+        target = self.path(diff_id)
+        if target.is_dir():
+            return target
+        work = Path(tempfile.mkdtemp(dir=self.root, prefix=".unpack-"))
+        try:
+            with self.blobs.open(blob) as raw:
+                apply_layer(open_layer(raw, media_type), work, whiteouts="overlay")  # type: ignore[arg-type]
+            work.rename(target)
+        except FileExistsError:
+            shutil.rmtree(work, ignore_errors=True)  # another build made it meanwhile
+        except OSError as exc:
+            shutil.rmtree(work, ignore_errors=True)
+            if not target.is_dir() or exc.errno not in (39, 17):  # ENOTEMPTY, EEXIST
+                raise
+        except BaseException:
+            shutil.rmtree(work, ignore_errors=True)
+            raise
+        return target
+
+    def adopt(self, directory: Path, diff_id: Digest) -> Path:
+        """Make an upper directory (already in overlay form) the snapshot of `diff_id`."""
+        target = self.path(diff_id)
+        try:
+            directory.rename(target)
+        except OSError:
+            shutil.rmtree(directory, ignore_errors=True)  # an identical layer is already here
+        return target

@@ -1,0 +1,27 @@
+"""Running RUN steps: OCI runtime specs, runc/crun, overlay mounts (effects)."""
+
+from polyarch.runtime.executor import Executor, RuntimeMissingError, find_runtime
+from polyarch.runtime.mounts import MountError, mount_overlay, unmount
+from polyarch.runtime.spec import (
+    DEFAULT_PATH,
+    HOSTNAME,
+    BindMount,
+    ProcessSpec,
+    runtime_spec,
+    shell_env,
+)
+
+__all__ = [
+    "DEFAULT_PATH",
+    "HOSTNAME",
+    "BindMount",
+    "Executor",
+    "MountError",
+    "ProcessSpec",
+    "RuntimeMissingError",
+    "find_runtime",
+    "mount_overlay",
+    "runtime_spec",
+    "shell_env",
+    "unmount",
+]

@@ -1,0 +1,115 @@
+"""The OCI runtime spec of a RUN step, as BuildKit's executor writes it. Pure.
+
+Namespaces: pid, ipc, uts and mount (the network is the host's, as BuildKit's default network
+mode). /proc, a tmpfs /dev with devpts, shm and mqueue, a read-only /sys and cgroup, Docker's
+default capabilities, the masked and read-only paths runc's default spec uses, and the
+hostname BuildKit gives its sandboxes. The host's resolv.conf and hosts are bound read-only so
+name resolution works as on the host.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+HOSTNAME: Final = "buildkitsandbox"
+CAPABILITIES: Final = (
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
+    "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
+)  # fmt: skip
+MASKED: Final = (
+    "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+    "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
+    "/sys/firmware", "/sys/devices/virtual/powercap",
+)  # fmt: skip
+READONLY: Final = (
+    "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class BindMount:
+    source: str
+    destination: str
+    readonly: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessSpec:
+    args: tuple[str, ...]
+    env: tuple[str, ...]
+    cwd: str = "/"
+    uid: int = 0
+    gid: int = 0
+    additional_gids: tuple[int, ...] = ()
+    binds: tuple[BindMount, ...] = field(default_factory=tuple)
+    hostname: str = HOSTNAME
+
+
+def runtime_spec(process: ProcessSpec, rootfs: str) -> dict[str, Any]:
+    mounts: list[Mapping[str, Any]] = [
+        {"destination": "/proc", "type": "proc", "source": "proc",
+         "options": ["nosuid", "noexec", "nodev"]},
+        {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+         "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+        {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+         "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
+        {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",  # noqa: S108 (in the container)
+         "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+        {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
+         "options": ["nosuid", "noexec", "nodev"]},
+        {"destination": "/sys", "type": "sysfs", "source": "sysfs",
+         "options": ["nosuid", "noexec", "nodev", "ro"]},
+    ]  # fmt: skip
+    for bind in process.binds:
+        options = ["rbind", "nosuid", "nodev"] + (["ro"] if bind.readonly else ["rw"])
+        mounts.append(
+            {"destination": bind.destination, "type": "bind", "source": bind.source,
+             "options": options}
+        )  # fmt: skip
+    caps = list(CAPABILITIES)
+    return {
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": False,
+            "user": {
+                "uid": process.uid,
+                "gid": process.gid,
+                **(
+                    {"additionalGids": list(process.additional_gids)}
+                    if process.additional_gids
+                    else {}
+                ),
+            },
+            "args": list(process.args),
+            "env": list(process.env),
+            "cwd": process.cwd or "/",
+            "capabilities": {
+                "bounding": caps,
+                "effective": caps,
+                "permitted": caps,
+            },
+            "noNewPrivileges": False,
+        },
+        "root": {"path": rootfs, "readonly": False},
+        "hostname": process.hostname,
+        "mounts": mounts,
+        "linux": {
+            "namespaces": [{"type": t} for t in ("pid", "ipc", "uts", "mount")],
+            "maskedPaths": list(MASKED),
+            "readonlyPaths": list(READONLY),
+        },
+    }
+
+
+def shell_env(env: Mapping[str, str], defaults: Sequence[str]) -> tuple[str, ...]:
+    """The process environment: the config's, with a default PATH when it has none."""
+    items = [f"{k}={v}" for k, v in env.items()]
+    if "PATH" not in env:
+        items = [d for d in defaults if d.startswith("PATH=")] + items
+    return tuple(items)
+
+
+DEFAULT_PATH: Final = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
