@@ -30,6 +30,7 @@ from polyarch.errors import PolyarchError, UsageError
 from polyarch.oci.models import Descriptor
 from polyarch.plan import Plan
 from polyarch.platform import Platform
+from polyarch.reference import Reference
 from polyarch.transfer.location import LayoutLocation
 
 
@@ -551,7 +552,8 @@ def push_command(ctx: click.Context, name: str, destination: str | None, root: P
     """Push a locally kept image NAME to its registry (or to DESTINATION)."""
     session = _session(ctx)
     store = (root or default_root()) / "store"
-    report = session.copy(LayoutLocation(str(store), name), destination or name)
+    local = str(Reference.parse(name))  # names are kept in their full form
+    report = session.copy(LayoutLocation(str(store), local), destination or local)
     click.echo(_report_line("pushed to", report))
 
 

@@ -264,7 +264,9 @@ class Builder:
         elif kind == "meta":
             parent = self._evaluate(self.plan.ops[definition["parent"]])
             state = parent.state.clone()
-            apply_meta(state, dict(definition), self.created)
+            # A metadata step takes the time of the step before it: rebuilding from cache
+            # then gives the very same config, and digest.
+            apply_meta(state, dict(definition), state.latest or self.created)
             result = _Evaluated(state, _chain(op.key, [parent.key]))
         else:
             result = self._filesystem_step(op)
@@ -314,6 +316,9 @@ class Builder:
             self.progress(event)
             started = time.monotonic()
             layer = self._run_step(op, parent.state, inputs, context_root)
+            layer = CachedLayer(
+                layer.digest, layer.size, layer.diff_id, layer.media_type, self.created
+            )
             self.cache.put(key, layer, op.description)
             self.steps_run += 1
             self.progress(
@@ -338,8 +343,12 @@ class Builder:
         return hit
 
     def _append(self, state: ImageState, layer: CachedLayer, op: Op) -> None:
+        created = self.created
+        if self.request.source_date_epoch is None and layer.created:
+            created = layer.created
+        state.latest = max(state.latest, created) if state.latest else created
         entry: dict[str, Any] = {
-            "created": self.created,
+            "created": created,
             "created_by": _created_by(op),
             "comment": BUILDKIT_COMMENT,
         }
@@ -538,7 +547,10 @@ class Builder:
             labels = dict(final.config.get("Labels") or {})
             labels.update(self.request.labels)
             final.config["Labels"] = labels
-        config_raw = image_config_json(final, self.created)
+        created = self.created
+        if self.request.source_date_epoch is None and final.latest:
+            created = final.latest
+        config_raw = image_config_json(final, created)
         config_digest = self.blobs.put_bytes(config_raw)
         manifest = Manifest.create(
             Descriptor(mt.OCI_CONFIG, config_digest, len(config_raw)),

@@ -26,6 +26,7 @@ class CachedLayer:
     size: int
     diff_id: Digest | None
     media_type: str
+    created: str = ""  # when the step first ran: a cached step keeps its time
 
 
 class BuildCache:
@@ -52,6 +53,7 @@ class BuildCache:
             int(data["size"]),
             Digest.parse(data["diff_id"]) if data["diff_id"] else None,
             data["media_type"],
+            data.get("created", ""),
         )
 
     def put(self, key: str, layer: CachedLayer, description: str) -> None:
@@ -61,6 +63,7 @@ class BuildCache:
                 "size": layer.size,
                 "diff_id": str(layer.diff_id) if layer.diff_id else None,
                 "media_type": layer.media_type,
+                "created": layer.created,
             }
         )
         with self._lock:

@@ -31,6 +31,7 @@ class ImageState:
     history: list[dict[str, Any]] = field(default_factory=list)
     author: str | None = None
     cmd_from_base: bool = True  # ENTRYPOINT resets a CMD inherited from the base image
+    latest: str = ""  # creation time of the newest step so far (the image's "created")
 
     def clone(self) -> ImageState:
         return ImageState(
@@ -40,6 +41,7 @@ class ImageState:
             copy.deepcopy(self.history),
             self.author,
             self.cmd_from_base,
+            self.latest,
         )
 
     @property
@@ -67,6 +69,7 @@ def from_base_config(raw: bytes, platform: Platform) -> ImageState:
     state.config = dict(doc.get("config") or {})
     state.history = list(doc.get("history") or [])
     state.author = doc.get("author")
+    state.latest = doc.get("created") or ""
     return state
 
 

@@ -1,0 +1,279 @@
+"""polyarch build with real components: an mmdebstrap base image, Distribution, runc."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from polyarch.api import RegistryOptions, Session
+from polyarch.layers import apply_layer, open_layer
+from polyarch.oci.models import ImageConfig, Manifest, parse_document
+from polyarch.reference import Reference
+from polyarch.runtime import Executor, ProcessSpec, mount_overlay, unmount
+from polyarch.store import OciLayout
+from tests.registry_server import RunningRegistry
+
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("runc") or not shutil.which("mmdebstrap"),
+    reason="building needs root, runc and mmdebstrap (tools/dev setup installs them)",
+)
+
+
+@pytest.fixture(scope="session")
+def base(registry: RunningRegistry) -> str:
+    from tools.base_images import push
+
+    ref = registry.ref("base/debian:bookworm")
+    with Session(RegistryOptions()) as session:
+        push("debian", ["amd64"], ref, session)
+    return ref
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    return tmp_path / "polyarch-root"
+
+
+def polyarch(
+    *args: str, check: bool = True, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [sys.executable, "-m", "polyarch", *args], capture_output=True, text=True, timeout=timeout
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"polyarch {' '.join(args)}: {result.returncode}\n{result.stderr}")
+    return result
+
+
+def write_context(path: Path, dockerfile: str, files: dict[str, str]) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "Dockerfile").write_text(dockerfile)
+    for name, content in files.items():
+        target = path / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(content)
+    return path
+
+
+def image(root: Path, name: str) -> tuple[OciLayout, Manifest, ImageConfig]:
+    layout = OciLayout(root / "store")
+    entry = layout.resolve(str(Reference.parse(name)))
+    manifest = parse_document(layout.read_document(entry), entry.media_type)
+    assert isinstance(manifest, Manifest)
+    config = ImageConfig.parse(layout.blobs.read_bytes(manifest.config.digest))
+    return layout, manifest, config
+
+
+@pytest.fixture
+def rootfs() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="rootfs-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def flatten(layout: OciLayout, manifest: Manifest, into: Path) -> Path:
+    for layer in manifest.layers:
+        with layout.blobs.open(layer.digest) as raw:
+            apply_layer(open_layer(raw, layer.media_type), into)  # type: ignore[arg-type]
+    return into
+
+
+def run_image(root: Path, name: str, work: Path) -> tuple[int, str]:
+    """Run the image's CMD the way `docker run` would (overlay of its layers, runc)."""
+    from polyarch.engine.snapshots import SnapshotStore
+
+    layout, manifest, config = image(root, name)
+    snapshots = SnapshotStore(root / "snapshots", layout.blobs)
+    lowers = [
+        str(snapshots.ensure(diff, layer.digest, layer.media_type))
+        for layer, diff in zip(manifest.layers, config.diff_ids, strict=True)
+    ][::-1]
+    for d in ("upper", "work", "merged"):
+        (work / d).mkdir(parents=True)
+    mount_overlay(lowers, str(work / "upper"), str(work / "work"), str(work / "merged"))
+    lines: list[str] = []
+    try:
+        passwd = (work / "merged" / "etc" / "passwd").read_text().splitlines()
+        uid = gid = 0
+        for entry in passwd:
+            parts = entry.split(":")
+            if config.user and parts[0] == config.user:
+                uid, gid = int(parts[2]), int(parts[3])
+        code = Executor(work / "state").run(
+            ProcessSpec(
+                args=(*(config.entrypoint or ()), *(config.cmd or ())),
+                env=config.env,
+                cwd=config.working_dir or "/",
+                uid=uid,
+                gid=gid,
+            ),
+            work / "merged",
+            work / "bundle",
+            lines.append,
+        )
+    finally:
+        unmount(str(work / "merged"))
+    return code, "\n".join(lines)
+
+
+APP = """\
+FROM {base}
+ARG GREETING=hello
+ENV APP=/app PATH=/app/bin:$PATH
+WORKDIR /app
+COPY files/ ./
+COPY --chmod=0755 run.sh bin/run
+COPY --chown=1234:1234 <<EOF /app/notes.txt
+written by a heredoc for $APP
+EOF
+RUN useradd -u 1234 -m worker && echo "$GREETING from $(uname -m)" > /app/greeting && rm /etc/issue
+USER worker
+RUN id -u > /tmp/whoami
+CMD ["/app/bin/run"]
+EXPOSE 8080
+LABEL org.example.app=demo
+"""
+FILES = {
+    "files/a.txt": "hello file\n",
+    "files/sub/b.txt": "nested\n",
+    "files/sub/ignored.log": "must not be copied\n",
+    ".dockerignore": "files/sub/*.log\n",
+    "run.sh": '#!/bin/sh\necho "run says: $(cat /app/greeting) as $(id -u)"\n',
+}
+
+
+def digest_of(output: str) -> str:
+    return output.split()[1]
+
+
+def test_build_push_and_run(
+    base: str, registry: RunningRegistry, root: Path, tmp_path: Path, rootfs: Path
+) -> None:
+    ctx = write_context(tmp_path / "ctx", APP.format(base=base), FILES)
+    ref = registry.ref("built/app:v1")
+    out = polyarch("build", "--root", str(root), "-t", ref, "--push", str(ctx))
+    assert "pushed" in out.stdout
+    layout, manifest, config = image(root, ref)
+    # The config, as Docker would write it.
+    assert config.cmd == ("/app/bin/run",)
+    assert config.working_dir == "/app"
+    assert config.user == "worker"
+    assert config.exposed_ports == ("8080/tcp",)
+    assert dict(config.labels) == {"org.example.app": "demo"}
+    env = dict(e.split("=", 1) for e in config.env)
+    assert env["APP"] == "/app"
+    assert env["PATH"].startswith("/app/bin:/usr/local/sbin")
+    # The file tree.
+    tree = flatten(layout, manifest, rootfs)
+    assert (tree / "app" / "a.txt").read_text() == "hello file\n"
+    assert (tree / "app" / "sub" / "b.txt").read_text() == "nested\n"
+    assert not (tree / "app" / "sub" / "ignored.log").exists()  # .dockerignore
+    assert (tree / "app" / "bin" / "run").stat().st_mode & 0o777 == 0o755
+    notes = tree / "app" / "notes.txt"
+    assert notes.read_text() == "written by a heredoc for /app\n"
+    assert (notes.stat().st_uid, notes.stat().st_gid) == (1234, 1234)
+    assert (tree / "app" / "a.txt").stat().st_uid == 0  # context files belong to root
+    assert (tree / "app" / "greeting").read_text() == "hello from x86_64\n"
+    assert (tree / "tmp" / "whoami").read_text() == "1234\n"  # USER applies to RUN
+    assert (tree / "home" / "worker").stat().st_uid == 1234
+    assert not (tree / "etc" / "issue").exists()  # deleted in a later layer: a whiteout
+    # History as BuildKit writes it: metadata steps are empty layers.
+    history = json.loads(layout.blobs.read_bytes(manifest.config.digest))["history"]
+    empty = [h["created_by"] for h in history if h.get("empty_layer")]
+    assert "USER worker" in empty
+    assert any(e.startswith("ENV APP=/app") for e in empty)
+    assert len(manifest.layers) == len(history) - len(empty)
+    # What was pushed is what skopeo reads.
+    raw = subprocess.run(
+        ["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{ref}"],
+        check=True,
+        capture_output=True,
+    ).stdout
+    assert raw == layout.read_document(layout.resolve(str(Reference.parse(ref))))
+    # And it runs.
+    code, output = run_image(root, ref, tmp_path / "run")
+    assert code == 0, output
+    assert output == "run says: hello from x86_64 as 1234"
+
+
+def test_cache_hits_and_invalidation(base: str, root: Path, tmp_path: Path) -> None:
+    ctx = write_context(tmp_path / "ctx", APP.format(base=base), FILES)
+    first = polyarch("build", "--root", str(root), "-t", "local/app:1", str(ctx))
+    assert "0 cached" in first.stdout
+    again = polyarch("build", "--root", str(root), "-t", "local/app:2", str(ctx))
+    assert "(0 steps run" in again.stdout, again.stdout
+    assert digest_of(first.stdout) == digest_of(again.stdout)
+    (ctx / "run.sh").write_text("#!/bin/sh\necho changed\n")
+    changed = polyarch(
+        "build", "--root", str(root), "-t", "local/app:3", "--progress", "json", str(ctx)
+    )
+    events = [json.loads(line) for line in changed.stderr.splitlines()]
+    cached = [e["description"] for e in events if e["event"] == "cached"]
+    ran = [e["description"] for e in events if e["event"] == "start" and e["step"]]
+    assert cached == ["WORKDIR /app", "COPY files/ ./"]
+    assert ran[0] == "COPY run.sh bin/run"
+    assert len(ran) == 4
+
+
+def test_build_args_and_no_cache(base: str, root: Path, tmp_path: Path, rootfs: Path) -> None:
+    ctx = write_context(tmp_path / "ctx", APP.format(base=base), FILES)
+    args = ["--build-arg", "GREETING=hi", "--no-cache"]
+    polyarch("build", "--root", str(root), "-t", "local/app:hi", *args, str(ctx))
+    layout, manifest, _ = image(root, "local/app:hi")
+    greeting = flatten(layout, manifest, rootfs) / "app" / "greeting"
+    assert greeting.read_text() == "hi from x86_64\n"
+
+
+def test_failing_step_names_the_line_and_keeps_the_store_consistent(
+    base: str, root: Path, tmp_path: Path
+) -> None:
+    dockerfile = (
+        f"FROM {base}\nRUN echo preparing > /p\nRUN echo 'about to fail' && exit 7\n"
+        "RUN echo never\n"
+    )
+    ctx = write_context(tmp_path / "ctx", dockerfile, {})
+    result = polyarch("build", "--root", str(root), "-t", "local/fail:1", str(ctx), check=False)
+    assert result.returncode == 1
+    assert "Dockerfile:3: RUN echo 'about to fail' && exit 7 exited with status 7" in result.stderr
+    assert "| about to fail" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not list((root / "tmp").iterdir())  # nothing left mounted or half-written
+    assert not list((root / "store" / ".ingest").iterdir())
+    # Fixing the step reuses what succeeded before it.
+    (ctx / "Dockerfile").write_text(dockerfile.replace("exit 7", "true"))
+    fixed = polyarch("build", "--root", str(root), "-t", "local/fail:1", str(ctx))
+    assert "1 cached" in fixed.stdout
+
+
+def test_kill_mid_build_then_rebuild(base: str, root: Path, tmp_path: Path, rootfs: Path) -> None:
+    dockerfile = f"FROM {base}\nRUN echo one > /one\nRUN sleep 30 && echo two > /two\n"
+    ctx = write_context(tmp_path / "ctx", dockerfile, {})
+    command = [sys.executable, "-m", "polyarch", "build", "--root", str(root)]
+    command += ["-t", "local/kill:1", "--progress", "json", str(ctx)]
+    proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        event = json.loads(line)
+        if event["event"] == "start" and event["description"].startswith("RUN sleep"):
+            break
+    time.sleep(1)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    (ctx / "Dockerfile").write_text(dockerfile.replace("sleep 30", "sleep 0"))
+    rebuilt = polyarch("build", "--root", str(root), "-t", "local/kill:1", str(ctx))
+    assert "1 cached" in rebuilt.stdout  # the step that finished before the kill
+    layout, manifest, _ = image(root, "local/kill:1")
+    tree = flatten(layout, manifest, rootfs)
+    assert (tree / "one").read_text() == "one\n"
+    assert (tree / "two").read_text() == "two\n"
+    assert not list((root / "tmp").iterdir())
