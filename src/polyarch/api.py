@@ -12,6 +12,7 @@ import platformdirs
 
 from polyarch.dockerfile import Dockerfile, ParseResult, build, parse
 from polyarch.errors import DockerfileError, UsageError
+from polyarch.export import write_docker_archive
 from polyarch.oci.models import (
     Descriptor,
     Document,
@@ -322,7 +323,10 @@ def build_image(
             )
             lines.append(f"exported {report.name}")
         elif kind == "docker":
-            raise UsageError("--output type=docker is not implemented yet; use type=oci")
+            write_docker_archive(
+                builder.layout, result.descriptor, [str(r) for r in refs], Path(output["dest"])
+            )
+            lines.append(f"wrote docker archive {output['dest']}")
     return "\n".join(lines)
 
 

@@ -277,3 +277,112 @@ def test_kill_mid_build_then_rebuild(base: str, root: Path, tmp_path: Path, root
     assert (tree / "one").read_text() == "one\n"
     assert (tree / "two").read_text() == "two\n"
     assert not list((root / "tmp").iterdir())
+
+
+def test_docker_archive_loads_and_runs_in_docker(
+    base: str, root: Path, tmp_path: Path, docker_engine: str
+) -> None:
+    ctx = write_context(tmp_path / "ctx", APP.format(base=base), FILES)
+    archive = tmp_path / "app.tar"
+    polyarch("build", "--root", str(root), "-t", "local/archive:1", "--output",
+             f"type=docker,dest={archive}", str(ctx))  # fmt: skip
+    docker = ["/usr/bin/docker", "-H", docker_engine]
+    with archive.open("rb") as f:
+        loaded = subprocess.run([*docker, "load"], stdin=f, capture_output=True, text=True)
+    assert loaded.returncode == 0, loaded.stderr
+    assert "local/archive:1" in loaded.stdout
+    run = subprocess.run([*docker, "run", "--rm", "--network", "none", "local/archive:1"],
+                         capture_output=True, text=True)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "run says: hello from x86_64 as 1234"
+
+
+def test_onbuild_triggers_run_in_the_child(
+    base: str, registry: RunningRegistry, root: Path, tmp_path: Path, rootfs: Path
+) -> None:
+    parent_ref = registry.ref("built/onbuild-base:1")
+    parent = write_context(
+        tmp_path / "parent",
+        f"FROM {base}\nONBUILD COPY marker.txt /from-trigger.txt\nONBUILD RUN echo ran > /ran\n",
+        {},
+    )
+    polyarch("build", "--root", str(root), "-t", parent_ref, "--push", str(parent))
+    child = write_context(
+        tmp_path / "child", f"FROM {parent_ref}\nRUN cat /ran\n", {"marker.txt": "child's\n"}
+    )
+    polyarch("build", "--root", str(root), "-t", "local/child:1", str(child))
+    layout, manifest, _config = image(root, "local/child:1")
+    tree = flatten(layout, manifest, rootfs)
+    assert (tree / "from-trigger.txt").read_text() == "child's\n"
+    assert (tree / "ran").read_text() == "ran\n"
+    config = json.loads(layout.blobs.read_bytes(manifest.config.digest))
+    assert "OnBuild" not in config["config"]  # triggers are not inherited further
+
+
+def test_add_from_url_with_checksum(base: str, root: Path, tmp_path: Path, rootfs: Path) -> None:
+    import hashlib
+    import http.server
+    import threading
+
+    served = tmp_path / "served"
+    served.mkdir()
+    payload = b"downloaded content\n"
+    (served / "file.txt").write_bytes(payload)
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            super().__init__(*args, directory=str(served), **kwargs)  # type: ignore[misc]
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/file.txt"
+        good = "sha256:" + hashlib.sha256(payload).hexdigest()
+        ctx = write_context(
+            tmp_path / "ctx",
+            f"FROM {base}\nADD --checksum={good} {url} /data/\nADD {url} /renamed.txt\n",
+            {},
+        )
+        polyarch("build", "--root", str(root), "-t", "local/add:1", str(ctx))
+        layout, manifest, _ = image(root, "local/add:1")
+        tree = flatten(layout, manifest, rootfs)
+        assert (tree / "data" / "file.txt").read_bytes() == payload
+        assert (tree / "data" / "file.txt").stat().st_mode & 0o777 == 0o600
+        assert (tree / "renamed.txt").read_bytes() == payload
+        bad = write_context(
+            tmp_path / "bad", f"FROM {base}\nADD --checksum=sha256:{'0' * 64} {url} /x\n", {}
+        )
+        result = polyarch("build", "--root", str(root), str(bad), check=False)
+        assert result.returncode == 1
+        assert "Dockerfile:2:" in result.stderr and "checksum mismatch" in result.stderr
+    finally:
+        server.shutdown()
+
+
+def test_add_extracts_local_archives(base: str, root: Path, tmp_path: Path, rootfs: Path) -> None:
+    import io
+    import tarfile
+
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    for suffix, mode in (("tar.gz", "w:gz"), ("tar.xz", "w:xz"), ("tar.bz2", "w:bz2")):
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode=mode) as tar:
+            data = f"inside {suffix}\n".encode()
+            info = tarfile.TarInfo(f"pkg/{suffix}.txt")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        (ctx / f"bundle.{suffix}").write_bytes(buf.getvalue())
+    (ctx / "Dockerfile").write_text(
+        f"FROM {base}\nADD bundle.tar.gz bundle.tar.xz bundle.tar.bz2 /opt/\n"
+        "COPY bundle.tar.gz /copied/\n"
+    )
+    polyarch("build", "--root", str(root), "-t", "local/archives:1", str(ctx))
+    layout, manifest, _ = image(root, "local/archives:1")
+    tree = flatten(layout, manifest, rootfs)
+    for suffix in ("tar.gz", "tar.xz", "tar.bz2"):
+        assert (tree / "opt" / "pkg" / f"{suffix}.txt").read_text() == f"inside {suffix}\n"
+    assert (tree / "copied" / "bundle.tar.gz").is_file()  # COPY never extracts

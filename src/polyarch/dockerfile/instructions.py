@@ -215,6 +215,11 @@ def _stage(instruction: Instruction, index: int, path: str) -> Stage:
                  instruction)  # fmt: skip
 
 
+def instruction_of(node: Node, path: str) -> Instruction:
+    """One checked instruction from one syntax node."""
+    return _instruction(node, path)
+
+
 def _instruction(node: Node, path: str) -> Instruction:
     location = Location(path, node.start_line, node.end_line)
 

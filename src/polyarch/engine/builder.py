@@ -27,6 +27,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from polyarch.digest import Digest
 from polyarch.dockerfile import Dockerfile, IgnoreMatcher, ShellLexer, read_patterns
 from polyarch.dockerfile.ignore import ignore_file_for
@@ -249,6 +251,7 @@ class Builder:
             cfg.get("WorkingDir") or "",
             cfg.get("User") or "",
             tuple(cfg.get("Shell") or ()),
+            tuple(cfg.get("OnBuild") or ()),
         )
 
     # evaluation --------------------------------------------------------------------------
@@ -280,6 +283,7 @@ class Builder:
             return _Evaluated(ImageState(platform, cmd_from_base=False), op.key)
         manifest, config_raw, _digest = self.bases[(image, op.definition["platform"])]
         state = from_base_config(config_raw, platform)
+        state.config.pop("OnBuild", None)  # the triggers run in this build; not inherited
         state.layers = [
             LayerRef(layer.digest, layer.size, diff_id, layer.media_type)
             for layer, diff_id in zip(manifest.layers, _diff_ids(config_raw), strict=True)
@@ -295,7 +299,8 @@ class Builder:
         if definition["op"] == "file" and definition.get("from") == "context":
             context_root = Root(self.request.context)
             try:
-                selected = select_sources(context_root, list(definition["sources"]), self.ignore)
+                paths = [p for p in definition["sources"] if not _is_url(p)]
+                selected = select_sources(context_root, paths, self.ignore) if paths else []
                 extra = content_digest(
                     context_root, selected, list(definition["exclude"]), self.ignore
                 )
@@ -492,7 +497,12 @@ class Builder:
                 if expand:
                     content = self.lexer.process_word(content, inputs[0].state.env)
                 write_inline(dest, dest_path, name, content, options, len(definition["inline"]) > 1)
-            if not definition["sources"]:
+            urls = [u for u in definition["sources"] if _is_url(u)]
+            if urls:
+                if definition["action"] != "add":
+                    raise self._error(op, "COPY does not take URLs; use ADD")
+                self._download(op, urls, dest, options)
+            if not [p for p in definition["sources"] if not _is_url(p)]:
                 return
             if definition["from"] == "context":
                 assert context_root is not None
@@ -509,6 +519,48 @@ class Builder:
             finally:
                 shutil.rmtree(step, ignore_errors=True)
 
+    def _download(self, op: Op, urls: list[str], dest: Root, options: CopyOptions) -> None:
+        """ADD <url>: fetched with the host's proxy settings and CA store, checked against
+        --checksum when given, written with mode 0600 as Docker does."""
+        definition = op.definition
+        checksum = definition["checksum"]
+        if checksum and len(urls) != 1:
+            raise self._error(op, "ADD --checksum needs exactly one URL source")
+        dest_path = definition["dest"]
+        to_dir = dest_path.endswith("/") or len(urls) > 1
+        with httpx.Client(follow_redirects=True, timeout=120.0, trust_env=True) as client:
+            for url in urls:
+                name = url.rstrip("/").rsplit("/", 1)[-1].split("?", 1)[0] or "index.html"
+                target = f"{dest_path.rstrip('/')}/{name}" if to_dir else dest_path
+                hasher = hashlib.sha256()
+                with tempfile.TemporaryFile(dir=self.work) as spool:
+                    try:
+                        with client.stream("GET", url) as resp:
+                            if resp.status_code != 200:
+                                raise self._error(op, f"ADD {url}: HTTP {resp.status_code}")
+                            for chunk in resp.iter_bytes():
+                                hasher.update(chunk)
+                                spool.write(chunk)
+                    except httpx.HTTPError as exc:
+                        raise self._error(op, f"ADD {url}: {exc}") from None
+                    actual = "sha256:" + hasher.hexdigest()
+                    if checksum and checksum != actual:
+                        raise self._error(
+                            op, f"ADD {url}: checksum mismatch: expected {checksum}, got {actual}"
+                        )
+                    spool.seek(0)
+                    mode = options.chmod if options.chmod is not None else 0o600
+                    with dest.parent(target.lstrip("/")) as (fd, leaf):
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(leaf, dir_fd=fd)
+                        handle = os.open(leaf, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
+                                         0o600, dir_fd=fd)  # fmt: skip
+                        with os.fdopen(handle, "wb") as out:
+                            shutil.copyfileobj(spool, out)
+                            os.fchmod(out.fileno(), mode)
+                        uid, gid = options.chown or (0, 0)
+                        os.chown(leaf, uid, gid, dir_fd=fd, follow_symlinks=False)
+
     def _copy_from(
         self,
         op: Op,
@@ -519,7 +571,8 @@ class Builder:
     ) -> None:
         definition = op.definition
         try:
-            selected = select_sources(source, list(definition["sources"]), ignore)
+            paths = [p for p in definition["sources"] if not _is_url(p)]
+            selected = select_sources(source, paths, ignore)
             copy_sources(
                 source, selected, dest, definition["dest"], options,
                 list(definition["exclude"]), ignore,
@@ -573,6 +626,10 @@ class Builder:
             Event("error", op.key, op.description, self._stage_of(op), str(op.platform), message)
         )
         return BuildError(f"{where}{message}")
+
+
+def _is_url(source: str) -> bool:
+    return source.startswith(("http://", "https://"))
 
 
 def _chain(key: str, inputs: Sequence[str], extra: str = "") -> str:

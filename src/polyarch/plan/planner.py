@@ -30,7 +30,9 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from polyarch.dockerfile.instructions import Dockerfile, Instruction, Location, Stage
+from polyarch.dockerfile.instructions import instruction_of as build_instruction
 from polyarch.dockerfile.shell import ExpansionError, ShellLexer
+from polyarch.dockerfile.syntax import parse
 from polyarch.errors import DockerfileError, InvalidPlatformError, InvalidReferenceError
 from polyarch.plan.model import Op, OpKind, Plan, PlanWarning, StageInstance, op_key
 from polyarch.platform import Platform
@@ -84,6 +86,7 @@ class ImageFacts:
     workdir: str = ""
     user: str = ""
     shell: tuple[str, ...] = ()
+    onbuild: tuple[str, ...] = ()  # triggers the base image carries: run right after FROM
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,6 +259,7 @@ class _Planner:
                 ) from None
         state = _State()
         base_image: str | None = None
+        facts: ImageFacts | None = None
         if parent_stage is not None:
             if requested is not None:
                 self.warn(
@@ -293,7 +297,8 @@ class _Planner:
             )
         ops = [head]
         args: dict[str, str | None] = {}
-        for instruction in stage.instructions:
+        triggers = self.triggers(facts.onbuild if parent_stage is None and facts else (), frm)
+        for instruction in (*triggers, *stage.instructions):
             head = self.instruction(instruction, head, state, args, glob, target, run_platform,
                                     stack, stage)  # fmt: skip
             if head != ops[-1]:
@@ -302,6 +307,26 @@ class _Planner:
             stage.display, stage.index, run_platform, (target,), tuple(ops), base_image
         )
         return _Built(instance, state)
+
+    def triggers(self, expressions: Sequence[str], frm: Instruction) -> list[Instruction]:
+        """ONBUILD triggers of a base image, as instructions located at the FROM line."""
+        out: list[Instruction] = []
+        for expression in expressions:
+            try:
+                nodes = parse(expression + "\n", frm.location.path).nodes
+                for node in nodes:
+                    ins = build_instruction(node, frm.location.path)
+                    out.append(
+                        Instruction(ins.kind, ins.args, frm.location, f"ONBUILD {expression}",
+                                    ins.flags, ins.json, ins.heredocs)
+                    )  # fmt: skip
+            except DockerfileError as exc:
+                raise DockerfileError(
+                    f"ONBUILD trigger of the base image fails: {exc.message}",
+                    path=frm.location.path,
+                    line=frm.location.start_line,
+                ) from None
+        return out
 
     def stage_named(self, name: str, before: int) -> Stage | None:
         key = name.lower()
