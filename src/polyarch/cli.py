@@ -515,6 +515,17 @@ def build_command(
     """Build CONTEXT's Dockerfile into an image, kept in the local store (and pushed or
     exported when asked)."""
     session = _session(ctx)
+    mode = progress
+    if mode == "auto":
+        mode = "tty" if sys.stderr.isatty() else "plain"
+    renderer: Any
+    if mode == "tty":
+        from polyarch.progress_tty import LiveRenderer  # noqa: PLC0415 (rich only for terminals)
+
+        renderer = LiveRenderer()
+        ctx.call_on_close(renderer.close)
+    else:
+        renderer = _Renderer(mode)
     result = build_image(
         session,
         context=context,
@@ -527,8 +538,10 @@ def build_command(
         no_cache=no_cache,
         outputs=_outputs(outputs, push),
         root=root,
-        progress=_Renderer("json" if progress == "json" else "plain"),
+        progress=renderer,
     )
+    if mode == "tty":
+        renderer.close()  # the live view ends before anything else is printed
     click.echo(result)
 
 
