@@ -276,6 +276,7 @@ def build_image(
     outputs: Sequence[Mapping[str, str]] = (),
     root: Path | None = None,
     progress: Progress | None = None,
+    jobs: int = 1,
 ) -> str:
     """Build, keep the image in the local store under each tag, then push or export it."""
     # Imported here, not at the top: registry-only commands start faster without the engine.
@@ -298,6 +299,7 @@ def build_image(
         dict(labels or {}),
         no_cache,
         epoch,
+        jobs,
     )
     result = builder.build(request)
     names = [str(r) for r in refs] or [str(result.descriptor.digest)]

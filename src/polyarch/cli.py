@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -429,8 +430,13 @@ class _Renderer:
     def __init__(self, mode: str) -> None:
         self.mode = mode
         self.numbers: dict[str, int] = {}
+        self.lock = threading.Lock()  # steps of parallel stages report from their threads
 
     def __call__(self, event: Any) -> None:
+        with self.lock:
+            self._show(event)
+
+    def _show(self, event: Any) -> None:
         if self.mode == "json":
             click.echo(json.dumps(event.to_json()), err=True)
             return
@@ -539,6 +545,7 @@ def build_command(
         outputs=_outputs(outputs, push),
         root=root,
         progress=renderer,
+        jobs=jobs,
     )
     if mode == "tty":
         renderer.close()  # the live view ends before anything else is printed

@@ -386,3 +386,32 @@ def test_add_extracts_local_archives(base: str, root: Path, tmp_path: Path, root
     for suffix in ("tar.gz", "tar.xz", "tar.bz2"):
         assert (tree / "opt" / "pkg" / f"{suffix}.txt").read_text() == f"inside {suffix}\n"
     assert (tree / "copied" / "bundle.tar.gz").is_file()  # COPY never extracts
+
+
+def test_independent_stages_run_in_parallel(base: str, root: Path, tmp_path: Path) -> None:
+    dockerfile = (
+        f"FROM {base} AS left\nRUN sleep 2 && echo left > /left\n"
+        f"FROM {base} AS right\nRUN sleep 2 && echo right > /right\n"
+        f"FROM {base}\nCOPY --from=left /left /l\nCOPY --from=right /right /r\n"
+    )
+    ctx = write_context(tmp_path / "ctx", dockerfile, {})
+    result = polyarch(
+        "build",
+        "--root",
+        str(root),
+        "--jobs",
+        "2",
+        "--progress",
+        "json",
+        "-t",
+        "local/par:1",
+        str(ctx),
+    )
+    events = [json.loads(line) for line in result.stderr.splitlines()]
+    spans = {}
+    for e in events:
+        if e["description"].startswith("RUN sleep 2"):
+            spans.setdefault(e["stage"], {})[e["event"]] = e["time"]
+    left, right = spans["left"], spans["right"]
+    # Each started before the other finished: they ran at the same time.
+    assert left["start"] < right["done"] and right["start"] < left["done"]

@@ -20,8 +20,10 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -90,6 +92,7 @@ class BuildRequest:
     labels: Mapping[str, str] = field(default_factory=dict)
     no_cache: bool = False
     source_date_epoch: int | None = None
+    jobs: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +108,15 @@ class BuildResult:
 class _Evaluated:
     state: ImageState
     key: str  # effective key: plan key + inputs' effective keys (+ copied content)
+
+
+@dataclass
+class _Pending:
+    """An op some thread is computing; others wait on `ready`."""
+
+    ready: threading.Event = field(default_factory=threading.Event)
+    result: _Evaluated | None = None
+    error: BaseException | None = None
 
 
 class Builder:
@@ -180,6 +192,20 @@ class Builder:
         plan = make_plan(self._plan_request(request, facts))
         self.plan = plan
         self.evaluated: dict[str, _Evaluated] = {}
+        self._pending: dict[str, _Pending] = {}
+        self._lock = threading.Lock()
+        # Every stage instance is a task; a stage that needs another waits for it, so
+        # independent stages (and platforms) run side by side, up to `jobs` at once.
+        roots = [inst.result for inst in plan.stages]
+        roots += [plan.results[p] for p in request.platforms]
+        with ThreadPoolExecutor(max_workers=max(1, request.jobs)) as pool:
+            futures = [pool.submit(self._evaluate, plan.ops[key]) for key in roots]
+            wait(futures, return_when=FIRST_EXCEPTION)
+            for future in futures:
+                if future.done() and future.exception() is not None:
+                    for other in futures:
+                        other.cancel()
+                    raise future.exception()  # type: ignore[misc]
         manifests: dict[Platform, Descriptor] = {}
         for platform in request.platforms:
             result = self._evaluate(plan.ops[plan.results[platform]])
@@ -257,9 +283,33 @@ class Builder:
     # evaluation --------------------------------------------------------------------------
 
     def _evaluate(self, op: Op) -> _Evaluated:
-        done = self.evaluated.get(op.key)
-        if done is not None:
-            return done
+        with self._lock:
+            done = self.evaluated.get(op.key)
+            if done is not None:
+                return done
+            pending = self._pending.get(op.key)
+            owner = pending is None
+            if pending is None:
+                pending = self._pending[op.key] = _Pending()
+        if not owner:
+            pending.ready.wait()
+            if pending.error is not None:
+                raise pending.error
+            assert pending.result is not None
+            return pending.result
+        try:
+            result = self._compute(op)
+        except BaseException as exc:
+            pending.error = exc
+            pending.ready.set()
+            raise
+        with self._lock:
+            self.evaluated[op.key] = result
+        pending.result = result
+        pending.ready.set()
+        return result
+
+    def _compute(self, op: Op) -> _Evaluated:
         kind = op.kind
         definition = op.definition
         if kind == "source":
@@ -273,7 +323,6 @@ class Builder:
             result = _Evaluated(state, _chain(op.key, [parent.key]))
         else:
             result = self._filesystem_step(op)
-        self.evaluated[op.key] = result
         return result
 
     def _source(self, op: Op) -> _Evaluated:
@@ -314,7 +363,8 @@ class Builder:
         try:
             cached = None if self.request.no_cache else self._cached(key)
             if cached is not None:
-                self.steps_cached += 1
+                with self._lock:
+                    self.steps_cached += 1
                 self.progress(Event("cached", op.key, op.description, stage, str(op.platform)))
                 self._append(state, cached, op)
                 return _Evaluated(state, key)
@@ -325,7 +375,8 @@ class Builder:
                 layer.digest, layer.size, layer.diff_id, layer.media_type, self.created
             )
             self.cache.put(key, layer, op.description)
-            self.steps_run += 1
+            with self._lock:
+                self.steps_run += 1
             self.progress(
                 Event("done", op.key, op.description, stage, str(op.platform),
                       seconds=time.monotonic() - started)
