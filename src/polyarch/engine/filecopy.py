@@ -247,7 +247,9 @@ def copy_sources(
         if sel.is_dir:
             target = base if not options.parents else _join(base, sel.path)
         elif to_dir:
-            name = sel.path if options.parents else sel.path.rpartition("/")[2]
+            # Named after the source as written (a symlink's own name, not its target's).
+            written = sel.given.rstrip("/").rpartition("/")[2] if not sel.wildcard else ""
+            name = sel.path if options.parents else (written or sel.path.rpartition("/")[2])
             target = _join(base, name)
         else:
             target = base

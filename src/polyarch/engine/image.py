@@ -81,7 +81,7 @@ def apply_meta(state: ImageState, definition: dict[str, Any], created: str) -> N
     if kind == "ENV":
         changed = []
         current = state.env
-        for name, value in definition["env"]:
+        for name, value in definition.get("pairs") or definition["env"]:
             if current.get(name) != value:
                 state.set_env(name, value)
                 changed.append(f"{name}={value}")

@@ -388,11 +388,15 @@ class _Planner:
                     "STOPSIGNAL"):  # fmt: skip
             self.check_platform_args(ins, args, state, stage)
         if kind == "ENV":
+            pairs: list[list[str]] = []
             for name, value in ins.pairs():
                 key = self.expand_word(name, scope, ins)
                 state.env[key] = self.expand_word(value, scope, ins)
+                pairs.append([key, state.env[key]])
                 scope = {k: v for k, v in args.items() if v is not None} | state.env
-            return self.meta(ins, head, run_platform, {"env": sorted(state.env.items())})
+            # `pairs` in the order written: the image's Env keeps declaration order.
+            return self.meta(ins, head, run_platform, {"env": sorted(state.env.items()),
+                                                       "pairs": pairs})  # fmt: skip
         if kind == "WORKDIR":
             path = self.expand_word(ins.args[0], scope, ins)
             state.workdir = posixpath.normpath(posixpath.join(state.workdir, path))
