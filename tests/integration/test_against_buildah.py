@@ -41,13 +41,21 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def base(registry: RunningRegistry) -> str:
-    from polyarch.api import RegistryOptions, Session
     from tools.base_images import push
+
+    from polyarch.api import RegistryOptions, Session
 
     ref = registry.ref("base/debian:bookworm")
     with Session(RegistryOptions()) as session:
         push("debian", ["amd64"], ref, session)
     return ref
+
+
+@pytest.fixture(scope="module")
+def buildah_storage(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    """One buildah store for all cases: the base image is pulled into it once."""
+    root = tmp_path_factory.mktemp("buildah")
+    return ["--storage-driver", "vfs", "--root", str(root / "root"), "--runroot", str(root / "run")]
 
 
 def render(case: Path, base: str, into: Path) -> Path:
@@ -85,7 +93,9 @@ def tree(layout_dir: Path, name: str, into: Path) -> tuple[dict[str, Any], dict[
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda p: p.name)
-def test_same_image_as_buildah(base: str, case: Path, tmp_path: Path) -> None:
+def test_same_image_as_buildah(
+    base: str, case: Path, tmp_path: Path, buildah_storage: list[str]
+) -> None:
     ctx = render(case, base, tmp_path / "ctx")
     ours, theirs = tmp_path / "ours", tmp_path / "theirs"
     result = subprocess.run(
@@ -95,16 +105,17 @@ def test_same_image_as_buildah(base: str, case: Path, tmp_path: Path) -> None:
         capture_output=True, text=True,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    storage = ["--storage-driver", "vfs", "--root", str(tmp_path / "bah"),
-               "--runroot", str(tmp_path / "bah-run")]  # fmt: skip
+    storage = buildah_storage
     built = subprocess.run(
         ["buildah", *storage, "build", "--isolation", "chroot", "--tls-verify=false", "-q",
+         "--format", "docker",  # buildah drops HEALTHCHECK from OCI configs; BuildKit keeps it
          "-t", f"localhost/cmp-{case.name}:1", str(ctx)],
         capture_output=True, text=True,
     )  # fmt: skip
     assert built.returncode == 0, built.stderr
     subprocess.run(
-        ["buildah", *storage, "push", "--tls-verify=false", f"localhost/cmp-{case.name}:1",
+        ["buildah", *storage, "push", "--tls-verify=false", "--format", "v2s2",
+         f"localhost/cmp-{case.name}:1",
          f"oci:{theirs}:1"],
         check=True, capture_output=True,
     )  # fmt: skip
