@@ -15,7 +15,7 @@ from typing import Any, NoReturn
 
 import click
 
-from polyarch import __version__
+from polyarch import __version__, doctor
 from polyarch.api import (
     ImageSummary,
     IndexSummary,
@@ -24,6 +24,7 @@ from polyarch.api import (
     build_image,
     default_root,
     local_images,
+    machine_platform,
     plan_build,
     read_dockerfile,
 )
@@ -32,6 +33,7 @@ from polyarch.oci.models import Descriptor
 from polyarch.plan import Plan
 from polyarch.platform import Platform
 from polyarch.reference import Reference
+from polyarch.runtime import binfmt
 from polyarch.transfer.location import LayoutLocation
 
 
@@ -577,9 +579,105 @@ def push_command(ctx: click.Context, name: str, destination: str | None, root: P
     click.echo(_report_line("pushed to", report))
 
 
+# emulators and doctor -------------------------------------------------------------------------
+
+
+@cli.group(invoke_without_command=True)
+@click.option(
+    "--platform", "platforms", multiple=True, help="Platforms to show (default: common ones)."
+)
+@click.pass_context
+def emulators(ctx: click.Context, platforms: tuple[str, ...]) -> None:
+    """Show, per platform: native, emulated (qemu binary, F flag) or missing."""
+    if ctx.invoked_subcommand is not None:
+        return
+    machine = machine_platform()
+    wanted = _platforms(platforms) or Platform.parse_list([COMMON_PLATFORMS])
+    rows = []
+    for platform in wanted:
+        status = binfmt.status(platform, machine)
+        if status.kind == "native":
+            detail = "this machine"
+        elif status.handler is not None:
+            flag = "F flag" if status.fix_binary else "no F flag: fails in containers"
+            detail = f"{status.handler.interpreter} ({flag})"
+        else:
+            detail = (
+                "available: polyarch emulators install"
+                if status.available
+                else ("apt-get install qemu-user-static")
+            )
+        rows.append([str(platform), status.kind, detail])
+    click.echo(_table(["PLATFORM", "STATE", "DETAIL"], rows))
+
+
+COMMON_PLATFORMS = ",".join(
+    [
+        "linux/amd64",
+        "linux/arm64",
+        "linux/arm/v7",
+        "linux/arm/v6",
+        "linux/386",
+        "linux/ppc64le",
+        "linux/s390x",
+        "linux/riscv64",
+    ]
+)
+
+
+@emulators.command("install")
+@click.option("--platform", "platforms", multiple=True, help="Platforms, or `all` (default: all).")
+def emulators_install(platforms: tuple[str, ...]) -> None:
+    """Mount binfmt_misc if needed and register qemu-user-static handlers with the F flag."""
+    machine = machine_platform()
+    if not platforms or "all" in platforms:
+        wanted = Platform.parse_list([COMMON_PLATFORMS])
+    else:
+        wanted = _platforms(platforms)
+    for line in binfmt.install(list(wanted), machine):
+        click.echo(line)
+
+
+@cli.command("doctor")
+@click.option(
+    "--platform",
+    "platforms",
+    multiple=True,
+    help="Platforms you build for (default: linux/amd64,linux/arm64).",
+)
+@click.option(
+    "--registry", "hosts", multiple=True, metavar="HOST[:PORT]", help="Registries to check."
+)
+@_root_option
+@click.pass_context
+def doctor_command(
+    ctx: click.Context, platforms: tuple[str, ...], hosts: tuple[str, ...], root: Path | None
+) -> None:
+    """Check this machine for building (each problem with its fix); non-zero when something
+    needed is missing."""
+    machine = machine_platform()
+    wanted = _platforms(platforms) or Platform.parse_list(["linux/amd64,linux/arm64"])
+    checks = [doctor.kernel(), *doctor.emulation(wanted, machine), doctor.runtime(),
+              doctor.overlay(), doctor.namespaces(), doctor.disk(root or default_root()),
+              doctor.clock()]  # fmt: skip
+    if hosts:
+        checks += doctor.registries(hosts, _session(ctx).client)
+    marks = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL"}
+    for check in checks:
+        line = f"{marks[check.level]}  {check.name}: {check.detail}"
+        if check.fix and check.level != "ok":
+            line += f"\n      fix: {check.fix}"
+        click.echo(line)
+    if any(c.level == "fail" for c in checks):
+        raise click.exceptions.Exit(1)
+
+
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     try:
-        cli.main(args=list(argv) if argv is not None else None, standalone_mode=False)
+        # Without standalone mode click returns (not raises) the code of click.exceptions.Exit.
+        code = cli.main(args=list(argv) if argv is not None else None, standalone_mode=False)
+        if isinstance(code, int) and code != 0:
+            sys.exit(code)
     except click.exceptions.Abort:
         click.echo("interrupted", err=True)
         sys.exit(130)

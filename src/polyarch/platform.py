@@ -200,6 +200,19 @@ class Platform:
         return variants.index(other.variant)
 
 
+def runs_natively(machine: Platform, platform: Platform) -> bool:
+    """Whether `machine` runs `platform`'s binaries without an emulator.
+
+    The same architecture (a usable variant), and 32-bit x86 on amd64 (the kernel's IA-32
+    compatibility). 32-bit arm on arm64 is not assumed: many arm64 server CPUs lack AArch32.
+    """
+    if machine.os != platform.os:
+        return False
+    if machine.matches(platform):
+        return True
+    return machine.architecture == "amd64" and platform.architecture == "386"
+
+
 def best_match(want: Platform, candidates: Sequence[Platform | None]) -> int | None:
     """Index of the candidate that suits `want` best (first of equals), or None."""
     best: tuple[int, int] | None = None

@@ -6,8 +6,8 @@ from polyarch.plan.planner import (
     PlanRequest,
     make_plan,
     platform_args,
-    runs_natively,
 )
+from polyarch.platform import runs_natively
 
 __all__ = [
     "ImageFacts",

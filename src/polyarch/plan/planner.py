@@ -35,7 +35,7 @@ from polyarch.dockerfile.shell import ExpansionError, ShellLexer
 from polyarch.dockerfile.syntax import parse
 from polyarch.errors import DockerfileError, InvalidPlatformError, InvalidReferenceError
 from polyarch.plan.model import Op, OpKind, Plan, PlanWarning, StageInstance, op_key
-from polyarch.platform import Platform
+from polyarch.platform import Platform, runs_natively
 from polyarch.reference import Reference
 
 PLATFORM_ARGS: Final = (
@@ -61,19 +61,6 @@ def platform_args(target: Platform, build: Platform) -> dict[str, str]:
         "BUILDARCH": build.architecture,
         "BUILDVARIANT": build.variant or "",
     }
-
-
-def runs_natively(machine: Platform, platform: Platform) -> bool:
-    """Whether `machine` runs `platform`'s binaries without an emulator.
-
-    The same architecture (a usable variant), and 32-bit x86 on amd64 (the kernel's IA-32
-    compatibility). 32-bit arm on arm64 is not assumed: many arm64 server CPUs lack AArch32.
-    """
-    if machine.os != platform.os:
-        return False
-    if machine.matches(platform):
-        return True
-    return machine.architecture == "amd64" and platform.architecture == "386"
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,132 @@
+"""One build, four platforms, RUN steps under QEMU user emulation (binfmt_misc, F flag)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from polyarch.api import RegistryOptions, Session, machine_platform
+from polyarch.layers import apply_layer, open_layer
+from polyarch.oci.models import ImageConfig, Index, Manifest, parse_document
+from polyarch.platform import Platform
+from polyarch.runtime import binfmt
+from polyarch.store import OciLayout
+from tests.registry_server import RunningRegistry
+
+PLATFORMS = ["linux/amd64", "linux/arm64", "linux/arm/v7", "linux/s390x"]
+EXPECTED = {
+    "linux/amd64": ("x86_64", "amd64"),
+    "linux/arm64": ("aarch64", "arm64"),
+    "linux/arm/v7": ("armv7l", "armhf"),
+    "linux/s390x": ("s390x", "s390x"),
+}
+
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("runc") or not shutil.which("qemu-aarch64-static"),
+    reason="needs root, runc and qemu-user-static",
+)
+
+
+@pytest.fixture(scope="module")
+def emulators() -> None:
+    binfmt.install([Platform.parse(p) for p in PLATFORMS], machine_platform())
+
+
+@pytest.fixture(scope="module")
+def tiny(registry: RunningRegistry, emulators: None) -> str:
+    from tools.base_images import push
+
+    ref = registry.ref("base/tiny:bookworm")
+    arches = [Platform.parse(p).debian_arch for p in PLATFORMS]
+    with Session(RegistryOptions()) as session:
+        push("tiny", arches, ref, session)
+    return ref
+
+
+def polyarch(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [sys.executable, "-m", "polyarch", *args], capture_output=True, text=True, timeout=900
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"polyarch {' '.join(args)}: {result.returncode}\n{result.stderr}")
+    return result
+
+
+def images(root: Path, name: str) -> tuple[OciLayout, Index]:
+    from polyarch.reference import Reference
+
+    layout = OciLayout(root / "store")
+    entry = layout.resolve(str(Reference.parse(name)))
+    index = parse_document(layout.read_document(entry), entry.media_type)
+    assert isinstance(index, Index)
+    return layout, index
+
+
+def test_four_platforms_each_with_its_own_machine(
+    tiny: str, registry: RunningRegistry, tmp_path: Path
+) -> None:
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "shared.txt").write_text("the same on every platform\n")
+    (ctx / "Dockerfile").write_text(
+        f"FROM {tiny}\nCOPY shared.txt /shared.txt\n"
+        "RUN uname -m > /machine && dpkg --print-architecture > /arch\n"
+    )
+    root = tmp_path / "root"
+    ref = registry.ref("multi/arch:1")
+    polyarch("build", "--root", str(root), "--platform", ",".join(PLATFORMS), "-t", ref,
+             "--push", str(ctx))  # fmt: skip
+    layout, index = images(root, ref)
+    assert [str(d.platform) for d in index.manifests] == PLATFORMS
+    copy_layers = set()
+    for entry in index.manifests:
+        manifest = parse_document(layout.read_document(entry), entry.media_type)
+        assert isinstance(manifest, Manifest)
+        config = ImageConfig.parse(layout.blobs.read_bytes(manifest.config.digest))
+        assert str(config.platform) == str(entry.platform)
+        tree = tmp_path / f"tree-{entry.platform}".replace("/", "-")
+        tree.mkdir()
+        for layer in manifest.layers:
+            with layout.blobs.open(layer.digest) as raw:
+                apply_layer(open_layer(raw, layer.media_type), tree)  # type: ignore[arg-type]
+        machine, arch = EXPECTED[str(entry.platform)]
+        assert (tree / "machine").read_text().strip() == machine
+        assert (tree / "arch").read_text().strip() == arch
+        copy_layers.add(manifest.layers[1].digest)
+    # The COPY layer is the same bytes for every platform: stored (and pushed) once.
+    assert len(copy_layers) == 1
+    raw = subprocess.run(
+        ["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{ref}"],
+        check=True, capture_output=True,
+    ).stdout  # fmt: skip
+    ours = polyarch("inspect", "--raw", ref).stdout.encode()
+    assert raw == ours
+    assert json.loads(raw)["mediaType"] == "application/vnd.oci.image.index.v1+json"
+
+
+def test_a_failed_build_never_moves_the_tag(
+    tiny: str, registry: RunningRegistry, tmp_path: Path
+) -> None:
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    ref = registry.ref("multi/safe:1")
+    (ctx / "Dockerfile").write_text(f"FROM {tiny}\nRUN echo v1 > /version\n")
+    root = tmp_path / "root"
+    polyarch("build", "--root", str(root), "--platform", "linux/amd64,linux/arm64", "-t", ref,
+             "--push", str(ctx))  # fmt: skip
+    before = polyarch("inspect", "--raw", ref).stdout
+    # Fails on arm64 only: nothing is pushed, the tag keeps the previous index.
+    (ctx / "Dockerfile").write_text(
+        f"FROM {tiny}\nRUN echo v2 > /version && test $(uname -m) = x86_64\n"
+    )
+    failed = polyarch("build", "--root", str(root), "--platform", "linux/amd64,linux/arm64",
+                      "-t", ref, "--push", str(ctx), check=False)  # fmt: skip
+    assert failed.returncode == 1
+    assert "exited with status 1" in failed.stderr
+    assert polyarch("inspect", "--raw", ref).stdout == before
