@@ -277,6 +277,7 @@ def build_image(
     root: Path | None = None,
     progress: Progress | None = None,
     jobs: int = 1,
+    build_once: str | frozenset[str] = "auto",
 ) -> str:
     """Build, keep the image in the local store under each tag, then push or export it."""
     # Imported here, not at the top: registry-only commands start faster without the engine.
@@ -300,6 +301,7 @@ def build_image(
         no_cache,
         epoch,
         jobs,
+        build_once,
     )
     result = builder.build(request)
     names = [str(r) for r in refs] or [str(result.descriptor.digest)]

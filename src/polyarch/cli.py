@@ -393,6 +393,8 @@ def plan_text(plan: Plan) -> str:
             if len(inst.targets) > 1
             else ("once" if len(plan.platforms) == 1 else f"for {inst.targets[0]}")
         )
+        if inst.mode == "build-once":
+            when += " (build-once)"
         rows.append([inst.stage, when, str(inst.platform), str(len(inst.ops)), runs])
     lines = [head, "", _table(["STAGE", "RUNS", "ON", "STEPS", "RUN STEPS"], rows), ""]
     for inst in plan.stages:
@@ -501,6 +503,15 @@ def _outputs(values: Sequence[str], push: bool) -> list[dict[str, str]]:
 @click.option("--output", "outputs", multiple=True, metavar="type=registry|oci|docker,dest=...")
 @click.option("--jobs", "-j", type=click.IntRange(1, 64), default=os.cpu_count() or 1)
 @click.option("--progress", type=click.Choice(["auto", "tty", "plain", "json"]), default="auto")
+@click.option(
+    "--build-once",
+    "build_once",
+    default="auto",
+    show_default=True,
+    metavar="auto|off|STAGE[,STAGE]",
+    help="Run platform-neutral stages once, natively: auto (stages that use no TARGET* value, "
+    "checked for native code after running), off (BuildKit's behaviour), or named stages.",
+)
 @_root_option
 @click.argument("context", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.pass_context
@@ -517,6 +528,7 @@ def build_command(
     outputs: tuple[str, ...],
     jobs: int,
     progress: str,
+    build_once: str,
     root: Path | None,
     context: Path,
 ) -> None:
@@ -548,10 +560,17 @@ def build_command(
         root=root,
         progress=renderer,
         jobs=jobs,
+        build_once=_build_once(build_once),
     )
     if mode == "tty":
         renderer.close()  # the live view ends before anything else is printed
     click.echo(result)
+
+
+def _build_once(value: str) -> str | frozenset[str]:
+    if value in ("auto", "off"):
+        return value
+    return frozenset(v.strip().lower() for v in value.split(",") if v.strip())
 
 
 @cli.command("images")

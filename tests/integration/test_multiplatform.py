@@ -130,3 +130,52 @@ def test_a_failed_build_never_moves_the_tag(
     assert failed.returncode == 1
     assert "exited with status 1" in failed.stderr
     assert polyarch("inspect", "--raw", ref).stdout == before
+
+
+def test_build_once_runs_neutral_stages_once_and_checks_their_output(
+    tiny: str, tmp_path: Path
+) -> None:
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(
+        f"FROM {tiny} AS site\n"
+        "RUN mkdir /out && echo '<h1>static</h1>' > /out/index.html && uname -m > /out/built-on\n"
+        f"FROM {tiny} AS tool\n"
+        "RUN mkdir /out && cp /bin/dash /out/dash\n"
+        f"FROM {tiny}\n"
+        "COPY --from=site /out /srv/www\n"
+        "COPY --from=tool /out/dash /usr/local/bin/dash2\n"
+    )
+    root = tmp_path / "root"
+    result = polyarch("build", "--root", str(root), "--platform", "linux/amd64,linux/arm64",
+                      "--progress", "json", "-t", "local/once:1", str(ctx))  # fmt: skip
+    events = [json.loads(line) for line in result.stderr.splitlines()]
+    site_runs = [e for e in events if e["event"] == "start" and e["stage"] == "site"]
+    assert len(site_runs) == 1 and site_runs[0]["platform"] == "linux/amd64"
+    notes = [e["text"] for e in events if e["event"] == "note"]
+    assert notes == ["/out/dash is an ELF binary: stage tool is built per platform"]
+    tool_runs = sorted(e["platform"] for e in events
+                       if e["event"] == "start" and e["stage"] == "tool")  # fmt: skip
+    assert tool_runs == ["linux/amd64", "linux/arm64"]  # the check ran it on amd64 first
+    layout, index = images(root, "local/once:1")
+    site_layers = set()
+    machines = {}
+    for entry in index.manifests:
+        manifest = parse_document(layout.read_document(entry), entry.media_type)
+        assert isinstance(manifest, Manifest)
+        site_layers.add(manifest.layers[1].digest)
+        tree = tmp_path / f"t-{entry.platform}".replace("/", "-")
+        tree.mkdir()
+        for layer in manifest.layers:
+            with layout.blobs.open(layer.digest) as raw:
+                apply_layer(open_layer(raw, layer.media_type), tree)  # type: ignore[arg-type]
+        assert (tree / "srv" / "www" / "built-on").read_text() == "x86_64\n"  # ran natively once
+        elf = (tree / "usr" / "local" / "bin" / "dash2").read_bytes()
+        machines[str(entry.platform)] = int.from_bytes(elf[18:20], "little")
+    assert len(site_layers) == 1  # the same layer in every platform's image
+    assert machines == {"linux/amd64": 62, "linux/arm64": 183}  # EM_X86_64, EM_AARCH64
+    off = polyarch("build", "--root", str(root), "--platform", "linux/amd64,linux/arm64",
+                   "--build-once", "off", "--no-cache", "--progress", "json",
+                   "-t", "local/once:2", str(ctx))  # fmt: skip
+    events = [json.loads(line) for line in off.stderr.splitlines()]
+    assert len([e for e in events if e["event"] == "start" and e["stage"] == "site"]) == 2

@@ -209,3 +209,74 @@ def test_golden_plans(name: str, platforms: tuple[str, ...]) -> None:
     if os.environ.get("POLYARCH_UPDATE_GOLDEN"):
         golden.write_text(got)
     assert got == golden.read_text()
+
+
+BUILD_ONCE = """
+FROM node AS js
+RUN yarn build
+FROM golang AS go
+ARG TARGETARCH
+RUN GOARCH=$TARGETARCH go build
+FROM alpine AS base
+RUN apk add x
+FROM base AS derived
+RUN echo derived
+FROM --platform=$BUILDPLATFORM alpine AS pinned
+RUN echo pinned
+FROM alpine AS image-only
+FROM alpine
+COPY --from=js /dist /js
+COPY --from=go /app /app
+COPY --from=derived /x /x
+COPY --from=pinned /p /p
+COPY --from=image-only /bin/busybox /bin/
+RUN true
+"""
+
+
+def test_build_once_candidates() -> None:
+    from polyarch.plan.planner import build_once_stages
+
+    df = load(BUILD_ONCE)
+    target = df.stages[-1]
+    chosen = build_once_stages(df, target, "auto", frozenset())
+    # js: neutral. go: declares TARGETARCH. base: others build FROM it. pinned: runs once
+    # anyway. image-only: nothing to save. The target never.
+    assert {df.stages[i].display: why for i, why in chosen.items()} == {
+        "js": "auto",
+        "derived": "auto",
+    }
+    assert build_once_stages(df, target, "off", frozenset()) == {}
+    assert build_once_stages(df, target, "auto", frozenset({"js"})) == {3: "auto"}
+    forced = build_once_stages(df, target, frozenset({"go"}), frozenset())
+    assert forced == {1: "forced"}
+
+
+def test_build_once_in_the_plan() -> None:
+    p = plan(BUILD_ONCE, machine=AMD64)
+    js = [s for s in p.stages if s.stage == "js"]
+    assert len(js) == 1 and js[0].mode == "build-once" and js[0].targets == BOTH
+    assert js[0].platform == AMD64 and not any(p.ops[k].emulated for k in js[0].ops)
+    go = [s for s in p.stages if s.stage == "go"]
+    assert [s.targets for s in go] == [(AMD64,), (ARM64,)]
+    off = make_plan(PlanRequest(load(BUILD_ONCE), BOTH, AMD64, build_once="off"))
+    assert len([s for s in off.stages if s.stage == "js"]) == 2
+    # On a single native platform there is nothing to share.
+    single = plan(BUILD_ONCE, (AMD64,))
+    assert all(s.mode != "build-once" for s in single.stages)
+
+
+def test_native_detection() -> None:
+    from polyarch.engine.native import native_kind
+
+    assert native_kind(b"\x7fELF\x02\x01", "bin/tool") == "an ELF binary"
+    assert native_kind(b"!<arch>\n", "lib/x.a") == "a static library archive"
+    assert native_kind(b"\xcf\xfa\xed\xfe", "tool") == "a Mach-O binary"
+    assert native_kind(b"xxxx", "node_modules/x/build/Release/addon.node") == (
+        "a native module (.node)"
+    )
+    assert native_kind(b"xxxx", "lib/libz.so.1.2") == "a native module (.so.1.2)"
+    assert native_kind(b"MZ\x90\x00", "tool.exe") == "a Windows PE binary"
+    assert native_kind(b"MZ is a word", "notes.txt") is None
+    assert native_kind(b"console.log", "dist/app.js") is None
+    assert native_kind(b"\xca\xfe\xba\xbe", "Main.class") is None  # Java bytecode is portable

@@ -52,6 +52,7 @@ from polyarch.engine.image import (
     from_base_config,
     image_config_json,
 )
+from polyarch.engine.native import find_native
 from polyarch.engine.snapshots import SnapshotStore
 from polyarch.errors import PolyarchError
 from polyarch.layers import LayerSink, Root, write_layer
@@ -93,6 +94,7 @@ class BuildRequest:
     no_cache: bool = False
     source_date_epoch: int | None = None
     jobs: int = 1
+    build_once: str | frozenset[str] = "auto"
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,11 +191,17 @@ class Builder:
                 key = (op.definition["image"], op.definition["platform"])
                 if key not in facts:
                     facts[key] = self._resolve_base(*key)
-        plan = make_plan(self._plan_request(request, facts))
-        self.plan = plan
-        self.evaluated: dict[str, _Evaluated] = {}
-        self._pending: dict[str, _Pending] = {}
+        per_platform: set[str] = set()
         self._lock = threading.Lock()
+        while True:
+            plan = make_plan(self._plan_request(request, facts, frozenset(per_platform)))
+            self.plan = plan
+            self.evaluated: dict[str, _Evaluated] = {}
+            self._pending: dict[str, _Pending] = {}
+            forced = self._check_build_once(plan, request)
+            if not forced:
+                break
+            per_platform |= forced  # run those stages per platform; finished steps are cached
         # Every stage instance is a task; a stage that needs another waits for it, so
         # independent stages (and platforms) run side by side, up to `jobs` at once.
         roots = [inst.result for inst in plan.stages]
@@ -219,7 +227,10 @@ class Builder:
         return BuildResult(top, manifests, plan, self.steps_run, self.steps_cached)
 
     def _plan_request(
-        self, request: BuildRequest, facts: Mapping[tuple[str, str], ImageFacts]
+        self,
+        request: BuildRequest,
+        facts: Mapping[tuple[str, str], ImageFacts],
+        per_platform: frozenset[str] = frozenset(),
     ) -> PlanRequest:
         return PlanRequest(
             request.dockerfile,
@@ -228,7 +239,55 @@ class Builder:
             dict(request.build_args),
             request.target,
             dict(facts),
+            request.build_once,
+            per_platform,
         )
+
+    def _check_build_once(self, plan: Plan, request: BuildRequest) -> set[str]:
+        """Run the build-once stages first; a stage whose copied outputs hold native code is
+        returned, to be planned per platform instead (forced stages are not second-guessed)."""
+        if request.build_once != "auto":
+            return set()
+        failed: set[str] = set()
+        for inst in plan.stages:
+            if inst.mode != "build-once":
+                continue
+            result = self._evaluate(plan.ops[inst.result])
+            consumers = [
+                op for op in plan.ops.values()
+                if op.definition.get("op") == "file" and op.definition.get("from") == inst.result
+            ]  # fmt: skip
+            offender = self._native_output(result.state, consumers)
+            if offender is not None:
+                path, why = offender
+                self.progress(
+                    Event("note", "", f"stage {inst.stage}", inst.stage, str(inst.platform),
+                          f"/{path} is {why}: stage {inst.stage} is built per platform")
+                )  # fmt: skip
+                failed.add(inst.stage)
+        return failed
+
+    def _native_output(self, state: ImageState, consumers: Sequence[Op]) -> tuple[str, str] | None:
+        if not consumers:
+            return None
+        step = Path(tempfile.mkdtemp(dir=self.work, prefix="check-"))
+        upper, work, view = step / "upper", step / "work", step / "view"
+        for d in (upper, work, view):
+            d.mkdir()
+        try:
+            with self._mounted(state, upper, work, view), Root(view) as root:
+                for op in consumers:
+                    paths = [p for p in op.definition["sources"] if not _is_url(p)]
+                    try:
+                        selected = select_sources(root, paths, None)
+                    except CopyError:
+                        continue  # the copy itself will report it
+                    found = find_native(root, selected)
+                    if found is not None:
+                        return found
+        finally:
+            shutil.rmtree(step, ignore_errors=True)
+        return None
 
     def _ignore_rules(self, request: BuildRequest) -> IgnoreMatcher | None:
         for candidate in ignore_file_for(str(request.dockerfile_path), str(request.context)):

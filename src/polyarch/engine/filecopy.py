@@ -231,6 +231,8 @@ def copy_sources(
         to_dir = bool(existing and stat.S_ISDIR(existing.st_mode))
     base = dest.strip("/")
     count = 0
+    before = _ancestor_times(dest_root, base)
+    newest = 0
     for sel in selected:
         if options.unpack_archives and not sel.is_dir:
             archive = _maybe_archive(source, sel.path)
@@ -256,12 +258,42 @@ def copy_sources(
         if sel.is_dir:
             _ensure_dir(dest_root, target, options)
         for path, inner, st in walk_selected(source, sel, exclude, ignore):
+            newest = max(newest, st.st_mtime_ns)
             out = _join(target, inner) if inner else target
             if not out:
                 continue
             _copy_entry(source, path, dest_root, out, st, options)
             count += 1
+        if sel.is_dir and target:
+            root_st = source.lstat(sel.path)
+            if root_st is not None:
+                newest = max(newest, root_st.st_mtime_ns)
+    _settle_times(dest_root, base, before, newest)
     return count
+
+
+def _ancestor_times(root: Root, rel: str) -> dict[str, int | None]:
+    """mtime of each directory on the way to `rel` (None: it does not exist yet)."""
+    parts = [p for p in rel.split("/") if p]
+    out: dict[str, int | None] = {}
+    for i in range(1, len(parts) + 1):
+        sub = "/".join(parts[:i])
+        st = root.lstat(sub)
+        out[sub] = st.st_mtime_ns if st is not None and stat.S_ISDIR(st.st_mode) else None
+    return out
+
+
+def _settle_times(root: Root, rel: str, before: dict[str, int | None], newest: int) -> None:
+    """A copy is a function of what it copies: directories that existed keep their times,
+    directories it created take the newest time among the copied files (not the clock)."""
+    for sub, mtime in sorted(before.items(), key=lambda kv: -kv[0].count("/")):
+        st = root.lstat(sub)
+        if st is None or not stat.S_ISDIR(st.st_mode):
+            continue
+        value = mtime if mtime is not None else newest
+        if value:
+            with root.parent(sub, create=False) as (fd, leaf):
+                os.utime(leaf, ns=(value, value), dir_fd=fd, follow_symlinks=False)
 
 
 def _join(a: str, b: str) -> str:

@@ -55,6 +55,9 @@ class StageInstance:
     targets: tuple[Platform, ...]  # target platforms whose builds use this instance
     ops: tuple[str, ...]
     base_image: str | None  # the expanded image reference, None for a stage reference
+    # "per-platform", "pinned" (FROM --platform) or "build-once" (polyarch runs a stage that
+    # uses no TARGET* value once, natively, and checks what is copied out of it)
+    mode: str = "per-platform"
 
     @property
     def result(self) -> str:
@@ -105,6 +108,7 @@ class Plan:
                     "platform": str(s.platform),
                     "targets": [str(t) for t in s.targets],
                     "once": len(s.targets) > 1,
+                    "mode": s.mode,
                     "emulated": any(self.ops[k].emulated for k in s.ops),
                     "base": s.base_image,
                     "ops": list(s.ops),

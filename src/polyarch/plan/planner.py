@@ -86,6 +86,54 @@ class PlanRequest:
     # (image reference, platform) -> facts. Without them the plan expands as if base images
     # had an empty config, which is fine for showing a plan and wrong for building one.
     images: Mapping[tuple[str, str], ImageFacts] = field(default_factory=dict)
+    # "auto": stages that use no TARGET* value and are only copied from run once, natively;
+    # "off": BuildKit's behaviour; or a set of stage names to run once regardless.
+    build_once: str | frozenset[str] = "auto"
+    # Stages found to produce native code (after running once): planned per platform.
+    per_platform: frozenset[str] = frozenset()
+
+
+def build_once_stages(
+    dockerfile: Dockerfile, target: Stage, mode: str | frozenset[str], excluded: frozenset[str]
+) -> dict[int, str]:
+    """Stages to run once on the build machine, and why ("auto" or "forced").
+
+    Auto: a stage qualifies when it has RUN steps (the work to save), no instruction of it
+    declares or uses a TARGET* ARG, it is not the target, no other stage builds FROM it (its
+    files would land in a per-platform image as they are), and its FROM line has no --platform
+    (pinned stages run once anyway). Whether what it produces is really platform-neutral is
+    checked after it runs.
+    """
+    if mode == "off":
+        return {}
+    lexer = ShellLexer(dockerfile.escape)
+    target_args = {n for n in PLATFORM_ARGS if n.startswith("TARGET")}
+    from_parents = {s.base.lower() for s in dockerfile.stages}
+    chosen: dict[int, str] = {}
+    for stage in dockerfile.stages:
+        name = stage.name or str(stage.index)
+        if name in excluded or stage.display in excluded:
+            continue
+        if isinstance(mode, frozenset):
+            if name in mode or stage.display in mode:
+                chosen[stage.index] = "forced"
+            continue
+        if stage.index == target.index or stage.platform is not None:
+            continue
+        if stage.name and stage.name in from_parents:
+            continue
+        if not any(ins.kind == "RUN" for ins in stage.instructions):
+            continue  # nothing to save by running it once (an image used as a stage, say)
+        uses: set[str] = set()
+        for ins in stage.instructions:
+            if ins.kind == "ARG":
+                uses |= {n for n, _ in ins.arg_declarations()}
+            for text in (*ins.args, *(v for v in ins.flags.values() if isinstance(v, str))):
+                uses |= lexer.names_used(text)
+        if uses & target_args:
+            continue
+        chosen[stage.index] = "auto"
+    return chosen
 
 
 def make_plan(request: PlanRequest) -> Plan:
@@ -118,6 +166,8 @@ class _Planner:
         self.warnings: list[PlanWarning] = []
         self.warned: set[tuple[str, int | None]] = set()
         self.consumed: set[str] = set()
+        self.users: dict[tuple[int, Platform], list[Platform]] = {}
+        self.once: dict[int, str] = {}
 
     # entry -------------------------------------------------------------------------------
 
@@ -125,6 +175,10 @@ class _Planner:
         if not self.req.platforms:
             raise DockerfileError("no target platform given", path=self.df.path)
         target = self.target_stage()
+        if any(p != self.req.build_platform for p in self.req.platforms):
+            self.once = build_once_stages(
+                self.df, target, self.req.build_once, self.req.per_platform
+            )
         results: dict[Platform, str] = {}
         for platform in self.req.platforms:
             built = self.stage(target.index, platform, ())
@@ -156,22 +210,32 @@ class _Planner:
 
     def grouped_instances(self) -> tuple[StageInstance, ...]:
         by_stage: dict[int, dict[tuple[str, ...], StageInstance]] = {}
-        for (index, platform), built in sorted(
-            self.built.items(), key=lambda kv: (kv[0][0], self.req.platforms.index(kv[0][1]))
-        ):
+        order = {p: i for i, p in enumerate(self.req.platforms)}
+        for (index, key_platform), built in sorted(self.built.items(), key=lambda kv: kv[0][0]):
             group = by_stage.setdefault(index, {})
             inst = built.instance
+            targets = set(self.users.get((index, key_platform), []))
             existing = group.get(inst.ops)
-            if existing is None:
-                group[inst.ops] = StageInstance(
-                    inst.stage, index, inst.platform, (platform,), inst.ops, inst.base_image
-                )
+            if existing is not None:
+                targets |= set(existing.targets)
+            merged = tuple(sorted(targets, key=lambda p: order.get(p, len(order))))
+            stage = self.df.stages[index]
+            if index in self.once:
+                mode = "build-once"
+            elif stage.platform is not None and len(merged) > 1:
+                mode = "pinned"
             else:
-                group[inst.ops] = StageInstance(
-                    existing.stage, index, existing.platform, (*existing.targets, platform),
-                    existing.ops, existing.base_image,
-                )  # fmt: skip
-        return tuple(inst for index in sorted(by_stage) for inst in by_stage[index].values())
+                mode = "per-platform"
+            group[inst.ops] = StageInstance(
+                inst.stage, index, inst.platform, merged, inst.ops, inst.base_image, mode
+            )
+        return tuple(
+            inst
+            for index in sorted(by_stage)
+            for inst in sorted(
+                by_stage[index].values(), key=lambda i: order.get(i.targets[0], len(order))
+            )
+        )
 
     def unused_stage_warnings(self, target: Stage) -> None:
         used = {index for index, _ in self.built}
@@ -205,6 +269,11 @@ class _Planner:
     # stages ------------------------------------------------------------------------------
 
     def stage(self, index: int, platform: Platform, stack: tuple[int, ...]) -> _Built:
+        target = platform
+        if index in self.once:
+            # Built once, for the build machine, whatever the target: every target shares it.
+            platform = self.req.build_platform
+        self.users.setdefault((index, platform), []).append(target)
         memo = self.built.get((index, platform))
         if memo is not None:
             return memo
