@@ -278,6 +278,7 @@ def build_image(
     progress: Progress | None = None,
     jobs: int = 1,
     build_once: str | frozenset[str] = "auto",
+    ca_certs: Path | None = None,
 ) -> str:
     """Build, keep the image in the local store under each tag, then push or export it."""
     # Imported here, not at the top: registry-only commands start faster without the engine.
@@ -302,6 +303,7 @@ def build_image(
         epoch,
         jobs,
         build_once,
+        ca_certs,
     )
     result = builder.build(request)
     names = [str(r) for r in refs] or [str(result.descriptor.digest)]

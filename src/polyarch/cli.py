@@ -512,6 +512,15 @@ def _outputs(values: Sequence[str], push: bool) -> list[dict[str, str]]:
     help="Run platform-neutral stages once, natively: auto (stages that use no TARGET* value, "
     "checked for native code after running), off (BuildKit's behaviour), or named stages.",
 )
+@click.option(
+    "--ca-certs",
+    "ca_certs",
+    default="none",
+    show_default=True,
+    metavar="host|PATH|none",
+    help="Make RUN steps trust a CA bundle (host: /etc/ssl/certs/ca-certificates.crt), for "
+    "TLS-intercepting proxies. Mounted read-only per step; never in a layer or the config.",
+)
 @_root_option
 @click.argument("context", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.pass_context
@@ -529,6 +538,7 @@ def build_command(
     jobs: int,
     progress: str,
     build_once: str,
+    ca_certs: str,
     root: Path | None,
     context: Path,
 ) -> None:
@@ -561,10 +571,20 @@ def build_command(
         progress=renderer,
         jobs=jobs,
         build_once=_build_once(build_once),
+        ca_certs=_ca_bundle(ca_certs),
     )
     if mode == "tty":
         renderer.close()  # the live view ends before anything else is printed
     click.echo(result)
+
+
+def _ca_bundle(value: str) -> Path | None:
+    if value == "none":
+        return None
+    path = Path("/etc/ssl/certs/ca-certificates.crt") if value == "host" else Path(value)
+    if not path.is_file():
+        raise UsageError(f"--ca-certs: no CA bundle at {path}")
+    return path
 
 
 def _build_once(value: str) -> str | frozenset[str]:

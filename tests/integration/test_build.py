@@ -415,3 +415,28 @@ def test_independent_stages_run_in_parallel(base: str, root: Path, tmp_path: Pat
     left, right = spans["left"], spans["right"]
     # Each started before the other finished: they ran at the same time.
     assert left["start"] < right["done"] and right["start"] < left["done"]
+
+
+def test_ca_bundle_and_proxy_reach_run_steps_but_no_layer(
+    base: str, root: Path, tmp_path: Path, rootfs: Path
+) -> None:
+    bundle = tmp_path / "corporate-ca.pem"
+    bundle.write_text("-----BEGIN CERTIFICATE-----\nnot a real one\n-----END CERTIFICATE-----\n")
+    ctx = write_context(
+        tmp_path / "ctx",
+        f'FROM {base}\nRUN cat "$SSL_CERT_FILE" > /seen-ca && echo "$NODE_EXTRA_CA_CERTS" '
+        '> /ca-path && echo "$HTTP_PROXY" > /seen-proxy\n',
+        {},
+    )
+    polyarch("build", "--root", str(root), "-t", "local/ca:1", "--ca-certs", str(bundle),
+             "--build-arg", "HTTP_PROXY=http://proxy.internal:3128", str(ctx))  # fmt: skip
+    layout, manifest, config = image(root, "local/ca:1")
+    tree = flatten(layout, manifest, rootfs)
+    assert (tree / "seen-ca").read_text() == bundle.read_text()
+    assert (tree / "ca-path").read_text() == "/run/polyarch-ca/ca-certificates.crt\n"
+    assert (tree / "seen-proxy").read_text() == "http://proxy.internal:3128\n"
+    assert not (tree / "run" / "polyarch-ca").exists()
+    raw = layout.blobs.read_bytes(manifest.config.digest).decode()
+    assert "proxy.internal" not in raw  # the value is in no config field and no history
+    assert "polyarch-ca" not in raw
+    assert not any(e.startswith(("SSL_CERT_FILE", "HTTP_PROXY")) for e in config.env)

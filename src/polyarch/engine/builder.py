@@ -95,6 +95,7 @@ class BuildRequest:
     source_date_epoch: int | None = None
     jobs: int = 1
     build_once: str | frozenset[str] = "auto"
+    ca_certs: Path | None = None  # a CA bundle on the host for RUN steps to trust
 
 
 @dataclass(frozen=True, slots=True)
@@ -552,6 +553,19 @@ class Builder:
             created_mounts = [
                 name for name in ("etc/resolv.conf", "etc/hosts") if view.lstat(name) is None
             ]
+            had_run = view.lstat("run") is not None
+        binds = [
+            BindMount(f"/{name}", f"/{name}")
+            for name in ("etc/resolv.conf", "etc/hosts")
+            if Path(f"/{name}").exists()
+        ]
+        ca = self.request.ca_certs
+        if ca is not None:
+            # The host's CA bundle, read-only, for this step only: mounted outside any layer,
+            # named by the variables the common tools read; never in the config or history.
+            binds.append(BindMount(str(ca), CA_PATH))
+            for variable in CA_VARIABLES:
+                env.setdefault(variable, CA_PATH)
         process = ProcessSpec(
             args=tuple(definition["argv"]),
             env=tuple(f"{k}={v}" for k, v in env.items())
@@ -560,29 +574,54 @@ class Builder:
             uid=uid,
             gid=gid,
             additional_gids=groups,
-            binds=tuple(
-                BindMount(f"/{name}", f"/{name}")
-                for name in ("etc/resolv.conf", "etc/hosts")
-                if Path(f"/{name}").exists()
-            ),
+            binds=tuple(binds),
         )
         tail: list[str] = []
         stage = self._stage_of(op)
+        last_output = [time.monotonic()]
+        finished = threading.Event()
 
         def output(line: str) -> None:
+            last_output[0] = time.monotonic()
             tail.append(line)
             del tail[:-_TAIL_LINES]
             self.progress(Event("log", op.key, op.description, stage, str(op.platform), line))
 
-        code = self.executor.run(process, merged, step / "bundle", output)
+        def watch() -> None:
+            # A step under emulation can be slow and silent: say it is alive, every minute.
+            started = time.monotonic()
+            while not finished.wait(15):
+                if time.monotonic() - last_output[0] >= SILENCE_NOTE_SECONDS:
+                    minutes = (time.monotonic() - started) / 60
+                    self.progress(Event(
+                        "note", op.key, op.description, stage, str(op.platform),
+                        f"still running under emulation (qemu-{op.platform.qemu_name}), "
+                        f"{minutes:.0f} min so far",
+                    ))  # fmt: skip
+                    last_output[0] = time.monotonic()
+
+        watcher = threading.Thread(target=watch, daemon=True) if op.emulated else None
+        if watcher is not None:
+            watcher.start()
+        try:
+            code = self.executor.run(process, merged, step / "bundle", output)
+        finally:
+            finished.set()
         with Root(merged) as view:
             for name in created_mounts:  # mount points the runtime made: not the step's work
                 st = view.lstat(name)
                 if st is not None and st.st_size == 0:
                     view.remove(name)
+            if ca is not None:
+                view.remove(CA_PATH.lstrip("/").rpartition("/")[0])
+                if not had_run and not _listing(view, "run"):
+                    view.remove("run")
         if code != 0:
             shown = "\n".join(f"  | {line}" for line in tail) or "  (no output)"
-            raise self._error(op, f"{op.description} exited with status {code}:\n{shown}")
+            message = f"{op.description} exited with status {code}:\n{shown}"
+            if op.emulated and code in (128 + 4, 128 + 11):
+                message += "\n" + _emulation_hint(op, code)
+            raise self._error(op, message)
 
     def _copy(
         self, op: Op, merged: Path, inputs: Sequence[_Evaluated], context_root: Root | None
@@ -736,6 +775,34 @@ class Builder:
             Event("error", op.key, op.description, self._stage_of(op), str(op.platform), message)
         )
         return BuildError(f"{where}{message}")
+
+
+CA_PATH = "/run/polyarch-ca/ca-certificates.crt"
+CA_VARIABLES = ("SSL_CERT_FILE", "NODE_EXTRA_CA_CERTS", "REQUESTS_CA_BUNDLE", "PIP_CERT",
+                "GIT_SSL_CAINFO", "CURL_CA_BUNDLE")  # fmt: skip
+SILENCE_NOTE_SECONDS = 60.0
+
+
+def _emulation_hint(op: Op, code: int) -> str:
+    signal_name = "SIGILL (illegal instruction)" if code == 132 else "SIGSEGV (segmentation fault)"
+    return (
+        f"The process was killed by {signal_name} while running under QEMU emulation of "
+        f"{op.platform}: likely an instruction the emulator does not support. Remedies: let the "
+        "stage run once natively (--build-once, or FROM --platform=$BUILDPLATFORM with a "
+        "cross-compiler), build on a native node for this platform, or use another base image."
+    )
+
+
+def _listing(root: Root, rel: str) -> list[str]:
+    try:
+        fd = root.open_dir(rel, create=False)
+    except (FileNotFoundError, NotADirectoryError, PolyarchError):
+        return []
+    try:
+        return os.listdir(fd)  # noqa: PTH208 (a directory fd, resolved inside the root)
+    finally:
+        if fd != root.fd:
+            os.close(fd)
 
 
 def _is_url(source: str) -> bool:
