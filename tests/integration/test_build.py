@@ -82,6 +82,7 @@ def rootfs() -> Iterator[Path]:
 
 
 def flatten(layout: OciLayout, manifest: Manifest, into: Path) -> Path:
+    into.mkdir(parents=True, exist_ok=True)
     for layer in manifest.layers:
         with layout.blobs.open(layer.digest) as raw:
             apply_layer(open_layer(raw, layer.media_type), into)  # type: ignore[arg-type]
@@ -440,3 +441,34 @@ def test_ca_bundle_and_proxy_reach_run_steps_but_no_layer(
     assert "proxy.internal" not in raw  # the value is in no config field and no history
     assert "polyarch-ca" not in raw
     assert not any(e.startswith(("SSL_CERT_FILE", "HTTP_PROXY")) for e in config.env)
+
+
+def test_copy_snapshotter_gives_the_same_tree(base: str, tmp_path: Path) -> None:
+    """Where overlayfs cannot be mounted, copies are used: the image must be the same."""
+    import hashlib
+    import stat as st_
+
+    ctx = write_context(tmp_path / "ctx", APP.format(base=base), FILES)
+    trees = {}
+    for mode in ("overlay", "copy"):
+        root = tmp_path / f"root-{mode}"
+        subprocess.run(
+            [sys.executable, "-m", "polyarch", "build", "--root", str(root), "-t",
+             "local/snap:1", str(ctx)],
+            check=True, capture_output=True, env={**os.environ, "POLYARCH_SNAPSHOTTER": mode},
+        )  # fmt: skip
+        layout, manifest, _ = image(root, "local/snap:1")
+        into = flatten(layout, manifest, tmp_path / f"tree-{mode}")
+        entries = {}
+        for path in sorted(into.rglob("*")):
+            info = path.lstat()
+            kind = st_.S_IFMT(info.st_mode)
+            content = (
+                os.readlink(path) if st_.S_ISLNK(info.st_mode)
+                else hashlib.sha256(path.read_bytes()).hexdigest() if st_.S_ISREG(info.st_mode)
+                else None
+            )  # fmt: skip
+            entries[str(path.relative_to(into))] = (kind, st_.S_IMODE(info.st_mode),
+                                                    info.st_uid, info.st_gid, content)  # fmt: skip
+        trees[mode] = entries
+    assert trees["overlay"] == trees["copy"]

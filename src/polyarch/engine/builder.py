@@ -35,6 +35,7 @@ from polyarch.digest import Digest
 from polyarch.dockerfile import Dockerfile, IgnoreMatcher, ShellLexer, read_patterns
 from polyarch.dockerfile.ignore import ignore_file_for
 from polyarch.engine.cache import BuildCache, CachedLayer
+from polyarch.engine.copydiff import materialize, write_upper
 from polyarch.engine.filecopy import (
     CopyError,
     CopyOptions,
@@ -68,6 +69,7 @@ from polyarch.runtime import (
     DEFAULT_PATH,
     BindMount,
     Executor,
+    MountError,
     ProcessSpec,
     mount_overlay,
     unmount,
@@ -141,6 +143,9 @@ class Builder:
         self._executor = executor
         self.work = root / "tmp"
         self.work.mkdir(parents=True, exist_ok=True)
+        self.snapshotter = os.environ.get("POLYARCH_SNAPSHOTTER") or (
+            "overlay" if _overlay_listed() else "copy"
+        )
         self.steps_run = 0
         self.steps_cached = 0
 
@@ -509,19 +514,37 @@ class Builder:
     def _mounted(
         self, state: ImageState, upper: Path, workdir: Path, merged: Path
     ) -> Iterator[None]:
-        lowers = [
-            str(self.snapshots.ensure(layer.diff_id, layer.digest, layer.media_type))
-            for layer in reversed(state.layers)
-        ]
-        if not lowers:
-            empty = upper.parent / "empty"
-            empty.mkdir()
-            lowers = [str(empty)]
-        mount_overlay(lowers, str(upper), str(workdir), str(merged))
-        try:
-            yield
-        finally:
-            unmount(str(merged))
+        """The parent's filesystem at `merged`, changes landing in `upper` (overlay form)."""
+        if self.snapshotter == "overlay":
+            lowers = [
+                str(self.snapshots.ensure(layer.diff_id, layer.digest, layer.media_type))
+                for layer in reversed(state.layers)
+            ]
+            if not lowers:
+                empty = upper.parent / "empty"
+                empty.mkdir()
+                lowers = [str(empty)]
+            try:
+                mount_overlay(lowers, str(upper), str(workdir), str(merged))
+            except MountError as exc:
+                self._use_copies(str(exc))
+            else:
+                try:
+                    yield
+                finally:
+                    unmount(str(merged))
+                return
+        before = materialize(state.layers, self.blobs, merged)
+        yield
+        write_upper(merged, before, upper)
+
+    def _use_copies(self, why: str) -> None:
+        with self._lock:
+            if self.snapshotter == "copy":
+                return
+            self.snapshotter = "copy"
+        self.progress(Event("note", "", "snapshots", text=f"overlayfs unavailable ({why}); "
+                            "using copies: slower, same results"))  # fmt: skip
 
     def _commit(self, upper: Path) -> CachedLayer:
         if not any(upper.iterdir()):
@@ -791,6 +814,13 @@ def _emulation_hint(op: Op, code: int) -> str:
         "stage run once natively (--build-once, or FROM --platform=$BUILDPLATFORM with a "
         "cross-compiler), build on a native node for this platform, or use another base image."
     )
+
+
+def _overlay_listed() -> bool:
+    try:
+        return "overlay" in Path("/proc/filesystems").read_text()
+    except OSError:
+        return False
 
 
 def _listing(root: Root, rel: str) -> list[str]:
