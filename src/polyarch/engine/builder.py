@@ -276,24 +276,30 @@ class Builder:
     def _native_output(self, state: ImageState, consumers: Sequence[Op]) -> tuple[str, str] | None:
         if not consumers:
             return None
-        step = Path(tempfile.mkdtemp(dir=self.work, prefix="check-"))
+        with self._view(state) as root:
+            for op in consumers:
+                paths = [p for p in op.definition["sources"] if not _is_url(p)]
+                try:
+                    selected = select_sources(root, paths, None)
+                except CopyError:
+                    continue  # the copy itself will report it
+                found = find_native(root, selected)
+                if found is not None:
+                    return found
+        return None
+
+    @contextlib.contextmanager
+    def _view(self, state: ImageState) -> Iterator[Root]:
+        """A stage's filesystem to read from (its own scratch upper takes no writes)."""
+        step = Path(tempfile.mkdtemp(dir=self.work, prefix="view-"))
         upper, work, view = step / "upper", step / "work", step / "view"
         for d in (upper, work, view):
             d.mkdir()
         try:
             with self._mounted(state, upper, work, view), Root(view) as root:
-                for op in consumers:
-                    paths = [p for p in op.definition["sources"] if not _is_url(p)]
-                    try:
-                        selected = select_sources(root, paths, None)
-                    except CopyError:
-                        continue  # the copy itself will report it
-                    found = find_native(root, selected)
-                    if found is not None:
-                        return found
+                yield root
         finally:
             shutil.rmtree(step, ignore_errors=True)
-        return None
 
     def _ignore_rules(self, request: BuildRequest) -> IgnoreMatcher | None:
         for candidate in ignore_file_for(str(request.dockerfile_path), str(request.context)):
@@ -680,16 +686,8 @@ class Builder:
                 assert context_root is not None
                 self._copy_from(op, context_root, dest, options, self.ignore)
                 return
-            source_state = inputs[1].state
-            step = Path(tempfile.mkdtemp(dir=self.work, prefix="src-"))
-            upper, work, view = step / "upper", step / "work", step / "view"
-            for d in (upper, work, view):
-                d.mkdir()
-            try:
-                with self._mounted(source_state, upper, work, view), Root(view) as source:
-                    self._copy_from(op, source, dest, options, None)
-            finally:
-                shutil.rmtree(step, ignore_errors=True)
+            with self._view(inputs[1].state) as source:
+                self._copy_from(op, source, dest, options, None)
 
     def _download(self, op: Op, urls: list[str], dest: Root, options: CopyOptions) -> None:
         """ADD <url>: fetched with the host's proxy settings and CA store, checked against

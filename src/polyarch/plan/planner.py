@@ -520,11 +520,7 @@ class _Planner:
             mounts.append(expanded)
             source = _mount_from(expanded)
             if source:
-                dep = self.stage_for_from(source)
-                if dep is not None:
-                    inputs.append(self.stage(dep.index, target, stack).instance.result)
-                else:
-                    inputs.append(self.source_for(source, platform, ins))
+                inputs.append(self.from_input(source, target, platform, stack, ins)[0])
         argv = list(ins.args) if ins.json else [*state.shell, " ".join(ins.args)]
         env = {k: v for k, v in args.items() if v is not None and k not in PROXY_ARGS}
         env |= state.env
@@ -562,13 +558,8 @@ class _Planner:
         shown_from = ""
         if origin is not None:
             value = self.expand_word(origin, scope, ins)
-            dep = self.stage_for_from(value)
-            if dep is not None:
-                source_key = self.stage(dep.index, target, stack).instance.result
-                shown_from = f"--from={dep.display} "
-            else:
-                source_key = self.source_for(value, platform, ins)
-                shown_from = f"--from={value} "
+            source_key, shown = self.from_input(value, target, platform, stack, ins)
+            shown_from = f"--from={shown} "
             inputs.append(source_key)
         paths, inline, dest = ins.sources_and_dest()
         sources = [self.expand_word(p, scope, ins) for p in paths]
@@ -595,6 +586,20 @@ class _Planner:
         shown = " ".join([*sources, *(f"<<{h.name}" for h in inline), destination])
         return self.add_op("file", definition, platform, f"{ins.kind} {shown_from}{shown}",
                            tuple(inputs), ins.location)  # fmt: skip
+
+    def from_input(
+        self,
+        value: str,
+        target: Platform,
+        platform: Platform,
+        stack: tuple[int, ...],
+        ins: Instruction,
+    ) -> tuple[str, str]:
+        """`--from=` / `from=`: a stage (by name or index) or an image. (op key, shown name)"""
+        dep = self.stage_for_from(value)
+        if dep is not None:
+            return self.stage(dep.index, target, stack).instance.result, dep.display
+        return self.source_for(value, platform, ins), value
 
     def source_for(self, image: str, platform: Platform, ins: Instruction) -> str:
         name = self.image_name(image, ins)
