@@ -472,3 +472,18 @@ def test_copy_snapshotter_gives_the_same_tree(base: str, tmp_path: Path) -> None
                                                     info.st_uid, info.st_gid, content)  # fmt: skip
         trees[mode] = entries
     assert trees["overlay"] == trees["copy"]
+
+
+def test_source_date_epoch_gives_the_same_digest_in_fresh_roots(base: str, tmp_path: Path) -> None:
+    ctx = write_context(tmp_path / "ctx", APP.format(base=base), FILES)
+    digests = []
+    for n in range(2):
+        done = subprocess.run(
+            [sys.executable, "-m", "polyarch", "build", "--root", str(tmp_path / f"root-{n}"),
+             "--no-cache", "-t", "local/repro:1", str(ctx)],
+            check=True, capture_output=True, text=True,
+            env={**os.environ, "SOURCE_DATE_EPOCH": "1700000000"},
+        )  # fmt: skip
+        digests.append(digest_of(done.stdout))
+        os.utime(ctx / "run.sh")  # a touched file changes nothing: times are clamped
+    assert digests[0] == digests[1]

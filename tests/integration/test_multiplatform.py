@@ -80,9 +80,16 @@ def test_four_platforms_each_with_its_own_machine(
     )
     root = tmp_path / "root"
     ref = registry.ref("multi/arch:1")
+    out = tmp_path / "oci-out"
     polyarch("build", "--root", str(root), "--platform", ",".join(PLATFORMS), "-t", ref,
-             "--push", str(ctx))  # fmt: skip
+             "--push", "--output", f"type=oci,dest={out}", str(ctx))  # fmt: skip
     layout, index = images(root, ref)
+    exported = OciLayout(out)
+    top = exported.resolve("1")
+    assert top.media_type == "application/vnd.oci.image.index.v1+json"
+    assert top.digest == index.digest
+    listed = polyarch("images", "--root", str(root)).stdout
+    assert ",".join(PLATFORMS) in listed
     assert [str(d.platform) for d in index.manifests] == PLATFORMS
     copy_layers = set()
     for entry in index.manifests:
