@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform as _host
+import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,7 @@ from polyarch.transfer.endpoints import (
     read_small_blob,
 )
 from polyarch.transfer.location import LayoutLocation, Location, parse_location
+from polyarch.version import version
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,6 +225,29 @@ def local_images(root: Path) -> list[LocalImage]:
     return out
 
 
+def git_version(directory: Path, base_version: str) -> str:
+    """The seed's version of the git work tree at `directory` (see polyarch.version)."""
+
+    def git(*args: str) -> str:
+        try:
+            done = subprocess.run(
+                ["git", "-C", str(directory), *args], capture_output=True, text=True, check=False
+            )
+        except FileNotFoundError:
+            raise UsageError("git is not installed") from None
+        if done.returncode != 0:
+            message = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else ""
+            if "not a git repository" in done.stderr:
+                raise UsageError(f"{directory} is not in a git repository") from None
+            raise UsageError(f"git {' '.join(args)} failed: {message}")
+        return done.stdout
+
+    head = git("rev-parse", "HEAD").strip()
+    tags = git("tag", "--contains", head).splitlines()
+    dirty = bool(git("status", "--porcelain", "--untracked-files=no").strip())
+    return version(tags, head, base_version, dirty=dirty)
+
+
 def machine_platform() -> Platform:
     """The platform of the machine polyarch runs on."""
     return from_uname(_host.system(), _host.machine())
@@ -345,6 +370,7 @@ __all__ = [
     "Session",
     "build_image",
     "default_root",
+    "git_version",
     "local_images",
     "machine_platform",
     "plan_build",

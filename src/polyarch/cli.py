@@ -23,6 +23,7 @@ from polyarch.api import (
     Session,
     build_image,
     default_root,
+    git_version,
     local_images,
     machine_platform,
     plan_build,
@@ -616,6 +617,16 @@ def push_command(ctx: click.Context, name: str, destination: str | None, root: P
     local = str(Reference.parse(name))  # names are kept in their full form
     report = session.copy(LayoutLocation(str(store), local), destination or local)
     click.echo(_report_line("pushed to", report))
+
+
+@cli.command("version")
+@click.option("--base-version", default="0.0.0", show_default=True,
+              help="Used when no tag contains HEAD: BASE_VERSION-<short sha>.")  # fmt: skip
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path), default=".")
+def version_command(base_version: str, directory: Path) -> None:
+    """Print the version of the git work tree: the first tag containing HEAD, else
+    BASE_VERSION-<7-character sha>; `-dirty` when there are uncommitted changes."""
+    click.echo(git_version(directory, base_version))
 
 
 # emulators and doctor -------------------------------------------------------------------------
