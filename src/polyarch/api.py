@@ -23,7 +23,7 @@ from polyarch.oci.models import (
     parse_document,
 )
 from polyarch.plan import Plan, PlanRequest, make_plan
-from polyarch.platform import Platform, best_match, from_uname
+from polyarch.platform import Platform, from_uname
 from polyarch.progress import Progress, silent
 from polyarch.reference import Reference
 from polyarch.registry.client import RegistryClient
@@ -132,12 +132,10 @@ class Session:
         if isinstance(document, Index):
             if platform is None:
                 return IndexSummary(str(source), document, digest)
-            images = document.images()
-            found = best_match(platform, [d.platform for d in images])
-            if found is None:
-                have = ", ".join(str(d.platform) for d in images if d.platform)
+            entry = document.image_for(platform)
+            if entry is None:
+                have = document.platforms_text()
                 raise UsageError(f"{source} has no image for {platform} (it has: {have})")
-            entry = images[found]
             child = source.fetch_document(entry)
             if not isinstance(child, Manifest):
                 raise UsageError(f"{source}: the {platform} entry is itself an index")

@@ -41,6 +41,19 @@ def secure_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runnin
 
 
 @pytest.fixture(scope="session")
+def base(registry: RunningRegistry) -> str:
+    """The Debian base image (made from packages, cached by recipe), pushed to `registry`."""
+    from tools.base_images import push
+
+    from polyarch.api import RegistryOptions, Session
+
+    ref = registry.ref("base/debian:bookworm")
+    with Session(RegistryOptions()) as session:
+        push("debian", ["amd64"], ref, session)
+    return ref
+
+
+@pytest.fixture(scope="session")
 def skopeo() -> str:
     path = shutil.which("skopeo")
     if path is None:

@@ -25,7 +25,6 @@ import pytest
 from polyarch.layers import apply_layer, open_layer
 from polyarch.oci.models import Manifest, parse_document
 from polyarch.store import OciLayout
-from tests.registry_server import RunningRegistry
 
 CASES = sorted((Path(__file__).parent.parent / "data" / "compare").iterdir())
 CONFIG_FIELDS = ("Env", "Entrypoint", "Cmd", "WorkingDir", "User", "Labels", "ExposedPorts",
@@ -37,18 +36,6 @@ pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or not shutil.which("buildah") or not shutil.which("runc"),
     reason="needs root, buildah and runc",
 )
-
-
-@pytest.fixture(scope="module")
-def base(registry: RunningRegistry) -> str:
-    from tools.base_images import push
-
-    from polyarch.api import RegistryOptions, Session
-
-    ref = registry.ref("base/debian:bookworm")
-    with Session(RegistryOptions()) as session:
-        push("debian", ["amd64"], ref, session)
-    return ref
 
 
 @pytest.fixture(scope="module")

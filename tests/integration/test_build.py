@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from polyarch.api import RegistryOptions, Session
 from polyarch.layers import apply_layer, open_layer
 from polyarch.oci.models import ImageConfig, Manifest, parse_document
 from polyarch.reference import Reference
@@ -27,16 +26,6 @@ pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or not shutil.which("runc") or not shutil.which("mmdebstrap"),
     reason="building needs root, runc and mmdebstrap (tools/dev setup installs them)",
 )
-
-
-@pytest.fixture(scope="session")
-def base(registry: RunningRegistry) -> str:
-    from tools.base_images import push
-
-    ref = registry.ref("base/debian:bookworm")
-    with Session(RegistryOptions()) as session:
-        push("debian", ["amd64"], ref, session)
-    return ref
 
 
 @pytest.fixture

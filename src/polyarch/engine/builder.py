@@ -61,7 +61,7 @@ from polyarch.oci import mediatypes as mt
 from polyarch.oci.models import Descriptor, Index, Manifest
 from polyarch.plan import ImageFacts, Op, Plan, PlanRequest, make_plan
 from polyarch.plan.planner import PROXY_ARGS
-from polyarch.platform import Platform, best_match
+from polyarch.platform import Platform
 from polyarch.progress import Event, Progress, silent
 from polyarch.reference import Reference
 from polyarch.registry.client import RegistryClient
@@ -320,12 +320,10 @@ class Builder:
         document = fetched.document
         digest = fetched.digest
         if isinstance(document, Index):
-            images = document.images()
-            found = best_match(platform, [d.platform for d in images])
-            if found is None:
-                have = ", ".join(str(d.platform) for d in images if d.platform)
+            entry = document.image_for(platform)
+            if entry is None:
+                have = document.platforms_text()
                 raise BuildError(f"{image} has no image for {platform} (it has: {have})")
-            entry = images[found]
             child = self.registry.get_manifest(ref.with_digest(entry.digest))
             document, digest = child.document, child.digest
         if not isinstance(document, Manifest):

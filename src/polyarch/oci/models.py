@@ -25,7 +25,7 @@ from polyarch.errors import (
     UnsupportedSchemaError,
 )
 from polyarch.oci import mediatypes as mt
-from polyarch.platform import Platform
+from polyarch.platform import Platform, best_match
 
 MAX_DOCUMENT_SIZE: Final = 4 * 1024 * 1024  # containerd's limit for manifests and indexes
 _EMPTY: Final[Mapping[str, str]] = MappingProxyType({})
@@ -228,6 +228,16 @@ class Index:
     def images(self) -> tuple[Descriptor, ...]:
         """Entries that are images for a platform (attestations left out)."""
         return tuple(d for d in self.manifests if not d.is_attestation)
+
+    def image_for(self, platform: Platform) -> Descriptor | None:
+        """The entry that suits `platform` best (containerd's matching), or None."""
+        images = self.images()
+        found = best_match(platform, [d.platform for d in images])
+        return None if found is None else images[found]
+
+    def platforms_text(self) -> str:
+        """The platforms this index has, for messages."""
+        return ", ".join(str(d.platform) for d in self.images() if d.platform) or "none"
 
     @classmethod
     def create(

@@ -17,7 +17,7 @@ from polyarch.digest import Digest
 from polyarch.errors import ManifestError, UsageError
 from polyarch.oci import mediatypes as mt
 from polyarch.oci.models import Descriptor, Document, ImageConfig, Index, Manifest
-from polyarch.platform import Platform, best_match
+from polyarch.platform import Platform
 from polyarch.transfer.endpoints import (
     ImageSource,
     ImageTarget,
@@ -58,15 +58,13 @@ def select_platforms(index: Index, platforms: Sequence[Platform], where: str) ->
 
     The original index (same bytes, same digest) when nothing is left out.
     """
-    images = list(index.images())
     chosen: list[Descriptor] = []
     for want in platforms:
-        found = best_match(want, [d.platform for d in images])
+        found = index.image_for(want)
         if found is None:
-            have = ", ".join(str(d.platform) for d in images if d.platform) or "none"
-            raise UsageError(f"{where} has no image for {want} (it has: {have})")
-        if images[found] not in chosen:
-            chosen.append(images[found])
+            raise UsageError(f"{where} has no image for {want} (it has: {index.platforms_text()})")
+        if found not in chosen:
+            chosen.append(found)
     kept = {d.digest for d in chosen}
     attestations = [
         d
