@@ -29,6 +29,7 @@ from polyarch.api import (
     plan_build,
     read_dockerfile,
 )
+from polyarch.config import effective, parse_config
 from polyarch.errors import PolyarchError, UsageError
 from polyarch.oci.models import Descriptor
 from polyarch.plan import Plan
@@ -617,6 +618,23 @@ def push_command(ctx: click.Context, name: str, destination: str | None, root: P
     local = str(Reference.parse(name))  # names are kept in their full form
     report = session.copy(LayoutLocation(str(store), local), destination or local)
     click.echo(_report_line("pushed to", report))
+
+
+@cli.command("config")
+@click.option("--file", "config_file", type=click.Path(dir_okay=False, path_type=Path),
+              default=Path("polyarch.toml"), show_default=True)  # fmt: skip
+@click.option("--platform", "platforms", multiple=True)
+@click.option("--base-version")
+def config_command(config_file: Path, platforms: tuple[str, ...], base_version: str | None) -> None:
+    """Print the effective settings and where each comes from (flag, file or default)."""
+    text = config_file.read_text(encoding="utf-8") if config_file.is_file() else ""
+    config = parse_config(text, str(config_file))
+    flags = {
+        "build.platforms": [str(p) for p in _platforms(platforms)],
+        "image.base_version": base_version,
+    }
+    rows = [[key, json.dumps(value), source] for key, value, source in effective(config, flags)]
+    click.echo(_table(["KEY", "VALUE", "FROM"], rows))
 
 
 @cli.command("version")
