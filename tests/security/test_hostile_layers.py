@@ -153,3 +153,16 @@ def test_file_replacing_symlinked_dir_does_not_follow(world: tuple[Path, Path]) 
                 root)  # fmt: skip
     assert (root / "passwd").read_bytes() == b"new" and not (root / "passwd").is_symlink()
     host_untouched(host)
+
+
+def test_directory_replaced_by_symlink_mid_layer_is_resolved_afresh(
+    world: tuple[Path, Path],
+) -> None:
+    root, host = world
+    apply_layer(
+        stream(E("a/x", data=b"1"), E("a", "symlink", link=str(host)), E("a/y", data=b"2")),
+        root,
+    )
+    host_untouched(host)
+    assert (root / str(host).lstrip("/") / "y").read_bytes() == b"2"
+    assert os.readlink(root / "a") == str(host)

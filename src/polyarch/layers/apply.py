@@ -28,6 +28,40 @@ OPAQUE = ".wh..wh..opq"
 _CHUNK = 1024 * 1024
 
 
+class _Dirs:
+    """Directory fds by the path a layer names them, reused between entries (a tar lists a
+    directory's entries together). Any removal of a directory or symlink empties the cache:
+    only those can change where a path resolves. Paths are still resolved by `Root`."""
+
+    def __init__(self, root: Root, limit: int = 128) -> None:
+        self.root = root
+        self.limit = limit
+        self.fds: dict[str, int] = {}
+
+    def get(self, rel: str) -> int:
+        if not rel:
+            return self.root.fd
+        fd = self.fds.pop(rel, None)
+        if fd is None:
+            fd = self.root.open_dir(rel, create=True)
+            if fd == self.root.fd:
+                return fd  # a path that resolves to the root: the root's fd is not ours
+            if len(self.fds) >= self.limit:
+                oldest = next(iter(self.fds))
+                os.close(self.fds.pop(oldest))
+        self.fds[rel] = fd  # most recently used last
+        return fd
+
+    def removed(self, st: os.stat_result | None) -> None:
+        if st is None or stat.S_ISDIR(st.st_mode) or stat.S_ISLNK(st.st_mode):
+            self.clear()
+
+    def clear(self) -> None:
+        for fd in self.fds.values():
+            os.close(fd)
+        self.fds.clear()
+
+
 @dataclass
 class ApplyReport:
     entries: int = 0
@@ -51,37 +85,11 @@ def apply_layer(
     report = ApplyReport()
     dir_times: list[tuple[str, int]] = []
     with Root(root) as confined, tarfile.open(fileobj=stream, mode="r|") as tar:
-        for member in tar:
-            name = clean_member_name(member.name)
-            base = name.rpartition("/")[2]
-            report.entries += 1
-            if base.startswith(WHITEOUT_PREFIX):
-                report.whiteouts += 1
-                parent = name.rpartition("/")[0]
-                if base == OPAQUE:
-                    if whiteouts == "overlay":
-                        _mark_opaque(confined, parent)
-                    else:
-                        # Hide what the layers below put there; what this layer already
-                        # wrote in it stays, and what it writes next lands after this.
-                        _clear_below(confined, parent, report.written)
-                    continue
-                target = base[len(WHITEOUT_PREFIX) :]
-                if target in ("", ".", "..") or target.startswith(WHITEOUT_PREFIX):
-                    raise UnsafePathError(f"invalid whiteout entry {member.name!r}")
-                victim = f"{parent}/{target}" if parent else target
-                if whiteouts == "overlay":
-                    _overlay_whiteout(confined, victim)
-                else:
-                    confined.remove(victim)
-                continue
-            if not name:
-                if member.isdir():
-                    _apply_meta_fd(confined.fd, member, chown)
-                    continue
-                raise UnsafePathError(f"entry {member.name!r} would replace the root itself")
-            _extract(confined, tar, member, name, report, devices_ok, chown, dir_times)
-            report.written.add(name)
+        dirs = _Dirs(confined)
+        try:
+            _apply_members(tar, confined, dirs, report, whiteouts, devices_ok, chown, dir_times)
+        finally:
+            dirs.clear()
         for name, mtime in sorted(dir_times, key=lambda item: -item[0].count("/")):
             with (
                 contextlib.suppress(FileNotFoundError, UnsafePathError),
@@ -91,8 +99,53 @@ def apply_layer(
     return report
 
 
+def _apply_members(
+    tar: tarfile.TarFile,
+    confined: Root,
+    dirs: _Dirs,
+    report: ApplyReport,
+    whiteouts: str,
+    devices_ok: bool,
+    chown: bool,
+    dir_times: list[tuple[str, int]],
+) -> None:
+    for member in tar:
+        name = clean_member_name(member.name)
+        base = name.rpartition("/")[2]
+        report.entries += 1
+        if base.startswith(WHITEOUT_PREFIX):
+            report.whiteouts += 1
+            dirs.clear()  # whiteouts remove whatever they name: resolve afresh afterwards
+            parent = name.rpartition("/")[0]
+            if base == OPAQUE:
+                if whiteouts == "overlay":
+                    _mark_opaque(confined, parent)
+                else:
+                    # Hide what the layers below put there; what this layer already
+                    # wrote in it stays, and what it writes next lands after this.
+                    _clear_below(confined, parent, report.written)
+                continue
+            target = base[len(WHITEOUT_PREFIX) :]
+            if target in ("", ".", "..") or target.startswith(WHITEOUT_PREFIX):
+                raise UnsafePathError(f"invalid whiteout entry {member.name!r}")
+            victim = f"{parent}/{target}" if parent else target
+            if whiteouts == "overlay":
+                _overlay_whiteout(confined, victim)
+            else:
+                confined.remove(victim)
+            continue
+        if not name:
+            if member.isdir():
+                _apply_meta_fd(confined.fd, member, chown)
+                continue
+            raise UnsafePathError(f"entry {member.name!r} would replace the root itself")
+        _extract(confined, dirs, tar, member, name, report, devices_ok, chown, dir_times)
+        report.written.add(name)
+
+
 def _extract(
     confined: Root,
+    dirs: _Dirs,
     tar: tarfile.TarFile,
     member: tarfile.TarInfo,
     name: str,
@@ -101,79 +154,80 @@ def _extract(
     chown: bool,
     dir_times: list[tuple[str, int]],
 ) -> None:
-    with confined.parent(name) as (fd, leaf):
-        existing = _lstat(fd, leaf)
-        if member.isdir():
-            if existing is not None and not stat.S_ISDIR(existing.st_mode):
-                remove_at(fd, leaf)
-                existing = None
-            if existing is None:
-                os.mkdir(leaf, 0o700, dir_fd=fd)
-            dfd = os.open(leaf, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
-            try:
-                _apply_meta_fd(dfd, member, chown)
-                report.xattrs_skipped += _xattrs_fd(dfd, member)
-            finally:
-                os.close(dfd)
-            dir_times.append((name, int(member.mtime * 1_000_000_000)))
-            return
-        if existing is not None:
+    head, _, leaf = name.rpartition("/")
+    fd = dirs.get(head)
+    existing = _lstat(fd, leaf)
+    if member.isdir():
+        if existing is not None and not stat.S_ISDIR(existing.st_mode):
+            dirs.removed(existing)
             remove_at(fd, leaf)
-        if member.isreg():
-            source = tar.extractfile(member)
-            assert source is not None
-            out = os.open(
-                leaf, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
-                dir_fd=fd,
-            )  # fmt: skip
-            try:
-                while chunk := source.read(_CHUNK):
-                    _write_all(out, chunk)
-                    report.bytes += len(chunk)
-                _apply_meta_fd(out, member, chown)
-                report.xattrs_skipped += _xattrs_fd(out, member)
-            finally:
-                os.close(out)
-        elif member.issym():
-            os.symlink(member.linkname, leaf, dir_fd=fd)
-            if chown:
-                os.chown(leaf, member.uid, member.gid, dir_fd=fd, follow_symlinks=False)
-        elif member.islnk():
-            target = clean_member_name(member.linkname)
-            if not target:
-                raise UnsafePathError(f"hardlink {member.name!r} points at the root")
-            missing = UnsafePathError(
-                f"hardlink {member.name!r} -> {member.linkname!r}: target not in the layers"
+            existing = None
+        if existing is None:
+            os.mkdir(leaf, 0o700, dir_fd=fd)
+        dfd = os.open(leaf, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+        try:
+            _apply_meta_fd(dfd, member, chown)
+            report.xattrs_skipped += _xattrs_fd(dfd, member)
+        finally:
+            os.close(dfd)
+        dir_times.append((name, int(member.mtime * 1_000_000_000)))
+        return
+    if existing is not None:
+        dirs.removed(existing)
+        remove_at(fd, leaf)
+    if member.isreg():
+        source = tar.extractfile(member)
+        assert source is not None
+        out = os.open(
+            leaf, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+            dir_fd=fd,
+        )  # fmt: skip
+        try:
+            while chunk := source.read(_CHUNK):
+                _write_all(out, chunk)
+                report.bytes += len(chunk)
+            _apply_meta_fd(out, member, chown)
+            report.xattrs_skipped += _xattrs_fd(out, member)
+        finally:
+            os.close(out)
+    elif member.issym():
+        os.symlink(member.linkname, leaf, dir_fd=fd)
+        if chown:
+            os.chown(leaf, member.uid, member.gid, dir_fd=fd, follow_symlinks=False)
+    elif member.islnk():
+        target = clean_member_name(member.linkname)
+        if not target:
+            raise UnsafePathError(f"hardlink {member.name!r} points at the root")
+        missing = UnsafePathError(
+            f"hardlink {member.name!r} -> {member.linkname!r}: target not in the layers"
+        )
+        try:
+            with confined.parent(target, create=False) as (tfd, tleaf):
+                st = _lstat(tfd, tleaf)
+                if st is None:
+                    raise missing
+                if stat.S_ISDIR(st.st_mode):
+                    raise UnsafePathError(f"hardlink {member.name!r} to a directory")
+                os.link(tleaf, leaf, src_dir_fd=tfd, dst_dir_fd=fd, follow_symlinks=False)
+        except (FileNotFoundError, NotADirectoryError):
+            raise missing from None
+        return  # a hard link shares its target's metadata
+    elif member.ischr() or member.isblk() or member.isfifo():
+        if not member.isfifo() and not devices_ok:
+            raise UnsafePathError(
+                f"device node {member.name!r} refused: polyarch is not running as root"
             )
-            try:
-                with confined.parent(target, create=False) as (tfd, tleaf):
-                    st = _lstat(tfd, tleaf)
-                    if st is None:
-                        raise missing
-                    if stat.S_ISDIR(st.st_mode):
-                        raise UnsafePathError(f"hardlink {member.name!r} to a directory")
-                    os.link(tleaf, leaf, src_dir_fd=tfd, dst_dir_fd=fd, follow_symlinks=False)
-            except (FileNotFoundError, NotADirectoryError):
-                raise missing from None
-            return  # a hard link shares its target's metadata
-        elif member.ischr() or member.isblk() or member.isfifo():
-            if not member.isfifo() and not devices_ok:
-                raise UnsafePathError(
-                    f"device node {member.name!r} refused: polyarch is not running as root"
-                )
-            kind = (
-                stat.S_IFCHR if member.ischr() else stat.S_IFBLK if member.isblk() else stat.S_IFIFO
-            )
-            device = os.makedev(member.devmajor, member.devminor) if not member.isfifo() else 0
-            os.mknod(leaf, kind | (member.mode & 0o7777), device, dir_fd=fd)
-            if chown:
-                os.chown(leaf, member.uid, member.gid, dir_fd=fd, follow_symlinks=False)
-            os.chmod(leaf, member.mode & 0o7777, dir_fd=fd, follow_symlinks=True)
-        else:
-            raise UnsafePathError(f"unsupported entry type {member.type!r} for {member.name!r}")
-        mtime = int(member.mtime * 1_000_000_000)
-        with contextlib.suppress(OSError):
-            os.utime(leaf, ns=(mtime, mtime), dir_fd=fd, follow_symlinks=False)
+        kind = stat.S_IFCHR if member.ischr() else stat.S_IFBLK if member.isblk() else stat.S_IFIFO
+        device = os.makedev(member.devmajor, member.devminor) if not member.isfifo() else 0
+        os.mknod(leaf, kind | (member.mode & 0o7777), device, dir_fd=fd)
+        if chown:
+            os.chown(leaf, member.uid, member.gid, dir_fd=fd, follow_symlinks=False)
+        os.chmod(leaf, member.mode & 0o7777, dir_fd=fd, follow_symlinks=True)
+    else:
+        raise UnsafePathError(f"unsupported entry type {member.type!r} for {member.name!r}")
+    mtime = int(member.mtime * 1_000_000_000)
+    with contextlib.suppress(OSError):
+        os.utime(leaf, ns=(mtime, mtime), dir_fd=fd, follow_symlinks=False)
 
 
 def _write_all(fd: int, data: bytes) -> None:
