@@ -262,12 +262,7 @@ def index_create(
     ctx: click.Context, dst: str, srcs: tuple[str, ...], annotations: tuple[str, ...], jobs: int
 ) -> None:
     """Assemble one index at DST from single-platform images (and indexes) SRC..."""
-    pairs: dict[str, str] = {}
-    for item in annotations:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise UsageError(f"--annotation wants KEY=VALUE, got {item!r}")
-        pairs[key] = value
+    pairs = _pairs(annotations, "--annotation")
     session = _session(ctx)
     report = session.create_index(dst, srcs, annotations=pairs or None, jobs=jobs)
     click.echo(_report_line("index pushed to", report))

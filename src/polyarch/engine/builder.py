@@ -23,7 +23,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,6 +31,7 @@ from typing import Any
 
 import httpx
 
+from polyarch.concurrency import wait_all
 from polyarch.digest import Digest
 from polyarch.dockerfile import Dockerfile, IgnoreMatcher, ShellLexer, read_patterns
 from polyarch.dockerfile.ignore import ignore_file_for
@@ -41,6 +42,7 @@ from polyarch.engine.filecopy import (
     CopyOptions,
     content_digest,
     copy_sources,
+    read_account_db,
     resolve_owner,
     select_sources,
     write_inline,
@@ -213,13 +215,7 @@ class Builder:
         roots = [inst.result for inst in plan.stages]
         roots += [plan.results[p] for p in request.platforms]
         with ThreadPoolExecutor(max_workers=max(1, request.jobs)) as pool:
-            futures = [pool.submit(self._evaluate, plan.ops[key]) for key in roots]
-            wait(futures, return_when=FIRST_EXCEPTION)
-            for future in futures:
-                if future.done() and future.exception() is not None:
-                    for other in futures:
-                        other.cancel()
-                    raise future.exception()  # type: ignore[misc]
+            wait_all([pool.submit(self._evaluate, plan.ops[key]) for key in roots])
         manifests: dict[Platform, Descriptor] = {}
         for platform in request.platforms:
             result = self._evaluate(plan.ops[plan.results[platform]])
@@ -870,8 +866,8 @@ def _user_ids(
     if not user:
         return 0, 0, ()
     name, _, group = user.partition(":")
-    passwd = _db(root, "etc/passwd")
-    groups = _db(root, "etc/group")
+    passwd = read_account_db(root, "etc/passwd")
+    groups = read_account_db(root, "etc/group")
     entry = next((e for e in passwd if len(e) > 3 and e[0] == name), None)
     if name.isdigit():
         uid = int(name)
@@ -900,17 +896,6 @@ def _user_ids(
         )
     )
     return uid, gid, extra
-
-
-def _db(root: Root, rel: str) -> list[list[str]]:
-    try:
-        with root.parent(rel, create=False) as (fd, leaf):
-            handle = os.open(leaf, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=fd)
-        with os.fdopen(handle, "rb") as f:
-            text = f.read(4 * 1024 * 1024).decode("utf-8", "replace")
-    except (FileNotFoundError, NotADirectoryError, OSError, PolyarchError):
-        return []
-    return [line.split(":") for line in text.splitlines() if line and not line.startswith("#")]
 
 
 __all__ = ["BuildError", "BuildRequest", "BuildResult", "Builder"]

@@ -20,7 +20,6 @@ import bz2
 import fnmatch
 import gzip
 import hashlib
-import io
 import lzma
 import os
 import stat
@@ -433,8 +432,8 @@ def write_inline(
 def resolve_owner(root: Root, spec: str) -> tuple[int, int]:
     """`user[:group]` by name or number, names looked up in the root's passwd and group."""
     user, _, group = spec.partition(":")
-    passwd = _read_db(root, "etc/passwd")
-    groups = _read_db(root, "etc/group")
+    passwd = read_account_db(root, "etc/passwd")
+    groups = read_account_db(root, "etc/group")
     if user.isdigit():
         uid = int(user)
     else:
@@ -452,10 +451,11 @@ def resolve_owner(root: Root, spec: str) -> tuple[int, int]:
     return uid, int(found[2])
 
 
-def _read_db(root: Root, rel: str) -> list[list[str]]:
+def read_account_db(root: Root, rel: str) -> list[list[str]]:
+    """The colon-separated entries of a passwd or group file inside `root` (none if absent)."""
     try:
         with _open_in(root, rel) as f:
             text = f.read(4 * 1024 * 1024).decode("utf-8", "replace")
     except (FileNotFoundError, NotADirectoryError, UnsafePathError, OSError):
         return []
-    return [line.split(":") for line in io.StringIO(text).read().splitlines() if line]
+    return [line.split(":") for line in text.splitlines() if line and not line.startswith("#")]

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from polyarch.concurrency import wait_all
 from polyarch.digest import Digest
 from polyarch.errors import ManifestError, UsageError
 from polyarch.oci import mediatypes as mt
@@ -143,7 +144,7 @@ def transfer_content(
         try:
             _walk(source, top, documents, discovered, depth=0)
         finally:
-            _wait_all(futures)
+            wait_all(futures)
     for document in documents:
         if document is top:
             continue
@@ -151,22 +152,6 @@ def transfer_content(
         report.manifests += 1
         if progress:
             progress("manifest", document.descriptor(), "")
-
-
-def _wait_all(futures: Sequence[Future[None]]) -> None:
-    """Wait for every future; on the first failure cancel what has not started and raise it."""
-    if not futures:
-        return
-    done, pending = wait(futures, return_when=FIRST_EXCEPTION)
-    failed = next((f for f in done if f.exception() is not None), None)
-    if failed is None:
-        return
-    for future in pending:
-        future.cancel()
-    wait(pending)
-    error = failed.exception()
-    assert error is not None
-    raise error
 
 
 def _walk(
