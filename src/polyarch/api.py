@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import platform as _host
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import platformdirs
 
@@ -40,6 +41,10 @@ from polyarch.transfer.endpoints import (
 )
 from polyarch.transfer.location import LayoutLocation, Location, parse_location
 from polyarch.version import version
+
+if TYPE_CHECKING:
+    from polyarch.engine.prune import PruneReport
+    from polyarch.verify import RunSpec, VerifyReport
 
 
 @dataclass(frozen=True, slots=True)
@@ -332,6 +337,8 @@ def build_image(
     names = [str(r) for r in refs] or [str(result.descriptor.digest)]
     for name in names:
         builder.layout.set_ref(name, result.descriptor)
+    for owner in sorted({r.name for r in refs}):
+        builder.cache.claim(result.cache_keys, owner)  # what `polyarch clean` may forget
     lines = [
         f"built {result.descriptor.digest} ({result.steps_run} steps run, "
         f"{result.steps_cached} cached), kept as {', '.join(names)}"
@@ -359,6 +366,32 @@ def build_image(
     return "\n".join(lines)
 
 
+def verify_image(
+    session: Session,
+    location: str,
+    *,
+    platforms: Sequence[Platform] = (),
+    run: RunSpec | None = None,
+    root: Path | None = None,
+    jobs: int = 4,
+    note: Callable[[str], None] = lambda _line: None,
+) -> VerifyReport:
+    """Check every platform of a pushed image (see polyarch.verify), and run each one."""
+    from polyarch.verify import Verifier  # noqa: PLC0415 (the engine only when needed)
+
+    verifier = Verifier(session.source(location), root or default_root(), machine_platform(),
+                        note=note)  # fmt: skip
+    return verifier.verify(platforms, run, jobs=jobs)
+
+
+def clean_images(repository: str, root: Path | None = None) -> PruneReport:
+    """Remove the local images of `repository`, the cache entries only they used, and every
+    blob and snapshot nothing else needs."""
+    from polyarch.engine.prune import remove_images  # noqa: PLC0415
+
+    return remove_images(root or default_root(), repository)
+
+
 __all__ = [
     "Descriptor",
     "ImageSummary",
@@ -367,10 +400,12 @@ __all__ = [
     "RegistryOptions",
     "Session",
     "build_image",
+    "clean_images",
     "default_root",
     "git_version",
     "local_images",
     "machine_platform",
     "plan_build",
     "read_dockerfile",
+    "verify_image",
 ]

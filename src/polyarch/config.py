@@ -14,6 +14,10 @@
     NPM_REGISTRY = "https://registry.npmjs.org/"
     [registries]
     insecure = ["registry.lan:5000"]
+    [verify]                           # what `polyarch release` and `verify` check
+    http = ["80/=200", "9113/metrics~nginx_up 1"]   # PORT/PATH[=STATUS][~TEXT]
+    run = ""                           # a command instead of the entrypoint
+    timeout = 120                      # seconds per platform
 
 Unknown keys and wrong types are errors naming the file and the key. Command-line flags
 override file values; `effective` says where each value came from.
@@ -46,6 +50,7 @@ _SCHEMA: Final[dict[str, dict[str, type | tuple[type, ...]]]] = {
         "target": str,
     },
     "registries": {"insecure": list},
+    "verify": {"http": list, "run": str, "timeout": int},
 }
 DEFAULTS: Final[dict[str, Any]] = {
     "image.registry": "",
@@ -59,6 +64,9 @@ DEFAULTS: Final[dict[str, Any]] = {
     "build.args": {},
     "build.target": "",
     "registries.insecure": [],
+    "verify.http": [],
+    "verify.run": "",
+    "verify.timeout": 120,
 }
 
 
@@ -117,9 +125,12 @@ _TOML_NAMES: Final[dict[type, str]] = {
 
 
 def _checked(path: str, key: str, value: Any) -> Any:
-    if key in ("build.platforms", "registries.insecure", "build.build_once") and isinstance(
-        value, list
-    ):
+    if key in (
+        "build.platforms",
+        "registries.insecure",
+        "build.build_once",
+        "verify.http",
+    ) and isinstance(value, list):
         if not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{path}: {key} must be an array of strings")
         if key == "build.platforms":
@@ -127,6 +138,8 @@ def _checked(path: str, key: str, value: Any) -> Any:
                 Platform.parse_list(value)
             except PolyarchError as exc:
                 raise ConfigError(f"{path}: {key}: {exc}") from None
+    if key == "verify.timeout" and (isinstance(value, bool) or value <= 0):
+        raise ConfigError(f"{path}: {key} must be a positive number of seconds")
     if key == "build.args":
         bad = [k for k, v in value.items() if not isinstance(v, str)]
         if bad:

@@ -54,6 +54,32 @@ def base(registry: RunningRegistry) -> str:
 
 
 @pytest.fixture(scope="session")
+def emulators() -> None:
+    from polyarch.api import machine_platform
+    from polyarch.platform import Platform
+    from polyarch.runtime import binfmt
+    from tests.integration.helpers import EMULATED_PLATFORMS
+
+    binfmt.install([Platform.parse(p) for p in EMULATED_PLATFORMS], machine_platform())
+
+
+@pytest.fixture(scope="session")
+def tiny(registry: RunningRegistry, emulators: None) -> str:
+    """A minimal Debian (dash, coreutils, dpkg) for the four emulated platforms, pushed."""
+    from tools.base_images import push
+
+    from polyarch.api import RegistryOptions, Session
+    from polyarch.platform import Platform
+    from tests.integration.helpers import EMULATED_PLATFORMS
+
+    ref = registry.ref("base/tiny:bookworm")
+    arches = [Platform.parse(p).debian_arch for p in EMULATED_PLATFORMS]
+    with Session(RegistryOptions()) as session:
+        push("tiny", arches, ref, session)
+    return ref
+
+
+@pytest.fixture(scope="session")
 def skopeo() -> str:
     path = shutil.which("skopeo")
     if path is None:

@@ -3,23 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
-import pytest
-
-from polyarch.api import RegistryOptions, Session, machine_platform
 from polyarch.layers import apply_layer, open_layer
 from polyarch.oci.models import ImageConfig, Index, Manifest, parse_document
-from polyarch.platform import Platform
-from polyarch.runtime import binfmt
 from polyarch.store import OciLayout
+from tests.integration.helpers import EMULATED_PLATFORMS as PLATFORMS
+from tests.integration.helpers import needs_emulation, polyarch
 from tests.registry_server import RunningRegistry
 
-PLATFORMS = ["linux/amd64", "linux/arm64", "linux/arm/v7", "linux/s390x"]
 EXPECTED = {
     "linux/amd64": ("x86_64", "amd64"),
     "linux/arm64": ("aarch64", "arm64"),
@@ -27,35 +20,7 @@ EXPECTED = {
     "linux/s390x": ("s390x", "s390x"),
 }
 
-pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0 or not shutil.which("runc") or not shutil.which("qemu-aarch64-static"),
-    reason="needs root, runc and qemu-user-static",
-)
-
-
-@pytest.fixture(scope="module")
-def emulators() -> None:
-    binfmt.install([Platform.parse(p) for p in PLATFORMS], machine_platform())
-
-
-@pytest.fixture(scope="module")
-def tiny(registry: RunningRegistry, emulators: None) -> str:
-    from tools.base_images import push
-
-    ref = registry.ref("base/tiny:bookworm")
-    arches = [Platform.parse(p).debian_arch for p in PLATFORMS]
-    with Session(RegistryOptions()) as session:
-        push("tiny", arches, ref, session)
-    return ref
-
-
-def polyarch(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [sys.executable, "-m", "polyarch", *args], capture_output=True, text=True, timeout=900
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(f"polyarch {' '.join(args)}: {result.returncode}\n{result.stderr}")
-    return result
+pytestmark = needs_emulation
 
 
 def images(root: Path, name: str) -> tuple[OciLayout, Index]:

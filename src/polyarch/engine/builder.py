@@ -22,7 +22,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -36,14 +36,13 @@ from polyarch.digest import Digest
 from polyarch.dockerfile import Dockerfile, IgnoreMatcher, ShellLexer, read_patterns
 from polyarch.dockerfile.ignore import ignore_file_for
 from polyarch.engine.cache import BuildCache, CachedLayer
-from polyarch.engine.copydiff import materialize, write_upper
 from polyarch.engine.filecopy import (
     CopyError,
     CopyOptions,
     content_digest,
     copy_sources,
-    read_account_db,
     resolve_owner,
+    resolve_user,
     select_sources,
     write_inline,
 )
@@ -56,7 +55,7 @@ from polyarch.engine.image import (
     image_config_json,
 )
 from polyarch.engine.native import find_native
-from polyarch.engine.snapshots import SnapshotStore
+from polyarch.engine.snapshots import SnapshotStore, stacked
 from polyarch.errors import PolyarchError
 from polyarch.layers import LayerSink, Root, write_layer
 from polyarch.oci import mediatypes as mt
@@ -71,9 +70,7 @@ from polyarch.runtime import (
     DEFAULT_PATH,
     BindMount,
     Executor,
-    MountError,
     ProcessSpec,
-    mount_overlay,
     unmount,
 )
 from polyarch.store.layout import OciLayout
@@ -109,6 +106,7 @@ class BuildResult:
     plan: Plan
     steps_run: int
     steps_cached: int
+    cache_keys: frozenset[str] = frozenset()  # every cached step the build used or made
 
 
 @dataclass
@@ -187,6 +185,7 @@ class Builder:
 
     def _build(self, request: BuildRequest) -> BuildResult:
         self.steps_run = self.steps_cached = 0
+        self.used_keys: set[str] = set()
         self.request = request
         self.created = _timestamp(request.source_date_epoch)
         self.ignore = self._ignore_rules(request)
@@ -226,7 +225,9 @@ class Builder:
             index = Index.create(list(manifests.values()))
             self.layout.write_document(index.raw)
             top = index.descriptor()
-        return BuildResult(top, manifests, plan, self.steps_run, self.steps_cached)
+        return BuildResult(
+            top, manifests, plan, self.steps_run, self.steps_cached, frozenset(self.used_keys)
+        )
 
     def _plan_request(
         self,
@@ -441,6 +442,8 @@ class Builder:
             )
             self.cache.put(key, layer, op.description)
             with self._lock:
+                self.used_keys.add(key)
+            with self._lock:
                 self.steps_run += 1
             self.progress(
                 Event("done", op.key, op.description, stage, str(op.platform),
@@ -461,6 +464,8 @@ class Builder:
                 return None
             assert hit.diff_id is not None
             self.snapshots.ensure(hit.diff_id, hit.digest, hit.media_type)
+        with self._lock:
+            self.used_keys.add(key)
         return hit
 
     def _append(self, state: ImageState, layer: CachedLayer, op: Op) -> None:
@@ -515,28 +520,16 @@ class Builder:
         self, state: ImageState, upper: Path, workdir: Path, merged: Path
     ) -> Iterator[None]:
         """The parent's filesystem at `merged`, changes landing in `upper` (overlay form)."""
-        if self.snapshotter == "overlay":
-            lowers = [
-                str(self.snapshots.ensure(layer.diff_id, layer.digest, layer.media_type))
-                for layer in reversed(state.layers)
-            ]
-            if not lowers:
-                empty = upper.parent / "empty"
-                empty.mkdir()
-                lowers = [str(empty)]
-            try:
-                mount_overlay(lowers, str(upper), str(workdir), str(merged))
-            except MountError as exc:
-                self._use_copies(str(exc))
-            else:
-                try:
-                    yield
-                finally:
-                    unmount(str(merged))
-                return
-        before = materialize(state.layers, self.blobs, merged)
-        yield
-        write_upper(merged, before, upper)
+        with stacked(
+            self.snapshots,
+            state.layers,
+            upper,
+            workdir,
+            merged,
+            overlay=self.snapshotter == "overlay",
+            on_fallback=self._use_copies,
+        ):
+            yield
 
     def _use_copies(self, why: str) -> None:
         with self._lock:
@@ -568,7 +561,10 @@ class Builder:
             if name in PROXY_ARGS:
                 env.setdefault(name, value)
         with Root(merged) as view:
-            uid, gid, groups = _user_ids(view, definition["user"], op, self._error)
+            try:
+                uid, gid, groups = resolve_user(view, definition["user"])
+            except CopyError as exc:
+                raise self._error(op, str(exc)) from None
             workdir = definition["workdir"] or "/"
             fd = view.open_dir(workdir.lstrip("/"), create=True)
             if fd != view.fd:
@@ -857,45 +853,6 @@ def _created_by(op: Op) -> str:
     if definition.get("action") == "mkdir":
         return f"WORKDIR {definition['path']}"
     return f"{op.description} # buildkit"
-
-
-def _user_ids(
-    root: Root, user: str, op: Op, error: Callable[[Op, str], BuildError]
-) -> tuple[int, int, tuple[int, ...]]:
-    """USER name/uid[:group/gid] as BuildKit resolves it in the root filesystem."""
-    if not user:
-        return 0, 0, ()
-    name, _, group = user.partition(":")
-    passwd = read_account_db(root, "etc/passwd")
-    groups = read_account_db(root, "etc/group")
-    entry = next((e for e in passwd if len(e) > 3 and e[0] == name), None)
-    if name.isdigit():
-        uid = int(name)
-        entry = entry or next((e for e in passwd if len(e) > 3 and e[2] == name), None)
-        gid = int(entry[3]) if entry else 0
-    elif entry is None:
-        raise error(op, f"unable to find user {name}: no matching entries in passwd file")
-    else:
-        uid, gid = int(entry[2]), int(entry[3])
-    if group:
-        if group.isdigit():
-            gid = int(group)
-        else:
-            found = next((g for g in groups if len(g) > 2 and g[0] == group), None)
-            if found is None:
-                raise error(op, f"unable to find group {group}: no matching entries in group file")
-            gid = int(found[2])
-    username = entry[0] if entry else None
-    extra = tuple(
-        sorted(
-            {
-                int(g[2])
-                for g in groups
-                if len(g) > 3 and username and username in g[3].split(",") and int(g[2]) != gid
-            }
-        )
-    )
-    return uid, gid, extra
 
 
 __all__ = ["BuildError", "BuildRequest", "BuildResult", "Builder"]

@@ -12,6 +12,7 @@ import json
 import sqlite3
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +41,12 @@ class BuildCache:
             self._db.execute(
                 "CREATE TABLE IF NOT EXISTS steps (key TEXT PRIMARY KEY, result TEXT NOT NULL, "
                 "description TEXT, created REAL NOT NULL)"
+            )
+            # Which images (repository names) a step served: `polyarch clean` forgets the
+            # steps only its project used. Steps with no owner row are never removed by it.
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS owners (key TEXT NOT NULL, owner TEXT NOT NULL, "
+                "PRIMARY KEY (key, owner))"
             )
 
     def get(self, key: str) -> CachedLayer | None:
@@ -78,6 +85,51 @@ class BuildCache:
             before = self._db.total_changes
             self._db.executemany("DELETE FROM steps WHERE key = ?", [(k,) for k in keys])
             return self._db.total_changes - before
+
+    def claim(self, keys: Iterable[str], owner: str) -> None:
+        """Record that the image `owner` (a repository name) used these steps."""
+        with self._lock:
+            self._db.executemany(
+                "INSERT OR IGNORE INTO owners (key, owner) VALUES (?, ?)",
+                [(k, owner) for k in keys],
+            )
+
+    def release(self, owner: str) -> int:
+        """Drop `owner`'s claims; forget the steps no other image claims. Returns how many
+        steps were forgotten."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                keys = [
+                    row[0]
+                    for row in self._db.execute(
+                        "SELECT key FROM owners WHERE owner = ?", (owner,)
+                    ).fetchall()
+                ]
+                self._db.execute("DELETE FROM owners WHERE owner = ?", (owner,))
+                before = self._db.total_changes
+                self._db.executemany(
+                    "DELETE FROM steps WHERE key = ? AND NOT EXISTS "
+                    "(SELECT 1 FROM owners WHERE owners.key = steps.key)",
+                    [(k,) for k in keys],
+                )
+                forgotten = self._db.total_changes - before
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return forgotten
+
+    def layers(self) -> list[CachedLayer]:
+        """Every layer the cache points at (what a prune of the store must keep)."""
+        with self._lock:
+            rows = self._db.execute("SELECT key FROM steps").fetchall()
+        out = []
+        for (key,) in rows:
+            layer = self.get(key)
+            if layer is not None and layer.digest is not None:
+                out.append(layer)
+        return out
 
     def close(self) -> None:
         self._db.close()

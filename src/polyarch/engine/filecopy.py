@@ -459,3 +459,41 @@ def read_account_db(root: Root, rel: str) -> list[list[str]]:
     except (FileNotFoundError, NotADirectoryError, UnsafePathError, OSError):
         return []
     return [line.split(":") for line in text.splitlines() if line and not line.startswith("#")]
+
+
+def resolve_user(root: Root, user: str) -> tuple[int, int, tuple[int, ...]]:
+    """USER name/uid[:group/gid] as BuildKit resolves it in the root filesystem: (uid, gid,
+    supplementary gids)."""
+    if not user:
+        return 0, 0, ()
+    name, _, group = user.partition(":")
+    passwd = read_account_db(root, "etc/passwd")
+    groups = read_account_db(root, "etc/group")
+    entry = next((e for e in passwd if len(e) > 3 and e[0] == name), None)
+    if name.isdigit():
+        uid = int(name)
+        entry = entry or next((e for e in passwd if len(e) > 3 and e[2] == name), None)
+        gid = int(entry[3]) if entry else 0
+    elif entry is None:
+        raise CopyError(f"unable to find user {name}: no matching entries in passwd file")
+    else:
+        uid, gid = int(entry[2]), int(entry[3])
+    if group:
+        if group.isdigit():
+            gid = int(group)
+        else:
+            found = next((g for g in groups if len(g) > 2 and g[0] == group), None)
+            if found is None:
+                raise CopyError(f"unable to find group {group}: no matching entries in group file")
+            gid = int(found[2])
+    username = entry[0] if entry else None
+    extra = tuple(
+        sorted(
+            {
+                int(g[2])
+                for g in groups
+                if len(g) > 3 and username and username in g[3].split(",") and int(g[2]) != gid
+            }
+        )
+    )
+    return uid, gid, extra

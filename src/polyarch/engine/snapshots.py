@@ -7,13 +7,19 @@ into place: a snapshot directory exists whole or not at all.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from polyarch.digest import Digest
 from polyarch.layers import apply_layer, open_layer
+from polyarch.runtime import MountError, mount_overlay, unmount
 from polyarch.store.blobs import ContentStore
+
+from .copydiff import materialize, write_upper
+from .image import LayerRef
 
 
 class SnapshotStore:
@@ -56,3 +62,44 @@ class SnapshotStore:
         except OSError:
             shutil.rmtree(directory, ignore_errors=True)  # an identical layer is already here
         return target
+
+
+@contextlib.contextmanager
+def stacked(
+    snapshots: SnapshotStore,
+    layers: Sequence[LayerRef],
+    upper: Path,
+    workdir: Path,
+    merged: Path,
+    *,
+    overlay: bool,
+    on_fallback: Callable[[str], None],
+) -> Iterator[None]:
+    """The layers' filesystem at `merged`, changes landing in `upper` (overlay form).
+
+    With `overlay`, the layers' snapshots are stacked as overlayfs lowers; when overlayfs
+    cannot be mounted, `on_fallback` is told why and the layers are extracted into `merged`
+    (slower, same tree), the changes then written to `upper` by comparison.
+    """
+    if overlay:
+        lowers = [
+            str(snapshots.ensure(layer.diff_id, layer.digest, layer.media_type))
+            for layer in reversed(layers)
+        ]
+        if not lowers:
+            empty = upper.parent / "empty"
+            empty.mkdir()
+            lowers = [str(empty)]
+        try:
+            mount_overlay(lowers, str(upper), str(workdir), str(merged))
+        except MountError as exc:
+            on_fallback(str(exc))
+        else:
+            try:
+                yield
+            finally:
+                unmount(str(merged))
+            return
+    before = materialize(list(layers), snapshots.blobs, merged)
+    yield
+    write_upper(merged, before, upper)

@@ -1,6 +1,6 @@
 """Running RUN steps: OCI runtime specs, runc/crun, overlay mounts (effects)."""
 
-from polyarch.runtime.executor import Executor, RuntimeMissingError, find_runtime
+from polyarch.runtime.executor import Container, Executor, RuntimeMissingError, find_runtime
 from polyarch.runtime.mounts import MountError, mount_overlay, unmount
 from polyarch.runtime.spec import (
     DEFAULT_PATH,
@@ -15,6 +15,7 @@ __all__ = [
     "DEFAULT_PATH",
     "HOSTNAME",
     "BindMount",
+    "Container",
     "Executor",
     "MountError",
     "ProcessSpec",

@@ -47,6 +47,16 @@ class Executor:
         on_output: Callable[[str], None],
     ) -> int:
         """Run to completion; returns the exit status (128+N when killed by signal N)."""
+        return self.start(process, rootfs, bundle, on_output).wait()
+
+    def start(
+        self,
+        process: ProcessSpec,
+        rootfs: Path,
+        bundle: Path,
+        on_output: Callable[[str], None],
+    ) -> Container:
+        """Start the process and return at once; its output goes to `on_output` as it comes."""
         bundle.mkdir(parents=True, exist_ok=True)
         spec = runtime_spec(process, str(rootfs))
         (bundle / "config.json").write_text(json.dumps(spec))
@@ -58,17 +68,77 @@ class Executor:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
         )  # fmt: skip
-        assert proc.stdout is not None
+        return Container(self, container_id, proc, on_output)
+
+
+class Container:
+    """A process started by the runtime: its pid (for its namespaces), its exit, a kill."""
+
+    def __init__(
+        self,
+        executor: Executor,
+        container_id: str,
+        proc: subprocess.Popen[bytes],
+        on_output: Callable[[str], None],
+    ) -> None:
+        self.executor = executor
+        self.id = container_id
+        self.proc = proc
 
         def pump() -> None:
             assert proc.stdout is not None
             for raw in proc.stdout:
                 on_output(raw.decode("utf-8", "replace").rstrip("\n"))
 
-        reader = threading.Thread(target=pump, daemon=True)
-        reader.start()
-        code = proc.wait()
-        reader.join()
-        if code < 0:
-            return 128 - code
+        self._reader = threading.Thread(target=pump, daemon=True)
+        self._reader.start()
+
+    def pid(self) -> int | None:
+        """The container's first process on the host, once it runs (None before or after)."""
+        done = subprocess.run(
+            [self.executor.runtime, "--root", str(self.executor.state_dir), "state", self.id],
+            capture_output=True,
+            check=False,
+        )
+        if done.returncode != 0:
+            return None
+        state = json.loads(done.stdout)
+        pid = state.get("pid")
+        return int(pid) if state.get("status") == "running" and pid else None
+
+    def poll(self) -> int | None:
+        """The exit status if the process has ended (128+N when killed by signal N)."""
+        code = self.proc.poll()
+        if code is None:
+            return None
+        self._reader.join()
+        return 128 - code if code < 0 else code
+
+    def wait(self, timeout: float | None = None) -> int:
+        self.proc.wait(timeout)
+        code = self.poll()
+        assert code is not None
         return code
+
+    def kill(self) -> None:
+        """Stop the container and everything in it (its init dies, so its pid namespace
+        does); its state is removed."""
+        if self.proc.poll() is None:
+            subprocess.run(
+                [self.executor.runtime, "--root", str(self.executor.state_dir), "kill", self.id,
+                 "KILL"],
+                capture_output=True,
+                check=False,
+            )  # fmt: skip
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        subprocess.run(
+            [self.executor.runtime, "--root", str(self.executor.state_dir), "delete", "--force",
+             self.id],
+            capture_output=True,
+            check=False,
+        )  # fmt: skip
+        self._reader.join(5)

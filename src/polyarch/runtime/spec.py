@@ -1,10 +1,11 @@
 """The OCI runtime spec of a RUN step, as BuildKit's executor writes it. Pure.
 
 Namespaces: pid, ipc, uts and mount (the network is the host's, as BuildKit's default network
-mode). /proc, a tmpfs /dev with devpts, shm and mqueue, a read-only /sys and cgroup, Docker's
-default capabilities, the masked and read-only paths runc's default spec uses, and the
-hostname BuildKit gives its sandboxes. The host's resolv.conf and hosts are bound read-only so
-name resolution works as on the host.
+mode; `private_network` gives the process a network namespace of its own, loopback only, as
+`polyarch verify` runs images). /proc, a tmpfs /dev with devpts, shm and mqueue, a read-only
+/sys and cgroup, Docker's default capabilities, the masked and read-only paths runc's default
+spec uses, and the hostname BuildKit gives its sandboxes. The host's resolv.conf and hosts
+are bound read-only so name resolution works as on the host.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class ProcessSpec:
     additional_gids: tuple[int, ...] = ()
     binds: tuple[BindMount, ...] = field(default_factory=tuple)
     hostname: str = HOSTNAME
+    private_network: bool = False
 
 
 def runtime_spec(process: ProcessSpec, rootfs: str) -> dict[str, Any]:
@@ -70,6 +72,7 @@ def runtime_spec(process: ProcessSpec, rootfs: str) -> dict[str, Any]:
              "options": options}
         )  # fmt: skip
     caps = list(CAPABILITIES)
+    namespaces = ["pid", "ipc", "uts", "mount"] + (["network"] if process.private_network else [])
     return {
         "ociVersion": "1.0.2",
         "process": {
@@ -97,7 +100,7 @@ def runtime_spec(process: ProcessSpec, rootfs: str) -> dict[str, Any]:
         "hostname": process.hostname,
         "mounts": mounts,
         "linux": {
-            "namespaces": [{"type": t} for t in ("pid", "ipc", "uts", "mount")],
+            "namespaces": [{"type": t} for t in namespaces],
             "maskedPaths": list(MASKED),
             "readonlyPaths": list(READONLY),
         },

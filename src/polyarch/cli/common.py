@@ -1,0 +1,202 @@
+"""What the commands share: the project config, sessions, options, tables, progress."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from polyarch.api import RegistryOptions, Session
+from polyarch.config import ProjectConfig, parse_config
+from polyarch.errors import UsageError
+from polyarch.oci.models import Descriptor
+from polyarch.platform import Platform
+
+
+@dataclasses.dataclass
+class Globals:
+    """The group's options: registry settings, and the project config (read when needed)."""
+
+    options: RegistryOptions
+    config_file: Path | None = None  # --config; else ./polyarch.toml when there is one
+    _project: ProjectConfig | None = None
+
+    def project(self) -> ProjectConfig:
+        if self._project is None:
+            path = self.config_file or Path("polyarch.toml")
+            if self.config_file is not None and not path.is_file():
+                raise UsageError(f"--config: no such file {path}")
+            text = path.read_text(encoding="utf-8") if path.is_file() else ""
+            self._project = parse_config(text, str(path))
+        return self._project
+
+    def project_path(self, value: str) -> Path:
+        """A path from the config file, relative to the file's directory."""
+        return Path(self.project().path).parent / value
+
+
+def globals_of(ctx: click.Context) -> Globals:
+    found = ctx.find_object(Globals)
+    assert found is not None
+    return found
+
+
+def open_session(ctx: click.Context) -> Session:
+    """A registry session; the project's insecure registries are added to the flags'."""
+    g = globals_of(ctx)
+    extra = tuple(g.project().get("registries.insecure"))
+    session = Session(dataclasses.replace(g.options, insecure=g.options.insecure + extra))
+    ctx.call_on_close(session.close)
+    return session
+
+
+def parse_platforms(values: Sequence[str]) -> tuple[Platform, ...]:
+    return Platform.parse_list(values)
+
+
+def human(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in
+              enumerate(headers)]  # fmt: skip
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    return "\n".join(lines)
+
+
+def descriptor_json(d: Descriptor) -> dict[str, Any]:
+    return d.to_json()
+
+
+# inspect -------------------------------------------------------------------------------------
+
+
+def dockerfile_option(fn: Any) -> Any:
+    return click.option(
+        "-f",
+        "--file",
+        "dockerfile",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help="The Dockerfile (default: CONTEXT/Dockerfile).",
+    )(fn)
+
+
+def resolve_dockerfile(dockerfile: Path | None, context: Path) -> Path:
+    return dockerfile if dockerfile is not None else context / "Dockerfile"
+
+
+def parse_build_args(values: Sequence[str]) -> dict[str, str]:
+    """`K=V`, or `K` alone to take the value from the environment (as docker does)."""
+    out: dict[str, str] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not key:
+            raise UsageError(f"--build-arg wants KEY=VALUE, got {item!r}")
+        if not sep:
+            env = os.environ.get(key)
+            if env is None:
+                continue
+            value = env
+        out[key] = value
+    return out
+
+
+def root_option(fn: Any) -> Any:
+    return click.option(
+        "--root",
+        type=click.Path(file_okay=False, path_type=Path),
+        envvar="POLYARCH_ROOT",
+        help="Where polyarch keeps images, layers and cache (default: /var/lib/polyarch as "
+        "root, else the user data directory). Two roots are fully isolated.",
+    )(fn)
+
+
+class Renderer:
+    """Progress as lines: `plain` for logs and terminals, `json` (one event per line)."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.numbers: dict[str, int] = {}
+        self.lock = threading.Lock()  # steps of parallel stages report from their threads
+
+    def __call__(self, event: Any) -> None:
+        with self.lock:
+            self._show(event)
+
+    def _show(self, event: Any) -> None:
+        if self.mode == "json":
+            click.echo(json.dumps(event.to_json()), err=True)
+            return
+        if event.step:
+            n = self.numbers.setdefault(event.step, len(self.numbers) + 1)
+            where = f"[{event.stage} {event.platform}] " if event.stage else f"[{event.platform}] "
+        else:
+            n, where = 0, ""
+        tag = f"#{n}" if n else "#-"
+        if event.kind == "start":
+            click.echo(f"{tag} {where}{event.description}", err=True)
+        elif event.kind == "cached":
+            click.echo(f"{tag} {where}{event.description} CACHED", err=True)
+        elif event.kind == "log":
+            click.echo(f"{tag} {event.text}", err=True)
+        elif event.kind == "done":
+            seconds = f" {event.seconds:.1f}s" if event.seconds is not None else ""
+            click.echo(f"{tag} DONE{seconds}", err=True)
+        elif event.kind == "error":
+            click.echo(f"{tag} ERROR {event.text.splitlines()[0]}", err=True)
+        else:
+            click.echo(f"{tag} {event.text}", err=True)
+
+
+def parse_pairs(values: Sequence[str], flag: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"{flag} wants KEY=VALUE, got {item!r}")
+        out[key] = value
+    return out
+
+
+def parse_outputs(values: Sequence[str], push: bool) -> list[dict[str, str]]:
+    outputs = []
+    for item in values:
+        spec = dict(part.split("=", 1) for part in item.split(",") if "=" in part)
+        kind = spec.get("type")
+        if kind not in ("registry", "oci", "docker", "image"):
+            raise UsageError(f"--output type must be registry, oci or docker, got {item!r}")
+        if kind in ("oci", "docker") and not spec.get("dest"):
+            raise UsageError(f"--output type={kind} needs dest=PATH")
+        outputs.append(spec)
+    if push:
+        outputs.append({"type": "registry"})
+    return outputs
+
+
+def ca_bundle(value: str) -> Path | None:
+    if value == "none":
+        return None
+    path = Path("/etc/ssl/certs/ca-certificates.crt") if value == "host" else Path(value)
+    if not path.is_file():
+        raise UsageError(f"--ca-certs: no CA bundle at {path}")
+    return path
+
+
+def build_once_value(value: str) -> str | frozenset[str]:
+    if value in ("auto", "off"):
+        return value
+    return frozenset(v.strip().lower() for v in value.split(",") if v.strip())

@@ -1,0 +1,396 @@
+"""The commands of a project (the seed's Makefile targets): build, push, release, verify,
+clean, config and version. Each reads `polyarch.toml` when there is one; flags override it."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from polyarch.api import (
+    build_image,
+    clean_images,
+    default_root,
+    git_version,
+    verify_image,
+)
+from polyarch.cli.common import (
+    Globals,
+    Renderer,
+    build_once_value,
+    ca_bundle,
+    globals_of,
+    human,
+    open_session,
+    parse_build_args,
+    parse_outputs,
+    parse_pairs,
+    parse_platforms,
+    root_option,
+    table,
+)
+from polyarch.config import effective
+from polyarch.errors import UsageError
+from polyarch.platform import Platform
+from polyarch.reference import Reference
+from polyarch.transfer.location import LayoutLocation
+
+
+def _settings(g: Globals, flags: dict[str, Any]) -> dict[str, Any]:
+    """The effective value of every setting: the flag if given, else the file, else default."""
+    return {key: value for key, value, _source in effective(g.project(), flags)}
+
+
+def _project_image(g: Globals, base_version: str | None = None) -> str:
+    """`REGISTRY/IMAGE:VERSION` from the config and git, or a usage error naming what lacks."""
+    project = g.project()
+    if not project.image:
+        raise UsageError(
+            f"no image named: give -t REGISTRY/NAME:TAG, or set [image] registry and name in "
+            f"{project.path}"
+        )
+    base = base_version or project.get("image.base_version")
+    return f"{project.image}:{git_version(g.project_path('.'), base)}"
+
+
+def _renderer(ctx: click.Context, progress: str) -> tuple[Any, str]:
+    mode = progress
+    if mode == "auto":
+        mode = "tty" if sys.stderr.isatty() else "plain"
+    if mode == "tty":
+        from polyarch.progress_tty import LiveRenderer  # noqa: PLC0415 (rich only for terminals)
+
+        renderer: Any = LiveRenderer()
+        ctx.call_on_close(renderer.close)
+        return renderer, mode
+    return Renderer(mode), mode
+
+
+def _build_options(fn: Any) -> Any:
+    options = [
+        click.option("-f", "--file", "dockerfile", type=click.Path(dir_okay=False,
+                     path_type=Path), help="The Dockerfile (default: CONTEXT/Dockerfile, or "
+                     "build.dockerfile in polyarch.toml)."),
+        click.option("--platform", "platforms", multiple=True, help="Target platforms "
+                     "(repeatable or comma separated). Default: build.platforms in "
+                     "polyarch.toml, else this machine's."),
+        click.option("--build-arg", "build_args", multiple=True, metavar="KEY[=VALUE]",
+                     help="Added to (and overriding) build.args in polyarch.toml."),
+        click.option("--target", help="Build this stage (name or index) instead of the last."),
+        click.option("--label", "labels", multiple=True, metavar="KEY=VALUE"),
+        click.option("--no-cache", is_flag=True, help="Run every step, whatever the cache "
+                     "holds."),
+        click.option("--jobs", "-j", type=click.IntRange(1, 64), default=os.cpu_count() or 1),
+        click.option("--progress", type=click.Choice(["auto", "tty", "plain", "json"]),
+                     default="auto"),
+        click.option("--build-once", "build_once", metavar="auto|off|STAGE[,STAGE]",
+                     help="Run platform-neutral stages once, natively: auto (stages that use "
+                     "no TARGET* value, checked for native code after running), off "
+                     "(BuildKit's behaviour), or named stages. Default: auto."),
+        click.option("--ca-certs", "ca_certs", metavar="host|PATH|none", help="Make RUN "
+                     "steps trust a CA bundle (host: /etc/ssl/certs/ca-certificates.crt), for "
+                     "TLS-intercepting proxies. Mounted read-only per step; never in a layer "
+                     "or the config. Default: none."),
+        root_option,
+    ]  # fmt: skip
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _build(
+    ctx: click.Context,
+    *,
+    context: Path | None,
+    tags: Sequence[str],
+    push: bool,
+    outputs: Sequence[str],
+    dockerfile: Path | None,
+    platforms: Sequence[str],
+    build_args: Sequence[str],
+    target: str | None,
+    labels: Sequence[str],
+    no_cache: bool,
+    jobs: int,
+    progress: str,
+    build_once: str | None,
+    ca_certs: str | None,
+    root: Path | None,
+) -> tuple[str, list[str], tuple[Platform, ...]]:
+    """Build as the flags and the project config say: (report, tags, platforms)."""
+    g = globals_of(ctx)
+    project = g.project()
+    settings = _settings(
+        g,
+        {
+            "build.platforms": [str(p) for p in parse_platforms(platforms)],
+            "build.target": target,
+            "build.build_once": build_once,
+            "build.ca_certs": ca_certs,
+        },
+    )
+    if context is None:
+        context = g.project_path(settings["build.context"])
+    if dockerfile is None:
+        if "build.dockerfile" in project.values:
+            dockerfile = g.project_path(project.values["build.dockerfile"])
+        else:
+            dockerfile = context / "Dockerfile"
+    args = dict(settings["build.args"])
+    args.update(parse_build_args(build_args))
+    names = list(tags) or ([_project_image(g)] if project.image or push else [])
+    once = settings["build.build_once"]
+    wanted = Platform.parse_list(settings["build.platforms"])
+    session = open_session(ctx)
+    renderer, mode = _renderer(ctx, progress)
+    report = build_image(
+        session,
+        context=context,
+        dockerfile=dockerfile,
+        tags=names,
+        platforms=wanted,
+        build_args=args,
+        target=settings["build.target"] or None,
+        labels=parse_pairs(labels, "--label"),
+        no_cache=no_cache,
+        outputs=parse_outputs(outputs, push),
+        root=root,
+        progress=renderer,
+        jobs=jobs,
+        build_once=build_once_value(",".join(once) if isinstance(once, list) else once),
+        ca_certs=ca_bundle(settings["build.ca_certs"]),
+    )
+    if mode == "tty":
+        renderer.close()  # the live view ends before anything else is printed
+    return report, names, wanted
+
+
+@click.command("build")
+@click.option("-t", "--tag", "tags", multiple=True, help="Name the image (repeatable). "
+              "Default: REGISTRY/IMAGE:VERSION from polyarch.toml and git.")  # fmt: skip
+@click.option("--push", is_flag=True, help="Push every tag (same as --output type=registry).")
+@click.option("--output", "outputs", multiple=True, metavar="type=registry|oci|docker,dest=...")
+@_build_options
+@click.argument("context", type=click.Path(exists=True, file_okay=False, path_type=Path),
+                required=False)  # fmt: skip
+@click.pass_context
+def build_command(ctx: click.Context, /, **kwargs: Any) -> None:
+    """Build CONTEXT's Dockerfile into an image, kept in the local store (and pushed or
+    exported when asked). CONTEXT defaults to build.context in polyarch.toml."""
+    report, _names, _platforms = _build(ctx, **kwargs)
+    click.echo(report)
+
+
+# verify and release --------------------------------------------------------------------------
+
+
+def _verify_options(fn: Any) -> Any:
+    options = [
+        click.option("--http", "probes", multiple=True, metavar="PORT/PATH[=STATUS][~TEXT]",
+                     help="Probe this HTTP endpoint inside each running image: want STATUS "
+                     "(default 200) and TEXT in the body (repeatable). Default: verify.http "
+                     "in polyarch.toml."),
+        click.option("--run", "run_command", metavar="CMD", help="Run CMD (with /bin/sh -c) "
+                     "instead of the image's entrypoint; it must exit 0."),
+        click.option("--no-run", is_flag=True, help="Check the registry side only."),
+        click.option("--timeout", type=click.FloatRange(1, 3600), help="Seconds per platform "
+                     "for the probes to answer (default: verify.timeout, 120)."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _verify(
+    ctx: click.Context,
+    ref: str,
+    platforms: Sequence[Platform],
+    *,
+    probes: Sequence[str],
+    run_command: str | None,
+    no_run: bool,
+    timeout: float | None,
+    root: Path | None,
+) -> bool:
+    from polyarch.verify import Probe, RunSpec  # noqa: PLC0415 (the engine only when needed)
+
+    g = globals_of(ctx)
+    settings = _settings(g, {"verify.http": list(probes), "verify.run": run_command,
+                             "verify.timeout": timeout})  # fmt: skip
+    run = None
+    if not no_run:
+        run = RunSpec(
+            settings["verify.run"] or None,
+            tuple(Probe.parse(p) for p in settings["verify.http"]),
+            float(settings["verify.timeout"]),
+        )
+    session = open_session(ctx)
+    report = verify_image(
+        session,
+        ref,
+        platforms=platforms,
+        run=run,
+        root=root,
+        note=lambda line: click.echo(f"note: {line}", err=True),
+    )
+    click.echo(f"{report.reference} ({report.digest[:19]})")
+    if report.attestations:
+        click.echo(f"{report.attestations} attestation entries (not platforms)")
+    rows = []
+    for r in report.results:
+        checks = ", ".join(r.checks) if r.checks else "-"
+        rows.append([
+            r.platform, r.digest[7:19] if r.digest else "-", human(r.size) if r.size else "-",
+            checks, r.run or ("skipped" if run is None or r.failures else "-"),
+            " ".join(r.probes) or "-", f"{r.seconds:.1f}s", "ok" if r.ok else "FAIL",
+        ])  # fmt: skip
+    click.echo(table(["PLATFORM", "DIGEST", "SIZE", "CHECKS", "RUN", "PROBES", "TIME",
+                      "RESULT"], rows))  # fmt: skip
+    for problem in report.problems:
+        click.echo(f"FAIL index: {problem}", err=True)
+    for r in report.results:
+        for failure in r.failures:
+            click.echo(f"FAIL {r.platform}: {failure}", err=True)
+    return report.ok
+
+
+@click.command("verify")
+@click.argument("ref", required=False)
+@click.option("--platform", "platforms", multiple=True, help="Platforms that must be present "
+              "(default: build.platforms in polyarch.toml, else every entry).")  # fmt: skip
+@_verify_options
+@root_option
+@click.pass_context
+def verify_command(
+    ctx: click.Context,
+    ref: str | None,
+    platforms: tuple[str, ...],
+    probes: tuple[str, ...],
+    run_command: str | None,
+    no_run: bool,
+    timeout: float | None,
+    root: Path | None,
+) -> None:
+    """Check that REF (default: the project's image) has every platform, whole, and that each
+    platform's image runs (emulated where needed) and answers the HTTP probes."""
+    g = globals_of(ctx)
+    wanted = parse_platforms(platforms) or g.project().platforms
+    ok = _verify(ctx, ref or _project_image(g), wanted, probes=probes, run_command=run_command,
+                 no_run=no_run, timeout=timeout, root=root)  # fmt: skip
+    if not ok:
+        raise click.exceptions.Exit(1)
+
+
+@click.command("release")
+@click.option("-t", "--tag", "tags", multiple=True, help="Push under these tags (default: "
+              "REGISTRY/IMAGE:VERSION from polyarch.toml and git).")  # fmt: skip
+@_build_options
+@_verify_options
+@click.argument("context", type=click.Path(exists=True, file_okay=False, path_type=Path),
+                required=False)  # fmt: skip
+@click.pass_context
+def release_command(
+    ctx: click.Context,
+    /,
+    probes: tuple[str, ...],
+    run_command: str | None,
+    no_run: bool,
+    timeout: float | None,
+    **kwargs: Any,
+) -> None:
+    """Build every configured platform, push one index, then verify it (the seed's
+    `make release`, plus the checks it did by hand)."""
+    report, names, wanted = _build(ctx, push=True, outputs=(), **kwargs)
+    click.echo(report)
+    ok = _verify(ctx, names[0], wanted, probes=probes, run_command=run_command, no_run=no_run,
+                 timeout=timeout, root=kwargs["root"])  # fmt: skip
+    if not ok:
+        raise click.exceptions.Exit(1)
+
+
+# push, clean, config, version ----------------------------------------------------------------
+
+
+@click.command("push")
+@click.argument("name", required=False)
+@click.argument("destination", required=False)
+@root_option
+@click.pass_context
+def push_command(
+    ctx: click.Context, name: str | None, destination: str | None, root: Path | None
+) -> None:
+    """Push a locally kept image NAME (default: the project's image) to its registry, or to
+    DESTINATION."""
+    session = open_session(ctx)
+    store = (root or default_root()) / "store"
+    local = str(Reference.parse(name or _project_image(globals_of(ctx))))  # kept in full form
+    report = session.copy(LayoutLocation(str(store), local), destination or local)
+    click.echo(f"pushed to {report.name} ({report.digest})")
+
+
+@click.command("clean")
+@click.argument("repository", required=False)
+@root_option
+@click.pass_context
+def clean_command(ctx: click.Context, repository: str | None, root: Path | None) -> None:
+    """Remove the local images of REPOSITORY (default: the project's image, every tag), the
+    cache entries only they used, and the blobs and snapshots nothing else needs."""
+    if repository is None:
+        project = globals_of(ctx).project()
+        if not project.image:
+            raise UsageError(f"name the repository to clean, or set [image] in {project.path}")
+        repository = project.image
+    report = clean_images(repository, root)
+    for name in report.images:
+        click.echo(f"removed {name}")
+    click.echo(
+        f"{len(report.images)} images, {report.steps} cache entries, {report.blobs} blobs and "
+        f"{report.snapshots} snapshots removed; {human(report.freed)} freed"
+    )
+
+
+@click.command("config")
+@click.option("--platform", "platforms", multiple=True)
+@click.option("--base-version")
+@click.pass_context
+def config_command(
+    ctx: click.Context, platforms: tuple[str, ...], base_version: str | None
+) -> None:
+    """Print the effective settings and where each comes from (flag, file or default)."""
+    flags = {
+        "build.platforms": [str(p) for p in parse_platforms(platforms)],
+        "image.base_version": base_version,
+    }
+    g = globals_of(ctx)
+    rows = [
+        [key, json.dumps(value), source] for key, value, source in effective(g.project(), flags)
+    ]
+    if g.project().image:
+        try:
+            tag = json.dumps(_project_image(g, base_version))
+        except UsageError as exc:
+            tag = f"(none: {exc})"
+        rows.append(["image.tag", tag, "image.registry/image.name:version (polyarch version)"])
+    click.echo(table(["KEY", "VALUE", "FROM"], rows))
+
+
+@click.command("version")
+@click.option("--base-version", help="Used when no tag contains HEAD: BASE_VERSION-<short "
+              "sha> (default: image.base_version in polyarch.toml, else 0.0.0).")  # fmt: skip
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path), required=False)
+@click.pass_context
+def version_command(ctx: click.Context, base_version: str | None, directory: Path | None) -> None:
+    """Print the version of the git work tree: the first tag containing HEAD, else
+    BASE_VERSION-<7-character sha>; `-dirty` when there are uncommitted changes."""
+    g = globals_of(ctx)
+    base = base_version or g.project().get("image.base_version")
+    click.echo(git_version(directory or g.project_path("."), base))
+
+
+COMMANDS = (build_command, push_command, release_command, verify_command, clean_command,
+            config_command, version_command)  # fmt: skip

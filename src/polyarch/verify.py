@@ -1,0 +1,415 @@
+"""`polyarch verify`: prove that every platform of a pushed image is whole, and that it runs.
+
+For an image (an index, or a single manifest) it checks, per platform entry:
+- the entry exists for every expected platform, once; attestation entries (BuildKit's
+  provenance and SBOMs, `unknown/unknown`) are recognised and not counted as platforms;
+- the manifest and config are what their descriptors say (digest, size);
+- the config's os/architecture/variant is the one the index claims, and its rootfs lists one
+  diff_id per layer;
+- every blob exists in the registry with the size the manifest gives, and its content has the
+  manifest's digest (each blob is read once, hashed, and kept in the local store);
+then starts the image (under emulation where needed) with its entrypoint, or `--run CMD`, in a
+network namespace of its own, and probes HTTP endpoints inside that namespace. No port is
+published on the host, so the platforms run side by side without clashing.
+
+A process passes when it exits 0, or when it is still running once every probe has answered
+as expected (or, with no probe, after a short settle time: a server that stays up).
+"""
+
+from __future__ import annotations
+
+import http.client
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from polyarch.concurrency import wait_all
+from polyarch.engine.filecopy import CopyError, resolve_user
+from polyarch.engine.image import LayerRef
+from polyarch.engine.snapshots import SnapshotStore, stacked
+from polyarch.errors import PolyarchError, UsageError
+from polyarch.layers import Root
+from polyarch.oci.models import Descriptor, ImageConfig, Index, Manifest
+from polyarch.platform import Platform
+from polyarch.registry.client import RegistryClient
+from polyarch.runtime import DEFAULT_PATH, Executor, ProcessSpec, binfmt
+from polyarch.runtime.netns import in_network_of
+from polyarch.store.layout import OciLayout
+from polyarch.transfer.endpoints import ImageSource, RegistryRepository
+
+_TAIL_LINES = 15
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """`PORT/PATH[=STATUS][~TEXT]`: GET the path on the port; want the status (default 200)
+    and, if given, the text in the body."""
+
+    port: int
+    path: str
+    status: int = 200
+    text: str | None = None
+
+    @classmethod
+    def parse(cls, spec: str) -> Probe:
+        rest, tilde, text = spec.partition("~")
+        status = 200
+        head, eq, code = rest.rpartition("=")
+        if eq and code.isdigit() and len(code) == 3:
+            rest, status = head, int(code)
+        port_text, slash, path = rest.partition("/")
+        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            raise UsageError(f"--http wants PORT/PATH[=STATUS][~TEXT], got {spec!r}")
+        return cls(int(port_text), "/" + path if slash else "/", status, text if tilde else None)
+
+    def __str__(self) -> str:
+        return f"{self.port}{self.path}"
+
+
+@dataclass
+class PlatformResult:
+    platform: str
+    digest: str = ""
+    size: int = 0
+    checks: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    probes: list[str] = field(default_factory=list)
+    run: str = ""
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+@dataclass
+class VerifyReport:
+    reference: str
+    digest: str
+    results: list[PlatformResult]
+    attestations: int = 0
+    problems: list[str] = field(default_factory=list)  # about the index itself
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and all(r.ok for r in self.results)
+
+
+@dataclass(frozen=True, slots=True)
+class RunSpec:
+    command: str | None = None  # `--run CMD` (through /bin/sh -c), else the image's own
+    probes: tuple[Probe, ...] = ()
+    timeout: float = 60.0
+    settle: float = 3.0
+
+
+class Verifier:
+    def __init__(
+        self,
+        source: ImageSource,
+        root: Path,
+        machine: Platform,
+        *,
+        executor: Executor | None = None,
+        note: Callable[[str], None] = lambda _line: None,
+    ) -> None:
+        self.source = source
+        self.client: RegistryClient | None = (
+            source.client if isinstance(source, RegistryRepository) else None
+        )
+        self.root = root
+        self.blobs = OciLayout(root / "store").blobs
+        self.snapshots = SnapshotStore(root / "snapshots", self.blobs)
+        self.machine = machine
+        self.executor = executor or Executor(root / "runtime")
+        self.note = note
+        self.work = root / "verify"
+        self.work.mkdir(parents=True, exist_ok=True)
+
+    def verify(
+        self, platforms: Sequence[Platform], run: RunSpec | None, *, jobs: int = 4
+    ) -> VerifyReport:
+        fetched = self.source.resolve()
+        document = fetched.document
+        report = VerifyReport(str(self.source), str(fetched.digest), [])
+        entries: list[tuple[Platform | None, Descriptor | None]] = []
+        if isinstance(document, Index):
+            seen: dict[Platform, int] = {}
+            for entry in document.manifests:
+                if entry.is_attestation:
+                    report.attestations += 1
+                elif entry.platform is None:
+                    report.problems.append(f"entry {entry.digest} names no platform")
+                else:
+                    seen[entry.platform] = seen.get(entry.platform, 0) + 1
+                    entries.append((entry.platform, entry))
+            for platform, count in seen.items():
+                if count > 1:
+                    report.problems.append(f"{count} entries claim {platform}: which one runs "
+                                           "depends on the client")  # fmt: skip
+            for want in platforms:
+                if want not in seen:
+                    have = ", ".join(str(p) for p in seen) or "none"
+                    report.results.append(
+                        PlatformResult(str(want), failures=[f"missing from the index "
+                                                            f"(it has: {have})"])
+                    )  # fmt: skip
+            if platforms:
+                entries = [(p, d) for p, d in entries if p in platforms]
+        else:
+            entries.append((None, None))  # a single image: its config says which platform
+
+        def check(platform: Platform | None, entry: Descriptor | None) -> PlatformResult:
+            return self._check_entry(platform, entry, document, str(fetched.digest), run)
+
+        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+            futures = [pool.submit(check, p, d) for p, d in entries]
+            wait_all(futures)
+        report.results = [*(f.result() for f in futures), *report.results]
+        return report
+
+    # one platform --------------------------------------------------------------------------
+
+    def _check_entry(
+        self,
+        platform: Platform | None,
+        entry: Descriptor | None,
+        top: Manifest | Index,
+        top_digest: str,
+        run: RunSpec | None,
+    ) -> PlatformResult:
+        started = time.monotonic()
+        result = PlatformResult(str(platform) if platform else "?")
+        try:
+            if entry is None:
+                assert isinstance(top, Manifest)
+                manifest, result.digest = top, top_digest
+            else:
+                result.digest = str(entry.digest)
+                document = self.source.fetch_document(entry)
+                if not isinstance(document, Manifest):
+                    result.failures.append("the entry is an index, not an image manifest")
+                    return result
+                manifest = document
+            result.size = sum(b.size for b in manifest.blobs())
+            config = self._check_config(manifest, platform, result)
+            if config is not None:
+                result.platform = str(config.platform) if platform is None else result.platform
+                self._check_blobs(manifest, result)
+            if result.ok and run is not None and config is not None:
+                self._run(manifest, config, run, result)
+        except PolyarchError as exc:
+            result.failures.append(str(exc))
+        finally:
+            result.seconds = time.monotonic() - started
+        return result
+
+    def _check_config(
+        self, manifest: Manifest, platform: Platform | None, result: PlatformResult
+    ) -> ImageConfig | None:
+        raw = b"".join(self.source.open_blob(manifest.config))  # verified: digest and size
+        config = ImageConfig.parse(raw, f"config {manifest.config.digest}")
+        if platform is not None and config.platform != platform:
+            result.failures.append(
+                f"the index says {platform}, the image's config says {config.platform}"
+            )
+            return None
+        if len(config.diff_ids) != len(manifest.layers):
+            result.failures.append(
+                f"the config lists {len(config.diff_ids)} layers (rootfs.diff_ids), the "
+                f"manifest {len(manifest.layers)}"
+            )
+            return None
+        result.checks.append(f"config {config.platform}")
+        return config
+
+    def _check_blobs(self, manifest: Manifest, result: PlatformResult) -> None:
+        count = 0
+        for blob in manifest.blobs():
+            if self.client is not None:
+                assert isinstance(self.source, RegistryRepository)
+                size = self.client.blob_size(self.source.ref, blob.digest)
+                if size is None:
+                    result.failures.append(f"blob {blob.digest} is missing from the registry")
+                    continue
+                if size not in (blob.size, -1):
+                    result.failures.append(
+                        f"blob {blob.digest} is {size} bytes in the registry, the manifest "
+                        f"says {blob.size}"
+                    )
+                    continue
+            try:
+                chunks = self.source.open_blob(blob)  # raises if the digest or size is wrong
+                if self.blobs.has(blob.digest, blob.size):
+                    for _chunk in chunks:
+                        pass
+                else:
+                    self.blobs.ingest(chunks, blob.digest, blob.size)
+            except PolyarchError as exc:
+                result.failures.append(f"blob {blob.digest}: {exc}")
+                continue
+            count += 1
+        if count == len(manifest.blobs()):
+            result.checks.append(f"{count} blobs")
+
+    # running -------------------------------------------------------------------------------
+
+    def _run(
+        self, manifest: Manifest, config: ImageConfig, spec: RunSpec, result: PlatformResult
+    ) -> None:
+        platform = config.platform
+        state = binfmt.status(platform, self.machine)
+        if state.kind == "missing":
+            result.failures.append(
+                f"cannot run {platform} here: no emulator registered (polyarch emulators install)"
+            )
+            return
+        how = "native" if state.kind == "native" else f"qemu-{platform.qemu_name}"
+        if spec.command is not None:
+            args: tuple[str, ...] = ("/bin/sh", "-c", spec.command)
+        else:
+            args = tuple(config.entrypoint or ()) + tuple(config.cmd or ())
+        if not args:
+            result.failures.append("the image has neither an entrypoint nor a command to run")
+            return
+        layers = [
+            LayerRef(d.digest, d.size, diff_id, d.media_type)
+            for d, diff_id in zip(manifest.layers, config.diff_ids, strict=True)
+        ]
+        work = Path(tempfile.mkdtemp(dir=self.work, prefix=f"{uuid.uuid4().hex[:8]}-"))
+        upper, workdir, merged = work / "upper", work / "work", work / "merged"
+        for d in (upper, workdir, merged):
+            d.mkdir()
+        try:
+            with stacked(
+                self.snapshots, layers, upper, workdir, merged, overlay=True,
+                on_fallback=lambda why: self.note(f"overlayfs unavailable ({why}); copying"),
+            ):  # fmt: skip
+                self._run_in(merged, work, config, args, spec, how, result)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    def _run_in(
+        self,
+        merged: Path,
+        work: Path,
+        config: ImageConfig,
+        args: tuple[str, ...],
+        spec: RunSpec,
+        how: str,
+        result: PlatformResult,
+    ) -> None:
+        with Root(merged) as view:
+            try:
+                uid, gid, groups = resolve_user(view, config.user or "")
+            except CopyError as exc:
+                result.failures.append(str(exc))
+                return
+        env = tuple(config.env)
+        if not any(e.startswith("PATH=") for e in env):
+            env = (DEFAULT_PATH, *env)
+        process = ProcessSpec(
+            args=args,
+            env=env,
+            cwd=config.working_dir or "/",
+            uid=uid,
+            gid=gid,
+            additional_gids=groups,
+            hostname="polyarch-verify",
+            private_network=True,
+        )
+        tail: list[str] = []
+        lock = threading.Lock()
+
+        def output(line: str) -> None:
+            with lock:
+                tail.append(line)
+                del tail[:-_TAIL_LINES]
+
+        def shown() -> str:
+            with lock:
+                return "\n".join(f"  | {line}" for line in tail) or "  (no output)"
+
+        what = "--run command" if spec.command is not None else "entrypoint"
+        started = time.monotonic()
+        container = self.executor.start(process, merged, work / "bundle", output)
+        pending = list(spec.probes)
+        last: dict[Probe, str] = {}
+        try:
+            while True:
+                code = container.poll()
+                elapsed = time.monotonic() - started
+                if code is not None:
+                    if code == 0 and not pending:
+                        result.run = f"{what} exited 0 ({how}, {elapsed:.1f} s)"
+                    else:
+                        result.run = f"{what} exited {code} ({how}, {elapsed:.1f} s)"
+                        why = f"the {what} exited with status {code} ({how})"
+                        if pending:
+                            why += f" before {', '.join(map(str, pending))} answered"
+                        if how != "native" and code in (128 + 4, 128 + 11):
+                            why += (" — killed by SIGILL/SIGSEGV under emulation: likely an "
+                                    "instruction the emulator does not support")  # fmt: skip
+                        result.failures.append(f"{why}:\n{shown()}")
+                    return
+                pid = container.pid() if pending else None
+                if pid is not None:
+                    for probe in list(pending):
+                        verdict = _probe(pid, probe)
+                        if verdict is None:
+                            pending.remove(probe)
+                            result.probes.append(f"{probe} {probe.status} ok")
+                        else:
+                            last[probe] = verdict
+                if spec.probes and not pending:
+                    result.run = f"{what} serving ({how}, {elapsed:.1f} s)"
+                    return
+                if not spec.probes and spec.command is None and elapsed >= spec.settle:
+                    result.run = f"{what} running after {spec.settle:.0f} s ({how})"
+                    return
+                if elapsed >= spec.timeout:
+                    result.run = f"{what} timed out ({how}, {spec.timeout:.0f} s)"
+                    if pending:
+                        for probe in pending:
+                            result.probes.append(f"{probe} FAILED")
+                            result.failures.append(
+                                f"{probe}: no good answer within {spec.timeout:.0f} s "
+                                f"(last: {last.get(probe, 'no attempt')})\n{shown()}"
+                            )
+                    else:
+                        result.failures.append(
+                            f"the {what} did not finish within {spec.timeout:.0f} s\n{shown()}"
+                        )
+                    return
+                time.sleep(0.25)
+        finally:
+            container.kill()
+
+
+def _probe(pid: int, probe: Probe) -> str | None:
+    """None when the probe answers as wanted, else what was wrong."""
+
+    def get() -> tuple[int, bytes]:
+        conn = http.client.HTTPConnection("127.0.0.1", probe.port, timeout=5)
+        try:
+            conn.request("GET", probe.path, headers={"User-Agent": "polyarch-verify"})
+            resp = conn.getresponse()
+            return resp.status, resp.read(1024 * 1024)
+        finally:
+            conn.close()
+
+    try:
+        status, body = in_network_of(pid, get)
+    except (OSError, http.client.HTTPException, PolyarchError) as exc:
+        return f"{exc.__class__.__name__}: {exc}".rstrip(": ")
+    if status != probe.status:
+        return f"status {status}, wanted {probe.status}"
+    if probe.text is not None and probe.text.encode() not in body:
+        return f"status {status} but the body lacks {probe.text!r}"
+    return None

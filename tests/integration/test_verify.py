@@ -1,0 +1,152 @@
+"""`polyarch verify` against a real registry: what it catches, and running every platform."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from polyarch.api import RegistryOptions, Session
+from polyarch.oci.models import Descriptor, Index, Manifest
+from polyarch.platform import Platform
+from polyarch.reference import Reference
+from polyarch.verify import Probe, _probe
+from tests.integration.helpers import needs_emulation, polyarch
+from tests.registry_server import RunningRegistry
+
+pytestmark = needs_emulation
+BOTH = "linux/amd64,linux/arm64"
+
+
+@pytest.fixture(scope="module")
+def picky(tiny: str, registry: RunningRegistry, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """An image for amd64 and arm64 whose entrypoint fails on anything but x86_64."""
+    ctx = tmp_path_factory.mktemp("picky")
+    (ctx / "Dockerfile").write_text(
+        f"FROM {tiny}\n"
+        'ENTRYPOINT ["/bin/sh", "-c", "test $(uname -m) = x86_64 || '
+        '{ echo no support for $(uname -m); exit 3; }"]\n'
+    )
+    ref = registry.ref("verify/picky:1")
+    root = tmp_path_factory.mktemp("picky-root")
+    polyarch("build", "--root", str(root), "--platform", BOTH, "-t", ref, "--push", str(ctx))
+    return ref
+
+
+def test_every_platform_runs_its_own_machine(picky: str, tmp_path: Path) -> None:
+    result = polyarch("verify", "--root", str(tmp_path), "--platform", BOTH, "--run",
+                      "uname -m; test -x /bin/sh", picky)  # fmt: skip
+    lines = result.stdout.splitlines()
+    amd64 = next(line for line in lines if line.startswith("linux/amd64"))
+    arm64 = next(line for line in lines if line.startswith("linux/arm64"))
+    assert "config linux/amd64" in amd64 and "native" in amd64 and amd64.endswith("ok")
+    assert "config linux/arm64" in arm64 and "qemu-aarch64" in arm64 and arm64.endswith("ok")
+    assert "blobs" in arm64
+
+
+def test_an_entrypoint_that_fails_on_one_architecture(picky: str, tmp_path: Path) -> None:
+    result = polyarch("verify", "--root", str(tmp_path), "--platform", BOTH, picky, check=False)
+    assert result.returncode == 1
+    rows = {line.split()[0]: line for line in result.stdout.splitlines()[1:]}
+    assert rows["linux/amd64"].endswith("ok")
+    assert rows["linux/arm64"].endswith("FAIL")
+    assert "FAIL linux/arm64: the entrypoint exited with status 3 (qemu-aarch64)" in result.stderr
+    assert "no support for aarch64" in result.stderr
+
+
+def test_a_missing_platform_is_reported(picky: str, tmp_path: Path) -> None:
+    result = polyarch("verify", "--root", str(tmp_path), "--no-run", "--platform",
+                      "linux/amd64,linux/s390x", picky, check=False)  # fmt: skip
+    assert result.returncode == 1
+    assert "FAIL linux/s390x: missing from the index (it has: linux/amd64, linux/arm64)" in (
+        result.stderr
+    )
+
+
+def test_an_arm64_entry_pointing_at_an_amd64_image(
+    tiny: str, registry: RunningRegistry, tmp_path: Path
+) -> None:
+    """The classic mistake of hand-made manifest lists: the right tag, the wrong machine code."""
+    with Session(RegistryOptions()) as session:
+        top = session.client.get_manifest(Reference.parse(tiny)).document
+        assert isinstance(top, Index)
+        amd64 = top.image_for(Platform.parse("linux/amd64"))
+        assert amd64 is not None
+        ref = Reference.parse(registry.ref("verify/mixed:1"))
+        session.copy(f"{tiny.rsplit(':', 1)[0]}@{amd64.digest}", str(ref.with_digest(amd64.digest)))
+        attestation = Descriptor(
+            amd64.media_type, amd64.digest, amd64.size,
+            platform=Platform.of("unknown", "unknown"),
+            annotations={"vnd.docker.reference.type": "attestation-manifest",
+                         "vnd.docker.reference.digest": str(amd64.digest)},
+        )  # fmt: skip
+        index = Index.create(
+            [
+                Descriptor(amd64.media_type, amd64.digest, amd64.size, platform=amd64.platform),
+                Descriptor(
+                    amd64.media_type,
+                    amd64.digest,
+                    amd64.size,
+                    platform=Platform.parse("linux/arm64"),
+                ),
+                attestation,
+            ]
+        )
+        session.client.put_manifest(ref, index.raw, index.media_type)
+    result = polyarch("verify", "--root", str(tmp_path), "--no-run", str(ref), check=False)
+    assert result.returncode == 1
+    assert "1 attestation entries (not platforms)" in result.stdout
+    assert (
+        "FAIL linux/arm64: the index says linux/arm64, the image's config says linux/amd64"
+        in result.stderr
+    )
+    assert "FAIL linux/amd64" not in result.stderr
+
+
+def test_a_blob_missing_from_the_registry(
+    tiny: str, registry: RunningRegistry, tmp_path: Path
+) -> None:
+    ref = Reference.parse(registry.ref("verify/holes:1"))
+    with Session(RegistryOptions()) as session:
+        session.copy(tiny, str(ref), platforms=[Platform.parse("linux/arm64")])
+        index = session.client.get_manifest(ref).document
+        assert isinstance(index, Index)
+        manifest = session.client.get_manifest(ref.with_digest(index.manifests[0].digest))
+        assert isinstance(manifest.document, Manifest)
+        layer = manifest.document.layers[0]
+    # Distribution deletes a blob from one repository when asked (storage.delete.enabled).
+    deleted = httpx.delete(f"http://{ref.registry}/v2/{ref.repository}/blobs/{layer.digest}")
+    assert deleted.status_code == 202
+    result = polyarch("verify", "--root", str(tmp_path), str(ref), check=False)
+    assert result.returncode == 1
+    assert f"FAIL linux/arm64: blob {layer.digest} is missing from the registry" in result.stderr
+
+
+def test_probes_reach_a_server_in_its_own_network_namespace(tmp_path: Path) -> None:
+    """The probe enters the server's network namespace: nothing is published on the host."""
+    (tmp_path / "index.html").write_text("<title>probe me</title>\n")
+    server = subprocess.Popen(
+        ["unshare", "--net", "sh", "-c",
+         "ip link set lo up 2>/dev/null || true; exec python3 -m http.server 8931 "
+         "--bind 127.0.0.1"],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        want = Probe.parse("8931/index.html~probe me")
+        deadline = time.monotonic() + 20
+        verdict = _probe(server.pid, want)
+        while verdict is not None and time.monotonic() < deadline:
+            time.sleep(0.2)
+            verdict = _probe(server.pid, want)
+        assert verdict is None
+        assert "lacks 'absent'" in (_probe(server.pid, Probe.parse("8931/~absent")) or "")
+        assert _probe(server.pid, Probe.parse("8931/nothing-here")) == "status 404, wanted 200"
+        # From the host's own network, the port is not there.
+        with pytest.raises(httpx.ConnectError):
+            httpx.get("http://127.0.0.1:8931/", timeout=2)
+    finally:
+        server.kill()
+        server.wait()
