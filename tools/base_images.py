@@ -50,15 +50,28 @@ RECIPES: dict[str, dict[str, object]] = {
         "include": [],
         "config": {"Cmd": ["bash"]},
     },
+    # The seed's node:14-alpine: node with npm and yarn (Debian calls it yarnpkg).
     "node": {
         "variant": "minbase",
-        "include": ["nodejs", "npm", "ca-certificates"],
+        "include": ["nodejs", "npm", "yarnpkg", "ca-certificates"],
+        "hooks": ['ln -sf yarnpkg "$1/usr/bin/yarn"'],
         "config": {"Cmd": ["node"]},
     },
+    # The seed's nginx:alpine: nginx alone (no envsubst: the seed's final stage installs it).
     "nginx": {
         "variant": "minbase",
-        "include": ["nginx-light", "gettext-base", "curl", "ca-certificates"],
+        "include": ["nginx-light", "curl", "ca-certificates"],
         "config": {"Cmd": ["nginx", "-g", "daemon off;"], "ExposedPorts": {"80/tcp": {}}},
+    },
+    # The seed's nginx/nginx-prometheus-exporter image: only its binary is borrowed, so the
+    # packages are unpacked without running their scripts (seconds for any architecture).
+    "exporter": {
+        "variant": "extract",
+        "include": ["prometheus-nginx-exporter"],
+        "config": {
+            "Entrypoint": ["/usr/bin/prometheus-nginx-exporter"],
+            "ExposedPorts": {"9113/tcp": {}},
+        },
     },
 }
 VERSION = 1  # bump when the way images are made changes
