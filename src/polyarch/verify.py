@@ -71,6 +71,13 @@ class Probe:
     def __str__(self) -> str:
         return f"{self.port}{self.path}"
 
+    @property
+    def label(self) -> str:
+        """As written: `PORT/PATH`, then `=STATUS` unless 200, then `~TEXT`."""
+        status = f"={self.status}" if self.status != 200 else ""
+        text = f"~{self.text}" if self.text is not None else ""
+        return f"{self}{status}{text}"
+
 
 @dataclass
 class PlatformResult:
@@ -79,7 +86,7 @@ class PlatformResult:
     size: int = 0
     checks: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
-    probes: list[str] = field(default_factory=list)
+    probes: dict[str, str] = field(default_factory=dict)  # probe label -> outcome
     run: str = ""
     seconds: float = 0.0
 
@@ -172,6 +179,14 @@ class Verifier:
             futures = [pool.submit(check, p, d) for p, d in entries]
             wait_all(futures)
         report.results = [*(f.result() for f in futures), *report.results]
+        if not isinstance(document, Index):
+            have = report.results[0].platform
+            for want in platforms:
+                if str(want) != have:
+                    report.results.append(PlatformResult(
+                        str(want), failures=[f"missing: {report.reference} is a single image "
+                                             f"for {have}, not an index"],
+                    ))  # fmt: skip
         return report
 
     # one platform --------------------------------------------------------------------------
@@ -364,7 +379,8 @@ class Verifier:
                         verdict = _probe(pid, probe)
                         if verdict is None:
                             pending.remove(probe)
-                            result.probes.append(f"{probe} {probe.status} ok")
+                            found = f", {probe.text!r} found" if probe.text is not None else ""
+                            result.probes[probe.label] = f"{probe.status}{found}"
                         else:
                             last[probe] = verdict
                 if spec.probes and not pending:
@@ -377,7 +393,7 @@ class Verifier:
                     result.run = f"{what} timed out ({how}, {spec.timeout:.0f} s)"
                     if pending:
                         for probe in pending:
-                            result.probes.append(f"{probe} FAILED")
+                            result.probes[probe.label] = f"FAIL ({last.get(probe, 'no answer')})"
                             result.failures.append(
                                 f"{probe}: no good answer within {spec.timeout:.0f} s "
                                 f"(last: {last.get(probe, 'no attempt')})\n{shown()}"

@@ -244,13 +244,22 @@ def _verify(
     rows = []
     for r in report.results:
         checks = ", ".join(r.checks) if r.checks else "-"
+        probed = (f"{sum(not v.startswith('FAIL') for v in r.probes.values())}/{len(r.probes)}"
+                  if r.probes else "-")  # fmt: skip
         rows.append([
             r.platform, r.digest[7:19] if r.digest else "-", human(r.size) if r.size else "-",
-            checks, r.run or ("skipped" if run is None or r.failures else "-"),
-            " ".join(r.probes) or "-", f"{r.seconds:.1f}s", "ok" if r.ok else "FAIL",
+            checks, r.run or ("skipped" if run is None or r.failures else "-"), probed,
+            f"{r.seconds:.1f}s", "ok" if r.ok else "FAIL",
         ])  # fmt: skip
     click.echo(table(["PLATFORM", "DIGEST", "SIZE", "CHECKS", "RUN", "PROBES", "TIME",
                       "RESULT"], rows))  # fmt: skip
+    labels = list(dict.fromkeys(label for r in report.results for label in r.probes))
+    if labels:
+        ran = [r for r in report.results if r.probes]
+        click.echo()
+        click.echo(table(["PROBE", *(r.platform for r in ran)],
+                         [[label, *(r.probes.get(label, "-") for r in ran)]
+                          for label in labels]))  # fmt: skip
     for problem in report.problems:
         click.echo(f"FAIL index: {problem}", err=True)
     for r in report.results:
