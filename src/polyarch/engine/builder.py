@@ -31,7 +31,7 @@ from typing import Any
 
 import httpx
 
-from polyarch.concurrency import wait_all
+from polyarch.concurrency import PriorityGate, wait_all
 from polyarch.digest import Digest
 from polyarch.dockerfile import Dockerfile, IgnoreMatcher, ShellLexer, read_patterns
 from polyarch.dockerfile.ignore import ignore_file_for
@@ -107,6 +107,12 @@ class BuildResult:
     steps_run: int
     steps_cached: int
     cache_keys: frozenset[str] = frozenset()  # every cached step the build used or made
+
+
+class _NativeOutput(Exception):
+    def __init__(self, stage: str, platform: Platform, path: str, why: str) -> None:
+        super().__init__(f"/{path} is {why}")
+        self.stage, self.platform, self.path, self.why = stage, platform, path, why
 
 
 @dataclass
@@ -186,18 +192,22 @@ class Builder:
     def _build(self, request: BuildRequest) -> BuildResult:
         self.steps_run = self.steps_cached = 0
         self.used_keys: set[str] = set()
+        self.gate = PriorityGate(request.jobs)
         self.request = request
         self.created = _timestamp(request.source_date_epoch)
         self.ignore = self._ignore_rules(request)
         self.lexer = ShellLexer(request.dockerfile.escape)
         draft = make_plan(self._plan_request(request, {}))
         self.bases: dict[tuple[str, str], tuple[Manifest, bytes, str]] = {}
-        facts: dict[tuple[str, str], ImageFacts] = {}
-        for op in draft.ops.values():
-            if op.kind == "source" and op.definition["image"] != "scratch":
-                key = (op.definition["image"], op.definition["platform"])
-                if key not in facts:
-                    facts[key] = self._resolve_base(*key)
+        wanted = sorted({
+            (op.definition["image"], op.definition["platform"])
+            for op in draft.ops.values()
+            if op.kind == "source" and op.definition["image"] != "scratch"
+        })  # fmt: skip
+        with ThreadPoolExecutor(max_workers=4) as pool:  # base images pulled side by side
+            resolving = [pool.submit(self._resolve_base, *key) for key in wanted]
+            wait_all(resolving)
+        facts = {key: f.result() for key, f in zip(wanted, resolving, strict=True)}
         per_platform: set[str] = set()
         self._lock = threading.Lock()
         while True:
@@ -205,16 +215,29 @@ class Builder:
             self.plan = plan
             self.evaluated: dict[str, _Evaluated] = {}
             self._pending: dict[str, _Pending] = {}
-            forced = self._check_build_once(plan, request)
-            if not forced:
-                break
-            per_platform |= forced  # run those stages per platform; finished steps are cached
-        # Every stage instance is a task; a stage that needs another waits for it, so
-        # independent stages (and platforms) run side by side, up to `jobs` at once.
-        roots = [inst.result for inst in plan.stages]
-        roots += [plan.results[p] for p in request.platforms]
-        with ThreadPoolExecutor(max_workers=max(1, request.jobs)) as pool:
-            wait_all([pool.submit(self._evaluate, plan.ops[key]) for key in roots])
+            self._abort: _NativeOutput | None = None
+            self._checked: set[tuple[str, str]] = set()
+            # build-once stages chosen by `auto` are checked when a later stage copies from
+            # them (forced ones are not second-guessed)
+            auto = request.build_once == "auto"
+            self._once = {inst.result: inst.stage for inst in plan.stages
+                          if inst.mode == "build-once" and auto}  # fmt: skip
+            # Every stage instance is a task of its own thread; a stage that needs another
+            # waits for it, so independent stages (and platforms) run side by side. RUN steps
+            # take one of `jobs` slots, emulated ones first: they are the critical path.
+            roots = list(dict.fromkeys([inst.result for inst in plan.stages]
+                                       + [plan.results[p] for p in request.platforms]))  # fmt: skip
+            try:
+                with ThreadPoolExecutor(max_workers=len(roots)) as pool:
+                    wait_all([pool.submit(self._evaluate, plan.ops[key]) for key in roots])
+            except _NativeOutput as exc:
+                self.progress(
+                    Event("note", "", f"stage {exc.stage}", exc.stage, str(exc.platform),
+                          f"/{exc.path} is {exc.why}: stage {exc.stage} is built per platform")
+                )  # fmt: skip
+                per_platform.add(exc.stage)  # plan again; finished steps come from the cache
+                continue
+            break
         manifests: dict[Platform, Descriptor] = {}
         for platform in request.platforms:
             result = self._evaluate(plan.ops[plan.results[platform]])
@@ -246,29 +269,22 @@ class Builder:
             per_platform,
         )
 
-    def _check_build_once(self, plan: Plan, request: BuildRequest) -> set[str]:
-        """Run the build-once stages first; a stage whose copied outputs hold native code is
-        returned, to be planned per platform instead (forced stages are not second-guessed)."""
-        if request.build_once != "auto":
-            return set()
-        failed: set[str] = set()
-        for inst in plan.stages:
-            if inst.mode != "build-once":
-                continue
-            result = self._evaluate(plan.ops[inst.result])
-            consumers = [
-                op for op in plan.ops.values()
-                if op.definition.get("op") == "file" and op.definition.get("from") == inst.result
-            ]  # fmt: skip
-            offender = self._native_output(result.state, consumers)
-            if offender is not None:
-                path, why = offender
-                self.progress(
-                    Event("note", "", f"stage {inst.stage}", inst.stage, str(inst.platform),
-                          f"/{path} is {why}: stage {inst.stage} is built per platform")
-                )  # fmt: skip
-                failed.add(inst.stage)
-        return failed
+    def _check_once(self, op: Op, source_key: str) -> None:
+        """A build-once stage's output, as this step copies it, must hold no native code;
+        else the whole plan is redone with that stage per platform."""
+        check = (source_key, json.dumps(op.definition["sources"]))
+        with self._lock:
+            if check in self._checked:
+                return
+        source = self._evaluate(self.plan.ops[source_key])
+        offender = self._native_output(source.state, [op])
+        if offender is not None:
+            error = _NativeOutput(self._once[source_key], source.state.platform, *offender)
+            with self._lock:
+                self._abort = self._abort or error
+            raise error
+        with self._lock:
+            self._checked.add(check)
 
     def _native_output(self, state: ImageState, consumers: Sequence[Op]) -> tuple[str, str] | None:
         if not consumers:
@@ -349,6 +365,8 @@ class Builder:
     # evaluation --------------------------------------------------------------------------
 
     def _evaluate(self, op: Op) -> _Evaluated:
+        if self._abort is not None:
+            raise self._abort  # a build-once stage turned out native: the plan is redone
         with self._lock:
             done = self.evaluated.get(op.key)
             if done is not None:
@@ -409,6 +427,8 @@ class Builder:
         definition = op.definition
         inputs = [self._evaluate(self.plan.ops[k]) for k in op.inputs]
         parent = inputs[0]
+        if definition["op"] == "file" and definition.get("from") in self._once:
+            self._check_once(op, definition["from"])
         extra = ""
         context_root: Root | None = None
         if definition["op"] == "file" and definition.get("from") == "context":
@@ -623,7 +643,8 @@ class Builder:
         if watcher is not None:
             watcher.start()
         try:
-            code = self.executor.run(process, merged, step / "bundle", output)
+            with self.gate.slot(priority=1 if op.emulated else 0):
+                code = self.executor.run(process, merged, step / "bundle", output)
         finally:
             finished.set()
         with Root(merged) as view:

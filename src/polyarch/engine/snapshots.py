@@ -8,18 +8,57 @@ into place: a snapshot directory exists whole or not at all.
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
+import os
+import pickle
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Final
 
 from polyarch.digest import Digest
+from polyarch.errors import PolyarchError
 from polyarch.layers import apply_layer, open_layer
 from polyarch.runtime import MountError, mount_overlay, unmount
 from polyarch.store.blobs import ContentStore
 
 from .copydiff import materialize, write_upper
 from .image import LayerRef
+
+_IN_PROCESS_LIMIT: Final = 8 * 1024 * 1024
+_pool: ProcessPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _workers() -> ProcessPoolExecutor:
+    global _pool  # noqa: PLW0603 (one pool per process, made on first use)
+    with _pool_lock:
+        if _pool is None:
+            # spawn, not fork: the builder has threads, and a forked child would inherit
+            # their locks in whatever state they were
+            _pool = ProcessPoolExecutor(
+                max_workers=os.cpu_count() or 1, mp_context=multiprocessing.get_context("spawn")
+            )
+        return _pool
+
+
+def _unpack(source: str, media_type: str, target: str, raising: bool = False) -> Exception | None:
+    """Apply one layer blob to `target` (overlay whiteouts). In a worker process the error is
+    returned, as itself when it survives pickling, else as a PolyarchError with its text."""
+    try:
+        with open(source, "rb") as raw:  # noqa: PTH123 (a path string from another process)
+            apply_layer(open_layer(raw, media_type), Path(target), whiteouts="overlay")  # type: ignore[arg-type]
+    except Exception as exc:
+        if raising:
+            raise
+        try:
+            return pickle.loads(pickle.dumps(exc))  # type: ignore[no-any-return]  # noqa: S301 (our own bytes)
+        except Exception:
+            return PolyarchError(f"{exc.__class__.__name__}: {exc}")
+    return None
 
 
 class SnapshotStore:
@@ -40,8 +79,15 @@ class SnapshotStore:
             return target
         work = Path(tempfile.mkdtemp(dir=self.root, prefix=".unpack-"))
         try:
-            with self.blobs.open(blob) as raw:
-                apply_layer(open_layer(raw, media_type), work, whiteouts="overlay")  # type: ignore[arg-type]
+            source = self.blobs.path(blob)
+            if source.stat().st_size >= _IN_PROCESS_LIMIT:
+                # A big layer unpacks in a worker process: CPU-bound Python that would
+                # otherwise share one interpreter lock with every other stage of the build.
+                failure = _workers().submit(_unpack, str(source), media_type, str(work)).result()
+                if failure is not None:
+                    raise failure
+            else:
+                _unpack(str(source), media_type, str(work), raising=True)
             work.rename(target)
         except FileExistsError:
             shutil.rmtree(work, ignore_errors=True)  # another build made it meanwhile
