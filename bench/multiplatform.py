@@ -26,6 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 import argparse  # noqa: E402
 import os  # noqa: E402
+import resource  # noqa: E402
 import shutil  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
@@ -41,11 +42,19 @@ EXAMPLE = ROOT / "examples" / "bench-frontend"
 CA = "/etc/ssl/certs/ca-certificates.crt"
 
 
-def timed(cmd: list[str]) -> float:
+CPU: dict[str, list[float]] = {}
+
+
+def timed(cmd: list[str], name: str = "") -> float:
+    """Wall time of `cmd`; the CPU time it and its children used is kept under `name`."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         sys.exit(f"failed: {' '.join(cmd)}\n{done.stderr[-3000:]}")
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    CPU.setdefault(name, []).append(cpu)
     return time.perf_counter() - start
 
 
@@ -75,23 +84,28 @@ def main() -> None:
                             "--ca-certs", "host", "-t", "bench/frontend:1"]  # fmt: skip
                 times["polyarch 2 platforms"].append(timed(
                     [*polyarch, "--root", str(work / f"p2-{n}"), "--platform",
-                     "linux/amd64,linux/arm64", str(ctx)]))  # fmt: skip
+                     "linux/amd64,linux/arm64", str(ctx)], "polyarch 2 platforms"))  # fmt: skip
                 times["polyarch amd64"].append(timed(
                     [*polyarch, "--root", str(work / f"p1-{n}"), "--platform", "linux/amd64",
-                     str(ctx)]))  # fmt: skip
+                     str(ctx)], "polyarch amd64"))  # fmt: skip
                 store = work / f"buildah-{n}"
                 times["buildah 2 platforms"].append(timed(
                     ["buildah", "--root", str(store / "root"), "--runroot", str(store / "run"),
                      "build", "--isolation", "chroot", "--tls-verify=false", "-q",
                      "--platform", "linux/amd64,linux/arm64", "--manifest", "localhost/bench-mp",
                      "-v", f"{CA}:/run/ca.crt:ro", "--build-arg",
-                     "NODE_EXTRA_CA_CERTS=/run/ca.crt", str(ctx)]))  # fmt: skip
+                     "NODE_EXTRA_CA_CERTS=/run/ca.crt", str(ctx)],
+                    "buildah 2 platforms"))  # fmt: skip
         finally:
             registry.stop()
     medians = {k: statistics.median(v) for k, v in times.items()}
     print(f"seed-shaped front end, cold, {args.rounds} round(s) (seconds)")
+    cores = os.cpu_count() or 1
     for name, value in medians.items():
-        print(f"  {name:22s} {value:8.1f}   ({' '.join(f'{t:.1f}' for t in times[name])})")
+        cpu = statistics.median(CPU[name])
+        runs = " ".join(f"{t:.1f}" for t in times[name])
+        print(f"  {name:22s} {value:8.1f}   ({runs})   CPU {cpu:.1f} core-s, "
+              f"at least {cpu / cores:.1f} s on {cores} cores")  # fmt: skip
     speedup = medians["buildah 2 platforms"] / medians["polyarch 2 platforms"]
     own = medians["polyarch 2 platforms"] / medians["polyarch amd64"]
     print(f"buildah / polyarch (2 platforms): {speedup:.1f}x   (goal >= 4x)")

@@ -29,6 +29,7 @@ from polyarch.cli.common import (
     Globals,
     descriptor_json,
     dockerfile_option,
+    globals_of,
     human,
     open_session,
     parse_build_args,
@@ -284,9 +285,11 @@ def parse_command(dockerfile: Path | None, fmt: str, context: Path) -> None:
 @cli.command("plan")
 @dockerfile_option
 @click.option("--platform", "platforms", multiple=True, help="Target platforms (repeatable or "
-              "comma separated). Default: this machine's.")  # fmt: skip
+              "comma separated). Default: build.platforms in polyarch.toml, else this "
+              "machine's.")  # fmt: skip
 @click.option("--target", help="Build this stage (name or index) instead of the last.")
-@click.option("--build-arg", "build_args", multiple=True, metavar="KEY[=VALUE]")
+@click.option("--build-arg", "build_args", multiple=True, metavar="KEY[=VALUE]",
+              help="Added to (and overriding) build.args in polyarch.toml.")  # fmt: skip
 @click.option(
     "--build-platform",
     help="Plan as if on a machine of this platform (default: this machine).",
@@ -295,7 +298,9 @@ def parse_command(dockerfile: Path | None, fmt: str, context: Path) -> None:
     "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
 )
 @click.argument("context", type=click.Path(file_okay=False, path_type=Path), default=".")
+@click.pass_context
 def plan_command(
+    ctx: click.Context,
     dockerfile: Path | None,
     platforms: tuple[str, ...],
     target: str | None,
@@ -306,11 +311,14 @@ def plan_command(
 ) -> None:
     """Show what a build would do, without building: each stage, whether it runs once or per
     platform, where it runs (natively or under emulation), its steps, and warnings."""
+    project = globals_of(ctx).project()
+    args = dict(project.get("build.args"))
+    args.update(parse_build_args(build_args))
     plan = plan_build(
         resolve_dockerfile(dockerfile, context),
-        platforms=parse_platforms(platforms),
-        build_args=parse_build_args(build_args),
-        target=target,
+        platforms=parse_platforms(platforms) or project.platforms,
+        build_args=args,
+        target=target or project.get("build.target") or None,
         build_platform=Platform.parse(build_platform) if build_platform else None,
     )
     if fmt == "json":
@@ -440,10 +448,15 @@ def emulators_install(platforms: tuple[str, ...]) -> None:
     "--platform",
     "platforms",
     multiple=True,
-    help="Platforms you build for (default: linux/amd64,linux/arm64).",
+    help="Platforms you build for (default: build.platforms in polyarch.toml, else "
+    "linux/amd64,linux/arm64).",
 )
 @click.option(
-    "--registry", "hosts", multiple=True, metavar="HOST[:PORT]", help="Registries to check."
+    "--registry",
+    "hosts",
+    multiple=True,
+    metavar="HOST[:PORT]",
+    help="Registries to check (default: image.registry in polyarch.toml).",
 )
 @root_option
 @click.pass_context
@@ -453,7 +466,11 @@ def doctor_command(
     """Check this machine for building (each problem with its fix); non-zero when something
     needed is missing."""
     machine = machine_platform()
-    wanted = parse_platforms(platforms) or Platform.parse_list(["linux/amd64,linux/arm64"])
+    project = globals_of(ctx).project()
+    wanted = (parse_platforms(platforms) or project.platforms
+              or Platform.parse_list(["linux/amd64,linux/arm64"]))  # fmt: skip
+    if not hosts and project.get("image.registry"):
+        hosts = (project.get("image.registry"),)
     checks = [doctor.kernel(), *doctor.emulation(wanted, machine), doctor.runtime(),
               doctor.overlay(), doctor.namespaces(), doctor.disk(root or default_root()),
               doctor.clock()]  # fmt: skip
