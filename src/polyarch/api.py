@@ -366,6 +366,27 @@ def build_image(
     return "\n".join(lines)
 
 
+def push_pinned(session: Session, name: str, root: Path | None = None) -> str:
+    """Push the locally kept image `name` by digest only: every blob, manifest and the index
+    reach the registry, and no tag moves. Returns `REPOSITORY@DIGEST`."""
+    store = (root or default_root()) / "store"
+    ref = Reference.parse(name)
+    descriptor = OciLayout(store).resolve(str(ref))
+    pinned = f"{ref.name}@{descriptor.digest}"
+    session.copy(LayoutLocation(str(store), str(ref)), pinned)
+    return pinned
+
+
+def move_tag(session: Session, name: str, root: Path | None = None) -> str:
+    """Point the registry tag `name` at the locally kept image of that name, already pushed by
+    digest (one small PUT of the top document's exact bytes). Returns its digest."""
+    layout = OciLayout((root or default_root()) / "store")
+    ref = Reference.parse(name)
+    descriptor = layout.resolve(str(ref))
+    session.client.put_manifest(ref, layout.read_document(descriptor), descriptor.media_type)
+    return str(descriptor.digest)
+
+
 def verify_image(
     session: Session,
     location: str,
@@ -405,7 +426,9 @@ __all__ = [
     "git_version",
     "local_images",
     "machine_platform",
+    "move_tag",
     "plan_build",
+    "push_pinned",
     "read_dockerfile",
     "verify_image",
 ]

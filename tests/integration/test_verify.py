@@ -150,3 +150,29 @@ def test_probes_reach_a_server_in_its_own_network_namespace(tmp_path: Path) -> N
     finally:
         server.kill()
         server.wait()
+
+
+def test_a_release_that_fails_its_checks_leaves_the_tag_alone(
+    tiny: str, registry: RunningRegistry, tmp_path: Path
+) -> None:
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    ref = registry.ref("verify/release:stable")
+    root = tmp_path / "root"
+    (ctx / "Dockerfile").write_text(f'FROM {tiny}\nENTRYPOINT ["/bin/sh", "-c", "exit 0"]\n')
+    good = polyarch("release", "--root", str(root), "--platform", BOTH, "-t", ref, str(ctx))
+    assert f"released {ref}" in good.stdout
+    before = polyarch("inspect", "--raw", ref).stdout
+    # The next version's entrypoint fails on arm64: pushed by digest, checked, not released.
+    (ctx / "Dockerfile").write_text(
+        f'FROM {tiny}\nENTRYPOINT ["/bin/sh", "-c", "test $(uname -m) = x86_64"]\n'
+    )
+    bad = polyarch("release", "--root", str(root), "--platform", BOTH, "-t", ref, str(ctx),
+                   check=False)  # fmt: skip
+    assert bad.returncode == 1
+    assert f"not released: {ref} left as they were" in bad.stderr
+    assert polyarch("inspect", "--raw", ref).stdout == before
+    pinned = next(line.split()[1] for line in bad.stdout.splitlines()
+                  if line.startswith("pushed "))  # fmt: skip
+    assert "@sha256:" in pinned
+    assert polyarch("inspect", "--raw", pinned).stdout != before  # there, by digest only

@@ -17,6 +17,8 @@ from polyarch.api import (
     clean_images,
     default_root,
     git_version,
+    move_tag,
+    push_pinned,
     verify_image,
 )
 from polyarch.cli.common import (
@@ -121,8 +123,10 @@ def _build(
     build_once: str | None,
     ca_certs: str | None,
     root: Path | None,
+    named: bool = False,
 ) -> tuple[str, list[str], tuple[Platform, ...]]:
-    """Build as the flags and the project config say: (report, tags, platforms)."""
+    """Build as the flags and the project config say: (report, tags, platforms). The image
+    is named by the tags, else by the project (required when pushing, or when `named`)."""
     g = globals_of(ctx)
     project = g.project()
     settings = _settings(
@@ -143,7 +147,7 @@ def _build(
             dockerfile = context / "Dockerfile"
     args = dict(settings["build.args"])
     args.update(parse_build_args(build_args))
-    names = list(tags) or ([_project_image(g)] if project.image or push else [])
+    names = list(tags) or ([_project_image(g)] if project.image or push or named else [])
     once = settings["build.build_once"]
     wanted = Platform.parse_list(settings["build.platforms"])
     session = open_session(ctx)
@@ -312,14 +316,24 @@ def release_command(
     timeout: float | None,
     **kwargs: Any,
 ) -> None:
-    """Build every configured platform, push one index, then verify it (the seed's
-    `make release`, plus the checks it did by hand)."""
-    report, names, wanted = _build(ctx, push=True, outputs=(), **kwargs)
+    """Build every configured platform, push, verify, and only then move the tag (the seed's
+    `make release`, plus the checks it did by hand).
+
+    The image is pushed by digest first; the tag is written only once every platform has
+    passed, so a release that fails its checks leaves the tag where it was."""
+    report, names, wanted = _build(ctx, push=False, outputs=(), named=True, **kwargs)
     click.echo(report)
-    ok = _verify(ctx, names[0], wanted, probes=probes, run_command=run_command, no_run=no_run,
-                 timeout=timeout, root=kwargs["root"])  # fmt: skip
+    session = open_session(ctx)
+    root = kwargs["root"]
+    pinned = [push_pinned(session, name, root) for name in names]
+    click.echo(f"pushed {pinned[0]} (no tag yet)")
+    ok = _verify(ctx, pinned[0], wanted, probes=probes, run_command=run_command, no_run=no_run,
+                 timeout=timeout, root=root)  # fmt: skip
     if not ok:
+        click.echo(f"not released: {', '.join(names)} left as they were", err=True)
         raise click.exceptions.Exit(1)
+    for name in names:
+        click.echo(f"released {name} ({move_tag(session, name, root)})")
 
 
 # push, clean, config, version ----------------------------------------------------------------

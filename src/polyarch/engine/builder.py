@@ -110,6 +110,9 @@ class BuildResult:
 
 
 class _NativeOutput(Exception):
+    """Not an error: a build-once stage's output holds native code, so the build plans again
+    with that stage per platform (raised in every thread of the build to stop it)."""
+
     def __init__(self, stage: str, platform: Platform, path: str, why: str) -> None:
         super().__init__(f"/{path} is {why}")
         self.stage, self.platform, self.path, self.why = stage, platform, path, why
