@@ -21,7 +21,7 @@ from typing import Literal
 from polyarch.errors import PolyarchError
 from polyarch.platform import Platform
 from polyarch.runtime import binfmt
-from polyarch.runtime.executor import RUNTIMES
+from polyarch.runtime.executor import RUNTIMES, find_init
 
 Level = Literal["ok", "warn", "fail"]
 
@@ -110,6 +110,16 @@ def _runc_cve(path: str, version: str) -> Check:
         return Check("OCI runtime", "ok", f"{version} (Debian build patched for CVE-2024-21626)")
     return Check("OCI runtime", "fail", f"{version} lacks the CVE-2024-21626 fix",
                  "upgrade runc to >= 1.1.12 (apt-get install --only-upgrade runc)")  # fmt: skip
+
+
+def init() -> Check:
+    """A static init for emulated steps: without one, a crash of an emulated PID 1 hangs."""
+    path = find_init()
+    if path is not None:
+        return Check("init for emulated steps", "ok", path)
+    return Check("init for emulated steps", "warn",
+                 "no tini-static: an emulated step whose main process crashes would hang",
+                 "apt-get install tini")  # fmt: skip
 
 
 def overlay() -> Check:

@@ -38,7 +38,7 @@ from polyarch.layers import Root
 from polyarch.oci.models import Descriptor, ImageConfig, Index, Manifest
 from polyarch.platform import Platform
 from polyarch.registry.client import RegistryClient
-from polyarch.runtime import DEFAULT_PATH, Executor, ProcessSpec, binfmt
+from polyarch.runtime import DEFAULT_PATH, Executor, ProcessSpec, binfmt, find_init
 from polyarch.runtime.netns import in_network_of
 from polyarch.store.layout import OciLayout
 from polyarch.transfer.endpoints import ImageSource, RegistryRepository
@@ -338,6 +338,7 @@ class Verifier:
             additional_gids=groups,
             hostname="polyarch-verify",
             private_network=True,
+            init=find_init() if how != "native" else None,
         )
         tail: list[str] = []
         lock = threading.Lock()

@@ -151,3 +151,17 @@ def test_build_once_runs_neutral_stages_once_and_checks_their_output(
                    "-t", "local/once:2", str(ctx))  # fmt: skip
     events = [json.loads(line) for line in off.stderr.splitlines()]
     assert len([e for e in events if e["event"] == "start" and e["stage"] == "site"]) == 2
+
+
+def test_a_step_killed_by_sigill_under_emulation_names_the_cause(tiny: str, tmp_path: Path) -> None:
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    # The shell kills itself the way an unsupported instruction would. It is the step's main
+    # process: without an init in front of it, QEMU as PID 1 could not die and the build hung.
+    (ctx / "Dockerfile").write_text(f"FROM {tiny}\nRUN kill -ILL $$\n")
+    failed = polyarch("build", "--root", str(tmp_path / "root"), "--platform", "linux/arm64",
+                      str(ctx), check=False)  # fmt: skip
+    assert failed.returncode == 1
+    assert "exited with status 132" in failed.stderr
+    assert "killed by SIGILL (illegal instruction) while running under QEMU emulation of " \
+           "linux/arm64" in failed.stderr  # fmt: skip

@@ -472,8 +472,8 @@ def doctor_command(
     if not hosts and project.get("image.registry"):
         hosts = (project.get("image.registry"),)
     checks = [doctor.kernel(), *doctor.emulation(wanted, machine), doctor.runtime(),
-              doctor.overlay(), doctor.namespaces(), doctor.disk(root or default_root()),
-              doctor.clock()]  # fmt: skip
+              doctor.init(), doctor.overlay(), doctor.namespaces(),
+              doctor.disk(root or default_root()), doctor.clock()]  # fmt: skip
     if hosts:
         checks += doctor.registries(hosts, open_session(ctx).client)
     marks = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL"}

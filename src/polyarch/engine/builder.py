@@ -71,6 +71,7 @@ from polyarch.runtime import (
     BindMount,
     Executor,
     ProcessSpec,
+    find_init,
     unmount,
 )
 from polyarch.store.layout import OciLayout
@@ -617,6 +618,7 @@ class Builder:
             gid=gid,
             additional_gids=groups,
             binds=tuple(binds),
+            init=find_init() if op.emulated else None,
         )
         tail: list[str] = []
         stage = self._stage_of(op)

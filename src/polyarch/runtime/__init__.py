@@ -1,6 +1,12 @@
 """Running RUN steps: OCI runtime specs, runc/crun, overlay mounts (effects)."""
 
-from polyarch.runtime.executor import Container, Executor, RuntimeMissingError, find_runtime
+from polyarch.runtime.executor import (
+    Container,
+    Executor,
+    RuntimeMissingError,
+    find_init,
+    find_runtime,
+)
 from polyarch.runtime.mounts import MountError, mount_overlay, unmount
 from polyarch.runtime.spec import (
     DEFAULT_PATH,
@@ -20,6 +26,7 @@ __all__ = [
     "MountError",
     "ProcessSpec",
     "RuntimeMissingError",
+    "find_init",
     "find_runtime",
     "mount_overlay",
     "runtime_spec",

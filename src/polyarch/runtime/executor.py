@@ -33,6 +33,18 @@ def find_runtime() -> str:
     raise RuntimeMissingError("no OCI runtime found: install runc (apt-get install runc) or crun")
 
 
+INITS = ("tini-static",)
+
+
+def find_init() -> str | None:
+    """A statically linked init for running emulated processes (Debian's tini), if any."""
+    for name in INITS:
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
 class Executor:
     def __init__(self, state_dir: Path, runtime: str | None = None) -> None:
         self.runtime = runtime or find_runtime()

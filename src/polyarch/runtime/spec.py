@@ -48,6 +48,13 @@ class ProcessSpec:
     binds: tuple[BindMount, ...] = field(default_factory=tuple)
     hostname: str = HOSTNAME
     private_network: bool = False
+    # A static init for the host's machine (tini-static), run as PID 1 with the process as its
+    # child: under QEMU, a guest process that is PID 1 and dies of a signal hangs instead (the
+    # emulator re-raises the signal at itself, and the kernel ignores it for PID 1).
+    init: str | None = None
+
+
+INIT_PATH: Final = "/dev/.polyarch-init"  # in the container's own /dev tmpfs: never in a layer
 
 
 def runtime_spec(process: ProcessSpec, rootfs: str) -> dict[str, Any]:
@@ -71,6 +78,11 @@ def runtime_spec(process: ProcessSpec, rootfs: str) -> dict[str, Any]:
             {"destination": bind.destination, "type": "bind", "source": bind.source,
              "options": options}
         )  # fmt: skip
+    args = list(process.args)
+    if process.init is not None:
+        mounts.append({"destination": INIT_PATH, "type": "bind", "source": process.init,
+                       "options": ["rbind", "nosuid", "nodev", "ro"]})  # fmt: skip
+        args = [INIT_PATH, "--", *args]
     caps = list(CAPABILITIES)
     namespaces = ["pid", "ipc", "uts", "mount"] + (["network"] if process.private_network else [])
     return {
@@ -86,7 +98,7 @@ def runtime_spec(process: ProcessSpec, rootfs: str) -> dict[str, Any]:
                     else {}
                 ),
             },
-            "args": list(process.args),
+            "args": args,
             "env": list(process.env),
             "cwd": process.cwd or "/",
             "capabilities": {
