@@ -138,13 +138,14 @@ def _build(
             "build.ca_certs": ca_certs,
         },
     )
+    # A CONTEXT given on the command line brings its own Dockerfile, as with docker build;
+    # without one, both come from the config (relative to its file).
+    if dockerfile is None and context is None and "build.dockerfile" in project.values:
+        dockerfile = g.project_path(project.values["build.dockerfile"])
     if context is None:
         context = g.project_path(settings["build.context"])
     if dockerfile is None:
-        if "build.dockerfile" in project.values:
-            dockerfile = g.project_path(project.values["build.dockerfile"])
-        else:
-            dockerfile = context / "Dockerfile"
+        dockerfile = context / "Dockerfile"
     args = dict(settings["build.args"])
     args.update(parse_build_args(build_args))
     names = list(tags) or ([_project_image(g)] if project.image or push or named else [])
