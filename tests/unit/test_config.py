@@ -145,3 +145,20 @@ def test_pushing_without_a_tag_needs_an_image_name(tmp_path: Path) -> None:
     failed = run(tmp_path, "build", "--push", ".")
     assert failed.returncode == 2
     assert "no image named: give -t REGISTRY/NAME:TAG, or set [image]" in failed.stderr
+
+
+def test_a_context_on_the_command_line_brings_its_own_dockerfile(tmp_path: Path) -> None:
+    (tmp_path / "polyarch.toml").write_text("[build]\ndockerfile = 'prod.Dockerfile'\n")
+    (tmp_path / "prod.Dockerfile").write_text("FROM scratch\nCOPY prod.txt /\n")
+    (tmp_path / "prod.txt").write_text("prod\n")
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    (sub / "Dockerfile").write_text("FROM scratch\nCOPY sub.txt /\n")
+    (sub / "sub.txt").write_text("sub\n")
+    root = str(tmp_path / "root")
+    from_config = run(tmp_path, "build", "--root", root, "--progress", "plain")
+    assert from_config.returncode == 0, from_config.stderr
+    assert "COPY prod.txt /" in from_config.stderr
+    given = run(tmp_path, "build", "--root", root, "--progress", "plain", "sub")
+    assert given.returncode == 0, given.stderr
+    assert "COPY sub.txt /" in given.stderr
