@@ -229,6 +229,7 @@ class Verifier:
         self, manifest: Manifest, platform: Platform | None, result: PlatformResult
     ) -> ImageConfig | None:
         raw = b"".join(self.source.open_blob(manifest.config))  # verified: digest and size
+        self.blobs.put_bytes(raw, manifest.config.digest)
         config = ImageConfig.parse(raw, f"config {manifest.config.digest}")
         if platform is not None and config.platform != platform:
             result.failures.append(
@@ -259,6 +260,9 @@ class Verifier:
                         f"says {blob.size}"
                     )
                     continue
+            if blob.digest == manifest.config.digest:
+                count += 1  # read and hashed already, by _check_config
+                continue
             try:
                 chunks = self.source.open_blob(blob)  # raises if the digest or size is wrong
                 if self.blobs.has(blob.digest, blob.size):

@@ -73,6 +73,13 @@ def _renderer(ctx: click.Context, progress: str) -> tuple[Any, str]:
     return Renderer(mode), mode
 
 
+def _stacked(fn: Any, options: Sequence[Any]) -> Any:
+    """`fn` with the options applied as if written as decorators, first on top."""
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
 def _build_options(fn: Any) -> Any:
     options = [
         click.option("-f", "--file", "dockerfile", type=click.Path(dir_okay=False,
@@ -100,9 +107,7 @@ def _build_options(fn: Any) -> Any:
                      "or the config. Default: none."),
         root_option,
     ]  # fmt: skip
-    for option in reversed(options):
-        fn = option(fn)
-    return fn
+    return _stacked(fn, options)
 
 
 def _build(
@@ -206,9 +211,7 @@ def _verify_options(fn: Any) -> Any:
         click.option("--timeout", type=click.FloatRange(1, 3600), help="Seconds per platform "
                      "for the probes to answer (default: verify.timeout, 120)."),
     ]  # fmt: skip
-    for option in reversed(options):
-        fn = option(fn)
-    return fn
+    return _stacked(fn, options)
 
 
 def _verify(
