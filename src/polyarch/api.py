@@ -12,9 +12,11 @@ from typing import TYPE_CHECKING
 
 import platformdirs
 
-from polyarch.dockerfile import Dockerfile, ParseResult, build, parse
 from polyarch.errors import DockerfileError, UsageError
 from polyarch.export import write_docker_archive
+from polyarch.frontend.convert import ConvertRequest, convert
+from polyarch.frontend.dockerfile import Dockerfile, ParseResult, build, parse
+from polyarch.graph.model import BuildGraph
 from polyarch.oci.models import (
     Descriptor,
     Document,
@@ -23,7 +25,6 @@ from polyarch.oci.models import (
     Manifest,
     parse_document,
 )
-from polyarch.plan import Plan, PlanRequest, make_plan
 from polyarch.platform import Platform, from_uname
 from polyarch.progress import Progress, silent
 from polyarch.reference import Reference
@@ -43,7 +44,7 @@ from polyarch.transfer.location import LayoutLocation, Location, parse_location
 from polyarch.version import version
 
 if TYPE_CHECKING:
-    from polyarch.engine.prune import PruneReport
+    from polyarch.store.gc import PruneReport
     from polyarch.verify import RunSpec, VerifyReport
 
 
@@ -275,12 +276,12 @@ def plan_build(
     build_args: Mapping[str, str] | None = None,
     target: str | None = None,
     build_platform: Platform | None = None,
-) -> Plan:
+) -> BuildGraph:
     """The plan of a build, without building: what runs where, once or per platform."""
     _result, parsed = read_dockerfile(dockerfile)
     machine = build_platform or machine_platform()
-    return make_plan(
-        PlanRequest(
+    return convert(
+        ConvertRequest(
             parsed,
             tuple(platforms) or (machine,),
             machine,
@@ -307,24 +308,28 @@ def build_image(
     jobs: int = 1,
     build_once: str | frozenset[str] = "auto",
     ca_certs: Path | None = None,
+    allow: frozenset[str] = frozenset(),
 ) -> str:
     """Build, keep the image in the local store under each tag, then push or export it."""
     # Imported here, not at the top: registry-only commands start faster without the engine.
-    from polyarch.engine import Builder, BuildRequest  # noqa: PLC0415
+    from polyarch.build import Builder, BuildRequest  # noqa: PLC0415
+    from polyarch.store.workspace import Workspace  # noqa: PLC0415
 
     refs = [Reference.parse(t) for t in tags]
     _result, parsed = read_dockerfile(dockerfile)
     machine = machine_platform()
-    epoch_text = os.environ.get("SOURCE_DATE_EPOCH")
+    args = dict(build_args or {})
+    epoch_text = args.get("SOURCE_DATE_EPOCH") or os.environ.get("SOURCE_DATE_EPOCH")
     epoch = int(epoch_text) if epoch_text and epoch_text.isdigit() else None
-    builder = Builder(root or default_root(), session.client, progress=progress or silent)
+    workspace = Workspace(root or default_root())
+    builder = Builder(workspace, session.client, progress=progress or silent)
     request = BuildRequest(
         parsed,
         context,
         dockerfile,
         tuple(platforms) or (machine,),
         machine,
-        dict(build_args or {}),
+        args,
         target,
         dict(labels or {}),
         no_cache,
@@ -332,6 +337,7 @@ def build_image(
         jobs,
         build_once,
         ca_certs,
+        allow,
     )
     result = builder.build(request)
     names = [str(r) for r in refs] or [str(result.descriptor.digest)]
@@ -343,7 +349,7 @@ def build_image(
         f"built {result.descriptor.digest} ({result.steps_run} steps run, "
         f"{result.steps_cached} cached), kept as {', '.join(names)}"
     ]
-    store = builder.root / "store"
+    store = workspace.store
     for output in outputs:
         kind = output.get("type")
         if kind == "registry":
@@ -408,9 +414,10 @@ def verify_image(
 def clean_images(repository: str, root: Path | None = None) -> PruneReport:
     """Remove the local images of `repository`, the cache entries only they used, and every
     blob and snapshot nothing else needs."""
-    from polyarch.engine.prune import remove_images  # noqa: PLC0415
+    from polyarch.store.gc import remove_images  # noqa: PLC0415
+    from polyarch.store.workspace import Workspace  # noqa: PLC0415
 
-    return remove_images(root or default_root(), repository)
+    return remove_images(Workspace(root or default_root()), repository)
 
 
 __all__ = [

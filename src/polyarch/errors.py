@@ -135,3 +135,21 @@ class DockerfileError(PolyarchError):
 
 class UsageError(PolyarchError):
     """The user asked for something that cannot be done as asked (conflicting options)."""
+
+
+class StepError(PolyarchError):
+    """A build step that failed; the message says why (a worker raises it, knowing nothing of
+    where in the Dockerfile the step comes from)."""
+
+
+class BuildError(PolyarchError):
+    """A build that failed: names the step's `file:line` (and its stage and platform)."""
+
+    def __init__(
+        self, message: str, *, location: str = "", stage: str = "", platform: str = ""
+    ) -> None:
+        self.message = message
+        self.location = location
+        self.stage = stage
+        self.platform = platform
+        super().__init__(f"{location}: {message}" if location else message)

@@ -30,9 +30,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from polyarch.concurrency import wait_all
-from polyarch.engine.filecopy import CopyError, resolve_user
-from polyarch.engine.image import LayerRef
-from polyarch.engine.snapshots import SnapshotStore, stacked
 from polyarch.errors import PolyarchError, UsageError
 from polyarch.layers import Root
 from polyarch.oci.models import Descriptor, ImageConfig, Index, Manifest
@@ -42,6 +39,9 @@ from polyarch.runtime import DEFAULT_PATH, Executor, ProcessSpec, binfmt, find_i
 from polyarch.runtime.netns import in_network_of
 from polyarch.store.layout import OciLayout
 from polyarch.transfer.endpoints import ImageSource, RegistryRepository
+from polyarch.worker.base import LayerRef
+from polyarch.worker.local.filecopy import CopyError, resolve_user
+from polyarch.worker.local.snapshots import SnapshotStore, stacked
 
 _TAIL_LINES = 15
 

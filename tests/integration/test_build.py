@@ -80,7 +80,7 @@ def flatten(layout: OciLayout, manifest: Manifest, into: Path) -> Path:
 
 def run_image(root: Path, name: str, work: Path) -> tuple[int, str]:
     """Run the image's CMD the way `docker run` would (overlay of its layers, runc)."""
-    from polyarch.engine.snapshots import SnapshotStore
+    from polyarch.worker.local.snapshots import SnapshotStore
 
     layout, manifest, config = image(root, name)
     snapshots = SnapshotStore(root / "snapshots", layout.blobs)

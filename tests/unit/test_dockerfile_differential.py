@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from polyarch.dockerfile import load, parse
 from polyarch.errors import DockerfileError
+from polyarch.frontend.dockerfile import load, parse
 
 oracle = pytest.importorskip("dockerfile", reason="BuildKit's parser wrapper is not installed")
 
@@ -50,11 +50,23 @@ def test_corpus_is_big_enough() -> None:
     assert len(CORPUS) >= 50
 
 
+def agree(ours: list[dict[str, object]], path: Path) -> None:
+    """Field for field, but for an ONBUILD trigger's flags: the oracle drops them, polyarch
+    shows them (and they are what the trigger's own text says)."""
+    expected = theirs(path)
+    for mine, other in zip(ours, expected, strict=False):
+        if mine["cmd"] == "ONBUILD" and mine["flags"] != other["flags"]:
+            assert other["flags"] == []
+            trigger = str(mine["original"]).split(None, 1)[1]
+            assert all(flag in trigger for flag in mine["flags"])  # type: ignore[attr-defined]
+            other["flags"] = mine["flags"]
+    assert ours == expected
+
+
 @pytest.mark.parametrize("path", CORPUS, ids=lambda p: p.stem)
 def test_syntax_agrees_with_buildkit(path: Path) -> None:
     text = path.read_bytes().decode("utf-8")
-    ours = [n.to_json() for n in parse(text, path.name).nodes]
-    assert ours == theirs(path)
+    agree([n.to_json() for n in parse(text, path.name).nodes], path)
 
 
 @pytest.mark.parametrize("path", CORPUS, ids=lambda p: p.stem)
@@ -71,7 +83,7 @@ def test_polyarch_parse_json_agrees(path: Path) -> None:
             load(path.read_bytes().decode("utf-8"))
         return
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout) == theirs(path)
+    agree(json.loads(result.stdout), path)
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,7 @@
 import pytest
 
-from polyarch.dockerfile import load
 from polyarch.errors import DockerfileError
+from polyarch.frontend.dockerfile import load
 
 
 @pytest.mark.parametrize(

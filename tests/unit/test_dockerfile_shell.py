@@ -2,7 +2,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from polyarch.dockerfile.shell import ExpansionError, ShellLexer
+from polyarch.frontend.dockerfile.shell import ExpansionError, ShellLexer
 
 ENV = {"a": "hello world", "e": "", "p": "/usr/local/bin/python3.11", "x": "a.b.c.d"}
 LEX = ShellLexer()
@@ -37,7 +37,9 @@ LEX = ShellLexer()
         ("${x#?.}", "b.c.d"),
         ("${x/./-}", "a-b.c.d"),
         ("${x//./-}", "a-b-c-d"),
-        ("${x//[bc]/X}", "a.X.X.d"),
+        ("${x//[bc]/X}", "a.b.c.d"),  # BuildKit takes brackets literally
+        ("${x//./\\*}", "a\\*b\\*c\\*d"),
+        ("${x/#a/X}", "a.b.c.d"),
         ("${unset:-${a}}", "hello world"),
         ('"a\\"b"', 'a"b'),
         ('"a\\b"', "a\\b"),
@@ -76,6 +78,42 @@ def test_words_split_after_expansion_unless_quoted() -> None:
 def test_expansion_errors(word: str, fragment: str) -> None:
     with pytest.raises(ExpansionError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
         LEX.process_word(word, ENV)
+
+
+@pytest.mark.parametrize(
+    ("word", "env", "expected"),
+    [
+        ("${v#[}", {"v": "[x]"}, "x]"),  # brackets are literal: no exception, no class
+        ("${v%]}", {"v": "[x]"}, "[x"),
+        ("${v#[a-z]}", {"v": "bcd"}, "bcd"),
+        ("${v#[a-z]}", {"v": "[a-z]x"}, "x"),
+        ("${v##*[}", {"v": "a[b[c"}, "c"),
+        ("${v#\\*}", {"v": "*x"}, "x"),
+        ("${v%\\?}", {"v": "a?"}, "a"),
+        ("${v#a*}", {"v": "abcabc"}, "bcabc"),  # shortest
+        ("${v##a*c}", {"v": "abcabc"}, ""),  # longest
+        ("${v%b*}", {"v": "abcabc"}, "abca"),
+        ("${v%%b*}", {"v": "abcabc"}, "a"),
+        ("${v//b/$$}", {"v": "abc"}, "ac"),  # `$$` is the special parameter `$`: unset
+    ],
+)
+def test_patterns_as_buildkit(word: str, env: dict[str, str], expected: str) -> None:
+    assert LEX.process_word(word, env) == expected
+
+
+def test_pattern_escapes_other_than_wildcards_are_errors() -> None:
+    with pytest.raises(ExpansionError, match="invalid escape"):
+        LEX.process_word("${v#\\a}", {"v": "a"})
+
+
+def test_heredoc_marker_glues_to_its_word() -> None:
+    assert LEX.process_words("cat << EOF > out", {}) == ["cat", "<< EOF", ">", "out"]
+    assert LEX.process_words("a < b", {}) == ["a", "<", "b"]
+
+
+def test_skip_process_quotes_keeps_quotes_and_expands() -> None:
+    lexer = ShellLexer(skip_process_quotes=True)
+    assert lexer.process_word("'$a' \"$a\" \\$", {"a": "x"}) == "'x' \"x\" $"
 
 
 def test_backtick_escape() -> None:

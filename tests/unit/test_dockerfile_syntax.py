@@ -2,8 +2,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from polyarch.dockerfile import parse
 from polyarch.errors import DockerfileError, PolyarchError
+from polyarch.frontend.dockerfile import parse
 
 
 def nodes(text: str) -> list[dict[str, object]]:
@@ -135,3 +135,16 @@ def test_instruction_case_never_matters(padding: str) -> None:
     for name in ("run", "Run", "RUN"):
         node = parse(f"FROM a\n{name} x{padding.strip()}\n").nodes[1]
         assert node.cmd == "RUN"
+
+
+def test_heredoc_with_space_after_the_marker() -> None:
+    [node] = parse("RUN << EOT\necho hi\nEOT\n").nodes
+    assert [(h.name, h.content) for h in node.heredocs] == [("EOT", "echo hi\n")]
+    # BuildKit's lexer glues white space only right after `<<`: `<<- EOT` is no heredoc.
+    nodes = parse("RUN <<- EOT\n\techo hi\n\tEOT\n").nodes
+    assert [n.cmd for n in nodes] == ["RUN", "ECHO", "EOT"] and not nodes[0].heredocs
+
+
+def test_onbuild_json_shows_the_trigger_flags() -> None:
+    [node] = parse("ONBUILD COPY --from=base /a /b\n").nodes
+    assert node.to_json()["flags"] == ["--from=base"]

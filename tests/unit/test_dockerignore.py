@@ -1,6 +1,6 @@
 import pytest
 
-from polyarch.dockerfile.ignore import IgnoreMatcher, ignore_file_for, read_patterns
+from polyarch.frontend.dockerfile.ignore import IgnoreMatcher, ignore_file_for, read_patterns
 
 RULES = """\ufeff# comment
 node_modules
@@ -71,3 +71,23 @@ def test_ignore_file_lookup_order() -> None:
         "build/app.Dockerfile.dockerignore",
         "ctx/.dockerignore",
     )
+
+
+@pytest.mark.parametrize("bad", ["[-x]", "[x-]", "[a-b-c]", "trailing\\", "!", "[", "a[]"])
+def test_malformed_patterns_are_errors_as_in_moby(bad: str) -> None:
+    from polyarch.errors import DockerfileError
+
+    with pytest.raises(DockerfileError, match=r"\.dockerignore: "):
+        read_patterns(f"ok\n{bad}\n")
+
+
+def test_brackets_are_regex_classes_as_in_moby() -> None:
+    matcher = IgnoreMatcher(read_patterns("[^a]x\n[!]y\nz[\\]]\n"))
+    assert matcher.matches("bx") and not matcher.matches("ax")  # ^ negates
+    assert matcher.matches("!y") and not matcher.matches("qy")  # ! is a plain character
+    assert matcher.matches("z]")  # an escape inside a class
+
+
+def test_leading_double_star_is_a_suffix_match() -> None:
+    matcher = IgnoreMatcher(read_patterns("**foo\n"))
+    assert matcher.matches("barfoo") and matcher.matches("a/foo")

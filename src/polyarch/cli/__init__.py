@@ -40,7 +40,7 @@ from polyarch.cli.common import (
     table,
 )
 from polyarch.errors import PolyarchError, UsageError
-from polyarch.plan import Plan
+from polyarch.graph.model import BuildGraph
 from polyarch.platform import Platform
 from polyarch.runtime import binfmt
 
@@ -327,7 +327,7 @@ def plan_command(
         click.echo(plan_text(plan))
 
 
-def plan_text(plan: Plan) -> str:
+def plan_text(plan: BuildGraph) -> str:
     machine = plan.build_platform
     head = (
         f"Plan for {', '.join(str(p) for p in plan.platforms)} "
@@ -335,8 +335,8 @@ def plan_text(plan: Plan) -> str:
     )
     rows = []
     for inst in plan.stages:
-        execs = [plan.ops[k] for k in inst.ops if plan.ops[k].kind == "exec"]
-        emulated = [op for op in execs if op.emulated]
+        execs = [plan.vertices[k] for k in inst.vertices if plan.vertices[k].kind == "exec"]
+        emulated = [v for v in execs if v.emulated]
         if not execs:
             runs = "-"
         elif emulated:
@@ -350,20 +350,22 @@ def plan_text(plan: Plan) -> str:
         )
         if inst.mode == "build-once":
             when += " (build-once)"
-        rows.append([inst.stage, when, str(inst.platform), str(len(inst.ops)), runs])
+        rows.append([inst.stage, when, str(inst.platform), str(len(inst.steps)), runs])
     lines = [head, "", table(["STAGE", "RUNS", "ON", "STEPS", "RUN STEPS"], rows), ""]
     for inst in plan.stages:
         label = (
             "once" if len(inst.targets) > 1 or len(plan.platforms) == 1 else str(inst.targets[0])
         )
         lines.append(f"{inst.stage} ({label}, on {inst.platform}):")
-        for key in inst.ops:
-            op = plan.ops[key]
-            mark = " [emulated]" if op.emulated else ""
-            lines.append(f"  {key[7:19]}  {op.description}{mark}")
-    total_exec = sum(1 for op in plan.ops.values() if op.kind == "exec")
-    emulated_exec = sum(1 for op in plan.ops.values() if op.kind == "exec" and op.emulated)
-    lines += ["", f"{len(plan.ops)} distinct steps; {total_exec} RUN steps, "
+        for step in inst.steps:
+            vertex = plan.vertices[step.vertex] if step.vertex else None
+            mark = " [emulated]" if vertex is not None and vertex.emulated else ""
+            key = step.vertex[7:19] if step.vertex else " " * 12
+            lines.append(f"  {key}  {step.description}{mark}")
+    steps = plan.steps()
+    execs = [v for v in steps if v.kind == "exec"]
+    emulated_exec = sum(1 for v in execs if v.emulated)
+    lines += ["", f"{len(steps)} distinct filesystem steps; {len(execs)} RUN steps, "
               f"{emulated_exec} of them under emulation"]  # fmt: skip
     if plan.warnings:
         lines += ["", "Warnings:"] + [f"  {w}" for w in plan.warnings]

@@ -101,6 +101,10 @@ def _build_options(fn: Any) -> Any:
                      help="Run platform-neutral stages once, natively: auto (stages that use "
                      "no TARGET* value, checked for native code after running), off "
                      "(BuildKit's behaviour), or named stages. Default: auto."),
+        click.option("--allow", "allow", multiple=True, metavar="ENTITLEMENT",
+                     type=click.Choice(["security.insecure", "network.host"]),
+                     help="Grant an entitlement, as buildx does: security.insecure lets "
+                     "`RUN --security=insecure` run with every capability (repeatable)."),
         click.option("--ca-certs", "ca_certs", metavar="host|PATH|none", help="Make RUN "
                      "steps trust a CA bundle (host: /etc/ssl/certs/ca-certificates.crt), for "
                      "TLS-intercepting proxies. Mounted read-only per step; never in a layer "
@@ -128,6 +132,7 @@ def _build(
     build_once: str | None,
     ca_certs: str | None,
     root: Path | None,
+    allow: Sequence[str] = (),
     named: bool = False,
 ) -> tuple[str, list[str], tuple[Platform, ...]]:
     """Build as the flags and the project config say: (report, tags, platforms). The image
@@ -174,6 +179,7 @@ def _build(
         jobs=jobs,
         build_once=build_once_value(",".join(once) if isinstance(once, list) else once),
         ca_certs=ca_bundle(settings["build.ca_certs"]),
+        allow=frozenset(allow),
     )
     if mode == "tty":
         renderer.close()  # the live view ends before anything else is printed

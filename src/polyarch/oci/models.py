@@ -15,7 +15,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Final
+from typing import Any
 
 from polyarch.digest import Digest
 from polyarch.errors import (
@@ -25,60 +25,12 @@ from polyarch.errors import (
     UnsupportedSchemaError,
 )
 from polyarch.oci import mediatypes as mt
+from polyarch.oci._json import MAX_DOCUMENT_SIZE, empty_map, load_json, str_field, str_map
+from polyarch.oci.config import ImageConfig
 from polyarch.platform import Platform, best_match
 
-MAX_DOCUMENT_SIZE: Final = 4 * 1024 * 1024  # containerd's limit for manifests and indexes
-_EMPTY: Final[Mapping[str, str]] = MappingProxyType({})
-
-
-def _empty_map() -> Mapping[str, str]:
-    return _EMPTY
-
-
-def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise ManifestError(f"duplicate key {key!r} in JSON document: refusing ambiguous input")
-        out[key] = value
-    return out
-
-
-def load_json(raw: bytes, what: str) -> dict[str, Any]:
-    """Decode a JSON object strictly (UTF-8, no duplicate keys, an object at the top)."""
-    if len(raw) > MAX_DOCUMENT_SIZE:
-        raise ManifestError(f"{what} is {len(raw)} bytes, over the {MAX_DOCUMENT_SIZE} limit")
-    try:
-        value = json.loads(raw.decode("utf-8"), object_pairs_hook=_reject_duplicates)
-    except UnicodeDecodeError as exc:
-        raise ManifestError(f"{what} is not UTF-8: {exc}") from None
-    except json.JSONDecodeError as exc:
-        raise ManifestError(f"{what} is not valid JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise ManifestError(f"{what} must be a JSON object, not {type(value).__name__}")
-    return value
-
-
-def _str(obj: Mapping[str, Any], key: str, what: str, *, required: bool = True) -> str | None:
-    value = obj.get(key)
-    if value is None:
-        if required:
-            raise ManifestError(f"{what}: missing {key!r}")
-        return None
-    if not isinstance(value, str):
-        raise ManifestError(f"{what}: {key!r} must be a string")
-    return value
-
-
-def _str_map(obj: Mapping[str, Any], key: str, what: str) -> Mapping[str, str]:
-    value = obj.get(key)
-    if value is None:
-        return _EMPTY
-    if not isinstance(value, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
-    ):
-        raise ManifestError(f"{what}: {key!r} must map strings to strings")
-    return MappingProxyType(dict(value))
+__all__ = ["MAX_DOCUMENT_SIZE", "Descriptor", "Document", "ImageConfig", "Index", "Manifest",
+           "canonical_json", "load_json", "parse_document"]  # fmt: skip
 
 
 def _platform_from(obj: Any, what: str) -> Platform | None:
@@ -86,9 +38,9 @@ def _platform_from(obj: Any, what: str) -> Platform | None:
         return None
     if not isinstance(obj, dict):
         raise ManifestError(f"{what}: platform must be an object")
-    os_ = _str(obj, "os", what)
-    arch = _str(obj, "architecture", what)
-    variant = _str(obj, "variant", what, required=False)
+    os_ = str_field(obj, "os", what)
+    arch = str_field(obj, "architecture", what)
+    variant = str_field(obj, "variant", what, required=False)
     assert os_ is not None and arch is not None
     if os_ == "unknown" or arch == "unknown":
         # BuildKit's attestation manifests: kept exactly, never matched against a platform.
@@ -97,7 +49,7 @@ def _platform_from(obj: Any, what: str) -> Platform | None:
         platform = Platform.of(os_, arch, variant)
     except InvalidPlatformError:
         return Platform(os_, arch, variant)
-    os_version = _str(obj, "os.version", what, required=False)
+    os_version = str_field(obj, "os.version", what, required=False)
     if os_version:
         platform = Platform(platform.os, platform.architecture, platform.variant, os_version)
     return platform
@@ -109,7 +61,7 @@ class Descriptor:
     digest: Digest
     size: int
     platform: Platform | None = None
-    annotations: Mapping[str, str] = field(default_factory=_empty_map, hash=False)
+    annotations: Mapping[str, str] = field(default_factory=empty_map, hash=False)
     urls: tuple[str, ...] = ()
     artifact_type: str | None = None
 
@@ -117,8 +69,8 @@ class Descriptor:
     def from_json(cls, obj: Any, what: str = "descriptor") -> Descriptor:
         if not isinstance(obj, dict):
             raise ManifestError(f"{what} must be an object")
-        media_type = _str(obj, "mediaType", what)
-        digest_text = _str(obj, "digest", what)
+        media_type = str_field(obj, "mediaType", what)
+        digest_text = str_field(obj, "digest", what)
         size = obj.get("size")
         if isinstance(size, bool) or not isinstance(size, int) or size < 0:
             raise ManifestError(f"{what}: size must be a non-negative integer")
@@ -135,9 +87,9 @@ class Descriptor:
             digest=digest,
             size=size,
             platform=_platform_from(obj.get("platform"), what),
-            annotations=_str_map(obj, "annotations", what),
+            annotations=str_map(obj, "annotations", what),
             urls=tuple(urls),
-            artifact_type=_str(obj, "artifactType", what, required=False),
+            artifact_type=str_field(obj, "artifactType", what, required=False),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -173,7 +125,7 @@ class Manifest:
     config: Descriptor
     layers: tuple[Descriptor, ...]
     raw: bytes = field(repr=False)
-    annotations: Mapping[str, str] = field(default_factory=_empty_map, hash=False)
+    annotations: Mapping[str, str] = field(default_factory=empty_map, hash=False)
     subject: Descriptor | None = None
     artifact_type: str | None = None
 
@@ -215,7 +167,7 @@ class Index:
     media_type: str
     manifests: tuple[Descriptor, ...]
     raw: bytes = field(repr=False)
-    annotations: Mapping[str, str] = field(default_factory=_empty_map, hash=False)
+    annotations: Mapping[str, str] = field(default_factory=empty_map, hash=False)
     subject: Descriptor | None = None
 
     @property
@@ -281,7 +233,7 @@ def parse_document(
         raise _schema1(what)
     if version != 2:
         raise UnsupportedSchemaError(f"{what}: schemaVersion must be 2, got {version!r}")
-    declared = _str(doc, "mediaType", what, required=False)
+    declared = str_field(doc, "mediaType", what, required=False)
     has_manifests = "manifests" in doc
     has_image_parts = "layers" in doc or "config" in doc
     if has_manifests and has_image_parts:
@@ -330,9 +282,9 @@ def _parse_manifest(doc: dict[str, Any], raw: bytes, kind: str, what: str) -> Ma
         config=config,
         layers=layers,
         raw=raw,
-        annotations=_str_map(doc, "annotations", what),
+        annotations=str_map(doc, "annotations", what),
         subject=Descriptor.from_json(subject, f"{what} subject") if subject else None,
-        artifact_type=_str(doc, "artifactType", what, required=False),
+        artifact_type=str_field(doc, "artifactType", what, required=False),
     )
 
 
@@ -348,75 +300,6 @@ def _parse_index(doc: dict[str, Any], raw: bytes, kind: str, what: str) -> Index
         media_type=kind,
         manifests=manifests,
         raw=raw,
-        annotations=_str_map(doc, "annotations", what),
+        annotations=str_map(doc, "annotations", what),
         subject=Descriptor.from_json(subject, f"{what} subject") if subject else None,
     )
-
-
-@dataclass(frozen=True, slots=True)
-class ImageConfig:
-    """The parts of an image config polyarch reads; `raw` keeps the whole document."""
-
-    os: str
-    architecture: str
-    variant: str | None
-    raw: bytes = field(repr=False)
-    created: str | None = None
-    env: tuple[str, ...] = ()
-    entrypoint: tuple[str, ...] | None = None
-    cmd: tuple[str, ...] | None = None
-    working_dir: str | None = None
-    user: str | None = None
-    labels: Mapping[str, str] = field(default_factory=_empty_map, hash=False)
-    exposed_ports: tuple[str, ...] = ()
-    diff_ids: tuple[Digest, ...] = ()
-    history_length: int = 0
-
-    @property
-    def platform(self) -> Platform:
-        try:
-            return Platform.of(self.os, self.architecture, self.variant)
-        except InvalidPlatformError:
-            return Platform(self.os, self.architecture, self.variant)
-
-    @classmethod
-    def parse(cls, raw: bytes, what: str = "image config") -> ImageConfig:
-        doc = load_json(raw, what)
-        os_ = _str(doc, "os", what)
-        arch = _str(doc, "architecture", what)
-        assert os_ is not None and arch is not None
-        cfg = doc.get("config") or {}
-        if not isinstance(cfg, dict):
-            raise ManifestError(f"{what}: 'config' must be an object")
-        rootfs = doc.get("rootfs") or {}
-        if not isinstance(rootfs, dict):
-            raise ManifestError(f"{what}: 'rootfs' must be an object")
-        try:
-            diff_ids = tuple(Digest.parse(d) for d in rootfs.get("diff_ids") or [])
-        except InvalidDigestError as exc:
-            raise ManifestError(f"{what}: rootfs.diff_ids: {exc}") from None
-        history = doc.get("history") or []
-        return cls(
-            os=os_,
-            architecture=arch,
-            variant=_str(doc, "variant", what, required=False),
-            raw=raw,
-            created=_str(doc, "created", what, required=False),
-            env=_str_tuple(cfg.get("Env"), what, "Env") or (),
-            entrypoint=_str_tuple(cfg.get("Entrypoint"), what, "Entrypoint"),
-            cmd=_str_tuple(cfg.get("Cmd"), what, "Cmd"),
-            working_dir=_str(cfg, "WorkingDir", what, required=False) or None,
-            user=_str(cfg, "User", what, required=False) or None,
-            labels=_str_map(cfg, "Labels", what),
-            exposed_ports=tuple(sorted((cfg.get("ExposedPorts") or {}).keys())),
-            diff_ids=diff_ids,
-            history_length=len(history) if isinstance(history, list) else 0,
-        )
-
-
-def _str_tuple(value: Any, what: str, key: str) -> tuple[str, ...] | None:
-    if value is None:
-        return None
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ManifestError(f"{what}: config.{key} must be a list of strings")
-    return tuple(value)

@@ -15,7 +15,7 @@ import ctypes.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Final, Literal
 
 from polyarch.errors import PolyarchError
 from polyarch.platform import Platform, runs_natively
@@ -130,6 +130,17 @@ def status(platform: Platform, machine: Platform) -> Status:
     if handler is not None and handler.enabled:
         return Status(platform, "emulated", handler, available)
     return Status(platform, "missing", handler, available)
+
+
+KNOWN: Final = ("linux/amd64", "linux/arm64", "linux/arm/v7", "linux/arm/v6", "linux/386",
+                "linux/ppc64le", "linux/s390x", "linux/riscv64")  # fmt: skip
+
+
+def registered(machine: Platform) -> tuple[Platform, ...]:
+    """The common platforms this machine runs through a registered emulator."""
+    return tuple(
+        p for p in (Platform.parse(t) for t in KNOWN) if status(p, machine).kind == "emulated"
+    )
 
 
 def install(platforms: list[Platform], machine: Platform) -> list[str]:

@@ -20,6 +20,25 @@ CAPABILITIES: Final = (
     "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE",
     "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
 )  # fmt: skip
+# Linux capability numbers, in order (CAP_CHOWN is 0).
+CAPABILITY_NUMBERS: Final = (
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID",
+    "CAP_KILL", "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW",
+    "CAP_IPC_LOCK", "CAP_IPC_OWNER", "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE", "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE", "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE",
+    "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL", "CAP_SETFCAP", "CAP_MAC_OVERRIDE", "CAP_MAC_ADMIN",
+    "CAP_SYSLOG", "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ", "CAP_PERFMON",
+    "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
+)  # fmt: skip
+
+
+def capabilities_of(mask: int) -> tuple[str, ...]:
+    """The names of the capabilities set in a mask (as /proc/<pid>/status shows them)."""
+    return tuple(name for bit, name in enumerate(CAPABILITY_NUMBERS) if mask >> bit & 1)
+
+
 MASKED: Final = (
     "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
     "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
@@ -48,6 +67,9 @@ class ProcessSpec:
     binds: tuple[BindMount, ...] = field(default_factory=tuple)
     hostname: str = HOSTNAME
     private_network: bool = False
+    privileged: bool = False  # RUN --security=insecure: nothing masked, /sys writable
+    # None: Docker's default set; a privileged step gets every capability the host grants
+    capabilities: tuple[str, ...] | None = None
     # A static init for the host's machine (tini-static), run as PID 1 with the process as its
     # child: under QEMU, a guest process that is PID 1 and dies of a signal hangs instead (the
     # emulator re-raises the signal at itself, and the kernel ignores it for PID 1).
@@ -83,7 +105,13 @@ def runtime_spec(process: ProcessSpec, rootfs: str) -> dict[str, Any]:
         mounts.append({"destination": INIT_PATH, "type": "bind", "source": process.init,
                        "options": ["rbind", "nosuid", "nodev", "ro"]})  # fmt: skip
         args = [INIT_PATH, "--", *args]
-    caps = list(CAPABILITIES)
+    caps = list(process.capabilities if process.capabilities is not None else CAPABILITIES)
+    if process.privileged:
+        mounts = [
+            {**m, "options": ["nosuid", "noexec", "nodev", "rw"]} if m["destination"] == "/sys"
+            else m
+            for m in mounts
+        ]  # fmt: skip
     namespaces = ["pid", "ipc", "uts", "mount"] + (["network"] if process.private_network else [])
     return {
         "ociVersion": "1.0.2",
@@ -113,8 +141,8 @@ def runtime_spec(process: ProcessSpec, rootfs: str) -> dict[str, Any]:
         "mounts": mounts,
         "linux": {
             "namespaces": [{"type": t} for t in namespaces],
-            "maskedPaths": list(MASKED),
-            "readonlyPaths": list(READONLY),
+            "maskedPaths": [] if process.privileged else list(MASKED),
+            "readonlyPaths": [] if process.privileged else list(READONLY),
         },
     }
 

@@ -1,0 +1,1127 @@
+"""A Dockerfile, target platforms and resolved base images -> a build graph (BuildKit's
+dockerfile2llb). Pure.
+
+For each target platform the converter walks the target stage and, through `FROM <stage>`,
+`COPY --from` and `RUN --mount=...,from=`, every stage it needs (only those), as BuildKit
+dispatches them:
+
+- Values are expanded where BuildKit expands them, against the stage's environment: the base
+  image's Env, then every ENV and every ARG with a value, in order (the later wins). ARGs
+  before the first FROM are the global scope: usable in FROM lines, visible in a stage only
+  when redeclared there. `--build-arg` beats an ARG's default. Predefined: TARGETPLATFORM,
+  TARGETOS, TARGETARCH, TARGETVARIANT, TARGETSTAGE, BUILDPLATFORM, BUILDOS, BUILDARCH,
+  BUILDVARIANT, and the proxy ARGs, which reach RUN steps without a declaration and stay out
+  of keys and history.
+- Metadata (ENV, USER, WORKDIR, CMD, ENTRYPOINT, LABEL, ...) is resolved here, into the image
+  config of each target and its history, as BuildKit writes them; the engine never reads the
+  Dockerfile.
+- Filesystem steps become typed vertices (sources, exec, file ops): RUN heredocs as BuildKit
+  runs them (the body through the shell; a shebang body as a file run from /dev/pipes; other
+  forms handed to the shell whole), COPY heredocs expanded with ARG and ENV values, context
+  files as selections of the context.
+
+Identical vertices have identical keys, so a stage whose steps are the same for several
+targets (pinned to $BUILDPLATFORM, using no TARGET* value) appears once. Build-once stages
+(`--build-once`) are planned once, for the build machine; what other stages take from them is
+listed for the check that they are free of native code.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+from polyarch.errors import DockerfileError, InvalidPlatformError, InvalidReferenceError
+from polyarch.frontend import gofmt
+from polyarch.frontend.dockerfile.instructions import Dockerfile, Instruction, Stage
+from polyarch.frontend.dockerfile.instructions import instruction_of as build_instruction
+from polyarch.frontend.dockerfile.shell import ExpansionError, ShellLexer
+from polyarch.frontend.dockerfile.syntax import Heredoc, chomp, parse
+from polyarch.frontend.runmount import MountSpec, MountSyntaxError, parse_mount
+from polyarch.graph.model import (
+    BuildGraph,
+    HistoryStep,
+    ImageSpec,
+    Location,
+    OnceCheck,
+    PlanStep,
+    PlanWarning,
+    StageInstance,
+    Vertex,
+)
+from polyarch.graph.ops import (
+    BindMount,
+    CacheMount,
+    ContextSource,
+    Copy,
+    ExecOp,
+    FileOp,
+    HttpSource,
+    ImageSource,
+    MergeOp,
+    Mkdir,
+    Mkfile,
+    Mount,
+    Op,
+    Scratch,
+    SecretMount,
+    SshMount,
+    TmpfsMount,
+)
+from polyarch.oci.config import DEFAULT_PATH, Healthcheck, ImageConfig
+from polyarch.platform import Platform, runs_natively
+from polyarch.reference import Reference
+
+PLATFORM_ARGS: Final = (
+    "TARGETPLATFORM", "TARGETOS", "TARGETARCH", "TARGETVARIANT",
+    "BUILDPLATFORM", "BUILDOS", "BUILDARCH", "BUILDVARIANT",
+)  # fmt: skip
+PREDEFINED_ARGS: Final = (*PLATFORM_ARGS, "TARGETSTAGE")
+PROXY_ARGS: Final = frozenset(
+    name
+    for base in ("HTTP_PROXY", "HTTPS_PROXY", "FTP_PROXY", "NO_PROXY", "ALL_PROXY")
+    for name in (base, base.lower())
+)
+DEFAULT_SHELL: Final = ("/bin/sh", "-c")
+ENTITLEMENTS: Final = ("security.insecure", "network.host")
+INLINE_DIR: Final = "/dev/pipes"
+_MIN_DURATION: Final = 1_000_000  # 1 ms, BuildKit's minimum for HEALTHCHECK durations
+
+
+def platform_args(target: Platform, build: Platform, stage: str = "default") -> dict[str, str]:
+    return {
+        "BUILDPLATFORM": str(build),
+        "BUILDOS": build.os,
+        "BUILDARCH": build.architecture,
+        "BUILDVARIANT": build.variant or "",
+        "TARGETPLATFORM": str(target),
+        "TARGETOS": target.os,
+        "TARGETARCH": target.architecture,
+        "TARGETVARIANT": target.variant or "",
+        "TARGETSTAGE": stage,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class BaseImage:
+    """A base image as resolved from its registry: manifest digest and config."""
+
+    digest: str
+    config: ImageConfig
+
+
+@dataclass(frozen=True, slots=True)
+class ConvertRequest:
+    dockerfile: Dockerfile
+    platforms: tuple[Platform, ...]
+    build_platform: Platform
+    build_args: Mapping[str, str] = field(default_factory=dict)
+    target: str | None = None
+    # (image reference, platform) -> what it resolved to. Without them the graph expands as if
+    # base images had an empty config: fine for showing a plan, wrong for building one.
+    images: Mapping[tuple[str, str], BaseImage] = field(default_factory=dict)
+    # "auto": stages that use no TARGET* value and are only copied from run once, natively;
+    # "off": BuildKit's behaviour; or a set of stage names to run once regardless.
+    build_once: str | frozenset[str] = "auto"
+    # Stages found to produce native code (after running once): planned per platform.
+    per_platform: frozenset[str] = frozenset()
+    ignore: tuple[str, ...] = ()  # the build context's .dockerignore patterns
+    allow: frozenset[str] = frozenset()  # entitlements granted (`--allow security.insecure`)
+    labels: Mapping[str, str] = field(default_factory=dict)  # `--label`: on the target image
+
+
+def convert(request: ConvertRequest) -> BuildGraph:
+    return _Converter(request).run()
+
+
+def build_once_stages(
+    dockerfile: Dockerfile, target: Stage, mode: str | frozenset[str], excluded: frozenset[str]
+) -> dict[int, str]:
+    """Stages to run once on the build machine, and why ("auto" or "forced").
+
+    Auto: a stage qualifies when it has RUN steps (the work to save), no instruction of it
+    declares or uses a TARGET* ARG, it is not the target, no other stage builds FROM it (its
+    files would land in a per-platform image as they are), and its FROM line has no --platform
+    (pinned stages run once anyway). Whether what it produces is really platform-neutral is
+    checked after it runs.
+    """
+    if mode == "off":
+        return {}
+    lexer = ShellLexer(dockerfile.escape)
+    target_args = {n for n in PREDEFINED_ARGS if n.startswith("TARGET")}
+    from_parents = {s.base.lower() for s in dockerfile.stages}
+    chosen: dict[int, str] = {}
+    for stage in dockerfile.stages:
+        name = stage.name or str(stage.index)
+        if name in excluded or stage.display in excluded:
+            continue
+        if isinstance(mode, frozenset):
+            if name in mode or stage.display in mode:
+                chosen[stage.index] = "forced"
+            continue
+        if stage.index == target.index or stage.platform is not None:
+            continue
+        if stage.name and stage.name in from_parents:
+            continue
+        if not any(ins.kind == "RUN" for ins in stage.instructions):
+            continue  # nothing to save by running it once (an image used as a stage, say)
+        uses: set[str] = set()
+        for ins in stage.instructions:
+            if ins.kind == "ARG":
+                uses |= {n for n, _ in ins.arg_declarations()}
+            for text in (*ins.args, *(v for v in ins.flags.values() if isinstance(v, str)),
+                         *(m for m in ins.list_flag("mount"))):  # fmt: skip
+                uses |= lexer.names_used(text)
+        if uses & target_args:
+            continue
+        chosen[stage.index] = "auto"
+    return chosen
+
+
+@dataclass
+class _State:
+    """What a stage carries from one instruction to the next (and to `FROM <stage>`)."""
+
+    config: ImageConfig
+    env: dict[str, str]  # BuildKit's state env: base Env, ENV and ARG values, in order
+    head: str  # the vertex of the filesystem so far
+    steps: list[HistoryStep] = field(default_factory=list)
+    build_args: list[tuple[str, str | None]] = field(default_factory=list)  # ARGs, for history
+    plan: list[PlanStep] = field(default_factory=list)
+    cmd_set: bool = False  # CMD was set in this stage (ENTRYPOINT then keeps it)
+    declared: dict[str, str | None] = field(default_factory=dict)  # ARGs declared in the stage
+
+    @property
+    def workdir(self) -> str:
+        return self.config.working_dir or "/"
+
+    @property
+    def user(self) -> str:
+        return self.config.user or ""
+
+    @property
+    def shell(self) -> tuple[str, ...]:
+        return self.config.shell or DEFAULT_SHELL
+
+    def fork(self) -> _State:
+        return _State(self.config, dict(self.env), self.head, list(self.steps),
+                      list(self.build_args), [], False, {})  # fmt: skip
+
+
+@dataclass
+class _Built:
+    instance: StageInstance
+    state: _State
+
+
+@dataclass(frozen=True)
+class _Context:
+    """What one stage's instructions share."""
+
+    stage: Stage
+    target: Platform  # the target platform this instance is for
+    platform: Platform  # where its steps run
+    glob: Mapping[str, str]
+    stack: tuple[int, ...]
+
+
+class _Converter:
+    def __init__(self, request: ConvertRequest) -> None:
+        self.req = request
+        self.df = request.dockerfile
+        self.lexer = ShellLexer(self.df.escape)
+        self.raw_lexer = ShellLexer(self.df.escape, skip_process_quotes=True)
+        self.vertices: dict[str, Vertex] = {}
+        self.built: dict[tuple[int, Platform], _Built] = {}
+        self.warnings: list[PlanWarning] = []
+        self.warned: set[tuple[str, int | None]] = set()
+        self.consumed: set[str] = set()
+        self.users: dict[tuple[int, Platform], list[Platform]] = {}
+        self.once: dict[int, str] = {}
+        self.checks: dict[str, list[OnceCheck]] = {}
+        self.target_name = "default"
+
+    # entry -------------------------------------------------------------------------------
+
+    def run(self) -> BuildGraph:
+        if not self.req.platforms:
+            raise DockerfileError("no target platform given", path=self.df.path)
+        unknown = sorted(self.req.allow - set(ENTITLEMENTS))
+        if unknown:
+            raise DockerfileError(f"unknown entitlement {unknown[0]!r} (known: "
+                                  f"{', '.join(ENTITLEMENTS)})", path=self.df.path)  # fmt: skip
+        target = self.target_stage()
+        self.target_name = self.req.target or target.name or "default"
+        if any(p != self.req.build_platform for p in self.req.platforms):
+            self.once = build_once_stages(
+                self.df, target, self.req.build_once, self.req.per_platform
+            )
+        images: dict[Platform, ImageSpec] = {}
+        for platform in self.req.platforms:
+            built = self.stage(target.index, platform, ())
+            images[platform] = self.image_spec(built.state, platform)
+        self.unused_stage_warnings(target)
+        unused_args = sorted(set(self.req.build_args) - self.consumed - PROXY_ARGS
+                             - set(PREDEFINED_ARGS) - {"SOURCE_DATE_EPOCH"})  # fmt: skip
+        if unused_args:
+            self.warn(f"build arguments not consumed by any ARG: {', '.join(unused_args)}", None)
+        return BuildGraph(
+            platforms=self.req.platforms,
+            build_platform=self.req.build_platform,
+            target=target.display,
+            vertices=dict(self.vertices),
+            stages=self.grouped_instances(),
+            images=images,
+            warnings=tuple(self.warnings),
+            once_checks={k: tuple(v) for k, v in self.checks.items()},
+        )
+
+    def image_spec(self, state: _State, target: Platform) -> ImageSpec:
+        """The target's image: its config claims the target platform (as BuildKit's
+        finalizeResultImage does), with the build's labels."""
+        config = state.config
+        same = config.os == target.os and config.architecture == target.architecture
+        variant = target.variant if target.variant or not same else config.variant
+        labels = dict(config.labels)
+        labels.update(self.req.labels)
+        config = config.replace(os=target.os, architecture=target.architecture,
+                                variant=variant, labels=labels)  # fmt: skip
+        return ImageSpec(target, state.head, config, tuple(state.steps))
+
+    def target_stage(self) -> Stage:
+        if self.req.target is None:
+            return self.df.stages[-1]
+        found = self.df.stage(self.req.target)
+        if found is None:
+            names = ", ".join(s.name or str(s.index) for s in self.df.stages)
+            raise DockerfileError(
+                f"target stage {self.req.target!r} not found (stages: {names})", path=self.df.path
+            )
+        return found
+
+    def grouped_instances(self) -> tuple[StageInstance, ...]:
+        by_stage: dict[int, dict[tuple[PlanStep, ...], StageInstance]] = {}
+        order = {p: i for i, p in enumerate(self.req.platforms)}
+        for (index, key_platform), built in sorted(self.built.items(), key=lambda kv: kv[0][0]):
+            group = by_stage.setdefault(index, {})
+            inst = built.instance
+            targets = set(self.users.get((index, key_platform), []))
+            existing = group.get(inst.steps)
+            if existing is not None:
+                targets |= set(existing.targets)
+            merged = tuple(sorted(targets, key=lambda p: order.get(p, len(order))))
+            stage = self.df.stages[index]
+            if index in self.once:
+                mode = "build-once"
+            elif stage.platform is not None and len(merged) > 1:
+                mode = "pinned"
+            else:
+                mode = "per-platform"
+            group[inst.steps] = StageInstance(inst.stage, index, inst.platform, merged,
+                                              inst.steps, inst.result, inst.base_image,
+                                              mode)  # fmt: skip
+        return tuple(
+            inst
+            for index in sorted(by_stage)
+            for inst in sorted(
+                by_stage[index].values(), key=lambda i: order.get(i.targets[0], len(order))
+            )
+        )
+
+    def unused_stage_warnings(self, target: Stage) -> None:
+        used = {index for index, _ in self.built}
+        for stage in self.df.stages:
+            if stage.index not in used:
+                self.warn(
+                    f"stage {stage.display!r} is never used: target {target.display!r} does not "
+                    "depend on it, so it is not built",
+                    stage.location,
+                )
+
+    def warn(self, message: str, location: Location | None) -> None:
+        key = (message, location.start_line if location else None)
+        if key not in self.warned:
+            self.warned.add(key)
+            self.warnings.append(PlanWarning(message, location))
+
+    # global scope ------------------------------------------------------------------------
+
+    def global_scope(self, platform: Platform) -> dict[str, str]:
+        scope = platform_args(platform, self.req.build_platform, self.target_name)
+        for name in PREDEFINED_ARGS:
+            if name in self.req.build_args:
+                scope[name] = self.req.build_args[name]
+        for instruction in self.df.meta_args:
+            for name, default in instruction.arg_declarations():
+                if name in self.req.build_args:
+                    self.consumed.add(name)
+                    scope[name] = self.req.build_args[name]
+                elif default is not None:
+                    scope[name] = self.expand(default, scope, instruction)
+        return scope
+
+    # stages ------------------------------------------------------------------------------
+
+    def stage(self, index: int, platform: Platform, stack: tuple[int, ...]) -> _Built:
+        target = platform
+        if index in self.once:
+            # Built once, for the build machine, whatever the target: every target shares it.
+            platform = self.req.build_platform
+        self.users.setdefault((index, platform), []).append(target)
+        memo = self.built.get((index, platform))
+        if memo is not None:
+            return memo
+        if index in stack:
+            chain = " -> ".join(self.df.stages[i].display for i in (*stack, index))
+            raise DockerfileError(
+                f"circular dependency between stages: {chain}",
+                path=self.df.path,
+                line=self.df.stages[index].location.start_line,
+            )
+        built = self.build_stage(self.df.stages[index], platform, (*stack, index))
+        self.built[(index, platform)] = built
+        return built
+
+    def build_stage(self, stage: Stage, target: Platform, stack: tuple[int, ...]) -> _Built:
+        glob = self.global_scope(target)
+        frm = stage.from_instruction
+        base = self.expand(stage.base, glob, frm)
+        if not base:
+            raise self.error(f"base name ({stage.base}) should not be blank", frm)
+        parent_stage = self.stage_named(base, before=stage.index)
+        requested: Platform | None = None
+        if stage.platform is not None:
+            text = self.expand(stage.platform, glob, frm)
+            if self.stage_named(text, before=len(self.df.stages)) is not None:
+                self.warn(
+                    f"FROM --platform={stage.platform} names a stage; --platform takes a "
+                    "platform (like linux/arm64 or $BUILDPLATFORM)",
+                    frm.location,
+                )
+            if not text:
+                raise self.error(f"empty platform value from expression {stage.platform}", frm)
+            try:
+                requested = Platform.parse(text)
+            except InvalidPlatformError as exc:
+                raise self.error(f"FROM --platform: {exc}", frm) from None
+        base_image: str | None = None
+        triggers: tuple[str, ...] = ()
+        if parent_stage is not None:
+            if requested is not None:
+                self.warn(
+                    f"FROM --platform is ignored when FROM names another stage ({base!r}): "
+                    "the stage is built for its own platform",
+                    frm.location,
+                )
+            parent = self.stage(parent_stage.index, target, stack)
+            run_platform = parent.instance.platform
+            state = parent.state.fork()
+            state.config = state.config.replace(onbuild=())  # triggers do not carry over
+        else:
+            run_platform = requested or target
+            if base == "scratch":
+                head = self.add(Scratch(), (), f"FROM {base}", run_platform, frm, internal=False)
+                state = _State(ImageConfig.empty(run_platform), {}, head)
+            else:
+                base_image = self.image_name(base, frm)
+                resolved = self.req.images.get((base_image, str(run_platform)))
+                config = resolved.config if resolved else ImageConfig.empty(run_platform)
+                triggers = config.onbuild
+                config = config.replace(onbuild=())
+                if "PATH" not in config.env_map() and run_platform.os != "windows":
+                    config = config.replace(env=(*config.env, f"PATH={DEFAULT_PATH}"))
+                source = ImageSource(base_image, run_platform, resolved.digest if resolved else "")
+                head = self.add(source, (), f"FROM {base_image}", run_platform, frm)
+                state = _State(config, dict(config.env_map()), head)
+            if state.config.working_dir:
+                wd = posixpath.normpath(posixpath.join("/", state.config.working_dir))
+                state.config = state.config.replace(working_dir=wd)
+        state.plan.append(PlanStep(f"FROM {base_image or base}", state.head, frm.location))
+        ctx = _Context(stage, target, run_platform, glob, stack)
+        for instruction in (*self.triggers(triggers, frm), *stage.instructions):
+            self.instruction(instruction, state, ctx)
+        instance = StageInstance(stage.display, stage.index, run_platform, (target,),
+                                 tuple(state.plan), state.head, base_image)  # fmt: skip
+        return _Built(instance, state)
+
+    def triggers(self, expressions: Sequence[str], frm: Instruction) -> list[Instruction]:
+        """ONBUILD triggers of a base image, as instructions located at the FROM line."""
+        out: list[Instruction] = []
+        for expression in expressions:
+            try:
+                nodes = parse(expression + "\n", frm.location.path).nodes
+                if len(nodes) != 1:
+                    raise DockerfileError("onbuild trigger should be a single expression")
+                ins = build_instruction(nodes[0], frm.location.path)
+                if ins.kind in ("ONBUILD", "FROM", "MAINTAINER"):
+                    raise DockerfileError(f"{ins.kind} isn't allowed as an ONBUILD trigger")
+                out.append(Instruction(ins.kind, ins.args, frm.location, f"ONBUILD {expression}",
+                                       ins.flags, ins.json, ins.heredocs))  # fmt: skip
+            except DockerfileError as exc:
+                raise self.error(f"ONBUILD trigger of the base image fails: {exc.message}",
+                                 frm) from None  # fmt: skip
+        return out
+
+    def stage_named(self, name: str, before: int) -> Stage | None:
+        key = name.lower()
+        for stage in self.df.stages[:before]:
+            if stage.name == key:
+                return stage
+        return None
+
+    def stage_for_from(self, value: str) -> Stage | None:
+        """COPY --from / --mount from=: a stage by name or index, else None (an image)."""
+        key = value.lower()
+        for stage in self.df.stages:
+            if stage.name == key:
+                return stage
+        if value.isdigit() and int(value) < len(self.df.stages):
+            return self.df.stages[int(value)]
+        return None
+
+    def image_name(self, base: str, instruction: Instruction) -> str:
+        try:
+            return str(Reference.parse(base))
+        except InvalidReferenceError as exc:
+            raise self.error(str(exc), instruction) from None
+
+    # instructions ------------------------------------------------------------------------
+
+    def instruction(self, ins: Instruction, st: _State, ctx: _Context) -> None:
+        kind = ins.kind
+        if kind == "ARG":
+            self.arg(ins, st, ctx)
+            return
+        if kind in ("RUN", "COPY", "ADD", "ENV", "LABEL", "WORKDIR", "USER", "EXPOSE", "VOLUME",
+                    "STOPSIGNAL"):  # fmt: skip
+            self.check_platform_args(ins, st, ctx)
+        handler: Callable[[Instruction, _State, _Context], None] = getattr(
+            self, "do_" + kind.lower(), self.unknown
+        )
+        handler(ins, st, ctx)
+
+    def unknown(self, ins: Instruction, _st: _State, _ctx: _Context) -> None:
+        raise self.error(f"cannot convert {ins.kind}", ins)
+
+    def meta(self, st: _State, ins: Instruction, created_by: str, shown: str = "") -> None:
+        st.steps.append(HistoryStep(created_by))
+        st.plan.append(PlanStep(shown or created_by, None, ins.location))
+
+    def arg(self, ins: Instruction, st: _State, ctx: _Context) -> None:
+        shown: list[str] = []
+        for name, default in ins.arg_declarations():
+            value: str | None
+            if name in self.req.build_args:
+                self.consumed.add(name)
+                value = self.req.build_args[name]
+            elif default is not None:
+                value = self.expand(default, st.env, ins)
+            elif name in ctx.glob:
+                value = ctx.glob[name]
+            else:
+                value = None
+            st.declared[name] = value
+            if value is not None:
+                st.env[name] = value
+            names = [k for k, _ in st.build_args]
+            if name in names:
+                st.build_args[names.index(name)] = (name, value)
+            else:
+                st.build_args.append((name, value))
+            shown.append(name if value is None else f"{name}={value}")
+        self.meta(st, ins, "ARG " + " ".join(shown))
+
+    def do_env(self, ins: Instruction, st: _State, _ctx: _Context) -> None:
+        shown: list[str] = []
+        for name, value in ins.pairs():
+            key = self.expand(name, st.env, ins)
+            text = self.expand(value, st.env, ins)
+            st.env.pop(key, None)
+            st.env[key] = text
+            st.config = st.config.with_env(key, text)
+            shown.append(f"{key}={text}")
+        self.meta(st, ins, "ENV " + " ".join(shown))
+
+    def do_label(self, ins: Instruction, st: _State, _ctx: _Context) -> None:
+        labels = dict(st.config.labels)
+        shown: list[str] = []
+        for name, value in ins.pairs():
+            key, text = self.expand(name, st.env, ins), self.expand(value, st.env, ins)
+            labels[key] = text
+            shown.append(f"{key}={text}")
+        st.config = st.config.replace(labels=labels)
+        self.meta(st, ins, "LABEL " + " ".join(shown))
+
+    def do_maintainer(self, ins: Instruction, st: _State, _ctx: _Context) -> None:
+        st.config = st.config.replace(author=ins.args[0])
+        self.meta(st, ins, f"MAINTAINER {ins.args[0]}")
+
+    def do_user(self, ins: Instruction, st: _State, _ctx: _Context) -> None:
+        user = self.expand(ins.args[0], st.env, ins)
+        st.config = st.config.replace(user=user)
+        self.meta(st, ins, f"USER {user}")
+
+    def do_shell(self, ins: Instruction, st: _State, _ctx: _Context) -> None:
+        st.config = st.config.replace(shell=tuple(ins.args))
+        self.meta(st, ins, "SHELL " + gofmt.plain_list(ins.args), ins.original.strip())
+
+    def do_stopsignal(self, ins: Instruction, st: _State, _ctx: _Context) -> None:
+        signal = self.expand(ins.args[0], st.env, ins)
+        if not _valid_signal(signal):
+            raise self.error(f"Invalid signal: {signal}", ins)
+        st.config = st.config.replace(stop_signal=signal)
+        self.meta(st, ins, f"STOPSIGNAL {signal}")
+
+    def do_volume(self, ins: Instruction, st: _State, _ctx: _Context) -> None:
+        volumes = [self.expand(w, st.env, ins) for w in ins.args]
+        if any(not v for v in volumes):
+            raise self.error("VOLUME specified can not be an empty string", ins)
+        st.config = st.config.replace(volumes=tuple(sorted({*st.config.volumes, *volumes})))
+        self.meta(st, ins, "VOLUME " + gofmt.plain_list(volumes), "VOLUME " + " ".join(volumes))
+
+    def do_expose(self, ins: Instruction, st: _State, _ctx: _Context) -> None:
+        ports: list[str] = []
+        words: list[str] = []
+        for word in sorted(ins.args):
+            try:
+                expanded = self.lexer.process_words(word, st.env)
+            except ExpansionError as exc:
+                raise self.error(str(exc), ins) from None
+            words.extend(expanded)
+            for port in expanded:
+                ports.extend(self.port_specs(port, ins))
+        st.config = st.config.replace(exposed_ports=tuple(sorted({*st.config.exposed_ports,
+                                                                   *ports})))  # fmt: skip
+        self.meta(st, ins, "EXPOSE " + gofmt.plain_list(ports), "EXPOSE " + " ".join(words))
+
+    def port_specs(self, raw: str, ins: Instruction) -> list[str]:
+        """`[ip:][host:]port[-end][/proto]` -> `port/proto` entries, as BuildKit parses."""
+        rest = raw
+        if rest.startswith("["):
+            close = rest.find("]")
+            rest = rest[close + 1 :].lstrip(":") if close >= 0 else rest
+        container = rest.rsplit(":", 1)[-1]
+        number, _, proto = container.partition("/")
+        proto = (proto or "tcp").lower()
+        if proto not in ("tcp", "udp", "sctp"):
+            raise self.error(f'invalid port: "{raw}": invalid proto: {proto}', ins)
+        start_text, dash, end_text = number.partition("-")
+        try:
+            start = int(start_text)
+            end = int(end_text) if dash else start
+        except ValueError:
+            raise self.error(f'invalid port: "{raw}": invalid containerPort: {number}',
+                             ins) from None  # fmt: skip
+        if not (0 <= start <= 65535 and 0 <= end <= 65535) or end < start:
+            raise self.error(f'invalid port: "{raw}": invalid containerPort: {number}', ins)
+        return [f"{p}/{proto}" for p in range(start, end + 1)]
+
+    def command(self, ins: Instruction, st: _State) -> tuple[str, ...]:
+        args = tuple(ins.args)
+        if ins.json:
+            return args
+        return (*st.shell, " ".join(args)) if args else ()
+
+    def do_cmd(self, ins: Instruction, st: _State, _ctx: _Context) -> None:
+        argv = self.command(ins, st)
+        st.config = st.config.replace(cmd=argv, args_escaped=True)
+        st.cmd_set = True
+        self.meta(st, ins, f"CMD {gofmt.quoted_list(argv)}", ins.original.strip())
+
+    def do_entrypoint(self, ins: Instruction, st: _State, _ctx: _Context) -> None:
+        argv = self.command(ins, st)
+        st.config = st.config.replace(entrypoint=argv)
+        if not st.cmd_set:
+            st.config = st.config.replace(cmd=None)  # resets a CMD not set in this stage
+        self.meta(st, ins, f"ENTRYPOINT {gofmt.quoted_list(argv)}", ins.original.strip())
+
+    def do_healthcheck(self, ins: Instruction, st: _State, _ctx: _Context) -> None:
+        args = list(ins.args)
+        if args[0].upper() == "NONE":
+            check = Healthcheck(("NONE",))
+        else:
+            test = ("CMD", *args[1:]) if ins.json else ("CMD-SHELL", " ".join(args[1:]))
+            durations: list[int] = []
+            for flag in ("interval", "timeout", "start-period", "start-interval"):
+                text = ins.flag(flag) or ""
+                try:
+                    value = gofmt.parse_duration(text) if text else 0
+                except ValueError:
+                    raise self.error(f"invalid duration {text!r} for --{flag}", ins) from None
+                if value and value < _MIN_DURATION:
+                    raise self.error(f'Interval "{flag}" cannot be less than 1ms', ins)
+                if value < 0:
+                    raise self.error(f'Interval "{flag}" cannot be negative', ins)
+                durations.append(value)
+            retries = int(ins.flag("retries") or 0)
+            interval, timeout, start_period, start_interval = durations
+            check = Healthcheck(test, interval, timeout, start_period, start_interval, retries)
+        st.config = st.config.replace(healthcheck=check)
+        self.meta(st, ins, "HEALTHCHECK " + _healthcheck_text(check), ins.original.strip())
+
+    def do_onbuild(self, ins: Instruction, st: _State, _ctx: _Context) -> None:
+        # BuildKit records the trigger in the config and writes no history for it.
+        st.config = st.config.replace(onbuild=(*st.config.onbuild, ins.args[0]))
+        st.plan.append(PlanStep(ins.original.strip(), None, ins.location))
+
+    def do_workdir(self, ins: Instruction, st: _State, ctx: _Context) -> None:
+        path = self.expand(ins.args[0], st.env, ins)
+        workdir = posixpath.normpath(posixpath.join(st.workdir, path))
+        if workdir.startswith("//"):
+            workdir = workdir[1:]
+        st.config = st.config.replace(working_dir=workdir)
+        if workdir == "/":
+            self.meta(st, ins, f"WORKDIR {workdir}")
+            return
+        # made with the stage's current USER as owner, as BuildKit's dispatchWorkdir does
+        op = FileOp((Mkdir(workdir, 0o755, st.user),))
+        st.head = self.add(op, (st.head,), f"WORKDIR {workdir}", ctx.platform, ins)
+        st.steps.append(HistoryStep(f"WORKDIR {workdir}", st.head))
+        st.plan.append(PlanStep(f"WORKDIR {workdir}", st.head, ins.location))
+
+    # RUN ---------------------------------------------------------------------------------
+
+    def do_run(self, ins: Instruction, st: _State, ctx: _Context) -> None:
+        for flag in ins.flags:
+            if flag not in ("mount", "network", "security"):
+                raise self.error(f"RUN --{flag} is not supported by polyarch", ins)
+        network = ins.flag("network") or "default"
+        security = ins.flag("security") or "sandbox"
+        if network not in ("default", "none", "host"):
+            raise self.error(f'invalid network mode "{network}" (use default, none or host)', ins)
+        if security not in ("sandbox", "insecure"):
+            raise self.error(f'security "{security}" is not valid (use sandbox or insecure)', ins)
+        if security == "insecure" and "security.insecure" not in self.req.allow:
+            raise self.error(
+                "RUN --security=insecure needs the security.insecure entitlement: start the "
+                "build with --allow security.insecure", ins,
+            )  # fmt: skip
+        inputs: list[str] = [st.head]
+        mounts: list[Mount] = []
+        checks: list[OnceCheck] = []
+        argv, description, inline = self.run_command(ins, st)
+        if inline is not None:
+            doc = self.add(FileOp((Mkfile(inline.name, inline.content, 0o755),)),
+                           (self.scratch(ctx.platform),), "preparing inline document",
+                           ctx.platform, ins, internal=True)  # fmt: skip
+            inputs.append(doc)
+            mounts.append(BindMount(INLINE_DIR, len(inputs) - 1, "/", False))
+        for text in ins.list_flag("mount"):
+            mounts.append(self.run_mount(text, ins, st, ctx, inputs, checks))
+        env = tuple(f"{k}={v}" for k, v in st.env.items())
+        proxy = tuple(
+            f"{name}={self.req.build_args[name]}"
+            for name in sorted(self.req.build_args)
+            if name in PROXY_ARGS and name not in st.declared
+        )  # fmt: skip
+        op = ExecOp(tuple(argv), env, st.workdir, ctx.platform, st.user, tuple(mounts),
+                    network, security, proxy)  # type: ignore[arg-type]  # fmt: skip
+        emulated = not runs_natively(self.req.build_platform, ctx.platform)
+        st.head = self.add(
+            op, tuple(inputs), description, ctx.platform, ins, emulated=emulated, checks=checks
+        )
+        st.steps.append(HistoryStep(f"RUN {self.run_history(argv, st)} # buildkit", st.head))
+        st.plan.append(PlanStep(description, st.head, ins.location))
+
+    def run_command(
+        self, ins: Instruction, st: _State
+    ) -> tuple[tuple[str, ...], str, Heredoc | None]:
+        """(argv, description, inline document to mount) as BuildKit's dispatchRun makes them."""
+        if ins.json:
+            return tuple(ins.args), "RUN " + str(list(ins.args)), None
+        line = " ".join(ins.args)
+        description = "RUN " + line
+        if not ins.heredocs:
+            return (*st.shell, line), description, None
+        single = _single_heredoc(line)
+        if single is not None and single == ins.heredocs[0].name:
+            doc = ins.heredocs[0]
+            data = chomp(doc.content) if doc.chomp else doc.content
+            description += f" ({_summary(doc.content)})"
+            if data.startswith("#!"):
+                path = posixpath.join(INLINE_DIR, doc.name)
+                inline = Heredoc(doc.name, doc.file_descriptor, data, doc.expand, False)
+                return (*st.shell, path), description, inline
+            return (*st.shell, data), description, None
+        # a command with heredocs: the shell gets it whole, bodies and terminators included
+        full = line + "".join("\n" + doc.content + doc.name for doc in ins.heredocs)
+        return (*st.shell, full), description, None
+
+    def run_history(self, argv: Sequence[str], st: _State) -> str:
+        """BuildKit's runCommandString: `|N K=V ...` for the stage's ARGs, then the argv."""
+        shown: list[str] = []
+        for name, value in st.build_args:
+            current = st.env.get(name)
+            shown.append(f"{name}={current if current is not None else (value or '')}")
+        prefix = [f"|{len(shown)}", *shown] if shown else []
+        return " ".join([*prefix, *argv])
+
+    def run_mount(
+        self,
+        text: str,
+        ins: Instruction,
+        st: _State,
+        ctx: _Context,
+        inputs: list[str],
+        checks: list[OnceCheck],
+    ) -> Mount:
+        raw_from = _raw_field(text, "from")
+        if raw_from is not None and "$" in raw_from[:-1]:
+            raise self.error("'from' doesn't support variable expansion, define alias stage "
+                             "instead", ins)  # fmt: skip
+        try:
+            spec = parse_mount(text, lambda word: self.expand(word, st.env, ins))
+        except MountSyntaxError as exc:
+            raise self.error(str(exc), ins) from None
+        if spec.type == "secret":
+            return self.secret_mount(spec, ins)
+        if spec.type == "ssh":
+            if spec.source:
+                raise self.error("ssh does not support source", ins)
+            return SshMount(spec.id or "default", spec.target or "/run/buildkit/ssh_agent.0",
+                            spec.required, spec.mode if spec.mode is not None else 0o600,
+                            spec.uid or 0, spec.gid or 0)  # fmt: skip
+        target = spec.target
+        if not target:
+            raise self.error("mount target must be set (target=PATH)", ins)
+        target = posixpath.normpath(posixpath.join(st.workdir, target))
+        if target == "/":
+            raise self.error(f'invalid mount target "{target}"', ins)
+        if spec.type == "tmpfs":
+            return TmpfsMount(target, spec.size)
+        source = posixpath.normpath(posixpath.join("/", spec.source))
+        index: int | None = None
+        if spec.from_:
+            key, _shown, check = self.from_input(spec.from_, ctx, ins, (source,), len(inputs))
+            checks.extend([check] if check else [])
+            inputs.append(key)
+            index = len(inputs) - 1
+        elif spec.type == "bind":
+            inputs.append(self.context_selection((spec.source or ".",), ctx.platform, ins))
+            index = len(inputs) - 1
+        if spec.type == "cache":
+            return CacheMount(
+                target, spec.id or target, spec.sharing or "shared",  # type: ignore[arg-type]
+                index, source, spec.mode if spec.mode is not None else 0o755, spec.uid or 0,
+                spec.gid or 0, spec.readonly,
+            )  # fmt: skip
+        assert index is not None
+        return BindMount(target, index, source, not spec.readonly)
+
+    def secret_mount(self, spec: MountSpec, ins: Instruction) -> SecretMount:
+        secret_id = spec.source or spec.id
+        if not secret_id:
+            if not spec.target:
+                raise self.error("one of source, target required", ins)
+            secret_id = posixpath.basename(spec.target)
+        target = spec.target
+        if spec.env is None and not target:
+            target = "/run/secrets/" + posixpath.basename(secret_id)
+        return SecretMount(secret_id, target, spec.env or "", spec.required,
+                           spec.mode if spec.mode is not None else 0o400, spec.uid or 0,
+                           spec.gid or 0)  # fmt: skip
+
+    # COPY and ADD ------------------------------------------------------------------------
+
+    def do_copy(self, ins: Instruction, st: _State, ctx: _Context) -> None:
+        self.copy(ins, st, ctx)
+
+    def do_add(self, ins: Instruction, st: _State, ctx: _Context) -> None:
+        self.copy(ins, st, ctx)
+
+    def copy(self, ins: Instruction, st: _State, ctx: _Context) -> None:
+        is_add = ins.kind == "ADD"
+        paths, inline, dest_word = ins.sources_and_dest()
+        sources = [self.expand(p, st.env, ins) for p in paths]
+        written_dest = self.expand(dest_word, st.env, ins)
+        chown = self.expand(ins.flag("chown") or "", st.env, ins)
+        chmod = self.expand(ins.flag("chmod") or "", st.env, ins)
+        checksum = self.expand(ins.flag("checksum") or "", st.env, ins)
+        if chmod and not _valid_chmod(chmod):
+            raise self.error(f"invalid chmod parameter: '{chmod}'. it should be octal string "
+                             "and between 0 and 07777", ins)  # fmt: skip
+        urls = [s for s in sources if _is_url(s)]
+        local = [s for s in sources if not _is_url(s)]
+        if urls and not is_add:
+            raise self.error("source can't be a URL for COPY", ins)
+        if checksum:
+            if len(sources) != 1 or not urls:
+                raise self.error("checksum requires exactly one HTTP(S) source", ins)
+            if not checksum.startswith("sha256:") or len(checksum) != 71:
+                raise self.error(f"invalid checksum {checksum!r}: want sha256:<64 hex>", ins)
+        if ins.bool_flag("keep-git-dir"):
+            raise self.error("ADD --keep-git-dir: git sources are not supported by polyarch yet",
+                             ins)  # fmt: skip
+        dest = posixpath.join(st.workdir, written_dest) if written_dest else st.workdir
+        if (written_dest.endswith("/") or written_dest in (".", "")) and not dest.endswith("/"):
+            dest += "/"
+        if dest.startswith("//"):
+            dest = dest[1:]
+        unpack_flag = ins.flags.get("unpack")
+        # COPY --link: the copy is made on nothing and stacked on the stage, so it does not
+        # depend on (or look at) the layers below; with --chmod, or a --chown by name (which
+        # needs the stage's /etc/passwd), it is a plain copy, as BuildKit falls back too.
+        link = ins.bool_flag("link") and not chmod and _numeric_owner(chown)
+        base = self.scratch(ctx.platform) if link else st.head
+        inputs: list[str] = [base]
+        checks: list[OnceCheck] = []
+        actions: list[Copy] = []
+        shown_from = ""
+        origin = ins.flag("from")
+        if origin is not None and self.lexer.process_word(origin, {}) != origin:
+            raise self.error("variable expansion is not supported for --from, define a new "
+                             "stage with FROM using ARG from global scope as a workaround",
+                             ins)  # fmt: skip
+        if local:
+            if origin is not None:
+                key, shown, check = self.from_input(origin, ctx, ins, tuple(local), len(inputs))
+                checks.extend([check] if check else [])
+                shown_from = f"--from={shown} "
+            else:
+                key = self.context_selection(tuple(local), ctx.platform, ins)
+            inputs.append(key)
+            actions.append(Copy(
+                len(inputs) - 1, tuple(local), dest, chown, chmod, keep_owner=origin is not None,
+                parents=ins.bool_flag("parents"), excludes=tuple(ins.list_flag("exclude")),
+                unpack=is_add if unpack_flag is None else unpack_flag is True, link=link,
+            ))  # fmt: skip
+        elif origin is not None:
+            shown_from = f"--from={origin} "
+        for url in urls:
+            name = _url_filename(url)
+            key = self.add(HttpSource(url, name, checksum), (), f"ADD {url}", ctx.platform, ins,
+                           internal=True)  # fmt: skip
+            inputs.append(key)
+            actions.append(Copy(len(inputs) - 1, (name,), dest, chown, chmod, keep_owner=True,
+                                unpack=unpack_flag is True, link=link))  # fmt: skip
+        if inline:
+            docs: list[Mkfile] = []
+            for doc in inline:
+                data = self.expand_raw(doc.content, st.env, ins) if doc.expand else doc.content
+                docs.append(Mkfile(doc.name, data, 0o644))
+            scratch = (self.scratch(ctx.platform),)
+            key = self.add(FileOp(tuple(docs)), scratch, "preparing inline document",
+                           ctx.platform, ins, internal=True)  # fmt: skip
+            inputs.append(key)
+            for doc in inline:
+                actions.append(Copy(len(inputs) - 1, (doc.name,), dest, chown, chmod, link=link))
+        history = [ins.kind]
+        if ins.bool_flag("parents"):
+            history.append("--parents")
+        if chown:
+            history.append(f"--chown={chown}")
+        if chmod:
+            history.append(f"--chmod={chmod}")
+        history += [*sources, *(f"<<{d.name}" for d in inline), written_dest]
+        shown_items = " ".join([*sources, *(f"<<{h.name}" for h in inline), written_dest])
+        description = f"{ins.kind} {shown_from}{shown_items}"
+        copied = self.add(FileOp(tuple(actions)), tuple(inputs), description, ctx.platform, ins,
+                          checks=checks)  # fmt: skip
+        if link:
+            copied = self.add(MergeOp(), (st.head, copied), "LINK " + description, ctx.platform,
+                              ins, internal=True)  # fmt: skip
+        st.head = copied
+        st.steps.append(HistoryStep(" ".join(history) + " # buildkit", st.head))
+        st.plan.append(PlanStep(description, st.head, ins.location))
+
+    def context_selection(
+        self, paths: tuple[str, ...], platform: Platform, ins: Instruction
+    ) -> str:
+        source = ContextSource("context", paths, self.req.ignore)
+        return self.add(source, (), "context " + " ".join(paths), platform, ins, internal=True)
+
+    def from_input(
+        self, value: str, ctx: _Context, ins: Instruction, paths: tuple[str, ...], consumer: int
+    ) -> tuple[str, str, OnceCheck | None]:
+        """`--from=` / `from=`: a stage (by name or index) or an image: (vertex, shown name,
+        the build-once check of what the consumer takes, if the stage is build-once)."""
+        dep = self.stage_for_from(value)
+        if dep is not None:
+            if dep.index == ctx.stage.index:
+                raise self.error(f"stage {dep.display!r} cannot take files from itself", ins)
+            built = self.stage(dep.index, ctx.target, ctx.stack)
+            check = None
+            if self.once.get(dep.index) == "auto":
+                check = OnceCheck(dep.display, built.instance.result, consumer, paths)
+            return built.instance.result, dep.display, check
+        name = self.image_name(value, ins)
+        resolved = self.req.images.get((name, str(ctx.platform)))
+        source = ImageSource(name, ctx.platform, resolved.digest if resolved else "")
+        return self.add(source, (), f"image {name}", ctx.platform, ins), value, None
+
+    def scratch(self, platform: Platform) -> str:
+        return self.add(Scratch(), (), "scratch", platform, None, internal=True)
+
+    def add(
+        self,
+        op: Op,
+        inputs: tuple[str, ...],
+        description: str,
+        platform: Platform,
+        ins: Instruction | None,
+        *,
+        emulated: bool = False,
+        internal: bool = False,
+        checks: Sequence[OnceCheck] = (),
+    ) -> str:
+        vertex = Vertex(op, inputs, description, platform, ins.location if ins else None,
+                        emulated, internal)  # fmt: skip
+        if vertex.key not in self.vertices:
+            self.vertices[vertex.key] = vertex
+        for check in checks:
+            listed = self.checks.setdefault(vertex.key, [])
+            if check not in listed:
+                listed.append(check)
+        return vertex.key
+
+    # expansion ---------------------------------------------------------------------------
+
+    def expand(self, word: str, scope: Mapping[str, str], ins: Instruction) -> str:
+        try:
+            return self.lexer.process_word(word, scope)
+        except ExpansionError as exc:
+            raise self.error(str(exc), ins) from None
+
+    def expand_raw(self, text: str, scope: Mapping[str, str], ins: Instruction) -> str:
+        """A heredoc body: variables and escapes, quotes kept (BuildKit's ExpandRaw)."""
+        try:
+            return self.raw_lexer.process_word(text, scope)
+        except ExpansionError as exc:
+            raise self.error(str(exc), ins) from None
+
+    def error(self, message: str, ins: Instruction) -> DockerfileError:
+        return DockerfileError(message, path=ins.location.path, line=ins.location.start_line)
+
+    def check_platform_args(self, ins: Instruction, st: _State, ctx: _Context) -> None:
+        texts: list[str] = []
+        if ins.kind == "RUN":
+            if not ins.json:
+                texts.append(" ".join(ins.args))
+            texts.extend(ins.list_flag("mount"))
+        else:
+            texts.extend(ins.args)
+            texts.extend(v for k, v in ins.flags.items() if isinstance(v, str) and k != "platform")
+        for text in texts:
+            for name in sorted(self.lexer.names_used(text) & set(PLATFORM_ARGS)):
+                if name not in st.declared and name not in st.env:
+                    self.warn(
+                        f"{name} is used in stage {ctx.stage.display!r} without `ARG {name}` in "
+                        "that stage, so it expands to an empty string; declare it after FROM",
+                        ins.location,
+                    )
+
+
+# helpers --------------------------------------------------------------------------------------
+
+_SIGNALS: Final = frozenset(
+    [
+        "ABRT",
+        "ALRM",
+        "BUS",
+        "CHLD",
+        "CLD",
+        "CONT",
+        "FPE",
+        "HUP",
+        "ILL",
+        "INT",
+        "IO",
+        "IOT",
+        "KILL",
+        "PIPE",
+        "POLL",
+        "PROF",
+        "PWR",
+        "QUIT",
+        "SEGV",
+        "STKFLT",
+        "STOP",
+        "SYS",
+        "TERM",
+        "TRAP",
+        "TSTP",
+        "TTIN",
+        "TTOU",
+        "URG",
+        "USR1",
+        "USR2",
+        "VTALRM",
+        "WINCH",
+        "XCPU",
+        "XFSZ",
+    ]
+)
+
+
+def _valid_signal(text: str) -> bool:
+    if text.isdigit():
+        return 0 < int(text) < 65
+    name = text.upper().removeprefix("SIG")
+    if name in _SIGNALS:
+        return True
+    for base in ("RTMIN", "RTMAX"):
+        if name == base:
+            return True
+        if name.startswith(base) and name[len(base) :][:1] in "+-":
+            return name[len(base) + 1 :].isdigit()
+    return False
+
+
+def _numeric_owner(chown: str) -> bool:
+    return all(part.isdigit() for part in chown.split(":") if part)
+
+
+def _valid_chmod(text: str) -> bool:
+    try:
+        return 0 <= int(text, 8) <= 0o7777
+    except ValueError:
+        return False
+
+
+def _is_url(source: str) -> bool:
+    return source.startswith(("http://", "https://"))
+
+
+def _url_filename(url: str) -> str:
+    path = url.split("://", 1)[1].partition("/")[2].split("?", 1)[0].split("#", 1)[0]
+    base = posixpath.basename(path.rstrip("/")) if path else ""
+    return base if base not in ("", ".", "/") else "__unnamed__"
+
+
+def _raw_field(text: str, key: str) -> str | None:
+    for part in text.split(","):
+        name, sep, value = part.partition("=")
+        if sep and name.strip().lower() == key:
+            return value
+    return None
+
+
+def _single_heredoc(line: str) -> str | None:
+    """The heredoc's name when the whole command line is one heredoc word (`<<EOF`,
+    `<<-EOF`, `<< EOF`, quoted names), as BuildKit's MustParseHeredoc reads it."""
+    from polyarch.frontend.dockerfile.syntax import heredoc_word  # noqa: PLC0415
+
+    spec = heredoc_word(line.strip())
+    return spec.name if spec is not None else None
+
+
+def _summary(doc: str) -> str:
+    lines = [line for line in doc.split("\n") if line.strip()]
+    if not lines:
+        return ""
+    first = lines[0].strip()
+    return first + ("..." if len(lines) > 1 else "")
+
+
+def _healthcheck_text(check: Healthcheck) -> str:
+    """Go's %+v of the HealthcheckConfig, as BuildKit writes it in history."""
+    return (
+        f"{{Test:{gofmt.plain_list(check.test)} "
+        f"Interval:{gofmt.format_duration(check.interval)} "
+        f"Timeout:{gofmt.format_duration(check.timeout)} "
+        f"StartPeriod:{gofmt.format_duration(check.start_period)} "
+        f"StartInterval:{gofmt.format_duration(check.start_interval)} "
+        f"Retries:{check.retries}}}"
+    )

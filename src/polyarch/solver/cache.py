@@ -1,0 +1,143 @@
+"""The step cache: which layer each step produced. `CacheBackend` is what the solver asks;
+`SqliteCache` keeps it in the workspace, in sqlite (WAL).
+
+A row is written only after the layer blob is committed and its snapshot is in place, in one
+transaction: if polyarch is killed at any moment, a later build either finds a complete entry
+or none, never one that points at missing or half-written content. A row whose blob has gone
+missing (a pruned store) is treated as a miss.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from polyarch.digest import Digest
+
+
+@dataclass(frozen=True, slots=True)
+class CachedLayer:
+    """What a filesystem step produced; `digest` None for a step that changed nothing."""
+
+    digest: Digest | None
+    size: int
+    diff_id: Digest | None
+    media_type: str
+    created: str = ""  # when the step first ran: a cached step keeps its time
+
+
+class CacheBackend(Protocol):
+    def get(self, key: str) -> CachedLayer | None: ...
+
+    def put(self, key: str, layer: CachedLayer, description: str) -> None: ...
+
+
+class SqliteCache:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._lock = threading.Lock()
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS steps (key TEXT PRIMARY KEY, result TEXT NOT NULL, "
+                "description TEXT, created REAL NOT NULL)"
+            )
+            # Which images (repository names) a step served: `polyarch clean` forgets the
+            # steps only its project used. Steps with no owner row are never removed by it.
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS owners (key TEXT NOT NULL, owner TEXT NOT NULL, "
+                "PRIMARY KEY (key, owner))"
+            )
+
+    def get(self, key: str) -> CachedLayer | None:
+        with self._lock:
+            row = self._db.execute("SELECT result FROM steps WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            return None
+        data = json.loads(row[0])
+        return CachedLayer(
+            Digest.parse(data["digest"]) if data["digest"] else None,
+            int(data["size"]),
+            Digest.parse(data["diff_id"]) if data["diff_id"] else None,
+            data["media_type"],
+            data.get("created", ""),
+        )
+
+    def put(self, key: str, layer: CachedLayer, description: str) -> None:
+        result = json.dumps(
+            {
+                "digest": str(layer.digest) if layer.digest else None,
+                "size": layer.size,
+                "diff_id": str(layer.diff_id) if layer.diff_id else None,
+                "media_type": layer.media_type,
+                "created": layer.created,
+            }
+        )
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO steps (key, result, description, created) "
+                "VALUES (?, ?, ?, ?)",
+                (key, result, description, time.time()),
+            )
+
+    def forget(self, keys: list[str]) -> int:
+        with self._lock:
+            before = self._db.total_changes
+            self._db.executemany("DELETE FROM steps WHERE key = ?", [(k,) for k in keys])
+            return self._db.total_changes - before
+
+    def claim(self, keys: Iterable[str], owner: str) -> None:
+        """Record that the image `owner` (a repository name) used these steps."""
+        with self._lock:
+            self._db.executemany(
+                "INSERT OR IGNORE INTO owners (key, owner) VALUES (?, ?)",
+                [(k, owner) for k in keys],
+            )
+
+    def release(self, owner: str) -> int:
+        """Drop `owner`'s claims; forget the steps no other image claims. Returns how many
+        steps were forgotten."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                keys = [
+                    row[0]
+                    for row in self._db.execute(
+                        "SELECT key FROM owners WHERE owner = ?", (owner,)
+                    ).fetchall()
+                ]
+                self._db.execute("DELETE FROM owners WHERE owner = ?", (owner,))
+                before = self._db.total_changes
+                self._db.executemany(
+                    "DELETE FROM steps WHERE key = ? AND NOT EXISTS "
+                    "(SELECT 1 FROM owners WHERE owners.key = steps.key)",
+                    [(k,) for k in keys],
+                )
+                forgotten = self._db.total_changes - before
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return forgotten
+
+    def layers(self) -> list[CachedLayer]:
+        """Every layer the cache points at (what a prune of the store must keep)."""
+        with self._lock:
+            rows = self._db.execute("SELECT key FROM steps").fetchall()
+        out = []
+        for (key,) in rows:
+            layer = self.get(key)
+            if layer is not None and layer.digest is not None:
+                out.append(layer)
+        return out
+
+    def close(self) -> None:
+        self._db.close()

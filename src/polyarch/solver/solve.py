@@ -1,0 +1,173 @@
+"""Solving a build graph: each vertex's effective key, the cache, the worker. Knows nothing of
+Dockerfiles.
+
+A filesystem step's effective key is its op's key and its inputs' effective keys (a download's
+is its URL and checksum); a source's is what it is (an image's manifest digest, the digest of
+the context files it selects), so
+changing one copied file re-runs only the steps from there on. A cached step is used when its
+layer is still at hand; otherwise the worker runs it and the cache learns the result (after the
+layer is stored: a killed build leaves no entry a later build trusts wrongly).
+
+A `Policy` may look at every vertex before it runs and stop the whole solve (build-once
+raises when a stage it ran once turns out to produce native code).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from polyarch.errors import BuildError, PolyarchError
+from polyarch.graph.model import BuildGraph, Vertex
+from polyarch.graph.ops import HttpSource, canonical, key_json
+from polyarch.progress import Event, Progress, silent
+from polyarch.solver.cache import CacheBackend, CachedLayer
+from polyarch.solver.scheduler import Cancelled, Scheduler
+from polyarch.worker.base import Job, LayerRef, Result, Worker
+
+
+class Policy(Protocol):
+    def before(self, vertex: Vertex, inputs: Sequence[Result]) -> None:
+        """Called before a vertex runs (or is taken from the cache); may raise to stop."""
+
+
+@dataclass(frozen=True, slots=True)
+class SolveReport:
+    results: dict[str, Result]
+    steps_run: int
+    steps_cached: int
+    used_keys: frozenset[str]  # the cache entries the build used or made
+
+
+def effective_key(vertex: Vertex, inputs: Sequence[Result]) -> str:
+    h = hashlib.sha256(canonical(key_json(vertex.op)).encode("utf-8"))
+    for result in inputs:
+        h.update(b"\0" + result.key.encode())
+    return "sha256:" + h.hexdigest()
+
+
+class Solver:
+    def __init__(
+        self,
+        graph: BuildGraph,
+        worker: Worker,
+        cache: CacheBackend,
+        *,
+        created: str,
+        jobs: int = 1,
+        progress: Progress = silent,
+        no_cache: bool = False,
+        policy: Policy | None = None,
+    ) -> None:
+        self.graph = graph
+        self.worker = worker
+        self.cache = cache
+        self.created = created  # the creation time of steps run now
+        self.progress = progress
+        self.no_cache = no_cache
+        self.policy = policy
+        self.scheduler: Scheduler[Result] = Scheduler(self._inputs, self._compute, slots=jobs)
+        self._stages = {key: inst.stage for inst in reversed(graph.stages) for key in inst.vertices}
+        self._lock = threading.Lock()
+        self.steps_run = 0
+        self.steps_cached = 0
+        self.used: set[str] = set()
+
+    def solve(self, roots: Sequence[str]) -> SolveReport:
+        results = self.scheduler.solve(roots)
+        return SolveReport(results, self.steps_run, self.steps_cached, frozenset(self.used))
+
+    def cancel(self) -> None:
+        self.scheduler.cancel()
+
+    def result(self, key: str) -> Result:
+        return self.scheduler.evaluate(key)
+
+    def _inputs(self, key: str) -> Sequence[str]:
+        return self.graph.vertices[key].inputs
+
+    def _event(self, kind: str, vertex: Vertex, **extra: object) -> None:
+        self.progress(Event(kind, vertex.key, vertex.description,  # type: ignore[arg-type]
+                            self._stages.get(vertex.key, ""), str(vertex.platform),
+                            **extra))  # type: ignore[arg-type]  # fmt: skip
+
+    def _compute(self, key: str, inputs: list[Result]) -> Result:
+        vertex = self.graph.vertices[key]
+        if self.policy is not None:
+            self.policy.before(vertex, inputs)
+        if vertex.kind == "merge":
+            layers = tuple(layer for result in inputs for layer in result.layers)
+            return Result(effective_key(vertex, inputs), layers, inputs[-1].layer,
+                          inputs[-1].created, cache=inputs[-1].cache)  # fmt: skip
+        if vertex.kind == "source" and not isinstance(vertex.op, HttpSource):
+            try:
+                return self.worker.resolve(vertex, inputs)
+            except PolyarchError as exc:
+                raise self._failed(vertex, exc) from None
+        eff = effective_key(vertex, inputs)
+        base = inputs[0].layers if inputs else ()
+        cached = None if self.no_cache else self._cached(eff)
+        if cached is not None:
+            layer = _ref(cached)
+            with self._lock:
+                self.steps_cached += 1
+                self.used.add(eff)
+            if not vertex.internal:
+                self._event("cached", vertex)
+            layers = (*base, layer) if layer else base
+            return Result(eff, layers, layer, cached.created, cache="local")
+        job = Job(self.scheduler.gate.slot, self.scheduler.cancelled,
+                  log=lambda line: self._event("log", vertex, text=line),
+                  note=lambda text: self._event("note", vertex, text=text))  # fmt: skip
+        started = time.monotonic()
+        if not vertex.internal:
+            self._event("start", vertex)
+        try:
+            output = self.worker.execute(vertex, inputs, job)
+        except Cancelled:
+            raise
+        except PolyarchError as exc:
+            if self.scheduler.cancelled.is_set() and not isinstance(exc, BuildError):
+                raise Cancelled(str(exc)) from None
+            raise self._failed(vertex, exc) from None
+        layer = output.layer
+        entry = CachedLayer(
+            layer.digest if layer else None, layer.size if layer else 0,
+            layer.diff_id if layer else None, layer.media_type if layer else "", self.created,
+        )  # fmt: skip
+        self.cache.put(eff, entry, vertex.description)
+        with self._lock:
+            self.steps_run += 1
+            self.used.add(eff)
+        if not vertex.internal:
+            self._event("done", vertex, seconds=time.monotonic() - started)
+        layers = (*base, layer) if layer else base
+        return Result(eff, layers, layer, self.created, cache="run")
+
+    def _cached(self, key: str) -> CachedLayer | None:
+        hit = self.cache.get(key)
+        if hit is None:
+            return None
+        layer = _ref(hit)
+        if layer is not None and not self.worker.load(layer):
+            return None
+        return hit
+
+    def _failed(self, vertex: Vertex, exc: PolyarchError) -> BuildError:
+        if isinstance(exc, BuildError):
+            return exc
+        stage = self._stages.get(vertex.key, "")
+        message = str(exc)
+        self._event("error", vertex, text=message)
+        return BuildError(message, location=str(vertex.location) if vertex.location else "",
+                          stage=stage, platform=str(vertex.platform))  # fmt: skip
+
+
+def _ref(entry: CachedLayer) -> LayerRef | None:
+    if entry.digest is None or entry.diff_id is None:
+        return None
+    return LayerRef(entry.digest, entry.size, entry.diff_id, entry.media_type)

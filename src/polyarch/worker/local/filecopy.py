@@ -1,0 +1,534 @@
+"""COPY and ADD with Docker's semantics, confined on both sides.
+
+- Sources are paths in the source root (the build context, or another stage's or image's
+  filesystem), with wildcards (`*`, `?`, `[...]` per path component). The source path itself is
+  followed if it is a symlink (inside the source root); symlinks found inside a copied
+  directory are copied as symlinks.
+- A directory source copies its *contents*. Several sources, or a wildcard, need a destination
+  directory ending in `/`. A destination ending in `/`, or an existing directory, receives
+  `dest/<name>`; otherwise a single file source is written to the destination path itself.
+- Files from the context are owned by 0:0, files from a stage keep their owner, unless
+  `--chown` (names resolved in the destination's /etc/passwd and /etc/group); `--chmod` sets the
+  mode of everything copied; `--exclude` patterns skip paths; `.dockerignore` hides context
+  paths. Modification times are kept.
+- ADD also unpacks local tar archives (plain, gzip, bzip2, xz) into the destination directory.
+"""
+
+from __future__ import annotations
+
+import bz2
+import fnmatch
+import gzip
+import hashlib
+import lzma
+import os
+import stat
+import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import IO, cast
+
+from polyarch.errors import PolyarchError
+from polyarch.frontend.dockerfile.ignore import IgnoreMatcher
+from polyarch.layers import Root, UnsafePathError, apply_layer
+from polyarch.layers.confine import remove_at
+
+_CHUNK = 1024 * 1024
+
+
+class CopyError(PolyarchError):
+    """A COPY or ADD that cannot be done as written."""
+
+
+@dataclass(frozen=True, slots=True)
+class Selected:
+    """A source chosen for copying: its path in the source root, resolved."""
+
+    path: str  # resolved relative path ("" for the root)
+    given: str  # as written
+    is_dir: bool
+    wildcard: bool
+
+
+def select_sources(
+    source: Root, patterns: list[str], ignore: IgnoreMatcher | None
+) -> list[Selected]:
+    out: list[Selected] = []
+    for given in patterns:
+        rel = given.lstrip("/")
+        while rel.startswith("./"):
+            rel = rel[2:]
+        if any(ch in rel for ch in "*?["):
+            matches = [m for m in _glob(source, rel) if not (ignore and ignore.matches(m))]
+            if not matches:
+                raise CopyError(f"no source files match {given!r}")
+            for match in matches:
+                st = source.lstat(match)
+                out.append(Selected(match, given, bool(st and stat.S_ISDIR(st.st_mode)), True))
+            continue
+        resolved = _resolve(source, rel)
+        if resolved is None or (ignore and resolved and ignore.matches(resolved)):
+            raise CopyError(
+                f"source {given!r} not found"
+                + (" (or excluded by .dockerignore)" if ignore else "")
+            )
+        st = source.lstat(resolved)
+        out.append(Selected(resolved, given, bool(st and stat.S_ISDIR(st.st_mode)), False))
+    return out
+
+
+def _resolve(source: Root, rel: str) -> str | None:
+    """The path with symlinks resolved inside the root (the source path itself is followed)."""
+    parts = [p for p in rel.split("/") if p not in ("", ".")]
+    resolved: list[str] = []
+    hops = 0
+    while parts:
+        part = parts.pop(0)
+        if part == "..":
+            if resolved:
+                resolved.pop()
+            continue
+        candidate = "/".join([*resolved, part])
+        st = source.lstat(candidate)
+        if st is None:
+            return None
+        if stat.S_ISLNK(st.st_mode):
+            hops += 1
+            if hops > 40:
+                raise CopyError(f"{rel!r}: too many levels of symlinks")
+            with source.parent(candidate, create=False) as (fd, leaf):
+                target = os.readlink(leaf, dir_fd=fd)
+            if target.startswith("/"):
+                resolved = []
+            parts = [p for p in target.split("/") if p not in ("", ".")] + parts
+            continue
+        resolved.append(part)
+    return "/".join(resolved)
+
+
+def _glob(source: Root, pattern: str) -> list[str]:
+    parts = [p for p in pattern.split("/") if p not in ("", ".")]
+    current = [""]
+    for i, part in enumerate(parts):
+        following: list[str] = []
+        for base in current:
+            st = source.lstat(base) if base else None
+            if base and (st is None or not stat.S_ISDIR(st.st_mode)):
+                continue
+            names = _listdir(source, base)
+            if any(ch in part for ch in "*?["):
+                chosen = sorted(n for n in names if fnmatch.fnmatchcase(n, part))
+            else:
+                chosen = [part] if part in names else []
+            following.extend(f"{base}/{n}" if base else n for n in chosen)
+        current = following
+        if not current:
+            return []
+        del i
+    return current
+
+
+def _listdir(source: Root, rel: str) -> list[str]:
+    fd = source.open_dir(rel, create=False) if rel else source.fd
+    try:
+        return os.listdir(fd)
+    finally:
+        if fd != source.fd:
+            os.close(fd)
+
+
+def walk_selected(
+    source: Root, sel: Selected, exclude: list[str], ignore: IgnoreMatcher | None
+) -> Iterator[tuple[str, str, os.stat_result]]:
+    """(source path, path relative to the copied item, lstat) of everything to copy."""
+    st = source.lstat(sel.path)
+    assert st is not None
+    if not sel.is_dir:
+        yield sel.path, "", st
+        return
+
+    def visit(rel: str) -> Iterator[tuple[str, str, os.stat_result]]:
+        for name in sorted(_listdir(source, rel), key=os.fsencode):
+            path = f"{rel}/{name}" if rel else name
+            inner = path[len(sel.path) :].lstrip("/")
+            if ignore and ignore.matches(path) and not ignore.may_include_below(path):
+                continue
+            if any(fnmatch.fnmatchcase(inner, p) or fnmatch.fnmatchcase(name, p) for p in exclude):
+                continue
+            child = source.lstat(path)
+            if child is None:
+                continue
+            if stat.S_ISDIR(child.st_mode):
+                if not (ignore and ignore.matches(path)):
+                    yield path, inner, child
+                yield from visit(path)
+            elif not (ignore and ignore.matches(path)):
+                yield path, inner, child
+
+    yield from visit(sel.path)
+
+
+def content_digest(
+    source: Root, selected: list[Selected], exclude: list[str], ignore: IgnoreMatcher | None
+) -> str:
+    """A digest of everything a copy would read: names, types, modes, link targets, bytes."""
+    h = hashlib.sha256()
+    for sel in selected:
+        h.update(f"S{sel.given}\0{sel.path}\0{int(sel.is_dir)}\0".encode())
+        for path, inner, st in walk_selected(source, sel, exclude, ignore):
+            h.update(
+                f"E{inner}\0{stat.S_IFMT(st.st_mode)}\0{stat.S_IMODE(st.st_mode)}\0"
+                f"{st.st_uid}:{st.st_gid}\0".encode()
+            )
+            if stat.S_ISLNK(st.st_mode):
+                with source.parent(path, create=False) as (fd, leaf):
+                    h.update(os.readlink(leaf, dir_fd=fd).encode())
+            elif stat.S_ISREG(st.st_mode):
+                with _open_in(source, path) as f:
+                    while chunk := f.read(_CHUNK):
+                        h.update(chunk)
+    return "sha256:" + h.hexdigest()
+
+
+def _open_in(root: Root, rel: str) -> IO[bytes]:
+    with root.parent(rel, create=False) as (fd, leaf):
+        handle = os.open(leaf, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+    return os.fdopen(handle, "rb")
+
+
+@dataclass(frozen=True, slots=True)
+class CopyOptions:
+    chown: tuple[int, int] | None = None
+    chmod: int | None = None
+    keep_owner: bool = False  # from a stage or image: keep owners (unless chown)
+    parents: bool = False
+    unpack_archives: bool = False  # ADD
+
+
+def copy_sources(
+    source: Root,
+    selected: list[Selected],
+    dest_root: Root,
+    dest: str,
+    options: CopyOptions,
+    exclude: list[str],
+    ignore: IgnoreMatcher | None,
+) -> int:
+    """Copy; returns the number of entries written."""
+    to_dir = dest.endswith("/") or dest in ("", ".", "/")
+    if len(selected) > 1 or any(s.wildcard for s in selected):
+        if not to_dir:
+            existing = dest_root.lstat(dest)
+            if existing is None or not stat.S_ISDIR(existing.st_mode):
+                raise CopyError(
+                    "when copying more than one source (or a wildcard), the destination must be "
+                    f"a directory ending with /: {dest!r}"
+                )
+        to_dir = True
+    elif not to_dir:
+        existing = dest_root.lstat(dest) if dest.strip("/") else None
+        to_dir = bool(existing and stat.S_ISDIR(existing.st_mode))
+    base = dest.strip("/")
+    count = 0
+    before = _ancestor_times(dest_root, base)
+    newest = 0
+    for sel in selected:
+        if options.unpack_archives and not sel.is_dir:
+            archive = _maybe_archive(source, sel.path)
+            if archive is not None:
+                target_dir = base
+                _ensure_dir(dest_root, target_dir, options)
+                with archive:
+                    sub = Root(dest_root.host_path(target_dir)) if target_dir else None
+                    apply_layer(archive, sub.path if sub else dest_root.path)
+                    if sub:
+                        sub.close()
+                count += 1
+                continue
+        if sel.is_dir:
+            target = base if not options.parents else _join(base, sel.path)
+        elif to_dir:
+            # Named after the source as written (a symlink's own name, not its target's).
+            written = sel.given.rstrip("/").rpartition("/")[2] if not sel.wildcard else ""
+            name = sel.path if options.parents else (written or sel.path.rpartition("/")[2])
+            target = _join(base, name)
+        else:
+            target = base
+        if sel.is_dir:
+            _ensure_dir(dest_root, target, options)
+        for path, inner, st in walk_selected(source, sel, exclude, ignore):
+            newest = max(newest, st.st_mtime_ns)
+            out = _join(target, inner) if inner else target
+            if not out:
+                continue
+            _copy_entry(source, path, dest_root, out, st, options)
+            count += 1
+        if sel.is_dir and target:
+            root_st = source.lstat(sel.path)
+            if root_st is not None:
+                newest = max(newest, root_st.st_mtime_ns)
+    _settle_times(dest_root, base, before, newest)
+    return count
+
+
+def _ancestor_times(root: Root, rel: str) -> dict[str, int | None]:
+    """mtime of each directory on the way to `rel` (None: it does not exist yet)."""
+    parts = [p for p in rel.split("/") if p]
+    out: dict[str, int | None] = {}
+    for i in range(1, len(parts) + 1):
+        sub = "/".join(parts[:i])
+        st = root.lstat(sub)
+        out[sub] = st.st_mtime_ns if st is not None and stat.S_ISDIR(st.st_mode) else None
+    return out
+
+
+def _settle_times(root: Root, rel: str, before: dict[str, int | None], newest: int) -> None:
+    """A copy is a function of what it copies: directories that existed keep their times,
+    directories it created take the newest time among the copied files (not the clock)."""
+    for sub, mtime in sorted(before.items(), key=lambda kv: -kv[0].count("/")):
+        st = root.lstat(sub)
+        if st is None or not stat.S_ISDIR(st.st_mode):
+            continue
+        value = mtime if mtime is not None else newest
+        if value:
+            with root.parent(sub, create=False) as (fd, leaf):
+                os.utime(leaf, ns=(value, value), dir_fd=fd, follow_symlinks=False)
+
+
+def _join(a: str, b: str) -> str:
+    return f"{a}/{b}".strip("/") if a else b.strip("/")
+
+
+def _ensure_dir(root: Root, rel: str, options: CopyOptions) -> None:
+    if not rel:
+        return
+    parts = rel.split("/")
+    for i in range(1, len(parts) + 1):
+        sub = "/".join(parts[:i])
+        st = root.lstat(sub)
+        if st is None:
+            with root.parent(sub) as (fd, leaf):
+                os.mkdir(leaf, 0o755, dir_fd=fd)
+                if options.chown:
+                    os.chown(leaf, *options.chown, dir_fd=fd, follow_symlinks=False)
+        elif not stat.S_ISDIR(st.st_mode) and not stat.S_ISLNK(st.st_mode):
+            raise CopyError(f"cannot copy into {rel!r}: {sub!r} is not a directory")
+
+
+def _owner(st: os.stat_result, options: CopyOptions) -> tuple[int, int]:
+    if options.chown is not None:
+        return options.chown
+    return (st.st_uid, st.st_gid) if options.keep_owner else (0, 0)
+
+
+def _copy_entry(
+    source: Root, path: str, dest_root: Root, out: str, st: os.stat_result, options: CopyOptions
+) -> None:
+    uid, gid = _owner(st, options)
+    mode = options.chmod if options.chmod is not None else stat.S_IMODE(st.st_mode)
+    with dest_root.parent(out) as (fd, leaf):
+        existing = _lstat(fd, leaf)
+        if stat.S_ISDIR(st.st_mode):
+            if existing is not None and not stat.S_ISDIR(existing.st_mode):
+                remove_at(fd, leaf)
+                existing = None
+            if existing is None:
+                os.mkdir(leaf, 0o700, dir_fd=fd)
+            os.chmod(leaf, mode, dir_fd=fd)
+            os.chown(leaf, uid, gid, dir_fd=fd, follow_symlinks=False)
+            os.utime(leaf, ns=(st.st_mtime_ns, st.st_mtime_ns), dir_fd=fd, follow_symlinks=False)
+            return
+        if existing is not None:
+            if stat.S_ISDIR(existing.st_mode):
+                raise CopyError(f"cannot overwrite directory {out!r} with a file")
+            os.unlink(leaf, dir_fd=fd)
+        if stat.S_ISLNK(st.st_mode):
+            with source.parent(path, create=False) as (sfd, sleaf):
+                target = os.readlink(sleaf, dir_fd=sfd)
+            os.symlink(target, leaf, dir_fd=fd)
+        elif stat.S_ISREG(st.st_mode):
+            handle = os.open(
+                leaf, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=fd
+            )
+            with _open_in(source, path) as src, os.fdopen(handle, "wb") as dst:
+                while chunk := src.read(_CHUNK):
+                    dst.write(chunk)
+                os.fchmod(dst.fileno(), mode)
+        else:
+            raise CopyError(f"cannot copy {path!r}: not a file, directory or symlink")
+        os.chown(leaf, uid, gid, dir_fd=fd, follow_symlinks=False)
+        os.utime(leaf, ns=(st.st_mtime_ns, st.st_mtime_ns), dir_fd=fd, follow_symlinks=False)
+
+
+def _lstat(fd: int, name: str) -> os.stat_result | None:
+    try:
+        return os.stat(name, dir_fd=fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+
+
+def _maybe_archive(source: Root, path: str) -> IO[bytes] | None:
+    """A readable tar stream if the file is a tar archive (plain, gzip, bzip2, xz)."""
+    with _open_in(source, path) as f:
+        head = f.read(512)
+    kind = (
+        "gz"
+        if head.startswith(b"\x1f\x8b")
+        else "bz2"
+        if head.startswith(b"BZh")
+        else "xz"
+        if head.startswith(b"\xfd7zXZ\x00")
+        else None
+    )
+    if kind is None:
+        return _open_in(source, path) if _is_tar(head) else None
+
+    def opened() -> IO[bytes]:
+        raw = _open_in(source, path)
+        if kind == "gz":
+            return cast(IO[bytes], gzip.GzipFile(fileobj=raw))
+        if kind == "bz2":
+            return cast(IO[bytes], bz2.BZ2File(raw))
+        return cast(IO[bytes], lzma.LZMAFile(raw))
+
+    try:
+        with opened() as stream:
+            probe = stream.read(512)
+    except (OSError, EOFError, lzma.LZMAError):
+        return None
+    return opened() if _is_tar(probe) else None
+
+
+def _is_tar(block: bytes) -> bool:
+    if len(block) < 512:
+        return False
+    try:
+        tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
+    except tarfile.HeaderError:
+        return False
+    return True
+
+
+def write_inline(
+    dest_root: Root, dest: str, name: str, content: str, options: CopyOptions, to_dir: bool
+) -> None:
+    """A heredoc source: a file named after the heredoc in a directory destination."""
+    target = _join(dest.strip("/"), name) if to_dir or dest.endswith("/") else dest.strip("/")
+    data = content.encode("utf-8")
+    uid, gid = options.chown or (0, 0)
+    mode = options.chmod if options.chmod is not None else 0o644
+    with dest_root.parent(target) as (fd, leaf):
+        if _lstat(fd, leaf) is not None:
+            remove_at(fd, leaf)
+        handle = os.open(
+            leaf, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=fd
+        )
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+            os.fchmod(out.fileno(), mode)
+        os.chown(leaf, uid, gid, dir_fd=fd, follow_symlinks=False)
+
+
+def resolve_owner(root: Root, spec: str) -> tuple[int, int]:
+    """`user[:group]` by name or number, names looked up in the root's passwd and group."""
+    user, _, group = spec.partition(":")
+    passwd = read_account_db(root, "etc/passwd")
+    groups = read_account_db(root, "etc/group")
+    if user.isdigit():
+        uid = int(user)
+    else:
+        entry = next((e for e in passwd if e and e[0] == user), None)
+        if entry is None or len(entry) < 4:
+            raise CopyError(f"unknown user {user!r} (not in the image's /etc/passwd)")
+        uid = int(entry[2])
+    if not group:
+        return uid, uid  # Docker: a user without a group uses the same numeric id as GID
+    if group.isdigit():
+        return uid, int(group)
+    found = next((e for e in groups if e and e[0] == group), None)
+    if found is None or len(found) < 3:
+        raise CopyError(f"unknown group {group!r} (not in the image's /etc/group)")
+    return uid, int(found[2])
+
+
+def read_account_db(root: Root, rel: str) -> list[list[str]]:
+    """The colon-separated entries of a passwd or group file inside `root` (none if absent)."""
+    try:
+        with _open_in(root, rel) as f:
+            text = f.read(4 * 1024 * 1024).decode("utf-8", "replace")
+    except (FileNotFoundError, NotADirectoryError, UnsafePathError, OSError):
+        return []
+    return [line.split(":") for line in text.splitlines() if line and not line.startswith("#")]
+
+
+def resolve_user(root: Root, user: str) -> tuple[int, int, tuple[int, ...]]:
+    """USER name/uid[:group/gid] as BuildKit resolves it in the root filesystem: (uid, gid,
+    supplementary gids)."""
+    if not user:
+        return 0, 0, ()
+    name, _, group = user.partition(":")
+    passwd = read_account_db(root, "etc/passwd")
+    groups = read_account_db(root, "etc/group")
+    entry = next((e for e in passwd if len(e) > 3 and e[0] == name), None)
+    if name.isdigit():
+        uid = int(name)
+        entry = entry or next((e for e in passwd if len(e) > 3 and e[2] == name), None)
+        gid = int(entry[3]) if entry else 0
+    elif entry is None:
+        raise CopyError(f"unable to find user {name}: no matching entries in passwd file")
+    else:
+        uid, gid = int(entry[2]), int(entry[3])
+    if group:
+        if group.isdigit():
+            gid = int(group)
+        else:
+            found = next((g for g in groups if len(g) > 2 and g[0] == group), None)
+            if found is None:
+                raise CopyError(f"unable to find group {group}: no matching entries in group file")
+            gid = int(found[2])
+    username = entry[0] if entry else None
+    extra = tuple(
+        sorted(
+            {
+                int(g[2])
+                for g in groups
+                if len(g) > 3 and username and username in g[3].split(",") and int(g[2]) != gid
+            }
+        )
+    )
+    return uid, gid, extra
+
+
+def ensure_dirs(root: Root, path: str, mode: int, owner: tuple[int, int] | None) -> None:
+    """`mkdir -p` inside the root (symlinks on the way followed inside it): the directories
+    it makes get `mode` and `owner`, existing ones are left as they are."""
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    for i in range(1, len(parts) + 1):
+        sub = "/".join(parts[:i])
+        try:
+            fd = root.open_dir(sub, create=False)
+        except FileNotFoundError:
+            with root.parent(sub) as (parent, leaf):
+                os.mkdir(leaf, 0o700, dir_fd=parent)
+                os.chmod(leaf, mode, dir_fd=parent)
+                if owner is not None:
+                    os.chown(leaf, *owner, dir_fd=parent, follow_symlinks=False)
+            continue
+        except (NotADirectoryError, UnsafePathError) as exc:
+            raise CopyError(f"cannot make directory /{path.strip('/')}: {exc}") from None
+        if fd != root.fd:
+            os.close(fd)
+
+
+def write_file(root: Root, path: str, data: bytes, mode: int, owner: tuple[int, int]) -> None:
+    """A new file at `path` (what was there is replaced), with `mode` and `owner`."""
+    with root.parent(path.strip("/")) as (fd, leaf):
+        if _lstat(fd, leaf) is not None:
+            remove_at(fd, leaf)
+        handle = os.open(
+            leaf, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=fd
+        )
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+            os.fchown(out.fileno(), *owner)
+            os.fchmod(out.fileno(), mode)

@@ -1,0 +1,310 @@
+"""RUN steps on this machine: an exec op's process in the step's root filesystem, with runc.
+
+BuildKit's sandbox: pid/ipc/uts/mount namespaces, the host's network (`--network=none`: a
+network namespace of its own with only loopback), Docker's default capabilities
+(`--security=insecure`: all of them, nothing masked), /proc, a tmpfs /dev, read-only /sys,
+hostname `buildkitsandbox`. The host's resolv.conf and hosts are bound read-only; mount points
+the runtime had to create are removed afterwards, so they are in no layer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+
+from polyarch.errors import PolyarchError, StepError
+from polyarch.graph.model import Vertex
+from polyarch.graph.ops import BindMount as BindOp
+from polyarch.graph.ops import ExecOp
+from polyarch.layers import Root
+from polyarch.runtime import DEFAULT_PATH, BindMount, ProcessSpec, find_init
+from polyarch.runtime.spec import CAPABILITIES, capabilities_of
+from polyarch.solver.scheduler import Cancelled
+from polyarch.worker.base import Job, Result
+from polyarch.worker.local.filecopy import CopyError, resolve_user
+
+if TYPE_CHECKING:
+    from polyarch.worker.local.worker import LocalWorker
+
+TAIL_LINES: Final = 20
+SILENCE_NOTE_SECONDS: Final = 60.0
+CA_PATH: Final = "/run/polyarch-ca/ca-certificates.crt"
+CA_VARIABLES: Final = ("SSL_CERT_FILE", "NODE_EXTRA_CA_CERTS", "REQUESTS_CA_BUNDLE", "PIP_CERT",
+                       "GIT_SSL_CAINFO", "CURL_CA_BUNDLE")  # fmt: skip
+# Where the runtime mounts its own file systems: these must be real directories of the rootfs,
+# or the runtime would follow an image's symlink out of it.
+RUNTIME_TARGETS: Final = ("proc", "dev", "sys")
+
+
+@dataclass(frozen=True, slots=True)
+class RunSettings:
+    """How this machine runs RUN steps (never part of a key)."""
+
+    ca_certs: Path | None = None  # a CA bundle on the host for RUN steps to trust
+
+
+def run_exec(
+    worker: LocalWorker,
+    vertex: Vertex,
+    op: ExecOp,
+    inputs: Sequence[Result],
+    merged: Path,
+    step: Path,
+    job: Job,
+) -> None:
+    settings = worker.session.run
+    with contextlib.ExitStack() as mounts:
+        binds: list[BindMount] = []
+        targets: list[str] = []
+        check_mounts(op, inputs)
+        for mount in op.mounts:
+            assert isinstance(mount, BindOp)
+            source = inputs[mount.input]
+            root = mounts.enter_context(worker.view(source.layers))
+            binds.append(BindMount(_inside(root, mount.source), mount.target,
+                                   readonly=not mount.readwrite))  # fmt: skip
+            targets.append(mount.target)
+        with Root(merged) as view:
+            try:
+                uid, gid, groups = resolve_user(view, op.user)
+            except CopyError as exc:
+                raise StepError(str(exc)) from None
+            for name in RUNTIME_TARGETS:
+                _refuse_symlinks(view, name)
+            cwd = op.cwd or "/"
+            fd = view.open_dir(cwd.lstrip("/"), create=True)
+            if fd != view.fd:
+                os.close(fd)
+            created = [
+                name for name in ("etc/resolv.conf", "etc/hosts") if view.lstat(name) is None
+            ]
+            for target in targets:
+                if not target.startswith("/dev/"):
+                    _refuse_symlinks(view, target.lstrip("/"))
+                    created += _missing(view, target.lstrip("/"))
+            had_run = view.lstat("run") is not None
+        binds += [
+            BindMount(f"/{name}", f"/{name}")
+            for name in ("etc/resolv.conf", "etc/hosts")
+            if Path(f"/{name}").exists()
+        ]
+        process = process_spec(
+            op, (uid, gid, groups), binds, settings,
+            init=find_init() if vertex.emulated else None,
+        )  # fmt: skip
+        code, tail = _run(worker, vertex, process, merged, step, job)
+    with Root(merged) as view:
+        for name in sorted(created, key=lambda n: -n.count("/")):
+            _remove_stub(view, name)
+        if settings.ca_certs is not None:
+            view.remove(CA_PATH.lstrip("/").rpartition("/")[0])
+            if not had_run and not _listing(view, "run"):
+                view.remove("run")
+    if code != 0:
+        shown = "\n".join(f"  | {line}" for line in tail) or "  (no output)"
+        message = f"{vertex.description} exited with status {code}:\n{shown}"
+        if vertex.emulated and code in (128 + 4, 128 + 11):
+            message += "\n" + _emulation_hint(vertex, code)
+        raise StepError(message)
+
+
+def check_mounts(op: ExecOp, inputs: Sequence[Result]) -> None:
+    """Refuse, by name, the mounts this worker cannot give a step yet."""
+    for mount in op.mounts:
+        if not isinstance(mount, BindOp):
+            kind = type(mount).__name__.removesuffix("Mount").lower()
+            raise StepError(f"RUN --mount=type={kind} is not supported yet by polyarch")
+        if inputs[mount.input].context is not None:
+            raise StepError("RUN --mount=type=bind from the build context is not supported yet "
+                            "by polyarch")  # fmt: skip
+
+
+def process_spec(
+    op: ExecOp,
+    ids: tuple[int, int, tuple[int, ...]],
+    binds: Sequence[BindMount],
+    settings: RunSettings,
+    *,
+    init: str | None = None,
+) -> ProcessSpec:
+    """The process an exec op asks for (the user resolved to `ids`, its mounts to `binds`):
+    every field of the op lands here or was refused before."""
+    env: dict[str, str] = {}
+    for item in op.env:
+        name, _, value = item.partition("=")
+        env[name] = value
+    for item in op.proxy_env:
+        name, _, value = item.partition("=")
+        env.setdefault(name, value)
+    binds = list(binds)
+    if settings.ca_certs is not None:
+        # The host's CA bundle, read-only, for this step only: mounted outside any layer,
+        # named by the variables the common tools read; never in the config or history.
+        binds.append(BindMount(str(settings.ca_certs), CA_PATH))
+        for variable in CA_VARIABLES:
+            env.setdefault(variable, CA_PATH)
+    uid, gid, groups = ids
+    return ProcessSpec(
+        args=op.argv,
+        env=tuple(f"{k}={v}" for k, v in env.items()) + (() if "PATH" in env else (DEFAULT_PATH,)),
+        cwd=op.cwd or "/",
+        uid=uid,
+        gid=gid,
+        additional_gids=groups,
+        binds=tuple(binds),
+        private_network=op.network == "none",
+        privileged=op.security == "insecure",
+        capabilities=host_capabilities() if op.security == "insecure" else None,
+        init=init,
+    )
+
+
+def host_capabilities() -> tuple[str, ...]:
+    """Every capability this process may hand on (its bounding set)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("CapBnd:"):
+                return capabilities_of(int(line.split()[1], 16))
+    except (OSError, ValueError):
+        pass
+    return CAPABILITIES
+
+
+def _run(
+    worker: LocalWorker,
+    vertex: Vertex,
+    process: ProcessSpec,
+    merged: Path,
+    step: Path,
+    job: Job,
+) -> tuple[int, list[str]]:
+    tail: list[str] = []
+    last_output = [time.monotonic()]
+    finished = threading.Event()
+
+    def output(line: str) -> None:
+        last_output[0] = time.monotonic()
+        tail.append(line)
+        del tail[:-TAIL_LINES]
+        job.log(line)
+
+    def watch() -> None:
+        # A step under emulation can be slow and silent: say it is alive, every minute.
+        started = time.monotonic()
+        while not finished.wait(15):
+            if time.monotonic() - last_output[0] >= SILENCE_NOTE_SECONDS:
+                minutes = (time.monotonic() - started) / 60
+                job.note(f"still running under emulation (qemu-{vertex.platform.qemu_name}), "
+                         f"{minutes:.0f} min so far")  # fmt: skip
+                last_output[0] = time.monotonic()
+
+    watcher = threading.Thread(target=watch, daemon=True) if vertex.emulated else None
+    if watcher is not None:
+        watcher.start()
+    try:
+        with job.slot(1 if vertex.emulated else 0):
+            if job.cancelled.is_set():
+                raise Cancelled("cancelled before it started")
+            container = worker.executor.start(process, merged, step / "bundle", output)
+            try:
+                while True:
+                    code = container.poll()
+                    if code is not None:
+                        container.wait()
+                        return code, tail
+                    if job.cancelled.wait(0.05):
+                        raise Cancelled("stopped: the build is being cancelled")
+            finally:
+                if container.poll() is None:
+                    container.kill()
+    finally:
+        finished.set()
+
+
+def _inside(root: Root, path: str) -> str:
+    """The host path of `path` resolved inside `root` (symlinks followed inside it)."""
+    rel = path.strip("/")
+    if not rel:
+        return root.path
+    st = root.lstat(rel)
+    if st is None:
+        raise StepError(f"mount source {path!r} does not exist")
+    try:
+        if stat.S_ISDIR(st.st_mode) or stat.S_ISLNK(st.st_mode):
+            fd = root.open_dir(rel, create=False)
+            try:
+                return os.readlink(f"/proc/self/fd/{fd}")
+            finally:
+                if fd != root.fd:
+                    os.close(fd)
+        with root.parent(rel, create=False) as (fd, leaf):
+            return os.path.join(os.readlink(f"/proc/self/fd/{fd}"), leaf)
+    except (OSError, PolyarchError) as exc:
+        raise StepError(f"mount source {path!r}: {exc}") from None
+
+
+def _refuse_symlinks(view: Root, rel: str) -> None:
+    """Every component of `rel` that exists must be a directory, not a symlink: the runtime
+    would otherwise follow it out of the rootfs."""
+    parts = [p for p in rel.split("/") if p]
+    for i in range(1, len(parts) + 1):
+        sub = "/".join(parts[:i])
+        st = view.lstat(sub)
+        if st is None:
+            return
+        if stat.S_ISLNK(st.st_mode):
+            raise StepError(f"/{sub} is a symlink in the image; polyarch mounts over it only "
+                            "when it is a directory")  # fmt: skip
+        if i < len(parts) and not stat.S_ISDIR(st.st_mode):
+            raise StepError(f"/{sub} is not a directory in the image")
+
+
+def _missing(view: Root, rel: str) -> list[str]:
+    """The components of `rel` that do not exist yet (the runtime will make them)."""
+    parts = [p for p in rel.split("/") if p]
+    out = []
+    for i in range(1, len(parts) + 1):
+        sub = "/".join(parts[:i])
+        if view.lstat(sub) is None:
+            out.append(sub)
+    return out
+
+
+def _remove_stub(view: Root, rel: str) -> None:
+    """A mount point the runtime made: removed when it is still empty (not the step's work)."""
+    st = view.lstat(rel)
+    if st is None:
+        return
+    if (stat.S_ISREG(st.st_mode) and st.st_size == 0) or (
+        stat.S_ISDIR(st.st_mode) and not _listing(view, rel)
+    ):
+        view.remove(rel)
+
+
+def _listing(root: Root, rel: str) -> list[str]:
+    try:
+        fd = root.open_dir(rel, create=False)
+    except (FileNotFoundError, NotADirectoryError, PolyarchError):
+        return []
+    try:
+        return os.listdir(fd)
+    finally:
+        if fd != root.fd:
+            os.close(fd)
+
+
+def _emulation_hint(vertex: Vertex, code: int) -> str:
+    signal_name = "SIGILL (illegal instruction)" if code == 132 else "SIGSEGV (segmentation fault)"
+    return (
+        f"The process was killed by {signal_name} while running under QEMU emulation of "
+        f"{vertex.platform}: likely an instruction the emulator does not support. Remedies: let "
+        "the stage run once natively (--build-once, or FROM --platform=$BUILDPLATFORM with a "
+        "cross-compiler), build on a native node for this platform, or use another base image."
+    )

@@ -1,0 +1,150 @@
+"""Layers unpacked once each, as overlayfs lower directories, keyed by diffID.
+
+A snapshot is one layer's entries (overlay whiteouts included), so any chain of layers is
+just a list of snapshot directories to stack. Unpacking goes to a temporary directory renamed
+into place: a snapshot directory exists whole or not at all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import pickle
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Final
+
+from polyarch.digest import Digest
+from polyarch.errors import PolyarchError
+from polyarch.layers import apply_layer, open_layer
+from polyarch.runtime import MountError, mount_overlay, unmount
+from polyarch.store.blobs import ContentStore
+from polyarch.worker.base import LayerRef
+from polyarch.worker.local.copydiff import materialize, write_upper
+
+_IN_PROCESS_LIMIT: Final = 8 * 1024 * 1024
+_pool: ProcessPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _workers() -> ProcessPoolExecutor:
+    global _pool  # noqa: PLW0603 (one pool per process, made on first use)
+    with _pool_lock:
+        if _pool is None:
+            # spawn, not fork: the builder has threads, and a forked child would inherit
+            # their locks in whatever state they were
+            _pool = ProcessPoolExecutor(
+                max_workers=os.cpu_count() or 1, mp_context=multiprocessing.get_context("spawn")
+            )
+        return _pool
+
+
+def _unpack(source: str, media_type: str, target: str, raising: bool = False) -> Exception | None:
+    """Apply one layer blob to `target` (overlay whiteouts). In a worker process the error is
+    returned, as itself when it survives pickling, else as a PolyarchError with its text."""
+    try:
+        with open(source, "rb") as raw:
+            apply_layer(open_layer(raw, media_type), Path(target), whiteouts="overlay")  # type: ignore[arg-type]
+    except Exception as exc:
+        if raising:
+            raise
+        try:
+            return pickle.loads(pickle.dumps(exc))  # type: ignore[no-any-return]  # noqa: S301 (our own bytes)
+        except Exception:
+            return PolyarchError(f"{exc.__class__.__name__}: {exc}")
+    return None
+
+
+class SnapshotStore:
+    def __init__(self, root: Path, blobs: ContentStore) -> None:
+        self.root = root
+        self.blobs = blobs
+        root.mkdir(parents=True, exist_ok=True)
+
+    def path(self, diff_id: Digest) -> Path:
+        return self.root / diff_id.hex[:24]
+
+    def has(self, diff_id: Digest) -> bool:
+        return self.path(diff_id).is_dir()
+
+    def ensure(self, diff_id: Digest, blob: Digest, media_type: str) -> Path:
+        target = self.path(diff_id)
+        if target.is_dir():
+            return target
+        work = Path(tempfile.mkdtemp(dir=self.root, prefix=".unpack-"))
+        try:
+            source = self.blobs.path(blob)
+            if source.stat().st_size >= _IN_PROCESS_LIMIT:
+                # A big layer unpacks in a worker process: CPU-bound Python that would
+                # otherwise share one interpreter lock with every other stage of the build.
+                failure = _workers().submit(_unpack, str(source), media_type, str(work)).result()
+                if failure is not None:
+                    raise failure
+            else:
+                _unpack(str(source), media_type, str(work), raising=True)
+            work.rename(target)
+        except FileExistsError:
+            shutil.rmtree(work, ignore_errors=True)  # another build made it meanwhile
+        except OSError as exc:
+            shutil.rmtree(work, ignore_errors=True)
+            if not target.is_dir() or exc.errno not in (39, 17):  # ENOTEMPTY, EEXIST
+                raise
+        except BaseException:
+            shutil.rmtree(work, ignore_errors=True)
+            raise
+        return target
+
+    def adopt(self, directory: Path, diff_id: Digest) -> Path:
+        """Make an upper directory (already in overlay form) the snapshot of `diff_id`."""
+        target = self.path(diff_id)
+        try:
+            directory.rename(target)
+        except OSError:
+            shutil.rmtree(directory, ignore_errors=True)  # an identical layer is already here
+        return target
+
+
+@contextlib.contextmanager
+def stacked(
+    snapshots: SnapshotStore,
+    layers: Sequence[LayerRef],
+    upper: Path,
+    workdir: Path,
+    merged: Path,
+    *,
+    overlay: bool,
+    on_fallback: Callable[[str], None],
+) -> Iterator[None]:
+    """The layers' filesystem at `merged`, changes landing in `upper` (overlay form).
+
+    With `overlay`, the layers' snapshots are stacked as overlayfs lowers; when overlayfs
+    cannot be mounted, `on_fallback` is told why and the layers are extracted into `merged`
+    (slower, same tree), the changes then written to `upper` by comparison.
+    """
+    if overlay:
+        lowers = [
+            str(snapshots.ensure(layer.diff_id, layer.digest, layer.media_type))
+            for layer in reversed(layers)
+        ]
+        if not lowers:
+            empty = upper.parent / "empty"
+            empty.mkdir()
+            lowers = [str(empty)]
+        try:
+            mount_overlay(lowers, str(upper), str(workdir), str(merged))
+        except MountError as exc:
+            on_fallback(str(exc))
+        else:
+            try:
+                yield
+            finally:
+                unmount(str(merged))
+            return
+    before = materialize(list(layers), snapshots.blobs, merged)
+    yield
+    write_upper(merged, before, upper)

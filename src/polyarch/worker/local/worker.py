@@ -1,0 +1,335 @@
+"""The local worker: runs a build's steps on this machine.
+
+Every filesystem step is the same motion: mount the input's layers (overlayfs lower
+directories, one snapshot per layer) with a fresh upper directory, act on the merged view
+(run a process with the OCI runtime, copy files, make a directory), unmount, and turn the
+upper directory into a layer (a deterministic tar, gzip'd in one pass into the store). The
+upper directory then becomes that layer's snapshot, so nothing is unpacked twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from polyarch.digest import Digest
+from polyarch.errors import PolyarchError, StepError
+from polyarch.frontend.dockerfile.ignore import IgnoreMatcher, read_patterns_list
+from polyarch.graph.model import Vertex
+from polyarch.graph.ops import (
+    ContextSource,
+    Copy,
+    ExecOp,
+    FileOp,
+    HttpSource,
+    ImageSource,
+    Mkdir,
+    Mkfile,
+    Scratch,
+)
+from polyarch.layers import LayerSink, Root, write_layer
+from polyarch.oci.config import ImageConfig
+from polyarch.oci.models import MAX_DOCUMENT_SIZE, Manifest, parse_document
+from polyarch.platform import Platform
+from polyarch.runtime import Executor
+from polyarch.store.workspace import Workspace
+from polyarch.worker.base import Job, LayerRef, Output, Result, WorkerPlatforms
+from polyarch.worker.local.context import ContextHasher
+from polyarch.worker.local.filecopy import (
+    CopyError,
+    CopyOptions,
+    copy_sources,
+    ensure_dirs,
+    resolve_owner,
+    resolve_user,
+    select_sources,
+    write_file,
+)
+from polyarch.worker.local.run import RunSettings, run_exec
+from polyarch.worker.local.snapshots import SnapshotStore, stacked
+
+
+@dataclass(frozen=True, slots=True)
+class BuildSession:
+    """What a build brings to the worker besides the graph: where its contexts are, and the
+    settings of its RUN steps."""
+
+    contexts: Mapping[str, Path] = field(default_factory=dict)
+    run: RunSettings = field(default_factory=RunSettings)
+    source_date_epoch: int | None = None
+
+
+class LocalWorker:
+    def __init__(
+        self,
+        workspace: Workspace,
+        session: BuildSession,
+        machine: Platform,
+        *,
+        executor: Executor | None = None,
+        on_note: Callable[[str], None] | None = None,
+    ) -> None:
+        self.workspace = workspace
+        self.session = session
+        self.machine = machine
+        self.layout = workspace.layout
+        self.blobs = self.layout.blobs
+        self.snapshots = SnapshotStore(workspace.snapshots, self.blobs)
+        self._executor = executor
+        self.work = workspace.tmp
+        self.snapshotter = os.environ.get("POLYARCH_SNAPSHOTTER") or (
+            "overlay" if _overlay_listed() else "copy"
+        )
+        self._lock = threading.Lock()
+        self._on_note = on_note
+        self._matchers: dict[tuple[str, ...], IgnoreMatcher | None] = {}
+        self.contexts = ContextHasher(workspace.file_digests)
+
+    @property
+    def executor(self) -> Executor:
+        if self._executor is None:
+            self._executor = Executor(self.workspace.runtime)
+        return self._executor
+
+    def platforms(self) -> WorkerPlatforms:
+        from polyarch.runtime import binfmt  # noqa: PLC0415
+
+        emulated = tuple(p for p in binfmt.registered(self.machine) if p != self.machine)
+        return WorkerPlatforms((self.machine,), emulated)
+
+    # sources -------------------------------------------------------------------------------
+
+    def resolve(self, vertex: Vertex, inputs: Sequence[Result]) -> Result:
+        op = vertex.op
+        if isinstance(op, Scratch):
+            return Result(vertex.key)
+        if isinstance(op, ImageSource):
+            return self._image(vertex, op)
+        if isinstance(op, ContextSource):
+            root = self._context_root(op)
+            matcher = self._matcher(op.excludes)
+            try:
+                with Root(root) as confined:
+                    selected = select_sources(confined, list(op.includes), matcher)
+                    digest = self.contexts.digest(confined, selected, matcher)
+            except CopyError as exc:
+                raise StepError(str(exc)) from None
+            return Result("context:" + digest, context=op)
+        raise StepError(f"{type(op).__name__} sources are not supported by this worker")
+
+    def _image(self, vertex: Vertex, op: ImageSource) -> Result:
+        if not op.digest:
+            raise StepError(f"{op.ref} was not resolved before building")
+        digest = Digest.parse(op.digest)
+        try:
+            if self.blobs.size(digest) > MAX_DOCUMENT_SIZE:
+                raise StepError(f"{op.ref}: its manifest is over {MAX_DOCUMENT_SIZE} bytes")
+            manifest = parse_document(self.blobs.read_bytes(digest), None)
+        except PolyarchError as exc:
+            raise StepError(f"{op.ref}: its manifest is not in the store: {exc}") from None
+        if not isinstance(manifest, Manifest):
+            raise StepError(f"{op.ref}: {op.digest} is not an image manifest")
+        config = ImageConfig.parse(
+            self.blobs.read_bytes(manifest.config.digest, manifest.config.size),
+            f"config of {op.ref}",
+        )
+        if len(config.diff_ids) != len(manifest.layers):
+            raise StepError(
+                f"{op.ref}: its config lists {len(config.diff_ids)} layers (rootfs.diff_ids), "
+                f"its manifest {len(manifest.layers)}"
+            )
+        layers = tuple(
+            LayerRef(layer.digest, layer.size, diff_id, layer.media_type)
+            for layer, diff_id in zip(manifest.layers, config.diff_ids, strict=True)
+        )
+        return Result("image:" + op.digest, layers, layers[-1] if layers else None,
+                      config.created or "")  # fmt: skip
+
+    def _context_root(self, op: ContextSource) -> Path:
+        root = self.session.contexts.get(op.name)
+        if root is None:
+            raise StepError(f"no build context named {op.name!r} was given")
+        return root
+
+    def _matcher(self, patterns: tuple[str, ...]) -> IgnoreMatcher | None:
+        with self._lock:
+            if patterns not in self._matchers:
+                self._matchers[patterns] = (
+                    IgnoreMatcher(read_patterns_list(patterns)) if patterns else None
+                )
+            return self._matchers[patterns]
+
+    def load(self, layer: LayerRef) -> bool:
+        return self.blobs.has(layer.digest, layer.size)
+
+    # steps ---------------------------------------------------------------------------------
+
+    def execute(self, vertex: Vertex, inputs: Sequence[Result], job: Job) -> Output:
+        op = vertex.op
+        if isinstance(op, HttpSource):
+            return self._download(op, job)
+        if not isinstance(op, ExecOp | FileOp):
+            raise StepError(f"cannot execute a {type(op).__name__}")
+        step = Path(tempfile.mkdtemp(dir=self.work, prefix="step-"))
+        upper, workdir, merged = step / "upper", step / "work", step / "merged"
+        for d in (upper, workdir, merged):
+            d.mkdir()
+        try:
+            with self.mounted(inputs[0].layers if inputs else (), upper, workdir, merged):
+                if isinstance(op, ExecOp):
+                    run_exec(self, vertex, op, inputs, merged, step, job)
+                else:
+                    self._file_op(op, inputs, merged)
+            return Output(self._commit(upper))
+        finally:
+            with contextlib.suppress(OSError):
+                shutil.rmtree(step)
+
+    @contextlib.contextmanager
+    def mounted(
+        self, layers: Sequence[LayerRef], upper: Path, workdir: Path, merged: Path
+    ) -> Iterator[None]:
+        """The layers' filesystem at `merged`, changes landing in `upper` (overlay form)."""
+        with stacked(
+            self.snapshots,
+            list(layers),
+            upper,
+            workdir,
+            merged,
+            overlay=self.snapshotter == "overlay",
+            on_fallback=self._use_copies,
+        ):
+            yield
+
+    @contextlib.contextmanager
+    def view(self, layers: Sequence[LayerRef]) -> Iterator[Root]:
+        """A filesystem to read from (its own scratch upper takes no writes)."""
+        step = Path(tempfile.mkdtemp(dir=self.work, prefix="view-"))
+        upper, work, view = step / "upper", step / "work", step / "view"
+        for d in (upper, work, view):
+            d.mkdir()
+        try:
+            with self.mounted(layers, upper, work, view), Root(view) as root:
+                yield root
+        finally:
+            shutil.rmtree(step, ignore_errors=True)
+
+    @contextlib.contextmanager
+    def source_root(self, result: Result) -> Iterator[tuple[Root, IgnoreMatcher | None]]:
+        """What a copy reads from: a context's directory (with its ignore rules) or a
+        filesystem's view."""
+        if result.context is not None:
+            with Root(self._context_root(result.context)) as root:
+                yield root, self._matcher(result.context.excludes)
+            return
+        with self.view(result.layers) as root:
+            yield root, None
+
+    def _use_copies(self, why: str) -> None:
+        with self._lock:
+            if self.snapshotter == "copy":
+                return
+            self.snapshotter = "copy"
+        if self._on_note is not None:
+            self._on_note(f"overlayfs unavailable ({why}); using copies: slower, same results")
+
+    def _commit(self, upper: Path) -> LayerRef | None:
+        if not any(upper.iterdir()):
+            return None
+        sink = LayerSink(self.blobs)
+        try:
+            write_layer(upper, sink, source_date_epoch=self.session.source_date_epoch)
+            blob = sink.finish()
+        except BaseException:
+            sink.abort()
+            raise
+        self.snapshots.adopt(upper, blob.diff_id)
+        return LayerRef(blob.digest, blob.size, blob.diff_id, blob.media_type)
+
+    # file ops ------------------------------------------------------------------------------
+
+    def _file_op(self, op: FileOp, inputs: Sequence[Result], merged: Path) -> None:
+        with Root(merged) as dest:
+            for action in op.actions:
+                try:
+                    if isinstance(action, Mkdir):
+                        owner = resolve_user(dest, action.owner)[:2] if action.owner else None
+                        ensure_dirs(dest, action.path, action.mode, owner)
+                    elif isinstance(action, Mkfile):
+                        owner = resolve_owner(dest, action.owner) if action.owner else (0, 0)
+                        write_file(dest, action.path, action.data.encode("utf-8"), action.mode,
+                                   owner)  # fmt: skip
+                    else:
+                        self._copy(action, inputs, dest)
+                except CopyError as exc:
+                    raise StepError(str(exc)) from None
+
+    def _copy(self, action: Copy, inputs: Sequence[Result], dest: Root) -> None:
+        options = copy_options(action, resolve_owner(dest, action.chown) if action.chown else None)
+        with self.source_root(inputs[action.input]) as (source, ignore):
+            selected = select_sources(source, list(action.sources), ignore)
+            copy_sources(source, selected, dest, action.dest, options, list(action.excludes),
+                         ignore)  # fmt: skip
+
+    # downloads -----------------------------------------------------------------------------
+
+    def _download(self, op: HttpSource, job: Job) -> Output:
+        """ADD <url>: fetched with the host's proxy settings and CA store, checked against the
+        checksum when one is given, a file of mode 0600 named after the URL."""
+        step = Path(tempfile.mkdtemp(dir=self.work, prefix="get-"))
+        upper = step / "upper"
+        upper.mkdir()
+        hasher = hashlib.sha256()
+        try:
+            target = upper / op.filename
+            with httpx.Client(follow_redirects=True, timeout=120.0, trust_env=True) as client:
+                try:
+                    with client.stream("GET", op.url) as resp:
+                        if resp.status_code != 200:
+                            raise StepError(f"ADD {op.url}: HTTP {resp.status_code}")
+                        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                        with os.fdopen(fd, "wb") as out:
+                            for chunk in resp.iter_bytes():
+                                if job.cancelled.is_set():
+                                    raise StepError(f"ADD {op.url}: cancelled")
+                                hasher.update(chunk)
+                                out.write(chunk)
+                except httpx.HTTPError as exc:
+                    raise StepError(f"ADD {op.url}: {exc}") from None
+            actual = "sha256:" + hasher.hexdigest()
+            if op.checksum and op.checksum != actual:
+                raise StepError(
+                    f"ADD {op.url}: checksum mismatch: expected {op.checksum}, got {actual}"
+                )
+            return Output(self._commit(upper))
+        finally:
+            shutil.rmtree(step, ignore_errors=True)
+
+
+def copy_options(action: Copy, chown: tuple[int, int] | None) -> CopyOptions:
+    """How a copy action copies (its chown resolved to ids): every field lands here; `input`,
+    `sources`, `dest` and `excludes` are the copy's arguments, and `link` is the graph's (a
+    link copy has an empty filesystem as input 0)."""
+    return CopyOptions(
+        chown=chown,
+        chmod=int(action.chmod, 8) if action.chmod else None,
+        keep_owner=action.keep_owner,
+        parents=action.parents,
+        unpack_archives=action.unpack,
+    )
+
+
+def _overlay_listed() -> bool:
+    try:
+        return "overlay" in Path("/proc/filesystems").read_text()
+    except OSError:
+        return False
