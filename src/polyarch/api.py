@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import platform as _host
+import stat
 import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -260,13 +262,39 @@ def machine_platform() -> Platform:
 def read_dockerfile(path: Path) -> tuple[ParseResult, Dockerfile]:
     """Read, parse and check a Dockerfile; errors name the file and line."""
     try:
-        text = path.read_bytes().decode("utf-8")  # not read_text: keep \r\n as BuildKit does
+        text = read_context_file(path).decode("utf-8")  # bytes: keep \r\n as BuildKit does
     except FileNotFoundError:
         raise DockerfileError("no such file", path=str(path)) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DockerfileError(f"cannot read: {exc}", path=str(path)) from None
+    except UnicodeDecodeError as exc:
+        raise DockerfileError(f"cannot read: not UTF-8 ({exc.reason})", path=str(path)) from None
+    except OSError as exc:
+        raise DockerfileError(f"cannot read: {exc.strerror or exc}", path=str(path)) from None
     result = parse(text, str(path))
     return result, build(result, str(path))
+
+
+MAX_DOCKERFILE = 16 * 1024 * 1024
+
+
+def read_context_file(path: Path, limit: int = MAX_DOCKERFILE) -> bytes:
+    """A Dockerfile or ignore file: never through a symlink (a context is not trusted: it
+    could point at a host secret, which an error would then show), never a device or a
+    pipe, never more than `limit` bytes."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            target = path.readlink()
+            raise OSError(exc.errno, f"it is a symlink (to {target}): give that file with -f"
+                          ) from None  # fmt: skip
+        raise
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise OSError(errno.EFBIG, f"over {limit} bytes")
+    return data
 
 
 def plan_build(
@@ -404,11 +432,17 @@ def verify_image(
     note: Callable[[str], None] = lambda _line: None,
 ) -> VerifyReport:
     """Check every platform of a pushed image (see polyarch.verify), and run each one."""
-    from polyarch.verify import Verifier  # noqa: PLC0415 (the engine only when needed)
+    from polyarch.store.workspace import Workspace  # noqa: PLC0415 (the engine when needed)
+    from polyarch.verify import Verifier  # noqa: PLC0415
+    from polyarch.worker.local.worker import BuildSession, LocalWorker  # noqa: PLC0415
 
-    verifier = Verifier(session.source(location), root or default_root(), machine_platform(),
-                        note=note)  # fmt: skip
-    return verifier.verify(platforms, run, jobs=jobs)
+    workspace = Workspace(root or default_root())
+    machine = machine_platform()
+    worker = LocalWorker(workspace, BuildSession(), machine, on_note=note)
+    with workspace.exclusive():  # what clean removes is not under a running image
+        return Verifier(session.source(location), worker, machine, note=note).verify(
+            platforms, run, jobs=jobs
+        )
 
 
 def clean_images(repository: str, root: Path | None = None) -> PruneReport:

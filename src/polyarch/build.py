@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from polyarch.concurrency import wait_all
-from polyarch.errors import BuildError, PolyarchError
+from polyarch.errors import BuildError, DockerfileError, PolyarchError
 from polyarch.frontend.convert import BaseImage, ConvertRequest, convert
 from polyarch.frontend.dockerfile import Dockerfile, read_patterns
 from polyarch.frontend.dockerfile.ignore import ignore_file_for
@@ -25,7 +25,7 @@ from polyarch.graph.model import BuildGraph, OnceCheck, Vertex
 from polyarch.graph.ops import ImageSource
 from polyarch.image.assemble import image_config, timestamp, write_image, write_index
 from polyarch.oci.config import ImageConfig
-from polyarch.oci.models import Descriptor, Index, Manifest
+from polyarch.oci.models import MAX_DOCUMENT_SIZE, Descriptor, Index, Manifest
 from polyarch.platform import Platform
 from polyarch.progress import Event, Progress, silent
 from polyarch.reference import Reference
@@ -154,7 +154,9 @@ class Builder:
         self.registry = registry
         self.progress = progress
         self._executor = executor
-        self.cache = SqliteCache(workspace.cache_db)
+        self.cache = SqliteCache(
+            workspace.cache_db, warn=lambda text: progress(Event("note", "", "cache", text=text))
+        )
 
     def build(self, request: BuildRequest) -> BuildResult:
         with self.workspace.exclusive():
@@ -248,6 +250,9 @@ class Builder:
             document, digest = child.document, child.digest
         if not isinstance(document, Manifest):
             raise BuildError(f"{image}: the {platform} entry is not an image manifest")
+        if document.config.size > MAX_DOCUMENT_SIZE:
+            raise BuildError(f"{image}: its config is {document.config.size} bytes, over the "
+                             f"{MAX_DOCUMENT_SIZE} limit for configs; refusing it")  # fmt: skip
         self.layout.write_document(document.raw)
         for blob in document.blobs():
             if not self.blobs.has(blob.digest, blob.size):
@@ -269,8 +274,15 @@ class Builder:
 
 
 def _ignore_patterns(request: BuildRequest) -> tuple[str, ...]:
+    from polyarch.api import read_context_file  # noqa: PLC0415
+
     for candidate in ignore_file_for(str(request.dockerfile_path), str(request.context)):
         path = Path(candidate)
-        if path.is_file():
-            return read_patterns(path.read_text(encoding="utf-8"), str(path))
+        if path.is_file() or path.is_symlink():
+            try:
+                text = read_context_file(path).decode("utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8"
+                raise DockerfileError(f"cannot read: {reason}", path=str(path)) from None
+            return read_patterns(text, str(path))
     return ()

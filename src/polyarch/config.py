@@ -96,6 +96,8 @@ def parse_config(text: str, path: str = "polyarch.toml") -> ProjectConfig:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid TOML: nested too deeply") from None
     values: dict[str, Any] = {}
     for section, content in data.items():
         schema = _SCHEMA.get(section)

@@ -9,9 +9,9 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Final, Literal, NoReturn
 
-from polyarch.errors import InvalidDigestError
+from polyarch.errors import InvalidDigestError, VerificationError
 
 Algorithm = Literal["sha256", "sha512"]
 
@@ -82,3 +82,38 @@ class Hasher:
 
     def digest(self) -> Digest:
         return Digest(self.algorithm, self._hash.hexdigest())
+
+
+class Check:
+    """A stream checked against the digest and size its descriptor promises: the one
+    verification every blob read goes through (registry downloads, upload sources, stored
+    blobs). `update` refuses a byte past the size at once; `verify` checks the end."""
+
+    __slots__ = ("_hasher", "digest", "size", "what")
+
+    def __init__(self, digest: Digest, size: int | None, what: str) -> None:
+        self.digest = digest
+        self.size = size
+        self.what = what
+        self._hasher = digest.hasher()
+
+    @property
+    def seen(self) -> int:
+        return self._hasher.size
+
+    def update(self, data: bytes | memoryview) -> None:
+        if self.size is not None and self._hasher.size + len(data) > self.size:
+            self.fail(self._hasher.size + len(data))
+        self._hasher.update(data)
+
+    def complete(self) -> bool:
+        return self.size is not None and self._hasher.size >= self.size
+
+    def verify(self) -> None:
+        actual = self._hasher.digest()
+        if actual != self.digest or (self.size is not None and self._hasher.size != self.size):
+            self.fail(self._hasher.size, str(actual))
+
+    def fail(self, size: int, actual: str | None = None) -> NoReturn:
+        raise VerificationError(self.what, expected_digest=str(self.digest), actual_digest=actual,
+                                expected_size=self.size, actual_size=size)  # fmt: skip

@@ -153,3 +153,8 @@ class BuildError(PolyarchError):
         self.stage = stage
         self.platform = platform
         super().__init__(f"{location}: {message}" if location else message)
+
+
+class LayerError(PolyarchError):
+    """A layer that cannot be read: not a tar, a broken or truncated compression, a type
+    polyarch does not know, or content that is not what its diffID says."""

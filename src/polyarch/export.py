@@ -52,8 +52,9 @@ def write_docker_archive(
             info = tarfile.TarInfo(name)
             info.size = blob.size
             info.mode = 0o644
-            with layout.blobs.open(blob.digest) as f:
+            with layout.blobs.open(blob.digest, blob.size) as f:
                 tar.addfile(info, f)
+                f.verify()
         data = json.dumps([entry]).encode()
         info = tarfile.TarInfo("manifest.json")
         info.size = len(data)

@@ -19,29 +19,23 @@ as expected (or, with no probe, after a short settle time: a server that stays u
 from __future__ import annotations
 
 import http.client
-import shutil
-import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from polyarch.concurrency import wait_all
-from polyarch.errors import PolyarchError, UsageError
-from polyarch.layers import Root
-from polyarch.oci.models import Descriptor, ImageConfig, Index, Manifest
+from polyarch.errors import PolyarchError, StepError, UsageError
+from polyarch.oci.models import MAX_DOCUMENT_SIZE, Descriptor, ImageConfig, Index, Manifest
 from polyarch.platform import Platform
 from polyarch.registry.client import RegistryClient
-from polyarch.runtime import DEFAULT_PATH, Executor, ProcessSpec, binfmt, find_init
+from polyarch.runtime import Container, binfmt
 from polyarch.runtime.netns import in_network_of
-from polyarch.store.layout import OciLayout
 from polyarch.transfer.endpoints import ImageSource, RegistryRepository
 from polyarch.worker.base import LayerRef
-from polyarch.worker.local.filecopy import CopyError, resolve_user
-from polyarch.worker.local.snapshots import SnapshotStore, stacked
+from polyarch.worker.local.run import ImageRun, started
+from polyarch.worker.local.worker import LocalWorker
 
 _TAIL_LINES = 15
 
@@ -120,24 +114,19 @@ class Verifier:
     def __init__(
         self,
         source: ImageSource,
-        root: Path,
+        worker: LocalWorker,
         machine: Platform,
         *,
-        executor: Executor | None = None,
         note: Callable[[str], None] = lambda _line: None,
     ) -> None:
         self.source = source
         self.client: RegistryClient | None = (
             source.client if isinstance(source, RegistryRepository) else None
         )
-        self.root = root
-        self.blobs = OciLayout(root / "store").blobs
-        self.snapshots = SnapshotStore(root / "snapshots", self.blobs)
+        self.worker = worker
+        self.blobs = worker.blobs
         self.machine = machine
-        self.executor = executor or Executor(root / "runtime")
         self.note = note
-        self.work = root / "verify"
-        self.work.mkdir(parents=True, exist_ok=True)
 
     def verify(
         self, platforms: Sequence[Platform], run: RunSpec | None, *, jobs: int = 4
@@ -228,6 +217,10 @@ class Verifier:
     def _check_config(
         self, manifest: Manifest, platform: Platform | None, result: PlatformResult
     ) -> ImageConfig | None:
+        if manifest.config.size > MAX_DOCUMENT_SIZE:
+            result.failures.append(f"the config is {manifest.config.size} bytes, over the "
+                                   f"{MAX_DOCUMENT_SIZE} limit for configs")  # fmt: skip
+            return None
         raw = b"".join(self.source.open_blob(manifest.config))  # verified: digest and size
         self.blobs.put_bytes(raw, manifest.config.digest)
         config = ImageConfig.parse(raw, f"config {manifest.config.digest}")
@@ -301,49 +294,8 @@ class Verifier:
             LayerRef(d.digest, d.size, diff_id, d.media_type)
             for d, diff_id in zip(manifest.layers, config.diff_ids, strict=True)
         ]
-        work = Path(tempfile.mkdtemp(dir=self.work, prefix=f"{uuid.uuid4().hex[:8]}-"))
-        upper, workdir, merged = work / "upper", work / "work", work / "merged"
-        for d in (upper, workdir, merged):
-            d.mkdir()
-        try:
-            with stacked(
-                self.snapshots, layers, upper, workdir, merged, overlay=True,
-                on_fallback=lambda why: self.note(f"overlayfs unavailable ({why}); copying"),
-            ):  # fmt: skip
-                self._run_in(merged, work, config, args, spec, how, result)
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-
-    def _run_in(
-        self,
-        merged: Path,
-        work: Path,
-        config: ImageConfig,
-        args: tuple[str, ...],
-        spec: RunSpec,
-        how: str,
-        result: PlatformResult,
-    ) -> None:
-        with Root(merged) as view:
-            try:
-                uid, gid, groups = resolve_user(view, config.user or "")
-            except CopyError as exc:
-                result.failures.append(str(exc))
-                return
-        env = tuple(config.env)
-        if not any(e.startswith("PATH=") for e in env):
-            env = (DEFAULT_PATH, *env)
-        process = ProcessSpec(
-            args=args,
-            env=env,
-            cwd=config.working_dir or "/",
-            uid=uid,
-            gid=gid,
-            additional_gids=groups,
-            hostname="polyarch-verify",
-            private_network=True,
-            init=find_init() if how != "native" else None,
-        )
+        run = ImageRun(args, tuple(config.env), config.working_dir or "/", config.user or "",
+                       how != "native")  # fmt: skip
         tail: list[str] = []
         lock = threading.Lock()
 
@@ -356,61 +308,71 @@ class Verifier:
             with lock:
                 return "\n".join(f"  | {line}" for line in tail) or "  (no output)"
 
+        try:
+            with started(self.worker, layers, run, output) as container:
+                self._watch(container, spec, how, result, shown)
+        except StepError as exc:
+            result.failures.append(str(exc))
+
+    def _watch(
+        self,
+        container: Container,
+        spec: RunSpec,
+        how: str,
+        result: PlatformResult,
+        shown: Callable[[], str],
+    ) -> None:
         what = "--run command" if spec.command is not None else "entrypoint"
         started = time.monotonic()
-        container = self.executor.start(process, merged, work / "bundle", output)
         pending = list(spec.probes)
         last: dict[Probe, str] = {}
-        try:
-            while True:
-                code = container.poll()
-                elapsed = time.monotonic() - started
-                if code is not None:
-                    if code == 0 and not pending:
-                        result.run = f"{what} exited 0 ({how}, {elapsed:.1f} s)"
-                    else:
-                        result.run = f"{what} exited {code} ({how}, {elapsed:.1f} s)"
-                        why = f"the {what} exited with status {code} ({how})"
-                        if pending:
-                            why += f" before {', '.join(map(str, pending))} answered"
-                        if how != "native" and code in (128 + 4, 128 + 11):
-                            why += (" — killed by SIGILL/SIGSEGV under emulation: likely an "
-                                    "instruction the emulator does not support")  # fmt: skip
-                        result.failures.append(f"{why}:\n{shown()}")
-                    return
-                pid = container.pid() if pending else None
-                if pid is not None:
-                    for probe in list(pending):
-                        verdict = _probe(pid, probe)
-                        if verdict is None:
-                            pending.remove(probe)
-                            found = f", {probe.text!r} found" if probe.text is not None else ""
-                            result.probes[probe.label] = f"{probe.status}{found}"
-                        else:
-                            last[probe] = verdict
-                if spec.probes and not pending:
-                    result.run = f"{what} serving ({how}, {elapsed:.1f} s)"
-                    return
-                if not spec.probes and spec.command is None and elapsed >= spec.settle:
-                    result.run = f"{what} running after {spec.settle:.0f} s ({how})"
-                    return
-                if elapsed >= spec.timeout:
-                    result.run = f"{what} timed out ({how}, {spec.timeout:.0f} s)"
+        while True:
+            code = container.poll()
+            elapsed = time.monotonic() - started
+            if code is not None:
+                if code == 0 and not pending:
+                    result.run = f"{what} exited 0 ({how}, {elapsed:.1f} s)"
+                else:
+                    result.run = f"{what} exited {code} ({how}, {elapsed:.1f} s)"
+                    why = f"the {what} exited with status {code} ({how})"
                     if pending:
-                        for probe in pending:
-                            result.probes[probe.label] = f"FAIL ({last.get(probe, 'no answer')})"
-                            result.failures.append(
-                                f"{probe}: no good answer within {spec.timeout:.0f} s "
-                                f"(last: {last.get(probe, 'no attempt')})\n{shown()}"
-                            )
+                        why += f" before {', '.join(map(str, pending))} answered"
+                    if how != "native" and code in (128 + 4, 128 + 11):
+                        why += (" — killed by SIGILL/SIGSEGV under emulation: likely an "
+                                "instruction the emulator does not support")  # fmt: skip
+                    result.failures.append(f"{why}:\n{shown()}")
+                return
+            pid = container.pid() if pending else None
+            if pid is not None:
+                for probe in list(pending):
+                    verdict = _probe(pid, probe)
+                    if verdict is None:
+                        pending.remove(probe)
+                        found = f", {probe.text!r} found" if probe.text is not None else ""
+                        result.probes[probe.label] = f"{probe.status}{found}"
                     else:
+                        last[probe] = verdict
+            if spec.probes and not pending:
+                result.run = f"{what} serving ({how}, {elapsed:.1f} s)"
+                return
+            if not spec.probes and spec.command is None and elapsed >= spec.settle:
+                result.run = f"{what} running after {spec.settle:.0f} s ({how})"
+                return
+            if elapsed >= spec.timeout:
+                result.run = f"{what} timed out ({how}, {spec.timeout:.0f} s)"
+                if pending:
+                    for probe in pending:
+                        result.probes[probe.label] = f"FAIL ({last.get(probe, 'no answer')})"
                         result.failures.append(
-                            f"the {what} did not finish within {spec.timeout:.0f} s\n{shown()}"
+                            f"{probe}: no good answer within {spec.timeout:.0f} s "
+                            f"(last: {last.get(probe, 'no attempt')})\n{shown()}"
                         )
-                    return
-                time.sleep(0.25)
-        finally:
-            container.kill()
+                else:
+                    result.failures.append(
+                        f"the {what} did not finish within {spec.timeout:.0f} s\n{shown()}"
+                    )
+                return
+            time.sleep(0.25)
 
 
 def _probe(pid: int, probe: Probe) -> str | None:

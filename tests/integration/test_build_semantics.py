@@ -97,6 +97,8 @@ def test_security_insecure_needs_the_entitlement(base: str, tmp_path: Path) -> N
         f"FROM {base}\n"
         "RUN --security=insecure grep CapEff /proc/self/status | cut -f2 > /insecure\n"
         "RUN grep CapEff /proc/self/status | cut -f2 > /sandbox\n"
+        "RUN --security=insecure grep Seccomp: /proc/self/status | cut -f2 > /insecure-seccomp\n"
+        "RUN grep Seccomp: /proc/self/status | cut -f2 > /seccomp\n"
     )
     ctx = write_context(tmp_path / "ctx", dockerfile, {})
     refused = polyarch("build", "--root", str(root), str(ctx), check=False)
@@ -111,6 +113,8 @@ def test_security_insecure_needs_the_entitlement(base: str, tmp_path: Path) -> N
     sandbox = int((tree / "sandbox").read_text(), 16)
     assert insecure & (1 << 21)  # CAP_SYS_ADMIN
     assert not sandbox & (1 << 21)
+    assert (tree / "seccomp").read_text() == "2\n"  # Docker's default profile, as a filter
+    assert (tree / "insecure-seccomp").read_text() == "0\n"
 
 
 def test_unimplemented_run_flags_are_refused_by_name(base: str, tmp_path: Path) -> None:

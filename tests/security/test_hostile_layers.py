@@ -166,3 +166,14 @@ def test_directory_replaced_by_symlink_mid_layer_is_resolved_afresh(
     host_untouched(host)
     assert (root / str(host).lstrip("/") / "y").read_bytes() == b"2"
     assert os.readlink(root / "a") == str(host)
+
+
+def test_archive_semantics_keep_whiteout_names_as_files(world: tuple[Path, Path]) -> None:
+    """ADD unpacks archives, not layers: a `.wh.` entry is a file, never a deletion."""
+    root, host = world
+    (root / "victim").write_text("stays\n")
+    apply_layer(stream(E(".wh.victim", data=b""), E(".wh..wh..opq", data=b"")), root,
+                whiteouts="keep")  # fmt: skip
+    assert (root / "victim").read_text() == "stays\n"
+    assert (root / ".wh.victim").is_file() and (root / ".wh..wh..opq").is_file()
+    host_untouched(host)

@@ -38,6 +38,10 @@ from polyarch.worker.local.run import RunSettings, check_mounts, process_spec
 from polyarch.worker.local.worker import copy_options
 
 AMD64 = Platform.parse("linux/amd64")
+PROFILE = {
+    "defaultAction": "SCMP_ACT_ERRNO",
+    "syscalls": [{"names": ["read"], "action": "SCMP_ACT_ALLOW"}],
+}
 ARM64 = Platform.parse("linux/arm64")
 BASE = "docker.io/library/debian:latest"
 NGINX = "docker.io/library/nginx:latest"
@@ -77,8 +81,9 @@ class RecordingWorker:
             if isinstance(op, ExecOp):
                 check_mounts(op, inputs)
                 self.seen.processes.append(
-                    process_spec(op, (0, 0, ()), (), RunSettings(), init=None)
-                )
+                    process_spec(op, (0, 0, ()), (), RunSettings(), init=None,
+                                 seccomp=PROFILE if op.security != "insecure" else None)
+                )  # fmt: skip
             elif isinstance(op, FileOp):
                 for action in op.actions:
                     self.seen.actions.append(action)
@@ -158,11 +163,12 @@ FLAG_CASES: dict[tuple[str, str], Callable[[], None]] = {
         F + "RUN --mount=type=cache,target=/c true\n", "RUN --mount=type=cache"
     ),
     ("RUN", "network"): lambda: ok(
-        F + "RUN --network=none true\n", lambda g, s: process(s).private_network
+        F + "RUN --network=none true\n",
+        lambda g, s: process(s).private_network and process(s).seccomp is not None,
     ),
     ("RUN", "security"): lambda: ok(
         F + "RUN --security=insecure true\n",
-        lambda g, s: process(s).privileged,
+        lambda g, s: process(s).privileged and process(s).seccomp is None,
         allow=frozenset({"security.insecure"}),
     ),
     ("RUN", "device"): lambda: refused(F + "RUN --device=/dev/fuse true\n", "RUN --device"),

@@ -164,3 +164,19 @@ def test_link_copies_are_made_on_nothing_and_merged() -> None:
     assert g.vertices[copy.inputs[0]].kind == "source"  # scratch, not the RUN below
     with_chmod = graph("FROM debian\nCOPY --link --chmod=600 a /a\n")
     assert with_chmod.vertices[with_chmod.images[AMD64].result].kind == "file"  # BuildKit: no link
+
+
+def test_base_history_gets_one_entry_per_layer() -> None:
+    d = "sha256:" + "2" * 64
+    from polyarch.digest import Digest
+
+    short = base_config(history=(), diff_ids=(Digest.parse(d), Digest.parse(d)))
+    s = spec("FROM debian\nRUN true\n", config=short)
+    assert [(h.created_by, h.empty_layer) for h in s.config.history] == [("", False)] * 2
+    long = base_config(
+        history=(HistoryEntry(None, "a"), HistoryEntry(None, "b")),
+        diff_ids=(Digest.parse(d),),
+    )
+    s = spec("FROM debian\n", config=long)
+    assert [(h.created_by, h.empty_layer) for h in s.config.history] == [("a", False),
+                                                                         ("b", True)]  # fmt: skip

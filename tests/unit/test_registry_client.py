@@ -630,3 +630,81 @@ def test_credentials_never_in_repr_or_errors() -> None:
     with pytest.raises(AuthenticationError) as info:
         client.get_manifest(ref())
     assert "hunter2" not in str(info.value)
+
+
+def test_a_redirect_targets_own_challenge_never_gets_the_registrys_credentials(
+    tmp_path: Path,
+) -> None:
+    """Issue 14: a blob redirected to another origin that answers 401 with its own bearer
+    realm: the registry's basic credentials must go nowhere but the registry."""
+    registry = FakeRegistry(auth="basic", storage_redirect=True)
+    manifest = seed_image(registry)
+    registry.faults.append(
+        lambda r: (
+            httpx.Response(401, headers={"WWW-Authenticate":
+                                         'Bearer realm="https://evil.test/token",service="x"'})
+            if r.url.host == "storage.test"
+            else httpx.Response(200, json={"token": "t"}) if r.url.host == "evil.test" else None
+        )
+    )  # fmt: skip
+    client, _ = make_client(registry, {"reg.test": Credential("alice", "s3cret")})
+    layer = manifest.layers[0]
+    with pytest.raises(AuthenticationError):
+        ContentStore(tmp_path).ingest(client.get_blob(ref(), layer), layer.digest, layer.size)
+    assert not [r for r in registry.log if r.url.host == "evil.test"]
+    secret = base64.b64encode(b"alice:s3cret").decode()
+    for request in registry.log:
+        if request.url.host != "reg.test":
+            assert secret not in request.headers.get("Authorization", "")
+
+
+def test_one_retry_budget_per_copy_of_a_blob(tmp_path: Path) -> None:
+    """Issue 14: a copy whose source blob keeps failing tries it `attempts` times in all (the
+    upload's retries share the download's budget instead of multiplying it)."""
+    from polyarch.transfer.endpoints import RegistryRepository
+
+    source, target = FakeRegistry(host="src.test"), FakeRegistry(host="dst.test")
+    manifest = seed_image(source)
+    layer = manifest.layers[0]
+    source.faults.append(
+        lambda r: httpx.Response(503) if f"/blobs/{layer.digest}" in r.url.path else None
+    )
+    transport = httpx.MockTransport(
+        lambda r: (source if r.url.host == "src.test" else target).handle(r)
+    )
+    sleeps: list[float] = []
+    client = RegistryClient(transport=transport, sleep=sleeps.append,
+                            retry=RetryPolicy(attempts=5, base_delay=0.01))  # fmt: skip
+    src = RegistryRepository(client, Reference.parse("src.test/team/app:v1"))
+    dst = RegistryRepository(client, Reference.parse("dst.test/team/app:v1"))
+    with pytest.raises(RegistryUnavailableError):
+        dst.put_blob(layer, src)
+    tries = [r for r in source.log if f"/blobs/{layer.digest}" in r.url.path]
+    assert len(tries) == 5 and len(sleeps) == 4
+
+
+def test_retry_after_beyond_the_window_gives_up_at_once() -> None:
+    registry = FakeRegistry()
+    seed_image(registry)
+    registry.faults.append(
+        lambda r: httpx.Response(503, headers={"Retry-After": "50"})
+        if "/manifests/" in r.url.path else None
+    )  # fmt: skip
+    sleeps: list[float] = []
+    client = RegistryClient(transport=registry.transport(), sleep=sleeps.append,
+                            retry=RetryPolicy(attempts=5, max_delay=60, window=60))  # fmt: skip
+    with pytest.raises(RegistryUnavailableError):
+        client.get_manifest(ref())
+    assert sleeps == [50.0]  # a second wait of 50 s would pass the 60 s window
+
+
+def test_huge_token_responses_are_refused() -> None:
+    registry = FakeRegistry(auth="bearer")
+    seed_image(registry)
+    registry.faults.append(
+        lambda r: httpx.Response(200, content=b'{"token": "' + b"x" * (2 << 20) + b'"}')
+        if r.url.host == "auth.test" else None
+    )  # fmt: skip
+    client, _ = make_client(registry)
+    with pytest.raises(RegistryError, match="larger than"):
+        client.get_manifest(ref())

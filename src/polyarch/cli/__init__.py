@@ -5,8 +5,13 @@ Exit codes: 0 success, 1 an error polyarch explains, 2 a usage error, 130 interr
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import signal
 import sys
+import tempfile
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -492,15 +497,48 @@ for _command in project.COMMANDS:
     cli.add_command(_command)
 
 
+def _terminated(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM stops a build as Ctrl-C does: steps killed, no debris
+
+
+def _interrupted() -> NoReturn:
+    click.echo("interrupted", err=True)
+    sys.stderr.flush()
+    sys.stdout.flush()
+    # Running steps were told to stop and given a moment; a download still in a thread is
+    # abandoned (its half-written blob is cleared by the next command), not waited for.
+    os._exit(130)
+
+
+def _internal_error(exc: BaseException) -> NoReturn:
+    """An exception polyarch did not expect: one line, the details in a log file."""
+    detail = "".join(traceback.format_exception(exc))
+    try:
+        logs = Path(tempfile.gettempdir()) / "polyarch-errors"
+        logs.mkdir(mode=0o700, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=logs, prefix="internal-", suffix=".log")
+        with os.fdopen(fd, "w") as log:
+            log.write(f"polyarch {__version__}: {' '.join(sys.argv)}\n{detail}")
+        where = f"details in {name}"
+    except OSError:
+        where = "no log could be written"
+    click.echo(f"internal error: {exc.__class__.__name__}: {exc} ({where}; please report it)",
+               err=True)  # fmt: skip
+    sys.exit(70)
+
+
 def main(argv: Sequence[str] | None = None) -> NoReturn:
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         # Without standalone mode click returns (not raises) the code of click.exceptions.Exit.
         code = cli.main(args=list(argv) if argv is not None else None, standalone_mode=False)
         if isinstance(code, int) and code != 0:
             sys.exit(code)
-    except click.exceptions.Abort:
-        click.echo("interrupted", err=True)
-        sys.exit(130)
+    except click.exceptions.Abort as exc:
+        if isinstance(exc.__cause__, EOFError):  # click turns EOFError into Abort
+            click.echo(f"error: unexpected end of data ({exc.__cause__})", err=True)
+            sys.exit(1)
+        _interrupted()
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
@@ -513,6 +551,14 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
     except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
-        sys.exit(130)
+        _interrupted()
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            where = f" writing {exc.filename}" if exc.filename else ""
+            click.echo(f"error: no space left on the device{where}: free some space (polyarch "
+                       "clean) and try again", err=True)  # fmt: skip
+            sys.exit(1)
+        _internal_error(exc)
+    except Exception as exc:
+        _internal_error(exc)
     sys.exit(0)

@@ -32,7 +32,12 @@ class Globals:
             path = self.config_file or Path("polyarch.toml")
             if self.config_file is not None and not path.is_file():
                 raise UsageError(f"--config: no such file {path}")
-            text = path.read_text(encoding="utf-8") if path.is_file() else ""
+            try:
+                text = path.read_text(encoding="utf-8") if path.is_file() else ""
+            except UnicodeDecodeError as exc:
+                raise UsageError(f"{path}: not UTF-8 ({exc.reason})") from None
+            except OSError as exc:
+                raise UsageError(f"cannot read {path}: {exc.strerror}") from None
             self._project = parse_config(text, str(path))
         return self._project
 
@@ -115,11 +120,20 @@ def parse_build_args(values: Sequence[str]) -> dict[str, str]:
     return out
 
 
+def _root_value(_ctx: click.Context, _param: click.Parameter, value: str | None) -> Path | None:
+    if value is None:
+        return None
+    if not value.strip():
+        raise click.BadParameter("must name a directory (it is polyarch's workspace)")
+    return Path(value)
+
+
 def root_option(fn: Any) -> Any:
     return click.option(
         "--root",
-        type=click.Path(file_okay=False, path_type=Path),
+        type=click.Path(file_okay=False),
         envvar="POLYARCH_ROOT",
+        callback=_root_value,
         help="Where polyarch keeps images, layers and cache (default: /var/lib/polyarch as "
         "root, else the user data directory). Two roots are fully isolated.",
     )(fn)
@@ -181,6 +195,9 @@ def parse_outputs(values: Sequence[str], push: bool) -> list[dict[str, str]]:
             raise UsageError(f"--output type must be registry, oci or docker, got {item!r}")
         if kind in ("oci", "docker") and not spec.get("dest"):
             raise UsageError(f"--output type={kind} needs dest=PATH")
+        if kind == "docker" and Path(spec["dest"]).is_dir():
+            raise UsageError(f"--output type=docker: dest={spec['dest']} is a directory; name "
+                             "the tar file to write")  # fmt: skip
         outputs.append(spec)
     if push:
         outputs.append({"type": "registry"})

@@ -28,6 +28,7 @@ listed for the check that they are free of native code.
 
 from __future__ import annotations
 
+import dataclasses
 import posixpath
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -70,7 +71,7 @@ from polyarch.graph.ops import (
     SshMount,
     TmpfsMount,
 )
-from polyarch.oci.config import DEFAULT_PATH, Healthcheck, ImageConfig
+from polyarch.oci.config import DEFAULT_PATH, Healthcheck, HistoryEntry, ImageConfig
 from polyarch.platform import Platform, runs_natively
 from polyarch.reference import Reference
 
@@ -87,6 +88,7 @@ PROXY_ARGS: Final = frozenset(
 DEFAULT_SHELL: Final = ("/bin/sh", "-c")
 ENTITLEMENTS: Final = ("security.insecure", "network.host")
 INLINE_DIR: Final = "/dev/pipes"
+_MAX_TRIGGERS: Final = 256
 _MIN_DURATION: Final = 1_000_000  # 1 ms, BuildKit's minimum for HEALTHCHECK durations
 
 
@@ -429,7 +431,7 @@ class _Converter:
                 resolved = self.req.images.get((base_image, str(run_platform)))
                 config = resolved.config if resolved else ImageConfig.empty(run_platform)
                 triggers = config.onbuild
-                config = config.replace(onbuild=())
+                config = _history_for_layers(config).replace(onbuild=())
                 if "PATH" not in config.env_map() and run_platform.os != "windows":
                     config = config.replace(env=(*config.env, f"PATH={DEFAULT_PATH}"))
                 source = ImageSource(base_image, run_platform, resolved.digest if resolved else "")
@@ -449,6 +451,9 @@ class _Converter:
     def triggers(self, expressions: Sequence[str], frm: Instruction) -> list[Instruction]:
         """ONBUILD triggers of a base image, as instructions located at the FROM line."""
         out: list[Instruction] = []
+        if len(expressions) > _MAX_TRIGGERS:
+            raise self.error(f"the base image has {len(expressions)} ONBUILD triggers (at most "
+                             f"{_MAX_TRIGGERS} are run)", frm)  # fmt: skip
         for expression in expressions:
             try:
                 nodes = parse(expression + "\n", frm.location.path).nodes
@@ -1113,6 +1118,28 @@ def _summary(doc: str) -> str:
         return ""
     first = lines[0].strip()
     return first + ("..." if len(lines) > 1 else "")
+
+
+def _history_for_layers(config: ImageConfig) -> ImageConfig:
+    """A base image's history with exactly one non-empty entry per layer, as BuildKit's
+    exporter normalises it: entries past the last layer become empty, missing ones are added
+    (dated by the image) after the base's own."""
+    layers = len(config.diff_ids)
+    counted = sum(1 for h in config.history if not h.empty_layer)
+    if counted == layers:
+        return config
+    history: list[HistoryEntry] = []
+    seen = 0
+    for entry in config.history:
+        if not entry.empty_layer and seen >= layers:
+            history.append(dataclasses.replace(entry, empty_layer=True))
+            continue
+        seen += 0 if entry.empty_layer else 1
+        history.append(entry)
+    history += [HistoryEntry(config.created, "", None, "buildkit.exporter.image.v0")] * (
+        layers - seen
+    )
+    return config.replace(history=tuple(history))
 
 
 def _healthcheck_text(check: Healthcheck) -> str:

@@ -4,7 +4,8 @@ OCI whiteouts: `.wh.NAME` removes NAME from the layers below, `.wh..wh..opq` hid
 the layers below put in its directory. With `whiteouts="delete"` they are carried out (the root
 is a flattened filesystem); with `whiteouts="overlay"` they are recorded the way overlayfs reads
 them in a lower directory (a 0:0 character device, the `trusted.overlay.opaque` xattr), so each
-layer can be unpacked into a directory of its own and stacked.
+layer can be unpacked into a directory of its own and stacked; with `whiteouts="keep"` they are
+ordinary files (an archive added by ADD is an archive, not a layer).
 
 Every path goes through `Root` (no `..`, symlinks resolved inside the root, hardlinks only to
 entries inside the root). Device nodes are refused unless polyarch runs as root. Ownership is
@@ -19,13 +20,36 @@ import os
 import stat
 import tarfile
 from dataclasses import dataclass, field
-from typing import IO, Literal
+from typing import IO, Final, Literal
 
+from polyarch.errors import LayerError
 from polyarch.layers.confine import Root, UnsafePathError, clean_member_name, remove_at
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE = ".wh..wh..opq"
 _CHUNK = 1024 * 1024
+
+
+MAX_HEADER: Final = 1 << 20  # Go's archive/tar limit for PAX records and long names
+
+
+class _CappedTarInfo(tarfile.TarInfo):
+    """Refuses PAX and GNU long-name headers over 1 MiB before reading them: a hostile layer
+    must not make polyarch hold a huge header in memory."""
+
+    def _proc_pax(self, tarfile: tarfile.TarFile) -> tarfile.TarInfo:
+        self._check_size()
+        return super()._proc_pax(tarfile)  # type: ignore[misc, no-any-return]
+
+    def _proc_gnulong(self, tarfile: tarfile.TarFile) -> tarfile.TarInfo:
+        self._check_size()
+        return super()._proc_gnulong(tarfile)  # type: ignore[misc, no-any-return]
+
+    def _check_size(self) -> None:
+        if self.size > MAX_HEADER:
+            raise LayerError(
+                f"tar header record of {self.size} bytes (over {MAX_HEADER}): refusing it"
+            )
 
 
 class _Dirs:
@@ -75,7 +99,7 @@ def apply_layer(
     stream: IO[bytes],
     root: str | os.PathLike[str],
     *,
-    whiteouts: Literal["delete", "overlay"] = "delete",
+    whiteouts: Literal["delete", "overlay", "keep"] = "delete",
     allow_devices: bool | None = None,
     same_owner: bool | None = None,
 ) -> ApplyReport:
@@ -84,12 +108,19 @@ def apply_layer(
     chown = is_root if same_owner is None else same_owner
     report = ApplyReport()
     dir_times: list[tuple[str, int]] = []
-    with Root(root) as confined, tarfile.open(fileobj=stream, mode="r|") as tar:
-        dirs = _Dirs(confined)
+    with Root(root) as confined:
         try:
-            _apply_members(tar, confined, dirs, report, whiteouts, devices_ok, chown, dir_times)
-        finally:
-            dirs.clear()
+            with tarfile.open(fileobj=stream, mode="r|", tarinfo=_CappedTarInfo) as tar:
+                dirs = _Dirs(confined)
+                try:
+                    _apply_members(tar, confined, dirs, report, whiteouts, devices_ok, chown,
+                                   dir_times)  # fmt: skip
+                finally:
+                    dirs.clear()
+        except tarfile.TarError as exc:
+            raise LayerError(f"not a valid tar archive: {exc}") from None
+        except EOFError:
+            raise LayerError("the archive ends early (truncated)") from None
         for name, mtime in sorted(dir_times, key=lambda item: -item[0].count("/")):
             with (
                 contextlib.suppress(FileNotFoundError, UnsafePathError),
@@ -113,7 +144,7 @@ def _apply_members(
         name = clean_member_name(member.name)
         base = name.rpartition("/")[2]
         report.entries += 1
-        if base.startswith(WHITEOUT_PREFIX):
+        if base.startswith(WHITEOUT_PREFIX) and whiteouts != "keep":
             report.whiteouts += 1
             dirs.clear()  # whiteouts remove whatever they name: resolve afresh afterwards
             parent = name.rpartition("/")[0]

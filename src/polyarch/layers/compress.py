@@ -10,12 +10,19 @@ gives the same bytes; caches are keyed on the diffID anyway, since zlib and isal
 from __future__ import annotations
 
 import io
+import sys
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Final, Literal
 
 from isal import igzip, isal_zlib
 
+if sys.version_info >= (3, 14):
+    from compression import zstd
+else:
+    from backports import zstd
+
 from polyarch.digest import Digest, Hasher
+from polyarch.errors import LayerError, PolyarchError
 from polyarch.oci import mediatypes as mt
 from polyarch.store.blobs import BlobWriter, ContentStore
 
@@ -78,6 +85,12 @@ class LayerSink(io.RawIOBase):
         self._writer.abort()
 
 
+LAYER_TYPES: Final = frozenset({
+    mt.OCI_LAYER, "application/vnd.docker.image.rootfs.diff.tar", mt.OCI_LAYER_GZIP,
+    mt.DOCKER_LAYER_GZIP, mt.DOCKER_LAYER_FOREIGN, mt.OCI_LAYER_ZSTD,
+})  # fmt: skip
+
+
 def open_layer(data: io.BufferedIOBase, media_type: str) -> io.BufferedIOBase:
     """A readable uncompressed tar stream of a stored layer blob."""
     if media_type in (mt.OCI_LAYER, "application/vnd.docker.image.rootfs.diff.tar"):
@@ -85,4 +98,46 @@ def open_layer(data: io.BufferedIOBase, media_type: str) -> io.BufferedIOBase:
     if media_type in (mt.OCI_LAYER_GZIP, mt.DOCKER_LAYER_GZIP, mt.DOCKER_LAYER_FOREIGN):
         reader: io.BufferedIOBase = igzip.IGzipFile(fileobj=data, mode="rb")  # type: ignore[no-untyped-call]
         return reader
-    raise ValueError(f"unsupported layer media type {media_type}")
+    if media_type == mt.OCI_LAYER_ZSTD:
+        return zstd.ZstdFile(data, mode="rb")
+    raise LayerError(f"unsupported layer media type {media_type}")
+
+
+class DiffIdReader(io.RawIOBase):
+    """The uncompressed stream of a layer, hashed as it is read: `check()` reads what the
+    consumer left (tar padding) and compares with the diffID the config claims."""
+
+    def __init__(self, stream: io.BufferedIOBase, diff_id: Digest, what: str) -> None:
+        super().__init__()
+        self._stream = stream
+        self._diff_id = diff_id
+        self._what = what
+        self._hasher = Hasher(diff_id.algorithm)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        try:
+            count = self._stream.readinto(buffer)
+        except EOFError:
+            raise LayerError(
+                f"{self._what}: the compressed stream ends early (truncated)"
+            ) from None
+        except (OSError, ValueError) as exc:
+            if isinstance(exc, PolyarchError):
+                raise
+            raise LayerError(f"{self._what}: cannot decompress: {exc}") from None
+        if count:
+            self._hasher.update(memoryview(buffer)[:count])
+        return count or 0
+
+    def check(self) -> None:
+        while self.read(1024 * 1024):
+            pass
+        actual = self._hasher.digest()
+        if actual != self._diff_id:
+            raise LayerError(
+                f"{self._what}: its content is {actual}, not the diffID {self._diff_id} the image "
+                "config claims; refusing it"
+            )

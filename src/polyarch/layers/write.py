@@ -43,6 +43,8 @@ def write_layer(
         for rel in _walk(base):
             path = os.path.join(base, rel)
             st = os.lstat(path)
+            if stat.S_ISSOCK(st.st_mode):
+                continue  # a socket cannot travel in a layer; BuildKit leaves them out too
             if overlay and stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
                 head, _, name = rel.rpartition("/")
                 info = tarfile.TarInfo((head + "/" if head else "") + WHITEOUT_PREFIX + name)

@@ -27,7 +27,7 @@ from typing import Final, Literal
 import httpx
 
 from polyarch import __version__
-from polyarch.digest import Digest, Hasher
+from polyarch.digest import Check, Digest
 from polyarch.errors import (
     AuthenticationError,
     InsecureTransportError,
@@ -40,15 +40,30 @@ from polyarch.errors import (
 from polyarch.oci import mediatypes as mt
 from polyarch.oci.models import MAX_DOCUMENT_SIZE, Descriptor, Document, parse_document
 from polyarch.reference import Reference, is_loopback_host
-from polyarch.registry.auth import Challenge, parse_challenges, repository_scope
+from polyarch.registry.auth import (
+    SCOPES,
+    Challenge,
+    RegistryAuth,
+    bearer_or_basic,
+    repository_scope,
+    same_origin,
+)
 from polyarch.registry.credentials import ANONYMOUS, Credential, CredentialSource
-from polyarch.registry.retry import RETRY_STATUSES, RetryPolicy, parse_retry_after
+from polyarch.registry.retry import (
+    RETRY_STATUSES,
+    Budget,
+    RetryPolicy,
+    operation,
+    parse_retry_after,
+    retry_or_raise,
+)
 from polyarch.registry.tls import TlsConfig
 
 CHUNK: Final = 1024 * 1024
 _REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
 _MAX_REDIRECTS: Final = 5
 _MAX_ERROR_BODY: Final = 64 * 1024
+_MAX_TOKEN_BODY: Final = 1024 * 1024
 _TRANSIENT: Final = (
     httpx.TransportError,  # connect/read/write errors, timeouts, protocol errors
 )
@@ -85,6 +100,7 @@ class _Endpoint:
     credential: Credential | None = None
     tokens: dict[frozenset[str], _Token] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    auth: RegistryAuth | None = None
 
 
 class RegistryClient:
@@ -247,7 +263,7 @@ class RegistryClient:
                 raise RegistryError("tag list has a malformed 'tags' field", reference=ref.name)
             tags.extend(page_tags)
             next_url = _next_link(link, next_url)
-            if next_url is not None and not _same_origin(next_url, endpoint.base):
+            if next_url is not None and not same_origin(next_url, endpoint.base):
                 raise RegistryError(
                     "tag list pagination points at another host", reference=ref.name
                 )
@@ -277,12 +293,24 @@ class RegistryClient:
         """
         endpoint = self._endpoint(ref.api_host)
         url = self._url(endpoint, ref.repository, "blobs", str(descriptor.digest))
-        hasher = Hasher(descriptor.digest.algorithm)
-        failures = 0
-        pending: bytes | None = None
         what = f"blob {descriptor.digest}"
+        check = Check(descriptor.digest, descriptor.size, what)
+        with operation(self.retry) as budget:
+            yield from self._blob_chunks(endpoint, url, ref, check, budget, what)
+
+    def _blob_chunks(
+        self,
+        endpoint: _Endpoint,
+        url: httpx.URL,
+        ref: Reference,
+        check: Check,
+        budget: Budget,
+        what: str,
+    ) -> Iterator[bytes]:
+        """The blob's bytes as received, the last chunk held back until `check` passes."""
+        pending: bytes | None = None
         while True:
-            offset = hasher.size + (len(pending) if pending else 0)
+            offset = check.seen + (len(pending) if pending else 0)
             headers = {"Accept-Encoding": "identity"}
             if offset:
                 headers["Range"] = f"bytes={offset}-"
@@ -305,38 +333,23 @@ class RegistryClient:
                             skip -= dropped
                             if not chunk:
                                 continue
-                        if offset + len(chunk) > descriptor.size:
-                            raise VerificationError(
-                                what,
-                                expected_digest=str(descriptor.digest),
-                                expected_size=descriptor.size,
-                                actual_size=offset + len(chunk),
-                            )
+                        if check.size is not None and offset + len(chunk) > check.size:
+                            check.fail(offset + len(chunk))
                         offset += len(chunk)
                         if pending is not None:
-                            hasher.update(pending)
+                            check.update(pending)
                             yield pending
                         pending = chunk
                 break
             except _TRANSIENT as exc:
-                failures += 1
-                if failures >= self.retry.attempts:
-                    raise RegistryUnavailableError(
-                        f"download of {what} kept failing ({exc.__class__.__name__}: {exc})",
-                        reference=str(ref),
-                    ) from None
-                self._sleep(self.retry.delay(failures, None, self._rng))
+                error = RegistryUnavailableError(
+                    f"download of {what} kept failing ({exc.__class__.__name__}: {exc})",
+                    reference=str(ref),
+                )
+                self._retry_or_raise(budget, None, error)
         if pending is not None:
-            hasher.update(pending)
-        actual = hasher.digest()
-        if hasher.size != descriptor.size or actual != descriptor.digest:
-            raise VerificationError(
-                what,
-                expected_digest=str(descriptor.digest),
-                actual_digest=str(actual),
-                expected_size=descriptor.size,
-                actual_size=hasher.size,
-            )
+            check.update(pending)
+        check.verify()
         if pending is not None:
             yield pending
 
@@ -365,28 +378,28 @@ class RegistryClient:
         scopes = [repository_scope(ref.repository, "pull,push")]
         if mount_from and mount_from != ref.repository:
             scopes.append(repository_scope(mount_from, "pull"))
-        failures = 0
-        while True:
-            try:
-                return self._upload_once(
-                    endpoint,
-                    ref,
-                    descriptor,
-                    _checked_body(open_body, descriptor, hash_it=not source_verifies),
-                    scopes,
-                    mount_from,
-                    chunk_size,
-                )
-            except (RegistryUnavailableError, *_TRANSIENT) as exc:
-                failures += 1
-                if failures >= self.retry.attempts:
-                    if isinstance(exc, RegistryError):
-                        raise
-                    raise RegistryUnavailableError(
-                        f"upload of blob {descriptor.digest} kept failing: {exc}",
-                        reference=str(ref),
-                    ) from None
-                self._sleep(self.retry.delay(failures, None, self._rng))
+        with operation(self.retry) as budget:
+            while True:
+                try:
+                    return self._upload_once(
+                        endpoint,
+                        ref,
+                        descriptor,
+                        _checked_body(open_body, descriptor, hash_it=not source_verifies),
+                        scopes,
+                        mount_from,
+                        chunk_size,
+                    )
+                except (RegistryUnavailableError, *_TRANSIENT) as exc:
+                    error = (
+                        exc
+                        if isinstance(exc, RegistryError)
+                        else RegistryUnavailableError(
+                            f"upload of blob {descriptor.digest} kept failing: {exc}",
+                            reference=str(ref),
+                        )
+                    )
+                    self._retry_or_raise(budget, None, error)
 
     def _upload_once(
         self,
@@ -502,8 +515,13 @@ class RegistryClient:
             schemes = ["https", "http"]
         else:
             schemes = ["https"]
-        failures = 0
         last: Exception | None = None
+        with operation(self.retry) as budget:
+            return self._ping_schemes(host, schemes, budget, last)
+
+    def _ping_schemes(
+        self, host: str, schemes: list[str], budget: Budget, last: Exception | None
+    ) -> _Endpoint:
         while True:
             for scheme in schemes:
                 base = httpx.URL(f"{scheme}://{host}")
@@ -530,19 +548,34 @@ class RegistryClient:
                     )
                     break
                 if resp.status_code in (200, 401):
-                    challenge = _bearer_or_basic(resp.headers.get_list("WWW-Authenticate"))
-                    return _Endpoint(host, base, challenge)
+                    challenge = bearer_or_basic(resp.headers.get_list("WWW-Authenticate"))
+                    return self._new_endpoint(host, base, challenge)
                 if scheme != schemes[-1]:
                     last = RegistryError(f"{scheme}://{host}/v2/ answered {resp.status_code}")
                     continue
                 raise _error_from(resp, f"{host} is not an OCI registry (GET /v2/)", host)
-            failures += 1
-            if failures >= self.retry.attempts:
-                raise RegistryUnavailableError(
-                    f"cannot reach registry {host}: {last}",
-                    status=getattr(last, "status", None),
-                )
-            self._sleep(self.retry.delay(failures, None, self._rng))
+            error = RegistryUnavailableError(
+                f"cannot reach registry {host}: {last}", status=getattr(last, "status", None)
+            )
+            self._retry_or_raise(budget, None, error)
+
+    def _new_endpoint(self, host: str, base: httpx.URL, challenge: Challenge | None) -> _Endpoint:
+        endpoint = _Endpoint(host, base, challenge)
+
+        def challenged(new: Challenge, _scopes: list[str]) -> None:
+            with endpoint.lock:
+                endpoint.challenge = new
+                endpoint.tokens.clear()
+
+        endpoint.auth = RegistryAuth(
+            base, lambda scopes: self._authorization(endpoint, scopes), challenged
+        )
+        return endpoint
+
+    def _retry_or_raise(
+        self, budget: Budget, retry_after: float | None, error: BaseException
+    ) -> None:
+        retry_or_raise(budget, self.retry, retry_after, self._rng, self._sleep, lambda: error)
 
     def _client(self, url: httpx.URL) -> httpx.Client:
         host = url.netloc.decode("ascii").lower()
@@ -615,51 +648,49 @@ class RegistryClient:
         retries: bool = True,
     ) -> httpx.Response:
         """Send one logical request: auth, redirects, retries. Returns an open streamed response."""
-        attempt = 0
         reauthenticated = False
         scope_set = list(scopes)
-        while True:
-            attempt += 1
-            try:
-                resp = self._send_following(endpoint, method, url, scope_set, headers, body)
-            except _NON_TRANSIENT_TRANSPORT as exc:
-                raise RegistryError(f"{what} failed: {exc}", reference=str(ref)) from None
-            except _TRANSIENT as exc:
-                if not retries or attempt >= self.retry.attempts:
+        with operation(self.retry) as budget:
+            while True:
+                try:
+                    resp = self._send_following(endpoint, method, url, scope_set, headers, body)
+                except _NON_TRANSIENT_TRANSPORT as exc:
+                    raise RegistryError(f"{what} failed: {exc}", reference=str(ref)) from None
+                except _TRANSIENT as exc:
                     if not retries:
                         raise
-                    raise RegistryUnavailableError(
-                        f"{what} failed after {attempt} tries: {exc.__class__.__name__}: {exc}",
+                    error: RegistryError = RegistryUnavailableError(
+                        f"{what} failed after {budget.failures + 1} tries: "
+                        f"{exc.__class__.__name__}: {exc}",
                         reference=str(ref),
-                    ) from None
-                self._sleep(self.retry.delay(attempt, None, self._rng))
-                continue
-            status = resp.status_code
-            if status == 401 and not reauthenticated:
-                challenge = _bearer_or_basic(resp.headers.get_list("WWW-Authenticate"))
-                if challenge is not None and challenge.scheme == "bearer":
-                    # The token may lack a scope (or have expired): ask again, once.
+                    )
+                    self._retry_or_raise(budget, None, error)
+                    continue
+                status = resp.status_code
+                if (
+                    status == 401
+                    and not reauthenticated
+                    and body is not None
+                    and same_origin(resp.request.url, endpoint.base)
+                ):
+                    # A streamed body the auth flow could not send twice: send it whole again,
+                    # with the token the flow has refreshed meanwhile.
+                    scope_set = list(resp.request.extensions.get(SCOPES, scope_set))
                     resp.close()
                     reauthenticated = True
-                    attempt -= 1
-                    with endpoint.lock:
-                        endpoint.challenge = challenge
-                        endpoint.tokens.pop(frozenset(scope_set), None)
-                    for extra in challenge.scopes:
-                        if extra not in scope_set:
-                            scope_set.append(extra)
                     continue
-            if status in RETRY_STATUSES and retries and attempt < self.retry.attempts:
-                retry_after = parse_retry_after(resp.headers.get("Retry-After"))
-                resp.close()
-                self._sleep(self.retry.delay(attempt, retry_after, self._rng))
-                continue
-            if status in ok:
-                return resp
-            try:
-                raise _error_from(resp, f"{what} failed", str(ref))
-            finally:
-                resp.close()
+                if status in RETRY_STATUSES and retries:
+                    retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+                    error = _error_from(resp, f"{what} failed", str(ref))
+                    resp.close()
+                    self._retry_or_raise(budget, retry_after, error)
+                    continue
+                if status in ok:
+                    return resp
+                try:
+                    raise _error_from(resp, f"{what} failed", str(ref))
+                finally:
+                    resp.close()
 
     def _send_following(
         self,
@@ -672,14 +703,14 @@ class RegistryClient:
     ) -> httpx.Response:
         for _hop in range(_MAX_REDIRECTS + 1):
             request_headers = {"User-Agent": self._user_agent, **(headers or {})}
-            if _same_origin(url, endpoint.base):
-                authorization = self._authorization(endpoint, scopes)
-                if authorization:
-                    request_headers["Authorization"] = authorization
             request = self._client(url).build_request(
-                method, url, headers=request_headers, content=body() if body else None
+                method, url, headers=request_headers, content=body() if body else None,
+                extensions={SCOPES: list(scopes)},
+            )  # fmt: skip
+            auth = endpoint.auth if same_origin(url, endpoint.base) else None
+            resp = self._client(url).send(
+                request, stream=True, auth=auth or httpx.USE_CLIENT_DEFAULT
             )
-            resp = self._client(url).send(request, stream=True)
             location = resp.headers.get("Location")
             if resp.status_code not in _REDIRECTS or not location or method not in ("GET", "HEAD"):
                 return resp
@@ -749,7 +780,23 @@ class RegistryClient:
         if challenge.service:
             params.append(("service", challenge.service))
         headers = {"User-Agent": self._user_agent}
-        failures = 0
+        with operation(self.retry) as budget:
+            resp = self._token_request(realm_url, challenge, credential, scopes, params, headers,
+                                       budget, endpoint)  # fmt: skip
+        return self._token_from(resp, realm_host, credential, endpoint)
+
+    def _token_request(
+        self,
+        realm_url: httpx.URL,
+        challenge: Challenge,
+        credential: Credential,
+        scopes: list[str],
+        params: list[tuple[str, str]],
+        headers: dict[str, str],
+        budget: Budget,
+        endpoint: _Endpoint,
+    ) -> httpx.Response:
+        realm_host = realm_url.netloc.decode("ascii")
         while True:
             try:
                 if credential.identity_token:
@@ -777,23 +824,22 @@ class RegistryClient:
                         headers=auth_headers,
                     )
             except _TRANSIENT as exc:
-                failures += 1
-                if failures >= self.retry.attempts:
-                    raise RegistryUnavailableError(
-                        f"cannot reach token service {realm_host}: {exc}",
-                        reference=endpoint.host,
-                    ) from None
-                self._sleep(self.retry.delay(failures, None, self._rng))
-                continue
-            if resp.status_code in RETRY_STATUSES and failures + 1 < self.retry.attempts:
-                failures += 1
-                self._sleep(
-                    self.retry.delay(
-                        failures, parse_retry_after(resp.headers.get("Retry-After")), self._rng
-                    )
+                error: RegistryError = RegistryUnavailableError(
+                    f"cannot reach token service {realm_host}: {exc}", reference=endpoint.host
                 )
+                self._retry_or_raise(budget, None, error)
                 continue
-            break
+            if resp.status_code in RETRY_STATUSES:
+                retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+                error = _error_from(resp, f"token request to {realm_host} failed", endpoint.host)
+                resp.close()
+                self._retry_or_raise(budget, retry_after, error)
+                continue
+            return resp
+
+    def _token_from(
+        self, resp: httpx.Response, realm_host: str, credential: Credential, endpoint: _Endpoint
+    ) -> _Token:
         if resp.status_code in (401, 403):
             raise AuthenticationError(
                 f"token service {realm_host} refused "
@@ -805,7 +851,7 @@ class RegistryClient:
         if resp.status_code != 200:
             raise _error_from(resp, f"token request to {realm_host} failed", endpoint.host)
         try:
-            data = resp.json()
+            data = json.loads(_read_capped(resp, _MAX_TOKEN_BODY, f"token from {realm_host}"))
             value = data.get("token") or data.get("access_token")
             expires_in = data.get("expires_in", 60)
         except (ValueError, AttributeError):
@@ -844,21 +890,6 @@ def _is_certificate_error(exc: BaseException) -> bool:
             return True
         seen = seen.__cause__ or seen.__context__
     return False
-
-
-def _same_origin(a: httpx.URL, b: httpx.URL) -> bool:
-    return (a.scheme, a.host, a.port) == (b.scheme, b.host, b.port)
-
-
-def _bearer_or_basic(values: list[str]) -> Challenge | None:
-    found: Challenge | None = None
-    for value in values:
-        for challenge in parse_challenges(value):
-            if challenge.scheme == "bearer":
-                return challenge
-            if challenge.scheme == "basic" and found is None:
-                found = challenge
-    return found
 
 
 def _content_type(resp: httpx.Response) -> str | None:
@@ -926,14 +957,16 @@ def _next_link(header: str | None, current: httpx.URL) -> httpx.URL | None:
 def _checked_body(
     open_body: Callable[[], Iterable[bytes]], descriptor: Descriptor, *, hash_it: bool
 ) -> Callable[[], Iterator[bytes]]:
-    """The upload body, checked on the way out: never more than the size, and the right digest.
+    """The upload body, checked on the way out: never more than the size, and the right digest
+    (unless the source checks it itself: `hash_it` False).
 
     The last chunk is held back until the whole stream is checked, so a wrong blob is never
     completed on the registry.
     """
 
     def stream() -> Iterator[bytes]:
-        hasher = Hasher(descriptor.digest.algorithm)
+        what = f"blob {descriptor.digest} (upload source)"
+        check = Check(descriptor.digest, descriptor.size, what)
         size = 0
         pending: bytes | None = None
         for chunk in open_body():
@@ -941,26 +974,16 @@ def _checked_body(
                 continue
             size += len(chunk)
             if size > descriptor.size:
-                raise VerificationError(
-                    f"blob {descriptor.digest} (upload source)",
-                    expected_digest=str(descriptor.digest),
-                    expected_size=descriptor.size,
-                    actual_size=size,
-                )
+                check.fail(size)
             if hash_it:
-                hasher.update(chunk)
+                check.update(chunk)
             if pending is not None:
                 yield pending
             pending = chunk
-        actual = hasher.digest() if hash_it else descriptor.digest
-        if actual != descriptor.digest or size != descriptor.size:
-            raise VerificationError(
-                f"blob {descriptor.digest} (upload source)",
-                expected_digest=str(descriptor.digest),
-                actual_digest=str(actual),
-                expected_size=descriptor.size,
-                actual_size=size,
-            )
+        if hash_it:
+            check.verify()
+        elif size != descriptor.size:
+            check.fail(size, str(descriptor.digest))
         if pending is not None:
             yield pending
 

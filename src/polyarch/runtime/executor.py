@@ -51,6 +51,21 @@ class Executor:
         self.state_dir = state_dir
         state_dir.mkdir(parents=True, exist_ok=True)
 
+    def reap(self) -> list[str]:
+        """Stop and delete every container in this state directory (what a killed polyarch
+        left running, or a runtime killed mid-way left stopped). Call it only when no live
+        process owns any of them (with the workspace lock held). Returns their ids."""
+        listed = subprocess.run(
+            [self.runtime, "--root", str(self.state_dir), "list", "-q"],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        ids = [line.strip() for line in listed.stdout.splitlines() if line.strip()]
+        for container_id in ids:
+            for args in (["kill", container_id, "KILL"], ["delete", "--force", container_id]):
+                subprocess.run([self.runtime, "--root", str(self.state_dir), *args],
+                               capture_output=True, check=False)  # fmt: skip
+        return ids
+
     def run(
         self,
         process: ProcessSpec,

@@ -70,6 +70,7 @@ class ProcessSpec:
     privileged: bool = False  # RUN --security=insecure: nothing masked, /sys writable
     # None: Docker's default set; a privileged step gets every capability the host grants
     capabilities: tuple[str, ...] | None = None
+    seccomp: Mapping[str, Any] | None = None  # the runtime spec's linux.seccomp
     # A static init for the host's machine (tini-static), run as PID 1 with the process as its
     # child: under QEMU, a guest process that is PID 1 and dies of a signal hangs instead (the
     # emulator re-raises the signal at itself, and the kernel ignores it for PID 1).
@@ -143,6 +144,7 @@ def runtime_spec(process: ProcessSpec, rootfs: str) -> dict[str, Any]:
             "namespaces": [{"type": t} for t in namespaces],
             "maskedPaths": [] if process.privileged else list(MASKED),
             "readonlyPaths": [] if process.privileged else list(READONLY),
+            **({"seccomp": dict(process.seccomp)} if process.seccomp is not None else {}),
         },
     }
 

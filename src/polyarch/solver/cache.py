@@ -9,11 +9,12 @@ missing (a pruned store) is treated as a miss.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -39,11 +40,25 @@ class CacheBackend(Protocol):
 
 
 class SqliteCache:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, warn: Callable[[str], None] = lambda _text: None) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._lock = threading.Lock()
+        try:
+            self._open(path)
+        except sqlite3.DatabaseError as exc:
+            # Only a cache: a damaged one is set aside and started afresh (steps run again).
+            aside = path.with_name(path.name + ".damaged")
+            for suffix in ("", "-wal", "-shm"):
+                with contextlib.suppress(FileNotFoundError):
+                    Path(str(path) + suffix).replace(Path(str(aside) + suffix))
+            warn(f"the step cache {path} was damaged ({exc}); moved it to {aside} and started "
+                 "a new one: steps run again")  # fmt: skip
+            self._open(path)
+
+    def _open(self, path: Path) -> None:
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         with self._lock:
+            self._db.execute("PRAGMA quick_check")
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute(

@@ -12,7 +12,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -22,6 +24,7 @@ from polyarch.concurrency import PriorityGate
 from polyarch.errors import PolyarchError
 
 R = TypeVar("R")
+STOP_GRACE = 1.0  # seconds running jobs get to stop when the solve is interrupted
 
 
 class Cancelled(PolyarchError):
@@ -57,10 +60,22 @@ class Scheduler(Generic[R]):
         unique = list(dict.fromkeys(roots))
         if not unique:
             return {}
-        with ThreadPoolExecutor(max_workers=len(unique)) as pool:
-            futures = [pool.submit(self.evaluate, key) for key in unique]
+        pool = ThreadPoolExecutor(max_workers=len(unique))
+        futures = [pool.submit(self.evaluate, key) for key in unique]
+        try:
             for future in futures:
                 future.exception()  # wait for every thread: nothing runs on after we return
+        except BaseException:
+            # Interrupted (Ctrl-C, SIGTERM): every running job is told to stop (a step's
+            # container is killed), and given a moment to; nothing new starts.
+            self.cancel()
+            deadline = time.monotonic() + STOP_GRACE
+            for future in futures:
+                with contextlib.suppress(BaseException):
+                    future.exception(timeout=max(0.0, deadline - time.monotonic()))
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
         if self.failures:
             first = next((e for _k, e in self.failures if not isinstance(e, Cancelled)),
                          self.failures[0][1])  # fmt: skip

@@ -11,14 +11,17 @@ identical content is atomic and idempotent.
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
+import io
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO, Final
+from typing import Any, BinaryIO, Final
 
-from polyarch.digest import Digest, Hasher
+from polyarch.digest import Check, Digest, Hasher
 from polyarch.errors import (
     BlobNotFoundError,
     InvalidDigestError,
@@ -27,6 +30,7 @@ from polyarch.errors import (
 )
 
 CHUNK: Final = 1024 * 1024
+_MAX_SMALL_BLOB: Final = 4 * 1024 * 1024  # documents and configs, as containerd limits them
 
 
 def _fsync_dir(path: Path) -> None:
@@ -47,6 +51,8 @@ class BlobWriter:
         self.expected = expected
         self.expected_size = expected_size
         fd, name = tempfile.mkstemp(dir=store.ingest_dir, prefix="blob-")
+        # Held while this writer lives: a cleaner removes only ingest files nobody holds.
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         self._path = Path(name)
         self._file: BinaryIO = os.fdopen(fd, "wb")
         self._hasher = Hasher(expected.algorithm if expected else "sha256")
@@ -66,7 +72,11 @@ class BlobWriter:
                 expected_size=self.expected_size,
                 actual_size=self._hasher.size + len(data),
             )
-        self._file.write(data)
+        try:
+            self._file.write(data)
+        except OSError as exc:
+            self.abort()
+            raise self._os_error(exc, self._hasher.size + len(data)) from None
         self._hasher.update(data)
 
     def reset(self) -> None:
@@ -78,9 +88,13 @@ class BlobWriter:
     def commit(self) -> Digest:
         if self._done:
             raise StoreError("blob writer already finished")
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
+        try:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+        except OSError as exc:
+            self.abort()
+            raise self._os_error(exc, self._hasher.size) from None
         actual = self._hasher.digest()
         size = self._hasher.size
         if (self.expected is not None and actual != self.expected) or (
@@ -102,6 +116,15 @@ class BlobWriter:
         self._done = True
         return actual
 
+    def _os_error(self, exc: OSError, written: int) -> OSError | StoreError:
+        if exc.errno != errno.ENOSPC:
+            return exc
+        needed = f", {self.expected_size} needed" if self.expected_size else ""
+        return StoreError(
+            f"no space left on the device of {self._store.root} while writing a blob "
+            f"({written} bytes so far{needed}): free some space (polyarch clean) and try again"
+        )
+
     def abort(self) -> None:
         if self._done:
             return
@@ -121,6 +144,51 @@ class BlobWriter:
     ) -> None:
         if exc_type is not None or not self._done:
             self.abort()
+
+
+class VerifyingReader(io.RawIOBase):
+    """Reads a blob through its `Check`: raises `VerificationError` on the read that reaches
+    its end (the expected size, or EOF) when the bytes are not the digest's. `verify()` reads
+    what is left and checks: call it when the consumer may stop early."""
+
+    def __init__(self, raw: io.BufferedReader, digest: Digest, size: int | None, what: str) -> None:
+        super().__init__()
+        self._raw = raw
+        self._check = Check(digest, size, what)
+        self._done = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer)
+        if self._check.complete():
+            extra = self._raw.read(1)  # one byte more than promised: a wrong blob
+            if extra:
+                self._check.update(extra)
+            self._finish()
+            return 0
+        if self._check.size is not None:
+            view = view[: self._check.size - self._check.seen]
+        count = self._raw.readinto(view) or 0
+        self._check.update(view[:count])
+        if not count or self._check.complete():
+            self._finish()
+        return count
+
+    def _finish(self) -> None:
+        if not self._done:
+            self._done = True
+            self._check.verify()
+
+    def verify(self) -> None:
+        while self.read(CHUNK):
+            pass
+        self._finish()
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
 
 
 class ContentStore:
@@ -153,16 +221,20 @@ class ContentStore:
         except FileNotFoundError:
             raise BlobNotFoundError(f"blob {digest} is not in {self.root}") from None
 
-    def open(self, digest: Digest) -> BinaryIO:
-        try:
-            return self.path(digest).open("rb")
-        except FileNotFoundError:
-            raise BlobNotFoundError(f"blob {digest} is not in {self.root}") from None
+    def open(self, digest: Digest, size: int | None = None) -> VerifyingReader:
+        """A reader of the blob that checks its digest (and size) once it has read the last
+        byte: a blob changed on disk is never used unnoticed."""
+        raw = self.path_open(digest)
+        return VerifyingReader(raw, digest, size, f"stored blob {digest} in {self.root}")  # type: ignore[arg-type]
 
     def read_bytes(self, digest: Digest, size: int | None = None) -> bytes:
-        """Read a small blob (a document) whole, checking it against its digest."""
-        with self.open(digest) as f:
-            data = f.read()
+        """Read a small blob (a document) whole, checking it against its digest; never more
+        than its size (or, size unknown, the limit for documents)."""
+        limit = size if size is not None else _MAX_SMALL_BLOB
+        with self.path_open(digest) as f:
+            data = f.read(limit + 1)
+        if len(data) > limit and size is None:
+            raise StoreError(f"stored blob {digest} in {self.root} is over {limit} bytes")
         actual = Digest.of(data, digest.algorithm)
         if actual != digest or (size is not None and len(data) != size):
             raise VerificationError(
@@ -175,26 +247,28 @@ class ContentStore:
         return data
 
     def iter_blob(self, digest: Digest, size: int | None = None) -> Iterator[bytes]:
-        """Stream a blob, checking digest and size at the end (raises before the last chunk)."""
-        hasher = digest.hasher()
-        with self.open(digest) as f:
+        """Stream a blob, checking digest and size (raises before the last chunk)."""
+        check = Check(digest, size, f"stored blob {digest} in {self.root}")
+        with self.path_open(digest) as f:
             pending: bytes | None = None
             while chunk := f.read(CHUNK):
                 if pending is not None:
                     yield pending
-                hasher.update(chunk)
+                check.update(chunk)
                 pending = chunk
-            actual = hasher.digest()
-            if actual != digest or (size is not None and hasher.size != size):
-                raise VerificationError(
-                    f"stored blob {digest} in {self.root}",
-                    expected_digest=str(digest),
-                    actual_digest=str(actual),
-                    expected_size=size,
-                    actual_size=hasher.size,
-                )
+            check.verify()
             if pending is not None:
                 yield pending
+
+    def path_open(self, digest: Digest) -> BinaryIO:
+        """The blob's file, never through a symlink (a layout from elsewhere is not trusted)."""
+        try:
+            fd = os.open(self.path(digest), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise BlobNotFoundError(f"blob {digest} is not in {self.root}") from None
+        except OSError as exc:
+            raise StoreError(f"cannot read blob {digest} in {self.root}: {exc.strerror}") from None
+        return os.fdopen(fd, "rb")
 
     def writer(self, expected: Digest | None = None, size: int | None = None) -> BlobWriter:
         return BlobWriter(self, expected, size)
@@ -212,6 +286,26 @@ class ContentStore:
             for chunk in chunks:
                 w.write(chunk)
             return w.commit()
+
+    def clear_ingest(self) -> int:
+        """Remove what writers that died left in `.ingest/` (a live writer holds a lock on its
+        file, so it is left alone). Returns how many were removed."""
+        removed = 0
+        for path in self.ingest_dir.glob("blob-*"):
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue  # a live writer's
+            finally:
+                os.close(fd)
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed += 1
+        return removed
 
     def blobs(self) -> Iterator[Digest]:
         for algorithm_dir in sorted(self.blobs_dir.iterdir()):

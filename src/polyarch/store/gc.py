@@ -19,7 +19,7 @@ from polyarch.digest import Digest
 from polyarch.errors import PolyarchError
 from polyarch.oci.models import ImageConfig, Index, Manifest, parse_document
 from polyarch.reference import Reference
-from polyarch.runtime import unmount
+from polyarch.runtime import Executor, unmount
 from polyarch.solver.cache import SqliteCache
 from polyarch.store.layout import OciLayout
 from polyarch.store.workspace import Workspace
@@ -34,9 +34,14 @@ class PruneReport:
     freed: int  # bytes
 
 
-def clear_stale(workspace: Workspace) -> None:
-    """What a killed build left: step directories (unmounted first) and half-unpacked
-    snapshots. Called with the workspace lock held."""
+def clear_stale(workspace: Workspace) -> list[str]:
+    """What a killed build left: its step containers (stopped and deleted), step directories
+    (unmounted first), half-unpacked snapshots, blobs half-written. Called with the workspace
+    lock held, so nothing alive owns any of it. Returns the containers it stopped."""
+    reaped: list[str] = []
+    if (workspace.root / "runtime").is_dir():
+        with contextlib.suppress(PolyarchError):
+            reaped = Executor(workspace.runtime).reap()
     for leftover in workspace.tmp.iterdir():
         for mount in ("merged", "view"):
             point = leftover / mount
@@ -47,6 +52,8 @@ def clear_stale(workspace: Workspace) -> None:
     if workspace.snapshots.is_dir():
         for partial in workspace.snapshots.glob(".unpack-*"):
             shutil.rmtree(partial, ignore_errors=True)
+    workspace.layout.blobs.clear_ingest()
+    return reaped
 
 
 def remove_images(workspace: Workspace, repository: str) -> PruneReport:

@@ -8,9 +8,11 @@ annotation, as skopeo, buildah and BuildKit write them. `index.json` is replaced
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,11 +20,29 @@ from pathlib import Path
 from polyarch.digest import Digest
 from polyarch.errors import BlobNotFoundError, ManifestError, StoreError
 from polyarch.oci import mediatypes as mt
-from polyarch.oci.models import Descriptor, Index, load_json, parse_document
+from polyarch.oci.models import MAX_DOCUMENT_SIZE, Descriptor, Index, load_json, parse_document
 from polyarch.store.blobs import ContentStore, _fsync_dir
 
 _LAYOUT_FILE = "oci-layout"
 _INDEX_FILE = "index.json"
+
+
+def read_small(path: Path, limit: int = MAX_DOCUMENT_SIZE) -> bytes:
+    """A small file of a layout, never through a symlink (a layout is not trusted: its
+    index.json could point at /dev/zero or a host secret), and never over `limit` bytes."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise StoreError(f"{path} is a symlink: refusing to follow it") from None
+        raise StoreError(f"cannot read {path}: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise StoreError(f"{path} is not a regular file")
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise StoreError(f"{path} is over {limit} bytes: refusing it")
+    return data
 
 
 class OciLayout:
@@ -34,9 +54,11 @@ class OciLayout:
             raise StoreError(f"{self.path} is not an OCI image layout (no {_LAYOUT_FILE} file)")
         self.blobs = ContentStore(self.path)
         marker = self.path / _LAYOUT_FILE
+        if create:
+            self.blobs.clear_ingest()  # what a killed copy into this layout left
         if marker.is_file():
             try:
-                version = load_json(marker.read_bytes(), str(marker)).get("imageLayoutVersion")
+                version = load_json(read_small(marker), str(marker)).get("imageLayoutVersion")
             except ManifestError as exc:
                 raise StoreError(str(exc)) from None
             if not isinstance(version, str) or not version.startswith("1."):
@@ -51,7 +73,7 @@ class OciLayout:
     # index.json --------------------------------------------------------------------------
 
     def index(self) -> Index:
-        raw = (self.path / _INDEX_FILE).read_bytes()
+        raw = read_small(self.path / _INDEX_FILE)
         try:
             doc = parse_document(raw, mt.OCI_INDEX, what=f"{self.path}/{_INDEX_FILE}")
         except ManifestError as exc:

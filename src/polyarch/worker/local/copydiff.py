@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from polyarch.layers import apply_layer, open_layer
+from polyarch.layers.compress import DiffIdReader
 from polyarch.store.blobs import ContentStore
 from polyarch.worker.base import LayerRef
 
@@ -39,8 +40,12 @@ class _Seen:
 def materialize(layers: list[LayerRef], blobs: ContentStore, into: Path) -> dict[str, _Seen]:
     """Extract the layers into `into`; returns what each entry looked like afterwards."""
     for layer in layers:
-        with blobs.open(layer.digest) as raw:
-            apply_layer(open_layer(raw, layer.media_type), into)  # type: ignore[arg-type]
+        with blobs.open(layer.digest, layer.size) as raw:
+            tar = DiffIdReader(open_layer(raw, layer.media_type), layer.diff_id,  # type: ignore[arg-type]
+                               f"layer {layer.digest}")  # fmt: skip
+            apply_layer(tar, into)  # type: ignore[arg-type]
+            tar.check()
+            raw.verify()
     return dict(_scan(into))
 
 

@@ -236,13 +236,17 @@ def copy_sources(
         if options.unpack_archives and not sel.is_dir:
             archive = _maybe_archive(source, sel.path)
             if archive is not None:
-                target_dir = base
-                _ensure_dir(dest_root, target_dir, options)
-                with archive:
-                    sub = Root(dest_root.host_path(target_dir)) if target_dir else None
-                    apply_layer(archive, sub.path if sub else dest_root.path)
-                    if sub:
-                        sub.close()
+                _ensure_dir(dest_root, base, options)
+                # The destination is resolved inside the image (a symlink on the way is
+                # followed there, never on the host), and the archive is applied below that
+                # directory's descriptor: nothing it names can leave it.
+                fd = dest_root.open_dir(base, create=True) if base else dest_root.fd
+                try:
+                    with archive:
+                        apply_layer(archive, f"/proc/self/fd/{fd}", whiteouts="keep")
+                finally:
+                    if fd != dest_root.fd:
+                        os.close(fd)
                 count += 1
                 continue
         if sel.is_dir:
@@ -353,10 +357,13 @@ def _copy_entry(
             with _open_in(source, path) as src, os.fdopen(handle, "wb") as dst:
                 while chunk := src.read(_CHUNK):
                     dst.write(chunk)
+                # owner first: chown clears setuid and setgid bits, chmod then sets them
+                os.fchown(dst.fileno(), uid, gid)
                 os.fchmod(dst.fileno(), mode)
         else:
             raise CopyError(f"cannot copy {path!r}: not a file, directory or symlink")
-        os.chown(leaf, uid, gid, dir_fd=fd, follow_symlinks=False)
+        if not stat.S_ISREG(st.st_mode):
+            os.chown(leaf, uid, gid, dir_fd=fd, follow_symlinks=False)
         os.utime(leaf, ns=(st.st_mtime_ns, st.st_mtime_ns), dir_fd=fd, follow_symlinks=False)
 
 

@@ -11,23 +11,26 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import stat
+import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from polyarch.errors import PolyarchError, StepError
 from polyarch.graph.model import Vertex
 from polyarch.graph.ops import BindMount as BindOp
 from polyarch.graph.ops import ExecOp
 from polyarch.layers import Root
-from polyarch.runtime import DEFAULT_PATH, BindMount, ProcessSpec, find_init
+from polyarch.runtime import DEFAULT_PATH, BindMount, Container, ProcessSpec, find_init
+from polyarch.runtime.seccomp import oci_seccomp
 from polyarch.runtime.spec import CAPABILITIES, capabilities_of
 from polyarch.solver.scheduler import Cancelled
-from polyarch.worker.base import Job, Result
+from polyarch.worker.base import Job, LayerRef, Result
 from polyarch.worker.local.filecopy import CopyError, resolve_user
 
 if TYPE_CHECKING:
@@ -98,6 +101,7 @@ def run_exec(
         process = process_spec(
             op, (uid, gid, groups), binds, settings,
             init=find_init() if vertex.emulated else None,
+            seccomp=worker.seccomp_profile() if op.security != "insecure" else None,
         )  # fmt: skip
         code, tail = _run(worker, vertex, process, merged, step, job)
     with Root(merged) as view:
@@ -113,6 +117,59 @@ def run_exec(
         if vertex.emulated and code in (128 + 4, 128 + 11):
             message += "\n" + _emulation_hint(vertex, code)
         raise StepError(message)
+
+
+@dataclass(frozen=True, slots=True)
+class ImageRun:
+    """A process to start in an image's filesystem, as `polyarch verify` runs images: in a
+    network namespace of its own, with the image's user, directory and environment."""
+
+    argv: tuple[str, ...]
+    env: tuple[str, ...]
+    cwd: str
+    user: str
+    emulated: bool
+    hostname: str = "polyarch-verify"
+
+
+@contextlib.contextmanager
+def started(
+    worker: LocalWorker,
+    layers: Sequence[LayerRef],
+    run: ImageRun,
+    on_output: Callable[[str], None],
+) -> Iterator[Container]:
+    """The image's layers mounted (changes thrown away afterwards) and `run` started in
+    them, confined as a RUN step is (seccomp, Docker's capabilities, /dev, /proc and /sys
+    real directories of the rootfs); stopped and unmounted when the block ends."""
+    step = Path(tempfile.mkdtemp(dir=worker.work, prefix="run-"))
+    upper, workdir, merged = step / "upper", step / "work", step / "merged"
+    for d in (upper, workdir, merged):
+        d.mkdir()
+    try:
+        with worker.mounted(layers, upper, workdir, merged):
+            with Root(merged) as view:
+                for name in RUNTIME_TARGETS:
+                    _refuse_symlinks(view, name)
+                try:
+                    uid, gid, groups = resolve_user(view, run.user)
+                except CopyError as exc:
+                    raise StepError(str(exc)) from None
+            env = run.env if any(e.startswith("PATH=") for e in run.env) else (
+                DEFAULT_PATH, *run.env)  # fmt: skip
+            process = ProcessSpec(
+                args=run.argv, env=env, cwd=run.cwd or "/", uid=uid, gid=gid,
+                additional_gids=groups, hostname=run.hostname, private_network=True,
+                init=find_init() if run.emulated else None,
+                seccomp=oci_seccomp(worker.seccomp_profile(), os.uname().machine, CAPABILITIES),
+            )  # fmt: skip
+            container = worker.executor.start(process, merged, step / "bundle", on_output)
+            try:
+                yield container
+            finally:
+                container.kill()
+    finally:
+        shutil.rmtree(step, ignore_errors=True)
 
 
 def check_mounts(op: ExecOp, inputs: Sequence[Result]) -> None:
@@ -133,6 +190,7 @@ def process_spec(
     settings: RunSettings,
     *,
     init: str | None = None,
+    seccomp: Mapping[str, Any] | None = None,
 ) -> ProcessSpec:
     """The process an exec op asks for (the user resolved to `ids`, its mounts to `binds`):
     every field of the op lands here or was refused before."""
@@ -151,6 +209,14 @@ def process_spec(
         for variable in CA_VARIABLES:
             env.setdefault(variable, CA_PATH)
     uid, gid, groups = ids
+    privileged = op.security == "insecure"
+    capabilities = host_capabilities() if privileged else None
+    if privileged:
+        filter_ = None  # --security=insecure: unconfined, as BuildKit's insecure mode
+    elif seccomp is None:
+        raise StepError("no seccomp profile: RUN steps are never run unconfined")
+    else:
+        filter_ = oci_seccomp(seccomp, os.uname().machine, CAPABILITIES)
     return ProcessSpec(
         args=op.argv,
         env=tuple(f"{k}={v}" for k, v in env.items()) + (() if "PATH" in env else (DEFAULT_PATH,)),
@@ -160,8 +226,9 @@ def process_spec(
         additional_gids=groups,
         binds=tuple(binds),
         private_network=op.network == "none",
-        privileged=op.security == "insecure",
-        capabilities=host_capabilities() if op.security == "insecure" else None,
+        privileged=privileged,
+        capabilities=capabilities,
+        seccomp=filter_,
         init=init,
     )
 

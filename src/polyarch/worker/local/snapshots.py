@@ -22,6 +22,7 @@ from typing import Final
 from polyarch.digest import Digest
 from polyarch.errors import PolyarchError
 from polyarch.layers import apply_layer, open_layer
+from polyarch.layers.compress import DiffIdReader
 from polyarch.runtime import MountError, mount_overlay, unmount
 from polyarch.store.blobs import ContentStore
 from polyarch.worker.base import LayerRef
@@ -44,12 +45,26 @@ def _workers() -> ProcessPoolExecutor:
         return _pool
 
 
-def _unpack(source: str, media_type: str, target: str, raising: bool = False) -> Exception | None:
-    """Apply one layer blob to `target` (overlay whiteouts). In a worker process the error is
-    returned, as itself when it survives pickling, else as a PolyarchError with its text."""
+def _unpack(
+    store: str,
+    digest: str,
+    size: int,
+    diff_id: str,
+    media_type: str,
+    target: str,
+    raising: bool = False,
+) -> Exception | None:
+    """Apply one layer blob to `target` (overlay whiteouts), proving on the way that the blob
+    is its digest and its content the diffID. In a worker process the error is returned, as
+    itself when it survives pickling, else as a PolyarchError with its text."""
     try:
-        with open(source, "rb") as raw:
-            apply_layer(open_layer(raw, media_type), Path(target), whiteouts="overlay")  # type: ignore[arg-type]
+        blob = Digest.parse(digest)
+        with ContentStore(Path(store)).open(blob, size) as raw:
+            what = f"layer {digest}"
+            tar = DiffIdReader(open_layer(raw, media_type), Digest.parse(diff_id), what)  # type: ignore[arg-type]
+            apply_layer(tar, Path(target), whiteouts="overlay")  # type: ignore[arg-type]
+            tar.check()
+            raw.verify()
     except Exception as exc:
         if raising:
             raise
@@ -78,15 +93,17 @@ class SnapshotStore:
             return target
         work = Path(tempfile.mkdtemp(dir=self.root, prefix=".unpack-"))
         try:
-            source = self.blobs.path(blob)
-            if source.stat().st_size >= _IN_PROCESS_LIMIT:
+            size = self.blobs.size(blob)
+            job = (str(self.blobs.root), str(blob), size, str(diff_id), media_type, str(work))
+            if size >= _IN_PROCESS_LIMIT:
                 # A big layer unpacks in a worker process: CPU-bound Python that would
                 # otherwise share one interpreter lock with every other stage of the build.
-                failure = _workers().submit(_unpack, str(source), media_type, str(work)).result()
+                failure = _workers().submit(_unpack, *job).result()
                 if failure is not None:
                     raise failure
             else:
-                _unpack(str(source), media_type, str(work), raising=True)
+                _unpack(*job, raising=True)
+            # visible only now: its content was proven to be the diffID it is named by
             work.rename(target)
         except FileExistsError:
             shutil.rmtree(work, ignore_errors=True)  # another build made it meanwhile

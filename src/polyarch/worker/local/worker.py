@@ -18,6 +18,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -41,6 +42,7 @@ from polyarch.oci.config import ImageConfig
 from polyarch.oci.models import MAX_DOCUMENT_SIZE, Manifest, parse_document
 from polyarch.platform import Platform
 from polyarch.runtime import Executor
+from polyarch.runtime.seccomp import load_profile
 from polyarch.store.workspace import Workspace
 from polyarch.worker.base import Job, LayerRef, Output, Result, WorkerPlatforms
 from polyarch.worker.local.context import ContextHasher
@@ -93,12 +95,20 @@ class LocalWorker:
         self._on_note = on_note
         self._matchers: dict[tuple[str, ...], IgnoreMatcher | None] = {}
         self.contexts = ContextHasher(workspace.file_digests)
+        self._seccomp: dict[str, Any] | None = None
 
     @property
     def executor(self) -> Executor:
         if self._executor is None:
             self._executor = Executor(self.workspace.runtime)
         return self._executor
+
+    def seccomp_profile(self) -> dict[str, Any]:
+        """Docker's default seccomp profile (loaded once; an error when there is none)."""
+        with self._lock:
+            if self._seccomp is None:
+                self._seccomp = load_profile()
+            return self._seccomp
 
     def platforms(self) -> WorkerPlatforms:
         from polyarch.runtime import binfmt  # noqa: PLC0415
