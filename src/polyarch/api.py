@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import platform as _host
@@ -46,6 +47,7 @@ from polyarch.transfer.location import LayoutLocation, Location, parse_location
 from polyarch.version import version
 
 if TYPE_CHECKING:
+    from polyarch.build import BuildResult
     from polyarch.store.gc import PruneReport
     from polyarch.verify import RunSpec, VerifyReport
 
@@ -319,85 +321,132 @@ def plan_build(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class BuildOptions:
+    """What to build and how (the flags of `polyarch build`, resolved)."""
+
+    context: Path
+    dockerfile: Path
+    tags: tuple[str, ...] = ()
+    platforms: tuple[Platform, ...] = ()
+    build_args: Mapping[str, str] = field(default_factory=dict)
+    target: str | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+    no_cache: bool = False
+    outputs: tuple[Mapping[str, str], ...] = ()
+    root: Path | None = None
+    jobs: int = 1
+    build_once: str | frozenset[str] = "auto"
+    ca_certs: Path | None = None
+    allow: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """An output written: `kind` registry (pushed to `name`), oci (a layout) or docker."""
+
+    kind: str
+    name: str
+    digest: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class BuildReport:
+    """A build's typed result: the images (per-platform digests, sizes), steps run and
+    cached, time, warnings (in `result`), the local names it is kept as, and its outputs."""
+
+    result: BuildResult
+    names: tuple[str, ...]
+    outputs: tuple[Output, ...] = ()
+
+    @property
+    def digest(self) -> str:
+        return str(self.result.descriptor.digest)
+
+
 def build_image(
-    session: Session,
-    *,
-    context: Path,
-    dockerfile: Path,
-    tags: Sequence[str] = (),
-    platforms: Sequence[Platform] = (),
-    build_args: Mapping[str, str] | None = None,
-    target: str | None = None,
-    labels: Mapping[str, str] | None = None,
-    no_cache: bool = False,
-    outputs: Sequence[Mapping[str, str]] = (),
-    root: Path | None = None,
-    progress: Progress | None = None,
-    jobs: int = 1,
-    build_once: str | frozenset[str] = "auto",
-    ca_certs: Path | None = None,
-    allow: frozenset[str] = frozenset(),
-) -> str:
+    session: Session, options: BuildOptions, *, progress: Progress | None = None
+) -> BuildReport:
     """Build, keep the image in the local store under each tag, then push or export it."""
     # Imported here, not at the top: registry-only commands start faster without the engine.
     from polyarch.build import Builder, BuildRequest  # noqa: PLC0415
     from polyarch.store.workspace import Workspace  # noqa: PLC0415
 
-    refs = [Reference.parse(t) for t in tags]
-    _result, parsed = read_dockerfile(dockerfile)
+    refs = [Reference.parse(t) for t in options.tags]
+    _result, parsed = read_dockerfile(options.dockerfile)
     machine = machine_platform()
-    args = dict(build_args or {})
+    args = dict(options.build_args)
     epoch_text = args.get("SOURCE_DATE_EPOCH") or os.environ.get("SOURCE_DATE_EPOCH")
     epoch = int(epoch_text) if epoch_text and epoch_text.isdigit() else None
-    workspace = Workspace(root or default_root())
+    workspace = Workspace(options.root or default_root())
     builder = Builder(workspace, session.client, progress=progress or silent)
     request = BuildRequest(
-        parsed,
-        context,
-        dockerfile,
-        tuple(platforms) or (machine,),
-        machine,
-        args,
-        target,
-        dict(labels or {}),
-        no_cache,
-        epoch,
-        jobs,
-        build_once,
-        ca_certs,
-        allow,
-    )
+        parsed, options.context, options.dockerfile, options.platforms or (machine,), machine,
+        args, options.target, dict(options.labels), options.no_cache, epoch, options.jobs,
+        options.build_once, options.ca_certs, options.allow,
+    )  # fmt: skip
     result = builder.build(request)
     names = [str(r) for r in refs] or [str(result.descriptor.digest)]
     for name in names:
         builder.layout.set_ref(name, result.descriptor)
     for owner in sorted({r.name for r in refs}):
         builder.cache.claim(result.cache_keys, owner)  # what `polyarch clean` may forget
-    lines = [
-        f"built {result.descriptor.digest} ({result.steps_run} steps run, "
-        f"{result.steps_cached} cached), kept as {', '.join(names)}"
-    ]
+    written: list[Output] = []
     store = workspace.store
-    for output in outputs:
+    for output in options.outputs:
         kind = output.get("type")
         if kind == "registry":
             if not refs:
                 raise UsageError("pushing needs a tag (-t REGISTRY/NAME:TAG)")
             for ref in refs:
                 report = session.copy(LayoutLocation(str(store), str(ref)), str(ref))
-                lines.append(f"pushed {report.name} ({report.digest})")
+                written.append(Output("registry", str(report.name), str(report.digest)))
         elif kind == "oci":
             name = refs[0].tag if refs and refs[0].tag else "latest"
             report = session.copy(
                 LayoutLocation(str(store), names[0]), LayoutLocation(output["dest"], name)
             )
-            lines.append(f"exported {report.name}")
+            written.append(Output("oci", str(report.name), str(report.digest)))
         elif kind == "docker":
             write_docker_archive(
                 builder.layout, result.descriptor, [str(r) for r in refs], Path(output["dest"])
             )
-            lines.append(f"wrote docker archive {output['dest']}")
-    return "\n".join(lines)
+            written.append(Output("docker", output["dest"], str(result.descriptor.digest)))
+    return BuildReport(result, tuple(names), tuple(written))
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseResult:
+    """`release`: the build, what was pushed by digest, the verification, and the tags moved
+    (none when a check failed: the tags were left as they were)."""
+
+    build: BuildReport
+    pinned: str
+    verify: VerifyReport
+    released: tuple[tuple[str, str], ...] = ()  # (tag, digest)
+
+    @property
+    def ok(self) -> bool:
+        return self.verify.ok
+
+
+def release(
+    session: Session,
+    options: BuildOptions,
+    run: RunSpec | None,
+    *,
+    progress: Progress | None = None,
+    note: Callable[[str], None] = lambda _line: None,
+) -> ReleaseResult:
+    """Build, push by digest, verify every platform, and only then move the tags."""
+    built = build_image(session, dataclasses.replace(options, outputs=()), progress=progress)
+    pinned = [push_pinned(session, name, options.root) for name in built.names]
+    report = verify_image(session, pinned[0], platforms=options.platforms, run=run,
+                          root=options.root, note=note)  # fmt: skip
+    if not report.ok:
+        return ReleaseResult(built, pinned[0], report)
+    moved = tuple((name, move_tag(session, name, options.root)) for name in built.names)
+    return ReleaseResult(built, pinned[0], report, moved)
 
 
 def push_pinned(session: Session, name: str, root: Path | None = None) -> str:
@@ -455,11 +504,15 @@ def clean_images(repository: str, root: Path | None = None) -> PruneReport:
 
 
 __all__ = [
+    "BuildOptions",
+    "BuildReport",
     "Descriptor",
     "ImageSummary",
     "IndexSummary",
     "LocalImage",
+    "Output",
     "RegistryOptions",
+    "ReleaseResult",
     "Session",
     "build_image",
     "clean_images",
@@ -471,5 +524,6 @@ __all__ = [
     "plan_build",
     "push_pinned",
     "read_dockerfile",
+    "release",
     "verify_image",
 ]

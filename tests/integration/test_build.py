@@ -12,6 +12,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -142,8 +143,18 @@ FILES = {
 }
 
 
-def digest_of(output: str) -> str:
-    return output.split()[1]
+def built(root: Path, ctx: Path, *args: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Build and return the typed result (`--metadata-file`), not the text printed."""
+    meta = ctx.parent / f"meta-{os.getpid()}-{time.monotonic_ns()}.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "polyarch", "build", "--root", str(root), "--metadata-file",
+         str(meta), *args, str(ctx)],
+        capture_output=True, text=True, timeout=600, env=env,
+    )  # fmt: skip
+    if result.returncode != 0:
+        raise AssertionError(f"polyarch build: {result.returncode}\n{result.stderr}")
+    data: dict[str, Any] = json.loads(meta.read_text())
+    return data
 
 
 def test_build_push_and_run(
@@ -198,11 +209,11 @@ def test_build_push_and_run(
 
 def test_cache_hits_and_invalidation(base: str, root: Path, tmp_path: Path) -> None:
     ctx = write_context(tmp_path / "ctx", APP.format(base=base), FILES)
-    first = polyarch("build", "--root", str(root), "-t", "local/app:1", str(ctx))
-    assert "0 cached" in first.stdout
-    again = polyarch("build", "--root", str(root), "-t", "local/app:2", str(ctx))
-    assert "(0 steps run" in again.stdout, again.stdout
-    assert digest_of(first.stdout) == digest_of(again.stdout)
+    first = built(root, ctx, "-t", "local/app:1")
+    assert first["polyarch.steps"]["cached"] == 0
+    again = built(root, ctx, "-t", "local/app:2")
+    assert again["polyarch.steps"]["run"] == 0
+    assert first["containerimage.digest"] == again["containerimage.digest"]
     (ctx / "run.sh").write_text("#!/bin/sh\necho changed\n")
     changed = polyarch(
         "build", "--root", str(root), "-t", "local/app:3", "--progress", "json", str(ctx)
@@ -241,8 +252,8 @@ def test_failing_step_names_the_line_and_keeps_the_store_consistent(
     assert not list((root / "store" / ".ingest").iterdir())
     # Fixing the step reuses what succeeded before it.
     (ctx / "Dockerfile").write_text(dockerfile.replace("exit 7", "true"))
-    fixed = polyarch("build", "--root", str(root), "-t", "local/fail:1", str(ctx))
-    assert "1 cached" in fixed.stdout
+    fixed = built(root, ctx, "-t", "local/fail:1")
+    assert fixed["polyarch.steps"]["cached"] == 1
 
 
 def test_kill_mid_build_then_rebuild(base: str, root: Path, tmp_path: Path, rootfs: Path) -> None:
@@ -260,8 +271,8 @@ def test_kill_mid_build_then_rebuild(base: str, root: Path, tmp_path: Path, root
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     (ctx / "Dockerfile").write_text(dockerfile.replace("sleep 30", "sleep 0"))
-    rebuilt = polyarch("build", "--root", str(root), "-t", "local/kill:1", str(ctx))
-    assert "1 cached" in rebuilt.stdout  # the step that finished before the kill
+    rebuilt = built(root, ctx, "-t", "local/kill:1")
+    assert rebuilt["polyarch.steps"]["cached"] == 1  # the step that finished before the kill
     layout, manifest, _ = image(root, "local/kill:1")
     tree = flatten(layout, manifest, rootfs)
     assert (tree / "one").read_text() == "one\n"
@@ -467,12 +478,8 @@ def test_source_date_epoch_gives_the_same_digest_in_fresh_roots(base: str, tmp_p
     ctx = write_context(tmp_path / "ctx", APP.format(base=base), FILES)
     digests = []
     for n in range(2):
-        done = subprocess.run(
-            [sys.executable, "-m", "polyarch", "build", "--root", str(tmp_path / f"root-{n}"),
-             "--no-cache", "-t", "local/repro:1", str(ctx)],
-            check=True, capture_output=True, text=True,
-            env={**os.environ, "SOURCE_DATE_EPOCH": "1700000000"},
-        )  # fmt: skip
-        digests.append(digest_of(done.stdout))
+        done = built(tmp_path / f"root-{n}", ctx, "--no-cache", "-t", "local/repro:1",
+                     env={**os.environ, "SOURCE_DATE_EPOCH": "1700000000"})  # fmt: skip
+        digests.append(done["containerimage.digest"])
         os.utime(ctx / "run.sh")  # a touched file changes nothing: times are clamped
     assert digests[0] == digests[1]

@@ -8,17 +8,19 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from polyarch.api import (
+    BuildOptions,
+    BuildReport,
+    ReleaseResult,
     build_image,
     clean_images,
     default_root,
     git_version,
-    move_tag,
-    push_pinned,
+    release,
     verify_image,
 )
 from polyarch.cli.common import (
@@ -41,6 +43,9 @@ from polyarch.errors import UsageError
 from polyarch.platform import Platform
 from polyarch.reference import Reference
 from polyarch.transfer.location import LayoutLocation
+
+if TYPE_CHECKING:
+    from polyarch.verify import RunSpec, VerifyReport
 
 
 def _settings(g: Globals, flags: dict[str, Any]) -> dict[str, Any]:
@@ -134,9 +139,11 @@ def _build(
     root: Path | None,
     allow: Sequence[str] = (),
     named: bool = False,
-) -> tuple[str, list[str], tuple[Platform, ...]]:
-    """Build as the flags and the project config say: (report, tags, platforms). The image
-    is named by the tags, else by the project (required when pushing, or when `named`)."""
+    release_run: RunSpec | bool | None = False,
+) -> BuildReport | ReleaseResult:
+    """Build as the flags and the project config say (and, given `release_run`, release:
+    push by digest, verify with it, move the tags). The image is named by the tags, else by
+    the project (required when pushing, or when `named`)."""
     g = globals_of(ctx)
     project = g.project()
     settings = _settings(
@@ -161,29 +168,49 @@ def _build(
     names = list(tags) or ([_project_image(g)] if project.image or push or named else [])
     once = settings["build.build_once"]
     wanted = Platform.parse_list(settings["build.platforms"])
-    session = open_session(ctx)
-    renderer, mode = _renderer(ctx, progress)
-    report = build_image(
-        session,
+    options = BuildOptions(
         context=context,
         dockerfile=dockerfile,
-        tags=names,
+        tags=tuple(names),
         platforms=wanted,
         build_args=args,
         target=settings["build.target"] or None,
         labels=parse_pairs(labels, "--label"),
         no_cache=no_cache,
-        outputs=parse_outputs(outputs, push),
+        outputs=tuple(parse_outputs(outputs, push)),
         root=root,
-        progress=renderer,
         jobs=jobs,
         build_once=build_once_value(",".join(once) if isinstance(once, list) else once),
         ca_certs=ca_bundle(settings["build.ca_certs"]),
         allow=frozenset(allow),
     )
-    if mode == "tty":
-        renderer.close()  # the live view ends before anything else is printed
-    return report, names, wanted
+    session = open_session(ctx)
+    renderer, mode = _renderer(ctx, progress)
+    try:
+        if release_run is False:
+            return build_image(session, options, progress=renderer)
+        assert not isinstance(release_run, bool)
+        return release(session, options, release_run, progress=renderer,
+                       note=lambda line: click.echo(f"note: {line}", err=True))  # fmt: skip
+    finally:
+        if mode == "tty":
+            renderer.close()  # the live view ends before anything else is printed
+
+
+def _build_lines(report: BuildReport) -> list[str]:
+    result = report.result
+    lines = [
+        f"built {report.digest} ({result.steps_run} steps run, {result.steps_cached} cached), "
+        f"kept as {', '.join(report.names)}"
+    ]
+    for output in report.outputs:
+        if output.kind == "registry":
+            lines.append(f"pushed {output.name} ({output.digest})")
+        elif output.kind == "oci":
+            lines.append(f"exported {output.name}")
+        else:
+            lines.append(f"wrote docker archive {output.name}")
+    return lines
 
 
 @click.command("build")
@@ -191,15 +218,40 @@ def _build(
               "Default: REGISTRY/IMAGE:VERSION from polyarch.toml and git.")  # fmt: skip
 @click.option("--push", is_flag=True, help="Push every tag (same as --output type=registry).")
 @click.option("--output", "outputs", multiple=True, metavar="type=registry|oci|docker,dest=...")
+@click.option("--metadata-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the build's result as JSON (buildx's keys: containerimage.digest, "
+              "containerimage.descriptor, image.name; and per platform).")  # fmt: skip
 @_build_options
 @click.argument("context", type=click.Path(exists=True, file_okay=False, path_type=Path),
                 required=False)  # fmt: skip
 @click.pass_context
-def build_command(ctx: click.Context, /, **kwargs: Any) -> None:
+def build_command(ctx: click.Context, /, metadata_file: Path | None, **kwargs: Any) -> None:
     """Build CONTEXT's Dockerfile into an image, kept in the local store (and pushed or
     exported when asked). CONTEXT defaults to build.context in polyarch.toml."""
-    report, _names, _platforms = _build(ctx, **kwargs)
-    click.echo(report)
+    report = _build(ctx, **kwargs)
+    assert isinstance(report, BuildReport)
+    if metadata_file is not None:
+        text = json.dumps(build_metadata(report), indent=2)
+        metadata_file.write_text(text + "\n", encoding="utf-8")
+    click.echo("\n".join(_build_lines(report)))
+
+
+def build_metadata(report: BuildReport) -> dict[str, Any]:
+    """What `--metadata-file` holds: buildx's keys, then polyarch's per platform."""
+    result = report.result
+    pushed = [o.name for o in report.outputs if o.kind == "registry"]
+    return {
+        "containerimage.descriptor": result.descriptor.to_json(),
+        "containerimage.digest": report.digest,
+        "image.name": ",".join(pushed or report.names),
+        "polyarch.platforms": {
+            str(image.platform): {"digest": str(image.descriptor.digest), "size": image.size}
+            for image in result.images
+        },
+        "polyarch.steps": {"run": result.steps_run, "cached": result.steps_cached},
+        "polyarch.seconds": round(result.seconds, 3),
+        "polyarch.warnings": list(result.warnings),
+    }
 
 
 # verify and release --------------------------------------------------------------------------
@@ -220,38 +272,28 @@ def _verify_options(fn: Any) -> Any:
     return _stacked(fn, options)
 
 
-def _verify(
+def _run_spec(
     ctx: click.Context,
-    ref: str,
-    platforms: Sequence[Platform],
-    *,
     probes: Sequence[str],
     run_command: str | None,
     no_run: bool,
     timeout: float | None,
-    root: Path | None,
-) -> bool:
+) -> RunSpec | None:
     from polyarch.verify import Probe, RunSpec  # noqa: PLC0415 (the engine only when needed)
 
     g = globals_of(ctx)
     settings = _settings(g, {"verify.http": list(probes), "verify.run": run_command,
                              "verify.timeout": timeout})  # fmt: skip
-    run = None
-    if not no_run:
-        run = RunSpec(
-            settings["verify.run"] or None,
-            tuple(Probe.parse(p) for p in settings["verify.http"]),
-            float(settings["verify.timeout"]),
-        )
-    session = open_session(ctx)
-    report = verify_image(
-        session,
-        ref,
-        platforms=platforms,
-        run=run,
-        root=root,
-        note=lambda line: click.echo(f"note: {line}", err=True),
+    if no_run:
+        return None
+    return RunSpec(
+        settings["verify.run"] or None,
+        tuple(Probe.parse(p) for p in settings["verify.http"]),
+        float(settings["verify.timeout"]),
     )
+
+
+def _show_verify(report: VerifyReport, ran: bool) -> None:
     click.echo(f"{report.reference} ({report.digest[:19]})")
     if report.attestations:
         click.echo(f"{report.attestations} attestation entries (not platforms)")
@@ -262,24 +304,23 @@ def _verify(
                   if r.probes else "-")  # fmt: skip
         rows.append([
             r.platform, r.digest[7:19] if r.digest else "-", human(r.size) if r.size else "-",
-            checks, r.run or ("skipped" if run is None or r.failures else "-"), probed,
+            checks, r.run or ("skipped" if not ran or r.failures else "-"), probed,
             f"{r.seconds:.1f}s", "ok" if r.ok else "FAIL",
         ])  # fmt: skip
     click.echo(table(["PLATFORM", "DIGEST", "SIZE", "CHECKS", "RUN", "PROBES", "TIME",
                       "RESULT"], rows))  # fmt: skip
     labels = list(dict.fromkeys(label for r in report.results for label in r.probes))
     if labels:
-        ran = [r for r in report.results if r.probes]
+        probed_results = [r for r in report.results if r.probes]
         click.echo()
-        click.echo(table(["PROBE", *(r.platform for r in ran)],
-                         [[label, *(r.probes.get(label, "-") for r in ran)]
+        click.echo(table(["PROBE", *(r.platform for r in probed_results)],
+                         [[label, *(r.probes.get(label, "-") for r in probed_results)]
                           for label in labels]))  # fmt: skip
     for problem in report.problems:
         click.echo(f"FAIL index: {problem}", err=True)
     for r in report.results:
         for failure in r.failures:
             click.echo(f"FAIL {r.platform}: {failure}", err=True)
-    return report.ok
 
 
 @click.command("verify")
@@ -303,9 +344,13 @@ def verify_command(
     platform's image runs (emulated where needed) and answers the HTTP probes."""
     g = globals_of(ctx)
     wanted = parse_platforms(platforms) or g.project().platforms
-    ok = _verify(ctx, ref or _project_image(g), wanted, probes=probes, run_command=run_command,
-                 no_run=no_run, timeout=timeout, root=root)  # fmt: skip
-    if not ok:
+    run = _run_spec(ctx, probes, run_command, no_run, timeout)
+    report = verify_image(
+        open_session(ctx), ref or _project_image(g), platforms=wanted, run=run, root=root,
+        note=lambda line: click.echo(f"note: {line}", err=True),
+    )  # fmt: skip
+    _show_verify(report, run is not None)
+    if not report.ok:
         raise click.exceptions.Exit(1)
 
 
@@ -331,19 +376,18 @@ def release_command(
 
     The image is pushed by digest first; the tag is written only once every platform has
     passed, so a release that fails its checks leaves the tag where it was."""
-    report, names, wanted = _build(ctx, push=False, outputs=(), named=True, **kwargs)
-    click.echo(report)
-    session = open_session(ctx)
-    root = kwargs["root"]
-    pinned = [push_pinned(session, name, root) for name in names]
-    click.echo(f"pushed {pinned[0]} (no tag yet)")
-    ok = _verify(ctx, pinned[0], wanted, probes=probes, run_command=run_command, no_run=no_run,
-                 timeout=timeout, root=root)  # fmt: skip
-    if not ok:
-        click.echo(f"not released: {', '.join(names)} left as they were", err=True)
+    run = _run_spec(ctx, probes, run_command, no_run, timeout)
+    result = _build(ctx, push=False, outputs=(), named=True, release_run=run, **kwargs)
+    assert isinstance(result, ReleaseResult)
+    click.echo("\n".join(_build_lines(result.build)))
+    click.echo(f"pushed {result.pinned} (no tag yet)")
+    _show_verify(result.verify, run is not None)
+    if not result.ok:
+        names = ", ".join(result.build.names)
+        click.echo(f"not released: {names} left as they were", err=True)
         raise click.exceptions.Exit(1)
-    for name in names:
-        click.echo(f"released {name} ({move_tag(session, name, root)})")
+    for name, digest in result.released:
+        click.echo(f"released {name} ({digest})")
 
 
 # push, clean, config, version ----------------------------------------------------------------
