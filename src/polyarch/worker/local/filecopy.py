@@ -260,6 +260,13 @@ def copy_sources(
             target = base
         if sel.is_dir:
             _ensure_dir(dest_root, target, options)
+            newest, copied = _copy_dir(source, sel.path, dest_root, target, options, exclude,
+                                       ignore)  # fmt: skip
+            count += copied
+            root_st = source.lstat(sel.path)
+            if root_st is not None and target:
+                newest = max(newest, root_st.st_mtime_ns)
+            continue
         for path, inner, st in walk_selected(source, sel, exclude, ignore):
             newest = max(newest, st.st_mtime_ns)
             out = _join(target, inner) if inner else target
@@ -273,6 +280,130 @@ def copy_sources(
                 newest = max(newest, root_st.st_mtime_ns)
     _settle_times(dest_root, base, before, newest)
     return count
+
+
+def _copy_dir(
+    source: Root,
+    src_rel: str,
+    dest_root: Root,
+    dst_rel: str,
+    options: CopyOptions,
+    exclude: list[str],
+    ignore: IgnoreMatcher | None,
+) -> tuple[int, int]:
+    """A directory's contents, copied descriptor to descriptor (one `openat` per entry, not
+    one walk from the root per entry): what `walk_selected` selects, each entry as
+    `_copy_entry` writes it. Returns (newest mtime seen, entries written)."""
+    src = source.open_dir(src_rel, create=False) if src_rel else source.fd
+    dst = dest_root.open_dir(dst_rel, create=True) if dst_rel else dest_root.fd
+    stats = [0, 0]
+    try:
+        _copy_level(src, _Dest(dst), src_rel, "", options, exclude, ignore, stats)
+    finally:
+        for fd, root in ((src, source), (dst, dest_root)):
+            if fd != root.fd:
+                os.close(fd)
+    return stats[0], stats[1]
+
+
+class _Dest:
+    """A destination directory, made (0755, root's) only when something lands in it: a
+    directory the ignore rules leave out appears only for what they bring back below it."""
+
+    def __init__(self, fd: int = -1, parent: _Dest | None = None, name: str = "") -> None:
+        self.fd, self.parent, self.name = fd, parent, name
+
+    def open(self) -> int:
+        if self.fd < 0:
+            assert self.parent is not None
+            parent = self.parent.open()
+            if _lstat(parent, self.name) is None:
+                os.mkdir(self.name, 0o755, dir_fd=parent)
+            self.fd = os.open(self.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW,
+                              dir_fd=parent)  # fmt: skip
+        return self.fd
+
+    def close(self) -> None:
+        if self.fd >= 0 and self.parent is not None:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def _copy_level(
+    src: int,
+    dst: _Dest,
+    base: str,
+    inner: str,
+    options: CopyOptions,
+    exclude: list[str],
+    ignore: IgnoreMatcher | None,
+    stats: list[int],
+) -> None:
+    with os.scandir(src) as listing:
+        entries = sorted(listing, key=lambda e: os.fsencode(e.name))
+    for entry in entries:
+        name = entry.name
+        rel = f"{inner}/{name}" if inner else name
+        path = f"{base}/{rel}" if base else rel
+        ignored = ignore is not None and ignore.matches(path)
+        if ignored and ignore is not None and not ignore.may_include_below(path):
+            continue
+        if any(fnmatch.fnmatchcase(rel, p) or fnmatch.fnmatchcase(name, p) for p in exclude):
+            continue
+        st = entry.stat(follow_symlinks=False)
+        stats[0] = max(stats[0], st.st_mtime_ns)
+        if stat.S_ISDIR(st.st_mode):
+            child_src = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=src)
+            child = _Dest(-1, dst, name)
+            try:
+                if not ignored:
+                    _write_entry(src, name, dst.open(), name, st, options)
+                    stats[1] += 1
+                _copy_level(child_src, child, base, rel, options, exclude, ignore, stats)
+            finally:
+                os.close(child_src)
+                child.close()
+        elif not ignored:
+            _write_entry(src, name, dst.open(), name, st, options)
+            stats[1] += 1
+
+
+def _write_entry(
+    src_fd: int, src_name: str, fd: int, leaf: str, st: os.stat_result, options: CopyOptions
+) -> None:
+    """One entry written into directory `fd` as `leaf` (what `_copy_entry` does, by fds)."""
+    uid, gid = _owner(st, options)
+    mode = options.chmod if options.chmod is not None else stat.S_IMODE(st.st_mode)
+    existing = _lstat(fd, leaf)
+    if stat.S_ISDIR(st.st_mode):
+        if existing is not None and not stat.S_ISDIR(existing.st_mode):
+            remove_at(fd, leaf)
+            existing = None
+        if existing is None:
+            os.mkdir(leaf, 0o700, dir_fd=fd)
+        os.chown(leaf, uid, gid, dir_fd=fd, follow_symlinks=False)
+        os.chmod(leaf, mode, dir_fd=fd)
+        os.utime(leaf, ns=(st.st_mtime_ns, st.st_mtime_ns), dir_fd=fd, follow_symlinks=False)
+        return
+    if existing is not None:
+        if stat.S_ISDIR(existing.st_mode):
+            raise CopyError(f"cannot overwrite directory {leaf!r} with a file")
+        os.unlink(leaf, dir_fd=fd)
+    if stat.S_ISLNK(st.st_mode):
+        os.symlink(os.readlink(src_name, dir_fd=src_fd), leaf, dir_fd=fd)
+        os.chown(leaf, uid, gid, dir_fd=fd, follow_symlinks=False)
+    elif stat.S_ISREG(st.st_mode):
+        source = os.open(src_name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=src_fd)
+        handle = os.open(leaf, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600,
+                         dir_fd=fd)  # fmt: skip
+        with os.fdopen(source, "rb") as src, os.fdopen(handle, "wb") as dst:
+            while chunk := src.read(_CHUNK):
+                dst.write(chunk)
+            os.fchown(dst.fileno(), uid, gid)  # owner first: chown clears setuid bits
+            os.fchmod(dst.fileno(), mode)
+    else:
+        raise CopyError(f"cannot copy {src_name!r}: not a file, directory or symlink")
+    os.utime(leaf, ns=(st.st_mtime_ns, st.st_mtime_ns), dir_fd=fd, follow_symlinks=False)
 
 
 def _ancestor_times(root: Root, rel: str) -> dict[str, int | None]:
