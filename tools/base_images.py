@@ -6,7 +6,8 @@ Each (recipe, architecture) is built once into an OCI layout under the cache dir
 (`$POLYARCH_FIXTURES`, default /var/cache/polyarch-fixtures), in a folder named after the
 recipe and a hash of everything that defines it (so a changed recipe is built again, and an
 unchanged one never is). With `--push`, the architectures are pushed as one multi-platform
-index. No container registry outside is needed: packages come from Debian's mirrors.
+index. No container registry outside is needed: packages come from mmdebstrap's default
+Debian sources, or from the mirror in $POLYARCH_DEBIAN_MIRROR.
 """
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ from polyarch.reference import Reference  # noqa: E402
 from polyarch.store import OciLayout  # noqa: E402
 
 SUITE = "bookworm"
-MIRROR = "http://deb.debian.org/debian"
+# mmdebstrap's own default sources for the suite, unless a mirror is given (a URL such as
+# http://mirror.lan/debian): a setting of the machine, never a host name in this file.
+MIRROR_ENV = "POLYARCH_DEBIAN_MIRROR"
 # A recipe: what mmdebstrap installs, and the image config around it.
 RECIPES: dict[str, dict[str, object]] = {
     # Seconds for any architecture: packages are unpacked, no maintainer script runs under
@@ -49,6 +52,25 @@ RECIPES: dict[str, dict[str, object]] = {
         "variant": "minbase",
         "include": [],
         "config": {"Cmd": ["bash"]},
+    },
+    # git and an SSH client, for RUN --mount=type=ssh and git sources in tests.
+    "toolbox": {
+        "variant": "minbase",
+        "include": ["git", "openssh-client", "ca-certificates"],
+        "config": {"Cmd": ["bash"]},
+    },
+    # python:3-slim's part: Python with pip and venv (the docker init template's base).
+    "python": {
+        "variant": "minbase",
+        "include": ["python3", "python3-pip", "python3-venv", "ca-certificates", "adduser"],
+        "hooks": ['ln -sf python3 "$1/usr/bin/python"'],
+        "config": {"Cmd": ["python3"]},
+    },
+    # golang's part: the Go toolchain (the docker init template's base).
+    "golang": {
+        "variant": "minbase",
+        "include": ["golang-go", "ca-certificates", "git"],
+        "config": {"Cmd": ["bash"], "WorkingDir": "/go"},
     },
     # The seed's node:14-alpine: node with npm and yarn (Debian calls it yarnpkg).
     "node": {
@@ -84,7 +106,9 @@ def cache_root() -> Path:
 
 def recipe_key(name: str, arch: str) -> str:
     recipe = RECIPES[name]
-    text = json.dumps([VERSION, SUITE, MIRROR, name, arch, recipe], sort_keys=True)
+    mirror = os.environ.get(MIRROR_ENV, "")
+    text = json.dumps([VERSION, SUITE, name, arch, recipe] + ([mirror] if mirror else []),
+                      sort_keys=True)  # fmt: skip
     return f"{name}-{arch}-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
 
 
@@ -107,9 +131,9 @@ def build_one(name: str, arch: str) -> Path:
             cmd.append(f"--include={include}")
         for hook in recipe.get("hooks") or []:  # type: ignore[attr-defined]
             cmd.append(f"--customize-hook={hook}")
-        # The main archive only: fixtures need no security updates, and one source is one
-        # less mirror that can be mid-sync.
-        cmd += [SUITE, str(rootfs_tar), f"deb {MIRROR} {SUITE} main"]
+        cmd += [SUITE, str(rootfs_tar)]
+        if os.environ.get(MIRROR_ENV):
+            cmd.append(f"deb {os.environ[MIRROR_ENV]} {SUITE} main")
         print(f"building base image {name} for {arch} with mmdebstrap...", file=sys.stderr)
         env = dict(os.environ, SOURCE_DATE_EPOCH="1700000000")
         for attempt in (1, 2):

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import os
 import platform as _host
 import stat
 import subprocess
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,8 +19,9 @@ import platformdirs
 
 from polyarch.errors import DockerfileError, UsageError
 from polyarch.export import write_docker_archive
-from polyarch.frontend.convert import ConvertRequest, convert
+from polyarch.frontend.convert import ConvertRequest, NamedContext, convert
 from polyarch.frontend.dockerfile import Dockerfile, ParseResult, build, parse
+from polyarch.frontend.gitref import parse_git_ref
 from polyarch.graph.model import BuildGraph
 from polyarch.oci.models import (
     Descriptor,
@@ -34,6 +37,7 @@ from polyarch.reference import Reference
 from polyarch.registry.client import RegistryClient
 from polyarch.registry.credentials import DockerConfigCredentials
 from polyarch.registry.retry import RetryPolicy
+from polyarch.remotecache.format import parse_cache_spec
 from polyarch.store.layout import OciLayout
 from polyarch.transfer.copy import TransferProgress, TransferReport, copy_image, create_index
 from polyarch.transfer.endpoints import (
@@ -48,8 +52,9 @@ from polyarch.version import version
 
 if TYPE_CHECKING:
     from polyarch.build import BuildResult
-    from polyarch.store.gc import PruneReport
+    from polyarch.store.gc import PruneReport, Usage
     from polyarch.verify import RunSpec, VerifyReport
+    from polyarch.worker.local.mounts import SecretSource, SshSource
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,9 +109,24 @@ class Session:
             certs_dirs=self.options.certs_dirs,
             retry=self.options.retry,
         )
+        self._fast: RegistryClient | None = None
+
+    def fast_client(self) -> RegistryClient:
+        """A client with the same credentials and trust that gives up after one retry: for
+        registry mirrors, where the next source is better than waiting."""
+        if self._fast is None:
+            self._fast = RegistryClient(
+                credentials=DockerConfigCredentials.load(self.options.authfile),
+                insecure=self.options.insecure, certs_dirs=self.options.certs_dirs,
+                retry=RetryPolicy(attempts=2, base_delay=0.1, max_delay=1.0, window=2.0),
+                timeout=30.0,
+            )  # fmt: skip
+        return self._fast
 
     def close(self) -> None:
         self.client.close()
+        if self._fast is not None:
+            self._fast.close()
 
     def __enter__(self) -> Session:
         return self
@@ -325,8 +345,8 @@ def plan_build(
 class BuildOptions:
     """What to build and how (the flags of `polyarch build`, resolved)."""
 
-    context: Path
-    dockerfile: Path
+    context: Path | str  # a directory, or a git URL (`URL[#REF[:SUBDIR]]`)
+    dockerfile: Path | None = None  # default: Dockerfile in the context
     tags: tuple[str, ...] = ()
     platforms: tuple[Platform, ...] = ()
     build_args: Mapping[str, str] = field(default_factory=dict)
@@ -339,6 +359,12 @@ class BuildOptions:
     build_once: str | frozenset[str] = "auto"
     ca_certs: Path | None = None
     allow: frozenset[str] = frozenset()
+    secrets: tuple[str, ...] = ()  # --secret id=ID[,src=FILE|,env=VAR]
+    ssh: tuple[str, ...] = ()  # --ssh default | ID[=KEYFILE|SOCKET]
+    contexts: Mapping[str, str] = field(default_factory=dict)  # --build-context NAME=VALUE
+    cache_from: tuple[str, ...] = ()  # --cache-from type=registry,ref=REF | type=local,src=DIR
+    cache_to: str | None = None  # --cache-to type=registry,ref=REF[,mode=max] | type=local,...
+    mirrors: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # REGISTRY -> mirrors
 
 
 @dataclass(frozen=True, slots=True)
@@ -372,20 +398,46 @@ def build_image(
     from polyarch.build import Builder, BuildRequest  # noqa: PLC0415
     from polyarch.store.workspace import Workspace  # noqa: PLC0415
 
+    if os.geteuid() != 0:
+        raise UsageError("polyarch build needs root (rootless builds are not supported yet): "
+                         "run it as root, e.g. with sudo")  # fmt: skip
     refs = [Reference.parse(t) for t in options.tags]
-    _result, parsed = read_dockerfile(options.dockerfile)
+    for output in options.outputs:  # checked before anything runs
+        if output.get("type") == "registry" and not refs and not output.get("name"):
+            raise UsageError("pushing needs a name: -t REGISTRY/NAME:TAG, or "
+                             "--output type=registry,name=REGISTRY/NAME[:TAG]")  # fmt: skip
+        if output.get("type") == "docker" and len(options.platforms) > 1:
+            raise UsageError("--output type=docker holds one platform (docker load takes no "
+                             "index); build one --platform, or use type=oci,dest=DIR")  # fmt: skip
     machine = machine_platform()
     args = dict(options.build_args)
     epoch_text = args.get("SOURCE_DATE_EPOCH") or os.environ.get("SOURCE_DATE_EPOCH")
     epoch = int(epoch_text) if epoch_text and epoch_text.isdigit() else None
     workspace = Workspace(options.root or default_root())
-    builder = Builder(workspace, session.client, progress=progress or silent)
-    request = BuildRequest(
-        parsed, options.context, options.dockerfile, options.platforms or (machine,), machine,
-        args, options.target, dict(options.labels), options.no_cache, epoch, options.jobs,
-        options.build_once, options.ca_certs, options.allow,
-    )  # fmt: skip
-    result = builder.build(request)
+    builder = Builder(workspace, session.client, progress=progress or silent,
+                      mirrors=options.mirrors, mirror_client=session.fast_client())  # fmt: skip
+    contexts, context_dirs = parse_contexts(options.contexts)
+    with contextlib.ExitStack() as stack:
+        context, dockerfile = options.context, options.dockerfile
+        if isinstance(context, str):
+            # Not in the workspace's scratch: a build clears that when it starts.
+            scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="polyarch-git-")))
+            keep = args.get("BUILDKIT_CONTEXT_KEEP_GIT_DIR", "") in ("1", "true")
+            context = _git_context(context, scratch, keep)
+            if dockerfile is not None and not dockerfile.is_absolute():
+                dockerfile = context / dockerfile  # a relative -f names a file of the repository
+        dockerfile = dockerfile or context / "Dockerfile"
+        _result, parsed = read_dockerfile(dockerfile)
+        request = BuildRequest(
+            parsed, context, dockerfile, options.platforms or (machine,), machine, args,
+            options.target, dict(options.labels), options.no_cache, epoch, options.jobs,
+            options.build_once, options.ca_certs, options.allow,
+            {s.id: s for s in map(parse_secret, options.secrets)},
+            {s.id: s for s in map(parse_ssh, options.ssh)}, contexts, context_dirs,
+            tuple(parse_cache_spec(c, export=False) for c in options.cache_from),
+            parse_cache_spec(options.cache_to, export=True) if options.cache_to else None,
+        )  # fmt: skip
+        result = builder.build(request)
     names = [str(r) for r in refs] or [str(result.descriptor.digest)]
     for name in names:
         builder.layout.set_ref(name, result.descriptor)
@@ -396,10 +448,13 @@ def build_image(
     for output in options.outputs:
         kind = output.get("type")
         if kind == "registry":
-            if not refs:
-                raise UsageError("pushing needs a tag (-t REGISTRY/NAME:TAG)")
-            for ref in refs:
-                report = session.copy(LayoutLocation(str(store), str(ref)), str(ref))
+            targets = ([Reference.parse(n) for n in output["name"].split(",") if n]
+                       if output.get("name") else refs)  # fmt: skip
+            for target in targets:
+                pinned = Reference(target.registry, target.repository, None,
+                                   result.descriptor.digest)  # fmt: skip
+                destination = pinned if output.get("push-by-digest") else target
+                report = session.copy(LayoutLocation(str(store), names[0]), str(destination))
                 written.append(Output("registry", str(report.name), str(report.digest)))
         elif kind == "oci":
             name = refs[0].tag if refs and refs[0].tag else "latest"
@@ -413,6 +468,103 @@ def build_image(
             )
             written.append(Output("docker", output["dest"], str(result.descriptor.digest)))
     return BuildReport(result, tuple(names), tuple(written))
+
+
+def parse_secret(spec: str) -> SecretSource:
+    """`id=ID[,src=FILE|source=FILE][,env=VAR][,type=file|env]`, or `ID` alone (the variable
+    of that name, as buildx does for a bare id)."""
+    from polyarch.worker.local.mounts import SecretSource  # noqa: PLC0415
+
+    fields: dict[str, str] = {}
+    for part in filter(None, spec.split(",")):
+        key, has_value, value = part.partition("=")
+        if has_value:
+            fields[key] = value
+        else:
+            fields["id"] = key
+    unknown = set(fields) - {"id", "src", "source", "env", "type"}
+    if unknown or not fields.get("id"):
+        raise UsageError(f"--secret wants id=ID,src=FILE or id=ID,env=VAR, got {spec!r}")
+    secret_id = fields["id"]
+    src = fields.get("src") or fields.get("source")
+    kind = fields.get("type")
+    if kind == "env" or (kind is None and src is None and "env" in fields):
+        return SecretSource(secret_id, env=fields.get("env") or src or secret_id)
+    if src is None:
+        if "env" in fields:
+            return SecretSource(secret_id, env=fields["env"])
+        return SecretSource(secret_id, env=secret_id)
+    path = Path(src).expanduser()
+    if not path.is_file():
+        raise UsageError(f"--secret {secret_id}: no file {path}")
+    return SecretSource(secret_id, file=path)
+
+
+def parse_ssh(spec: str) -> SshSource:
+    """`default` (the caller's SSH_AUTH_SOCK), `ID`, or `ID=KEYFILE|SOCKET`."""
+    from polyarch.worker.local.mounts import SshSource  # noqa: PLC0415
+
+    agent_id, has_path, value = spec.partition("=")
+    if not agent_id:
+        raise UsageError(f"--ssh wants default or ID=KEYFILE|SOCKET, got {spec!r}")
+    if not has_path:
+        sock = os.environ.get("SSH_AUTH_SOCK")
+        if not sock:
+            raise UsageError(f"--ssh {agent_id}: SSH_AUTH_SOCK is not set (start ssh-agent, or "
+                             "give a key: --ssh ID=KEYFILE)")  # fmt: skip
+        return SshSource(agent_id, socket=Path(sock))
+    path = Path(value.split(",")[0]).expanduser()
+    if path.is_socket():
+        return SshSource(agent_id, socket=path)
+    if path.is_file():
+        return SshSource(agent_id, key=path)
+    raise UsageError(f"--ssh {agent_id}: {path} is neither an agent socket nor a key file")
+
+
+def parse_contexts(
+    values: Mapping[str, str],
+) -> tuple[dict[str, NamedContext], dict[str, Path]]:
+    """`--build-context NAME=VALUE`s: images (`docker-image://`), layouts (`oci-layout://`),
+    git repositories, or directories. Returns the contexts and the directories' paths."""
+    contexts: dict[str, NamedContext] = {}
+    dirs: dict[str, Path] = {}
+    for name, value in values.items():
+        if not name or name == "context":
+            raise UsageError(f"--build-context needs a name other than 'context': {name!r}")
+        if value.startswith("docker-image://"):
+            contexts[name] = NamedContext("image", value.removeprefix("docker-image://"))
+        elif value.startswith("oci-layout://"):
+            contexts[name] = NamedContext("layout", value.removeprefix("oci-layout://"))
+        elif parse_git_ref(value) is not None:
+            contexts[name] = NamedContext("git", value)
+        elif value.startswith(("http://", "https://")):
+            raise UsageError(f"--build-context {name}={value}: a URL must be a git repository "
+                             "(ending in .git); tarball contexts are not supported")  # fmt: skip
+        else:
+            path = Path(value).expanduser()
+            if not path.is_dir():
+                raise UsageError(f"--build-context {name}={value}: no such directory")
+            dirs[name] = path
+            contexts[name] = NamedContext("local", str(path))
+    return contexts, dirs
+
+
+def _git_context(url: str, scratch: Path, keep_git_dir: bool) -> Path:
+    """A git build context (`URL[#REF[:SUBDIR]]`): the tree at REF checked out in `scratch`
+    with the host's git; SUBDIR of it when given."""
+    from polyarch.worker.local.git import check_commit, checkout, git_env  # noqa: PLC0415
+
+    git = parse_git_ref(url)
+    assert git is not None
+    into = scratch / "repo"
+    commit = checkout(git.remote, git.ref, "", into, git_env(),
+                      keep_git_dir=bool(git.keep_git_dir) or keep_git_dir,
+                      submodules=git.submodules)  # fmt: skip
+    check_commit(commit, git.checksum, url)
+    tree = into / git.subdir if git.subdir else into
+    if not tree.is_dir() or not tree.resolve().is_relative_to(into.resolve()):
+        raise UsageError(f"{url}: no directory {git.subdir!r} at {commit[:12]}")
+    return tree
 
 
 @dataclass(frozen=True, slots=True)
@@ -437,12 +589,13 @@ def release(
     *,
     progress: Progress | None = None,
     note: Callable[[str], None] = lambda _line: None,
+    arch_check: bool = True,
 ) -> ReleaseResult:
     """Build, push by digest, verify every platform, and only then move the tags."""
     built = build_image(session, dataclasses.replace(options, outputs=()), progress=progress)
     pinned = [push_pinned(session, name, options.root) for name in built.names]
     report = verify_image(session, pinned[0], platforms=options.platforms, run=run,
-                          root=options.root, note=note)  # fmt: skip
+                          root=options.root, note=note, arch_check=arch_check)  # fmt: skip
     if not report.ok:
         return ReleaseResult(built, pinned[0], report)
     moved = tuple((name, move_tag(session, name, options.root)) for name in built.names)
@@ -479,6 +632,7 @@ def verify_image(
     root: Path | None = None,
     jobs: int = 4,
     note: Callable[[str], None] = lambda _line: None,
+    arch_check: bool = True,
 ) -> VerifyReport:
     """Check every platform of a pushed image (see polyarch.verify), and run each one."""
     from polyarch.store.workspace import Workspace  # noqa: PLC0415 (the engine when needed)
@@ -489,9 +643,9 @@ def verify_image(
     machine = machine_platform()
     worker = LocalWorker(workspace, BuildSession(), machine, on_note=note)
     with workspace.exclusive():  # what clean removes is not under a running image
-        return Verifier(session.source(location), worker, machine, note=note).verify(
-            platforms, run, jobs=jobs
-        )
+        verifier = Verifier(session.source(location), worker, machine, note=note,
+                            arch_check=arch_check)  # fmt: skip
+        return verifier.verify(platforms, run, jobs=jobs)
 
 
 def clean_images(repository: str, root: Path | None = None) -> PruneReport:
@@ -501,6 +655,30 @@ def clean_images(repository: str, root: Path | None = None) -> PruneReport:
     from polyarch.store.workspace import Workspace  # noqa: PLC0415
 
     return remove_images(Workspace(root or default_root()), repository)
+
+
+def workspace_usage(root: Path | None = None) -> list[Usage]:
+    """What the workspace holds (`polyarch du`)."""
+    from polyarch.store.gc import disk_usage  # noqa: PLC0415
+    from polyarch.store.workspace import Workspace  # noqa: PLC0415
+
+    return disk_usage(Workspace(root or default_root()))
+
+
+def prune_workspace(
+    root: Path | None = None,
+    *,
+    cache_mounts: bool = False,
+    keep_storage: int | None = None,
+    older_than: float | None = None,
+) -> PruneReport:
+    """Free the workspace (`polyarch prune`): build steps, and cache mounts when asked; the
+    tagged images stay."""
+    from polyarch.store.gc import prune  # noqa: PLC0415
+    from polyarch.store.workspace import Workspace  # noqa: PLC0415
+
+    return prune(Workspace(root or default_root()), cache_mounts=cache_mounts,
+                 keep_storage=keep_storage, older_than=older_than)  # fmt: skip
 
 
 __all__ = [
@@ -522,8 +700,10 @@ __all__ = [
     "machine_platform",
     "move_tag",
     "plan_build",
+    "prune_workspace",
     "push_pinned",
     "read_dockerfile",
     "release",
     "verify_image",
+    "workspace_usage",
 ]

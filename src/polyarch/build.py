@@ -17,25 +17,38 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from polyarch.concurrency import wait_all
-from polyarch.errors import BuildError, DockerfileError, PolyarchError
-from polyarch.frontend.convert import BaseImage, ConvertRequest, convert
+from polyarch.digest import Digest
+from polyarch.errors import BuildError, DockerfileError, PolyarchError, RegistryError
+from polyarch.frontend.convert import BaseImage, ConvertRequest, NamedContext, convert
 from polyarch.frontend.dockerfile import Dockerfile, read_patterns
 from polyarch.frontend.dockerfile.ignore import ignore_file_for
 from polyarch.graph.model import BuildGraph, OnceCheck, Vertex
-from polyarch.graph.ops import ImageSource
+from polyarch.graph.ops import ExecOp, ImageSource, SecretMount, SshMount
 from polyarch.image.assemble import image_config, timestamp, write_image, write_index
+from polyarch.oci import mediatypes as mt
 from polyarch.oci.config import ImageConfig
-from polyarch.oci.models import MAX_DOCUMENT_SIZE, Descriptor, Index, Manifest
+from polyarch.oci.models import MAX_DOCUMENT_SIZE, Descriptor, Index, Manifest, parse_document
 from polyarch.platform import Platform
 from polyarch.progress import Event, Progress, silent
 from polyarch.reference import Reference
-from polyarch.registry.client import RegistryClient
+from polyarch.registry.client import FetchedDocument, RegistryClient
+from polyarch.remotecache.exchange import (
+    ChainedCache,
+    ExportReport,
+    ImportedCache,
+    export_cache,
+    open_store,
+    records_for,
+)
+from polyarch.remotecache.format import CacheSpec
 from polyarch.runtime import Executor
-from polyarch.solver.cache import SqliteCache
+from polyarch.solver.cache import CacheBackend, SqliteCache, UnusableCacheEntry
 from polyarch.solver.solve import Solver, SolveReport
+from polyarch.store.layout import OciLayout
 from polyarch.store.workspace import Workspace
 from polyarch.worker.base import Result
 from polyarch.worker.local.filecopy import CopyError, select_sources
+from polyarch.worker.local.mounts import Agents, SecretSource, SshSource
 from polyarch.worker.local.native import find_native
 from polyarch.worker.local.run import RunSettings
 from polyarch.worker.local.worker import BuildSession, LocalWorker
@@ -57,6 +70,12 @@ class BuildRequest:
     build_once: str | frozenset[str] = "auto"
     ca_certs: Path | None = None  # a CA bundle on the host for RUN steps to trust
     allow: frozenset[str] = frozenset()  # entitlements (security.insecure)
+    secrets: Mapping[str, SecretSource] = field(default_factory=dict)
+    ssh: Mapping[str, SshSource] = field(default_factory=dict)
+    contexts: Mapping[str, NamedContext] = field(default_factory=dict)  # --build-context
+    context_dirs: Mapping[str, Path] = field(default_factory=dict)  # the local ones' paths
+    cache_from: tuple[CacheSpec, ...] = ()  # --cache-from
+    cache_to: CacheSpec | None = None  # --cache-to
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +96,8 @@ class BuildResult:
     images: tuple[PlatformImage, ...] = ()
     cache_keys: frozenset[str] = frozenset()  # every cached step the build used or made
     warnings: tuple[str, ...] = ()
+    steps_imported: int = 0  # of the cached: hits in an imported cache
+    cache_export: ExportReport | None = None
 
 
 class NativeOutput(PolyarchError):
@@ -147,11 +168,17 @@ class Builder:
         *,
         progress: Progress = silent,
         executor: Executor | None = None,
+        mirrors: Mapping[str, Sequence[str]] | None = None,
+        mirror_client: RegistryClient | None = None,
     ) -> None:
         self.workspace = workspace
         self.layout = workspace.layout
         self.blobs = self.layout.blobs
         self.registry = registry
+        # Base images are pulled through these first (REGISTRY -> [HOST[/PREFIX], ...]), with
+        # a client that gives up fast, so a mirror that is down costs little.
+        self.mirrors = {k: tuple(v) for k, v in (mirrors or {}).items()}
+        self.mirror_client = mirror_client or registry
         self.progress = progress
         self._executor = executor
         self.cache = SqliteCache(
@@ -171,9 +198,11 @@ class Builder:
         base = ConvertRequest(
             request.dockerfile, request.platforms, request.build_platform,
             dict(request.build_args), request.target, {}, request.build_once, frozenset(),
-            ignore, request.allow, dict(request.labels),
+            ignore, request.allow, dict(request.labels), dict(request.contexts),
         )  # fmt: skip
         draft = convert(base)
+        _check_required(draft, request)
+        _check_emulators(draft, request.build_platform)
         wanted = sorted({
             (v.op.ref, str(v.op.platform))
             for v in draft.vertices.values()
@@ -185,10 +214,17 @@ class Builder:
         images = {key: f.result() for key, f in zip(wanted, resolving, strict=True)}
         epoch = request.source_date_epoch
         now = timestamp(epoch)
-        session = BuildSession({"context": request.context}, RunSettings(request.ca_certs), epoch)
+        agents = Agents(dict(request.ssh))
+        session = BuildSession(
+            {"context": request.context, **request.context_dirs}, RunSettings(request.ca_certs),
+            epoch, dict(request.secrets), agents,
+        )  # fmt: skip
+        imported = self._import_caches(request.cache_from)
+        cache: CacheBackend = self.cache if imported is None else ChainedCache(self.cache, imported)
         worker = LocalWorker(
             self.workspace, session, request.build_platform, executor=self._executor,
             on_note=lambda text: self.progress(Event("note", "", "snapshots", text=text)),
+            remote=imported,
         )  # fmt: skip
         solvers: list[Solver] = []
 
@@ -197,7 +233,7 @@ class Builder:
 
         def solve(graph: BuildGraph) -> SolveReport:
             solver = Solver(
-                graph, worker, self.cache, created=now, jobs=request.jobs,
+                graph, worker, cache, created=now, jobs=request.jobs,
                 progress=self.progress, no_cache=request.no_cache,
                 policy=BuildOncePolicy(graph, worker),
             )  # fmt: skip
@@ -210,7 +246,26 @@ class Builder:
             why = f"/{path} is {why}: stage {stage} is built per platform"
             self.progress(Event("note", "", f"stage {stage}", stage, str(platform), why))
 
-        graph, report = solve_with_replanning(make, solve, replanned)
+        try:
+            # An unusable imported layer drops its entries and the build solves again: at
+            # most once per imported layer (what finished is in the local cache by then).
+            tries = 1 + (imported.layers() if imported is not None else 0)
+            for attempt in range(1, tries + 1):
+                try:
+                    graph, report = solve_with_replanning(make, solve, replanned)
+                    # The final images' layers must be here; an imported hit's is fetched now.
+                    for platform in request.platforms:
+                        worker.ensure(solvers[-1].result(graph.images[platform].result).layers)
+                    break
+                except UnusableCacheEntry as exc:
+                    if attempt == tries:
+                        raise BuildError(f"{exc} (and the build ran out of tries)") from None
+                    self.progress(Event("note", "", "cache", text=f"{exc}: solving again "
+                                        "without it"))  # fmt: skip
+        finally:
+            agents.close()
+            worker.close()
+        self.cache.touch(report.used_keys)
         solver = solvers[-1]
         manifests: dict[Platform, Descriptor] = {}
         platform_images: list[PlatformImage] = []
@@ -224,21 +279,83 @@ class Builder:
                 PlatformImage(platform, descriptor, size + len(config.to_bytes()))
             )
         top = write_index(self.layout, manifests)
+        exported = None
+        if request.cache_to is not None:
+            keys = report.used_keys if request.cache_to.mode == "max" else frozenset(
+                key for platform in request.platforms
+                for key in _image_steps(graph, solver, graph.images[platform].result))  # fmt: skip
+            exported = self._export_cache(request, keys)
+        # Steps an earlier try (a replan, a dropped cache entry) ran count as run, not cached.
+        earlier = sum(s.steps_run for s in solvers[:-1])
         return BuildResult(
-            top, manifests, graph, report.steps_run, report.steps_cached,
+            top, manifests, graph, report.steps_run + earlier,
+            max(0, report.steps_cached - earlier),
             time.monotonic() - started, tuple(platform_images), report.used_keys,
-            tuple(str(w) for w in graph.warnings),
+            tuple(str(w) for w in graph.warnings), report.steps_imported, exported,
         )  # fmt: skip
+
+    # exported caches ---------------------------------------------------------------------
+
+    def _import_caches(self, specs: Sequence[CacheSpec]) -> ImportedCache | None:
+        if not specs:
+            return None
+
+        def note(text: str) -> None:
+            self.progress(Event("note", "", "cache", text=text))
+
+        imported = ImportedCache(self.blobs, warn=note, record_local=self.cache.put)
+        for spec in specs:
+            started = time.monotonic()
+            description = f"importing cache {spec}"
+            self.progress(Event("start", "", description))
+            try:
+                store, tag = open_store(spec, self.registry, create=False)
+                found = imported.add(store, tag, str(spec))
+            except PolyarchError as exc:
+                note(f"cache {spec} not used: {exc}")  # as buildx: a missing cache is no error
+                continue
+            if not found:
+                note(f"cache {spec} has no entries yet")
+            self.progress(Event("done", "", description, text=f"{found} entries",
+                                seconds=time.monotonic() - started))  # fmt: skip
+        return imported
+
+    def _export_cache(self, request: BuildRequest, keys: frozenset[str]) -> ExportReport | None:
+        spec = request.cache_to
+        assert spec is not None
+        started = time.monotonic()
+        description = f"exporting cache to {spec} (mode={spec.mode})"
+        self.progress(Event("start", "", description))
+        now = time.time()
+        try:
+            store, tag = open_store(spec, self.registry, create=True)
+            records = records_for(keys, self.cache.entries(), now)
+            report = export_cache(store, tag, records, self.blobs, spec,
+                                  platforms=[str(p) for p in request.platforms],
+                                  target=request.target or "", now=now)  # fmt: skip
+        except PolyarchError as exc:
+            if not spec.ignore_error:
+                raise BuildError(f"exporting the cache to {spec} failed: {exc}") from None
+            self.progress(Event("note", "", "cache", text=f"cache export to {spec} failed "
+                                f"(ignore-error=true): {exc}"))  # fmt: skip
+            return None
+        summary = f"{report.entries} entries, {report.uploaded} layers"
+        self.progress(Event("done", "", description, seconds=time.monotonic() - started,
+                            text=summary))  # fmt: skip
+        return report
 
     # base images -------------------------------------------------------------------------
 
     def _resolve_base(self, image: str, platform_text: str) -> BaseImage:
+        if image.startswith("oci-layout://"):
+            return self._resolve_layout(image.removeprefix("oci-layout://"), platform_text)
         platform = Platform.parse(platform_text)
         ref = Reference.parse(image)
         description = f"resolve {image} for {platform}"
         started = time.monotonic()
         self.progress(Event("start", "", description, platform=platform_text))
-        fetched = self.registry.get_manifest(ref)
+        pull = _Puller(self, ref, image)
+        fetched = pull.manifest(None)
         document = fetched.document
         digest = fetched.digest
         if isinstance(document, Index):
@@ -246,7 +363,7 @@ class Builder:
             if entry is None:
                 have = document.platforms_text()
                 raise BuildError(f"{image} has no image for {platform} (it has: {have})")
-            child = self.registry.get_manifest(ref.with_digest(entry.digest))
+            child = pull.manifest(entry.digest)
             document, digest = child.document, child.digest
         if not isinstance(document, Manifest):
             raise BuildError(f"{image}: the {platform} entry is not an image manifest")
@@ -256,7 +373,7 @@ class Builder:
         self.layout.write_document(document.raw)
         for blob in document.blobs():
             if not self.blobs.has(blob.digest, blob.size):
-                self.blobs.ingest(self.registry.get_blob(ref, blob), blob.digest, blob.size)
+                pull.blob(blob)
         config = ImageConfig.parse(
             self.blobs.read_bytes(document.config.digest, document.config.size),
             f"config of {image}",
@@ -266,11 +383,178 @@ class Builder:
                 f"{image}: its config lists {len(config.diff_ids)} layers (rootfs.diff_ids), "
                 f"its manifest {len(document.layers)}"
             )
+        via = f" (through {', '.join(sorted(pull.used))})" if pull.used else ""
         self.progress(
-            Event("done", "", description, platform=platform_text,
-                  seconds=time.monotonic() - started)
+            Event("done", "", description, platform=platform_text, text=f"pulled{via}"
+                  if via else "", seconds=time.monotonic() - started)
         )  # fmt: skip
         return BaseImage(str(digest), config)
+
+    def _resolve_layout(self, spec: str, platform_text: str) -> BaseImage:
+        """An image of an OCI layout (`--build-context NAME=oci-layout://DIR[:TAG|@DIGEST]`),
+        copied into the store (verified) and resolved for the platform."""
+        platform = Platform.parse(platform_text)
+        path, at, digest = spec.partition("@")
+        if not at:
+            path, colon, tag = spec.rpartition(":") if ":" in spec.rsplit("/", 1)[-1] else (
+                spec, "", "")  # fmt: skip
+            if not colon:
+                path, tag = spec, ""
+        source = OciLayout(Path(path), create=False)
+        if at:
+            descriptor = Descriptor(mt.OCI_INDEX, Digest.parse(digest), source.blobs.size(
+                Digest.parse(digest)))  # fmt: skip
+        else:
+            descriptor = source.resolve(tag or None)
+        document = parse_document(source.read_document(descriptor), None)
+        if isinstance(document, Index):
+            entry = document.image_for(platform)
+            if entry is None:
+                raise BuildError(f"oci-layout://{spec} has no image for {platform} (it has: "
+                                 f"{document.platforms_text()})")  # fmt: skip
+            document = parse_document(source.read_document(entry), entry.media_type)
+        if not isinstance(document, Manifest):
+            raise BuildError(f"oci-layout://{spec}: not an image manifest")
+        for blob in document.blobs():
+            if not self.blobs.has(blob.digest, blob.size):
+                self.blobs.ingest(source.blobs.iter_blob(blob.digest, blob.size), blob.digest,
+                                  blob.size)  # fmt: skip
+        self.layout.write_document(document.raw)
+        config = ImageConfig.parse(self.blobs.read_bytes(document.config.digest,
+                                                         document.config.size))  # fmt: skip
+        return BaseImage(str(document.digest), config)
+
+
+class _Puller:
+    """One base image's pulls: through the registry's mirrors first (in order), then the
+    registry itself. A tag is resolved by the registry when it answers (a mirror then cannot
+    change what is built), by a mirror only when the registry cannot be reached (said in a
+    note); manifests by digest and blobs come from the first source that has them, each
+    checked against its digest. Nothing is ever pushed to a mirror."""
+
+    def __init__(self, builder: Builder, ref: Reference, image: str) -> None:
+        self.builder, self.ref, self.image = builder, ref, image
+        self.mirrors = [_mirrored(ref, m) for m in builder.mirrors.get(ref.registry, ())]
+        self.used: set[str] = set()
+
+    def _note(self, text: str) -> None:
+        self.builder.progress(Event("note", "", "mirrors", text=text))
+
+    def manifest(self, digest: Digest | None) -> FetchedDocument:
+        origin = self.builder.registry
+        if digest is None and self.ref.digest is None and self.mirrors:
+            try:
+                found = self.builder.mirror_client.head_manifest(self.ref)  # fails fast
+            except RegistryError as exc:
+                if exc.status is not None:
+                    raise
+                found = None
+                for mirror in self.mirrors:
+                    try:
+                        found = self.builder.mirror_client.head_manifest(mirror)
+                    except PolyarchError:
+                        continue
+                    if found is not None:
+                        self._note(f"{self.ref.registry} cannot be reached ({exc}); the tag "
+                                   f"{self.ref.tag} was resolved by the mirror "
+                                   f"{mirror.registry}")  # fmt: skip
+                        break
+                if found is None:
+                    raise
+            if found is None:
+                raise RegistryError("manifest unknown", status=404, code="MANIFEST_UNKNOWN",
+                                    reference=str(self.ref))  # fmt: skip
+            digest = found.digest
+        target = digest or self.ref.digest
+        if target is None:
+            return origin.get_manifest(self.ref)
+        for mirror in self.mirrors:
+            try:
+                fetched = self.builder.mirror_client.get_manifest(mirror.with_digest(target))
+            except PolyarchError as exc:
+                self._note(f"mirror {mirror.registry}: {exc}; trying the next source")
+                continue
+            self.used.add(mirror.registry)
+            return fetched
+        return origin.get_manifest(self.ref.with_digest(target))
+
+    def blob(self, blob: Descriptor) -> None:
+        blobs = self.builder.blobs
+        for mirror in self.mirrors:
+            try:
+                blobs.ingest(self.builder.mirror_client.get_blob(mirror, blob), blob.digest,
+                             blob.size)  # fmt: skip
+            except PolyarchError as exc:
+                self._note(f"mirror {mirror.registry}: {exc}; trying the next source")
+                continue
+            self.used.add(mirror.registry)
+            return
+        blobs.ingest(self.builder.registry.get_blob(self.ref, blob), blob.digest, blob.size)
+
+
+def _mirrored(ref: Reference, mirror: str) -> Reference:
+    """`ref` at a mirror (`HOST[/PREFIX]`: the repository under PREFIX)."""
+    host, _, prefix = mirror.partition("/")
+    repository = f"{prefix.strip('/')}/{ref.repository}" if prefix.strip("/") else ref.repository
+    return Reference(host, repository, ref.tag, ref.digest)
+
+
+def _image_steps(graph: BuildGraph, solver: Solver, key: str) -> set[str]:
+    """The cache keys of the steps whose layers make up the image of vertex `key` (the
+    filesystem chain down to the base image; both sides of a link copy)."""
+    out: set[str] = set()
+    pending = [key]
+    while pending:
+        current = pending.pop()
+        vertex = graph.vertices[current]
+        if vertex.kind == "source":
+            continue
+        out.add(solver.result(current).key)
+        if vertex.kind == "merge":
+            pending.extend(vertex.inputs)
+        elif vertex.inputs:
+            pending.append(vertex.inputs[0])
+    return out
+
+
+def _check_emulators(graph: BuildGraph, machine: Platform) -> None:
+    """Before any pull: each platform whose RUN steps run emulated has an emulator registered
+    (else the build would fail at its first RUN with "Exec format error")."""
+    from polyarch.runtime import binfmt  # noqa: PLC0415
+
+    needed = {
+        v.platform: v for v in graph.vertices.values() if isinstance(v.op, ExecOp) and v.emulated
+    }
+    if not needed:
+        return
+    registered = set(binfmt.registered(machine))
+    for platform, vertex in sorted(needed.items(), key=lambda kv: str(kv[0])):
+        if platform not in registered:
+            raise BuildError(
+                f"{platform} needs QEMU to run its RUN steps on this {machine} machine: run "
+                f"'polyarch emulators install --platform {platform}' (or see 'polyarch doctor')",
+                location=str(vertex.location) if vertex.location else "",
+            )
+
+
+def _check_required(graph: BuildGraph, request: BuildRequest) -> None:
+    """A required secret or SSH agent that was not given is an error before anything runs."""
+    for vertex in graph.vertices.values():
+        if not isinstance(vertex.op, ExecOp):
+            continue
+        for mount in vertex.op.mounts:
+            where = str(vertex.location) if vertex.location else ""
+            if (
+                isinstance(mount, SecretMount)
+                and mount.required
+                and mount.id not in request.secrets
+            ):
+                raise BuildError(f"secret {mount.id!r} is required but was not given: pass "
+                                 f"--secret id={mount.id},src=FILE (or env=VAR)",
+                                 location=where)  # fmt: skip
+            if isinstance(mount, SshMount) and mount.required and mount.id not in request.ssh:
+                raise BuildError(f"SSH agent {mount.id!r} is required but was not given: pass "
+                                 f"--ssh {mount.id}[=KEYFILE|SOCKET]", location=where)  # fmt: skip
 
 
 def _ignore_patterns(request: BuildRequest) -> tuple[str, ...]:

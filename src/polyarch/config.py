@@ -10,10 +10,20 @@
     context = "."
     build_once = "auto"                # or "off", or a list of stage names
     ca_certs = "host"                  # or a path, or "none"
+    secrets = ["id=npmrc,src=.npmrc"]  # --secret (paths relative to the file)
+    ssh = ["default"]                  # --ssh
+    trace = "build-trace.json"         # --trace: the build as a Chrome trace
     [build.args]                       # --build-arg (proxy ARGs go here too)
-    NPM_REGISTRY = "https://registry.npmjs.org/"
+    NODE_ENV = "production"
+    [build.cache]                      # --cache-from (a list), --cache-to
+    from = ["type=registry,ref=registry.lan:5000/app:buildcache"]
+    to = "type=registry,ref=registry.lan:5000/app:buildcache,mode=max"
+    [build.contexts]                   # --build-context NAME=VALUE
+    shared = "../shared"
     [registries]
     insecure = ["registry.lan:5000"]
+    [registries.mirrors]               # --registry-mirror REGISTRY=MIRROR: base images
+    "docker.io" = ["mirror.lan:5000"]  # are pulled through these first
     [verify]                           # what `polyarch release` and `verify` check
     http = ["80/=200", "9113/metrics~nginx_up 1"]   # PORT/PATH[=STATUS][~TEXT]
     run = ""                           # a command instead of the entrypoint
@@ -48,8 +58,13 @@ _SCHEMA: Final[dict[str, dict[str, type | tuple[type, ...]]]] = {
         "ca_certs": str,
         "args": dict,
         "target": str,
+        "secrets": list,
+        "ssh": list,
+        "contexts": dict,
+        "cache": dict,
+        "trace": str,
     },
-    "registries": {"insecure": list},
+    "registries": {"insecure": list, "mirrors": dict},
     "verify": {"http": list, "run": str, "timeout": int},
 }
 DEFAULTS: Final[dict[str, Any]] = {
@@ -63,7 +78,13 @@ DEFAULTS: Final[dict[str, Any]] = {
     "build.ca_certs": "none",
     "build.args": {},
     "build.target": "",
+    "build.secrets": [],
+    "build.ssh": [],
+    "build.contexts": {},
+    "build.cache": {},
+    "build.trace": "",
     "registries.insecure": [],
+    "registries.mirrors": {},
     "verify.http": [],
     "verify.run": "",
     "verify.timeout": 120,
@@ -132,6 +153,8 @@ def _checked(path: str, key: str, value: Any) -> Any:
         "registries.insecure",
         "build.build_once",
         "verify.http",
+        "build.secrets",
+        "build.ssh",
     ) and isinstance(value, list):
         if not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{path}: {key} must be an array of strings")
@@ -142,10 +165,24 @@ def _checked(path: str, key: str, value: Any) -> Any:
                 raise ConfigError(f"{path}: {key}: {exc}") from None
     if key == "verify.timeout" and (isinstance(value, bool) or value <= 0):
         raise ConfigError(f"{path}: {key} must be a positive number of seconds")
-    if key == "build.args":
+    if key == "registries.mirrors":
+        for registry, mirrors in value.items():
+            if not isinstance(mirrors, list) or not all(isinstance(m, str) for m in mirrors):
+                raise ConfigError(f"{path}: registries.mirrors.{registry} must be an array of "
+                                  "mirror hosts")  # fmt: skip
+    if key == "build.cache":
+        unknown = sorted(set(value) - {"from", "to"})
+        if unknown:
+            raise ConfigError(f"{path}: build.cache takes from and to, not {', '.join(unknown)}")
+        sources = value.get("from", [])
+        if not isinstance(sources, list) or not all(isinstance(v, str) for v in sources):
+            raise ConfigError(f"{path}: build.cache.from must be an array of strings")
+        if not isinstance(value.get("to", ""), str):
+            raise ConfigError(f"{path}: build.cache.to must be a string")
+    if key in ("build.args", "build.contexts"):
         bad = [k for k, v in value.items() if not isinstance(v, str)]
         if bad:
-            raise ConfigError(f"{path}: build.args.{bad[0]} must be a string")
+            raise ConfigError(f"{path}: {key}.{bad[0]} must be a string")
     return value
 
 

@@ -20,6 +20,8 @@ class Event:
     text: str = ""  # a log line, an error message, or a note
     seconds: float | None = None
     at: float = field(default_factory=time.time)
+    cache: str = ""  # a step's outcome: "local" or "imported" (a cache hit), "run"
+    emulated: bool = False  # a step run under emulation
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -34,6 +36,10 @@ class Event:
             out["text"] = self.text
         if self.seconds is not None:
             out["seconds"] = round(self.seconds, 3)
+        if self.cache:
+            out["cache"] = self.cache
+        if self.emulated:
+            out["emulated"] = True
         return out
 
 

@@ -50,6 +50,7 @@ class LiveRenderer:
                 self.steps[key] = step
             if event.kind == "cached":
                 step.state, step.seconds = "cached", 0.0
+                step.last = event.text  # where an imported hit came from
             elif event.kind == "done":
                 step.state = "done"
                 step.seconds = event.seconds if event.seconds is not None else step.seconds

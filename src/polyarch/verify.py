@@ -34,6 +34,7 @@ from polyarch.runtime import Container, binfmt
 from polyarch.runtime.netns import in_network_of
 from polyarch.transfer.endpoints import ImageSource, RegistryRepository
 from polyarch.worker.base import LayerRef
+from polyarch.worker.local.native import ELF_MACHINES, foreign_binaries
 from polyarch.worker.local.run import ImageRun, started
 from polyarch.worker.local.worker import LocalWorker
 
@@ -118,8 +119,10 @@ class Verifier:
         machine: Platform,
         *,
         note: Callable[[str], None] = lambda _line: None,
+        arch_check: bool = True,
     ) -> None:
         self.source = source
+        self.arch_check = arch_check
         self.client: RegistryClient | None = (
             source.client if isinstance(source, RegistryRepository) else None
         )
@@ -206,6 +209,8 @@ class Verifier:
             if config is not None:
                 result.platform = str(config.platform) if platform is None else result.platform
                 self._check_blobs(manifest, result)
+                if result.ok and self.arch_check:
+                    self._check_machine_types(manifest, config, result)
             if result.ok and run is not None and config is not None:
                 self._run(manifest, config, run, result)
         except PolyarchError as exc:
@@ -269,6 +274,29 @@ class Verifier:
             count += 1
         if count == len(manifest.blobs()):
             result.checks.append(f"{count} blobs")
+
+    def _check_machine_types(
+        self, manifest: Manifest, config: ImageConfig, result: PlatformResult
+    ) -> None:
+        """Every executable and shared library is for the image's machine: an x86-64 binary
+        in an arm64 image (a build-once leak, a copied host binary) fails here, though it
+        would run on an amd64 host."""
+        platform = config.platform
+        if platform.architecture not in ELF_MACHINES:
+            return
+        layers = [
+            LayerRef(d.digest, d.size, diff_id, d.media_type)
+            for d, diff_id in zip(manifest.layers, config.diff_ids, strict=True)
+        ]
+        with self.worker.view(layers) as root:
+            found = foreign_binaries(root.path, platform.architecture)
+        if not found:
+            result.checks.append("ELF machine types")
+            return
+        shown = ", ".join(f"/{path} ({machine})" for path, machine in found[:5])
+        more = f" and {len(found) - 5} more" if len(found) > 5 else ""
+        result.failures.append(f"binaries for another machine in the {platform} image: "
+                               f"{shown}{more} (--no-arch-check to allow)")  # fmt: skip
 
     # running -------------------------------------------------------------------------------
 

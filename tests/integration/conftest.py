@@ -8,6 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.git_server import (
+    GitDaemon,
+    ServerUnavailable,
+    SshServer,
+    start_git_daemon,
+    start_sshd,
+)
 from tests.registry_server import (
     RegistryUnavailable,
     RunningRegistry,
@@ -119,3 +126,38 @@ def docker_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         process.wait(timeout=30)
     except subprocess.TimeoutExpired:
         process.kill()
+
+
+@pytest.fixture(scope="session")
+def toolbox(registry: RunningRegistry) -> str:
+    """Debian with git and an SSH client, pushed to `registry`."""
+    from tools.base_images import push
+
+    from polyarch.api import RegistryOptions, Session
+
+    ref = registry.ref("base/toolbox:bookworm")
+    with Session(RegistryOptions()) as session:
+        push("toolbox", ["amd64"], ref, session)
+    return ref
+
+
+@pytest.fixture(scope="session")
+def git_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GitDaemon]:
+    """`git daemon` serving the bare repositories put in its base directory."""
+    try:
+        daemon = start_git_daemon(tmp_path_factory.mktemp("git-daemon"))
+    except ServerUnavailable as exc:
+        pytest.skip(str(exc))
+    yield daemon
+    daemon.stop()
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]:
+    """An OpenSSH server on 127.0.0.1 that lets root in with one throwaway key."""
+    try:
+        server = start_sshd(tmp_path_factory.mktemp("sshd"))
+    except ServerUnavailable as exc:
+        pytest.skip(str(exc))
+    yield server
+    server.stop()

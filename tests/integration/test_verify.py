@@ -57,6 +57,34 @@ def test_an_entrypoint_that_fails_on_one_architecture(picky: str, tmp_path: Path
     assert "no support for aarch64" in result.stderr
 
 
+def test_a_binary_for_another_machine_fails_its_platform(
+    tiny: str, registry: RunningRegistry, tmp_path: Path
+) -> None:
+    """The host's x86-64 dash copied into every platform's image: it would run on an amd64
+    host, and under QEMU's binfmt even in the arm64 image; the machine-type check catches it."""
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(
+        f"FROM --platform=linux/amd64 {tiny} AS host\n"
+        f"FROM {tiny}\n"
+        "COPY --from=host /bin/dash /usr/local/bin/hostdash\n"
+    )
+    ref = registry.ref("verify/leak:1")
+    polyarch("build", "--root", str(tmp_path / "root"), "--platform", BOTH, "--build-once",
+             "off", "-t", ref, "--push", str(ctx))  # fmt: skip
+    result = polyarch("verify", "--root", str(tmp_path / "v"), "--no-run", "--platform", BOTH,
+                      ref, check=False)  # fmt: skip
+    assert result.returncode == 1
+    rows = {line.split()[0]: line for line in result.stdout.splitlines()[1:]}
+    assert rows["linux/amd64"].endswith("ok") and "ELF machine types" in rows["linux/amd64"]
+    assert rows["linux/arm64"].endswith("FAIL")
+    assert ("FAIL linux/arm64: binaries for another machine in the linux/arm64 image: "
+            "/usr/local/bin/hostdash (x86-64 (64-bit))") in result.stderr  # fmt: skip
+    allowed = polyarch("verify", "--root", str(tmp_path / "v"), "--no-run", "--no-arch-check",
+                       "--platform", BOTH, ref)  # fmt: skip
+    assert allowed.returncode == 0
+
+
 def test_a_missing_platform_is_reported(picky: str, tmp_path: Path) -> None:
     result = polyarch("verify", "--root", str(tmp_path), "--no-run", "--platform",
                       "linux/amd64,linux/s390x", picky, check=False)  # fmt: skip

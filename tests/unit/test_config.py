@@ -18,7 +18,7 @@ base_version = "1.1.0"
 platforms = ["linux/amd64", "linux/arm64"]
 ca_certs = "host"
 [build.args]
-NPM_REGISTRY = "https://registry.npmjs.org/"
+NODE_ENV = "production"
 [registries]
 insecure = ["registry.lan:5000"]
 """
@@ -28,7 +28,7 @@ def test_a_seed_like_file() -> None:
     config = parse_config(GOOD)
     assert config.image == "127.0.0.1:5000/dx-arch-ui"
     assert [str(p) for p in config.platforms] == ["linux/amd64", "linux/arm64"]
-    assert config.get("build.args") == {"NPM_REGISTRY": "https://registry.npmjs.org/"}
+    assert config.get("build.args") == {"NODE_ENV": "production"}
     assert config.get("build.dockerfile") == "Dockerfile"  # default
 
 

@@ -46,6 +46,7 @@ from polyarch.cli.common import (
 )
 from polyarch.errors import PolyarchError, UsageError
 from polyarch.graph.model import BuildGraph
+from polyarch.graph.ops import BindMount, CacheMount, ExecOp, Mount, SecretMount, SshMount
 from polyarch.platform import Platform
 from polyarch.runtime import binfmt
 
@@ -367,6 +368,23 @@ def plan_text(plan: BuildGraph) -> str:
             mark = " [emulated]" if vertex is not None and vertex.emulated else ""
             key = step.vertex[7:19] if step.vertex else " " * 12
             lines.append(f"  {key}  {step.description}{mark}")
+            is_run = step.description.startswith("RUN")
+            if is_run and vertex is not None and isinstance(vertex.op, ExecOp) and vertex.op.mounts:
+                shown = ", ".join(_mount_text(m) for m in vertex.op.mounts)
+                lines.append(f"  {'':12}    mounts: {shown}")
+    caches: dict[str, list[str]] = {}
+    for vertex in plan.vertices.values():
+        if isinstance(vertex.op, ExecOp):
+            for mount in vertex.op.mounts:
+                if isinstance(mount, CacheMount):
+                    caches.setdefault(mount.id, []).append(str(vertex.platform))
+    if caches:
+        lines += ["", "Cache mounts (kept across builds; one directory per id, as in BuildKit):"]
+        for cache_id, users in sorted(caches.items()):
+            on = sorted(set(users))
+            who = f"shared by {', '.join(on)}" if len(on) > 1 else f"on {on[0]}"
+            count = f"{len(users)} step{'s' if len(users) > 1 else ''}"
+            lines.append(f"  {cache_id}: {count}, {who}")
     steps = plan.steps()
     execs = [v for v in steps if v.kind == "exec"]
     emulated_exec = sum(1 for v in execs if v.emulated)
@@ -375,6 +393,19 @@ def plan_text(plan: BuildGraph) -> str:
     if plan.warnings:
         lines += ["", "Warnings:"] + [f"  {w}" for w in plan.warnings]
     return "\n".join(lines)
+
+
+def _mount_text(mount: Mount) -> str:
+    if isinstance(mount, CacheMount):
+        named = f" id={mount.id}" if mount.id != mount.target else ""
+        return f"cache {mount.target}{named} ({mount.sharing})"
+    if isinstance(mount, BindMount):
+        return f"bind {mount.target}" + (" (rw)" if mount.readwrite else "")
+    if isinstance(mount, SecretMount):
+        return f"secret {mount.id}" + (" (required)" if mount.required else "")
+    if isinstance(mount, SshMount):
+        return f"ssh {mount.id}" + (" (required)" if mount.required else "")
+    return f"tmpfs {mount.target}"
 
 
 # build, images, push ------------------------------------------------------------------------

@@ -164,12 +164,14 @@ class Renderer:
         if event.kind == "start":
             click.echo(f"{tag} {where}{event.description}", err=True)
         elif event.kind == "cached":
-            click.echo(f"{tag} {where}{event.description} CACHED", err=True)
+            origin = f" ({event.text})" if event.text else ""
+            click.echo(f"{tag} {where}{event.description} CACHED{origin}", err=True)
         elif event.kind == "log":
             click.echo(f"{tag} {event.text}", err=True)
         elif event.kind == "done":
             seconds = f" {event.seconds:.1f}s" if event.seconds is not None else ""
-            click.echo(f"{tag} DONE{seconds}", err=True)
+            extra = f" ({event.text})" if event.text else ""
+            click.echo(f"{tag} DONE{seconds}{extra}", err=True)
         elif event.kind == "error":
             click.echo(f"{tag} ERROR {event.text.splitlines()[0]}", err=True)
         else:
@@ -186,20 +188,76 @@ def parse_pairs(values: Sequence[str], flag: str) -> dict[str, str]:
     return out
 
 
+_OUTPUT_KEYS = {
+    "registry": {"type", "name", "push-by-digest", "compression"},
+    "image": {"type", "name", "push", "push-by-digest", "compression"},
+    "oci": {"type", "dest", "name", "tar", "compression"},
+    "docker": {"type", "dest", "name", "compression"},
+}
+
+
 def parse_outputs(values: Sequence[str], push: bool) -> list[dict[str, str]]:
+    """`--output` as buildx takes it, checked before anything runs: `type=registry[,name=REF]
+    [,push-by-digest=true]` (= `type=image,push=true`), `type=image[,push=false]` (kept in the
+    local store, which every build does), `type=oci,dest=DIR`, `type=docker,dest=FILE`; any
+    other type or key is refused with the reason, never ignored."""
     outputs = []
     for item in values:
-        spec = dict(part.split("=", 1) for part in item.split(",") if "=" in part)
-        kind = spec.get("type")
-        if kind not in ("registry", "oci", "docker", "image"):
-            raise UsageError(f"--output type must be registry, oci or docker, got {item!r}")
+        spec: dict[str, str] = {}
+        for part in item.split(","):
+            key, sep, value = part.partition("=")
+            if not sep:
+                if "=" not in item:
+                    raise UsageError(f"--output {item}: the path shorthand exports the "
+                                     "filesystem (type=local), which polyarch does not do; "
+                                     "use type=oci,dest=DIR or type=docker,dest=FILE")  # fmt: skip
+                raise UsageError(f"--output wants KEY=VALUE pairs, got {part!r} in {item!r}")
+            if key in spec:
+                raise UsageError(f"--output: {key} given twice in {item!r}")
+            spec[key.strip()] = value.strip()
+        kind = spec.get("type", "")
+        if kind in ("local", "tar"):
+            raise UsageError(
+                f"--output type={kind} (the filesystem, not an image) is not supported; use "
+                "type=oci,dest=DIR or type=docker,dest=FILE"
+            )
+        if kind not in _OUTPUT_KEYS:
+            raise UsageError(f"--output type must be registry, image, oci or docker, got "
+                             f"{kind or 'none'!r}")  # fmt: skip
+        unknown = sorted(set(spec) - _OUTPUT_KEYS[kind])
+        if unknown:
+            takes = ", ".join(sorted(_OUTPUT_KEYS[kind] - {"type"}))
+            raise UsageError(f"--output type={kind} takes {takes}; not {', '.join(unknown)}")
+        for flag in ("push", "push-by-digest", "tar"):
+            if flag in spec and spec[flag].lower() not in ("true", "false"):
+                raise UsageError(f"--output {flag} must be true or false, got {spec[flag]!r}")
+        if spec.get("compression", "gzip") != "gzip":
+            raise UsageError(
+                f"--output compression={spec['compression']}: polyarch writes gzip layers only "
+                "(zstd images are read, not written, yet)"
+            )
+        if kind == "oci" and spec.get("tar", "false").lower() == "true":
+            raise UsageError(
+                "--output type=oci,tar=true: polyarch writes the OCI layout as a directory "
+                "(tar=false); tar it yourself if you need one file"
+            )
+        if kind == "image":
+            if spec.get("push", "false").lower() != "true":
+                continue  # kept in the local store, as every build is
+            kind = "registry"
         if kind in ("oci", "docker") and not spec.get("dest"):
             raise UsageError(f"--output type={kind} needs dest=PATH")
         if kind == "docker" and Path(spec["dest"]).is_dir():
             raise UsageError(f"--output type=docker: dest={spec['dest']} is a directory; name "
                              "the tar file to write")  # fmt: skip
-        outputs.append(spec)
-    if push:
+        out = {"type": kind}
+        for key in ("dest", "name"):
+            if spec.get(key):
+                out[key] = spec[key]
+        if spec.get("push-by-digest", "false").lower() == "true":
+            out["push-by-digest"] = "true"
+        outputs.append(out)
+    if push and not any(o["type"] == "registry" for o in outputs):
         outputs.append({"type": "registry"})
     return outputs
 

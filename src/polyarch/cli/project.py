@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,8 +21,10 @@ from polyarch.api import (
     clean_images,
     default_root,
     git_version,
+    prune_workspace,
     release,
     verify_image,
+    workspace_usage,
 )
 from polyarch.cli.common import (
     Globals,
@@ -40,9 +43,13 @@ from polyarch.cli.common import (
 )
 from polyarch.config import effective
 from polyarch.errors import UsageError
+from polyarch.frontend.gitref import GitRefError, parse_git_ref
 from polyarch.platform import Platform
+from polyarch.progress import silent
 from polyarch.reference import Reference
+from polyarch.trace import TraceRecorder
 from polyarch.transfer.location import LayoutLocation
+from polyarch.units import parse_duration, parse_size
 
 if TYPE_CHECKING:
     from polyarch.verify import RunSpec, VerifyReport
@@ -69,6 +76,8 @@ def _renderer(ctx: click.Context, progress: str) -> tuple[Any, str]:
     mode = progress
     if mode == "auto":
         mode = "tty" if sys.stderr.isatty() else "plain"
+    if mode == "quiet":
+        return silent, mode
     if mode == "tty":
         from polyarch.progress_tty import LiveRenderer  # noqa: PLC0415 (rich only for terminals)
 
@@ -100,8 +109,11 @@ def _build_options(fn: Any) -> Any:
         click.option("--no-cache", is_flag=True, help="Run every step, whatever the cache "
                      "holds."),
         click.option("--jobs", "-j", type=click.IntRange(1, 64), default=os.cpu_count() or 1),
-        click.option("--progress", type=click.Choice(["auto", "tty", "plain", "json"]),
-                     default="auto"),
+        click.option("--progress", type=click.Choice(["auto", "tty", "plain", "json", "quiet"]),
+                     default=lambda: os.environ.get("BUILDKIT_PROGRESS") or "auto",
+                     show_default="auto, or $BUILDKIT_PROGRESS",
+                     help="How progress shows on stderr: a live view (tty), a line per event "
+                     "(plain), a JSON object per event (json), or nothing (quiet)."),
         click.option("--build-once", "build_once", metavar="auto|off|STAGE[,STAGE]",
                      help="Run platform-neutral stages once, natively: auto (stages that use "
                      "no TARGET* value, checked for native code after running), off "
@@ -114,15 +126,136 @@ def _build_options(fn: Any) -> Any:
                      "steps trust a CA bundle (host: /etc/ssl/certs/ca-certificates.crt), for "
                      "TLS-intercepting proxies. Mounted read-only per step; never in a layer "
                      "or the config. Default: none."),
+        click.option("--secret", "secrets", multiple=True, metavar="id=ID[,src=FILE|,env=VAR]",
+                     help="A secret for RUN --mount=type=secret (repeatable); never in a layer, "
+                     "the config or the cache key. Added to build.secrets in polyarch.toml."),
+        click.option("--ssh", "ssh", multiple=True, metavar="default|ID[=KEYFILE|SOCKET]",
+                     help="An SSH agent for RUN --mount=type=ssh (repeatable): default is "
+                     "$SSH_AUTH_SOCK; a key file gets an agent of its own."),
+        click.option("--cache-from", "cache_from", multiple=True,
+                     metavar="type=registry,ref=REF|type=local,src=DIR",
+                     help="Use the build cache exported there (repeatable; entries are read at "
+                     "the start, layers fetched only for the steps that hit). Added to "
+                     "build.cache.from in polyarch.toml."),
+        click.option("--cache-to", "cache_to", metavar="type=registry,ref=REF[,mode=max]",
+                     help="Export the build cache there after the build (mode=min: the "
+                     "final images' steps; max: every step). Also max-age=DURATION, "
+                     "max-size=SIZE, ignore-error=true; type=local,dest=DIR for a directory. "
+                     "Default: build.cache.to in polyarch.toml."),
+        click.option("--registry-mirror", "registry_mirrors", multiple=True,
+                     metavar="REGISTRY=HOST[/PREFIX]",
+                     help="Pull base images of REGISTRY through this mirror first (repeatable, "
+                     "tried in order, then the registry; every blob checked against its "
+                     "digest; nothing pushed to it). Added to [registries.mirrors]."),
+        click.option("--trace", type=click.Path(dir_okay=False, path_type=Path),
+                     help="Write the build as a Chrome trace (open it in Perfetto): a track "
+                     "per platform and stage, a slice per step, pull and cache transfer. "
+                     "Default: build.trace in polyarch.toml."),
+        click.option("--build-context", "build_contexts", multiple=True, metavar="NAME=VALUE",
+                     help="A named context for FROM, COPY --from and --mount from= "
+                     "(repeatable): a directory, docker-image://REF, oci-layout://DIR[:TAG], "
+                     "or a git URL."),
         root_option,
     ]  # fmt: skip
     return _stacked(fn, options)
 
 
+if TYPE_CHECKING:
+    _ParamType = click.ParamType[Path | str, Any]  # generic in newer click only
+else:
+    _ParamType = click.ParamType
+
+
+class ContextArgument(_ParamType):
+    """CONTEXT: a directory, or a git URL (`https://host/repo.git#ref:subdir`, `git@...`)."""
+
+    name = "context"
+
+    def convert(self, value: Any, param: Any, ctx: click.Context | None) -> Path | str:
+        if isinstance(value, Path):
+            return value
+        text = str(value)
+        try:
+            if parse_git_ref(text) is not None:
+                return text
+        except GitRefError as exc:
+            self.fail(str(exc), param, ctx)
+        if text.startswith(("http://", "https://")):
+            self.fail(f"{text}: a URL context must be a git repository (ending in .git); "
+                      "tarball contexts are not supported", param, ctx)  # fmt: skip
+        path = Path(text)
+        if not path.is_dir():
+            self.fail(f"{text}: no such directory", param, ctx)
+        return path
+
+
+def _from_config(path: str, base: Path) -> str:
+    """A path written in the config file: relative to the file's directory."""
+    return path if Path(path).expanduser().is_absolute() else str(base / path)
+
+
+def _relative_spec(spec: str, base: Path, keys: tuple[str, ...]) -> str:
+    """A --secret value from the config file, its paths relative to the file."""
+    parts = []
+    for part in spec.split(","):
+        key, sep, value = part.partition("=")
+        relative = sep and key in keys and value
+        parts.append(f"{key}={_from_config(value, base)}" if relative else part)
+    return ",".join(parts)
+
+
+def _relative_ssh(spec: str, base: Path) -> str:
+    agent_id, sep, path = spec.partition("=")
+    return f"{agent_id}={_from_config(path, base)}" if sep and path else spec
+
+
+def _mirrors(configured: Mapping[str, Sequence[str]], flags: Sequence[str]
+             ) -> dict[str, tuple[str, ...]]:  # fmt: skip
+    """[registries.mirrors] then --registry-mirror REGISTRY=MIRROR, in order, per registry
+    (Docker Hub's names, `docker.io` and `registry-1.docker.io`, are one)."""
+    out: dict[str, list[str]] = {}
+
+    def add(registry: str, mirror: str) -> None:
+        key = "docker.io" if registry in ("index.docker.io", "registry-1.docker.io") else registry
+        if not key or not mirror or "://" in mirror:
+            raise UsageError(f"a registry mirror is REGISTRY=HOST[:PORT][/PREFIX], got "
+                             f"{registry}={mirror}")  # fmt: skip
+        if mirror not in out.setdefault(key, []):
+            out[key].append(mirror)
+
+    for registry, mirrors in configured.items():
+        for mirror in mirrors:
+            add(registry, mirror)
+    for flag in flags:
+        registry, _, mirror = flag.partition("=")
+        add(registry.strip(), mirror.strip())
+    return {k: tuple(v) for k, v in out.items()}
+
+
+def _config_caches(specs: Sequence[str], base: Path) -> list[str]:
+    """Cache specs from the config file: a local cache's directory relative to the file."""
+    out = []
+    for spec in specs:
+        parts = []
+        for part in spec.split(","):
+            key, sep, value = part.partition("=")
+            local = sep and key in ("src", "dest") and value
+            parts.append(f"{key}={_from_config(value, base)}" if local else part)
+        out.append(",".join(parts))
+    return out
+
+
+def _relative_context(value: str, base: Path) -> str:
+    if value.startswith("docker-image://") or parse_git_ref(value) is not None:
+        return value
+    prefix = "oci-layout://" if value.startswith("oci-layout://") else ""
+    return prefix + _from_config(value.removeprefix(prefix), base)
+
+
 def _build(
     ctx: click.Context,
     *,
-    context: Path | None,
+    context: Path | str | None,
     tags: Sequence[str],
     push: bool,
     outputs: Sequence[str],
@@ -137,9 +270,17 @@ def _build(
     build_once: str | None,
     ca_certs: str | None,
     root: Path | None,
+    secrets: Sequence[str] = (),
+    ssh: Sequence[str] = (),
+    build_contexts: Sequence[str] = (),
+    cache_from: Sequence[str] = (),
+    cache_to: str | None = None,
+    registry_mirrors: Sequence[str] = (),
+    trace: Path | None = None,
     allow: Sequence[str] = (),
     named: bool = False,
     release_run: RunSpec | bool | None = False,
+    arch_check: bool = True,
 ) -> BuildReport | ReleaseResult:
     """Build as the flags and the project config say (and, given `release_run`, release:
     push by digest, verify with it, move the tags). The image is named by the tags, else by
@@ -160,9 +301,13 @@ def _build(
     if dockerfile is None and context is None and "build.dockerfile" in project.values:
         dockerfile = g.project_path(project.values["build.dockerfile"])
     if context is None:
-        context = g.project_path(settings["build.context"])
-    if dockerfile is None:
-        dockerfile = context / "Dockerfile"
+        configured = settings["build.context"]
+        context = configured if parse_git_ref(configured) else g.project_path(configured)
+    base = g.project_path(".")
+    secret_specs = [_relative_spec(v, base, ("src", "source")) for v in settings["build.secrets"]]
+    ssh_specs = [_relative_ssh(v, base) for v in settings["build.ssh"]]
+    named_contexts = {k: _relative_context(v, base) for k, v in settings["build.contexts"].items()}
+    named_contexts.update(parse_pairs(build_contexts, "--build-context"))
     args = dict(settings["build.args"])
     args.update(parse_build_args(build_args))
     names = list(tags) or ([_project_image(g)] if project.image or push or named else [])
@@ -183,18 +328,32 @@ def _build(
         build_once=build_once_value(",".join(once) if isinstance(once, list) else once),
         ca_certs=ca_bundle(settings["build.ca_certs"]),
         allow=frozenset(allow),
+        secrets=(*secret_specs, *secrets),
+        ssh=(*ssh_specs, *ssh),
+        contexts=named_contexts,
+        mirrors=_mirrors(settings["registries.mirrors"], registry_mirrors),
+        cache_from=(*_config_caches(settings["build.cache"].get("from", []), base), *cache_from),
+        cache_to=cache_to
+        or _config_caches([settings["build.cache"].get("to", "")], base)[0]
+        or None,
     )
     session = open_session(ctx)
     renderer, mode = _renderer(ctx, progress)
+    trace_path = trace or (g.project_path(settings["build.trace"]) if settings["build.trace"]
+                           else None)  # fmt: skip
+    sink = TraceRecorder(renderer) if trace_path is not None else renderer
     try:
         if release_run is False:
-            return build_image(session, options, progress=renderer)
+            return build_image(session, options, progress=sink)
         assert not isinstance(release_run, bool)
-        return release(session, options, release_run, progress=renderer,
-                       note=lambda line: click.echo(f"note: {line}", err=True))  # fmt: skip
+        return release(session, options, release_run, progress=sink,
+                       note=lambda line: click.echo(f"note: {line}", err=True),
+                       arch_check=arch_check)  # fmt: skip
     finally:
         if mode == "tty":
             renderer.close()  # the live view ends before anything else is printed
+        if isinstance(sink, TraceRecorder) and trace_path is not None:
+            sink.write(trace_path)  # a failed build's trace too: where did it stop
 
 
 def _build_lines(report: BuildReport) -> list[str]:
@@ -203,6 +362,14 @@ def _build_lines(report: BuildReport) -> list[str]:
         f"built {report.digest} ({result.steps_run} steps run, {result.steps_cached} cached), "
         f"kept as {', '.join(report.names)}"
     ]
+    if result.steps_imported:
+        lines.append(f"{result.steps_imported} of the cached steps came from an imported cache")
+    if result.cache_export is not None:
+        export = result.cache_export
+        lines.append(
+            f"exported the build cache to {export.where} ({export.entries} entries under "
+            f"{export.tag}, {export.total} in all; {export.uploaded} layers)"
+        )
     for output in report.outputs:
         if output.kind == "registry":
             lines.append(f"pushed {output.name} ({output.digest})")
@@ -217,23 +384,52 @@ def _build_lines(report: BuildReport) -> list[str]:
 @click.option("-t", "--tag", "tags", multiple=True, help="Name the image (repeatable). "
               "Default: REGISTRY/IMAGE:VERSION from polyarch.toml and git.")  # fmt: skip
 @click.option("--push", is_flag=True, help="Push every tag (same as --output type=registry).")
-@click.option("--output", "outputs", multiple=True, metavar="type=registry|oci|docker,dest=...")
+@click.option("-o", "--output", "outputs", multiple=True,
+              metavar="type=registry|image|oci|docker,...",
+              help="Where the image goes besides the local store (repeatable): "
+              "type=registry[,name=REF][,push-by-digest=true], type=image,push=true, "
+              "type=oci,dest=DIR, type=docker,dest=FILE. Other types and keys are "
+              "refused.")  # fmt: skip
 @click.option("--metadata-file", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the build's result as JSON (buildx's keys: containerimage.digest, "
               "containerimage.descriptor, image.name; and per platform).")  # fmt: skip
+@click.option(
+    "--iidfile",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the image's digest (the index, or the manifest of one platform).",
+)
+@click.option("-q", "--quiet", is_flag=True, help="No progress; print only the image digest.")
 @_build_options
-@click.argument("context", type=click.Path(exists=True, file_okay=False, path_type=Path),
-                required=False)  # fmt: skip
+@click.argument("context", type=ContextArgument(), required=False)
 @click.pass_context
-def build_command(ctx: click.Context, /, metadata_file: Path | None, **kwargs: Any) -> None:
+def build_command(
+    ctx: click.Context, /, metadata_file: Path | None, iidfile: Path | None, quiet: bool,
+    **kwargs: Any,
+) -> None:  # fmt: skip
     """Build CONTEXT's Dockerfile into an image, kept in the local store (and pushed or
-    exported when asked). CONTEXT defaults to build.context in polyarch.toml."""
+    exported when asked). CONTEXT defaults to build.context in polyarch.toml.
+
+    \b
+    Example:
+      polyarch build -t registry.lan/app:1.0 --platform linux/amd64,linux/arm64 --push ."""
+    if quiet:
+        kwargs["progress"] = "quiet"
     report = _build(ctx, **kwargs)
     assert isinstance(report, BuildReport)
     if metadata_file is not None:
         text = json.dumps(build_metadata(report), indent=2)
         metadata_file.write_text(text + "\n", encoding="utf-8")
+    if iidfile is not None:
+        iidfile.write_text(report.digest, encoding="utf-8")
+    if quiet:
+        click.echo(report.digest)
+        return
     click.echo("\n".join(_build_lines(report)))
+    pushed = any(o.kind == "registry" for o in report.outputs)
+    remote = [n for n in report.names if not n.startswith("sha256:")]
+    if remote and not pushed:
+        click.echo(f"note: kept in the local store only; push it with `polyarch push "
+                   f"{remote[0]}` (or build with --push)", err=True)  # fmt: skip
 
 
 def build_metadata(report: BuildReport) -> dict[str, Any]:
@@ -248,7 +444,11 @@ def build_metadata(report: BuildReport) -> dict[str, Any]:
             str(image.platform): {"digest": str(image.descriptor.digest), "size": image.size}
             for image in result.images
         },
-        "polyarch.steps": {"run": result.steps_run, "cached": result.steps_cached},
+        "polyarch.steps": {
+            "run": result.steps_run,
+            "cached": result.steps_cached,
+            "imported": result.steps_imported,
+        },
         "polyarch.seconds": round(result.seconds, 3),
         "polyarch.warnings": list(result.warnings),
     }
@@ -268,6 +468,8 @@ def _verify_options(fn: Any) -> Any:
         click.option("--no-run", is_flag=True, help="Check the registry side only."),
         click.option("--timeout", type=click.FloatRange(1, 3600), help="Seconds per platform "
                      "for the probes to answer (default: verify.timeout, 120)."),
+        click.option("--no-arch-check", is_flag=True, help="Do not check that every executable "
+                     "and shared library is for the image's machine (on by default)."),
     ]  # fmt: skip
     return _stacked(fn, options)
 
@@ -338,16 +540,18 @@ def verify_command(
     run_command: str | None,
     no_run: bool,
     timeout: float | None,
+    no_arch_check: bool,
     root: Path | None,
 ) -> None:
-    """Check that REF (default: the project's image) has every platform, whole, and that each
-    platform's image runs (emulated where needed) and answers the HTTP probes."""
+    """Check that REF (default: the project's image) has every platform, whole, that every
+    executable and shared library is for its platform's machine, and that each platform's
+    image runs (emulated where needed) and answers the HTTP probes."""
     g = globals_of(ctx)
     wanted = parse_platforms(platforms) or g.project().platforms
     run = _run_spec(ctx, probes, run_command, no_run, timeout)
     report = verify_image(
         open_session(ctx), ref or _project_image(g), platforms=wanted, run=run, root=root,
-        note=lambda line: click.echo(f"note: {line}", err=True),
+        note=lambda line: click.echo(f"note: {line}", err=True), arch_check=not no_arch_check,
     )  # fmt: skip
     _show_verify(report, run is not None)
     if not report.ok:
@@ -359,8 +563,7 @@ def verify_command(
               "REGISTRY/IMAGE:VERSION from polyarch.toml and git).")  # fmt: skip
 @_build_options
 @_verify_options
-@click.argument("context", type=click.Path(exists=True, file_okay=False, path_type=Path),
-                required=False)  # fmt: skip
+@click.argument("context", type=ContextArgument(), required=False)
 @click.pass_context
 def release_command(
     ctx: click.Context,
@@ -369,6 +572,7 @@ def release_command(
     run_command: str | None,
     no_run: bool,
     timeout: float | None,
+    no_arch_check: bool,
     **kwargs: Any,
 ) -> None:
     """Build every configured platform, push, verify, and only then move the tag (the seed's
@@ -377,7 +581,8 @@ def release_command(
     The image is pushed by digest first; the tag is written only once every platform has
     passed, so a release that fails its checks leaves the tag where it was."""
     run = _run_spec(ctx, probes, run_command, no_run, timeout)
-    result = _build(ctx, push=False, outputs=(), named=True, release_run=run, **kwargs)
+    result = _build(ctx, push=False, outputs=(), named=True, release_run=run,
+                    arch_check=not no_arch_check, **kwargs)  # fmt: skip
     assert isinstance(result, ReleaseResult)
     click.echo("\n".join(_build_lines(result.build)))
     click.echo(f"pushed {result.pinned} (no tag yet)")
@@ -431,6 +636,57 @@ def clean_command(ctx: click.Context, repository: str | None, root: Path | None)
     )
 
 
+@click.command("du")
+@click.option("--verbose", "-v", is_flag=True, help="List every cache mount, even empty ones.")
+@root_option
+def du_command(verbose: bool, root: Path | None) -> None:
+    """Show what the workspace holds: images, the step cache, unpacked layers, cache mounts
+    (as `buildx du`)."""
+    rows = []
+    total = 0
+    for entry in workspace_usage(root):
+        total += entry.size
+        if entry.kind == "cache mount" and not verbose and entry.size == 0:
+            continue
+        when = (time.strftime("%Y-%m-%d %H:%M", time.localtime(entry.last_used))
+                if entry.last_used else "")  # fmt: skip
+        rows.append([entry.kind, entry.name, str(entry.count), human(entry.size), when])
+    rows.append(["total", "", "", human(total), ""])
+    click.echo(table(["TYPE", "NAME", "COUNT", "SIZE", "LAST USED"], rows))
+
+
+@click.command("prune")
+@click.option("--cache-mounts", is_flag=True, help="Empty the RUN --mount=type=cache "
+              "directories too.")  # fmt: skip
+@click.option("--keep-storage", metavar="SIZE", help="Keep the most recently used, up to SIZE "
+              "(e.g. 10GB, 512MiB) for the whole workspace.")  # fmt: skip
+@click.option("--filter", "filters", multiple=True, metavar="until=DURATION",
+              help="Only what was not used in DURATION (e.g. 24h, 30m, 7d).")  # fmt: skip
+@root_option
+def prune_command(
+    cache_mounts: bool, keep_storage: str | None, filters: tuple[str, ...], root: Path | None
+) -> None:
+    """Free the workspace, as `buildx prune` does: forget build steps (and empty cache mounts
+    when asked), then delete the blobs and unpacked layers nothing reaches. Tagged images
+    stay (`polyarch clean` removes those)."""
+    older_than = None
+    for item in filters:
+        key, _, value = item.partition("=")
+        if key != "until" or not value:
+            raise UsageError(f"--filter wants until=DURATION (e.g. until=24h), got {item!r}")
+        older_than = parse_duration(value)
+    report = prune_workspace(
+        root,
+        cache_mounts=cache_mounts,
+        older_than=older_than,
+        keep_storage=parse_size(keep_storage) if keep_storage else None,
+    )
+    click.echo(
+        f"{report.steps} build steps, {report.cache_mounts} cache mounts, {report.blobs} blobs "
+        f"and {report.snapshots} snapshots removed; {human(report.freed)} freed"
+    )  # fmt: skip
+
+
 @click.command("config")
 @click.option("--platform", "platforms", multiple=True)
 @click.option("--base-version")
@@ -470,4 +726,4 @@ def version_command(ctx: click.Context, base_version: str | None, directory: Pat
 
 
 COMMANDS = (build_command, push_command, release_command, verify_command, clean_command,
-            config_command, version_command)  # fmt: skip
+            du_command, prune_command, config_command, version_command)  # fmt: skip

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import posixpath
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
@@ -40,6 +41,7 @@ from polyarch.frontend.dockerfile.instructions import Dockerfile, Instruction, S
 from polyarch.frontend.dockerfile.instructions import instruction_of as build_instruction
 from polyarch.frontend.dockerfile.shell import ExpansionError, ShellLexer
 from polyarch.frontend.dockerfile.syntax import Heredoc, chomp, parse
+from polyarch.frontend.gitref import GitRef, GitRefError, parse_git_ref
 from polyarch.frontend.runmount import MountSpec, MountSyntaxError, parse_mount
 from polyarch.graph.model import (
     BuildGraph,
@@ -59,6 +61,7 @@ from polyarch.graph.ops import (
     Copy,
     ExecOp,
     FileOp,
+    GitSource,
     HttpSource,
     ImageSource,
     MergeOp,
@@ -115,6 +118,16 @@ class BaseImage:
 
 
 @dataclass(frozen=True, slots=True)
+class NamedContext:
+    """`--build-context NAME=VALUE`: a directory (`local`), an image (`image`: VALUE is its
+    reference; `layout`: VALUE is `DIR[:TAG|@DIGEST]` of an OCI layout), or a git repository
+    (`git`: VALUE is its URL with `#ref:subdir`)."""
+
+    kind: str
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
 class ConvertRequest:
     dockerfile: Dockerfile
     platforms: tuple[Platform, ...]
@@ -132,6 +145,7 @@ class ConvertRequest:
     ignore: tuple[str, ...] = ()  # the build context's .dockerignore patterns
     allow: frozenset[str] = frozenset()  # entitlements granted (`--allow security.insecure`)
     labels: Mapping[str, str] = field(default_factory=dict)  # `--label`: on the target image
+    contexts: Mapping[str, NamedContext] = field(default_factory=dict)  # --build-context
 
 
 def convert(request: ConvertRequest) -> BuildGraph:
@@ -254,6 +268,7 @@ class _Converter:
         if unknown:
             raise DockerfileError(f"unknown entitlement {unknown[0]!r} (known: "
                                   f"{', '.join(ENTITLEMENTS)})", path=self.df.path)  # fmt: skip
+        _check_syntax(self.df)
         target = self.target_stage()
         self.target_name = self.req.target or target.name or "default"
         if any(p != self.req.build_platform for p in self.req.platforms):
@@ -392,7 +407,9 @@ class _Converter:
         base = self.expand(stage.base, glob, frm)
         if not base:
             raise self.error(f"base name ({stage.base}) should not be blank", frm)
-        parent_stage = self.stage_named(base, before=stage.index)
+        named_key = self.context_key(stage.name or "") or self.context_key(base)
+        named = self.req.contexts.get(named_key) if named_key else None
+        parent_stage = None if named is not None else self.stage_named(base, before=stage.index)
         requested: Platform | None = None
         if stage.platform is not None:
             text = self.expand(stage.platform, glob, frm)
@@ -421,8 +438,17 @@ class _Converter:
             run_platform = parent.instance.platform
             state = parent.state.fork()
             state.config = state.config.replace(onbuild=())  # triggers do not carry over
+        elif named is not None and named.kind in ("local", "git"):
+            run_platform = requested or target
+            files = self.named_files(named_key, named, ("/",), run_platform, frm)
+            copy = FileOp((Copy(1, ("/",), "/"),))
+            head = self.add(copy, (self.scratch(run_platform), files), f"FROM {base}",
+                            run_platform, frm)  # fmt: skip
+            state = _State(ImageConfig.empty(run_platform), {}, head)
         else:
             run_platform = requested or target
+            if named is not None:
+                base = named.value if named.kind == "image" else "oci-layout://" + named.value
             if base == "scratch":
                 head = self.add(Scratch(), (), f"FROM {base}", run_platform, frm, internal=False)
                 state = _State(ImageConfig.empty(run_platform), {}, head)
@@ -486,7 +512,18 @@ class _Converter:
             return self.df.stages[int(value)]
         return None
 
+    def context_key(self, name: str) -> str:
+        """The `--build-context` a name means (as given, or its familiar image name), or ""."""
+        if not name:
+            return ""
+        if name in self.req.contexts:
+            return name
+        familiar = familiar_name(name)
+        return familiar if familiar in self.req.contexts else ""
+
     def image_name(self, base: str, instruction: Instruction) -> str:
+        if base.startswith("oci-layout://"):
+            return base
         try:
             return str(Reference.parse(base))
         except InvalidReferenceError as exc:
@@ -804,7 +841,7 @@ class _Converter:
             inputs.append(key)
             index = len(inputs) - 1
         elif spec.type == "bind":
-            inputs.append(self.context_selection((spec.source or ".",), ctx.platform, ins))
+            inputs.append(self.context_selection((source,), ctx.platform, ins))
             index = len(inputs) - 1
         if spec.type == "cache":
             return CacheMount(
@@ -847,18 +884,28 @@ class _Converter:
         if chmod and not _valid_chmod(chmod):
             raise self.error(f"invalid chmod parameter: '{chmod}'. it should be octal string "
                              "and between 0 and 07777", ins)  # fmt: skip
-        urls = [s for s in sources if _is_url(s)]
-        local = [s for s in sources if not _is_url(s)]
+        gits: list[tuple[str, GitRef]] = []
+        for source in sources:
+            try:
+                git = parse_git_ref(source)
+            except GitRefError as exc:
+                raise self.error(str(exc), ins) from None
+            if git is not None:
+                gits.append((source, git))
+        if gits and not is_add:
+            raise self.error("source can't be a git ref for COPY", ins)
+        git_sources = {text for text, _ in gits}
+        urls = [s for s in sources if _is_url(s) and s not in git_sources]
+        local = [s for s in sources if not _is_url(s) and s not in git_sources]
         if urls and not is_add:
             raise self.error("source can't be a URL for COPY", ins)
         if checksum:
-            if len(sources) != 1 or not urls:
-                raise self.error("checksum requires exactly one HTTP(S) source", ins)
-            if not checksum.startswith("sha256:") or len(checksum) != 71:
+            if len(sources) != 1 or not (urls or gits):
+                raise self.error("checksum requires HTTP(S) or Git sources", ins)
+            if urls and (not checksum.startswith("sha256:") or len(checksum) != 71):
                 raise self.error(f"invalid checksum {checksum!r}: want sha256:<64 hex>", ins)
-        if ins.bool_flag("keep-git-dir"):
-            raise self.error("ADD --keep-git-dir: git sources are not supported by polyarch yet",
-                             ins)  # fmt: skip
+        keep_flag = ins.flags.get("keep-git-dir")
+        keep_git_dir = None if keep_flag is None else ins.bool_flag("keep-git-dir")
         dest = posixpath.join(st.workdir, written_dest) if written_dest else st.workdir
         if (written_dest.endswith("/") or written_dest in (".", "")) and not dest.endswith("/"):
             dest += "/"
@@ -884,16 +931,35 @@ class _Converter:
                 key, shown, check = self.from_input(origin, ctx, ins, tuple(local), len(inputs))
                 checks.extend([check] if check else [])
                 shown_from = f"--from={shown} "
+                from_context = isinstance(self.vertices[key].op, ContextSource | GitSource)
             else:
                 key = self.context_selection(tuple(local), ctx.platform, ins)
+                from_context = True
             inputs.append(key)
             actions.append(Copy(
-                len(inputs) - 1, tuple(local), dest, chown, chmod, keep_owner=origin is not None,
+                len(inputs) - 1, tuple(local), dest, chown, chmod, keep_owner=not from_context,
                 parents=ins.bool_flag("parents"), excludes=tuple(ins.list_flag("exclude")),
                 unpack=is_add if unpack_flag is None else unpack_flag is True, link=link,
             ))  # fmt: skip
         elif origin is not None:
             shown_from = f"--from={origin} "
+        for text, git in gits:
+            if (
+                keep_git_dir is not None
+                and git.keep_git_dir is not None
+                and (keep_git_dir != git.keep_git_dir)
+            ):
+                raise self.error("inconsistent keep-git-dir configuration", ins)
+            if checksum and git.checksum and checksum != git.checksum:
+                raise self.error(f"checksum mismatch {checksum!r} != {git.checksum!r}", ins)
+            if checksum and not re.fullmatch(r"[0-9a-f]{7,64}", checksum):
+                raise self.error(f"invalid checksum {checksum!r}: a git source's checksum is "
+                                 "its commit (hex)", ins)  # fmt: skip
+            keep = keep_git_dir if keep_git_dir is not None else git.keep_git_dir
+            key = self.git_source(git, f"ADD {text}", ctx.platform, ins, keep=bool(keep),
+                                  checksum=checksum or git.checksum)  # fmt: skip
+            inputs.append(key)
+            actions.append(Copy(len(inputs) - 1, ("/",), dest, chown, chmod, link=link))
         for url in urls:
             name = _url_filename(url)
             key = self.add(HttpSource(url, name, checksum), (), f"ADD {url}", ctx.platform, ins,
@@ -932,17 +998,46 @@ class _Converter:
         st.plan.append(PlanStep(description, st.head, ins.location))
 
     def context_selection(
-        self, paths: tuple[str, ...], platform: Platform, ins: Instruction
+        self, paths: tuple[str, ...], platform: Platform, ins: Instruction, *, name: str = ""
     ) -> str:
-        source = ContextSource("context", paths, self.req.ignore)
-        return self.add(source, (), "context " + " ".join(paths), platform, ins, internal=True)
+        """What a copy or mount takes from a build context (the main one, or a named one: the
+        ignore rules are the main one's only, as in BuildKit)."""
+        source = ContextSource(name or "context", paths, () if name else self.req.ignore)
+        shown = f"context {name + ' ' if name else ''}{' '.join(paths)}"
+        return self.add(source, (), shown, platform, ins, internal=True)
+
+    def git_source(
+        self, git: GitRef, shown: str, platform: Platform, ins: Instruction, *,
+        keep: bool = False, checksum: str = "",
+    ) -> str:  # fmt: skip
+        source = GitSource(git.remote, git.ref, git.subdir, keep, checksum, git.submodules)
+        return self.add(source, (), shown, platform, ins, internal=True)
+
+    def named_files(
+        self, key: str, named: NamedContext, paths: tuple[str, ...], platform: Platform,
+        ins: Instruction,
+    ) -> str:  # fmt: skip
+        """The files of a named context that is a directory or a git repository."""
+        if named.kind == "git":
+            git = parse_git_ref(named.value)
+            if git is None:
+                raise self.error(f"build context {key}: {named.value} is not a git URL", ins)
+            return self.git_source(git, f"context {key}", platform, ins,
+                                   keep=bool(git.keep_git_dir), checksum=git.checksum)  # fmt: skip
+        return self.context_selection(paths, platform, ins, name=key)
 
     def from_input(
         self, value: str, ctx: _Context, ins: Instruction, paths: tuple[str, ...], consumer: int
     ) -> tuple[str, str, OnceCheck | None]:
         """`--from=` / `from=`: a stage (by name or index) or an image: (vertex, shown name,
         the build-once check of what the consumer takes, if the stage is build-once)."""
-        dep = self.stage_for_from(value)
+        named_key = self.context_key(value)
+        named = self.req.contexts.get(named_key) if named_key else None
+        if named is not None and named.kind in ("local", "git"):
+            return self.named_files(named_key, named, paths, ctx.platform, ins), value, None
+        if named is not None:
+            value = named.value if named.kind == "image" else "oci-layout://" + named.value
+        dep = None if named is not None else self.stage_for_from(value)
         if dep is not None:
             if dep.index == ctx.stage.index:
                 raise self.error(f"stage {dep.display!r} cannot take files from itself", ins)
@@ -1076,6 +1171,40 @@ def _valid_signal(text: str) -> bool:
 
 def _numeric_owner(chown: str) -> bool:
     return all(part.isdigit() for part in chown.split(":") if part)
+
+
+def familiar_name(name: str) -> str:
+    """An image name as people write it: `docker.io/library/alpine:latest` is `alpine`."""
+    try:
+        ref = Reference.parse(name)
+    except InvalidReferenceError:
+        return name
+    text = ref.repository if ref.registry == "docker.io" else f"{ref.registry}/{ref.repository}"
+    text = text.removeprefix("library/")
+    if ref.tag and ref.tag != "latest":
+        text += f":{ref.tag}"
+    if ref.digest:
+        text += f"@{ref.digest}"
+    return text
+
+
+_SYNTAX: Final = re.compile(
+    r"\A(?:docker\.io/)?docker/dockerfile(?:-upstream)?(?::(?:1|1\.\d+(?:\.\d+)?)"
+    r"(?:-labs)?)?(?:@sha256:[0-9a-f]{64})?\Z"
+)
+
+
+def _check_syntax(df: Dockerfile) -> None:
+    """`# syntax=docker/dockerfile:1` (or 1.x, -labs, pinned by digest): polyarch is that
+    frontend. Any other syntax image would be another frontend, which polyarch never runs."""
+    value = df.directives.get("syntax")
+    if value is None or _SYNTAX.match(value.strip()):
+        return
+    raise DockerfileError(
+        f"# syntax={value}: polyarch runs no external frontends; it is the "
+        "docker/dockerfile:1 frontend itself (remove the directive, or use that one)",
+        path=df.path, line=1,
+    )  # fmt: skip
 
 
 def _valid_chmod(text: str) -> bool:

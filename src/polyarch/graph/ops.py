@@ -103,11 +103,13 @@ class GitSource:
     ref: str = ""
     subdir: str = ""
     keep_git_dir: bool = False
-    checksum: str = ""
+    checksum: str = ""  # the commit (or a prefix) the ref must be at
+    submodules: bool = True
 
     def to_json(self) -> dict[str, Any]:
         return {"type": "git", "remote": self.remote, "ref": self.ref, "subdir": self.subdir,
-                "keep_git_dir": self.keep_git_dir, "checksum": self.checksum}  # fmt: skip
+                "keep_git_dir": self.keep_git_dir, "checksum": self.checksum,
+                "submodules": self.submodules}  # fmt: skip
 
 
 # mounts of an exec op -----------------------------------------------------------------------

@@ -148,16 +148,20 @@ class Manifest:
         *,
         media_type: str = mt.OCI_MANIFEST,
         annotations: Mapping[str, str] | None = None,
+        artifact_type: str | None = None,
     ) -> Manifest:
         doc: dict[str, Any] = {"schemaVersion": 2, "mediaType": media_type}
+        if artifact_type:
+            doc["artifactType"] = artifact_type
         doc["config"] = config.to_json()
         doc["layers"] = [layer.to_json() for layer in layers]
         if annotations:
             doc["annotations"] = dict(sorted(annotations.items()))
         raw = canonical_json(doc)
         return cls(
-            media_type, config, tuple(layers), raw, MappingProxyType(dict(annotations or {}))
-        )
+            media_type, config, tuple(layers), raw, MappingProxyType(dict(annotations or {})),
+            artifact_type=artifact_type,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

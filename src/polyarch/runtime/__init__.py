@@ -7,7 +7,7 @@ from polyarch.runtime.executor import (
     find_init,
     find_runtime,
 )
-from polyarch.runtime.mounts import MountError, mount_overlay, unmount
+from polyarch.runtime.mounts import MountError, bind_directory, mount_overlay, unmount
 from polyarch.runtime.spec import (
     DEFAULT_PATH,
     HOSTNAME,
@@ -26,6 +26,7 @@ __all__ = [
     "MountError",
     "ProcessSpec",
     "RuntimeMissingError",
+    "bind_directory",
     "find_init",
     "find_runtime",
     "mount_overlay",

@@ -1,4 +1,4 @@
-"""overlayfs mounts for snapshots (effects: the mount(2) system call)."""
+"""overlayfs mounts for snapshots, and binds of open directories (effects: mount(2))."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ class MountError(PolyarchError):
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 MNT_DETACH = 2
+MS_BIND = 4096
 
 
 def mount_overlay(lowers: Sequence[str], upper: str, work: str, target: str) -> None:
@@ -34,3 +35,12 @@ def unmount(target: str) -> None:
     if _libc.umount2(os.fsencode(target), MNT_DETACH) != 0:
         err = ctypes.get_errno()
         raise MountError(f"unmount of {target} failed: {os.strerror(err)}")
+
+
+def bind_directory(fd: int, target: str) -> None:
+    """Bind the directory open as `fd` at `target`: the very directory that was opened, not
+    whatever its path names by now (a path could have been swapped for a symlink since)."""
+    source = f"/proc/self/fd/{fd}".encode()
+    if _libc.mount(source, os.fsencode(target), None, MS_BIND, None) != 0:
+        err = ctypes.get_errno()
+        raise MountError(f"bind mount on {target} failed: {os.strerror(err)}")

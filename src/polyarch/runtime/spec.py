@@ -65,6 +65,7 @@ class ProcessSpec:
     gid: int = 0
     additional_gids: tuple[int, ...] = ()
     binds: tuple[BindMount, ...] = field(default_factory=tuple)
+    tmpfs: tuple[tuple[str, int], ...] = ()  # (target, size in bytes; 0: the default)
     hostname: str = HOSTNAME
     private_network: bool = False
     privileged: bool = False  # RUN --security=insecure: nothing masked, /sys writable
@@ -101,6 +102,10 @@ def runtime_spec(process: ProcessSpec, rootfs: str) -> dict[str, Any]:
             {"destination": bind.destination, "type": "bind", "source": bind.source,
              "options": options}
         )  # fmt: skip
+    for target, size in process.tmpfs:
+        options = ["nosuid", "nodev", "mode=1777"] + ([f"size={size}"] if size else [])
+        mounts.append({"destination": target, "type": "tmpfs", "source": "tmpfs",
+                       "options": options})  # fmt: skip
     args = list(process.args)
     if process.init is not None:
         mounts.append({"destination": INIT_PATH, "type": "bind", "source": process.init,

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Protocol
 
 from polyarch.digest import Digest
+from polyarch.errors import PolyarchError
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +32,13 @@ class CachedLayer:
     diff_id: Digest | None
     media_type: str
     created: str = ""  # when the step first ran: a cached step keeps its time
+    origin: str = ""  # "": the local cache; else the imported cache it came from
+
+
+class UnusableCacheEntry(PolyarchError):
+    """A cache hit whose content turned out unusable when it was needed (an imported layer
+    that does not match its digest). The solver lets it through; the build drops the entry
+    and solves again (every step that finished is in the local cache by then)."""
 
 
 class CacheBackend(Protocol):
@@ -65,6 +73,9 @@ class SqliteCache:
                 "CREATE TABLE IF NOT EXISTS steps (key TEXT PRIMARY KEY, result TEXT NOT NULL, "
                 "description TEXT, created REAL NOT NULL)"
             )
+            columns = [row[1] for row in self._db.execute("PRAGMA table_info(steps)")]
+            if "used" not in columns:  # when a build last used the step (`prune` by age)
+                self._db.execute("ALTER TABLE steps ADD COLUMN used REAL")
             # Which images (repository names) a step served: `polyarch clean` forgets the
             # steps only its project used. Steps with no owner row are never removed by it.
             self._db.execute(
@@ -102,6 +113,26 @@ class SqliteCache:
                 "VALUES (?, ?, ?, ?)",
                 (key, result, description, time.time()),
             )
+
+    def touch(self, keys: Iterable[str], when: float | None = None) -> None:
+        """Record that a build used these steps now (one transaction for all of them)."""
+        stamp = time.time() if when is None else when
+        with self._lock:
+            self._db.executemany("UPDATE steps SET used = ? WHERE key = ?",
+                                 [(stamp, k) for k in keys])  # fmt: skip
+
+    def entries(self) -> list[tuple[str, CachedLayer, float, str]]:
+        """Every step: (key, its layer, when last used, description)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT key, COALESCE(used, created), description FROM steps"
+            ).fetchall()
+        out = []
+        for key, used, description in rows:
+            layer = self.get(key)
+            if layer is not None:
+                out.append((key, layer, float(used), description or ""))
+        return out
 
     def forget(self, keys: list[str]) -> int:
         with self._lock:

@@ -25,7 +25,7 @@ from polyarch.errors import BuildError, PolyarchError
 from polyarch.graph.model import BuildGraph, Vertex
 from polyarch.graph.ops import HttpSource, canonical, key_json
 from polyarch.progress import Event, Progress, silent
-from polyarch.solver.cache import CacheBackend, CachedLayer
+from polyarch.solver.cache import CacheBackend, CachedLayer, UnusableCacheEntry
 from polyarch.solver.scheduler import Cancelled, Scheduler
 from polyarch.worker.base import Job, LayerRef, Result, Worker
 
@@ -41,6 +41,7 @@ class SolveReport:
     steps_run: int
     steps_cached: int
     used_keys: frozenset[str]  # the cache entries the build used or made
+    steps_imported: int = 0  # of the cached: hits in an imported cache
 
 
 def effective_key(vertex: Vertex, inputs: Sequence[Result]) -> str:
@@ -75,11 +76,13 @@ class Solver:
         self._lock = threading.Lock()
         self.steps_run = 0
         self.steps_cached = 0
+        self.steps_imported = 0  # of the cached: hits in an imported cache
         self.used: set[str] = set()
 
     def solve(self, roots: Sequence[str]) -> SolveReport:
         results = self.scheduler.solve(roots)
-        return SolveReport(results, self.steps_run, self.steps_cached, frozenset(self.used))
+        return SolveReport(results, self.steps_run, self.steps_cached, frozenset(self.used),
+                           self.steps_imported)  # fmt: skip
 
     def cancel(self) -> None:
         self.scheduler.cancel()
@@ -93,12 +96,10 @@ class Solver:
     def _event(self, kind: str, vertex: Vertex, **extra: object) -> None:
         self.progress(Event(kind, vertex.key, vertex.description,  # type: ignore[arg-type]
                             self._stages.get(vertex.key, ""), str(vertex.platform),
-                            **extra))  # type: ignore[arg-type]  # fmt: skip
+                            emulated=vertex.emulated, **extra))  # type: ignore[arg-type]  # fmt: skip
 
     def _compute(self, key: str, inputs: list[Result]) -> Result:
         vertex = self.graph.vertices[key]
-        if self.policy is not None:
-            self.policy.before(vertex, inputs)
         if vertex.kind == "merge":
             layers = tuple(layer for result in inputs for layer in result.layers)
             return Result(effective_key(vertex, inputs), layers, inputs[-1].layer,
@@ -106,6 +107,8 @@ class Solver:
         if vertex.kind == "source" and not isinstance(vertex.op, HttpSource):
             try:
                 return self.worker.resolve(vertex, inputs)
+            except UnusableCacheEntry:
+                raise
             except PolyarchError as exc:
                 raise self._failed(vertex, exc) from None
         eff = effective_key(vertex, inputs)
@@ -113,13 +116,21 @@ class Solver:
         cached = None if self.no_cache else self._cached(eff)
         if cached is not None:
             layer = _ref(cached)
+            imported = bool(cached.origin)
             with self._lock:
                 self.steps_cached += 1
+                self.steps_imported += imported
                 self.used.add(eff)
             if not vertex.internal:
-                self._event("cached", vertex)
+                self._event("cached", vertex, cache="imported" if imported else "local",
+                            text=f"imported from {cached.origin}" if imported else "")  # fmt: skip
             layers = (*base, layer) if layer else base
-            return Result(eff, layers, layer, cached.created, cache="local")
+            return Result(eff, layers, layer, cached.created,
+                          cache="imported" if imported else "local")  # fmt: skip
+        # The policy looks at what a step takes only when the step runs: a cached result was
+        # made after the same check passed on the same inputs (its key covers them).
+        if self.policy is not None:
+            self.policy.before(vertex, inputs)
         job = Job(self.scheduler.gate.slot, self.scheduler.cancelled,
                   log=lambda line: self._event("log", vertex, text=line),
                   note=lambda text: self._event("note", vertex, text=text))  # fmt: skip
@@ -128,7 +139,7 @@ class Solver:
             self._event("start", vertex)
         try:
             output = self.worker.execute(vertex, inputs, job)
-        except Cancelled:
+        except (Cancelled, UnusableCacheEntry):
             raise
         except PolyarchError as exc:
             if self.scheduler.cancelled.is_set() and not isinstance(exc, BuildError):
@@ -144,7 +155,7 @@ class Solver:
             self.steps_run += 1
             self.used.add(eff)
         if not vertex.internal:
-            self._event("done", vertex, seconds=time.monotonic() - started)
+            self._event("done", vertex, seconds=time.monotonic() - started, cache="run")
         layers = (*base, layer) if layer else base
         return Result(eff, layers, layer, self.created, cache="run")
 

@@ -1,10 +1,13 @@
-"""Workspace garbage: what a killed build left behind, and a project's images with whatever
-nothing else needs (effects).
+"""Workspace garbage: what a killed build left behind, what the workspace holds, and freeing
+it (effects).
 
 `remove_images` untags every local image of a repository, forgets the build steps that only
 that repository's builds used, then deletes every blob and snapshot that no remaining image
-and no remaining cache entry reaches. Base images pulled for builds are not kept (they are
-pulled again when a build needs them). It holds the build lock, so no build runs meanwhile.
+and no remaining cache entry reaches. `prune` forgets build steps (all, those unused for a
+while, or the least recently used until the workspace fits a size) and, when asked, cache
+mounts, then deletes the same way; tagged images are never touched (as `buildx prune` keeps
+images). Base images pulled for builds are not kept (they are pulled again when a build needs
+them). Both hold the build lock, so no build runs meanwhile.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +27,7 @@ from polyarch.runtime import Executor, unmount
 from polyarch.solver.cache import SqliteCache
 from polyarch.store.layout import OciLayout
 from polyarch.store.workspace import Workspace
+from polyarch.worker.local.mounts import CACHE_META, CacheMounts
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +37,18 @@ class PruneReport:
     blobs: int
     snapshots: int
     freed: int  # bytes
+    cache_mounts: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """One line of `polyarch du`: a kind of thing the workspace holds."""
+
+    kind: str  # images | step cache | unused blobs | snapshots | cache mount | other
+    name: str
+    size: int  # bytes on disk
+    count: int = 1
+    last_used: float | None = None  # seconds since the epoch
 
 
 def clear_stale(workspace: Workspace) -> list[str]:
@@ -43,11 +60,15 @@ def clear_stale(workspace: Workspace) -> list[str]:
         with contextlib.suppress(PolyarchError):
             reaped = Executor(workspace.runtime).reap()
     for leftover in workspace.tmp.iterdir():
-        for mount in ("merged", "view"):
-            point = leftover / mount
-            if point.is_dir() and os.path.ismount(point):
-                with contextlib.suppress(PolyarchError):
-                    unmount(str(point))
+        # Its mounts first (a layer view, a cache mount's bound directory): removing the
+        # tree must never reach through one into what it shows.
+        points = [p for p in leftover.iterdir() if p.is_dir() and os.path.ismount(p)] if (
+            leftover.is_dir() and not leftover.is_symlink()) else []  # fmt: skip
+        for point in points:
+            with contextlib.suppress(PolyarchError):
+                unmount(str(point))
+        if any(os.path.ismount(p) for p in points):
+            continue  # still mounted: left alone rather than emptied through the mount
         shutil.rmtree(leftover, ignore_errors=True)
     if workspace.snapshots.is_dir():
         for partial in workspace.snapshots.glob(".unpack-*"):
@@ -76,8 +97,102 @@ def remove_images(workspace: Workspace, repository: str) -> PruneReport:
     return PruneReport(tuple(removed), steps, blobs, snapshots, freed)
 
 
-def _collect(root: Path, layout: OciLayout, cache: SqliteCache) -> tuple[int, int, int]:
-    """Delete unreachable blobs and snapshots: (blobs, snapshots, bytes freed)."""
+def disk_usage(workspace: Workspace) -> list[Usage]:
+    """What the workspace holds: the tagged images' blobs, the step cache's layers (beyond
+    the images'), blobs nothing uses, unpacked layers, each cache mount, and the rest."""
+    layout = workspace.layout
+    images, _ = _reachable(layout)
+    sizes = {d: _size(layout.blobs.path(d)) for d in layout.blobs.blobs()}
+    out = [Usage("images", "tagged images", sum(sizes.get(d, 0) for d in images),
+                 len(layout.refs()))]  # fmt: skip
+    cache = SqliteCache(workspace.cache_db)
+    try:
+        entries = cache.entries()
+    finally:
+        cache.close()
+    steps = {layer.digest for _, layer, _, _ in entries if layer.digest is not None}
+    last = max((used for _, _, used, _ in entries), default=None)
+    out.append(Usage("step cache", "build steps", sum(sizes.get(d, 0) for d in steps - images),
+                     len(entries), last))  # fmt: skip
+    unused = set(sizes) - images - steps
+    out.append(Usage("unused blobs", "base images, left-overs",
+                     sum(sizes[d] for d in unused), len(unused)))  # fmt: skip
+    snapshot_dirs = [e for e in _entries(workspace.snapshots) if not e.name.startswith(".")]
+    out.append(Usage("snapshots", "unpacked layers", sum(map(_tree_size, snapshot_dirs)),
+                     len(snapshot_dirs)))  # fmt: skip
+    for cache_id, path in CacheMounts(workspace.cache_mounts).entries():
+        out.append(Usage("cache mount", cache_id, _tree_size(path), 1, _mtime(path)))
+    other = [workspace.file_digests, workspace.cache_db, workspace.tmp, workspace.verify]
+    out.append(Usage("other", "file digests, cache index, scratch",
+                     sum(_tree_size(p) if p.is_dir() else _size(p) for p in other)))  # fmt: skip
+    return out
+
+
+def prune(
+    workspace: Workspace,
+    *,
+    cache_mounts: bool = False,
+    keep_storage: int | None = None,
+    older_than: float | None = None,
+    now: float | None = None,
+) -> PruneReport:
+    """Forget build steps (and with `cache_mounts`, cache mounts): those unused for
+    `older_than` seconds, or all; with `keep_storage`, only the least recently used until
+    the workspace's blobs, unpacked layers and cache mounts fit in that many bytes. Then
+    delete every blob and snapshot that no image and no remaining step reaches."""
+    current = time.time() if now is None else now
+    cutoff = None if older_than is None else current - older_than
+    layout = workspace.layout
+    with workspace.exclusive():
+        clear_stale(workspace)
+        cache = SqliteCache(workspace.cache_db)
+        try:
+            images, _ = _reachable(layout)
+            entries = sorted(cache.entries(), key=lambda e: e[2])
+            mounts = sorted(CacheMounts(workspace.cache_mounts).entries(),
+                            key=lambda m: _mtime(m[1]))  # fmt: skip
+            total: int | None = None
+
+            def fits() -> bool:
+                return total is not None and keep_storage is not None and total <= keep_storage
+
+            if keep_storage is not None:
+                snapshot_dirs = _entries(workspace.snapshots)
+                total = sum(_size(layout.blobs.path(d)) for d in layout.blobs.blobs())
+                total += sum(map(_tree_size, snapshot_dirs))
+                total += sum(_tree_size(p) for _, p in mounts)
+            forget: list[str] = []
+            for key, layer, used, _ in entries:
+                if fits():
+                    break
+                if cutoff is not None and used >= cutoff:
+                    continue
+                forget.append(key)
+                if total is not None and layer.digest is not None and layer.digest not in images:
+                    total -= layer.size
+                    if layer.diff_id is not None:
+                        total -= _tree_size(workspace.snapshots / layer.diff_id.hex[:24])
+            steps = cache.forget(forget)
+            emptied = 0
+            if cache_mounts:
+                for _cache_id, path in mounts:
+                    if fits():
+                        break
+                    if cutoff is not None and _mtime(path) >= cutoff:
+                        continue
+                    size = _tree_size(path)
+                    shutil.rmtree(path, ignore_errors=True)
+                    emptied += 1
+                    if total is not None:
+                        total -= size
+            blobs, snapshots, freed = _collect(workspace.root, layout, cache)
+        finally:
+            cache.close()
+    return PruneReport((), steps, blobs, snapshots, freed, emptied)
+
+
+def _reachable(layout: OciLayout) -> tuple[set[Digest], set[Digest]]:
+    """Every blob the tagged images reach, and their layers' diff ids."""
     keep: set[Digest] = set()
     diff_ids: set[Digest] = set()
     pending = list(layout.refs().values())
@@ -97,6 +212,12 @@ def _collect(root: Path, layout: OciLayout, cache: SqliteCache) -> tuple[int, in
             with contextlib.suppress(OSError, PolyarchError):
                 config = ImageConfig.parse(layout.blobs.read_bytes(document.config.digest))
                 diff_ids.update(config.diff_ids)
+    return keep, diff_ids
+
+
+def _collect(root: Path, layout: OciLayout, cache: SqliteCache) -> tuple[int, int, int]:
+    """Delete unreachable blobs and snapshots: (blobs, snapshots, bytes freed)."""
+    keep, diff_ids = _reachable(layout)
     for layer in cache.layers():
         assert layer.digest is not None
         keep.add(layer.digest)
@@ -132,3 +253,21 @@ def _tree_size(path: Path) -> int:
                 st = (Path(dirpath) / name).lstat()
                 total += st.st_blocks * 512
     return total
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.lstat().st_blocks * 512
+    except OSError:
+        return 0
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return (path / CACHE_META).stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def _entries(path: Path) -> list[Path]:
+    return list(path.iterdir()) if path.is_dir() else []

@@ -26,6 +26,7 @@ import stat
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO, cast
 
 from polyarch.errors import PolyarchError
@@ -290,6 +291,8 @@ def _copy_dir(
     options: CopyOptions,
     exclude: list[str],
     ignore: IgnoreMatcher | None,
+    *,
+    skip_sockets: bool = False,
 ) -> tuple[int, int]:
     """A directory's contents, copied descriptor to descriptor (one `openat` per entry, not
     one walk from the root per entry): what `walk_selected` selects, each entry as
@@ -298,7 +301,7 @@ def _copy_dir(
     dst = dest_root.open_dir(dst_rel, create=True) if dst_rel else dest_root.fd
     stats = [0, 0]
     try:
-        _copy_level(src, _Dest(dst), src_rel, "", options, exclude, ignore, stats)
+        _copy_level(src, _Dest(dst), src_rel, "", options, exclude, ignore, stats, skip_sockets)
     finally:
         for fd, root in ((src, source), (dst, dest_root)):
             if fd != root.fd:
@@ -338,6 +341,7 @@ def _copy_level(
     exclude: list[str],
     ignore: IgnoreMatcher | None,
     stats: list[int],
+    skip_sockets: bool = False,
 ) -> None:
     with os.scandir(src) as listing:
         entries = sorted(listing, key=lambda e: os.fsencode(e.name))
@@ -351,6 +355,8 @@ def _copy_level(
         if any(fnmatch.fnmatchcase(rel, p) or fnmatch.fnmatchcase(name, p) for p in exclude):
             continue
         st = entry.stat(follow_symlinks=False)
+        if skip_sockets and stat.S_ISSOCK(st.st_mode):
+            continue
         stats[0] = max(stats[0], st.st_mtime_ns)
         if stat.S_ISDIR(st.st_mode):
             child_src = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=src)
@@ -359,7 +365,8 @@ def _copy_level(
                 if not ignored:
                     _write_entry(src, name, dst.open(), name, st, options)
                     stats[1] += 1
-                _copy_level(child_src, child, base, rel, options, exclude, ignore, stats)
+                _copy_level(child_src, child, base, rel, options, exclude, ignore, stats,
+                            skip_sockets)  # fmt: skip
             finally:
                 os.close(child_src)
                 child.close()
@@ -401,9 +408,25 @@ def _write_entry(
                 dst.write(chunk)
             os.fchown(dst.fileno(), uid, gid)  # owner first: chown clears setuid bits
             os.fchmod(dst.fileno(), mode)
+    elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) or stat.S_ISFIFO(st.st_mode):
+        # Made, never read: a device node (an image's /dev/zero) is copied as a node.
+        os.mknod(leaf, stat.S_IFMT(st.st_mode) | 0o600, st.st_rdev, dir_fd=fd)
+        os.chown(leaf, uid, gid, dir_fd=fd, follow_symlinks=False)
+        os.chmod(leaf, mode, dir_fd=fd)
     else:
-        raise CopyError(f"cannot copy {src_name!r}: not a file, directory or symlink")
+        raise CopyError(f"cannot copy {src_name!r}: not a file, directory, symlink or node")
     os.utime(leaf, ns=(st.st_mtime_ns, st.st_mtime_ns), dir_fd=fd, follow_symlinks=False)
+
+
+def copy_tree(source: Path, dest: Path) -> None:
+    """Everything under directory `source` into the directory `dest` as it is (owners,
+    modes, times, links as links, device nodes as nodes), confined to both; sockets are
+    left out."""
+    with Root(source) as src, Root(dest) as dst:
+        _copy_dir(src, "", dst, "", CopyOptions(keep_owner=True), [], None, skip_sockets=True)
+        st = os.fstat(src.fd)
+        os.chown(dst.fd, st.st_uid, st.st_gid)
+        os.chmod(dst.fd, stat.S_IMODE(st.st_mode))
 
 
 def _ancestor_times(root: Root, rel: str) -> dict[str, int | None]:

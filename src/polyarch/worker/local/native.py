@@ -44,3 +44,68 @@ def find_native(root: Root, selected: list[Selected]) -> tuple[str, str] | None:
             if why is not None:
                 return path, why
     return None
+
+
+# ELF machine types (e_machine) and word sizes of the platforms polyarch builds for.
+ELF_MACHINES: dict[str, tuple[int, int]] = {
+    "amd64": (62, 2), "386": (3, 1), "arm64": (183, 2), "arm": (40, 1), "s390x": (22, 2),
+    "ppc64le": (21, 2), "riscv64": (243, 2), "mips64le": (8, 2), "loong64": (258, 2),
+}  # fmt: skip
+MACHINE_NAMES: dict[int, str] = {62: "x86-64", 3: "x86", 183: "AArch64", 40: "ARM", 22: "s390",
+                                 21: "PowerPC64", 243: "RISC-V", 8: "MIPS", 258: "LoongArch",
+                                 20: "PowerPC"}  # fmt: skip
+# Where images legitimately keep code for other machines: cross toolchains' target files,
+# firmware, debug symbols, emulators' data.
+_FOREIGN_OK = re.compile(
+    r"^(usr/lib/gcc-cross/|usr/[a-z0-9_]+-linux-gnu[a-z0-9_]*/|usr/lib/debug/|lib/firmware/|"
+    r"usr/lib/firmware/|usr/share/)"
+)
+
+
+def elf_machine(head: bytes) -> tuple[int, int, int] | None:
+    """(e_machine, word size class, e_type) of an ELF header, or None if it is not one."""
+    if len(head) < 20 or not head.startswith(b"\x7fELF"):
+        return None
+    little = head[5] == 1
+    machine = int.from_bytes(head[18:20], "little" if little else "big")
+    kind = int.from_bytes(head[16:18], "little" if little else "big")
+    return machine, head[4], kind
+
+
+def foreign_binaries(root: str, architecture: str, limit: int = 20) -> list[tuple[str, str]]:
+    """Executables and shared libraries under `root` built for another machine than
+    `architecture` (GOARCH spelling): (path, the machine they are for). Object files and
+    archives, and the places cross toolchains keep their targets' files, are not looked at."""
+    wanted = ELF_MACHINES.get(architecture)
+    if wanted is None:
+        return []
+    found: list[tuple[str, str]] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel_dir = os.path.relpath(dirpath, root)
+        rel_dir = "" if rel_dir == "." else rel_dir + "/"
+        if _FOREIGN_OK.match(rel_dir):
+            dirnames[:] = []
+            continue
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            try:
+                st = os.lstat(path)
+                if not stat.S_ISREG(st.st_mode) or st.st_size < 64:
+                    continue
+                handle = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+                with os.fdopen(handle, "rb") as f:
+                    head = f.read(20)
+            except OSError:
+                continue
+            header = elf_machine(head)
+            if header is None:
+                continue
+            machine, word, kind = header
+            if kind not in (2, 3):  # executables and shared objects only
+                continue
+            if (machine, word) != wanted:
+                shown = MACHINE_NAMES.get(machine, f"machine {machine}")
+                found.append((rel_dir + name, f"{shown} ({32 * word}-bit)"))
+                if len(found) >= limit:
+                    return found
+    return found

@@ -17,21 +17,40 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from polyarch.errors import PolyarchError, StepError
 from polyarch.graph.model import Vertex
 from polyarch.graph.ops import BindMount as BindOp
+from polyarch.graph.ops import CacheMount as CacheOp
 from polyarch.graph.ops import ExecOp
+from polyarch.graph.ops import SecretMount as SecretOp
+from polyarch.graph.ops import SshMount as SshOp
+from polyarch.graph.ops import TmpfsMount as TmpfsOp
 from polyarch.layers import Root
-from polyarch.runtime import DEFAULT_PATH, BindMount, Container, ProcessSpec, find_init
+from polyarch.runtime import (
+    DEFAULT_PATH,
+    BindMount,
+    Container,
+    ProcessSpec,
+    bind_directory,
+    find_init,
+    unmount,
+)
 from polyarch.runtime.seccomp import oci_seccomp
 from polyarch.runtime.spec import CAPABILITIES, capabilities_of
 from polyarch.solver.scheduler import Cancelled
 from polyarch.worker.base import Job, LayerRef, Result
-from polyarch.worker.local.filecopy import CopyError, resolve_user
+from polyarch.worker.local.filecopy import (
+    CopyError,
+    CopyOptions,
+    copy_sources,
+    resolve_user,
+    select_sources,
+)
+from polyarch.worker.local.mounts import AgentForwarder, write_secret
 
 if TYPE_CHECKING:
     from polyarch.worker.local.worker import LocalWorker
@@ -53,6 +72,17 @@ class RunSettings:
     ca_certs: Path | None = None  # a CA bundle on the host for RUN steps to trust
 
 
+@dataclass
+class StepMounts:
+    """What a step's `--mount`s became: binds, tmpfs mounts, and variables (a secret's value,
+    SSH_AUTH_SOCK) that reach the process only."""
+
+    binds: list[BindMount] = field(default_factory=list)
+    tmpfs: list[tuple[str, int]] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    targets: list[str] = field(default_factory=list)
+
+
 def run_exec(
     worker: LocalWorker,
     vertex: Vertex,
@@ -63,17 +93,8 @@ def run_exec(
     job: Job,
 ) -> None:
     settings = worker.session.run
-    with contextlib.ExitStack() as mounts:
-        binds: list[BindMount] = []
-        targets: list[str] = []
-        check_mounts(op, inputs)
-        for mount in op.mounts:
-            assert isinstance(mount, BindOp)
-            source = inputs[mount.input]
-            root = mounts.enter_context(worker.view(source.layers))
-            binds.append(BindMount(_inside(root, mount.source), mount.target,
-                                   readonly=not mount.readwrite))  # fmt: skip
-            targets.append(mount.target)
+    with contextlib.ExitStack() as stack:
+        mounts = prepare_mounts(worker, op, inputs, stack, step)
         with Root(merged) as view:
             try:
                 uid, gid, groups = resolve_user(view, op.user)
@@ -88,24 +109,24 @@ def run_exec(
             created = [
                 name for name in ("etc/resolv.conf", "etc/hosts") if view.lstat(name) is None
             ]
-            for target in targets:
+            for target in mounts.targets:
                 if not target.startswith("/dev/"):
                     _refuse_symlinks(view, target.lstrip("/"))
                     created += _missing(view, target.lstrip("/"))
             had_run = view.lstat("run") is not None
-        binds += [
+        mounts.binds += [
             BindMount(f"/{name}", f"/{name}")
             for name in ("etc/resolv.conf", "etc/hosts")
             if Path(f"/{name}").exists()
         ]
         process = process_spec(
-            op, (uid, gid, groups), binds, settings,
+            op, (uid, gid, groups), mounts, settings,
             init=find_init() if vertex.emulated else None,
             seccomp=worker.seccomp_profile() if op.security != "insecure" else None,
         )  # fmt: skip
         code, tail = _run(worker, vertex, process, merged, step, job)
     with Root(merged) as view:
-        for name in sorted(created, key=lambda n: -n.count("/")):
+        for name in sorted(set(created), key=lambda n: -n.count("/")):
             _remove_stub(view, name)
         if settings.ca_certs is not None:
             view.remove(CA_PATH.lstrip("/").rpartition("/")[0])
@@ -117,6 +138,109 @@ def run_exec(
         if vertex.emulated and code in (128 + 4, 128 + 11):
             message += "\n" + _emulation_hint(vertex, code)
         raise StepError(message)
+
+
+def prepare_mounts(
+    worker: LocalWorker,
+    op: ExecOp,
+    inputs: Sequence[Result],
+    stack: contextlib.ExitStack,
+    step: Path,
+) -> StepMounts:
+    """Each `--mount` of the op made real for one step; released when `stack` closes."""
+    out = StepMounts()
+    session = worker.session
+    for index, mount in enumerate(op.mounts):
+        target = mount.target
+        if isinstance(mount, BindOp):
+            source = inputs[mount.input]
+            if source.context is not None:
+                bound = _context_copy(worker, source, step / f"bind-{index}")
+            else:
+                root = stack.enter_context(worker.view(source.layers))
+                bound = _inside(root, mount.source)
+            out.binds.append(BindMount(bound, target, readonly=not mount.readwrite))
+        elif isinstance(mount, CacheOp):
+            seed = None
+            if mount.input is not None:
+                root = stack.enter_context(worker.view(inputs[mount.input].layers))
+                seed = Path(_inside(root, mount.source))
+            cache = stack.enter_context(worker.cache_mounts.use(
+                mount.id, mount.sharing, seed, mount.mode, (mount.uid, mount.gid),
+            ))  # fmt: skip
+            if mount.input is None and mount.source.strip("/"):
+                cache = _cache_subdir(cache, mount.source, step / f"cache-{index}", stack)
+            out.binds.append(BindMount(str(cache), target, readonly=mount.readonly))
+        elif isinstance(mount, TmpfsOp):
+            out.tmpfs.append((target, mount.size))
+        elif isinstance(mount, SecretOp):
+            secret = session.secrets.get(mount.id)
+            if secret is None:
+                if mount.required:
+                    raise StepError(f"secret {mount.id!r} is required but was not given "
+                                    "(--secret id=...,src=FILE or env=VAR)")  # fmt: skip
+                continue
+            value = secret.read()
+            if mount.env:
+                out.env[mount.env] = value.decode("utf-8", "replace")
+            if mount.target:
+                secret_file = write_secret(step / "secrets", value, mount.mode,
+                                           (mount.uid, mount.gid))  # fmt: skip
+                out.binds.append(BindMount(str(secret_file), mount.target))
+                target = mount.target
+            else:
+                continue
+        elif isinstance(mount, SshOp):
+            agent = session.agents.socket(mount.id)
+            if agent is None:
+                if mount.required:
+                    raise StepError(f"SSH agent {mount.id!r} is required but was not given "
+                                    "(--ssh default, or --ssh ID=KEYFILE|SOCKET)")  # fmt: skip
+                continue
+            forwarder = AgentForwarder(agent, mount.mode, (mount.uid, mount.gid))
+            stack.callback(forwarder.close)
+            out.binds.append(BindMount(str(forwarder.path), target, readonly=False))
+            out.env.setdefault("SSH_AUTH_SOCK", target)
+        out.targets.append(target)
+    return out
+
+
+def _cache_subdir(cache: Path, source: str, staging: Path, stack: contextlib.ExitStack) -> Path:
+    """`source` of a cache mount: made if missing, resolved inside the cache (an earlier step
+    may have left symlinks there), and bound at `staging` from an open descriptor, so the
+    runtime never follows a path a concurrent step could change."""
+    staging.mkdir()
+    with Root(cache) as root:
+        try:
+            fd = root.open_dir(source.strip("/"), create=True)
+        except (OSError, PolyarchError) as exc:
+            raise StepError(f"cache mount source {source!r}: {exc}") from None
+        try:
+            bind_directory(fd, str(staging))
+        finally:
+            if fd != root.fd:
+                os.close(fd)
+    stack.callback(unmount, str(staging))
+    return staging
+
+
+def _context_copy(worker: LocalWorker, source: Result, into: Path) -> str:
+    """A bind from a build context: what it selects (ignore rules applied), copied, so the
+    step never sees an ignored file and its writes never reach the context."""
+    assert source.context is not None
+    into.mkdir()
+    with worker.source_root(source) as (root, ignore):
+        try:
+            selected = select_sources(root, list(source.context.includes), ignore)
+        except CopyError as exc:
+            raise StepError(f"mount source: {exc}") from None
+        with Root(into) as dest:
+            for sel in selected:
+                name = "data/" if sel.is_dir else "data"
+                copy_sources(root, [sel], dest, name, CopyOptions(keep_owner=True), [], ignore)
+    if not (into / "data").exists():
+        (into / "data").mkdir()
+    return str(into / "data")
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,28 +296,17 @@ def started(
         shutil.rmtree(step, ignore_errors=True)
 
 
-def check_mounts(op: ExecOp, inputs: Sequence[Result]) -> None:
-    """Refuse, by name, the mounts this worker cannot give a step yet."""
-    for mount in op.mounts:
-        if not isinstance(mount, BindOp):
-            kind = type(mount).__name__.removesuffix("Mount").lower()
-            raise StepError(f"RUN --mount=type={kind} is not supported yet by polyarch")
-        if inputs[mount.input].context is not None:
-            raise StepError("RUN --mount=type=bind from the build context is not supported yet "
-                            "by polyarch")  # fmt: skip
-
-
 def process_spec(
     op: ExecOp,
     ids: tuple[int, int, tuple[int, ...]],
-    binds: Sequence[BindMount],
+    mounts: StepMounts,
     settings: RunSettings,
     *,
     init: str | None = None,
     seccomp: Mapping[str, Any] | None = None,
 ) -> ProcessSpec:
-    """The process an exec op asks for (the user resolved to `ids`, its mounts to `binds`):
-    every field of the op lands here or was refused before."""
+    """The process an exec op asks for (the user resolved to `ids`, its mounts made real in
+    `mounts`): every field of the op lands here or was refused before."""
     env: dict[str, str] = {}
     for item in op.env:
         name, _, value = item.partition("=")
@@ -201,7 +314,8 @@ def process_spec(
     for item in op.proxy_env:
         name, _, value = item.partition("=")
         env.setdefault(name, value)
-    binds = list(binds)
+    env.update(mounts.env)
+    binds = list(mounts.binds)
     if settings.ca_certs is not None:
         # The host's CA bundle, read-only, for this step only: mounted outside any layer,
         # named by the variables the common tools read; never in the config or history.
@@ -225,6 +339,7 @@ def process_spec(
         gid=gid,
         additional_gids=groups,
         binds=tuple(binds),
+        tmpfs=tuple(mounts.tmpfs),
         private_network=op.network == "none",
         privileged=privileged,
         capabilities=capabilities,

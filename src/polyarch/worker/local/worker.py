@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -18,7 +19,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
@@ -31,6 +32,7 @@ from polyarch.graph.ops import (
     Copy,
     ExecOp,
     FileOp,
+    GitSource,
     HttpSource,
     ImageSource,
     Mkdir,
@@ -56,6 +58,8 @@ from polyarch.worker.local.filecopy import (
     select_sources,
     write_file,
 )
+from polyarch.worker.local.git import check_commit, checkout, git_env, resolve_commit
+from polyarch.worker.local.mounts import Agents, CacheMounts, SecretSource
 from polyarch.worker.local.run import RunSettings, run_exec
 from polyarch.worker.local.snapshots import SnapshotStore, stacked
 
@@ -68,6 +72,16 @@ class BuildSession:
     contexts: Mapping[str, Path] = field(default_factory=dict)
     run: RunSettings = field(default_factory=RunSettings)
     source_date_epoch: int | None = None
+    secrets: Mapping[str, SecretSource] = field(default_factory=dict)
+    agents: Agents = field(default_factory=Agents)
+
+
+class RemoteLayers(Protocol):
+    """Layers held elsewhere (an imported cache), fetched into the store when needed."""
+
+    def has(self, digest: Digest) -> bool: ...
+
+    def fetch(self, digest: Digest) -> None: ...
 
 
 class LocalWorker:
@@ -79,8 +93,10 @@ class LocalWorker:
         *,
         executor: Executor | None = None,
         on_note: Callable[[str], None] | None = None,
+        remote: RemoteLayers | None = None,
     ) -> None:
         self.workspace = workspace
+        self.remote = remote  # layers an imported cache can fetch
         self.session = session
         self.machine = machine
         self.layout = workspace.layout
@@ -96,6 +112,17 @@ class LocalWorker:
         self._matchers: dict[tuple[str, ...], IgnoreMatcher | None] = {}
         self.contexts = ContextHasher(workspace.file_digests)
         self._seccomp: dict[str, Any] | None = None
+        self.cache_mounts = CacheMounts(workspace.cache_mounts)
+        self._git: dict[str, tuple[GitSource, str]] = {}  # context name -> (source, commit)
+        self._git_trees: dict[str, Path] = {}
+        self._git_lock = threading.Lock()
+        self._git_work: Path | None = None
+
+    def close(self) -> None:
+        """Remove what this build fetched (git checkouts)."""
+        if self._git_work is not None:
+            shutil.rmtree(self._git_work, ignore_errors=True)
+            self._git_work = None
 
     @property
     def executor(self) -> Executor:
@@ -133,8 +160,57 @@ class LocalWorker:
                     digest = self.contexts.digest(confined, selected, matcher)
             except CopyError as exc:
                 raise StepError(str(exc)) from None
+            except OSError as exc:
+                raise StepError(f"build context {op.name!r} ({root}): {exc.strerror}") from None
             return Result("context:" + digest, context=op)
+        if isinstance(op, GitSource):
+            return self._git_source(op)
         raise StepError(f"{type(op).__name__} sources are not supported by this worker")
+
+    def _git_env(self) -> dict[str, str]:
+        return git_env(self.session.agents.socket("default"))
+
+    def _git_source(self, op: GitSource) -> Result:
+        """A git source is known by the commit its ref names now (asked on every build); its
+        tree is fetched only when a step that is not cached reads it."""
+        where = f"{op.remote}#{op.ref}" if op.ref else op.remote
+        commit = resolve_commit(op.remote, op.ref, self._git_env())
+        identity = json.dumps([op.remote, commit or op.ref, op.subdir, op.keep_git_dir,
+                               op.submodules])  # fmt: skip
+        name = "git:" + hashlib.sha256(identity.encode()).hexdigest()
+        with self._git_lock:
+            self._git[name] = (op, commit)
+        if not commit:  # a commit prefix: only a fetch tells which commit it is
+            self._git_tree(name)
+            commit = self._git[name][1]
+        check_commit(commit, op.checksum, where)
+        key = hashlib.sha256(json.dumps([commit, op.subdir, op.keep_git_dir,
+                                         op.submodules]).encode()).hexdigest()  # fmt: skip
+        return Result("git:" + key, context=ContextSource(name, ("/",)))
+
+    def _git_tree(self, name: str) -> Path:
+        with self._git_lock:
+            tree = self._git_trees.get(name)
+            if tree is not None:
+                return tree
+            op, commit = self._git[name]
+            if self._git_work is None:
+                self._git_work = Path(tempfile.mkdtemp(dir=self.work, prefix="git-"))
+            into = self._git_work / name.removeprefix("git:")[:32]
+            try:
+                actual = checkout(
+                    op.remote, op.ref, commit, into, self._git_env(),
+                    keep_git_dir=op.keep_git_dir, submodules=op.submodules,
+                )  # fmt: skip
+            except BaseException:
+                shutil.rmtree(into, ignore_errors=True)  # a later try starts afresh
+                raise
+            self._git[name] = (op, actual)
+            tree = into / op.subdir if op.subdir else into
+            if not tree.is_dir() or not tree.resolve().is_relative_to(into.resolve()):
+                raise StepError(f"{op.remote}: no directory {op.subdir!r} at {actual[:12]}")
+            self._git_trees[name] = tree
+            return tree
 
     def _image(self, vertex: Vertex, op: ImageSource) -> Result:
         if not op.digest:
@@ -165,6 +241,8 @@ class LocalWorker:
                       config.created or "")  # fmt: skip
 
     def _context_root(self, op: ContextSource) -> Path:
+        if op.name.startswith("git:") and op.name in self._git:
+            return self._git_tree(op.name)
         root = self.session.contexts.get(op.name)
         if root is None:
             raise StepError(f"no build context named {op.name!r} was given")
@@ -179,7 +257,17 @@ class LocalWorker:
             return self._matchers[patterns]
 
     def load(self, layer: LayerRef) -> bool:
-        return self.blobs.has(layer.digest, layer.size)
+        """Whether the layer is here, or an imported cache can fetch it when needed."""
+        if self.blobs.has(layer.digest, layer.size):
+            return True
+        return self.remote is not None and self.remote.has(layer.digest)
+
+    def ensure(self, layers: Sequence[LayerRef]) -> None:
+        """Fetch the layers that an imported cache holds and the store does not (verified;
+        a layer that does not match is an `UnusableCacheEntry`)."""
+        for layer in layers:
+            if not self.blobs.has(layer.digest, layer.size) and self.remote is not None:
+                self.remote.fetch(layer.digest)
 
     # steps ---------------------------------------------------------------------------------
 
@@ -209,6 +297,7 @@ class LocalWorker:
         self, layers: Sequence[LayerRef], upper: Path, workdir: Path, merged: Path
     ) -> Iterator[None]:
         """The layers' filesystem at `merged`, changes landing in `upper` (overlay form)."""
+        self.ensure(layers)
         with stacked(
             self.snapshots,
             list(layers),

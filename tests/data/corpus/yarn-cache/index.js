@@ -1,0 +1,1 @@
+console.log("yarn" + require("left-pad")("ok", 4, "."));

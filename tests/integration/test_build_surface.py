@@ -1,0 +1,132 @@
+"""buildx's flag surface on `polyarch build`, checked before anything runs: outputs parsed
+strictly (and honoured), --iidfile, -q, BUILDKIT_PROGRESS, the emulator pre-flight check."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.integration.test_build import write_context
+from tests.registry_server import RunningRegistry
+
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("runc") or not shutil.which("mmdebstrap"),
+    reason="building needs root, runc and mmdebstrap (tools/dev setup installs them)",
+)
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "polyarch", *args], capture_output=True,
+                          text=True, timeout=600, env=env)  # fmt: skip
+
+
+def tags(registry: RunningRegistry, repository: str) -> list[str]:
+    resp = httpx.get(f"http://{registry.host}/v2/{repository}/tags/list")
+    return sorted(resp.json().get("tags") or []) if resp.status_code == 200 else []
+
+
+def test_outputs_are_honoured_or_refused(
+    base: str, registry: RunningRegistry, tmp_path: Path
+) -> None:
+    ctx = write_context(tmp_path / "ctx", f"FROM {base}\nRUN echo hi > /hi\n", {})
+    root = str(tmp_path / "root")
+    # buildx's way to push: type=image,push=true (it was accepted and ignored before).
+    image_ref = registry.ref("surface/image:1")
+    done = run("build", "--root", root, "-t", image_ref, "-o", "type=image,push=true", str(ctx))
+    assert done.returncode == 0, done.stderr
+    assert tags(registry, "surface/image") == ["1"]
+    # type=registry,name=... pushes to the name given, with no -t.
+    named = registry.ref("surface/named:2")
+    done = run("build", "--root", root, "-o", f"type=registry,name={named}", str(ctx))
+    assert done.returncode == 0, done.stderr
+    assert tags(registry, "surface/named") == ["2"]
+    # push-by-digest: the image is in the registry, no tag moved (the CI-matrix path).
+    iid = tmp_path / "iid"
+    done = run("build", "--root", root, "--iidfile", str(iid), "-o",
+               f"type=registry,name={registry.ref('surface/bydigest')},push-by-digest=true",
+               str(ctx))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    digest = iid.read_text()
+    assert digest.startswith("sha256:")
+    assert tags(registry, "surface/bydigest") == []
+    resp = httpx.head(f"http://{registry.host}/v2/surface/bydigest/manifests/{digest}",
+                      headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})  # fmt: skip
+    assert resp.status_code == 200
+    # -q prints the digest alone.
+    quiet = run("build", "--root", root, "-q", str(ctx))
+    assert quiet.returncode == 0 and quiet.stdout.strip() == digest and quiet.stderr == ""
+    # A tag kept locally says how to push it.
+    kept = run("build", "--root", root, "-t", registry.ref("surface/kept:1"), str(ctx))
+    assert "polyarch push" in kept.stderr
+
+
+@pytest.mark.parametrize(
+    ("output", "message"),
+    [
+        ("type=image,push=true,bogus=1", "not bogus"),
+        ("type=registry,compression=zstd", "gzip layers only"),
+        ("out-dir", "path shorthand"),
+        ("type=local,dest=x", "type=local"),
+        ("type=oci", "needs dest=PATH"),
+        ("type=oci,dest=x,tar=true", "tar=false"),
+        ("type=nope", "type must be"),
+        ("type=registry", "pushing needs a name"),
+    ],
+)
+def test_bad_outputs_fail_before_anything_runs(
+    base: str, tmp_path: Path, output: str, message: str
+) -> None:
+    ctx = write_context(tmp_path / "ctx", f"FROM {base}\nRUN true\n", {})
+    done = run("build", "--root", str(tmp_path / "root"), "--progress", "plain", "-o", output,
+               str(ctx))  # fmt: skip
+    assert done.returncode != 0
+    assert message in done.stderr, done.stderr
+    assert "resolve" not in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_platform_without_an_emulator_is_named_before_any_pull(base: str, tmp_path: Path) -> None:
+    from polyarch.platform import Platform
+    from polyarch.runtime import binfmt
+
+    registered = binfmt.registered(Platform.parse("linux/amd64"))
+    missing = [p for p in ("linux/ppc64le", "linux/riscv64") if Platform.parse(p) not in registered]
+    if not missing:
+        pytest.skip("every platform has an emulator here")
+    ctx = write_context(tmp_path / "ctx", f"FROM {base}\nRUN true\n", {})
+    done = run("build", "--root", str(tmp_path / "root"), "--progress", "plain", "--platform",
+               missing[0], str(ctx))  # fmt: skip
+    assert done.returncode == 1
+    assert f"{missing[0]} needs QEMU" in done.stderr
+    assert f"polyarch emulators install --platform {missing[0]}" in done.stderr
+    assert "Dockerfile:2" in done.stderr and "resolve" not in done.stderr
+
+
+def test_buildkit_progress_selects_json(base: str, tmp_path: Path) -> None:
+    ctx = write_context(tmp_path / "ctx", f"FROM {base}\nRUN echo x\n", {})
+    done = run("build", "--root", str(tmp_path / "root"), str(ctx),
+               env={**os.environ, "BUILDKIT_PROGRESS": "json"})  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    events = [json.loads(line) for line in done.stderr.splitlines() if line.strip()]
+    assert any(e["event"] == "done" and e.get("cache") == "run" for e in events)
+
+
+def test_trace_has_a_slice_per_step(base: str, tmp_path: Path) -> None:
+    ctx = write_context(tmp_path / "ctx", f"FROM {base}\nRUN sleep 0.3\nRUN echo two\n", {})
+    trace = tmp_path / "trace.json"
+    done = run("build", "--root", str(tmp_path / "root"), "--trace", str(trace), str(ctx))
+    assert done.returncode == 0, done.stderr
+    events = json.loads(trace.read_text())["traceEvents"]
+    names = {e["args"]["name"] for e in events if e["name"] == "process_name"}
+    assert "linux/amd64" in names
+    runs = [e for e in events if e["ph"] == "X" and e["name"].startswith("RUN ")]
+    assert sorted(e["name"] for e in runs) == ["RUN echo two", "RUN sleep 0.3"]
+    assert all(e["args"]["cache"] == "run" for e in runs)
+    assert next(e for e in runs if e["name"] == "RUN sleep 0.3")["dur"] >= 300_000
+    assert any(e["ph"] == "X" and e["name"].startswith("resolve ") for e in events)
