@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
+import json
 import os
 import platform as _host
 import stat
@@ -17,12 +18,13 @@ from typing import TYPE_CHECKING
 
 import platformdirs
 
-from polyarch.errors import DockerfileError, UsageError
+from polyarch.errors import DockerfileError, NotFoundError, PolyarchError, UsageError
 from polyarch.export import write_docker_archive
 from polyarch.frontend.convert import ConvertRequest, NamedContext, convert
 from polyarch.frontend.dockerfile import Dockerfile, ParseResult, build, parse
 from polyarch.frontend.gitref import parse_git_ref
 from polyarch.graph.model import BuildGraph
+from polyarch.image.annotations import parse_annotations
 from polyarch.oci.models import (
     Descriptor,
     Document,
@@ -214,6 +216,51 @@ class Session:
         )
 
 
+def index_sources(dst: str, srcs: Sequence[str], metadata_files: Sequence[Path] = ()) -> list[str]:
+    """The images `index create DST` assembles: each SRC as given, a bare `sha256:...` meaning
+    that digest in DST's repository, and the image each `--metadata-file` of a single-platform
+    build names (`image.name` and `containerimage.digest`: the CI-matrix path, one runner per
+    platform pushing by digest)."""
+    target = parse_location(dst)
+    out: list[str] = []
+    for src in srcs:
+        if src.startswith("sha256:"):
+            if isinstance(target, LayoutLocation):
+                raise UsageError(f"{src}: a bare digest needs a registry DST, not {dst}")
+            out.append(f"{target.name}@{src}")
+        else:
+            out.append(src)
+    for path in metadata_files:
+        out.append(_metadata_source(path, target))
+    if not out:
+        raise UsageError("index create needs at least one SRC or --from-metadata FILE")
+    return out
+
+
+def _metadata_source(path: Path, target: Location) -> str:
+    try:
+        data = json.loads(path.read_text())
+    except OSError as exc:
+        raise UsageError(f"{path}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise UsageError(f"{path}: not JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"{path}: not a build metadata file (want a JSON object)")
+    digest, names = data.get("containerimage.digest"), data.get("image.name")
+    if not isinstance(digest, str) or not isinstance(names, str) or not names:
+        raise UsageError(f"{path}: no containerimage.digest and image.name (write it with "
+                         "`polyarch build --push ... --metadata-file FILE`)")  # fmt: skip
+    candidates = []
+    for name in names.split(","):
+        try:
+            candidates.append(Reference.parse(name.strip(), default_tag=None))
+        except PolyarchError as exc:
+            raise UsageError(f"{path}: image.name {name!r}: {exc}") from None
+    same = [c for c in candidates if isinstance(target, Reference) and c.name == target.name]
+    chosen = (same or candidates)[0]
+    return f"{chosen.name}@{digest}"
+
+
 def default_root() -> Path:
     """Where polyarch keeps its store, cache and snapshots: `POLYARCH_ROOT`, else the
     platform's data directory (as root: /var/lib/polyarch)."""
@@ -365,6 +412,8 @@ class BuildOptions:
     cache_from: tuple[str, ...] = ()  # --cache-from type=registry,ref=REF | type=local,src=DIR
     cache_to: str | None = None  # --cache-to type=registry,ref=REF[,mode=max] | type=local,...
     mirrors: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # REGISTRY -> mirrors
+    step_timeout: float | None = None  # seconds a RUN step may take before it is stopped
+    annotations: tuple[str, ...] = ()  # --annotation [LEVEL[,LEVEL][[PLATFORM]]:]KEY=VALUE
 
 
 @dataclass(frozen=True, slots=True)
@@ -409,6 +458,10 @@ def build_image(
         if output.get("type") == "docker" and len(options.platforms) > 1:
             raise UsageError("--output type=docker holds one platform (docker load takes no "
                              "index); build one --platform, or use type=oci,dest=DIR")  # fmt: skip
+    annotations = parse_annotations(options.annotations)
+    if len(options.platforms) < 2 and any(a.level != "manifest" for a in annotations):
+        raise UsageError("index and manifest-descriptor annotations need an index: build two "
+                         "or more platforms, or annotate the manifest")  # fmt: skip
     machine = machine_platform()
     args = dict(options.build_args)
     epoch_text = args.get("SOURCE_DATE_EPOCH") or os.environ.get("SOURCE_DATE_EPOCH")
@@ -436,6 +489,7 @@ def build_image(
             {s.id: s for s in map(parse_ssh, options.ssh)}, contexts, context_dirs,
             tuple(parse_cache_spec(c, export=False) for c in options.cache_from),
             parse_cache_spec(options.cache_to, export=True) if options.cache_to else None,
+            options.step_timeout, annotations,
         )  # fmt: skip
         result = builder.build(request)
     names = [str(r) for r in refs] or [str(result.descriptor.digest)]
@@ -645,7 +699,30 @@ def verify_image(
     with workspace.exclusive():  # what clean removes is not under a running image
         verifier = Verifier(session.source(location), worker, machine, note=note,
                             arch_check=arch_check)  # fmt: skip
-        return verifier.verify(platforms, run, jobs=jobs)
+        try:
+            return verifier.verify(platforms, run, jobs=jobs)
+        except NotFoundError as exc:
+            local = _kept_locally(location, root or default_root())
+            if local is None:
+                raise
+            raise NotFoundError(f"{exc.message}; {local} exists only in the local store: push "
+                                f"it with `polyarch push {local}` first", status=exc.status,
+                                code=exc.code, reference=exc.reference) from None  # fmt: skip
+
+
+def _kept_locally(location: str, root: Path) -> str | None:
+    """The local store's name for `location`, when it keeps an image by that name."""
+    try:
+        wanted = str(Reference.parse(location))
+    except PolyarchError:
+        return None
+    for image in local_images(root):
+        try:
+            if str(Reference.parse(image.name)) == wanted:
+                return image.name
+        except PolyarchError:
+            continue  # a digest, or a name that is not a reference
+    return None
 
 
 def clean_images(repository: str, root: Path | None = None) -> PruneReport:

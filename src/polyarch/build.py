@@ -24,6 +24,7 @@ from polyarch.frontend.dockerfile import Dockerfile, read_patterns
 from polyarch.frontend.dockerfile.ignore import ignore_file_for
 from polyarch.graph.model import BuildGraph, OnceCheck, Vertex
 from polyarch.graph.ops import ExecOp, ImageSource, SecretMount, SshMount
+from polyarch.image.annotations import Annotation
 from polyarch.image.assemble import image_config, timestamp, write_image, write_index
 from polyarch.oci import mediatypes as mt
 from polyarch.oci.config import ImageConfig
@@ -76,6 +77,8 @@ class BuildRequest:
     context_dirs: Mapping[str, Path] = field(default_factory=dict)  # the local ones' paths
     cache_from: tuple[CacheSpec, ...] = ()  # --cache-from
     cache_to: CacheSpec | None = None  # --cache-to
+    step_timeout: float | None = None  # seconds a RUN step may take (--step-timeout)
+    annotations: tuple[Annotation, ...] = ()  # --annotation
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,8 +219,9 @@ class Builder:
         now = timestamp(epoch)
         agents = Agents(dict(request.ssh))
         session = BuildSession(
-            {"context": request.context, **request.context_dirs}, RunSettings(request.ca_certs),
-            epoch, dict(request.secrets), agents,
+            {"context": request.context, **request.context_dirs},
+            RunSettings(request.ca_certs, request.step_timeout), epoch,
+            dict(request.secrets), agents,
         )  # fmt: skip
         imported = self._import_caches(request.cache_from)
         cache: CacheBackend = self.cache if imported is None else ChainedCache(self.cache, imported)
@@ -228,8 +232,15 @@ class Builder:
         )  # fmt: skip
         solvers: list[Solver] = []
 
+        told: set[str] = set()
+
         def make(per_platform: frozenset[str]) -> BuildGraph:
-            return convert(dataclasses.replace(base, images=images, per_platform=per_platform))
+            graph = convert(dataclasses.replace(base, images=images, per_platform=per_platform))
+            for warning in map(str, graph.warnings):  # told now, repeated when the build ends
+                if warning not in told:
+                    told.add(warning)
+                    self.progress(Event("note", "", "warning", text=warning))
+            return graph
 
         def solve(graph: BuildGraph) -> SolveReport:
             solver = Solver(
@@ -272,13 +283,14 @@ class Builder:
         for platform in request.platforms:
             spec = graph.images[platform]
             config = image_config(spec, solver.result, now=now, epoch=epoch)
-            descriptor = write_image(self.layout, spec, config, solver.result(spec.result))
+            descriptor = write_image(self.layout, spec, config, solver.result(spec.result),
+                                     request.annotations)  # fmt: skip
             manifests[platform] = descriptor
             size = sum(layer.size for layer in solver.result(spec.result).layers)
             platform_images.append(
                 PlatformImage(platform, descriptor, size + len(config.to_bytes()))
             )
-        top = write_index(self.layout, manifests)
+        top = write_index(self.layout, manifests, request.annotations)
         exported = None
         if request.cache_to is not None:
             keys = report.used_keys if request.cache_to.mode == "max" else frozenset(

@@ -13,6 +13,7 @@
     secrets = ["id=npmrc,src=.npmrc"]  # --secret (paths relative to the file)
     ssh = ["default"]                  # --ssh
     trace = "build-trace.json"         # --trace: the build as a Chrome trace
+    step_timeout = "30m"               # --step-timeout: stop a RUN step that runs longer
     [build.args]                       # --build-arg (proxy ARGs go here too)
     NODE_ENV = "production"
     [build.cache]                      # --cache-from (a list), --cache-to
@@ -63,6 +64,7 @@ _SCHEMA: Final[dict[str, dict[str, type | tuple[type, ...]]]] = {
         "contexts": dict,
         "cache": dict,
         "trace": str,
+        "step_timeout": str,
     },
     "registries": {"insecure": list, "mirrors": dict},
     "verify": {"http": list, "run": str, "timeout": int},
@@ -83,6 +85,7 @@ DEFAULTS: Final[dict[str, Any]] = {
     "build.contexts": {},
     "build.cache": {},
     "build.trace": "",
+    "build.step_timeout": "",
     "registries.insecure": [],
     "registries.mirrors": {},
     "verify.http": [],

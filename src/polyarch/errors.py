@@ -146,13 +146,24 @@ class BuildError(PolyarchError):
     """A build that failed: names the step's `file:line` (and its stage and platform)."""
 
     def __init__(
-        self, message: str, *, location: str = "", stage: str = "", platform: str = ""
+        self,
+        message: str,
+        *,
+        location: str = "",
+        stage: str = "",
+        platform: str = "",
+        others: tuple[BuildError, ...] = (),
     ) -> None:
         self.message = message
         self.location = location
         self.stage = stage
         self.platform = platform
+        self.others = others  # the other steps that failed in the same build (other platforms)
         super().__init__(f"{location}: {message}" if location else message)
+
+    def with_others(self, others: tuple[BuildError, ...]) -> BuildError:
+        return BuildError(self.message, location=self.location, stage=self.stage,
+                          platform=self.platform, others=others)  # fmt: skip
 
 
 class LayerError(PolyarchError):

@@ -7,7 +7,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-EventKind = Literal["start", "log", "cached", "done", "error", "note"]
+# start: a step (or a pull, an export) began; waiting / running: a step waits for a slot (or
+# a base) and then gets it, its own time counting from there; log: a line of its output;
+# cached / done / error: how it ended; note: something to know, for the step or the build.
+EventKind = Literal["start", "waiting", "running", "log", "cached", "done", "error", "note"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +25,7 @@ class Event:
     at: float = field(default_factory=time.time)
     cache: str = ""  # a step's outcome: "local" or "imported" (a cache hit), "run"
     emulated: bool = False  # a step run under emulation
+    position: str = ""  # the step's place in its stage, "3/7"
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -40,6 +44,8 @@ class Event:
             out["cache"] = self.cache
         if self.emulated:
             out["emulated"] = True
+        if self.position:
+            out["position"] = self.position
         return out
 
 

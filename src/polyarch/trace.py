@@ -55,14 +55,20 @@ class TraceRecorder:
             return int((at - origin) * 1_000_000)
 
         started: dict[str, Event] = {}
+        running: dict[str, float] = {}  # when a step that waited for a slot got it
         for event in events:
             name = event.step or event.description
             pid, tid = where(event)
             if event.kind == "start":
                 started[name] = event
+            elif event.kind == "running" and name in started:
+                running[name] = event.at
             elif event.kind in ("done", "error") and name in started:
                 begin = started.pop(name)
+                at = running.pop(name, begin.at)
                 args: dict[str, Any] = {"cache": event.cache or "run", "stage": event.stage}
+                if at - begin.at >= 0.001:
+                    args["waited_s"] = round(at - begin.at, 3)  # for a slot: not its own time
                 if event.emulated or begin.emulated:
                     args["emulated"] = True
                 if event.kind == "error":
@@ -70,8 +76,8 @@ class TraceRecorder:
                 elif event.text:
                     args["detail"] = event.text
                 out.append({"name": event.description, "cat": "step" if event.step else "io",
-                            "ph": "X", "ts": micro(begin.at),
-                            "dur": max(1, micro(event.at) - micro(begin.at)), "pid": pid,
+                            "ph": "X", "ts": micro(at),
+                            "dur": max(1, micro(event.at) - micro(at)), "pid": pid,
                             "tid": tid, "args": args})  # fmt: skip
             elif event.kind == "cached":
                 hit: dict[str, Any] = {"cache": event.cache or "local", "stage": event.stage}

@@ -411,7 +411,7 @@ def test_independent_stages_run_in_parallel(base: str, root: Path, tmp_path: Pat
     events = [json.loads(line) for line in result.stderr.splitlines()]
     spans = {}
     for e in events:
-        if e["description"].startswith("RUN sleep 2"):
+        if str(e.get("description", "")).startswith("RUN sleep 2"):
             spans.setdefault(e["stage"], {})[e["event"]] = e["time"]
     left, right = spans["left"], spans["right"]
     # Each started before the other finished: they ran at the same time.

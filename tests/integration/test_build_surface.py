@@ -65,6 +65,13 @@ def test_outputs_are_honoured_or_refused(
     # A tag kept locally says how to push it.
     kept = run("build", "--root", root, "-t", registry.ref("surface/kept:1"), str(ctx))
     assert "polyarch push" in kept.stderr
+    # verify of that tag says it exists only here, and how to push it.
+    verified = run("verify", "--root", root, "--no-run", registry.ref("surface/kept:1"))
+    assert verified.returncode == 1
+    assert (
+        f"exists only in the local store: push it with `polyarch push "
+        f"{registry.ref('surface/kept:1')}`" in verified.stderr
+    )
 
 
 @pytest.mark.parametrize(

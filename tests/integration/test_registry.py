@@ -198,6 +198,7 @@ def test_tls_registry_with_basic_auth(
     no_auth = polyarch("--certs-dir", str(secure_registry.certs_dir), "inspect", ref, check=False)
     assert no_auth.returncode == 1
     assert b"HTTP 401" in no_auth.stderr and b"docker login" in no_auth.stderr
+    assert b"no credentials for" in no_auth.stderr
     no_ca = polyarch("--authfile", str(secure_registry.authfile), "inspect", ref, check=False)
     assert no_ca.returncode == 1
     assert b"not trusted" in no_ca.stderr
@@ -216,6 +217,8 @@ def test_tls_registry_with_basic_auth(
     )
     assert wrong.returncode == 1 and b"HTTP 401" in wrong.stderr
     assert b"wrong" not in wrong.stderr
+    # Rejected credentials are told from missing ones, naming where they came from.
+    assert b"rejected the credentials for user 'builder' from " + str(bad).encode() in wrong.stderr
 
 
 def test_tls_auth_errors_in_the_api(secure_registry: RunningRegistry) -> None:

@@ -57,14 +57,20 @@ def test_plan_text_and_json(project: Path) -> None:
         ("FROM a\nRUN\n", "Dockerfile:2: RUN requires at least one argument"),
     ],
 )
-def test_errors_are_one_line_without_traceback(tmp_path: Path, text: str, expected: str) -> None:
+def test_errors_name_the_line_and_show_it(tmp_path: Path, text: str, expected: str) -> None:
     (tmp_path / "Dockerfile").write_text(text)
+    line = int(expected.split(":")[1])
     for command in ("parse", "plan"):
         result = polyarch(command, str(tmp_path))
         assert result.returncode == 1
         assert "Traceback" not in result.stderr
-        assert expected in result.stderr
-        assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
+        first, *rest = result.stderr.splitlines()
+        assert first.startswith("error: ") and expected in first
+        # Then the Dockerfile around it, the failing line marked, as buildx shows it.
+        marked = [r for r in rest if ">>>" in r]
+        assert len(marked) == 1
+        assert marked[0].split("|")[0].strip() == str(line)
+        assert text.splitlines()[line - 1] in marked[0]
 
 
 def test_missing_dockerfile(tmp_path: Path) -> None:

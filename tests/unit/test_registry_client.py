@@ -496,6 +496,19 @@ def test_wrong_password_is_an_authentication_error() -> None:
     assert "wrong" not in str(info.value)
 
 
+def test_rejected_basic_credentials_are_told_from_missing_ones() -> None:
+    registry = FakeRegistry(auth="basic")
+    seed_image(registry)
+    client, _ = make_client(registry, {"reg.test": Credential("alice", "wrong", source="a.json")})
+    with pytest.raises(AuthenticationError, match=r"rejected the credentials for user 'alice' "
+                       r"from a\.json") as info:  # fmt: skip
+        client.get_manifest(ref())
+    assert "wrong" not in str(info.value) and "docker login" not in str(info.value)
+    anonymous, _ = make_client(registry)
+    with pytest.raises(AuthenticationError, match=r"no credentials for reg\.test were found"):
+        anonymous.get_manifest(ref())
+
+
 def test_anonymous_push_is_refused_with_advice() -> None:
     registry = FakeRegistry(auth="bearer")
     manifest = seed_image(registry)

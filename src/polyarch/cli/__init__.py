@@ -5,6 +5,7 @@ Exit codes: 0 success, 1 an error polyarch explains, 2 a usage error, 130 interr
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import os
@@ -24,16 +25,19 @@ from polyarch.api import (
     IndexSummary,
     RegistryOptions,
     default_root,
+    index_sources,
     local_images,
     machine_platform,
     plan_build,
     read_dockerfile,
 )
-from polyarch.cli import project
+from polyarch.cli import failure, project
 from polyarch.cli.common import (
     Globals,
     descriptor_json,
     dockerfile_option,
+    echo_json,
+    format_option,
     globals_of,
     human,
     open_session,
@@ -242,17 +246,36 @@ def index() -> None:
 
 @index.command("create")
 @click.argument("dst")
-@click.argument("srcs", nargs=-1, required=True)
-@click.option("--annotation", "annotations", multiple=True, metavar="KEY=VALUE")
+@click.argument("srcs", nargs=-1)
+@click.option("--from-metadata", "metadata", multiple=True, metavar="FILE",
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="Add the image a build's --metadata-file names (repeatable): the CI-matrix "
+              "path, one runner per platform building with push-by-digest.")  # fmt: skip
+@click.option("--annotation", "annotations", multiple=True, metavar="KEY=VALUE",
+              help="An annotation on the index (repeatable).")  # fmt: skip
 @click.option("--jobs", "-j", type=click.IntRange(1, 64), default=8, show_default=True)
 @click.pass_context
 def index_create(
-    ctx: click.Context, dst: str, srcs: tuple[str, ...], annotations: tuple[str, ...], jobs: int
+    ctx: click.Context,
+    dst: str,
+    srcs: tuple[str, ...],
+    metadata: tuple[Path, ...],
+    annotations: tuple[str, ...],
+    jobs: int,
 ) -> None:
-    """Assemble one index at DST from single-platform images (and indexes) SRC..."""
+    """Assemble one index at DST from single-platform images (and indexes) SRC...
+
+    A SRC is a reference, oci:DIR[:NAME], or a bare sha256:... digest in DST's repository.
+
+    \b
+    Example (after one `polyarch build --platform P -o type=registry,name=REPO,push-by-digest=true
+    --metadata-file P.json` per runner):
+      polyarch index create REPO:1.2.3 --from-metadata amd64.json --from-metadata arm64.json
+    """
     pairs = parse_pairs(annotations, "--annotation")
+    sources = index_sources(dst, srcs, metadata)
     session = open_session(ctx)
-    report = session.create_index(dst, srcs, annotations=pairs or None, jobs=jobs)
+    report = session.create_index(dst, sources, annotations=pairs or None, jobs=jobs)
     click.echo(_report_line("index pushed to", report))
 
 
@@ -413,8 +436,14 @@ def _mount_text(mount: Mount) -> str:
 
 @cli.command("images")
 @root_option
-def images_command(root: Path | None) -> None:
+@format_option
+def images_command(root: Path | None, fmt: str) -> None:
     """List the images kept in the local store."""
+    if fmt == "json":
+        echo_json([{"name": img.name, "digest": str(img.descriptor.digest),
+                    "mediaType": img.descriptor.media_type, "platforms": list(img.platforms),
+                    "size": img.size} for img in local_images(root or default_root())])  # fmt: skip
+        return
     rows = [
         [img.name, str(img.descriptor.digest)[:19], ",".join(img.platforms), human(img.size)]
         for img in local_images(root or default_root())
@@ -429,16 +458,22 @@ def images_command(root: Path | None) -> None:
 @click.option(
     "--platform", "platforms", multiple=True, help="Platforms to show (default: common ones)."
 )
+@format_option
 @click.pass_context
-def emulators(ctx: click.Context, platforms: tuple[str, ...]) -> None:
+def emulators(ctx: click.Context, platforms: tuple[str, ...], fmt: str) -> None:
     """Show, per platform: native, emulated (qemu binary, F flag) or missing."""
     if ctx.invoked_subcommand is not None:
         return
     machine = machine_platform()
     wanted = parse_platforms(platforms) or Platform.parse_list([COMMON_PLATFORMS])
     rows = []
+    found = []
     for platform in wanted:
         status = binfmt.status(platform, machine)
+        found.append({"platform": str(platform), "state": status.kind,
+                      "interpreter": status.handler.interpreter if status.handler else None,
+                      "fix_binary": status.fix_binary,
+                      "installable": status.available is not None})  # fmt: skip
         if status.kind == "native":
             detail = "this machine"
         elif status.handler is not None:
@@ -451,6 +486,9 @@ def emulators(ctx: click.Context, platforms: tuple[str, ...]) -> None:
                 else ("apt-get install qemu-user-static")
             )
         rows.append([str(platform), status.kind, detail])
+    if fmt == "json":
+        echo_json(found)
+        return
     click.echo(table(["PLATFORM", "STATE", "DETAIL"], rows))
 
 
@@ -497,9 +535,14 @@ def emulators_install(platforms: tuple[str, ...]) -> None:
     help="Registries to check (default: image.registry in polyarch.toml).",
 )
 @root_option
+@format_option
 @click.pass_context
 def doctor_command(
-    ctx: click.Context, platforms: tuple[str, ...], hosts: tuple[str, ...], root: Path | None
+    ctx: click.Context,
+    platforms: tuple[str, ...],
+    hosts: tuple[str, ...],
+    root: Path | None,
+    fmt: str,
 ) -> None:
     """Check this machine for building (each problem with its fix); non-zero when something
     needed is missing."""
@@ -514,6 +557,11 @@ def doctor_command(
               doctor.disk(root or default_root()), doctor.clock()]  # fmt: skip
     if hosts:
         checks += doctor.registries(hosts, open_session(ctx).client)
+    if fmt == "json":
+        echo_json([dataclasses.asdict(check) for check in checks])
+        if any(c.level == "fail" for c in checks):
+            raise click.exceptions.Exit(1)
+        return
     marks = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL"}
     for check in checks:
         line = f"{marks[check.level]}  {check.name}: {check.detail}"
@@ -533,7 +581,10 @@ def _terminated(_signum: int, _frame: object) -> None:
 
 
 def _interrupted() -> NoReturn:
-    click.echo("interrupted", err=True)
+    if failure.state.json_progress:
+        click.echo(failure.fatal_json(KeyboardInterrupt("interrupted"), 130), err=True)
+    else:
+        click.echo("interrupted", err=True)
     sys.stderr.flush()
     sys.stdout.flush()
     # Running steps were told to stop and given a moment; a download still in a thread is
@@ -553,9 +604,20 @@ def _internal_error(exc: BaseException) -> NoReturn:
         where = f"details in {name}"
     except OSError:
         where = "no log could be written"
-    click.echo(f"internal error: {exc.__class__.__name__}: {exc} ({where}; please report it)",
-               err=True)  # fmt: skip
+    line = f"internal error: {exc.__class__.__name__}: {exc} ({where}; please report it)"
+    if failure.state.json_progress:
+        click.echo(failure.fatal_json(RuntimeError(line), 70), err=True)
+    else:
+        click.echo(line, err=True)
     sys.exit(70)
+
+
+def _failed(exc: PolyarchError, status: int) -> NoReturn:
+    if failure.state.json_progress:
+        click.echo(failure.fatal_json(exc, status), err=True)
+    else:
+        click.echo("\n".join(failure.text_lines(exc)), err=True)
+    sys.exit(status)
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
@@ -576,11 +638,9 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except UsageError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+        _failed(exc, 2)
     except PolyarchError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(1)
+        _failed(exc, 1)
     except KeyboardInterrupt:
         _interrupted()
     except OSError as exc:

@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from polyarch.api import RegistryOptions, Session
+from polyarch.cli.failure import PROGRESS_SCHEMA_VERSION
 from polyarch.config import ProjectConfig, parse_config
 from polyarch.errors import UsageError
 from polyarch.oci.models import Descriptor
@@ -152,8 +153,11 @@ class Renderer:
             self._show(event)
 
     def _show(self, event: Any) -> None:
+        if self.mode != "json" and event.kind in ("waiting", "running"):
+            return  # the plain log shows no slot changes
         if self.mode == "json":
-            click.echo(json.dumps(event.to_json()), err=True)
+            click.echo(json.dumps({**event.to_json(), "version": PROGRESS_SCHEMA_VERSION}),
+                       err=True)  # fmt: skip
             return
         if event.step:
             n = self.numbers.setdefault(event.step, len(self.numbers) + 1)
@@ -275,3 +279,17 @@ def build_once_value(value: str) -> str | frozenset[str]:
     if value in ("auto", "off"):
         return value
     return frozenset(v.strip().lower() for v in value.split(",") if v.strip())
+
+
+format_option = click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="text for people, json for scripts (one JSON document on stdout).",
+)
+
+
+def echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False))

@@ -3,6 +3,7 @@ clean, config and version. Each reads `polyarch.toml` when there is one; flags o
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -26,11 +27,14 @@ from polyarch.api import (
     verify_image,
     workspace_usage,
 )
+from polyarch.cli import failure
 from polyarch.cli.common import (
     Globals,
     Renderer,
     build_once_value,
     ca_bundle,
+    echo_json,
+    format_option,
     globals_of,
     human,
     open_session,
@@ -78,6 +82,7 @@ def _renderer(ctx: click.Context, progress: str) -> tuple[Any, str]:
         mode = "tty" if sys.stderr.isatty() else "plain"
     if mode == "quiet":
         return silent, mode
+    failure.state.json_progress = mode == "json"
     if mode == "tty":
         from polyarch.progress_tty import LiveRenderer  # noqa: PLC0415 (rich only for terminals)
 
@@ -85,6 +90,44 @@ def _renderer(ctx: click.Context, progress: str) -> tuple[Any, str]:
         ctx.call_on_close(renderer.close)
         return renderer, mode
     return Renderer(mode), mode
+
+
+# buildx flags polyarch does not take, each with what to do instead (not "did you mean").
+_BUILDX_POINTERS = {
+    "--load": "there is no daemon to load into: write a docker archive with "
+    "`--output type=docker,dest=FILE` and run `docker load -i FILE` (one platform), or push",
+    "--sbom": "SBOM attestations are not made yet; polyarch writes no attestation manifests",
+    "--provenance": "provenance attestations are not made yet; polyarch writes no attestation "
+    "manifests",
+    "--attest": "attestations are not made yet; polyarch writes no attestation manifests",
+    "--builder": "builders (remote nodes) are not supported yet; polyarch builds on this "
+    "machine, emulating foreign platforms (see `polyarch emulators`)",
+}
+
+
+def _pointer(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    if isinstance(value, str) and value.lower() in ("false", "0", "disabled"):
+        return value  # `--provenance=false`: none is made, so it is honoured as asked
+    if value and param.opts:
+        raise UsageError(f"{param.opts[0]}: {_BUILDX_POINTERS[param.opts[0]]}")
+    return value
+
+
+def _pull_noted(_ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
+    if value:
+        click.echo("note: --pull: base images are always re-resolved from their registry "
+                   "(digests checked), so there is nothing more to pull", err=True)  # fmt: skip
+    return value
+
+
+def _buildx_flags(fn: Any) -> Any:
+    flags = [click.option("--pull", is_flag=True, hidden=True, expose_value=False,
+                          callback=_pull_noted)]  # fmt: skip
+    for flag in _BUILDX_POINTERS:
+        is_flag = flag == "--load"
+        flags.append(click.option(flag, is_flag=is_flag, hidden=True, expose_value=False,
+                                  callback=_pointer))  # fmt: skip
+    return _stacked(fn, flags)
 
 
 def _stacked(fn: Any, options: Sequence[Any]) -> Any:
@@ -151,6 +194,15 @@ def _build_options(fn: Any) -> Any:
                      help="Write the build as a Chrome trace (open it in Perfetto): a track "
                      "per platform and stage, a slice per step, pull and cache transfer. "
                      "Default: build.trace in polyarch.toml."),
+        click.option("--annotation", "annotations", multiple=True,
+                     metavar="[LEVEL[,LEVEL][[PLATFORM]]:]KEY=VALUE",
+                     help="Annotate the images, as buildx does (repeatable): LEVEL is manifest "
+                     "(the default), index or manifest-descriptor; e.g. "
+                     "index,manifest:org.opencontainers.image.source=URL."),
+        click.option("--step-timeout", "step_timeout", metavar="DURATION",
+                     help="Stop a RUN step that runs longer than this (e.g. 30m, 1h: a hung "
+                     "install under emulation) with an error naming the step and platform. "
+                     "Default: build.step_timeout in polyarch.toml, else none."),
         click.option("--build-context", "build_contexts", multiple=True, metavar="NAME=VALUE",
                      help="A named context for FROM, COPY --from and --mount from= "
                      "(repeatable): a directory, docker-image://REF, oci-layout://DIR[:TAG], "
@@ -277,6 +329,8 @@ def _build(
     cache_to: str | None = None,
     registry_mirrors: Sequence[str] = (),
     trace: Path | None = None,
+    step_timeout: str | None = None,
+    annotations: Sequence[str] = (),
     allow: Sequence[str] = (),
     named: bool = False,
     release_run: RunSpec | bool | None = False,
@@ -294,6 +348,7 @@ def _build(
             "build.target": target,
             "build.build_once": build_once,
             "build.ca_certs": ca_certs,
+            "build.step_timeout": step_timeout,
         },
     )
     # A CONTEXT given on the command line brings its own Dockerfile, as with docker build;
@@ -332,6 +387,10 @@ def _build(
         ssh=(*ssh_specs, *ssh),
         contexts=named_contexts,
         mirrors=_mirrors(settings["registries.mirrors"], registry_mirrors),
+        annotations=tuple(annotations),
+        step_timeout=parse_duration(settings["build.step_timeout"])
+        if settings["build.step_timeout"]
+        else None,
         cache_from=(*_config_caches(settings["build.cache"].get("from", []), base), *cache_from),
         cache_to=cache_to
         or _config_caches([settings["build.cache"].get("to", "")], base)[0]
@@ -342,16 +401,23 @@ def _build(
     trace_path = trace or (g.project_path(settings["build.trace"]) if settings["build.trace"]
                            else None)  # fmt: skip
     sink = TraceRecorder(renderer) if trace_path is not None else renderer
+    outcome = "FAILED"
     try:
         if release_run is False:
-            return build_image(session, options, progress=sink)
-        assert not isinstance(release_run, bool)
-        return release(session, options, release_run, progress=sink,
-                       note=lambda line: click.echo(f"note: {line}", err=True),
-                       arch_check=arch_check)  # fmt: skip
+            report: BuildReport | ReleaseResult = build_image(session, options, progress=sink)
+        else:
+            assert not isinstance(release_run, bool)
+            report = release(session, options, release_run, progress=sink,
+                             note=lambda line: click.echo(f"note: {line}", err=True),
+                             arch_check=arch_check)  # fmt: skip
+        outcome = "FINISHED"
+        return report
+    except KeyboardInterrupt:
+        outcome = "CANCELED"
+        raise
     finally:
         if mode == "tty":
-            renderer.close()  # the live view ends before anything else is printed
+            renderer.close(outcome)  # the live view ends before anything else is printed
         if isinstance(sink, TraceRecorder) and trace_path is not None:
             sink.write(trace_path)  # a failed build's trace too: where did it stop
 
@@ -362,6 +428,11 @@ def _build_lines(report: BuildReport) -> list[str]:
         f"built {report.digest} ({result.steps_run} steps run, {result.steps_cached} cached), "
         f"kept as {', '.join(report.names)}"
     ]
+    if len(result.images) > 1:  # a summary per platform
+        width = max(len(str(image.platform)) for image in result.images)
+        for image in result.images:
+            lines.append(f"  {image.platform!s:<{width}}  {image.descriptor.digest}  "
+                         f"{human(image.size)}")  # fmt: skip
     if result.steps_imported:
         lines.append(f"{result.steps_imported} of the cached steps came from an imported cache")
     if result.cache_export is not None:
@@ -400,6 +471,7 @@ def _build_lines(report: BuildReport) -> list[str]:
 )
 @click.option("-q", "--quiet", is_flag=True, help="No progress; print only the image digest.")
 @_build_options
+@_buildx_flags
 @click.argument("context", type=ContextArgument(), required=False)
 @click.pass_context
 def build_command(
@@ -421,10 +493,18 @@ def build_command(
         metadata_file.write_text(text + "\n", encoding="utf-8")
     if iidfile is not None:
         iidfile.write_text(report.digest, encoding="utf-8")
+    if failure.state.json_progress:  # the stream ends with the result, as JSON
+        result = {"event": "result", "version": failure.PROGRESS_SCHEMA_VERSION,
+                  "time": time.time(), "status": 0, **build_metadata(report)}  # fmt: skip
+        click.echo(json.dumps(result), err=True)
+        click.echo("\n".join(_build_lines(report)))  # stdout: the same lines as ever
+        return
     if quiet:
         click.echo(report.digest)
         return
     click.echo("\n".join(_build_lines(report)))
+    for warning in report.result.warnings:  # told during the build too; repeated to be seen
+        click.echo(f"warning: {warning}", err=True)
     pushed = any(o.kind == "registry" for o in report.outputs)
     remote = [n for n in report.names if not n.startswith("sha256:")]
     if remote and not pushed:
@@ -521,8 +601,8 @@ def _show_verify(report: VerifyReport, ran: bool) -> None:
     for problem in report.problems:
         click.echo(f"FAIL index: {problem}", err=True)
     for r in report.results:
-        for failure in r.failures:
-            click.echo(f"FAIL {r.platform}: {failure}", err=True)
+        for problem_text in r.failures:
+            click.echo(f"FAIL {r.platform}: {problem_text}", err=True)
 
 
 @click.command("verify")
@@ -531,9 +611,11 @@ def _show_verify(report: VerifyReport, ran: bool) -> None:
               "(default: build.platforms in polyarch.toml, else every entry).")  # fmt: skip
 @_verify_options
 @root_option
+@format_option
 @click.pass_context
 def verify_command(
     ctx: click.Context,
+    fmt: str,
     ref: str | None,
     platforms: tuple[str, ...],
     probes: tuple[str, ...],
@@ -553,7 +635,11 @@ def verify_command(
         open_session(ctx), ref or _project_image(g), platforms=wanted, run=run, root=root,
         note=lambda line: click.echo(f"note: {line}", err=True), arch_check=not no_arch_check,
     )  # fmt: skip
-    _show_verify(report, run is not None)
+    if fmt == "json":
+        results = [{**dataclasses.asdict(r), "ok": r.ok} for r in report.results]
+        echo_json({**dataclasses.asdict(report), "ok": report.ok, "results": results})
+    else:
+        _show_verify(report, run is not None)
     if not report.ok:
         raise click.exceptions.Exit(1)
 
@@ -562,6 +648,7 @@ def verify_command(
 @click.option("-t", "--tag", "tags", multiple=True, help="Push under these tags (default: "
               "REGISTRY/IMAGE:VERSION from polyarch.toml and git).")  # fmt: skip
 @_build_options
+@_buildx_flags
 @_verify_options
 @click.argument("context", type=ContextArgument(), required=False)
 @click.pass_context
@@ -688,11 +775,12 @@ def prune_command(
 
 
 @click.command("config")
-@click.option("--platform", "platforms", multiple=True)
-@click.option("--base-version")
+@click.option("--platform", "platforms", multiple=True, help="As build --platform.")
+@click.option("--base-version", help="As version --base-version.")
+@format_option
 @click.pass_context
 def config_command(
-    ctx: click.Context, platforms: tuple[str, ...], base_version: str | None
+    ctx: click.Context, platforms: tuple[str, ...], base_version: str | None, fmt: str
 ) -> None:
     """Print the effective settings and where each comes from (flag, file or default)."""
     flags = {
@@ -700,15 +788,21 @@ def config_command(
         "image.base_version": base_version,
     }
     g = globals_of(ctx)
-    rows = [
-        [key, json.dumps(value), source] for key, value, source in effective(g.project(), flags)
-    ]
+    found: dict[str, dict[str, Any]] = {
+        key: {"value": value, "from": source}
+        for key, value, source in effective(g.project(), flags)
+    }
     if g.project().image:
+        derived = "image.registry/image.name:version (polyarch version)"
         try:
-            tag = json.dumps(_project_image(g, base_version))
+            found["image.tag"] = {"value": _project_image(g, base_version), "from": derived}
         except UsageError as exc:
-            tag = f"(none: {exc})"
-        rows.append(["image.tag", tag, "image.registry/image.name:version (polyarch version)"])
+            found["image.tag"] = {"value": None, "from": derived, "error": str(exc)}
+    if fmt == "json":
+        echo_json(found)
+        return
+    rows = [[key, json.dumps(item["value"]) if "error" not in item else
+             f"(none: {item['error']})", item["from"]] for key, item in found.items()]  # fmt: skip
     click.echo(table(["KEY", "VALUE", "FROM"], rows))
 
 

@@ -9,11 +9,13 @@ every new history entry and the image itself carry that time, as BuildKit writes
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 
-from polyarch.errors import PolyarchError
+from polyarch.errors import PolyarchError, UsageError
 from polyarch.graph.model import ImageSpec
+from polyarch.image.annotations import Annotation, for_level
 from polyarch.oci import mediatypes as mt
 from polyarch.oci.config import HistoryEntry, ImageConfig
 from polyarch.oci.models import Descriptor, Index, Manifest
@@ -63,23 +65,39 @@ def image_config(
 
 
 def write_image(
-    layout: OciLayout, spec: ImageSpec, config: ImageConfig, result: Result
+    layout: OciLayout,
+    spec: ImageSpec,
+    config: ImageConfig,
+    result: Result,
+    annotations: Sequence[Annotation] = (),
 ) -> Descriptor:
-    """Store the config and the manifest; returns the manifest's descriptor (with platform)."""
+    """Store the config and the manifest; returns the manifest's descriptor (with platform,
+    and the `manifest-descriptor` annotations for its entry in an index)."""
     raw = config.to_bytes()
     digest = layout.blobs.put_bytes(raw)
     manifest = Manifest.create(
         Descriptor(mt.OCI_CONFIG, digest, len(raw)),
         [Descriptor(layer.media_type, layer.digest, layer.size) for layer in result.layers],
+        annotations=dict(for_level(annotations, "manifest", spec.platform)) or None,
     )
     layout.write_document(manifest.raw)
-    return manifest.descriptor(spec.platform)
+    descriptor = manifest.descriptor(spec.platform)
+    entry = for_level(annotations, "manifest-descriptor", spec.platform)
+    return dataclasses.replace(descriptor, annotations=dict(sorted(entry.items())))
 
 
-def write_index(layout: OciLayout, manifests: Mapping[Platform, Descriptor]) -> Descriptor:
+def write_index(
+    layout: OciLayout,
+    manifests: Mapping[Platform, Descriptor],
+    annotations: Sequence[Annotation] = (),
+) -> Descriptor:
     """One manifest stands alone; several become an index, in the order given."""
     if len(manifests) == 1:
-        return next(iter(manifests.values()))
-    index = Index.create(list(manifests.values()))
+        if any(a.level in ("index", "manifest-descriptor") for a in annotations):
+            raise UsageError("index and manifest-descriptor annotations need an index: build "
+                             "two or more platforms, or annotate the manifest")  # fmt: skip
+        return dataclasses.replace(next(iter(manifests.values())), annotations={})
+    index = Index.create(list(manifests.values()),
+                         annotations=dict(for_level(annotations, "index")) or None)  # fmt: skip
     layout.write_document(index.raw)
     return index.descriptor()

@@ -554,8 +554,10 @@ class RegistryClient:
                     last = RegistryError(f"{scheme}://{host}/v2/ answered {resp.status_code}")
                     continue
                 raise _error_from(resp, f"{host} is not an OCI registry (GET /v2/)", host)
+            hint = (f" (is a registry listening on {host}?)"
+                    if "refused" in str(last).lower() else "")  # fmt: skip
             error = RegistryUnavailableError(
-                f"cannot reach registry {host}: {last}", status=getattr(last, "status", None)
+                f"cannot reach registry {host}: {last}{hint}", status=getattr(last, "status", None)
             )
             self._retry_or_raise(budget, None, error)
 
@@ -659,9 +661,12 @@ class RegistryClient:
                 except _TRANSIENT as exc:
                     if not retries:
                         raise
+                    hint = (f" (is a registry listening on {endpoint.host}?)"
+                            if isinstance(exc, httpx.ConnectError)
+                            and "refused" in str(exc).lower() else "")  # fmt: skip
                     error: RegistryError = RegistryUnavailableError(
                         f"{what} failed after {budget.failures + 1} tries: "
-                        f"{exc.__class__.__name__}: {exc}",
+                        f"{exc.__class__.__name__}: {exc}{hint}",
                         reference=str(ref),
                     )
                     self._retry_or_raise(budget, None, error)
@@ -688,7 +693,10 @@ class RegistryClient:
                 if status in ok:
                     return resp
                 try:
-                    raise _error_from(resp, f"{what} failed", str(ref))
+                    error = _error_from(resp, f"{what} failed", str(ref))
+                    if status == 401:
+                        error = self._unauthorized(endpoint, error)
+                    raise error
                 finally:
                     resp.close()
 
@@ -731,6 +739,21 @@ class RegistryClient:
         raise RegistryError(f"too many redirects for {url.path}", reference=endpoint.host)
 
     # authentication ----------------------------------------------------------------------
+
+    def _unauthorized(self, endpoint: _Endpoint, error: RegistryError) -> RegistryError:
+        """A 401 that stands: say whether credentials were sent and refused, or none found."""
+        credential = self._credential(endpoint)
+        base = error.message.split("; log in with", 1)[0]
+        if credential.is_anonymous:
+            text = (f"{base}; no credentials for {endpoint.host} were found: log in with "
+                    "`docker login` (polyarch reads docker's config.json and credential "
+                    "helpers) or pass --authfile")  # fmt: skip
+        else:
+            who = f" for user {credential.username!r}" if credential.username else ""
+            text = (f"{base}; the registry rejected the credentials{who} from "
+                    f"{credential.source or 'the credential store'}: log in again")  # fmt: skip
+        return AuthenticationError(text, status=error.status, code=error.code,
+                                   reference=error.reference, detail=error.detail)  # fmt: skip
 
     def _credential(self, endpoint: _Endpoint) -> Credential:
         if endpoint.credential is None:

@@ -43,6 +43,7 @@ class Credential:
     password: str | None = field(default=None, repr=False)
     identity_token: str | None = field(default=None, repr=False)  # OAuth2 refresh token
     registry_token: str | None = field(default=None, repr=False)  # a bearer token to use as is
+    source: str = field(default="", compare=False)  # where it came from, for messages
 
     @property
     def is_anonymous(self) -> bool:
@@ -186,9 +187,10 @@ class DockerConfigCredentials:
         secret = data.get("Secret")
         if not isinstance(secret, str) or not secret:
             return ANONYMOUS
+        where = f"credential helper {program}"
         if username == "<token>":
-            return Credential(identity_token=secret)
-        return Credential(username=str(username or ""), password=secret)
+            return Credential(identity_token=secret, source=where)
+        return Credential(username=str(username or ""), password=secret, source=where)
 
     def _from_entry(self, entry: Any, key: str) -> Credential:
         if not isinstance(entry, dict):
@@ -213,6 +215,7 @@ class DockerConfigCredentials:
             password=password or None,
             identity_token=entry.get("identitytoken") or None,
             registry_token=entry.get("registrytoken") or None,
+            source=f"{self._source} (auths[{key!r}])",
         )
 
 

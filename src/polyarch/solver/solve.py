@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from polyarch.errors import BuildError, PolyarchError
+from polyarch.errors import BuildError, PolyarchError, StepError
 from polyarch.graph.model import BuildGraph, Vertex
 from polyarch.graph.ops import HttpSource, canonical, key_json
 from polyarch.progress import Event, Progress, silent
@@ -73,6 +73,11 @@ class Solver:
         self.policy = policy
         self.scheduler: Scheduler[Result] = Scheduler(self._inputs, self._compute, slots=jobs)
         self._stages = {key: inst.stage for inst in reversed(graph.stages) for key in inst.vertices}
+        self._positions: dict[str, str] = {}
+        for inst in reversed(graph.stages):
+            shown = [k for k in inst.vertices if not graph.vertices[k].internal]
+            for n, key in enumerate(shown, 1):
+                self._positions[key] = f"{n}/{len(shown)}"
         self._lock = threading.Lock()
         self.steps_run = 0
         self.steps_cached = 0
@@ -80,7 +85,15 @@ class Solver:
         self.used: set[str] = set()
 
     def solve(self, roots: Sequence[str]) -> SolveReport:
-        results = self.scheduler.solve(roots)
+        try:
+            results = self.scheduler.solve(roots)
+        except BuildError as exc:
+            # Every failure is told, not only the first: the other platform's own error too.
+            others = tuple(e for _key, e in self.scheduler.failures
+                           if isinstance(e, BuildError) and e is not exc)  # fmt: skip
+            if others:
+                raise exc.with_others(others) from None
+            raise
         return SolveReport(results, self.steps_run, self.steps_cached, frozenset(self.used),
                            self.steps_imported)  # fmt: skip
 
@@ -96,7 +109,8 @@ class Solver:
     def _event(self, kind: str, vertex: Vertex, **extra: object) -> None:
         self.progress(Event(kind, vertex.key, vertex.description,  # type: ignore[arg-type]
                             self._stages.get(vertex.key, ""), str(vertex.platform),
-                            emulated=vertex.emulated, **extra))  # type: ignore[arg-type]  # fmt: skip
+                            emulated=vertex.emulated,
+                            position=self._positions.get(vertex.key, ""), **extra))  # type: ignore[arg-type]  # fmt: skip
 
     def _compute(self, key: str, inputs: list[Result]) -> Result:
         vertex = self.graph.vertices[key]
@@ -131,10 +145,18 @@ class Solver:
         # made after the same check passed on the same inputs (its key covers them).
         if self.policy is not None:
             self.policy.before(vertex, inputs)
+        clock = [time.monotonic()]  # the step's own time starts when it has its slot
+
+        def waiting(wait: bool) -> None:
+            if not wait:
+                clock[0] = time.monotonic()
+            if not vertex.internal:
+                self._event("waiting" if wait else "running", vertex)
+
         job = Job(self.scheduler.gate.slot, self.scheduler.cancelled,
                   log=lambda line: self._event("log", vertex, text=line),
-                  note=lambda text: self._event("note", vertex, text=text))  # fmt: skip
-        started = time.monotonic()
+                  note=lambda text: self._event("note", vertex, text=text),
+                  waiting=waiting)  # fmt: skip
         if not vertex.internal:
             self._event("start", vertex)
         try:
@@ -142,7 +164,10 @@ class Solver:
         except (Cancelled, UnusableCacheEntry):
             raise
         except PolyarchError as exc:
-            if self.scheduler.cancelled.is_set() and not isinstance(exc, BuildError):
+            # Once the build is being cancelled, an error may be its consequence (a transfer
+            # cut short); a step that failed on its own (StepError: its process exited
+            # non-zero before it was stopped) is a failure of its own, told with the first.
+            if self.scheduler.cancelled.is_set() and not isinstance(exc, BuildError | StepError):
                 raise Cancelled(str(exc)) from None
             raise self._failed(vertex, exc) from None
         layer = output.layer
@@ -155,7 +180,7 @@ class Solver:
             self.steps_run += 1
             self.used.add(eff)
         if not vertex.internal:
-            self._event("done", vertex, seconds=time.monotonic() - started, cache="run")
+            self._event("done", vertex, seconds=time.monotonic() - clock[0], cache="run")
         layers = (*base, layer) if layer else base
         return Result(eff, layers, layer, self.created, cache="run")
 

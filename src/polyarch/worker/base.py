@@ -62,10 +62,13 @@ class Job:
     cancelled: threading.Event = field(default_factory=threading.Event)
     log: Callable[[str], None] = lambda _line: None
     note: Callable[[str], None] = lambda _text: None
+    waiting: Callable[[bool], None] = lambda _waiting: None  # told around waiting for a slot
 
     @contextlib.contextmanager
     def slot(self, priority: int = 0) -> Iterator[None]:
+        self.waiting(True)
         with self.gate(priority):
+            self.waiting(False)
             yield
 
 

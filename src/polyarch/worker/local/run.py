@@ -70,6 +70,7 @@ class RunSettings:
     """How this machine runs RUN steps (never part of a key)."""
 
     ca_certs: Path | None = None  # a CA bundle on the host for RUN steps to trust
+    step_timeout: float | None = None  # seconds a RUN step may take (--step-timeout)
 
 
 @dataclass
@@ -124,7 +125,7 @@ def run_exec(
             init=find_init() if vertex.emulated else None,
             seccomp=worker.seccomp_profile() if op.security != "insecure" else None,
         )  # fmt: skip
-        code, tail = _run(worker, vertex, process, merged, step, job)
+        code, tail = _run(worker, vertex, process, merged, step, job, settings.step_timeout)
     with Root(merged) as view:
         for name in sorted(set(created), key=lambda n: -n.count("/")):
             _remove_stub(view, name)
@@ -366,6 +367,7 @@ def _run(
     merged: Path,
     step: Path,
     job: Job,
+    timeout: float | None = None,
 ) -> tuple[int, list[str]]:
     tail: list[str] = []
     last_output = [time.monotonic()]
@@ -395,6 +397,7 @@ def _run(
             if job.cancelled.is_set():
                 raise Cancelled("cancelled before it started")
             container = worker.executor.start(process, merged, step / "bundle", output)
+            deadline = time.monotonic() + timeout if timeout is not None else None
             try:
                 while True:
                     code = container.poll()
@@ -403,11 +406,20 @@ def _run(
                         return code, tail
                     if job.cancelled.wait(0.05):
                         raise Cancelled("stopped: the build is being cancelled")
+                    if deadline is not None and time.monotonic() > deadline:
+                        raise StepError(_timed_out(vertex, timeout or 0.0, tail))
             finally:
                 if container.poll() is None:
                     container.kill()
     finally:
         finished.set()
+
+
+def _timed_out(vertex: Vertex, timeout: float, tail: list[str]) -> str:
+    where = f" under emulation (qemu-{vertex.platform.qemu_name})" if vertex.emulated else ""
+    shown = "\n".join(f"  | {line}" for line in tail) or "  (no output)"
+    return (f"{vertex.description} on {vertex.platform}{where} ran longer than the step "
+            f"timeout ({timeout:g} s) and was stopped (--step-timeout):\n{shown}")  # fmt: skip
 
 
 def _inside(root: Root, path: str) -> str:

@@ -277,12 +277,22 @@ class LocalWorker:
             return self._download(op, job)
         if not isinstance(op, ExecOp | FileOp):
             raise StepError(f"cannot execute a {type(op).__name__}")
+        layers = inputs[0].layers if inputs else ()
+        if self.snapshotter == "overlay" and any(not self.snapshots.has(x.diff_id) for x in layers):
+            # Unpacking the base's layers is not the step's own time: it shows as waiting.
+            job.waiting(True)
+            try:
+                self.ensure(layers)
+                for layer in layers:
+                    self.snapshots.ensure(layer.diff_id, layer.digest, layer.media_type)
+            finally:
+                job.waiting(False)
         step = Path(tempfile.mkdtemp(dir=self.work, prefix="step-"))
         upper, workdir, merged = step / "upper", step / "work", step / "merged"
         for d in (upper, workdir, merged):
             d.mkdir()
         try:
-            with self.mounted(inputs[0].layers if inputs else (), upper, workdir, merged):
+            with self.mounted(layers, upper, workdir, merged):
                 if isinstance(op, ExecOp):
                     run_exec(self, vertex, op, inputs, merged, step, job)
                 else:
