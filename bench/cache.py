@@ -32,12 +32,8 @@ import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 
-from tests.registry_server import start_plain  # noqa: E402
-from tools.base_images import push  # noqa: E402
+from tools.bench_frontend import prepare_frontend  # noqa: E402
 
-from polyarch.api import RegistryOptions, Session  # noqa: E402
-
-EXAMPLE = ROOT / "examples" / "bench-frontend"
 CA = "/etc/ssl/certs/ca-certificates.crt"
 PLATFORMS = "linux/amd64,linux/arm64"
 
@@ -74,15 +70,8 @@ def main() -> None:
     times: dict[str, list[float]] = {name: [] for name in names}
     with tempfile.TemporaryDirectory(prefix="polyarch-bench-") as tmp:
         work = Path(tmp)
-        registry = start_plain(work / "registry")
+        registry, ctx = prepare_frontend(work)
         try:
-            with Session(RegistryOptions()) as session:
-                for name in ("node", "nginx"):
-                    push(name, ["amd64", "arm64"], registry.ref(f"base/{name}:bookworm"), session)
-            ctx = work / "ctx"
-            shutil.copytree(EXAMPLE, ctx)
-            dockerfile = ctx / "Dockerfile"
-            dockerfile.write_text(dockerfile.read_text().replace("127.0.0.1:5000", registry.host))
             polyarch = [sys.executable, "-m", "polyarch", "build", "--progress", "plain",
                         "--ca-certs", "host", "-t", "bench/frontend:1", "--platform",
                         PLATFORMS]  # fmt: skip

@@ -33,12 +33,8 @@ import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 
-from tests.registry_server import start_plain  # noqa: E402
-from tools.base_images import push  # noqa: E402
+from tools.bench_frontend import prepare_frontend  # noqa: E402
 
-from polyarch.api import RegistryOptions, Session  # noqa: E402
-
-EXAMPLE = ROOT / "examples" / "bench-frontend"
 CA = "/etc/ssl/certs/ca-certificates.crt"
 
 
@@ -70,15 +66,8 @@ def main() -> None:
                                      "polyarch amd64": []}  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="polyarch-bench-") as tmp:
         work = Path(tmp)
-        registry = start_plain(work / "registry")
+        registry, ctx = prepare_frontend(work)
         try:
-            with Session(RegistryOptions()) as session:
-                for name in ("node", "nginx"):
-                    push(name, ["amd64", "arm64"], registry.ref(f"base/{name}:bookworm"), session)
-            ctx = work / "ctx"
-            shutil.copytree(EXAMPLE, ctx)
-            dockerfile = ctx / "Dockerfile"
-            dockerfile.write_text(dockerfile.read_text().replace("127.0.0.1:5000", registry.host))
             for n in range(args.rounds):
                 polyarch = [sys.executable, "-m", "polyarch", "build", "--progress", "plain",
                             "--ca-certs", "host", "-t", "bench/frontend:1"]  # fmt: skip

@@ -21,19 +21,13 @@ sys.path.insert(0, str(ROOT))
 import argparse  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
-import shutil  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from typing import Any  # noqa: E402
 
-from tests.registry_server import start_plain  # noqa: E402
-from tools.base_images import push  # noqa: E402
+from tools.bench_frontend import prepare_frontend  # noqa: E402
 from tools.trace_svg import render  # noqa: E402
-
-from polyarch.api import RegistryOptions, Session  # noqa: E402
-
-EXAMPLE = ROOT / "examples" / "bench-frontend"
 
 
 def summarise(trace: dict[str, Any], wall: float) -> list[str]:
@@ -74,15 +68,8 @@ def main() -> None:
                     "linux/arm64"], check=True, capture_output=True)  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="polyarch-bench-") as tmp:
         work = Path(tmp)
-        registry = start_plain(work / "registry")
+        registry, ctx = prepare_frontend(work)
         try:
-            with Session(RegistryOptions()) as session:
-                for name in ("node", "nginx"):
-                    push(name, ["amd64", "arm64"], registry.ref(f"base/{name}:bookworm"), session)
-            ctx = work / "ctx"
-            shutil.copytree(EXAMPLE, ctx)
-            dockerfile = ctx / "Dockerfile"
-            dockerfile.write_text(dockerfile.read_text().replace("127.0.0.1:5000", registry.host))
             trace_file = work / "trace.json"
             started = time.perf_counter()
             done = subprocess.run(

@@ -11,10 +11,11 @@ import platform as _host
 import stat
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import platformdirs
 
@@ -53,7 +54,9 @@ from polyarch.transfer.location import LayoutLocation, Location, parse_location
 from polyarch.version import version
 
 if TYPE_CHECKING:
-    from polyarch.build import BuildResult
+    from polyarch.build import Builder, BuildRequest, BuildResult
+    from polyarch.image.annotations import Annotation
+    from polyarch.nodes.farm import Farm, Route
     from polyarch.store.gc import PruneReport, Usage
     from polyarch.verify import RunSpec, VerifyReport
     from polyarch.worker.local.mounts import SecretSource, SshSource
@@ -413,6 +416,8 @@ class BuildOptions:
     cache_to: str | None = None  # --cache-to type=registry,ref=REF[,mode=max] | type=local,...
     mirrors: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # REGISTRY -> mirrors
     step_timeout: float | None = None  # seconds a RUN step may take before it is stopped
+    builder: str | None = None  # a named builder (its nodes); None: the current one
+    fallback: bool = True  # build a node's platforms here when it cannot be reached or dies
     annotations: tuple[str, ...] = ()  # --annotation [LEVEL[,LEVEL][[PLATFORM]]:]KEY=VALUE
 
 
@@ -481,17 +486,28 @@ def build_image(
                 dockerfile = context / dockerfile  # a relative -f names a file of the repository
         dockerfile = dockerfile or context / "Dockerfile"
         _result, parsed = read_dockerfile(dockerfile)
+        wanted = options.platforms or (machine,)
+        farm, routes = _farm(options, wanted, machine, progress or silent)
+        if farm is not None:
+            stack.callback(farm.close)
+        local = tuple(r.platform for r in routes if r.node is None) if farm else wanted
         request = BuildRequest(
-            parsed, context, dockerfile, options.platforms or (machine,), machine, args,
+            parsed, context, dockerfile, local, machine, args,
             options.target, dict(options.labels), options.no_cache, epoch, options.jobs,
             options.build_once, options.ca_certs, options.allow,
             {s.id: s for s in map(parse_secret, options.secrets)},
             {s.id: s for s in map(parse_ssh, options.ssh)}, contexts, context_dirs,
             tuple(parse_cache_spec(c, export=False) for c in options.cache_from),
             parse_cache_spec(options.cache_to, export=True) if options.cache_to else None,
-            options.step_timeout, annotations,
+            options.step_timeout,
+            annotations if farm is None else tuple(a for a in annotations
+                                                   if a.level == "manifest"),
         )  # fmt: skip
-        result = builder.build(request)
+        if farm is None:
+            result = builder.build(request)
+        else:
+            result = _build_with_nodes(farm, routes, builder, request, options, wanted,
+                                       annotations)  # fmt: skip
     names = [str(r) for r in refs] or [str(result.descriptor.digest)]
     for name in names:
         builder.layout.set_ref(name, result.descriptor)
@@ -522,6 +538,106 @@ def build_image(
             )
             written.append(Output("docker", output["dest"], str(result.descriptor.digest)))
     return BuildReport(result, tuple(names), tuple(written))
+
+
+def _farm(
+    options: BuildOptions, wanted: Sequence[Platform], machine: Platform, progress: Progress
+) -> tuple[Farm | None, list[Route]]:
+    """The builder's nodes reached and the platforms routed, or (None, []) for this machine."""
+    from polyarch.nodes.builders import BuilderStore  # noqa: PLC0415
+    from polyarch.nodes.farm import Farm  # noqa: PLC0415
+    from polyarch.runtime import binfmt  # noqa: PLC0415
+
+    spec = BuilderStore().get(options.builder)
+    if not spec.nodes:
+        return None, []
+    farm = Farm(spec, progress, fallback=options.fallback)
+    farm.open()
+    routes = farm.routes(wanted, machine, binfmt.registered(machine))
+    for route in routes:
+        where = f"node {route.node.name} ({route.node.endpoint})" if route.node else "this machine"
+        farm.note(f"{route.platform} is built on {where}: {route.why}")
+    if all(r.node is None for r in routes):
+        farm.close()
+        return None, []
+    return farm, routes
+
+
+def _build_with_nodes(
+    farm: Farm,
+    routes: list[Route],
+    builder: Builder,
+    request: BuildRequest,
+    options: BuildOptions,
+    wanted: Sequence[Platform],
+    annotations: Sequence[Annotation],
+) -> BuildResult:
+    """Nodes build their platforms while this machine builds its own; then one index here."""
+    import threading  # noqa: PLC0415
+
+    from polyarch.build import BuildResult, PlatformImage  # noqa: PLC0415
+    from polyarch.image.annotations import for_level  # noqa: PLC0415
+    from polyarch.image.assemble import write_index  # noqa: PLC0415
+    from polyarch.nodes.farm import remote_request  # noqa: PLC0415
+
+    started = time.monotonic()
+    ask = remote_request(options, request.context, request.dockerfile_path)
+    remote: dict[Platform, Any] = {}
+    failed: list[Platform] = []
+    errors: list[BaseException] = []
+
+    def on_nodes() -> None:
+        try:
+            done, lost = farm.build(routes, ask, request.context, request.dockerfile_path,
+                                    builder.layout)  # fmt: skip
+            remote.update(done)
+            failed.extend(lost)
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=on_nodes, daemon=True)
+    thread.start()
+    local = builder.build(request) if request.platforms else None
+    thread.join()
+    if errors:
+        raise errors[0]
+    if failed:  # their node died: built here after all
+        again = builder.build(dataclasses.replace(request, platforms=tuple(failed)))
+        local = again if local is None else dataclasses.replace(
+            local, manifests={**local.manifests, **again.manifests},
+            images=local.images + again.images, steps_run=local.steps_run + again.steps_run,
+            steps_cached=local.steps_cached + again.steps_cached)  # fmt: skip
+    manifests: dict[Platform, Descriptor] = {}
+    images = []
+    for platform in wanted:
+        if platform in remote:
+            descriptor = remote[platform].descriptor
+            size = _image_size(builder.layout, descriptor)
+            images.append(PlatformImage(platform, descriptor, size))
+        else:
+            assert local is not None
+            descriptor = local.manifests[platform]
+            images += [i for i in local.images if i.platform == platform]
+        entry = for_level(annotations, "manifest-descriptor", platform)
+        manifests[platform] = dataclasses.replace(
+            descriptor, annotations=dict(sorted(entry.items()))
+        )
+    top = write_index(builder.layout, manifests, annotations)
+    steps_run = sum(r.steps_run for r in remote.values())
+    steps_cached = sum(r.steps_cached for r in remote.values())
+    if local is not None:
+        return dataclasses.replace(
+            local, descriptor=top, manifests=manifests, images=tuple(images),
+            steps_run=local.steps_run + steps_run, steps_cached=local.steps_cached + steps_cached,
+            seconds=time.monotonic() - started)  # fmt: skip
+    return BuildResult(top, manifests, None, steps_run, steps_cached,
+                       seconds=time.monotonic() - started, images=tuple(images))  # fmt: skip
+
+
+def _image_size(layout: OciLayout, descriptor: Descriptor) -> int:
+    manifest = parse_document(layout.blobs.read_bytes(descriptor.digest, descriptor.size))
+    assert isinstance(manifest, Manifest)
+    return sum(b.size for b in manifest.blobs())
 
 
 def parse_secret(spec: str) -> SecretSource:

@@ -92,7 +92,7 @@ class PlatformImage:
 class BuildResult:
     descriptor: Descriptor  # the manifest (one platform) or index (several), in the store
     manifests: Mapping[Platform, Descriptor]
-    graph: BuildGraph
+    graph: BuildGraph | None  # None when every platform was built on other nodes
     steps_run: int
     steps_cached: int
     seconds: float = 0.0

@@ -14,6 +14,7 @@
     ssh = ["default"]                  # --ssh
     trace = "build-trace.json"         # --trace: the build as a Chrome trace
     step_timeout = "30m"               # --step-timeout: stop a RUN step that runs longer
+    builder = "farm"                   # --builder: build on its nodes (polyarch builder ls)
     [build.args]                       # --build-arg (proxy ARGs go here too)
     NODE_ENV = "production"
     [build.cache]                      # --cache-from (a list), --cache-to
@@ -65,6 +66,7 @@ _SCHEMA: Final[dict[str, dict[str, type | tuple[type, ...]]]] = {
         "cache": dict,
         "trace": str,
         "step_timeout": str,
+        "builder": str,
     },
     "registries": {"insecure": list, "mirrors": dict},
     "verify": {"http": list, "run": str, "timeout": int},
@@ -86,6 +88,7 @@ DEFAULTS: Final[dict[str, Any]] = {
     "build.cache": {},
     "build.trace": "",
     "build.step_timeout": "",
+    "build.builder": "",
     "registries.insecure": [],
     "registries.mirrors": {},
     "verify.http": [],

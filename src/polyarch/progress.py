@@ -26,6 +26,7 @@ class Event:
     cache: str = ""  # a step's outcome: "local" or "imported" (a cache hit), "run"
     emulated: bool = False  # a step run under emulation
     position: str = ""  # the step's place in its stage, "3/7"
+    node: str = ""  # the builder node it ran on (empty: this machine)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -46,6 +47,8 @@ class Event:
             out["emulated"] = True
         if self.position:
             out["position"] = self.position
+        if self.node:
+            out["node"] = self.node
         return out
 
 

@@ -39,6 +39,7 @@ class Row:
     emulated: bool
     step: bool  # a build step (else a pull, a cache import or export)
     started: float
+    node: str = ""
     state: str = "running"  # waiting, running, cached, done, error, canceled
     running_since: float | None = None
     seconds: float | None = None
@@ -79,7 +80,8 @@ class BuildView:
         row = self.rows.get(key)
         if row is None:
             row = Row(len(self.rows) + 1, event.description, event.platform, event.stage,
-                      event.position, event.emulated, bool(event.step), now)  # fmt: skip
+                      event.position, event.emulated, bool(event.step), now,
+                      event.node)  # fmt: skip
             row.running_since = now
             self.rows[key] = row
         if event.kind == "start":
@@ -129,6 +131,8 @@ class BuildView:
         platform = row.platform
         if width < WIDE and platform.startswith("linux/"):
             platform = platform.removeprefix("linux/")
+        if row.node:
+            platform = f"{platform}@{row.node}"
         parts = [platform] if platform else []
         if row.emulated and not compact:
             parts.append("qemu")

@@ -31,7 +31,7 @@ from polyarch.api import (
     plan_build,
     read_dockerfile,
 )
-from polyarch.cli import failure, project
+from polyarch.cli import builders, failure, project
 from polyarch.cli.common import (
     Globals,
     descriptor_json,
@@ -326,6 +326,8 @@ def parse_command(dockerfile: Path | None, fmt: str, context: Path) -> None:
 @click.option(
     "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
 )
+@click.option("--builder", metavar="NAME", help="Show which of this builder's nodes builds "
+              "each platform (default: build.builder, else the current builder).")  # fmt: skip
 @click.argument("context", type=click.Path(file_okay=False, path_type=Path), default=".")
 @click.pass_context
 def plan_command(
@@ -337,9 +339,11 @@ def plan_command(
     build_platform: str | None,
     fmt: str,
     context: Path,
+    builder: str | None,
 ) -> None:
     """Show what a build would do, without building: each stage, whether it runs once or per
-    platform, where it runs (natively or under emulation), its steps, and warnings."""
+    platform, where it runs (natively or under emulation), its steps, and warnings. With a
+    builder that has nodes, which node builds each platform and why (the nodes are asked)."""
     project = globals_of(ctx).project()
     args = dict(project.get("build.args"))
     args.update(parse_build_args(build_args))
@@ -350,10 +354,58 @@ def plan_command(
         target=target or project.get("build.target") or None,
         build_platform=Platform.parse(build_platform) if build_platform else None,
     )
+    routes = _routes(builder or project.get("build.builder") or None, plan.platforms)
     if fmt == "json":
-        click.echo(json.dumps(plan.to_json(), indent=2, ensure_ascii=False))
+        data = plan.to_json()
+        if routes:
+            data["routes"] = routes
+        click.echo(json.dumps(data, indent=2, ensure_ascii=False))
     else:
         click.echo(plan_text(plan))
+        if routes:
+            click.echo("\nRouting (builder nodes):")
+            for route in routes:
+                click.echo(f"  {route['platform']}: {route['where']} ({route['why']})")
+
+
+def _node_checks(builder: str) -> list[doctor.Check]:
+    from polyarch.nodes.builders import BuilderStore  # noqa: PLC0415
+
+    out = []
+    for node, info, error in builders.inspect_nodes(BuilderStore().get(builder)):
+        name = f"node {node.name} ({node.endpoint})"
+        if info is None:
+            out.append(doctor.Check(name, "fail", error, "check SSH to it (ssh -o BatchMode=yes "
+                                    "HOST polyarch --version) and that polyarch is installed "
+                                    "there (--node-command)"))  # fmt: skip
+        else:
+            out.append(doctor.Check(name, "ok", f"polyarch {info.version}; native "
+                                    f"{', '.join(info.native)}; emulated "
+                                    f"{', '.join(info.emulated) or 'none'}; "
+                                    f"{human(info.free)} free"))  # fmt: skip
+    return out
+
+
+def _routes(builder: str | None, platforms: Sequence[Platform]) -> list[dict[str, str]]:
+    from polyarch.nodes.builders import BuilderStore  # noqa: PLC0415
+    from polyarch.nodes.farm import Farm  # noqa: PLC0415
+
+    spec = BuilderStore().get(builder)
+    if not spec.nodes:
+        return []
+    notes: list[str] = []
+    farm = Farm(spec, lambda event: notes.append(event.text))
+    farm.open()
+    try:
+        machine = machine_platform()
+        routes = farm.routes(platforms, machine, binfmt.registered(machine))
+    finally:
+        farm.close()
+    for note in notes:
+        click.echo(f"note: {note}", err=True)
+    return [{"platform": str(r.platform),
+             "where": f"node {r.node.name} ({r.node.endpoint})" if r.node else "this machine",
+             "why": r.why} for r in routes]  # fmt: skip
 
 
 def plan_text(plan: BuildGraph) -> str:
@@ -534,6 +586,7 @@ def emulators_install(platforms: tuple[str, ...]) -> None:
     metavar="HOST[:PORT]",
     help="Registries to check (default: image.registry in polyarch.toml).",
 )
+@click.option("--builder", metavar="NAME", help="Also reach every node of this builder.")
 @root_option
 @format_option
 @click.pass_context
@@ -541,6 +594,7 @@ def doctor_command(
     ctx: click.Context,
     platforms: tuple[str, ...],
     hosts: tuple[str, ...],
+    builder: str | None,
     root: Path | None,
     fmt: str,
 ) -> None:
@@ -557,6 +611,8 @@ def doctor_command(
               doctor.disk(root or default_root()), doctor.clock()]  # fmt: skip
     if hosts:
         checks += doctor.registries(hosts, open_session(ctx).client)
+    if builder:
+        checks += _node_checks(builder)
     if fmt == "json":
         echo_json([dataclasses.asdict(check) for check in checks])
         if any(c.level == "fail" for c in checks):
@@ -572,7 +628,7 @@ def doctor_command(
         raise click.exceptions.Exit(1)
 
 
-for _command in project.COMMANDS:
+for _command in (*project.COMMANDS, *builders.COMMANDS):
     cli.add_command(_command)
 
 

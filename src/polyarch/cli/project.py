@@ -100,8 +100,6 @@ _BUILDX_POINTERS = {
     "--provenance": "provenance attestations are not made yet; polyarch writes no attestation "
     "manifests",
     "--attest": "attestations are not made yet; polyarch writes no attestation manifests",
-    "--builder": "builders (remote nodes) are not supported yet; polyarch builds on this "
-    "machine, emulating foreign platforms (see `polyarch emulators`)",
 }
 
 
@@ -199,6 +197,12 @@ def _build_options(fn: Any) -> Any:
                      help="Annotate the images, as buildx does (repeatable): LEVEL is manifest "
                      "(the default), index or manifest-descriptor; e.g. "
                      "index,manifest:org.opencontainers.image.source=URL."),
+        click.option("--builder", "builder", metavar="NAME",
+                     help="Build on this builder's nodes (`polyarch builder ls`). Default: "
+                     "build.builder in polyarch.toml, else the current builder."),
+        click.option("--no-fallback", "no_fallback", is_flag=True,
+                     help="Fail when a builder node cannot be reached or dies, instead of "
+                     "building its platforms on this machine."),
         click.option("--step-timeout", "step_timeout", metavar="DURATION",
                      help="Stop a RUN step that runs longer than this (e.g. 30m, 1h: a hung "
                      "install under emulation) with an error naming the step and platform. "
@@ -331,6 +335,8 @@ def _build(
     trace: Path | None = None,
     step_timeout: str | None = None,
     annotations: Sequence[str] = (),
+    builder: str | None = None,
+    no_fallback: bool = False,
     allow: Sequence[str] = (),
     named: bool = False,
     release_run: RunSpec | bool | None = False,
@@ -349,6 +355,7 @@ def _build(
             "build.build_once": build_once,
             "build.ca_certs": ca_certs,
             "build.step_timeout": step_timeout,
+            "build.builder": builder,
         },
     )
     # A CONTEXT given on the command line brings its own Dockerfile, as with docker build;
@@ -388,6 +395,8 @@ def _build(
         contexts=named_contexts,
         mirrors=_mirrors(settings["registries.mirrors"], registry_mirrors),
         annotations=tuple(annotations),
+        builder=settings["build.builder"] or None,
+        fallback=not no_fallback,
         step_timeout=parse_duration(settings["build.step_timeout"])
         if settings["build.step_timeout"]
         else None,

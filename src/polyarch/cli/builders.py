@@ -1,0 +1,151 @@
+"""`polyarch builder ...` (named builders and their nodes, with buildx's habits) and
+`polyarch worker` (the node side, started over SSH by a build)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from polyarch.api import default_root
+from polyarch.cli.common import echo_json, format_option, human, root_option, table
+from polyarch.nodes.builders import DEFAULT, BuilderSpec, BuilderStore, Node
+from polyarch.nodes.client import NodeConnection, NodeInfo
+from polyarch.nodes.protocol import NodeError
+
+
+@click.group("builder")
+def builder_group() -> None:
+    """Named builders: this machine (`default`) and nodes reached over SSH that build the
+    platforms they run natively (polyarch installed on each; nothing stays running there)."""
+
+
+@builder_group.command("create")
+@click.argument("name")
+@click.option("--node", "node", required=True, metavar="NODE=ENDPOINT",
+              help="The node: ENDPOINT is local or ssh://[user@]host[:port] (your OpenSSH "
+              "configuration, keys and agent are used as they are).")  # fmt: skip
+@click.option("--platform", "platforms", multiple=True, metavar="P[,P...]",
+              help="Platforms the node builds natively (default: what it reports).")  # fmt: skip
+@click.option("--node-command", default="polyarch", show_default=True,
+              help="How polyarch is started on the node: a path, with VAR=value before it "
+              "if needed (e.g. POLYARCH_ROOT=/srv/pa /opt/polyarch/bin/polyarch).")  # fmt: skip
+@click.option("--append", is_flag=True, help="Add the node to an existing builder.")
+@click.option("--use", "use", is_flag=True, help="Make it the current builder.")
+def builder_create(
+    name: str, node: str, platforms: tuple[str, ...], node_command: str, append: bool, use: bool
+) -> None:
+    """Create builder NAME with one node (add more with --append), as `buildx create` does.
+
+    \b
+    Example:
+      polyarch builder create farm --node arm=ssh://ci@arm-box --platform linux/arm64 --use
+    """
+    node_name, eq, endpoint = node.partition("=")
+    if not eq or not node_name or not endpoint:
+        raise click.BadParameter("want NODE=ENDPOINT", param_hint="--node")
+    wanted = tuple(p.strip() for text in platforms for p in text.split(",") if p.strip())
+    store = BuilderStore()
+    spec = store.add(name, Node(node_name, endpoint, wanted, node_command), append=append)
+    if use:
+        store.use(name)
+    click.echo(f"builder {spec.name}: {len(spec.nodes)} node(s)" + (" (in use)" if use else ""))
+
+
+@builder_group.command("ls")
+@format_option
+def builder_ls(fmt: str) -> None:
+    """List the builders and their nodes; `*` marks the current one."""
+    store = BuilderStore()
+    current = store.current()
+    specs = store.all()
+    if fmt == "json":
+        echo_json([{"name": s.name, "current": s.name == current,
+                    "nodes": [{"name": n.name, "endpoint": n.endpoint,
+                               "platforms": list(n.platforms)} for n in s.nodes]}
+                   for s in specs])  # fmt: skip
+        return
+    rows = []
+    for spec in specs:
+        mark = "*" if spec.name == current else ""
+        if not spec.nodes:
+            rows.append([spec.name + mark, "(this machine)", "local", "native and emulated"])
+        for node in spec.nodes:
+            rows.append([spec.name + mark, node.name, node.endpoint,
+                         ",".join(node.platforms) or "(reported)"])  # fmt: skip
+    click.echo(table(["BUILDER", "NODE", "ENDPOINT", "PLATFORMS"], rows))
+
+
+@builder_group.command("use")
+@click.argument("name")
+def builder_use(name: str) -> None:
+    """Make NAME the builder `build` and `release` use (`default`: this machine)."""
+    BuilderStore().use(name)
+    click.echo(f"using builder {name}")
+
+
+@builder_group.command("rm")
+@click.argument("name")
+def builder_rm(name: str) -> None:
+    """Forget builder NAME (its nodes keep their workspaces and caches)."""
+    BuilderStore().remove(name)
+    click.echo(f"removed builder {name}")
+
+
+def inspect_nodes(spec: BuilderSpec) -> list[tuple[Node, NodeInfo | None, str]]:
+    out: list[tuple[Node, NodeInfo | None, str]] = []
+    for node in spec.nodes:
+        try:
+            connection = NodeConnection(node)
+            try:
+                out.append((node, connection.hello(), ""))
+            finally:
+                connection.close()
+        except NodeError as exc:
+            out.append((node, None, str(exc)))
+    return out
+
+
+@builder_group.command("inspect")
+@click.argument("name", required=False)
+@format_option
+def builder_inspect(name: str | None, fmt: str) -> None:
+    """Reach each node of NAME (default: the current builder): polyarch version, native and
+    emulated platforms, free disk; non-zero when a node cannot be reached."""
+    spec = BuilderStore().get(name)
+    found = inspect_nodes(spec)
+    if fmt == "json":
+        echo_json({"name": spec.name, "nodes": [
+            {"name": n.name, "endpoint": n.endpoint, "reachable": info is not None,
+             "error": error or None, "version": info.version if info else None,
+             "native": list(info.native) if info else [],
+             "emulated": list(info.emulated) if info else [],
+             "free": info.free if info else None} for n, info, error in found]})  # fmt: skip
+    else:
+        click.echo(f"Name:   {spec.name}" + (" (this machine)" if spec.name == DEFAULT else ""))
+        for node, info, error in found:
+            click.echo(f"Node:   {node.name} ({node.endpoint})")
+            if info is None:
+                click.echo(f"  unreachable: {error}")
+                continue
+            click.echo(f"  polyarch {info.version}; native {', '.join(info.native)}; "
+                       f"emulated {', '.join(info.emulated) or 'none'}; "
+                       f"{human(info.free)} free")  # fmt: skip
+    if any(info is None for _n, info, _e in found):
+        raise click.exceptions.Exit(1)
+
+
+@click.command("worker")
+@root_option
+def worker_command(root: Path | None) -> None:
+    """The node side of a build (started by `polyarch build` over SSH; speaks the node
+    protocol on stdin and stdout). Not for interactive use."""
+    from polyarch.nodes.serve import protocol_streams, serve  # noqa: PLC0415
+
+    with protocol_streams() as (inp, out):
+        code = serve(inp, out, root or default_root())
+    sys.exit(code)
+
+
+COMMANDS = (builder_group, worker_command)

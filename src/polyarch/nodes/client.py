@@ -1,0 +1,239 @@
+"""The client side of a node: start `polyarch worker` there (over the user's own OpenSSH, its
+configuration, keys and agent as they are; or as a local process for a `local` node), check
+versions, send the context by content (only files the node lacks), ask for one platform's
+build, stream its progress back, and bring the result home as verified blobs."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shlex
+import subprocess
+import tempfile
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from polyarch.digest import Digest
+from polyarch.errors import BuildError
+from polyarch.frontend.dockerfile.ignore import IgnoreMatcher
+from polyarch.nodes.builders import Endpoint, Node
+from polyarch.nodes.protocol import (
+    PROTOCOL_VERSION,
+    NodeError,
+    payload_chunks,
+    receive,
+    send,
+    send_file,
+)
+from polyarch.oci.models import Descriptor, Manifest, parse_document
+from polyarch.progress import Event, Progress
+from polyarch.store.layout import OciLayout
+
+MAX_MANIFEST = 4 << 20
+SSH_ENV = "POLYARCH_SSH_COMMAND"  # like GIT_SSH_COMMAND: the ssh to use, with its options
+
+
+@dataclass(frozen=True, slots=True)
+class NodeInfo:
+    version: str
+    native: tuple[str, ...]
+    emulated: tuple[str, ...]
+    free: int
+
+
+def command_for(node: Node) -> list[str]:
+    remote = f"{node.command} worker"
+    endpoint = Endpoint.parse(node.endpoint)
+    if endpoint.kind == "local":
+        return ["/bin/sh", "-c", remote]
+    ssh = shlex.split(os.environ.get(SSH_ENV) or "ssh")
+    ssh += ["-o", "BatchMode=yes", "-T"]
+    if endpoint.port:
+        ssh += ["-p", str(endpoint.port)]
+    if endpoint.user:
+        ssh += ["-l", endpoint.user]
+    return [*ssh, endpoint.host, "--", remote]
+
+
+def context_entries(context: Path, ignore: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The context after `.dockerignore`, as the node rebuilds it: directories, symlinks, and
+    files by digest (their mode and mtime kept, which COPY reads)."""
+    matcher = IgnoreMatcher(ignore) if ignore else None
+    out: list[dict[str, Any]] = []
+    for top, dirs, files in os.walk(context):
+        rel_top = os.path.relpath(top, context)
+        dirs.sort()
+        for name in sorted(dirs) + sorted(files):
+            rel = name if rel_top == "." else f"{rel_top}/{name}"
+            if matcher is not None and matcher.matches(rel) and not matcher.has_exclusions:
+                if name in dirs:
+                    dirs.remove(name)
+                continue
+            path = Path(top) / name
+            st = path.lstat()
+            if path.is_symlink():
+                out.append({"path": rel, "type": "symlink", "target": str(path.readlink())})
+            elif name in dirs:
+                out.append({"path": rel, "type": "dir", "mode": st.st_mode & 0o7777})
+            elif path.is_file() and not (matcher is not None and matcher.matches(rel)):
+                digest = hashlib.sha256()
+                with path.open("rb") as f:
+                    while chunk := f.read(1 << 20):
+                        digest.update(chunk)
+                out.append({"path": rel, "type": "file", "digest": f"sha256:{digest.hexdigest()}",
+                            "size": st.st_size, "mode": st.st_mode & 0o7777,
+                            "mtime": st.st_mtime_ns})  # fmt: skip
+    return out
+
+
+class NodeConnection:
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 (closed by close())
+        command = command_for(node)
+        try:
+            self.process = subprocess.Popen(
+                command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr
+            )
+        except OSError as exc:
+            raise NodeError(f"node {node.name} ({node.endpoint}): cannot start "
+                            f"{command[0]}: {exc.strerror}") from None  # fmt: skip
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.inp: IO[bytes] = self.process.stdout
+        self.out: IO[bytes] = self.process.stdin
+        self.lock = threading.Lock()
+
+    def _what(self) -> str:
+        return f"node {self.node.name} ({self.node.endpoint})"
+
+    def _failed(self, exc: NodeError) -> NodeError:
+        """The node's own words (ssh's, or the worker's stderr) with the protocol error."""
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        self._stderr.seek(0)
+        said = self._stderr.read()[-2000:].decode("utf-8", "replace").strip()
+        tail = said.splitlines()[-1] if said else ""
+        return NodeError(f"{self._what()}: {exc}" + (f": {tail}" if tail else ""))
+
+    def _receive(self) -> dict[str, Any]:
+        try:
+            return receive(self.inp, self._what())  # type: ignore[arg-type]
+        except NodeError as exc:
+            raise self._failed(exc) from None
+
+    def _send(self, message: dict[str, Any]) -> None:
+        try:
+            send(self.out, message)  # type: ignore[arg-type]
+        except (BrokenPipeError, OSError):
+            raise self._failed(NodeError("the connection was cut")) from None
+
+    def hello(self) -> NodeInfo:
+        from polyarch import __version__  # noqa: PLC0415
+
+        self._send({"op": "hello", "version": PROTOCOL_VERSION, "polyarch": __version__})
+        answer = self._receive()
+        if answer.get("op") != "hello":
+            raise self._failed(NodeError(f"answered {answer.get('op')!r} to hello"))
+        if answer.get("version") != PROTOCOL_VERSION:
+            raise NodeError(
+                f"{self._what()} speaks node protocol version {answer.get('version')} (polyarch "
+                f"{answer.get('polyarch')}); this polyarch ({__version__}) speaks version "
+                f"{PROTOCOL_VERSION}: install the same polyarch on both"
+            )
+        return NodeInfo(str(answer.get("polyarch")), tuple(answer.get("native", ())),
+                        tuple(answer.get("emulated", ())), int(answer.get("free", 0)))  # fmt: skip
+
+    def send_context(self, context: Path, ignore: tuple[str, ...]) -> int:
+        """The context, by content: returns how many files the node did not have."""
+        entries = context_entries(context, ignore)
+        self._send({"op": "context", "entries": entries})
+        need = self._receive()
+        if need.get("op") != "need":
+            raise self._failed(NodeError(f"answered {need.get('op')!r} to the context"))
+        by_digest = {e["digest"]: e for e in entries if e["type"] == "file"}
+        try:
+            for digest in need["digests"]:
+                entry = by_digest[digest]
+                with (context / entry["path"]).open("rb") as f:
+                    send_file(self.out, {"op": "blob", "digest": digest}, f,  # type: ignore[arg-type]
+                              int(entry["size"]))  # fmt: skip
+        except (BrokenPipeError, OSError) as exc:
+            raise self._failed(NodeError(f"sending the context failed: {exc}")) from None
+        ready = self._receive()
+        if ready.get("op") != "context-ready":
+            raise self._failed(NodeError(f"answered {ready.get('op')!r} to the context"))
+        return len(need["digests"])
+
+    def build(
+        self, request: dict[str, Any], dockerfile: Path, progress: Progress
+    ) -> tuple[Descriptor, dict[str, Any]]:
+        """Build one platform there; its progress is told here, labelled with the node."""
+        self._send({"op": "build", **request})
+        while True:
+            message = self._receive()
+            op = message.pop("op")
+            if op == "event":
+                progress(_event(message, self.node.name))
+            elif op == "error":
+                line = message.get("line")
+                raise BuildError(
+                    f"{message.get('message')} (on node {self.node.name})",
+                    location=f"{dockerfile}:{line}" if line else "",
+                    stage=str(message.get("stage", "")),
+                    platform=str(message.get("platform") or request["platform"]),
+                )
+            elif op == "result":
+                return Descriptor.from_json(message["descriptor"], "the node's result"), message
+            else:
+                raise self._failed(NodeError(f"sent {op!r} during a build"))
+
+    def fetch(self, descriptor: Descriptor, layout: OciLayout) -> None:
+        """The image's manifest, config and layers into the local store, each verified."""
+        if descriptor.size > MAX_MANIFEST:
+            raise NodeError(f"{self._what()}: a manifest of {descriptor.size} bytes; refused")
+        raw = self._blob(descriptor.digest, descriptor.size, layout)
+        manifest = parse_document(raw, descriptor.media_type, what="the node's manifest")
+        if not isinstance(manifest, Manifest):
+            raise NodeError(f"{self._what()} built an index, not one platform's image")
+        for blob in manifest.blobs():
+            if not layout.blobs.has(blob.digest, blob.size):
+                self._blob(blob.digest, blob.size, layout)
+
+    def _blob(self, digest: Digest, size: int, layout: OciLayout) -> bytes:
+        self._send({"op": "get", "digest": str(digest)})
+        head = self._receive()
+        if head.get("op") != "blob" or head.get("digest") != str(digest):
+            raise self._failed(NodeError(f"did not send {digest}: {head.get('message', head)}"))
+        if int(head["size"]) != size:
+            raise NodeError(f"{self._what()} sent {head['size']} bytes for {digest}, not {size}")
+        layout.blobs.ingest(payload_chunks(self.inp, size, self._what()), digest, size)  # type: ignore[arg-type]
+        return layout.blobs.read_bytes(digest, size) if size <= MAX_MANIFEST else b""
+
+    def close(self) -> None:
+        try:
+            if self.process.poll() is None:
+                self._send({"op": "bye"})
+                self.out.close()
+                self.process.wait(timeout=10)
+        except (NodeError, OSError, subprocess.TimeoutExpired):
+            self.process.kill()
+        finally:
+            self._stderr.close()
+
+
+def _event(data: dict[str, Any], node: str) -> Event:
+    kind = data.get("event", "note")
+    return Event(kind, f"{node}:{data.get('step', '')}" if data.get("step") else "",
+                 str(data.get("description", "")), str(data.get("stage", "")),
+                 str(data.get("platform", "")), text=str(data.get("text", "")),
+                 seconds=data.get("seconds"), cache=str(data.get("cache", "")),
+                 emulated=bool(data.get("emulated")), position=str(data.get("position", "")),
+                 node=node)  # fmt: skip
+
+
+Connect = Callable[[Node], NodeConnection]

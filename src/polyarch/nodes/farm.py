@@ -1,0 +1,215 @@
+"""Which node builds which platform, and building there (the model of `podman farm build`):
+each routed platform is built whole on its node, from the same context and Dockerfile, into
+the node's own store and step cache; the image comes back to this machine's store as verified
+blobs, and the index, the tags and any push are made here, so credentials never leave it.
+
+Routing, for each target platform: this machine when it runs it natively; else a node that
+runs it natively (its declared `--platform`s, else what it reports); else this machine when it
+emulates it; else a node that emulates it. A node that cannot be reached at the start, or dies
+during the build, has its platforms built here (under emulation) unless `--no-fallback`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from polyarch.errors import UsageError
+from polyarch.frontend.dockerfile.ignore import ignore_file_for, read_patterns
+from polyarch.image.annotations import parse_annotation
+from polyarch.nodes.builders import BuilderSpec, Node
+from polyarch.nodes.client import NodeConnection, NodeInfo
+from polyarch.nodes.protocol import NodeError
+from polyarch.oci.models import Descriptor
+from polyarch.platform import Platform
+from polyarch.progress import Event, Progress
+from polyarch.store.layout import OciLayout
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    platform: Platform
+    node: Node | None  # None: this machine
+    why: str
+
+
+def plan_routes(
+    platforms: Sequence[Platform],
+    nodes: Sequence[tuple[Node, NodeInfo]],
+    machine: Platform,
+    local_emulated: Sequence[Platform],
+) -> list[Route]:
+    """Where each platform is built (pure)."""
+
+    def native(node: Node, info: NodeInfo) -> tuple[Platform, ...]:
+        return node.platform_list() or tuple(Platform.parse(p) for p in info.native)
+
+    routes = []
+    for platform in platforms:
+        if platform == machine:
+            routes.append(Route(platform, None, "native here"))
+            continue
+        found = next((n for n, i in nodes if platform in native(n, i)), None)
+        if found is not None:
+            routes.append(Route(platform, found, f"native on node {found.name}"))
+        elif platform in local_emulated:
+            routes.append(Route(platform, None, "emulated here"))
+        else:
+            emulating = next(
+                (n for n, i in nodes if platform in [Platform.parse(p) for p in i.emulated]), None
+            )
+            if emulating is not None:
+                routes.append(Route(platform, emulating, f"emulated on node {emulating.name}"))
+            else:
+                routes.append(Route(platform, None, "emulated here (no node has it)"))
+    return routes
+
+
+@dataclass
+class RemoteResult:
+    descriptor: Descriptor  # the manifest, with its platform
+    steps_run: int
+    steps_cached: int
+    sent_files: int
+
+
+@dataclass
+class Farm:
+    spec: BuilderSpec
+    progress: Progress
+    fallback: bool = True
+    connect: Callable[[Node], NodeConnection] = NodeConnection
+    connections: dict[str, NodeConnection] = field(default_factory=dict)
+    infos: dict[str, NodeInfo] = field(default_factory=dict)
+
+    def note(self, text: str) -> None:
+        self.progress(Event("note", "", "builder", text=text))
+
+    def open(self) -> None:
+        """Reach every node; one that cannot be reached is left out (or fails the build)."""
+        for node in self.spec.nodes:
+            try:
+                connection = self.connect(node)
+                self.infos[node.name] = connection.hello()
+                self.connections[node.name] = connection
+            except NodeError as exc:
+                if not self.fallback:
+                    raise NodeError(f"{exc} (--no-fallback: not building its platforms "
+                                    "elsewhere)") from None  # fmt: skip
+                self.note(f"{exc}; its platforms are built here instead")
+
+    def close(self) -> None:
+        for connection in self.connections.values():
+            connection.close()
+
+    def routes(
+        self, platforms: Sequence[Platform], machine: Platform, local_emulated: Sequence[Platform]
+    ) -> list[Route]:
+        reachable = [(n, self.infos[n.name]) for n in self.spec.nodes if n.name in self.infos]
+        return plan_routes(platforms, reachable, machine, local_emulated)
+
+    def build(
+        self,
+        routes: Sequence[Route],
+        request: dict[str, Any],
+        context: Path,
+        dockerfile: Path,
+        layout: OciLayout,
+    ) -> tuple[dict[Platform, RemoteResult], list[Platform]]:
+        """Build the routed platforms on their nodes, side by side (a node's own platforms
+        one after the other). Returns the results and the platforms to build here instead
+        (their node died, and fallback is allowed)."""
+        by_node: dict[str, list[Platform]] = {}
+        for route in routes:
+            if route.node is not None:
+                by_node.setdefault(route.node.name, []).append(route.platform)
+        results: dict[Platform, RemoteResult] = {}
+        failed: list[Platform] = []
+        errors: list[BaseException] = []
+        lock = threading.Lock()
+        ignore = _ignore_patterns(context, dockerfile)
+
+        def run(name: str, platforms: list[Platform]) -> None:
+            connection = self.connections[name]
+            try:
+                sent = connection.send_context(context, ignore)
+                self.note(f"node {name}: context sent ({sent} files it did not have)")
+                for platform in platforms:
+                    descriptor, answer = connection.build(
+                        {**request, "platform": str(platform)}, dockerfile, self.progress
+                    )
+                    connection.fetch(descriptor, layout)
+                    with lock:
+                        results[platform] = RemoteResult(
+                            Descriptor(descriptor.media_type, descriptor.digest,
+                                       descriptor.size, platform=platform),
+                            int(answer.get("steps_run", 0)), int(answer.get("steps_cached", 0)),
+                            sent)  # fmt: skip
+            except NodeError as exc:
+                with lock:
+                    if not self.fallback:
+                        errors.append(exc)
+                        return
+                    rest = [p for p in platforms if p not in results]
+                    failed.extend(rest)
+                self.note(f"{exc}; building {', '.join(map(str, rest))} here instead")
+            except BaseException as exc:  # a build error there: the build fails
+                with lock:
+                    errors.append(exc)
+
+        threads = [threading.Thread(target=run, args=item, daemon=True)
+                   for item in by_node.items()]  # fmt: skip
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if errors:
+            raise errors[0]
+        return results, failed
+
+
+def _ignore_patterns(context: Path, dockerfile: Path) -> tuple[str, ...]:
+    for candidate in ignore_file_for(str(dockerfile), str(context)):
+        path = Path(candidate)
+        if path.is_file():
+            return read_patterns(path.read_text(encoding="utf-8"), str(path))
+    return ()
+
+
+def remote_request(options: Any, context: Path, dockerfile: Path) -> dict[str, Any]:
+    """What a node is asked to build: the options that travel; the ones that cannot (they
+    name files or agents of this machine, or registries with its credentials) are refused."""
+    refused = [name for name, value in (
+        ("--secret", options.secrets), ("--ssh", options.ssh),
+        ("--build-context", options.contexts), ("--cache-from", options.cache_from),
+        ("--cache-to", options.cache_to)) if value]  # fmt: skip
+    if refused:
+        raise UsageError(f"{', '.join(refused)} cannot be used with remote builder nodes yet "
+                         "(they name files, agents or credentials of this machine); build with "
+                         "--builder default")  # fmt: skip
+    try:
+        inside = dockerfile.resolve().relative_to(context.resolve())
+    except ValueError:
+        inside = None
+    request: dict[str, Any] = {
+        "build_args": dict(options.build_args), "target": options.target,
+        "labels": dict(options.labels), "no_cache": options.no_cache, "jobs": options.jobs,
+        "build_once": options.build_once if isinstance(options.build_once, str)
+        else ",".join(sorted(options.build_once)),
+        "ca_certs": options.ca_certs is not None, "allow": sorted(options.allow),
+        # Each node makes one platform's manifest; index-level ones are applied here.
+        "annotations": [t for t in options.annotations
+                        if all(a.level == "manifest" for a in parse_annotation(t))],
+        "step_timeout": options.step_timeout,
+    }  # fmt: skip
+    if inside is not None:
+        request["dockerfile"] = str(inside)
+    else:
+        request["dockerfile_text"] = dockerfile.read_text(encoding="utf-8")
+    return request
+
+
+__all__ = ["Farm", "Route", "plan_routes", "remote_request"]

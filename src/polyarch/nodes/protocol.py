@@ -1,0 +1,72 @@
+"""The node protocol's framing (pure apart from the streams it is handed): each message is one
+line of JSON; a message with `"size": N` is followed by N raw bytes (a file or a blob).
+
+Version 1. The client speaks first (`hello` with its version); a node of another version answers
+with its own and stops, and the client says which two differ."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, BinaryIO, Protocol
+
+from polyarch.errors import PolyarchError
+
+PROTOCOL_VERSION = 1
+MAX_LINE = 64 << 20  # a message line (a context listing of many files fits)
+CHUNK = 1 << 20
+
+
+class Readable(Protocol):
+    def read(self, size: int = -1, /) -> bytes | None: ...
+
+
+class NodeError(PolyarchError):
+    """A node that cannot be reached, speaks another version, or stopped answering."""
+
+
+def send(stream: BinaryIO, message: dict[str, Any], payload: bytes | None = None) -> None:
+    if payload is not None:
+        message = {**message, "size": len(payload)}
+    stream.write(json.dumps(message, separators=(",", ":")).encode() + b"\n")
+    if payload is not None:
+        stream.write(payload)
+    stream.flush()
+
+
+def send_file(stream: BinaryIO, message: dict[str, Any], source: Readable, size: int) -> None:
+    stream.write(json.dumps({**message, "size": size}, separators=(",", ":")).encode() + b"\n")
+    left = size
+    while left:
+        chunk = source.read(min(CHUNK, left))
+        if not chunk:
+            raise NodeError(f"{message.get('digest', 'a file')} ended {left} bytes early")
+        stream.write(chunk)
+        left -= len(chunk)
+    stream.flush()
+
+
+def receive(stream: BinaryIO, what: str = "the node") -> dict[str, Any]:
+    line = stream.readline(MAX_LINE)
+    if not line:
+        raise NodeError(f"{what} closed the connection")
+    if not line.endswith(b"\n"):
+        raise NodeError(f"{what} sent a message over {MAX_LINE} bytes")
+    try:
+        message = json.loads(line)
+    except ValueError:
+        text = line.decode("utf-8", "replace").strip()[:200]
+        raise NodeError(f"{what} sent something that is not the protocol: {text!r}") from None
+    if not isinstance(message, dict) or not isinstance(message.get("op"), str):
+        raise NodeError(f"{what} sent a message without an op")
+    return message
+
+
+def payload_chunks(stream: BinaryIO, size: int, what: str = "the node") -> Any:
+    """The `size` bytes after a message, in chunks."""
+    left = size
+    while left:
+        chunk = stream.read(min(CHUNK, left))
+        if not chunk:
+            raise NodeError(f"{what} closed the connection {left} bytes before the end of a blob")
+        left -= len(chunk)
+        yield chunk

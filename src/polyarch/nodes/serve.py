@@ -1,0 +1,197 @@
+"""The node side: `polyarch worker`, started over SSH for one build, serving the protocol on
+its stdin and stdout (anything else the process would print goes to stderr).
+
+It keeps context files by digest under its workspace (`ROOT/nodes/files`), so a file sent once
+is never sent again; builds one platform into its own store with its own step cache (a rebuild
+that changes nothing runs nothing); and hands the result's documents and blobs back by digest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from polyarch import __version__
+from polyarch.digest import Digest
+from polyarch.errors import BuildError, DockerfileError, PolyarchError
+from polyarch.nodes.builders import DEFAULT
+from polyarch.nodes.protocol import PROTOCOL_VERSION, payload_chunks, receive, send, send_file
+from polyarch.progress import Event
+from polyarch.store.blobs import ContentStore
+
+HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")  # --ca-certs host, on the node
+
+
+@contextlib.contextmanager
+def protocol_streams() -> Iterator[tuple[BinaryIO, BinaryIO]]:
+    """stdin and stdout for the protocol; fd 1 then points at stderr so that nothing else
+    (a child process, a stray print) can corrupt the stream."""
+    out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    try:
+        yield sys.stdin.buffer, out
+    finally:
+        out.close()
+
+
+def serve(inp: BinaryIO, out: BinaryIO, root: Path) -> int:
+    from polyarch.api import (  # noqa: PLC0415 (the engine only on a node)
+        BuildOptions,
+        RegistryOptions,
+        Session,
+        build_image,
+        machine_platform,
+    )
+    from polyarch.runtime import binfmt  # noqa: PLC0415
+    from polyarch.store.workspace import Workspace  # noqa: PLC0415
+
+    hello = receive(inp, "the client")
+    if hello.get("op") != "hello":
+        send(out, {"op": "error", "message": "expected hello"})
+        return 2
+    machine = machine_platform()
+    emulated = [str(p) for p in binfmt.registered(machine)]
+    answer = {"op": "hello", "version": PROTOCOL_VERSION, "polyarch": __version__,
+              "native": [str(machine)], "emulated": emulated,
+              "free": shutil.disk_usage(root if root.exists() else root.parent).free}  # fmt: skip
+    send(out, answer)
+    if hello.get("version") != PROTOCOL_VERSION:
+        return 2
+    workspace = Workspace(root)
+    files = ContentStore(root / "nodes" / "files")
+    # Not in the workspace's scratch (a build clears that when it starts); a worker killed
+    # earlier left its own, cleared here.
+    contexts = root / "nodes" / "contexts"
+    contexts.mkdir(parents=True, exist_ok=True)
+    for old in contexts.iterdir():
+        pid = old.name.split("-")[1] if old.name.count("-") >= 2 else ""
+        if not pid.isdigit() or not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(old, ignore_errors=True)
+    scratch = Path(tempfile.mkdtemp(dir=contexts, prefix=f"ctx-{os.getpid()}-"))
+    try:
+        with Session(RegistryOptions()) as session:
+            while True:
+                message = receive(inp, "the client")
+                op = message["op"]
+                if op == "bye":
+                    return 0
+                if op == "context":
+                    _context(inp, out, files, message, scratch)
+                elif op == "build":
+                    _build(out, message, scratch, root, session, BuildOptions, build_image)
+                elif op == "get":
+                    digest = Digest.parse(str(message["digest"]))
+                    blobs = workspace.layout.blobs
+                    if not blobs.has(digest):
+                        send(out, {"op": "error", "message": f"no blob {digest} on this node"})
+                        continue
+                    with blobs.open(digest) as f:
+                        send_file(out, {"op": "blob", "digest": str(digest)}, f,
+                                  blobs.size(digest))  # fmt: skip
+                else:
+                    send(out, {"op": "error", "message": f"unknown op {op!r}"})
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _context(
+    inp: BinaryIO, out: BinaryIO, files: ContentStore, message: dict[str, Any], scratch: Path
+) -> None:
+    entries: list[dict[str, Any]] = message["entries"]
+    need = sorted({e["digest"] for e in entries if e["type"] == "file"
+                   and not files.has(Digest.parse(e["digest"]))})  # fmt: skip
+    send(out, {"op": "need", "digests": need})
+    for _ in need:
+        blob = receive(inp, "the client")
+        digest = Digest.parse(str(blob["digest"]))
+        files.ingest(payload_chunks(inp, int(blob["size"]), "the client"), digest,
+                     int(blob["size"]))  # fmt: skip
+    context = scratch / "context"
+    shutil.rmtree(context, ignore_errors=True)
+    context.mkdir()
+    for entry in entries:
+        rel = str(entry["path"])
+        if rel.startswith("/") or ".." in rel.split("/"):
+            raise BuildError(f"context path {rel!r} leaves the context")
+        target = context / rel
+        if entry["type"] == "dir":
+            target.mkdir(parents=True, exist_ok=True)
+            os.chmod(target, int(entry["mode"]) & 0o7777)
+        elif entry["type"] == "symlink":
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.symlink_to(str(entry["target"]))
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(files.path(Digest.parse(entry["digest"])), target)
+            os.chmod(target, int(entry["mode"]) & 0o7777)
+            os.utime(target, ns=(int(entry["mtime"]), int(entry["mtime"])))
+    send(out, {"op": "context-ready", "received": len(need)})
+
+
+def _build(
+    out: BinaryIO,
+    message: dict[str, Any],
+    scratch: Path,
+    root: Path,
+    session: Any,
+    options_type: Any,
+    build_image: Any,
+) -> None:
+    from polyarch.platform import Platform  # noqa: PLC0415
+
+    context = scratch / "context"
+    if message.get("dockerfile_text") is not None:  # a Dockerfile from outside the context
+        dockerfile = scratch / "dockerfile" / "Dockerfile"
+        dockerfile.parent.mkdir(exist_ok=True)
+        dockerfile.write_text(str(message["dockerfile_text"]), encoding="utf-8")
+    else:
+        dockerfile = context / str(message["dockerfile"])
+        if ".." in str(message["dockerfile"]).split("/"):
+            send(out, {"op": "error", "message": "the Dockerfile path leaves the context"})
+            return
+
+    def progress(event: Event) -> None:
+        send(out, {"op": "event", **event.to_json()})
+
+    try:
+        options = options_type(
+            context=context,
+            dockerfile=dockerfile,
+            platforms=(Platform.parse(str(message["platform"])),),
+            build_args=dict(message.get("build_args", {})),
+            target=message.get("target"),
+            labels=dict(message.get("labels", {})),
+            no_cache=bool(message.get("no_cache")),
+            root=root,
+            jobs=int(message.get("jobs", 1)),
+            build_once=message.get("build_once", "auto"),
+            ca_certs=HOST_CA_BUNDLE if message.get("ca_certs") else None,
+            allow=frozenset(message.get("allow", ())),
+            annotations=tuple(message.get("annotations", ())),
+            step_timeout=message.get("step_timeout"),
+            builder=DEFAULT,  # a node builds itself, never through its own builders' nodes
+        )
+        report = build_image(session, options, progress=progress)
+    except BuildError as exc:
+        line = exc.location.rpartition(":")[2]
+        send(out, {"op": "error", "message": exc.message, "stage": exc.stage,
+                   "platform": exc.platform,
+                   "line": int(line) if line.isdigit() else None})  # fmt: skip
+        return
+    except DockerfileError as exc:
+        send(out, {"op": "error", "message": exc.message, "line": exc.line})
+        return
+    except PolyarchError as exc:
+        send(out, {"op": "error", "message": str(exc)})
+        return
+    result = report.result
+    send(out, {"op": "result", "descriptor": result.descriptor.to_json(),
+               "steps_run": result.steps_run, "steps_cached": result.steps_cached,
+               "seconds": result.seconds})  # fmt: skip

@@ -1,0 +1,167 @@
+"""Builders with nodes: a platform built on a node reached over a real OpenSSH server (its own
+workspace, pulling on its own), brought home as verified blobs, one index made here; the
+context sent by content (nothing sent twice); unreachable and dying nodes, with and without
+fallback; a node speaking another protocol version."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.git_server import SshServer
+from tests.integration.test_build import write_context
+from tests.integration.test_build_surface import run, tags
+from tests.registry_server import RunningRegistry
+
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("runc") or not shutil.which("mmdebstrap"),
+    reason="building needs root, runc and mmdebstrap (tools/dev setup installs them)",
+)
+
+DOCKERFILE = 'FROM {base}\nCOPY app.txt /app.txt\nRUN uname -m > /arch\nCMD ["cat", "/arch"]\n'
+BOTH = "linux/amd64,linux/arm64"
+
+
+def env_for(tmp_path: Path, sshd: SshServer | None = None) -> dict[str, str]:
+    env = dict(os.environ, POLYARCH_CONFIG_DIR=str(tmp_path / "config"))
+    if sshd is not None:
+        env["POLYARCH_SSH_COMMAND"] = (
+            f"ssh -i {sshd.client_key} -o StrictHostKeyChecking=no "
+            "-o UserKnownHostsFile=/dev/null -o LogLevel=ERROR"
+        )
+    return env
+
+
+def node_command(root: Path) -> str:
+    return f"POLYARCH_ROOT={root} {sys.executable} -m polyarch"
+
+
+def events(stderr: str) -> list[dict[str, object]]:
+    return [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+
+
+def test_a_platform_built_on_an_ssh_node(
+    tiny: str, registry: RunningRegistry, sshd: SshServer, tmp_path: Path
+) -> None:
+    env = env_for(tmp_path, sshd)
+    node_root = tmp_path / "node-root"
+    made = run("builder", "create", "farm", "--node", f"arm=ssh://root@127.0.0.1:{sshd.port}",
+               "--platform", "linux/arm64", "--node-command", node_command(node_root), "--use",
+               env=env)  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    inspected = run("builder", "inspect", "--format", "json", env=env)
+    assert inspected.returncode == 0, inspected.stdout + inspected.stderr
+    node = json.loads(inspected.stdout)["nodes"][0]
+    assert node["reachable"] and node["native"] == ["linux/amd64"]  # this machine, over SSH
+
+    ctx = write_context(tmp_path / "ctx", DOCKERFILE.format(base=tiny), {"app.txt": "one\n"})
+    doctor = run("doctor", "--root", str(tmp_path / "d"), "--builder", "farm", "--format", "json",
+                 env=env)  # fmt: skip
+    checks = {c["name"]: c for c in json.loads(doctor.stdout)}
+    assert checks[f"node arm (ssh://root@127.0.0.1:{sshd.port})"]["level"] == "ok"
+    planned = run("plan", "--platform", BOTH, str(ctx), env=env)  # the current builder's
+    assert planned.returncode == 0, planned.stderr
+    assert "linux/arm64: node arm" in planned.stdout and "(native on node arm)" in planned.stdout
+    ref = registry.ref("nodes/app:1")
+    root = str(tmp_path / "root")
+    built = run("build", "--root", root, "--platform", BOTH, "-t", ref, "--push",
+                "--progress", "json", str(ctx), env=env)  # fmt: skip
+    assert built.returncode == 0, built.stderr
+    stream = events(built.stderr)
+    on_node = {e["platform"] for e in stream if e.get("node") == "arm" and e.get("step")}
+    assert on_node == {"linux/arm64"}
+    notes = [str(e.get("text")) for e in stream if e["event"] == "note"]
+    assert any("linux/arm64 is built on node arm" in n for n in notes)
+    assert any("context sent (2 files" in n for n in notes)  # Dockerfile and app.txt
+    result = stream[-1]
+    arm = result["polyarch.platforms"]["linux/arm64"]  # type: ignore[index]
+    # The node built it in its own workspace; the blobs came home verified.
+    assert (node_root / "store" / "blobs" / "sha256" / arm["digest"][7:]).is_file()
+    assert (Path(root) / "store" / "blobs" / "sha256" / arm["digest"][7:]).is_file()
+    accept = {"Accept": "application/vnd.oci.image.index.v1+json"}
+    index = httpx.get(f"http://{registry.host}/v2/nodes/app/manifests/1", headers=accept).json()
+    assert {m["platform"]["architecture"] for m in index["manifests"]} == {"amd64", "arm64"}
+    verified = run("verify", "--root", str(tmp_path / "v"), "--platform", BOTH, "--run",
+                   'test "$(cat /arch)" = "$(uname -m)"', ref, env=env)  # fmt: skip
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+
+    # Again, nothing changed: nothing sent, nothing run, here or on the node.
+    again = run("build", "--root", root, "--platform", BOTH, "-t", registry.ref("nodes/app:2"),
+                "--progress", "json", str(ctx), env=env)  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    stream = events(again.stderr)
+    assert any("context sent (0 files" in str(e.get("text")) for e in stream)
+    assert stream[-1]["polyarch.steps"]["run"] == 0  # type: ignore[index]
+    assert stream[-1]["containerimage.digest"] == result["containerimage.digest"]
+    # One file changed: only it is sent.
+    (ctx / "app.txt").write_text("two\n")
+    third = run("build", "--root", root, "--platform", BOTH, "-t", registry.ref("nodes/app:3"),
+                "--progress", "json", str(ctx), env=env)  # fmt: skip
+    assert third.returncode == 0, third.stderr
+    assert any("context sent (1 files" in str(e.get("text")) for e in events(third.stderr))
+
+
+def test_an_unreachable_node_falls_back_or_fails(
+    tiny: str, registry: RunningRegistry, sshd: SshServer, tmp_path: Path
+) -> None:
+    env = env_for(tmp_path, sshd)
+    closed = sshd.port + 1 if sshd.port < 65000 else sshd.port - 1
+    made = run("builder", "create", "gone", "--node", f"arm=ssh://root@127.0.0.1:{closed}",
+               "--platform", "linux/arm64", "--use", env=env)  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    inspected = run("builder", "inspect", env=env)
+    assert inspected.returncode == 1 and "unreachable" in inspected.stdout
+    ctx = write_context(tmp_path / "ctx", DOCKERFILE.format(base=tiny), {"app.txt": "x\n"})
+    ref = registry.ref("nodes/fallback:1")
+    fell_back = run("build", "--root", str(tmp_path / "root"), "--platform", BOTH, "-t", ref,
+                    "--push", "--progress", "plain", str(ctx), env=env)  # fmt: skip
+    assert fell_back.returncode == 0, fell_back.stderr
+    assert "its platforms are built here instead" in fell_back.stderr
+    strict_ref = registry.ref("nodes/strict:1")
+    strict = run("build", "--root", str(tmp_path / "root"), "--platform", BOTH, "-t",
+                 strict_ref, "--push", "--no-fallback", str(ctx), env=env)  # fmt: skip
+    assert strict.returncode == 1 and "Traceback" not in strict.stderr
+    assert "node arm" in strict.stderr and "--no-fallback" in strict.stderr
+    assert tags(registry, "nodes/strict") == []
+
+
+def test_a_node_that_dies_mid_build(tiny: str, registry: RunningRegistry, tmp_path: Path) -> None:
+    env = env_for(tmp_path)
+    # The worker is killed 4 s into the build, while its RUN sleeps.
+    dying = f"timeout -s KILL 4 env {node_command(tmp_path / 'node-root')}"
+    made = run("builder", "create", "flaky", "--node", "arm=local", "--platform", "linux/arm64",
+               "--node-command", dying, "--use", env=env)  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    ctx = write_context(tmp_path / "ctx", f"FROM {tiny}\nRUN sleep 8 && uname -m > /arch\n", {})
+    dies_ref = registry.ref("nodes/dies:1")
+    strict = run("build", "--root", str(tmp_path / "root"), "--platform", BOTH, "-t",
+                 dies_ref, "--push", "--no-fallback", str(ctx), env=env)  # fmt: skip
+    assert strict.returncode == 1 and "Traceback" not in strict.stderr
+    assert "node arm" in strict.stderr
+    assert tags(registry, "nodes/dies") == []  # nothing partial pushed, no tag moved
+    rebuilt = run("build", "--root", str(tmp_path / "root"), "--platform", BOTH, "-t",
+                  registry.ref("nodes/dies:1"), "--push", "--progress", "plain", str(ctx),
+                  env=env)  # fmt: skip
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert "here instead" in rebuilt.stderr and tags(registry, "nodes/dies") == ["1"]
+
+
+def test_a_node_of_another_protocol_version(tmp_path: Path) -> None:
+    env = env_for(tmp_path)
+    fake = tmp_path / "old-polyarch"
+    fake.write_text("#!/bin/sh\nread hello\n"
+                    'echo \'{"op": "hello", "version": 99, "polyarch": "9.9.9"}\'\n')  # fmt: skip
+    fake.chmod(0o755)
+    made = run("builder", "create", "old", "--node", "n=local", "--node-command", str(fake),
+               env=env)  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    inspected = run("builder", "inspect", "old", env=env)
+    assert inspected.returncode == 1
+    assert "version 99 (polyarch 9.9.9)" in inspected.stdout
+    assert "speaks version 1" in inspected.stdout

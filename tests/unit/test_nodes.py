@@ -1,0 +1,88 @@
+"""Builders kept as buildx keeps them; routing of platforms to nodes; the protocol framing."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+
+from polyarch.errors import UsageError
+from polyarch.nodes.builders import BuilderStore, Endpoint, Node
+from polyarch.nodes.client import NodeInfo, command_for, context_entries
+from polyarch.nodes.farm import plan_routes
+from polyarch.nodes.protocol import NodeError, payload_chunks, receive, send
+from polyarch.platform import Platform
+
+AMD64, ARM64, S390X = (Platform.parse(p) for p in ("linux/amd64", "linux/arm64", "linux/s390x"))
+
+
+def test_builders_create_append_use_rm(tmp_path: Path) -> None:
+    store = BuilderStore(tmp_path)
+    assert store.current() == "default" and [s.name for s in store.all()] == ["default"]
+    store.add("farm", Node("arm", "ssh://ci@arm-box:2222", ("linux/arm64",)), append=False)
+    with pytest.raises(UsageError, match="exists"):
+        store.add("farm", Node("x", "local"), append=False)
+    store.add("farm", Node("s390", "local", ("linux/s390x",)), append=True)
+    with pytest.raises(UsageError, match="no builder 'other' to append to"):
+        store.add("other", Node("x", "local"), append=True)
+    store.use("farm")
+    assert store.current() == "farm"
+    assert [n.name for n in store.get(None).nodes] == ["arm", "s390"]
+    store.remove("farm")
+    assert store.current() == "default"
+    with pytest.raises(UsageError, match="no builder 'farm'"):
+        store.get("farm")
+
+
+@pytest.mark.parametrize("text", ["http://x", "ssh://", "ssh://h/path", "ssh://h:port"])
+def test_bad_endpoints_are_refused(text: str) -> None:
+    with pytest.raises(UsageError, match="endpoint"):
+        Endpoint.parse(text)
+
+
+def test_the_ssh_command_uses_the_users_openssh(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("POLYARCH_SSH_COMMAND", raising=False)
+    node = Node("arm", "ssh://ci@arm-box:2222", command="/opt/pa/bin/polyarch")
+    assert command_for(node) == ["ssh", "-o", "BatchMode=yes", "-T", "-p", "2222", "-l", "ci",
+                                 "arm-box", "--", "/opt/pa/bin/polyarch worker"]  # fmt: skip
+
+
+def test_routing_prefers_native_nodes_then_local_emulation() -> None:
+    arm = Node("arm", "local", ("linux/arm64",))
+    big = Node("big", "local")  # reports what it runs
+    nodes = [(arm, NodeInfo("0.1.0", ("linux/arm64",), (), 0)),
+             (big, NodeInfo("0.1.0", ("linux/s390x",), ("linux/riscv64",), 0))]  # fmt: skip
+    routes = plan_routes([AMD64, ARM64, S390X, Platform.parse("linux/riscv64"),
+                          Platform.parse("linux/ppc64le")], nodes, AMD64, [ARM64])  # fmt: skip
+    where = [(str(r.platform), r.node.name if r.node else "here") for r in routes]
+    assert where == [("linux/amd64", "here"), ("linux/arm64", "arm"), ("linux/s390x", "big"),
+                     ("linux/riscv64", "big"), ("linux/ppc64le", "here")]  # fmt: skip
+    assert routes[3].why == "emulated on node big"
+
+
+def test_context_entries_follow_dockerignore(tmp_path: Path) -> None:
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a.js").write_text("a")
+    (tmp_path / "node_modules").mkdir()
+    (tmp_path / "node_modules" / "big").write_text("x")
+    (tmp_path / "link").symlink_to("src/a.js")
+    entries = {e["path"]: e for e in context_entries(tmp_path, ("node_modules",))}
+    assert set(entries) == {"src", "src/a.js", "link"}
+    assert entries["link"]["target"] == "src/a.js"
+    assert entries["src/a.js"]["digest"].startswith("sha256:")
+
+
+def test_framing_round_trip_and_bad_input() -> None:
+    stream = io.BytesIO()
+    send(stream, {"op": "blob", "digest": "d"}, b"12345")
+    stream.seek(0)
+    head = receive(stream)
+    assert head == {"op": "blob", "digest": "d", "size": 5}
+    assert b"".join(payload_chunks(stream, 5)) == b"12345"
+    with pytest.raises(NodeError, match="closed the connection"):
+        receive(io.BytesIO(b""))
+    with pytest.raises(NodeError, match="not the protocol"):
+        receive(io.BytesIO(b"bash: polyarch: command not found\n"))
+    with pytest.raises(NodeError, match="bytes before the end"):
+        list(payload_chunks(io.BytesIO(b"12"), 5))
