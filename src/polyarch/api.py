@@ -597,7 +597,12 @@ def _build_with_nodes(
 
     thread = threading.Thread(target=on_nodes, daemon=True)
     thread.start()
-    local = builder.build(request) if request.platforms else None
+    try:
+        local = builder.build(request) if request.platforms else None
+    except BaseException:
+        farm.abort()  # the nodes' builds are of no use now
+        thread.join(timeout=10)
+        raise
     thread.join()
     if errors:
         raise errors[0]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -193,7 +193,14 @@ class Builder:
             from polyarch.store.gc import clear_stale  # noqa: PLC0415
 
             clear_stale(self.workspace)
-            return self._build(request)
+            # The registry's retries are told as notes while this build runs.
+            previous = self.registry.on_retry
+            self.registry.on_retry = lambda text: self.progress(
+                Event("note", "", "registry", text=text))  # fmt: skip
+            try:
+                return self._build(request)
+            finally:
+                self.registry.on_retry = previous
 
     def _build(self, request: BuildRequest) -> BuildResult:
         started = time.monotonic()
@@ -383,9 +390,10 @@ class Builder:
             raise BuildError(f"{image}: its config is {document.config.size} bytes, over the "
                              f"{MAX_DOCUMENT_SIZE} limit for configs; refusing it")  # fmt: skip
         self.layout.write_document(document.raw)
-        for blob in document.blobs():
-            if not self.blobs.has(blob.digest, blob.size):
-                pull.blob(blob)
+        missing = [b for b in document.blobs() if not self.blobs.has(b.digest, b.size)]
+        pull.expect(description, platform_text, sum(b.size for b in missing))
+        for blob in missing:
+            pull.blob(blob)
         config = ImageConfig.parse(
             self.blobs.read_bytes(document.config.digest, document.config.size),
             f"config of {image}",
@@ -448,6 +456,23 @@ class _Puller:
         self.builder, self.ref, self.image = builder, ref, image
         self.mirrors = [_mirrored(ref, m) for m in builder.mirrors.get(ref.registry, ())]
         self.used: set[str] = set()
+        self.row = ("", "")  # the progress row (description, platform) bytes are told on
+        self.done = self.total = 0
+        self.told = 0.0
+
+    def expect(self, description: str, platform: str, total: int) -> None:
+        self.row, self.total, self.done = (description, platform), total, 0
+
+    def _counted(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
+        """The chunks, telling bytes done of the total (at most 5 times a second)."""
+        for chunk in chunks:
+            self.done += len(chunk)
+            now = time.monotonic()
+            if now - self.told >= 0.2 or self.done >= self.total:
+                self.told = now
+                self.builder.progress(Event("progress", "", self.row[0], platform=self.row[1],
+                                            current=self.done, total=self.total))  # fmt: skip
+            yield chunk
 
     def _note(self, text: str) -> None:
         self.builder.progress(Event("note", "", "mirrors", text=text))
@@ -493,15 +518,18 @@ class _Puller:
     def blob(self, blob: Descriptor) -> None:
         blobs = self.builder.blobs
         for mirror in self.mirrors:
+            start = self.done
             try:
-                blobs.ingest(self.builder.mirror_client.get_blob(mirror, blob), blob.digest,
-                             blob.size)  # fmt: skip
+                blobs.ingest(self._counted(self.builder.mirror_client.get_blob(mirror, blob)),
+                             blob.digest, blob.size)  # fmt: skip
             except PolyarchError as exc:
+                self.done = start  # what that mirror gave is not counted twice
                 self._note(f"mirror {mirror.registry}: {exc}; trying the next source")
                 continue
             self.used.add(mirror.registry)
             return
-        blobs.ingest(self.builder.registry.get_blob(self.ref, blob), blob.digest, blob.size)
+        blobs.ingest(self._counted(self.builder.registry.get_blob(self.ref, blob)), blob.digest,
+                     blob.size)  # fmt: skip
 
 
 def _mirrored(ref: Reference, mirror: str) -> Reference:

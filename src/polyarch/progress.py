@@ -10,7 +10,10 @@ from typing import Any, Literal
 # start: a step (or a pull, an export) began; waiting / running: a step waits for a slot (or
 # a base) and then gets it, its own time counting from there; log: a line of its output;
 # cached / done / error: how it ended; note: something to know, for the step or the build.
-EventKind = Literal["start", "waiting", "running", "log", "cached", "done", "error", "note"]
+# progress: bytes done of a total (a pull).
+EventKind = Literal[
+    "start", "waiting", "running", "progress", "log", "cached", "done", "error", "note"
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +30,9 @@ class Event:
     emulated: bool = False  # a step run under emulation
     position: str = ""  # the step's place in its stage, "3/7"
     node: str = ""  # the builder node it ran on (empty: this machine)
+    shared: str = ""  # a build-once step's target platforms ("amd64, arm64")
+    current: int | None = None  # bytes done (progress events)
+    total: int | None = None  # of these bytes
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -49,6 +55,10 @@ class Event:
             out["position"] = self.position
         if self.node:
             out["node"] = self.node
+        if self.shared:
+            out["shared"] = self.shared
+        if self.current is not None:
+            out["current"], out["total"] = self.current, self.total
         return out
 
 

@@ -40,10 +40,13 @@ class Row:
     step: bool  # a build step (else a pull, a cache import or export)
     started: float
     node: str = ""
+    shared: str = ""  # a build-once step: the platforms it serves
     state: str = "running"  # waiting, running, cached, done, error, canceled
     running_since: float | None = None
     seconds: float | None = None
     note: str = ""  # where a cached step came from, the mirror a pull went through
+    bytes_done: int | None = None  # a pull's bytes, of bytes_total
+    bytes_total: int = 0
     tail: deque[str] = field(default_factory=lambda: deque(maxlen=TAIL_LINES))
 
     @property
@@ -55,6 +58,10 @@ def _cut(text: str, width: int) -> str:
     if width <= 0:
         return ""
     return text if len(text) <= width else text[: max(0, width - 1)] + "…"
+
+
+def _megabytes(value: int) -> str:
+    return f"{value / 1e6:.1f}"
 
 
 def _seconds(value: float) -> str:
@@ -83,6 +90,7 @@ class BuildView:
                       event.position, event.emulated, bool(event.step), now,
                       event.node)  # fmt: skip
             row.running_since = now
+            row.shared = event.shared
             self.rows[key] = row
         if event.kind == "start":
             row.state, row.running_since = "running", now
@@ -92,6 +100,8 @@ class BuildView:
             row.state, row.running_since = "running", now
         elif event.kind in ("log", "note"):
             row.tail.append(event.text)
+        elif event.kind == "progress" and event.current is not None:
+            row.bytes_done, row.bytes_total = event.current, event.total or 0
         elif event.kind == "cached":
             row.state, row.seconds, row.note = "cached", 0.0, event.text
         elif event.kind == "done":
@@ -140,6 +150,8 @@ class BuildView:
             parts.append(_cut(row.stage, 12 if width < WIDE else 24))
         if row.position:
             parts.append(row.position)
+        if row.shared and not compact:
+            parts.append(f"→ {row.shared}")  # built once, for these platforms
         return f"[{' '.join(parts)}] " if parts else ""
 
     def _status(self, row: Row, now: float) -> tuple[str, Style]:
@@ -147,6 +159,9 @@ class BuildView:
             return "waiting", "dim"
         if row.state == "running":
             since = row.running_since if row.running_since is not None else row.started
+            if row.bytes_done is not None and row.bytes_total:
+                return (f"{_megabytes(row.bytes_done)}/{_megabytes(row.bytes_total)} MB "
+                        f"{_seconds(now - since)}", "yellow")  # fmt: skip
             return _seconds(now - since), "yellow"
         if row.state == "cached":
             return "CACHED", "blue"
@@ -160,7 +175,7 @@ class BuildView:
         number = f"#{row.number} "
         label = self._label(row, width)
         status, style = self._status(row, now)
-        room = width - len(number) - TIMER_WIDTH - 1
+        room = width - len(number) - max(TIMER_WIDTH, len(status)) - 1
         if len(label) > room // 2:  # very narrow: the platform and position only
             label = self._label(row, width, compact=True)
         description = row.description

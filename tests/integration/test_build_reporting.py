@@ -36,6 +36,8 @@ def test_json_progress_ends_with_a_result_or_a_fatal_event(base: str, tmp_path: 
     assert stream[-1]["event"] == "result" and stream[-1]["status"] == 0
     assert str(stream[-1]["containerimage.digest"]).startswith("sha256:")
     assert any(e["event"] == "done" and e.get("position") for e in stream)
+    pulled = [e for e in stream if e["event"] == "progress"]  # the base's bytes, as they come
+    assert pulled and pulled[-1]["current"] == pulled[-1]["total"]
 
     bad = write_context(tmp_path / "bad", f"FROM {base}\nWORKDIR /w\nRUN echo oops; exit 3\n", {})
     failed = run("build", "--root", root, "--progress", "json", str(bad))

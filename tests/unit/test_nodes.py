@@ -86,3 +86,25 @@ def test_framing_round_trip_and_bad_input() -> None:
         receive(io.BytesIO(b"bash: polyarch: command not found\n"))
     with pytest.raises(NodeError, match="bytes before the end"):
         list(payload_chunks(io.BytesIO(b"12"), 5))
+
+
+def test_a_node_never_writes_through_a_symlink_of_the_listing(tmp_path: Path) -> None:
+    from polyarch.errors import BuildError
+    from polyarch.nodes.serve import _context
+    from polyarch.store.blobs import ContentStore
+
+    files = ContentStore(tmp_path / "files")
+    digest = files.put_bytes(b"owned\n")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    entries = [
+        {"path": "a", "type": "symlink", "target": str(outside)},
+        {"path": "a/x", "type": "file", "digest": str(digest), "size": 6, "mode": 0o644,
+         "mtime": 0},
+    ]  # fmt: skip
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    out = io.BytesIO()
+    with pytest.raises(BuildError, match="goes through a symlink"):
+        _context(io.BytesIO(), out, files, {"entries": entries}, scratch)
+    assert list(outside.iterdir()) == []

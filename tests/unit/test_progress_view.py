@@ -88,3 +88,26 @@ def test_pulls_are_rows_and_finished_rows_give_way() -> None:
     assert len(lines) <= 10
     assert any("finished steps above" in line for line in lines)
     assert "RUN make" in lines[-2] and lines[-1] == "note: cache export skipped"
+
+
+def test_a_pull_shows_its_bytes_and_retries_show() -> None:
+    view = BuildView(0.0)
+    pull = "resolve base/node:bookworm for linux/arm64"
+    view.apply(Event("start", "", pull, platform="linux/arm64"), 0.0)
+    view.apply(Event("progress", "", pull, platform="linux/arm64", current=12_300_000,
+                     total=45_600_000), 1.0)  # fmt: skip
+    view.apply(Event("note", "", "registry", text="retrying (1/4) in 1.6 s: connection refused"),
+               1.5)  # fmt: skip
+    lines = [plain(line) for line in view.render(2.0, 80)]
+    assert lines[1].endswith("12.3/45.6 MB 2.0s") and len(lines[1]) == 80
+    assert lines[1].startswith("#1 [arm64] resolve base/node")
+    assert lines[-1] == "note: registry: retrying (1/4) in 1.6 s: connection refused"
+
+
+def test_a_build_once_step_shows_the_platforms_it_serves() -> None:
+    view = BuildView(0.0)
+    view.apply(Event("start", "k", "RUN npm run build", stage="js", platform="linux/amd64",
+                     position="4/5", shared="amd64, arm64"), 0.0)  # fmt: skip
+    wide, narrow = plain(view.render(1.0, 120)[1]), plain(view.render(1.0, 40)[1])
+    assert "[linux/amd64 js 4/5 → amd64, arm64] RUN npm run build" in wide
+    assert narrow.startswith("#1 [amd64 4/5] ") and narrow.endswith("1.0s")

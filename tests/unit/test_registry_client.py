@@ -180,6 +180,19 @@ def test_503_then_success_is_retried_with_backoff() -> None:
     assert 0.005 <= sleeps[0] <= 0.01 and 0.01 <= sleeps[1] <= 0.02  # exponential, jittered
 
 
+def test_each_retry_is_told_before_the_wait() -> None:
+    registry = FakeRegistry()
+    seed_image(registry)
+    registry.faults.append(nth_request(lambda r: "/manifests/" in r.url.path,
+                                       [httpx.Response(503)]))  # fmt: skip
+    client, _ = make_client(registry)
+    told: list[str] = []
+    client.on_retry = told.append
+    assert client.get_manifest(ref()).document
+    assert len(told) == 1 and told[0].startswith("retrying (1/3) in ")
+    assert "HTTP 503" in told[0]
+
+
 def test_429_honours_retry_after() -> None:
     registry = FakeRegistry()
     seed_image(registry)

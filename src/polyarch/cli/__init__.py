@@ -14,6 +14,7 @@ import sys
 import tempfile
 import traceback
 from collections.abc import Sequence
+from inspect import cleandoc
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -109,7 +110,12 @@ def cli(
 @click.option("--raw", is_flag=True, help="Print the manifest or index exactly as stored.")
 @click.option("--platform", "platform", help="Pick this platform's image from an index.")
 @click.option(
-    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="text for people, json for scripts.",
 )
 @click.pass_context
 def inspect(ctx: click.Context, ref: str, raw: bool, platform: str | None, fmt: str) -> None:
@@ -230,7 +236,8 @@ def _report_line(verb: str, report: Any) -> str:
     multiple=True,
     help="Copy only these platforms (repeatable or comma separated). Default: all.",
 )
-@click.option("--jobs", "-j", type=click.IntRange(1, 64), default=8, show_default=True)
+@click.option("--jobs", "-j", type=click.IntRange(1, 64), default=8, show_default=True,
+              help="Blobs copied at once.")  # fmt: skip
 @click.pass_context
 def copy(ctx: click.Context, src: str, dst: str, platforms: tuple[str, ...], jobs: int) -> None:
     """Copy an image or index between registries and OCI layouts (oci:DIR[:NAME])."""
@@ -253,7 +260,8 @@ def index() -> None:
               "path, one runner per platform building with push-by-digest.")  # fmt: skip
 @click.option("--annotation", "annotations", multiple=True, metavar="KEY=VALUE",
               help="An annotation on the index (repeatable).")  # fmt: skip
-@click.option("--jobs", "-j", type=click.IntRange(1, 64), default=8, show_default=True)
+@click.option("--jobs", "-j", type=click.IntRange(1, 64), default=8, show_default=True,
+              help="Blobs copied at once.")  # fmt: skip
 @click.pass_context
 def index_create(
     ctx: click.Context,
@@ -285,7 +293,12 @@ def index_create(
 @cli.command("parse")
 @dockerfile_option
 @click.option(
-    "--format", "fmt", type=click.Choice(["json", "text"]), default="text", show_default=True
+    "--format",
+    "fmt",
+    type=click.Choice(["json", "text"]),
+    default="text",
+    show_default=True,
+    help="text for people, json for scripts.",
 )
 @click.argument("context", type=click.Path(file_okay=False, path_type=Path), default=".")
 def parse_command(dockerfile: Path | None, fmt: str, context: Path) -> None:
@@ -324,7 +337,12 @@ def parse_command(dockerfile: Path | None, fmt: str, context: Path) -> None:
     help="Plan as if on a machine of this platform (default: this machine).",
 )
 @click.option(
-    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="text for people, json for scripts.",
 )
 @click.option("--builder", metavar="NAME", help="Show which of this builder's nodes builds "
               "each platform (default: build.builder, else the current builder).")  # fmt: skip
@@ -630,6 +648,44 @@ def doctor_command(
 
 for _command in (*project.COMMANDS, *builders.COMMANDS):
     cli.add_command(_command)
+
+# An example for each command that has none in its docstring, shown by --help.
+EXAMPLES = {
+    "release": "polyarch release --platform linux/amd64,linux/arm64   # build, push, verify, tag",
+    "verify": "polyarch verify --http 80/~Welcome registry.lan/app:1.2.0",
+    "push": "polyarch push registry.lan/app:1.2.0",
+    "clean": "polyarch clean registry.lan/app",
+    "du": "polyarch du --verbose",
+    "prune": "polyarch prune --filter until=24h --keep-storage 10GB",
+    "config": "polyarch config --format json",
+    "version": "polyarch version --base-version 1.1.0 .",
+    "images": "polyarch images --format json",
+    "inspect": "polyarch inspect --platform linux/arm64 registry.lan/app:1.2.0",
+    "copy": "polyarch copy registry.lan/app:1.2.0 oci:./app-layout:1.2.0",
+    "emulators": "polyarch emulators --platform linux/arm64,linux/s390x",
+    "emulators install": "polyarch emulators install --platform linux/arm64",
+    "doctor": "polyarch doctor --platform linux/amd64,linux/arm64 --registry registry.lan",
+    "plan": "polyarch plan --platform linux/amd64,linux/arm64 .",
+    "parse": "polyarch parse --format json .",
+    "builder ls": "polyarch builder ls",
+    "builder use": "polyarch builder use farm",
+    "builder rm": "polyarch builder rm farm",
+    "builder inspect": "polyarch builder inspect farm",
+}
+
+
+def _with_examples(group: click.Group, prefix: str = "") -> None:
+    for name, command in group.commands.items():
+        path = f"{prefix}{name}"
+        example = EXAMPLES.get(path)
+        if example and command.help and "Example" not in command.help:
+            text = cleandoc(command.help)
+            command.help = f"{text}\n\n\b\nExample:\n  {example}"
+        if isinstance(command, click.Group):
+            _with_examples(command, f"{path} ")
+
+
+_with_examples(cli)
 
 
 def _terminated(_signum: int, _frame: object) -> None:

@@ -153,7 +153,7 @@ class Renderer:
             self._show(event)
 
     def _show(self, event: Any) -> None:
-        if self.mode != "json" and event.kind in ("waiting", "running"):
+        if self.mode != "json" and event.kind in ("waiting", "running", "progress"):
             return  # the plain log shows no slot changes
         if self.mode == "json":
             click.echo(json.dumps({**event.to_json(), "version": PROGRESS_SCHEMA_VERSION}),

@@ -146,10 +146,13 @@ def _build_options(fn: Any) -> Any:
         click.option("--build-arg", "build_args", multiple=True, metavar="KEY[=VALUE]",
                      help="Added to (and overriding) build.args in polyarch.toml."),
         click.option("--target", help="Build this stage (name or index) instead of the last."),
-        click.option("--label", "labels", multiple=True, metavar="KEY=VALUE"),
+        click.option("--label", "labels", multiple=True, metavar="KEY=VALUE",
+                     help="Set a label in the image config (repeatable), as LABEL does."),
         click.option("--no-cache", is_flag=True, help="Run every step, whatever the cache "
                      "holds."),
-        click.option("--jobs", "-j", type=click.IntRange(1, 64), default=os.cpu_count() or 1),
+        click.option("--jobs", "-j", type=click.IntRange(1, 64), default=os.cpu_count() or 1,
+                     show_default="this machine's cores", help="Steps run at once (emulated "
+                     "steps take turns within this)."),
         click.option("--progress", type=click.Choice(["auto", "tty", "plain", "json", "quiet"]),
                      default=lambda: os.environ.get("BUILDKIT_PROGRESS") or "auto",
                      show_default="auto, or $BUILDKIT_PROGRESS",

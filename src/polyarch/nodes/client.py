@@ -233,7 +233,7 @@ def _event(data: dict[str, Any], node: str) -> Event:
                  str(data.get("platform", "")), text=str(data.get("text", "")),
                  seconds=data.get("seconds"), cache=str(data.get("cache", "")),
                  emulated=bool(data.get("emulated")), position=str(data.get("position", "")),
-                 node=node)  # fmt: skip
+                 node=node, current=data.get("current"), total=data.get("total"))  # fmt: skip
 
 
 Connect = Callable[[Node], NodeConnection]

@@ -105,6 +105,11 @@ class Farm:
         for connection in self.connections.values():
             connection.close()
 
+    def abort(self) -> None:
+        """Stop every node's worker now (this machine's build failed or was interrupted)."""
+        for connection in self.connections.values():
+            connection.process.kill()
+
     def routes(
         self, platforms: Sequence[Platform], machine: Platform, local_emulated: Sequence[Platform]
     ) -> list[Route]:

@@ -116,11 +116,15 @@ def _context(
     context = scratch / "context"
     shutil.rmtree(context, ignore_errors=True)
     context.mkdir()
+    inside = context.resolve()
     for entry in entries:
         rel = str(entry["path"])
         if rel.startswith("/") or ".." in rel.split("/"):
             raise BuildError(f"context path {rel!r} leaves the context")
         target = context / rel
+        # Never through a symlink the listing made earlier: everything lands inside.
+        if not target.parent.resolve().is_relative_to(inside) or target.is_symlink():
+            raise BuildError(f"context path {rel!r} goes through a symlink")
         if entry["type"] == "dir":
             target.mkdir(parents=True, exist_ok=True)
             os.chmod(target, int(entry["mode"]) & 0o7777)

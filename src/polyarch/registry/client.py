@@ -120,6 +120,7 @@ class RegistryClient:
         rng: random.Random | None = None,
     ) -> None:
         self._credentials = credentials
+        self.on_retry: Callable[[str], None] | None = None  # told of each retry
         self._transport = transport
         self._insecure = frozenset(h.lower() for h in insecure)
         self._tls = TlsConfig(tuple(certs_dirs))
@@ -577,7 +578,13 @@ class RegistryClient:
     def _retry_or_raise(
         self, budget: Budget, retry_after: float | None, error: BaseException
     ) -> None:
-        retry_or_raise(budget, self.retry, retry_after, self._rng, self._sleep, lambda: error)
+        def sleep(delay: float) -> None:
+            if self.on_retry is not None:  # told before the wait, as buildx tells its retries
+                self.on_retry(f"retrying ({budget.failures}/{self.retry.attempts - 1}) in "
+                              f"{delay:.1f} s: {error}")  # fmt: skip
+            self._sleep(delay)
+
+        retry_or_raise(budget, self.retry, retry_after, self._rng, sleep, lambda: error)
 
     def _client(self, url: httpx.URL) -> httpx.Client:
         host = url.netloc.decode("ascii").lower()

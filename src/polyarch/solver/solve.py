@@ -74,7 +74,12 @@ class Solver:
         self.scheduler: Scheduler[Result] = Scheduler(self._inputs, self._compute, slots=jobs)
         self._stages = {key: inst.stage for inst in reversed(graph.stages) for key in inst.vertices}
         self._positions: dict[str, str] = {}
+        self._shared: dict[str, str] = {}  # build-once steps: the platforms they serve
         for inst in reversed(graph.stages):
+            if inst.mode == "build-once" and len(inst.targets) > 1:
+                served = ", ".join(t.architecture + (f"/{t.variant}" if t.variant else "")
+                                   for t in inst.targets)  # fmt: skip
+                self._shared.update(dict.fromkeys(inst.vertices, served))
             shown = [k for k in inst.vertices if not graph.vertices[k].internal]
             for n, key in enumerate(shown, 1):
                 self._positions[key] = f"{n}/{len(shown)}"
@@ -110,7 +115,8 @@ class Solver:
         self.progress(Event(kind, vertex.key, vertex.description,  # type: ignore[arg-type]
                             self._stages.get(vertex.key, ""), str(vertex.platform),
                             emulated=vertex.emulated,
-                            position=self._positions.get(vertex.key, ""), **extra))  # type: ignore[arg-type]  # fmt: skip
+                            position=self._positions.get(vertex.key, ""),
+                            shared=self._shared.get(vertex.key, ""), **extra))  # type: ignore[arg-type]  # fmt: skip
 
     def _compute(self, key: str, inputs: list[Result]) -> Result:
         vertex = self.graph.vertices[key]
