@@ -59,6 +59,7 @@ def test_a_platform_built_on_an_ssh_node(
     assert inspected.returncode == 0, inspected.stdout + inspected.stderr
     node = json.loads(inspected.stdout)["nodes"][0]
     assert node["reachable"] and node["native"] == ["linux/amd64"]  # this machine, over SSH
+    assert node["runtime"].startswith("runc") and node["free"] > 0
 
     ctx = write_context(tmp_path / "ctx", DOCKERFILE.format(base=tiny), {"app.txt": "one\n"})
     doctor = run("doctor", "--root", str(tmp_path / "d"), "--builder", "farm", "--format", "json",

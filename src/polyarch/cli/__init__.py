@@ -400,7 +400,7 @@ def _node_checks(builder: str) -> list[doctor.Check]:
             out.append(doctor.Check(name, "ok", f"polyarch {info.version}; native "
                                     f"{', '.join(info.native)}; emulated "
                                     f"{', '.join(info.emulated) or 'none'}; "
-                                    f"{human(info.free)} free"))  # fmt: skip
+                                    f"{human(info.free)} free; {info.runtime}"))  # fmt: skip
     return out
 
 

@@ -121,7 +121,8 @@ def builder_inspect(name: str | None, fmt: str) -> None:
              "error": error or None, "version": info.version if info else None,
              "native": list(info.native) if info else [],
              "emulated": list(info.emulated) if info else [],
-             "free": info.free if info else None} for n, info, error in found]})  # fmt: skip
+             "free": info.free if info else None,
+             "runtime": info.runtime if info else None} for n, info, error in found]})  # fmt: skip
     else:
         click.echo(f"Name:   {spec.name}" + (" (this machine)" if spec.name == DEFAULT else ""))
         for node, info, error in found:
@@ -131,7 +132,7 @@ def builder_inspect(name: str | None, fmt: str) -> None:
                 continue
             click.echo(f"  polyarch {info.version}; native {', '.join(info.native)}; "
                        f"emulated {', '.join(info.emulated) or 'none'}; "
-                       f"{human(info.free)} free")  # fmt: skip
+                       f"{human(info.free)} free; runtime {info.runtime}")  # fmt: skip
     if any(info is None for _n, info, _e in found):
         raise click.exceptions.Exit(1)
 

@@ -42,6 +42,7 @@ class NodeInfo:
     native: tuple[str, ...]
     emulated: tuple[str, ...]
     free: int
+    runtime: str = ""
 
 
 def command_for(node: Node) -> list[str]:
@@ -146,7 +147,8 @@ class NodeConnection:
                 f"{PROTOCOL_VERSION}: install the same polyarch on both"
             )
         return NodeInfo(str(answer.get("polyarch")), tuple(answer.get("native", ())),
-                        tuple(answer.get("emulated", ())), int(answer.get("free", 0)))  # fmt: skip
+                        tuple(answer.get("emulated", ())), int(answer.get("free", 0)),
+                        str(answer.get("runtime", "")))  # fmt: skip
 
     def send_context(self, context: Path, ignore: tuple[str, ...]) -> int:
         """The context, by content: returns how many files the node did not have."""

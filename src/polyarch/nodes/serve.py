@@ -58,8 +58,12 @@ def serve(inp: BinaryIO, out: BinaryIO, root: Path) -> int:
         return 2
     machine = machine_platform()
     emulated = [str(p) for p in binfmt.registered(machine)]
+    from polyarch import doctor  # noqa: PLC0415
+
+    runtime = doctor.runtime()
     answer = {"op": "hello", "version": PROTOCOL_VERSION, "polyarch": __version__,
               "native": [str(machine)], "emulated": emulated,
+              "runtime": runtime.detail + ("" if runtime.level == "ok" else f" ({runtime.level})"),
               "free": shutil.disk_usage(root if root.exists() else root.parent).free}  # fmt: skip
     send(out, answer)
     if hello.get("version") != PROTOCOL_VERSION:
