@@ -35,7 +35,7 @@ from polyarch.oci.models import (
     parse_document,
 )
 from polyarch.platform import Platform, from_uname
-from polyarch.progress import Progress, silent
+from polyarch.progress import Event, Progress, silent
 from polyarch.reference import Reference
 from polyarch.registry.client import RegistryClient
 from polyarch.registry.credentials import DockerConfigCredentials
@@ -524,7 +524,12 @@ def build_image(
                 pinned = Reference(target.registry, target.repository, None,
                                    result.descriptor.digest)  # fmt: skip
                 destination = pinned if output.get("push-by-digest") else target
-                report = session.copy(LayoutLocation(str(store), names[0]), str(destination))
+                with _PushRow(progress or silent, str(destination), builder.layout,
+                              result.manifests.values()) as row:  # fmt: skip
+                    report = session.copy(LayoutLocation(str(store), names[0]), str(destination),
+                                          progress=row.blob)  # fmt: skip
+                    row.summary = (f"{report.uploaded} uploaded, {report.mounted} mounted, "
+                                   f"{report.existing} already there")  # fmt: skip
                 written.append(Output("registry", str(report.name), str(report.digest)))
         elif kind == "oci":
             name = refs[0].tag if refs and refs[0].tag else "latest"
@@ -538,6 +543,44 @@ def build_image(
             )
             written.append(Output("docker", output["dest"], str(result.descriptor.digest)))
     return BuildReport(result, tuple(names), tuple(written))
+
+
+class _PushRow:
+    """A push as a row of the build's progress: bytes of the image's blobs done of the total
+    (each blob counted when it is in the registry: uploaded, mounted or already there)."""
+
+    def __init__(self, progress: Progress, name: str, layout: OciLayout, manifests: Any) -> None:
+        import threading  # noqa: PLC0415
+
+        self.progress, self.description = progress, f"push {name}"
+        blobs: dict[str, int] = {}
+        for descriptor in manifests:
+            document = parse_document(layout.blobs.read_bytes(descriptor.digest, descriptor.size))
+            if isinstance(document, Manifest):
+                blobs.update({str(b.digest): b.size for b in document.blobs()})
+        self.total, self.done = sum(blobs.values()), 0
+        self.lock = threading.Lock()
+        self.started = time.monotonic()
+        self.summary = ""
+
+    def __enter__(self) -> _PushRow:
+        self.progress(Event("start", "", self.description))
+        return self
+
+    def blob(self, event: str, descriptor: Descriptor, _detail: str) -> None:
+        if event != "blob":
+            return
+        with self.lock:
+            self.done += descriptor.size
+            done = self.done
+        self.progress(Event("progress", "", self.description, current=done, total=self.total))
+
+    def __exit__(self, kind: object, exc: object, _tb: object) -> None:
+        if exc is None:
+            self.progress(Event("done", "", self.description, text=self.summary,
+                                seconds=time.monotonic() - self.started))  # fmt: skip
+        else:
+            self.progress(Event("error", "", self.description, text=str(exc)))
 
 
 def _farm(
@@ -611,7 +654,8 @@ def _build_with_nodes(
         local = again if local is None else dataclasses.replace(
             local, manifests={**local.manifests, **again.manifests},
             images=local.images + again.images, steps_run=local.steps_run + again.steps_run,
-            steps_cached=local.steps_cached + again.steps_cached)  # fmt: skip
+            steps_cached=local.steps_cached + again.steps_cached,
+            cache_keys=local.cache_keys | again.cache_keys)  # fmt: skip
     manifests: dict[Platform, Descriptor] = {}
     images = []
     for platform in wanted:

@@ -26,18 +26,28 @@ def events(stderr: str) -> list[dict[str, object]]:
     return [json.loads(line) for line in stderr.splitlines()]  # every line is JSON
 
 
-def test_json_progress_ends_with_a_result_or_a_fatal_event(base: str, tmp_path: Path) -> None:
+def test_json_progress_ends_with_a_result_or_a_fatal_event(
+    base: str, registry: RunningRegistry, tmp_path: Path
+) -> None:
     root = str(tmp_path / "root")
     good = write_context(tmp_path / "good", f"FROM {base}\nRUN echo hi > /hi\n", {})
-    done = run("build", "--root", root, "--progress", "json", str(good))
+    ref = registry.ref("reporting/json:1")
+    done = run("build", "--root", root, "--progress", "json", "-t", ref, "--push", str(good))
     assert done.returncode == 0, done.stderr
     stream = events(done.stderr)
     assert all(e["version"] == 1 for e in stream)
     assert stream[-1]["event"] == "result" and stream[-1]["status"] == 0
     assert str(stream[-1]["containerimage.digest"]).startswith("sha256:")
     assert any(e["event"] == "done" and e.get("position") for e in stream)
-    pulled = [e for e in stream if e["event"] == "progress"]  # the base's bytes, as they come
+    pulled = [e for e in stream if e["event"] == "progress"
+              and str(e.get("description")).startswith("resolve ")]  # fmt: skip
     assert pulled and pulled[-1]["current"] == pulled[-1]["total"]
+    # The push is a row of its own: its bytes, then what the registry got.
+    pushed = [e for e in stream if e.get("description") == f"push {ref}"]
+    assert pushed[0]["event"] == "start" and pushed[-1]["event"] == "done"
+    sent = [e for e in pushed if e["event"] == "progress"]
+    assert sent and sent[-1]["current"] == sent[-1]["total"] > 0
+    assert "uploaded" in str(pushed[-1]["text"])
 
     bad = write_context(tmp_path / "bad", f"FROM {base}\nWORKDIR /w\nRUN echo oops; exit 3\n", {})
     failed = run("build", "--root", root, "--progress", "json", str(bad))

@@ -151,6 +151,11 @@ def test_a_node_that_dies_mid_build(tiny: str, registry: RunningRegistry, tmp_pa
                   env=env)  # fmt: skip
     assert rebuilt.returncode == 0, rebuilt.stderr
     assert "here instead" in rebuilt.stderr and tags(registry, "nodes/dies") == ["1"]
+    # The killed worker's step (its container, its overlay) is cleared on the node's next use.
+    node_root = tmp_path / "node-root"
+    cleared = run("clean", "--root", str(node_root), "nodes/none", env=env)
+    assert cleared.returncode == 0, cleared.stderr
+    assert str(node_root) not in Path("/proc/mounts").read_text()
 
 
 def test_a_node_of_another_protocol_version(tmp_path: Path) -> None:

@@ -82,6 +82,7 @@ def remove_images(workspace: Workspace, repository: str) -> PruneReport:
     want = Reference.parse(repository).name
     layout = workspace.layout
     with workspace.exclusive():
+        clear_stale(workspace)  # a killed build's containers and mounts first
         removed = []
         for name in sorted(layout.refs()):
             with contextlib.suppress(PolyarchError):
