@@ -524,8 +524,8 @@ def build_image(
                 pinned = Reference(target.registry, target.repository, None,
                                    result.descriptor.digest)  # fmt: skip
                 destination = pinned if output.get("push-by-digest") else target
-                with _PushRow(progress or silent, str(destination), builder.layout,
-                              result.manifests.values()) as row:  # fmt: skip
+                with _TransferRow(progress or silent, f"push {destination}", builder.layout,
+                                  result.manifests.values()) as row:  # fmt: skip
                     report = session.copy(LayoutLocation(str(store), names[0]), str(destination),
                                           progress=row.blob)  # fmt: skip
                     row.summary = (f"{report.uploaded} uploaded, {report.mounted} mounted, "
@@ -533,26 +533,33 @@ def build_image(
                 written.append(Output("registry", str(report.name), str(report.digest)))
         elif kind == "oci":
             name = refs[0].tag if refs and refs[0].tag else "latest"
-            report = session.copy(
-                LayoutLocation(str(store), names[0]), LayoutLocation(output["dest"], name)
-            )
+            with _TransferRow(progress or silent, f"export to {output['dest']}", builder.layout,
+                              result.manifests.values()) as row:  # fmt: skip
+                source = LayoutLocation(str(store), names[0])
+                report = session.copy(source, LayoutLocation(output["dest"], name),
+                                      progress=row.blob)  # fmt: skip
             written.append(Output("oci", str(report.name), str(report.digest)))
         elif kind == "docker":
-            write_docker_archive(
-                builder.layout, result.descriptor, [str(r) for r in refs], Path(output["dest"])
-            )
+            with _TransferRow(progress or silent, f"write docker archive {output['dest']}",
+                              builder.layout, result.manifests.values()):  # fmt: skip
+                write_docker_archive(
+                    builder.layout, result.descriptor, [str(r) for r in refs],
+                    Path(output["dest"]),
+                )  # fmt: skip
             written.append(Output("docker", output["dest"], str(result.descriptor.digest)))
     return BuildReport(result, tuple(names), tuple(written))
 
 
-class _PushRow:
-    """A push as a row of the build's progress: bytes of the image's blobs done of the total
-    (each blob counted when it is in the registry: uploaded, mounted or already there)."""
+class _TransferRow:
+    """A push or an export as a row of the build's progress: bytes of the image's blobs done of
+    the total (each blob counted when it is at the target: copied, mounted or already there)."""
 
-    def __init__(self, progress: Progress, name: str, layout: OciLayout, manifests: Any) -> None:
+    def __init__(
+        self, progress: Progress, description: str, layout: OciLayout, manifests: Any
+    ) -> None:
         import threading  # noqa: PLC0415
 
-        self.progress, self.description = progress, f"push {name}"
+        self.progress, self.description = progress, description
         blobs: dict[str, int] = {}
         for descriptor in manifests:
             document = parse_document(layout.blobs.read_bytes(descriptor.digest, descriptor.size))
@@ -563,7 +570,7 @@ class _PushRow:
         self.started = time.monotonic()
         self.summary = ""
 
-    def __enter__(self) -> _PushRow:
+    def __enter__(self) -> _TransferRow:
         self.progress(Event("start", "", self.description))
         return self
 

@@ -235,7 +235,7 @@ class Builder:
         worker = LocalWorker(
             self.workspace, session, request.build_platform, executor=self._executor,
             on_note=lambda text: self.progress(Event("note", "", "snapshots", text=text)),
-            remote=imported,
+            remote=imported, progress=self.progress,
         )  # fmt: skip
         solvers: list[Solver] = []
 

@@ -42,6 +42,9 @@ def test_json_progress_ends_with_a_result_or_a_fatal_event(
     pulled = [e for e in stream if e["event"] == "progress"
               and str(e.get("description")).startswith("resolve ")]  # fmt: skip
     assert pulled and pulled[-1]["current"] == pulled[-1]["total"]
+    # Unpacking the base's layers is a row of its own, not the first step's time.
+    unpacked = [e for e in stream if str(e.get("description")).startswith("unpack ")]
+    assert {e["event"] for e in unpacked} == {"start", "done"}
     # The push is a row of its own: its bytes, then what the registry got.
     pushed = [e for e in stream if e.get("description") == f"push {ref}"]
     assert pushed[0]["event"] == "start" and pushed[-1]["event"] == "done"

@@ -16,6 +16,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +44,7 @@ from polyarch.layers import LayerSink, Root, write_layer
 from polyarch.oci.config import ImageConfig
 from polyarch.oci.models import MAX_DOCUMENT_SIZE, Manifest, parse_document
 from polyarch.platform import Platform
+from polyarch.progress import Event, Progress
 from polyarch.runtime import Executor
 from polyarch.runtime.seccomp import load_profile
 from polyarch.store.workspace import Workspace
@@ -94,6 +96,7 @@ class LocalWorker:
         executor: Executor | None = None,
         on_note: Callable[[str], None] | None = None,
         remote: RemoteLayers | None = None,
+        progress: Progress | None = None,
     ) -> None:
         self.workspace = workspace
         self.remote = remote  # layers an imported cache can fetch
@@ -109,6 +112,7 @@ class LocalWorker:
         )
         self._lock = threading.Lock()
         self._on_note = on_note
+        self._progress = progress  # unpacking a base's layers is told as rows of its own
         self._matchers: dict[tuple[str, ...], IgnoreMatcher | None] = {}
         self.contexts = ContextHasher(workspace.file_digests)
         self._seccomp: dict[str, Any] | None = None
@@ -284,7 +288,7 @@ class LocalWorker:
             try:
                 self.ensure(layers)
                 for layer in layers:
-                    self.snapshots.ensure(layer.diff_id, layer.digest, layer.media_type)
+                    self._unpack(layer, str(vertex.platform))
             finally:
                 job.waiting(False)
         step = Path(tempfile.mkdtemp(dir=self.work, prefix="step-"))
@@ -301,6 +305,21 @@ class LocalWorker:
         finally:
             with contextlib.suppress(OSError):
                 shutil.rmtree(step)
+
+    def _unpack(self, layer: LayerRef, platform: str) -> None:
+        if self.snapshots.has(layer.diff_id) or self._progress is None:
+            self.snapshots.ensure(layer.diff_id, layer.digest, layer.media_type)
+            return
+        description = f"unpack {layer.digest.hex[:12]} ({layer.size / 1e6:.1f} MB)"
+        started = time.monotonic()
+        self._progress(Event("start", "", description, platform=platform))
+        try:
+            self.snapshots.ensure(layer.diff_id, layer.digest, layer.media_type)
+        except BaseException as exc:
+            self._progress(Event("error", "", description, platform=platform, text=str(exc)))
+            raise
+        self._progress(Event("done", "", description, platform=platform,
+                             seconds=time.monotonic() - started))  # fmt: skip
 
     @contextlib.contextmanager
     def mounted(
