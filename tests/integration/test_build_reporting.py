@@ -108,3 +108,11 @@ def test_annotations_reach_the_manifests_and_the_index(
     # An index annotation on a one-platform build is refused before anything runs.
     one = run("build", "--root", str(tmp_path / "root"), "--annotation", "index:k=v", str(ctx))
     assert one.returncode == 2 and "need an index" in one.stderr
+
+
+def test_a_process_the_runtime_cannot_start_is_told_as_such(tmp_path: Path) -> None:
+    ctx = write_context(tmp_path / "ctx", "FROM scratch\nRUN true\n", {})
+    failed = run("build", "--root", str(tmp_path / "root"), "--progress", "plain", str(ctx))
+    assert failed.returncode == 1 and "Traceback" not in failed.stderr
+    assert "RUN true: the runtime could not start the step's process" in failed.stderr
+    assert "exited with status" not in failed.stderr

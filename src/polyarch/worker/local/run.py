@@ -135,6 +135,14 @@ def run_exec(
                 view.remove("run")
     if code != 0:
         shown = "\n".join(f"  | {line}" for line in tail) or "  (no output)"
+        started = _runtime_failure(tail)
+        if started is not None:  # the process never ran: not the step's own exit status
+            hint = (f"\nA binary for another machine than {vertex.platform}: is its emulator "
+                    "registered? `polyarch emulators` shows it; `polyarch emulators install "
+                    f"--platform {vertex.platform}` registers it."
+                    if "exec format error" in started else "")  # fmt: skip
+            raise StepError(f"{vertex.description}: the runtime could not start the step's "
+                            f"process: {started}{hint}")  # fmt: skip
         message = f"{vertex.description} exited with status {code}:\n{shown}"
         if vertex.emulated and code in (128 + 4, 128 + 11):
             message += "\n" + _emulation_hint(vertex, code)
@@ -413,6 +421,19 @@ def _run(
                     container.kill()
     finally:
         finished.set()
+
+
+RUNTIME_FAILURE = ("runc run failed:", "unable to start container process")
+
+
+def _runtime_failure(tail: list[str]) -> str | None:
+    """runc's own line when it could not start the process (no shell, a binary for another
+    machine, a bad working directory), else None."""
+    for line in tail:
+        if any(marker in line for marker in RUNTIME_FAILURE):
+            said = line.split("unable to start container process:", 1)[-1].strip()
+            return said.removesuffix('"').replace('\\"', '"')  # runc's logfmt quoting
+    return None
 
 
 def _timed_out(vertex: Vertex, timeout: float, tail: list[str]) -> str:
