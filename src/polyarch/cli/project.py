@@ -64,13 +64,15 @@ def _settings(g: Globals, flags: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value, _source in effective(g.project(), flags)}
 
 
-def _project_image(g: Globals, base_version: str | None = None) -> str:
-    """`REGISTRY/IMAGE:VERSION` from the config and git, or a usage error naming what lacks."""
+def _project_image(
+    g: Globals, base_version: str | None = None, give: str = "-t REGISTRY/NAME:TAG"
+) -> str:
+    """`REGISTRY/IMAGE:VERSION` from the config and git, or a usage error naming what lacks
+    (`give`: how this command takes a name)."""
     project = g.project()
     if not project.image:
         raise UsageError(
-            f"no image named: give -t REGISTRY/NAME:TAG, or set [image] registry and name in "
-            f"{project.path}"
+            f"no image named: give {give}, or set [image] registry and name in {project.path}"
         )
     base = base_version or project.get("image.base_version")
     return f"{project.image}:{git_version(g.project_path('.'), base)}"
@@ -644,7 +646,8 @@ def verify_command(
     wanted = parse_platforms(platforms) or g.project().platforms
     run = _run_spec(ctx, probes, run_command, no_run, timeout)
     report = verify_image(
-        open_session(ctx), ref or _project_image(g), platforms=wanted, run=run, root=root,
+        open_session(ctx), ref or _project_image(g, give="REF (e.g. registry.lan/app:1.0)"),
+        platforms=wanted, run=run, root=root,
         note=lambda line: click.echo(f"note: {line}", err=True), arch_check=not no_arch_check,
     )  # fmt: skip
     if fmt == "json":
@@ -709,7 +712,11 @@ def push_command(
     DESTINATION."""
     session = open_session(ctx)
     store = (root or default_root()) / "store"
-    local = str(Reference.parse(name or _project_image(globals_of(ctx))))  # kept in full form
+    local = str(
+        Reference.parse(
+            name or _project_image(globals_of(ctx), give="NAME (a local image: polyarch images)")
+        )
+    )  # kept in full form
     report = session.copy(LayoutLocation(str(store), local), destination or local)
     click.echo(f"pushed to {report.name} ({report.digest})")
 
