@@ -44,8 +44,10 @@ def test_bad_endpoints_are_refused(text: str) -> None:
 def test_the_ssh_command_uses_the_users_openssh(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("POLYARCH_SSH_COMMAND", raising=False)
     node = Node("arm", "ssh://ci@arm-box:2222", command="/opt/pa/bin/polyarch")
-    assert command_for(node) == ["ssh", "-o", "BatchMode=yes", "-T", "-p", "2222", "-l", "ci",
-                                 "arm-box", "--", "/opt/pa/bin/polyarch worker"]  # fmt: skip
+    command = command_for(node)
+    assert command[0] == "ssh" and "BatchMode=yes" in command and "ConnectTimeout=15" in command
+    assert command[-8:] == ["-T", "-p", "2222", "-l", "ci", "arm-box", "--",
+                            "/opt/pa/bin/polyarch worker"]  # fmt: skip
 
 
 def test_routing_prefers_native_nodes_then_local_emulation() -> None:

@@ -51,7 +51,9 @@ def command_for(node: Node) -> list[str]:
     if endpoint.kind == "local":
         return ["/bin/sh", "-c", remote]
     ssh = shlex.split(os.environ.get(SSH_ENV) or "ssh")
-    ssh += ["-o", "BatchMode=yes", "-T"]
+    # No prompts; give up on a host that does not answer; notice a connection that died.
+    ssh += ["-o", "BatchMode=yes", "-o", "ConnectTimeout=15", "-o", "ServerAliveInterval=15",
+            "-o", "ServerAliveCountMax=4", "-T"]  # fmt: skip
     if endpoint.port:
         ssh += ["-p", str(endpoint.port)]
     if endpoint.user:
