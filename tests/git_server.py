@@ -23,17 +23,19 @@ def free_port() -> int:
         return port
 
 
-def _wait_port(port: int, process: subprocess.Popen[bytes], what: str) -> None:
+def _wait_port(
+    port: int, process: subprocess.Popen[bytes], what: str, host: str = "127.0.0.1"
+) -> None:
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"{what} exited with {process.returncode}")
         with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
+            if s.connect_ex((host, port)) == 0:
                 return
         time.sleep(0.05)
     process.kill()
-    raise RuntimeError(f"{what} did not listen on 127.0.0.1:{port}")
+    raise RuntimeError(f"{what} did not listen on {host}:{port}")
 
 
 def git(*args: str, cwd: Path | None = None) -> str:
@@ -102,9 +104,10 @@ class SshServer:
     port: int
     process: subprocess.Popen[bytes]
     client_key: Path  # the private key sshd lets in (as root)
+    host: str = "127.0.0.1"
 
     def url(self, path: Path) -> str:
-        return f"ssh://root@127.0.0.1:{self.port}{path}"
+        return f"ssh://root@{self.host}:{self.port}{path}"
 
     def stop(self) -> None:
         self.process.terminate()
@@ -114,8 +117,9 @@ class SshServer:
             self.process.kill()
 
 
-def start_sshd(root: Path) -> SshServer:
-    """sshd on 127.0.0.1 that lets root in with one key only (made here)."""
+def start_sshd(root: Path, host: str = "127.0.0.1", netns: str | None = None) -> SshServer:
+    """sshd on `host` (127.0.0.1) that lets root in with one key only (made here); with
+    `netns`, inside that network namespace (`ip netns`)."""
     sshd = shutil.which("sshd") or ("/usr/sbin/sshd" if Path("/usr/sbin/sshd").exists() else None)
     if sshd is None or shutil.which("ssh-keygen") is None:
         raise ServerUnavailable("sshd is not installed (apt-get install openssh-server)")
@@ -129,12 +133,14 @@ def start_sshd(root: Path) -> SshServer:
     port = free_port()
     config = root / "sshd_config"
     config.write_text(
-        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {host_key}\n"
+        f"Port {port}\nListenAddress {host}\nHostKey {host_key}\n"
         f"AuthorizedKeysFile {root / 'authorized_keys'}\nPidFile {root / 'sshd.pid'}\n"
         "PermitRootLogin prohibit-password\nPasswordAuthentication no\n"
         "KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n"
     )
-    process = subprocess.Popen([sshd, "-D", "-e", "-f", str(config)], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)  # fmt: skip
-    _wait_port(port, process, "sshd")
-    return SshServer(root, port, process, client_key)
+    # nsenter, not `ip netns exec`: that one remounts /sys, hiding the cgroup mounts runc needs.
+    inside = ["nsenter", f"--net=/run/netns/{netns}"] if netns else []
+    process = subprocess.Popen([*inside, sshd, "-D", "-e", "-f", str(config)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    _wait_port(port, process, "sshd", host)
+    return SshServer(root, port, process, client_key, host)

@@ -489,6 +489,8 @@ def build_image(
         wanted = options.platforms or (machine,)
         farm, routes = _farm(options, wanted, machine, progress or silent)
         if farm is not None:
+            farm.bases, farm.export_base = _base_images(session, dockerfile, args, options.target)
+        if farm is not None:
             stack.callback(farm.close)
         local = tuple(r.platform for r in routes if r.node is None) if farm else wanted
         request = BuildRequest(
@@ -611,6 +613,33 @@ def _farm(
         farm.close()
         return None, []
     return farm, routes
+
+
+def _base_images(
+    session: Session, dockerfile: Path, args: Mapping[str, str], target: str | None
+) -> tuple[
+    Callable[[Platform, Platform], dict[str, set[Platform]]],
+    Callable[[str, set[Platform], Path], None],
+]:
+    """For a node that cannot pull: which base images a platform's build uses (keyed as its
+    FROM lines can name them), and their export from this machine as an OCI layout."""
+    from polyarch.frontend.convert import familiar_name  # noqa: PLC0415
+    from polyarch.graph.ops import ImageSource  # noqa: PLC0415
+
+    def bases(platform: Platform, build_platform: Platform) -> dict[str, set[Platform]]:
+        graph = plan_build(dockerfile, platforms=(platform,), build_args=args, target=target,
+                           build_platform=build_platform)  # fmt: skip
+        out: dict[str, set[Platform]] = {}
+        for vertex in graph.vertices.values():
+            if isinstance(vertex.op, ImageSource):
+                out.setdefault(familiar_name(vertex.op.ref), set()).add(vertex.op.platform)
+        return out
+
+    def export(ref: str, platforms: set[Platform], layout: Path) -> None:
+        session.copy(ref, LayoutLocation(str(layout), "base"),
+                     platforms=sorted(platforms, key=str))  # fmt: skip
+
+    return bases, export
 
 
 def _build_with_nodes(

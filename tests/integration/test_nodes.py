@@ -8,13 +8,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.git_server import SshServer
+from tests.git_server import SshServer, start_sshd
 from tests.integration.test_build import write_context
 from tests.integration.test_build_surface import run, tags
 from tests.registry_server import RunningRegistry
@@ -171,3 +173,63 @@ def test_a_node_of_another_protocol_version(tmp_path: Path) -> None:
     assert inspected.returncode == 1
     assert "version 99 (polyarch 9.9.9)" in inspected.stdout
     assert "speaks version 1" in inspected.stdout
+
+
+@pytest.fixture
+def isolated_sshd(tmp_path: Path) -> Iterator[SshServer]:
+    """sshd in a network namespace of its own (a veth pair to this one): a node that cannot
+    reach the registries on this machine's 127.0.0.1."""
+    if shutil.which("ip") is None:
+        pytest.skip("needs iproute2")
+    n = os.getpid() % 10000
+    ns, outer, inner, net = f"polyarch-node-{n}", f"pa{n}o", f"pa{n}i", f"10.250.{n % 250}"
+
+    def ip(*args: str, check: bool = True) -> None:
+        subprocess.run(["ip", *args], check=check, capture_output=True)
+
+    ip("netns", "add", ns)
+    try:
+        ip("link", "add", outer, "type", "veth", "peer", "name", inner)
+        ip("link", "set", inner, "netns", ns)
+        ip("addr", "add", f"{net}.1/30", "dev", outer)
+        ip("link", "set", outer, "up")
+        for command in (("addr", "add", f"{net}.2/30", "dev", inner), ("link", "set", inner, "up"),
+                        ("link", "set", "lo", "up")):  # fmt: skip
+            ip("netns", "exec", ns, "ip", *command)
+        server = start_sshd(tmp_path / "sshd", host=f"{net}.2", netns=ns)
+        try:
+            yield server
+        finally:
+            server.stop()
+    finally:
+        ip("netns", "del", ns, check=False)
+        ip("link", "del", outer, check=False)
+
+
+def test_a_node_that_cannot_reach_the_registry_gets_the_bases_from_here(
+    tiny: str, registry: RunningRegistry, isolated_sshd: SshServer, tmp_path: Path
+) -> None:
+    env = env_for(tmp_path, isolated_sshd)
+    endpoint = f"ssh://root@{isolated_sshd.host}:{isolated_sshd.port}"
+    made = run("builder", "create", "iso", "--node", f"arm={endpoint}", "--platform",
+               "linux/arm64", "--node-command", node_command(tmp_path / "node-root"), "--use",
+               env=env)  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    ctx = write_context(tmp_path / "ctx", DOCKERFILE.format(base=tiny), {"app.txt": "one\n"})
+    epoch = ("--build-arg", "SOURCE_DATE_EPOCH=1700000000")
+    built = run("build", "--root", str(tmp_path / "root"), "--platform", BOTH, *epoch,
+                "-t", registry.ref("nodes/iso:1"), "--push", "--progress", "json", str(ctx),
+                env=env)  # fmt: skip
+    assert built.returncode == 0, built.stderr
+    stream = events(built.stderr)
+    notes = [str(e.get("text")) for e in stream if e["event"] == "note"]
+    assert any(f"node arm cannot reach {registry.host}" in n and "is sent from here" in n
+               for n in notes)  # fmt: skip
+    on_node = [e for e in stream if e.get("node") == "arm" and e["event"] == "done"]
+    assert on_node  # the node did build it
+    arm = stream[-1]["polyarch.platforms"]["linux/arm64"]["digest"]  # type: ignore[index]
+    # Same inputs, same image, wherever it was built: here, the same arm64 image.
+    here = run("build", "--root", str(tmp_path / "here"), "--builder", "default", "--platform",
+               "linux/arm64", *epoch, "--progress", "json", str(ctx), env=env)  # fmt: skip
+    assert here.returncode == 0, here.stderr
+    assert events(here.stderr)[-1]["containerimage.digest"] == arm

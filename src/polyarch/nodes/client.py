@@ -154,8 +154,23 @@ class NodeConnection:
 
     def send_context(self, context: Path, ignore: tuple[str, ...]) -> int:
         """The context, by content: returns how many files the node did not have."""
+        return self._send_tree({"op": "context"}, context, ignore)
+
+    def send_layout(self, index: int, layout: Path) -> int:
+        """A base image as an OCI layout (the node names it `layouts/INDEX`), by content."""
+        return self._send_tree({"op": "layout", "index": index}, layout, ())
+
+    def reach(self, registries: list[str]) -> dict[str, str]:
+        """The registries the node cannot reach, with why."""
+        self._send({"op": "reach", "registries": registries})
+        answer = self._receive()
+        if answer.get("op") != "reach":
+            raise self._failed(NodeError(f"answered {answer.get('op')!r} to reach"))
+        return {str(k): str(v) for k, v in dict(answer.get("unreachable", {})).items()}
+
+    def _send_tree(self, head: dict[str, Any], context: Path, ignore: tuple[str, ...]) -> int:
         entries = context_entries(context, ignore)
-        self._send({"op": "context", "entries": entries})
+        self._send({**head, "entries": entries})
         need = self._receive()
         if need.get("op") != "need":
             raise self._failed(NodeError(f"answered {need.get('op')!r} to the context"))

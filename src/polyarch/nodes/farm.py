@@ -11,6 +11,7 @@ during the build, has its platforms built here (under emulation) unless `--no-fa
 
 from __future__ import annotations
 
+import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from polyarch.nodes.protocol import NodeError
 from polyarch.oci.models import Descriptor
 from polyarch.platform import Platform
 from polyarch.progress import Event, Progress
+from polyarch.reference import Reference
 from polyarch.store.layout import OciLayout
 
 
@@ -84,6 +86,10 @@ class Farm:
     connect: Callable[[Node], NodeConnection] = NodeConnection
     connections: dict[str, NodeConnection] = field(default_factory=dict)
     infos: dict[str, NodeInfo] = field(default_factory=dict)
+    # The base images a platform's build pulls (ref -> platforms), given the node's own
+    # platform; and how to export them here as an OCI layout, for a node that cannot pull.
+    bases: Callable[[Platform, Platform], dict[str, set[Platform]]] | None = None
+    export_base: Callable[[str, set[Platform], Path], None] | None = None
 
     def note(self, text: str) -> None:
         self.progress(Event("note", "", "builder", text=text))
@@ -143,9 +149,10 @@ class Farm:
                 sent = connection.send_context(context, ignore)
                 self.note(f"node {name}: context sent ({sent} files it did not have)")
                 for platform in platforms:
+                    layouts = self._send_bases(name, connection, platform)
                     descriptor, answer = connection.build(
-                        {**request, "platform": str(platform)}, dockerfile, self.progress
-                    )
+                        {**request, "platform": str(platform), "base_layouts": layouts},
+                        dockerfile, self.progress)  # fmt: skip
                     connection.fetch(descriptor, layout)
                     with lock:
                         results[platform] = RemoteResult(
@@ -174,6 +181,33 @@ class Farm:
         if errors:
             raise errors[0]
         return results, failed
+
+    def _send_bases(
+        self, name: str, connection: NodeConnection, platform: Platform
+    ) -> dict[str, int]:
+        """The base images of `platform`'s build that the node cannot pull itself (their
+        registry is out of its reach), exported here and sent as layouts (by content, like
+        the context). Returns ref -> layout index, for the node's named contexts."""
+        if self.bases is None or self.export_base is None:
+            return {}
+        machine = Platform.parse(self.infos[name].native[0])
+        bases = {ref: wanted for ref, wanted in self.bases(platform, machine).items()
+                 if not ref.startswith("oci-layout://")}  # fmt: skip
+        registries = sorted({Reference.parse(ref).registry for ref in bases})
+        unreachable = connection.reach(registries) if registries else {}
+        layouts: dict[str, int] = {}
+        for index, (ref, wanted) in enumerate(sorted(bases.items())):
+            registry = Reference.parse(ref).registry
+            if registry not in unreachable:
+                continue
+            self.note(f"node {name} cannot reach {registry} ({unreachable[registry]}); "
+                      f"{ref} is sent from here")  # fmt: skip
+            with tempfile.TemporaryDirectory(prefix="polyarch-base-") as tmp:
+                layout = Path(tmp) / "layout"
+                self.export_base(ref, wanted, layout)
+                connection.send_layout(index, layout)
+            layouts[ref] = index
+        return layouts
 
 
 def _ignore_patterns(context: Path, dockerfile: Path) -> tuple[str, ...]:

@@ -88,6 +88,13 @@ def serve(inp: BinaryIO, out: BinaryIO, root: Path) -> int:
                     return 0
                 if op == "context":
                     _context(inp, out, files, message, scratch)
+                elif op == "layout":  # a base image sent from the client, as an OCI layout
+                    index = int(message["index"])
+                    _context(inp, out, files, message, scratch, f"layouts/{index}")
+                elif op == "reach":
+                    unreachable = {host: why for host in message["registries"]
+                                   if (why := session.client.unreachable(str(host)))}  # fmt: skip
+                    send(out, {"op": "reach", "unreachable": unreachable})
                 elif op == "build":
                     _build(out, message, scratch, root, session, BuildOptions, build_image)
                 elif op == "get":
@@ -106,7 +113,12 @@ def serve(inp: BinaryIO, out: BinaryIO, root: Path) -> int:
 
 
 def _context(
-    inp: BinaryIO, out: BinaryIO, files: ContentStore, message: dict[str, Any], scratch: Path
+    inp: BinaryIO,
+    out: BinaryIO,
+    files: ContentStore,
+    message: dict[str, Any],
+    scratch: Path,
+    into: str = "context",
 ) -> None:
     entries: list[dict[str, Any]] = message["entries"]
     need = sorted({e["digest"] for e in entries if e["type"] == "file"
@@ -117,9 +129,9 @@ def _context(
         digest = Digest.parse(str(blob["digest"]))
         files.ingest(payload_chunks(inp, int(blob["size"]), "the client"), digest,
                      int(blob["size"]))  # fmt: skip
-    context = scratch / "context"
+    context = scratch / into
     shutil.rmtree(context, ignore_errors=True)
-    context.mkdir()
+    context.mkdir(parents=True)
     inside = context.resolve()
     for entry in entries:
         rel = str(entry["path"])
@@ -185,6 +197,11 @@ def _build(
             annotations=tuple(message.get("annotations", ())),
             step_timeout=message.get("step_timeout"),
             builder=DEFAULT,  # a node builds itself, never through its own builders' nodes
+            # Base images it cannot pull, sent as layouts: named contexts for their refs.
+            contexts={
+                str(ref): f"oci-layout://{scratch / 'layouts' / str(int(index))}"
+                for ref, index in dict(message.get("base_layouts", {})).items()
+            },
         )
         report = build_image(session, options, progress=progress)
     except BuildError as exc:

@@ -488,6 +488,15 @@ class RegistryClient:
 
     # endpoints and requests --------------------------------------------------------------
 
+    def unreachable(self, host: str) -> str | None:
+        """Why the registry at `host` cannot be reached from here, or None when it answers
+        (with or without asking for credentials)."""
+        try:
+            self._endpoint(host)
+        except RegistryError as exc:
+            return str(exc)
+        return None
+
     def _endpoint(self, host: str) -> _Endpoint:
         host = host.lower()
         with self._lock:

@@ -431,8 +431,11 @@ def _runtime_failure(tail: list[str]) -> str | None:
     machine, a bad working directory), else None."""
     for line in tail:
         if any(marker in line for marker in RUNTIME_FAILURE):
-            said = line.split("unable to start container process:", 1)[-1].strip()
-            return said.removesuffix('"').replace('\\"', '"')  # runc's logfmt quoting
+            said = line.split('msg="', 1)[-1] if 'msg="' in line else line  # runc's logfmt
+            said = said.strip().removesuffix('"').replace('\\"', '"')
+            for prefix in RUNTIME_FAILURE:
+                said = said.split(prefix, 1)[-1].lstrip(": ").strip()
+            return said
     return None
 
 
