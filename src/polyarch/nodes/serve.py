@@ -42,6 +42,7 @@ def protocol_streams() -> Iterator[tuple[BinaryIO, BinaryIO]]:
 
 
 def serve(inp: BinaryIO, out: BinaryIO, root: Path) -> int:
+    from polyarch import doctor  # noqa: PLC0415
     from polyarch.api import (  # noqa: PLC0415 (the engine only on a node)
         BuildOptions,
         RegistryOptions,
@@ -58,8 +59,6 @@ def serve(inp: BinaryIO, out: BinaryIO, root: Path) -> int:
         return 2
     machine = machine_platform()
     emulated = [str(p) for p in binfmt.registered(machine)]
-    from polyarch import doctor  # noqa: PLC0415
-
     runtime = doctor.runtime()
     answer = {"op": "hello", "version": PROTOCOL_VERSION, "polyarch": __version__,
               "native": [str(machine)], "emulated": emulated,
