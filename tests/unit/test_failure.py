@@ -42,3 +42,11 @@ def test_the_fatal_event_is_json_with_where_it_failed() -> None:
     assert (event["platform"], event["stage"]) == ("linux/arm64", "s")
     plain = fatal_event(UsageError("bad flag"), 2)
     assert plain["status"] == 2 and "file" not in plain and plain["error"] == "bad flag"
+
+
+def test_an_excerpt_never_reads_through_a_symlink(tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("line one\nsupersecret\n")
+    (tmp_path / "Dockerfile").symlink_to(secret)
+    err = BuildError("boom", location=f"{tmp_path / 'Dockerfile'}:2")
+    assert "supersecret" not in "\n".join(text_lines(err))
