@@ -109,14 +109,7 @@ def cli(
 @click.argument("ref")
 @click.option("--raw", is_flag=True, help="Print the manifest or index exactly as stored.")
 @click.option("--platform", "platform", help="Pick this platform's image from an index.")
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="text for people, json for scripts.",
-)
+@format_option
 @click.pass_context
 def inspect(ctx: click.Context, ref: str, raw: bool, platform: str | None, fmt: str) -> None:
     """Show an image or index: REF is a registry reference or oci:DIR[:NAME]."""
@@ -292,14 +285,7 @@ def index_create(
 
 @cli.command("parse")
 @dockerfile_option
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["json", "text"]),
-    default="text",
-    show_default=True,
-    help="text for people, json for scripts.",
-)
+@format_option
 @click.argument("context", type=click.Path(file_okay=False, path_type=Path), default=".")
 def parse_command(dockerfile: Path | None, fmt: str, context: Path) -> None:
     """Show the Dockerfile as BuildKit's parser sees it (checked: errors name file:line)."""
@@ -336,14 +322,7 @@ def parse_command(dockerfile: Path | None, fmt: str, context: Path) -> None:
     "--build-platform",
     help="Plan as if on a machine of this platform (default: this machine).",
 )
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="text for people, json for scripts.",
-)
+@format_option
 @click.option("--builder", metavar="NAME", help="Show which of this builder's nodes builds "
               "each platform (default: build.builder, else the current builder).")  # fmt: skip
 @click.argument("context", type=click.Path(file_okay=False, path_type=Path), default=".")
