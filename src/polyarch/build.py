@@ -204,7 +204,7 @@ class Builder:
 
     def _build(self, request: BuildRequest) -> BuildResult:
         started = time.monotonic()
-        ignore = _ignore_patterns(request)
+        ignore = ignore_patterns(request.dockerfile_path, request.context)
         base = ConvertRequest(
             request.dockerfile, request.platforms, request.build_platform,
             dict(request.build_args), request.target, {}, request.build_once, frozenset(),
@@ -597,10 +597,12 @@ def _check_required(graph: BuildGraph, request: BuildRequest) -> None:
                                  f"--ssh {mount.id}[=KEYFILE|SOCKET]", location=where)  # fmt: skip
 
 
-def _ignore_patterns(request: BuildRequest) -> tuple[str, ...]:
+def ignore_patterns(dockerfile: Path, context: Path) -> tuple[str, ...]:
+    """The build's .dockerignore patterns (`Dockerfile.dockerignore` beside the Dockerfile
+    first), read as any context file is: never through a symlink."""
     from polyarch.api import read_context_file  # noqa: PLC0415
 
-    for candidate in ignore_file_for(str(request.dockerfile_path), str(request.context)):
+    for candidate in ignore_file_for(str(dockerfile), str(context)):
         path = Path(candidate)
         if path.is_file() or path.is_symlink():
             try:

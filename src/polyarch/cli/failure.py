@@ -5,16 +5,15 @@ progress is JSON, one `fatal` event so that the stream stays JSON to the end."""
 from __future__ import annotations
 
 import json
-import os
-import stat
 import time
+from pathlib import Path
 from typing import Any
 
+from polyarch.api import read_context_file
 from polyarch.errors import BuildError, DockerfileError, PolyarchError
 
 PROGRESS_SCHEMA_VERSION = 1
 CONTEXT_LINES = 2  # lines shown before and after the failing instruction
-_MAX_DOCKERFILE = 4 << 20
 
 
 class _State:
@@ -42,14 +41,8 @@ def where(exc: PolyarchError) -> tuple[str, int | None]:
 
 def excerpt(path: str, line: int) -> list[str]:
     """The Dockerfile lines around `line`, as buildx shows them (`>>>` marks the line)."""
-    try:
-        # Never through a symlink, never anything but a regular file: an error must not print
-        # what a hostile context points at.
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-        with os.fdopen(fd, "rb") as f:
-            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                return []
-            text = f.read(_MAX_DOCKERFILE).decode("utf-8", "replace")
+    try:  # as the Dockerfile was read: an error must not print what a symlink points at
+        text = read_context_file(Path(path)).decode("utf-8", "replace")
     except OSError:
         return []
     lines = text.splitlines()

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from polyarch.build import ignore_patterns
 from polyarch.errors import UsageError
-from polyarch.frontend.dockerfile.ignore import ignore_file_for, read_patterns
 from polyarch.image.annotations import parse_annotation
 from polyarch.nodes.builders import BuilderSpec, Node
 from polyarch.nodes.client import NodeConnection, NodeInfo
@@ -141,7 +141,7 @@ class Farm:
         failed: list[Platform] = []
         errors: list[BaseException] = []
         lock = threading.Lock()
-        ignore = _ignore_patterns(context, dockerfile)
+        ignore = ignore_patterns(dockerfile, context)
 
         def run(name: str, platforms: list[Platform]) -> None:
             connection = self.connections[name]
@@ -208,14 +208,6 @@ class Farm:
                 connection.send_layout(index, layout)
             layouts[ref] = index
         return layouts
-
-
-def _ignore_patterns(context: Path, dockerfile: Path) -> tuple[str, ...]:
-    for candidate in ignore_file_for(str(dockerfile), str(context)):
-        path = Path(candidate)
-        if path.is_file():
-            return read_patterns(path.read_text(encoding="utf-8"), str(path))
-    return ()
 
 
 def remote_request(options: Any, context: Path, dockerfile: Path) -> dict[str, Any]:
