@@ -63,8 +63,6 @@ def main() -> None:
     args = parser.parse_args()
     if shutil.which("buildah") is None or os.geteuid() != 0:
         sys.exit("needs root and buildah: run tools/dev setup")
-    subprocess.run([sys.executable, "-m", "polyarch", "emulators", "install", "--platform",
-                    "linux/arm64"], check=True, capture_output=True)  # fmt: skip
     names = ("polyarch cold", "polyarch cold + export", "polyarch from registry cache",
              "buildah cold + export", "buildah from registry cache")  # fmt: skip
     times: dict[str, list[float]] = {name: [] for name in names}

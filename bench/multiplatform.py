@@ -60,8 +60,6 @@ def main() -> None:
     args = parser.parse_args()
     if shutil.which("buildah") is None or os.geteuid() != 0:
         sys.exit("needs root and buildah: run tools/dev setup")
-    subprocess.run([sys.executable, "-m", "polyarch", "emulators", "install", "--platform",
-                    "linux/arm64"], check=True, capture_output=True)  # fmt: skip
     times: dict[str, list[float]] = {"polyarch 2 platforms": [], "buildah 2 platforms": [],
                                      "polyarch amd64": []}  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="polyarch-bench-") as tmp:

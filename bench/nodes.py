@@ -49,8 +49,6 @@ def main() -> None:
     options = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("needs root: run tools/dev setup")
-    subprocess.run([sys.executable, "-m", "polyarch", "emulators", "install", "--platform",
-                    "linux/arm64"], check=True, capture_output=True)  # fmt: skip
     times: dict[str, list[float]] = {"all local": [], "arm64 on the SSH node": [],
                                      "again, nothing changed": []}  # fmt: skip
     emulated: list[float] = []

@@ -64,8 +64,6 @@ def main() -> None:
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("needs root: run tools/dev setup")
-    subprocess.run([sys.executable, "-m", "polyarch", "emulators", "install", "--platform",
-                    "linux/arm64"], check=True, capture_output=True)  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="polyarch-bench-") as tmp:
         work = Path(tmp)
         registry, ctx = prepare_frontend(work)

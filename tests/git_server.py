@@ -38,6 +38,14 @@ def _wait_port(
     raise RuntimeError(f"{what} did not listen on {host}:{port}")
 
 
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
 def git(*args: str, cwd: Path | None = None) -> str:
     env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
            "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid"}  # fmt: skip
@@ -78,11 +86,7 @@ class GitDaemon:
         return f"git://127.0.0.1:{self.port}/{repo}"
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
+        _stop(self.process)
 
 
 def start_git_daemon(base: Path) -> GitDaemon:
@@ -110,11 +114,7 @@ class SshServer:
         return f"ssh://root@{self.host}:{self.port}{path}"
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
+        _stop(self.process)
 
 
 def start_sshd(root: Path, host: str = "127.0.0.1", netns: str | None = None) -> SshServer:

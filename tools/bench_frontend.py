@@ -1,10 +1,12 @@
-"""What the seed-shaped benchmarks share: a registry on 127.0.0.1 holding the node and nginx
-base images (amd64 and arm64, from tools/base_images.py), and examples/bench-frontend copied
-with its FROMs pointing there."""
+"""What the seed-shaped benchmarks share: QEMU for arm64, a registry on 127.0.0.1 holding the
+node and nginx base images (amd64 and arm64, from tools/base_images.py), and
+examples/bench-frontend copied with its FROMs pointing there."""
 
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 from tests.registry_server import RunningRegistry, start_plain
@@ -16,7 +18,10 @@ EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "bench-frontend"
 
 
 def prepare_frontend(work: Path) -> tuple[RunningRegistry, Path]:
-    """The registry (the caller stops it) and the example's copy under `work`."""
+    """The arm64 emulator registered, the registry (the caller stops it) and the example's
+    copy under `work`."""
+    subprocess.run([sys.executable, "-m", "polyarch", "emulators", "install", "--platform",
+                    "linux/arm64"], check=True, capture_output=True)  # fmt: skip
     registry = start_plain(work / "registry")
     try:
         with Session(RegistryOptions()) as session:

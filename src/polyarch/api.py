@@ -12,7 +12,7 @@ import stat
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -487,7 +487,7 @@ def build_image(
         dockerfile = dockerfile or context / "Dockerfile"
         _result, parsed = read_dockerfile(dockerfile)
         wanted = options.platforms or (machine,)
-        farm, routes = _farm(options, wanted, machine, progress or silent)
+        farm, routes = _farm(options, wanted, progress or silent)
         if farm is not None:
             farm.bases, farm.export_base = _base_images(session, dockerfile, args, options.target)
         if farm is not None:
@@ -557,17 +557,16 @@ class _TransferRow:
     the total (each blob counted when it is at the target: copied, mounted or already there)."""
 
     def __init__(
-        self, progress: Progress, description: str, layout: OciLayout, manifests: Any
+        self,
+        progress: Progress,
+        description: str,
+        layout: OciLayout,
+        manifests: Iterable[Descriptor],
     ) -> None:
         import threading  # noqa: PLC0415
 
         self.progress, self.description = progress, description
-        blobs: dict[str, int] = {}
-        for descriptor in manifests:
-            document = parse_document(layout.blobs.read_bytes(descriptor.digest, descriptor.size))
-            if isinstance(document, Manifest):
-                blobs.update({str(b.digest): b.size for b in document.blobs()})
-        self.total, self.done = sum(blobs.values()), 0
+        self.total, self.done = sum(_image_blobs(layout, manifests).values()), 0
         self.lock = threading.Lock()
         self.started = time.monotonic()
         self.summary = ""
@@ -592,23 +591,38 @@ class _TransferRow:
             self.progress(Event("error", "", self.description, text=str(exc)))
 
 
-def _farm(
-    options: BuildOptions, wanted: Sequence[Platform], machine: Platform, progress: Progress
-) -> tuple[Farm | None, list[Route]]:
-    """The builder's nodes reached and the platforms routed, or (None, []) for this machine."""
+def open_builder(
+    builder: str | None,
+    platforms: Sequence[Platform],
+    progress: Progress,
+    *,
+    fallback: bool = True,
+) -> tuple[Farm, list[Route]] | None:
+    """The builder's nodes reached and each platform routed (the caller closes the farm), or
+    None when the builder (default: the current one) is this machine alone."""
     from polyarch.nodes.builders import BuilderStore  # noqa: PLC0415
     from polyarch.nodes.farm import Farm  # noqa: PLC0415
     from polyarch.runtime import binfmt  # noqa: PLC0415
 
-    spec = BuilderStore().get(options.builder)
+    spec = BuilderStore().get(builder)
     if not spec.nodes:
-        return None, []
-    farm = Farm(spec, progress, fallback=options.fallback)
+        return None
+    farm = Farm(spec, progress, fallback=fallback)
     farm.open()
-    routes = farm.routes(wanted, machine, binfmt.registered(machine))
+    machine = machine_platform()
+    return farm, farm.routes(platforms, machine, binfmt.registered(machine))
+
+
+def _farm(
+    options: BuildOptions, wanted: Sequence[Platform], progress: Progress
+) -> tuple[Farm | None, list[Route]]:
+    """The builder's nodes reached and the platforms routed, or (None, []) for this machine."""
+    opened = open_builder(options.builder, wanted, progress, fallback=options.fallback)
+    if opened is None:
+        return None, []
+    farm, routes = opened
     for route in routes:
-        where = f"node {route.node.name} ({route.node.endpoint})" if route.node else "this machine"
-        farm.note(f"{route.platform} is built on {where}: {route.why}")
+        farm.note(f"{route.platform} is built on {route.where}: {route.why}")
     if all(r.node is None for r in routes):
         farm.close()
         return None, []
@@ -697,7 +711,7 @@ def _build_with_nodes(
     for platform in wanted:
         if platform in remote:
             descriptor = remote[platform].descriptor
-            size = _image_size(builder.layout, descriptor)
+            size = sum(_image_blobs(builder.layout, [descriptor]).values())
             images.append(PlatformImage(platform, descriptor, size))
         else:
             assert local is not None
@@ -719,10 +733,14 @@ def _build_with_nodes(
                        seconds=time.monotonic() - started, images=tuple(images))  # fmt: skip
 
 
-def _image_size(layout: OciLayout, descriptor: Descriptor) -> int:
-    manifest = parse_document(layout.blobs.read_bytes(descriptor.digest, descriptor.size))
-    assert isinstance(manifest, Manifest)
-    return sum(b.size for b in manifest.blobs())
+def _image_blobs(layout: OciLayout, manifests: Iterable[Descriptor]) -> dict[str, int]:
+    """The config and layers of these stored manifests (each blob once): digest -> size."""
+    blobs: dict[str, int] = {}
+    for descriptor in manifests:
+        document = parse_document(layout.blobs.read_bytes(descriptor.digest, descriptor.size))
+        if isinstance(document, Manifest):
+            blobs.update({str(b.digest): b.size for b in document.blobs()})
+    return blobs
 
 
 def parse_secret(spec: str) -> SecretSource:

@@ -29,6 +29,7 @@ from polyarch.api import (
     index_sources,
     local_images,
     machine_platform,
+    open_builder,
     plan_build,
     read_dockerfile,
 )
@@ -376,33 +377,20 @@ def _node_checks(builder: str) -> list[doctor.Check]:
                                     "HOST polyarch --version) and that polyarch is installed "
                                     "there (--node-command)"))  # fmt: skip
         else:
-            out.append(doctor.Check(name, "ok", f"polyarch {info.version}; native "
-                                    f"{', '.join(info.native)}; emulated "
-                                    f"{', '.join(info.emulated) or 'none'}; "
-                                    f"{human(info.free)} free; {info.runtime}"))  # fmt: skip
+            out.append(doctor.Check(name, "ok", builders.describe(info)))
     return out
 
 
 def _routes(builder: str | None, platforms: Sequence[Platform]) -> list[dict[str, str]]:
-    from polyarch.nodes.builders import BuilderStore  # noqa: PLC0415
-    from polyarch.nodes.farm import Farm  # noqa: PLC0415
-
-    spec = BuilderStore().get(builder)
-    if not spec.nodes:
-        return []
     notes: list[str] = []
-    farm = Farm(spec, lambda event: notes.append(event.text))
-    farm.open()
-    try:
-        machine = machine_platform()
-        routes = farm.routes(platforms, machine, binfmt.registered(machine))
-    finally:
-        farm.close()
+    opened = open_builder(builder, platforms, lambda event: notes.append(event.text))
+    if opened is None:
+        return []
+    farm, routes = opened
+    farm.close()
     for note in notes:
         click.echo(f"note: {note}", err=True)
-    return [{"platform": str(r.platform),
-             "where": f"node {r.node.name} ({r.node.endpoint})" if r.node else "this machine",
-             "why": r.why} for r in routes]  # fmt: skip
+    return [{"platform": str(r.platform), "where": r.where, "why": r.why} for r in routes]
 
 
 def plan_text(plan: BuildGraph) -> str:

@@ -93,6 +93,13 @@ def builder_rm(name: str) -> None:
     click.echo(f"removed builder {name}")
 
 
+def describe(info: NodeInfo) -> str:
+    """A reached node in one line, as `builder inspect` and `doctor --builder` show it."""
+    return (f"polyarch {info.version}; native {', '.join(info.native)}; emulated "
+            f"{', '.join(info.emulated) or 'none'}; {human(info.free)} free; "
+            f"runtime {info.runtime}")  # fmt: skip
+
+
 def inspect_nodes(spec: BuilderSpec) -> list[tuple[Node, NodeInfo | None, str]]:
     out: list[tuple[Node, NodeInfo | None, str]] = []
     for node in spec.nodes:
@@ -130,9 +137,7 @@ def builder_inspect(name: str | None, fmt: str) -> None:
             if info is None:
                 click.echo(f"  unreachable: {error}")
                 continue
-            click.echo(f"  polyarch {info.version}; native {', '.join(info.native)}; "
-                       f"emulated {', '.join(info.emulated) or 'none'}; "
-                       f"{human(info.free)} free; runtime {info.runtime}")  # fmt: skip
+            click.echo(f"  {describe(info)}")
     if any(info is None for _n, info, _e in found):
         raise click.exceptions.Exit(1)
 

@@ -37,6 +37,10 @@ class Route:
     node: Node | None  # None: this machine
     why: str
 
+    @property
+    def where(self) -> str:
+        return f"node {self.node.name} ({self.node.endpoint})" if self.node else "this machine"
+
 
 def plan_routes(
     platforms: Sequence[Platform],

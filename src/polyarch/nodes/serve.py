@@ -15,7 +15,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from polyarch import __version__
 from polyarch.digest import Digest
@@ -24,6 +24,9 @@ from polyarch.nodes.builders import DEFAULT
 from polyarch.nodes.protocol import PROTOCOL_VERSION, payload_chunks, receive, send, send_file
 from polyarch.progress import Event
 from polyarch.store.blobs import ContentStore
+
+if TYPE_CHECKING:
+    from polyarch.api import Session
 
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")  # --ca-certs host, on the node
 
@@ -43,13 +46,7 @@ def protocol_streams() -> Iterator[tuple[BinaryIO, BinaryIO]]:
 
 def serve(inp: BinaryIO, out: BinaryIO, root: Path) -> int:
     from polyarch import doctor  # noqa: PLC0415
-    from polyarch.api import (  # noqa: PLC0415 (the engine only on a node)
-        BuildOptions,
-        RegistryOptions,
-        Session,
-        build_image,
-        machine_platform,
-    )
+    from polyarch.api import RegistryOptions, Session, machine_platform  # noqa: PLC0415
     from polyarch.runtime import binfmt  # noqa: PLC0415
     from polyarch.store.workspace import Workspace  # noqa: PLC0415
 
@@ -95,7 +92,7 @@ def serve(inp: BinaryIO, out: BinaryIO, root: Path) -> int:
                                    if (why := session.client.unreachable(str(host)))}  # fmt: skip
                     send(out, {"op": "reach", "unreachable": unreachable})
                 elif op == "build":
-                    _build(out, message, scratch, root, session, BuildOptions, build_image)
+                    _build(out, message, scratch, root, session)
                 elif op == "get":
                     digest = Digest.parse(str(message["digest"]))
                     blobs = workspace.layout.blobs
@@ -159,10 +156,9 @@ def _build(
     message: dict[str, Any],
     scratch: Path,
     root: Path,
-    session: Any,
-    options_type: Any,
-    build_image: Any,
+    session: Session,
 ) -> None:
+    from polyarch.api import BuildOptions, build_image  # noqa: PLC0415
     from polyarch.platform import Platform  # noqa: PLC0415
 
     context = scratch / "context"
@@ -180,7 +176,7 @@ def _build(
         send(out, {"op": "event", **event.to_json()})
 
     try:
-        options = options_type(
+        options = BuildOptions(
             context=context,
             dockerfile=dockerfile,
             platforms=(Platform.parse(str(message["platform"])),),

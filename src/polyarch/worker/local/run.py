@@ -134,7 +134,6 @@ def run_exec(
             if not had_run and not _listing(view, "run"):
                 view.remove("run")
     if code != 0:
-        shown = "\n".join(f"  | {line}" for line in tail) or "  (no output)"
         started = _runtime_failure(tail)
         if started is not None:  # the process never ran: not the step's own exit status
             hint = (f"\nA binary for another machine than {vertex.platform}: is its emulator "
@@ -143,7 +142,7 @@ def run_exec(
                     if "exec format error" in started else "")  # fmt: skip
             raise StepError(f"{vertex.description}: the runtime could not start the step's "
                             f"process: {started}{hint}")  # fmt: skip
-        message = f"{vertex.description} exited with status {code}:\n{shown}"
+        message = f"{vertex.description} exited with status {code}:\n{_shown(tail)}"
         if vertex.emulated and code in (128 + 4, 128 + 11):
             message += "\n" + _emulation_hint(vertex, code)
         raise StepError(message)
@@ -439,11 +438,16 @@ def _runtime_failure(tail: list[str]) -> str | None:
     return None
 
 
+def _shown(tail: list[str]) -> str:
+    """A step's last output lines, as its error shows them."""
+    return "\n".join(f"  | {line}" for line in tail) or "  (no output)"
+
+
 def _timed_out(vertex: Vertex, timeout: float, tail: list[str]) -> str:
     where = f" under emulation (qemu-{vertex.platform.qemu_name})" if vertex.emulated else ""
-    shown = "\n".join(f"  | {line}" for line in tail) or "  (no output)"
     return (f"{vertex.description} on {vertex.platform}{where} ran longer than the step "
-            f"timeout ({timeout:g} s) and was stopped (--step-timeout):\n{shown}")  # fmt: skip
+            f"timeout ({timeout:g} s) and was stopped (--step-timeout):\n"
+            f"{_shown(tail)}")  # fmt: skip
 
 
 def _inside(root: Root, path: str) -> str:
