@@ -123,7 +123,12 @@ NAMED = """\
 FROM example.invalid/never-pulled:1 AS base
 FROM base AS deps
 RUN echo from-the-dockerfile > /deps
+FROM {base} AS tools
+RUN echo ran > /never-run
+FROM tools AS checked
+RUN test ! -e /never-run && echo replaced > /tools-replaced
 FROM {base}
+COPY --from=checked /tools-replaced /tools-replaced
 COPY --from=extra file.txt /from-dir
 COPY --from=deps /deps-made /from-replaced-stage
 COPY --from=layout /etc/dpkg/dpkg.cfg /from-layout
@@ -152,6 +157,7 @@ def test_named_contexts_replace_stages_and_images(
         "build", "--root", str(root), "-t", "local/named:1",
         "--build-context", f"extra={extra}",
         "--build-context", f"deps={replaced}",
+        "--build-context", f"tools=docker-image://{base}",
         "--build-context", f"layout=oci-layout://{layout}:image",
         "--build-context", f"repo={url}#v1",
         "--build-context", f"example.invalid/never-pulled:1=docker-image://{base}",
@@ -164,6 +170,9 @@ def test_named_contexts_replace_stages_and_images(
     assert (tree / "from-git").read_text() == "alpha\n"
     assert (tree / "mounted").read_text() == "from a named dir\n"
     assert "Debian" in (tree / "from-replaced-image").read_text()
+    # A stage replaced by a named context runs none of its steps; one built FROM it starts
+    # from the context (BuildKit's rule).
+    assert (tree / "tools-replaced").read_text() == "replaced\n"
 
 
 def test_syntax_directive(base: str, tmp_path: Path) -> None:

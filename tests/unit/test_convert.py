@@ -276,6 +276,31 @@ def test_build_once_in_the_plan() -> None:
     assert all(s.mode != "build-once" for s in single.stages)
 
 
+def test_a_named_context_of_a_stages_name_replaces_the_stage_whole() -> None:
+    """BuildKit's rule: the stage's instructions are not run, and a stage built FROM it starts
+    from the context; a context named after the base image only replaces the base."""
+    from polyarch.frontend.convert import NamedContext
+
+    text = BUILD_ONCE.replace("FROM base AS derived",
+                              "FROM base AS derived\nCOPY --from=js /dist /d")  # fmt: skip
+    contexts = {"js": NamedContext("layout", "/srv/js-layout:stage"),
+                "base": NamedContext("image", "busybox:1")}  # fmt: skip
+    p = convert(ConvertRequest(load(text), BOTH, AMD64, contexts=contexts))
+    for inst in p.stages:
+        if inst.stage in ("js", "base"):
+            assert [p.vertices[k].op.kind for k in inst.vertices] == ["image"]
+    js_runs = [v for v in p.vertices.values() if isinstance(v.op, ExecOp) and "yarn" in str(v.op)]
+    assert js_runs == []
+    # Replaced stages are no build-once candidates (nothing runs in them).
+    assert all(s.mode != "build-once" for s in p.stages if s.stage in ("js", "base"))
+    derived = [s for s in p.stages if s.stage == "derived"]
+    assert any("echo derived" in d for s in derived for d in (x.description for x in s.steps))
+    # Named after the base image: the stage's own steps still run, on that image.
+    node = {"node": NamedContext("image", "node:22")}
+    by_base = convert(ConvertRequest(load(BUILD_ONCE), BOTH, AMD64, contexts=node))
+    assert any("yarn build" in str(v.op) for v in by_base.vertices.values())
+
+
 def test_native_detection() -> None:
     from polyarch.worker.local.native import native_kind
 

@@ -272,8 +272,10 @@ class _Converter:
         target = self.target_stage()
         self.target_name = self.req.target or target.name or "default"
         if any(p != self.req.build_platform for p in self.req.platforms):
+            replaced = frozenset(s.name for s in self.df.stages
+                                 if s.name and self.context_key(s.name))  # fmt: skip
             self.once = build_once_stages(
-                self.df, target, self.req.build_once, self.req.per_platform
+                self.df, target, self.req.build_once, self.req.per_platform | replaced
             )
         images: dict[Platform, ImageSpec] = {}
         for platform in self.req.platforms:
@@ -407,7 +409,10 @@ class _Converter:
         base = self.expand(stage.base, glob, frm)
         if not base:
             raise self.error(f"base name ({stage.base}) should not be blank", frm)
-        named_key = self.context_key(stage.name or "") or self.context_key(base)
+        # A named context of the stage's own name replaces the stage whole: its instructions
+        # are not run (BuildKit's rule); one of its base's name is the base they run on.
+        replaced = self.context_key(stage.name or "")
+        named_key = replaced or self.context_key(base)
         named = self.req.contexts.get(named_key) if named_key else None
         parent_stage = None if named is not None else self.stage_named(base, before=stage.index)
         requested: Platform | None = None
@@ -468,8 +473,9 @@ class _Converter:
                 state.config = state.config.replace(working_dir=wd)
         state.plan.append(PlanStep(f"FROM {base_image or base}", state.head, frm.location))
         ctx = _Context(stage, target, run_platform, glob, stack)
-        for instruction in (*self.triggers(triggers, frm), *stage.instructions):
-            self.instruction(instruction, state, ctx)
+        if not replaced:
+            for instruction in (*self.triggers(triggers, frm), *stage.instructions):
+                self.instruction(instruction, state, ctx)
         instance = StageInstance(stage.display, stage.index, run_platform, (target,),
                                  tuple(state.plan), state.head, base_image)  # fmt: skip
         return _Built(instance, state)
