@@ -678,11 +678,18 @@ def _build_with_nodes(
     remote: dict[Platform, Any] = {}
     failed: list[Platform] = []
     errors: list[BaseException] = []
+    # Build-once stages run here, once, before the nodes start; they get the outputs.
+    routed = tuple(r.platform for r in routes if r.node is not None)
+    try:
+        shared = builder.build_shared_stages(dataclasses.replace(request, platforms=routed))
+    except BaseException:
+        farm.abort()
+        raise
 
     def on_nodes() -> None:
         try:
             done, lost = farm.build(routes, ask, request.context, request.dockerfile_path,
-                                    builder.layout)  # fmt: skip
+                                    builder.layout, shared)  # fmt: skip
             remote.update(done)
             failed.extend(lost)
         except BaseException as exc:

@@ -8,6 +8,7 @@ and the graph is made again with that stage per platform (finished steps come fr
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
 import time
@@ -22,12 +23,12 @@ from polyarch.errors import BuildError, DockerfileError, PolyarchError, Registry
 from polyarch.frontend.convert import BaseImage, ConvertRequest, NamedContext, convert
 from polyarch.frontend.dockerfile import Dockerfile, read_patterns
 from polyarch.frontend.dockerfile.ignore import ignore_file_for
-from polyarch.graph.model import BuildGraph, OnceCheck, Vertex
+from polyarch.graph.model import BuildGraph, OnceCheck, StageInstance, Vertex
 from polyarch.graph.ops import ExecOp, ImageSource, SecretMount, SshMount
 from polyarch.image.annotations import Annotation
 from polyarch.image.assemble import image_config, timestamp, write_image, write_index
 from polyarch.oci import mediatypes as mt
-from polyarch.oci.config import ImageConfig
+from polyarch.oci.config import HistoryEntry, ImageConfig
 from polyarch.oci.models import MAX_DOCUMENT_SIZE, Descriptor, Index, Manifest, parse_document
 from polyarch.platform import Platform
 from polyarch.progress import Event, Progress, silent
@@ -125,6 +126,14 @@ class BuildOncePolicy:
         for check in self.graph.once_checks.get(vertex.key, ()):
             self._check(check, inputs[check.input])
 
+    def check_sources(self, sources: set[str], result: Callable[[str], Result]) -> None:
+        """Every selection taken from these build-once results, whoever takes it (their
+        consumers run elsewhere: on the nodes the outputs are shipped to)."""
+        for checks in self.graph.once_checks.values():
+            for check in checks:
+                if check.source in sources:
+                    self._check(check, result(check.source))
+
     def _check(self, check: OnceCheck, source: Result) -> None:
         marker = (check.source, check.paths)
         with self._lock:
@@ -163,6 +172,32 @@ def solve_with_replanning(
             per_platform.add(exc.stage)
 
 
+@dataclass(frozen=True, slots=True)
+class _Solved:
+    graph: BuildGraph
+    solver: Solver
+    report: SolveReport
+    earlier: int  # steps run by earlier tries (a replan, a dropped cache entry)
+    now: str  # the build's time
+    started: float
+
+
+def _shared_stages(graph: BuildGraph, dockerfile: Dockerfile) -> dict[str, StageInstance]:
+    """The build-once stages a node can receive instead of running them: named, built FROM
+    by no other stage, and taken from by a step that is not itself in a build-once stage."""
+    once = [inst for inst in graph.stages if inst.mode == "build-once"]
+    inside = {key for inst in once for key in inst.vertices}
+    taken = {key for vertex_key, vertex in graph.vertices.items() if vertex_key not in inside
+             for key in vertex.inputs}  # fmt: skip
+    parents = {stage.base.lower() for stage in dockerfile.stages}
+    out: dict[str, StageInstance] = {}
+    for inst in once:
+        name = dockerfile.stages[inst.stage_index].name
+        if name and name not in parents and inst.result in taken:
+            out[name] = inst
+    return out
+
+
 class Builder:
     def __init__(
         self,
@@ -188,21 +223,55 @@ class Builder:
             workspace.cache_db, warn=lambda text: progress(Event("note", "", "cache", text=text))
         )
 
-    def build(self, request: BuildRequest) -> BuildResult:
+    @contextlib.contextmanager
+    def _building(self) -> Iterator[None]:
+        """The workspace held, stale leftovers cleared, the registry's retries told."""
         with self.workspace.exclusive():
             from polyarch.store.gc import clear_stale  # noqa: PLC0415
 
             clear_stale(self.workspace)
-            # The registry's retries are told as notes while this build runs.
             previous = self.registry.on_retry
             self.registry.on_retry = lambda text: self.progress(
                 Event("note", "", "registry", text=text))  # fmt: skip
             try:
-                return self._build(request)
+                yield
             finally:
                 self.registry.on_retry = previous
 
-    def _build(self, request: BuildRequest) -> BuildResult:
+    def build(self, request: BuildRequest) -> BuildResult:
+        with self._building():
+            return self._images(request, self._solve(request))
+
+    def build_shared_stages(self, request: BuildRequest) -> dict[str, Descriptor]:
+        """Only the build-once stages that the request's platforms take files from (for the
+        nodes that build those platforms): each run here once, checked for native code as a
+        local build checks it, and kept as an image in the store. Returns stage name -> its
+        manifest. A stage found to make native code is left out (the nodes build it per
+        platform), as is one that another stage builds FROM or that has no name (a named
+        context, which is how a node receives it, can only replace a named stage)."""
+        out: dict[str, Descriptor] = {}
+        with self._building():
+            solved = self._solve(request, shared_only=True)
+            for name, inst in _shared_stages(solved.graph, request.dockerfile).items():
+                layers = solved.solver.result(inst.result).layers
+                shown = f"stage {name}, built once by polyarch"
+                # Undated: the same layers give the same image, so a node's steps that take
+                # from it stay cached while the stage's output does not change.
+                config = ImageConfig.empty(inst.platform).replace(
+                    diff_ids=tuple(layer.diff_id for layer in layers),
+                    history=tuple(HistoryEntry(None, shown) for _ in layers),
+                )
+                raw = config.to_bytes()
+                blobs = [Descriptor(layer.media_type, layer.digest, layer.size) for layer in layers]
+                config_blob = Descriptor(mt.OCI_CONFIG, self.blobs.put_bytes(raw), len(raw))
+                manifest = Manifest.create(config_blob, blobs)
+                self.layout.write_document(manifest.raw)
+                out[name] = manifest.descriptor(inst.platform)
+        return out
+
+    def _solve(self, request: BuildRequest, *, shared_only: bool = False) -> _Solved:
+        """Convert and solve: every stage of the request's platforms, or (`shared_only`) just
+        the build-once stages they share."""
         started = time.monotonic()
         ignore = ignore_patterns(request.dockerfile_path, request.context)
         base = ConvertRequest(
@@ -212,11 +281,16 @@ class Builder:
         )  # fmt: skip
         draft = convert(base)
         _check_required(draft, request)
-        _check_emulators(draft, request.build_platform)
+        # Only what the solve will run: with `shared_only`, the shared stages and their inputs
+        # (the nodes pull their own base images and run their own emulated steps).
+        relevant = (_upstream(draft, [i.result for i in
+                                      _shared_stages(draft, request.dockerfile).values()])
+                    if shared_only else set(draft.vertices))  # fmt: skip
+        _check_emulators(draft, request.build_platform, relevant)
         wanted = sorted({
             (v.op.ref, str(v.op.platform))
-            for v in draft.vertices.values()
-            if isinstance(v.op, ImageSource)
+            for key, v in draft.vertices.items()
+            if isinstance(v.op, ImageSource) and key in relevant
         })  # fmt: skip
         with ThreadPoolExecutor(max_workers=4) as pool:  # base images pulled side by side
             resolving = [pool.submit(self._resolve_base, *key) for key in wanted]
@@ -250,12 +324,17 @@ class Builder:
             return graph
 
         def solve(graph: BuildGraph) -> SolveReport:
+            policy = BuildOncePolicy(graph, worker)
             solver = Solver(
                 graph, worker, cache, created=now, jobs=request.jobs,
-                progress=self.progress, no_cache=request.no_cache,
-                policy=BuildOncePolicy(graph, worker),
+                progress=self.progress, no_cache=request.no_cache, policy=policy,
             )  # fmt: skip
             solvers.append(solver)
+            if shared_only:
+                shared = {i.result for i in _shared_stages(graph, request.dockerfile).values()}
+                report = solver.solve(sorted(shared))
+                policy.check_sources(shared, solver.result)
+                return report
             return solver.solve(
                 [inst.result for inst in graph.stages] + list(graph.results.values())
             )
@@ -272,8 +351,11 @@ class Builder:
                 try:
                     graph, report = solve_with_replanning(make, solve, replanned)
                     # The final images' layers must be here; an imported hit's is fetched now.
-                    for platform in request.platforms:
-                        worker.ensure(solvers[-1].result(graph.images[platform].result).layers)
+                    kept = ([i.result for i in _shared_stages(graph, request.dockerfile).values()]
+                            if shared_only else
+                            [graph.images[p].result for p in request.platforms])  # fmt: skip
+                    for key in kept:
+                        worker.ensure(solvers[-1].result(key).layers)
                     break
                 except UnusableCacheEntry as exc:
                     if attempt == tries:
@@ -284,7 +366,14 @@ class Builder:
             agents.close()
             worker.close()
         self.cache.touch(report.used_keys)
-        solver = solvers[-1]
+        # Steps an earlier try (a replan, a dropped cache entry) ran count as run, not cached.
+        earlier = sum(s.steps_run for s in solvers[:-1])
+        return _Solved(graph, solvers[-1], report, earlier, now, started)
+
+    def _images(self, request: BuildRequest, solved: _Solved) -> BuildResult:
+        """Each platform's image and the index, from a solve."""
+        graph, solver, report, now = solved.graph, solved.solver, solved.report, solved.now
+        epoch = request.source_date_epoch
         manifests: dict[Platform, Descriptor] = {}
         platform_images: list[PlatformImage] = []
         for platform in request.platforms:
@@ -304,12 +393,11 @@ class Builder:
                 key for platform in request.platforms
                 for key in _image_steps(graph, solver, graph.images[platform].result))  # fmt: skip
             exported = self._export_cache(request, keys)
-        # Steps an earlier try (a replan, a dropped cache entry) ran count as run, not cached.
-        earlier = sum(s.steps_run for s in solvers[:-1])
+        earlier = solved.earlier
         return BuildResult(
             top, manifests, graph, report.steps_run + earlier,
             max(0, report.steps_cached - earlier),
-            time.monotonic() - started, tuple(platform_images), report.used_keys,
+            time.monotonic() - solved.started, tuple(platform_images), report.used_keys,
             tuple(str(w) for w in graph.warnings), report.steps_imported, exported,
         )  # fmt: skip
 
@@ -557,14 +645,27 @@ def _image_steps(graph: BuildGraph, solver: Solver, key: str) -> set[str]:
     return out
 
 
-def _check_emulators(graph: BuildGraph, machine: Platform) -> None:
+def _upstream(graph: BuildGraph, keys: Sequence[str]) -> set[str]:
+    """These vertices and every vertex they take inputs from."""
+    seen: set[str] = set()
+    todo = list(keys)
+    while todo:
+        key = todo.pop()
+        if key not in seen:
+            seen.add(key)
+            todo.extend(graph.vertices[key].inputs)
+    return seen
+
+
+def _check_emulators(graph: BuildGraph, machine: Platform, relevant: set[str]) -> None:
     """Before any pull: each platform whose RUN steps run emulated has an emulator registered
     (else the build would fail at its first RUN with "Exec format error")."""
     from polyarch.runtime import binfmt  # noqa: PLC0415
 
     needed = {
-        v.platform: v for v in graph.vertices.values() if isinstance(v.op, ExecOp) and v.emulated
-    }
+        v.platform: v for key, v in graph.vertices.items()
+        if isinstance(v.op, ExecOp) and v.emulated and key in relevant
+    }  # fmt: skip
     if not needed:
         return
     registered = set(binfmt.registered(machine))

@@ -233,3 +233,53 @@ def test_a_node_that_cannot_reach_the_registry_gets_the_bases_from_here(
                "linux/arm64", *epoch, "--progress", "json", str(ctx), env=env)  # fmt: skip
     assert here.returncode == 0, here.stderr
     assert events(here.stderr)[-1]["containerimage.digest"] == arm
+
+
+ONCE = """\
+FROM {base} AS bundle
+COPY src.txt /src.txt
+RUN mkdir -p /out && tr a-z A-Z < /src.txt > /out/bundle.txt && uname -m > /out/built-on \\
+    && chown -R 1234:5678 /out
+FROM {base}
+COPY --from=bundle /out /app
+RUN uname -m > /arch
+"""
+
+
+def test_build_once_stages_run_here_and_their_outputs_reach_the_node(
+    tiny: str, registry: RunningRegistry, sshd: SshServer, tmp_path: Path
+) -> None:
+    env = env_for(tmp_path, sshd)
+    made = run("builder", "create", "once", "--node", f"arm=ssh://root@127.0.0.1:{sshd.port}",
+               "--platform", "linux/arm64", "--node-command",
+               node_command(tmp_path / "node-root"), "--use", env=env)  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    ctx = write_context(tmp_path / "ctx", ONCE.format(base=tiny), {"src.txt": "bundle me\n"})
+    epoch = ("--build-arg", "SOURCE_DATE_EPOCH=1700000000")
+    root = str(tmp_path / "root")
+    built = run("build", "--root", root, "--platform", BOTH, *epoch, "-t",
+                registry.ref("nodes/once:1"), "--progress", "json", str(ctx), env=env)  # fmt: skip
+    assert built.returncode == 0, built.stderr
+    stream = events(built.stderr)
+    notes = [str(e.get("text")) for e in stream if e["event"] == "note"]
+    assert any("node arm: build-once stage bundle sent, built here" in n for n in notes), notes
+    # The stage ran once, here; the node ran only the arm64 image's own steps.
+    node_stages = {e.get("stage") for e in stream if e.get("node") == "arm" and e.get("step")}
+    assert "bundle" not in node_stages and node_stages
+    ran_here = [e for e in stream if not e.get("node") and e.get("stage") == "bundle"
+                and e["event"] == "done" and "RUN" in str(e.get("description"))]  # fmt: skip
+    assert len(ran_here) == 1
+    arm = stream[-1]["polyarch.platforms"]["linux/arm64"]["digest"]  # type: ignore[index]
+    # The same arm64 image as the all-local build makes (owners and times of the shipped
+    # files kept; the stage built natively on this amd64 machine in both).
+    here = run("build", "--root", str(tmp_path / "here"), "--builder", "default", "--platform",
+               "linux/arm64", *epoch, "--progress", "json", str(ctx), env=env)  # fmt: skip
+    assert here.returncode == 0, here.stderr
+    assert events(here.stderr)[-1]["containerimage.digest"] == arm
+    # Nothing changed: nothing runs here or on the node, nothing is sent again.
+    again = run("build", "--root", root, "--platform", BOTH, *epoch, "-t",
+                registry.ref("nodes/once:2"), "--progress", "json", str(ctx), env=env)  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    stream = events(again.stderr)
+    assert stream[-1]["polyarch.steps"]["run"] == 0  # type: ignore[index]
+    assert any("stage bundle sent, built here (0 files" in str(e.get("text")) for e in stream)

@@ -156,9 +156,10 @@ class NodeConnection:
         """The context, by content: returns how many files the node did not have."""
         return self._send_tree({"op": "context"}, context, ignore)
 
-    def send_layout(self, index: int, layout: Path) -> int:
-        """A base image as an OCI layout (the node names it `layouts/INDEX`), by content."""
-        return self._send_tree({"op": "layout", "index": index}, layout, ())
+    def send_layout(self, index: int, layout: Path, *, kind: str = "base") -> int:
+        """An image as an OCI layout, by content: a base image (the node names it
+        `layouts/INDEX`) or a build-once stage's output (`stages/INDEX`)."""
+        return self._send_tree({"op": "layout", "index": index, "kind": kind}, layout, ())
 
     def reach(self, registries: list[str]) -> dict[str, str]:
         """The registries the node cannot reach, with why."""

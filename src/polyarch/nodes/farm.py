@@ -11,9 +11,11 @@ during the build, has its platforms built here (under emulation) unless `--no-fa
 
 from __future__ import annotations
 
+import os
+import shutil
 import tempfile
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,7 @@ from polyarch.image.annotations import parse_annotation
 from polyarch.nodes.builders import BuilderSpec, Node
 from polyarch.nodes.client import NodeConnection, NodeInfo
 from polyarch.nodes.protocol import NodeError
-from polyarch.oci.models import Descriptor
+from polyarch.oci.models import Descriptor, Manifest, parse_document
 from polyarch.platform import Platform
 from polyarch.progress import Event, Progress
 from polyarch.reference import Reference
@@ -133,10 +135,29 @@ class Farm:
         context: Path,
         dockerfile: Path,
         layout: OciLayout,
+        shared: Mapping[str, Descriptor] | None = None,
     ) -> tuple[dict[Platform, RemoteResult], list[Platform]]:
         """Build the routed platforms on their nodes, side by side (a node's own platforms
-        one after the other). Returns the results and the platforms to build here instead
-        (their node died, and fallback is allowed)."""
+        one after the other). `shared`: build-once stages built here (name -> image in
+        `layout`), sent to each node by content and used there as named contexts that replace
+        those stages, so the nodes do not run them again. Returns the results and the
+        platforms to build here instead (their node died, and fallback is allowed)."""
+        with tempfile.TemporaryDirectory(prefix="polyarch-stages-") as tmp:
+            stages: dict[str, Path] = {}
+            for index, (name, descriptor) in enumerate(sorted((shared or {}).items())):
+                stages[name] = Path(tmp) / str(index)
+                _image_layout(layout, descriptor, stages[name])
+            return self._build(routes, request, context, dockerfile, layout, stages)
+
+    def _build(
+        self,
+        routes: Sequence[Route],
+        request: dict[str, Any],
+        context: Path,
+        dockerfile: Path,
+        layout: OciLayout,
+        stages: Mapping[str, Path],
+    ) -> tuple[dict[Platform, RemoteResult], list[Platform]]:
         by_node: dict[str, list[Platform]] = {}
         for route in routes:
             if route.node is not None:
@@ -152,10 +173,17 @@ class Farm:
             try:
                 sent = connection.send_context(context, ignore)
                 self.note(f"node {name}: context sent ({sent} files it did not have)")
+                stage_layouts: dict[str, int] = {}
+                for index, (stage, path) in enumerate(stages.items()):
+                    files = connection.send_layout(index, path, kind="stage")
+                    stage_layouts[stage] = index
+                    self.note(f"node {name}: build-once stage {stage} sent, built here ({files} "
+                              "files it did not have)")  # fmt: skip
                 for platform in platforms:
                     layouts = self._send_bases(name, connection, platform)
                     descriptor, answer = connection.build(
-                        {**request, "platform": str(platform), "base_layouts": layouts},
+                        {**request, "platform": str(platform), "base_layouts": layouts,
+                         "stage_layouts": stage_layouts},
                         dockerfile, self.progress)  # fmt: skip
                     connection.fetch(descriptor, layout)
                     with lock:
@@ -212,6 +240,24 @@ class Farm:
                 connection.send_layout(index, layout)
             layouts[ref] = index
         return layouts
+
+
+def _image_layout(store: OciLayout, descriptor: Descriptor, dest: Path) -> None:
+    """One image of the store as an OCI layout of its own (named `stage`), its blobs linked
+    (copied across file systems)."""
+    out = OciLayout(dest)
+    manifest = parse_document(store.read_document(descriptor), descriptor.media_type)
+    assert isinstance(manifest, Manifest)
+    for blob in (descriptor, *manifest.blobs()):
+        target = out.blobs.path(blob.digest)
+        if target.exists():
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(store.blobs.path(blob.digest), target)
+        except OSError:
+            shutil.copyfile(store.blobs.path(blob.digest), target)
+    out.set_ref("stage", descriptor)
 
 
 def remote_request(options: Any, context: Path, dockerfile: Path) -> dict[str, Any]:

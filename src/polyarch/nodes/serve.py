@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -84,9 +85,10 @@ def serve(inp: BinaryIO, out: BinaryIO, root: Path) -> int:
                     return 0
                 if op == "context":
                     _context(inp, out, files, message, scratch)
-                elif op == "layout":  # a base image sent from the client, as an OCI layout
+                elif op == "layout":  # a base image or a stage's output, as an OCI layout
                     index = int(message["index"])
-                    _context(inp, out, files, message, scratch, f"layouts/{index}")
+                    into = "stages" if message.get("kind") == "stage" else "layouts"
+                    _context(inp, out, files, message, scratch, f"{into}/{index}")
                 elif op == "reach":
                     unreachable = {host: why for host in message["registries"]
                                    if (why := session.client.unreachable(str(host)))}  # fmt: skip
@@ -151,6 +153,12 @@ def _context(
     send(out, {"op": "context-ready", "received": len(need)})
 
 
+def _stage_name(name: object) -> str:
+    if not isinstance(name, str) or not re.fullmatch(r"[a-z][a-z0-9._-]{0,127}", name):
+        raise BuildError(f"the client sent a stage named {name!r}, which no stage can be")
+    return name
+
+
 def _build(
     out: BinaryIO,
     message: dict[str, Any],
@@ -176,6 +184,13 @@ def _build(
         send(out, {"op": "event", **event.to_json()})
 
     try:
+        # Base images it cannot pull, and build-once stages the client built (they replace
+        # those stages here), sent as layouts: named contexts.
+        layouts, stages = scratch / "layouts", scratch / "stages"
+        contexts = {str(ref): f"oci-layout://{layouts / str(int(index))}"
+                    for ref, index in dict(message.get("base_layouts", {})).items()}  # fmt: skip
+        for name, index in dict(message.get("stage_layouts", {})).items():
+            contexts[_stage_name(name)] = f"oci-layout://{stages / str(int(index))}:stage"
         options = BuildOptions(
             context=context,
             dockerfile=dockerfile,
@@ -192,11 +207,7 @@ def _build(
             annotations=tuple(message.get("annotations", ())),
             step_timeout=message.get("step_timeout"),
             builder=DEFAULT,  # a node builds itself, never through its own builders' nodes
-            # Base images it cannot pull, sent as layouts: named contexts for their refs.
-            contexts={
-                str(ref): f"oci-layout://{scratch / 'layouts' / str(int(index))}"
-                for ref, index in dict(message.get("base_layouts", {})).items()
-            },
+            contexts=contexts,
         )
         report = build_image(session, options, progress=progress)
     except BuildError as exc:
