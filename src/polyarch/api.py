@@ -12,7 +12,7 @@ import stat
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -376,6 +376,8 @@ def plan_build(
     build_args: Mapping[str, str] | None = None,
     target: str | None = None,
     build_platform: Platform | None = None,
+    build_once: str | frozenset[str] = "auto",
+    contexts: Mapping[str, NamedContext] | None = None,
 ) -> BuildGraph:
     """The plan of a build, without building: what runs where, once or per platform."""
     _result, parsed = read_dockerfile(dockerfile)
@@ -387,6 +389,8 @@ def plan_build(
             machine,
             dict(build_args or {}),
             target,
+            build_once=build_once,
+            contexts=dict(contexts or {}),
         )
     )
 
@@ -490,7 +494,7 @@ def build_image(
         farm, routes = _farm(options, wanted, progress or silent)
         if farm is not None:
             farm.bases, farm.export_base = _base_images(session, dockerfile, args, options.target)
-        if farm is not None:
+            farm.context_paths = _context_paths(options, dockerfile)
             stack.callback(farm.close)
         local = tuple(r.platform for r in routes if r.node is None) if farm else wanted
         request = BuildRequest(
@@ -654,6 +658,25 @@ def _base_images(
                      platforms=sorted(platforms, key=str))  # fmt: skip
 
     return bases, export
+
+
+def _context_paths(
+    options: BuildOptions, dockerfile: Path
+) -> Callable[[Platform, Platform, Collection[str]], set[str]]:
+    """What a node's build of a platform takes from the main context (the paths its copies
+    and mounts name), planned here with the stages it receives replaced, as it plans them."""
+    from polyarch.graph.ops import ContextSource  # noqa: PLC0415
+
+    def paths(platform: Platform, machine: Platform, shared: Collection[str]) -> set[str]:
+        replaced = {name: NamedContext("layout", "-") for name in shared}
+        graph = plan_build(dockerfile, platforms=(platform,), build_args=options.build_args,
+                           target=options.target, build_platform=machine,
+                           build_once=options.build_once, contexts=replaced)  # fmt: skip
+        return {path for vertex in graph.vertices.values()
+                if isinstance(vertex.op, ContextSource) and vertex.op.name == "context"
+                for path in vertex.op.includes}  # fmt: skip
+
+    return paths
 
 
 def _build_with_nodes(

@@ -5,6 +5,7 @@ fallback; a node speaking another protocol version."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -63,7 +64,8 @@ def test_a_platform_built_on_an_ssh_node(
     assert node["reachable"] and node["native"] == ["linux/amd64"]  # this machine, over SSH
     assert node["runtime"].startswith("runc") and node["free"] > 0
 
-    ctx = write_context(tmp_path / "ctx", DOCKERFILE.format(base=tiny), {"app.txt": "one\n"})
+    ctx = write_context(tmp_path / "ctx", DOCKERFILE.format(base=tiny),
+                        {"app.txt": "one\n", "docs/unused.txt": "no step takes me\n"})  # fmt: skip
     doctor = run("doctor", "--root", str(tmp_path / "d"), "--builder", "farm", "--format", "json",
                  env=env)  # fmt: skip
     checks = {c["name"]: c for c in json.loads(doctor.stdout)}
@@ -81,7 +83,12 @@ def test_a_platform_built_on_an_ssh_node(
     assert on_node == {"linux/arm64"}
     notes = [str(e.get("text")) for e in stream if e["event"] == "note"]
     assert any("linux/arm64 is built on node arm" in n for n in notes)
-    assert any("context sent (2 files" in n for n in notes)  # Dockerfile and app.txt
+    # Dockerfile and app.txt: the files no step takes are not sent.
+    assert any("context sent (2 files it did not have of the 2 its steps use)" in n
+               for n in notes), notes  # fmt: skip
+    held = node_root / "nodes" / "files" / "blobs" / "sha256"
+    assert not (held / hashlib.sha256(b"no step takes me\n").hexdigest()).exists()
+    assert (held / hashlib.sha256(b"one\n").hexdigest()).exists()
     result = stream[-1]
     arm = result["polyarch.platforms"]["linux/arm64"]  # type: ignore[index]
     # The node built it in its own workspace; the blobs came home verified.
@@ -283,3 +290,36 @@ def test_build_once_stages_run_here_and_their_outputs_reach_the_node(
     stream = events(again.stderr)
     assert stream[-1]["polyarch.steps"]["run"] == 0  # type: ignore[index]
     assert any("stage bundle sent, built here (0 files" in str(e.get("text")) for e in stream)
+
+
+def test_a_node_gets_the_whole_context_when_its_build_takes_more_than_foreseen(
+    tiny: str, registry: RunningRegistry, sshd: SshServer, tmp_path: Path
+) -> None:
+    from tests.integration.test_build import flatten, image
+
+    env = env_for(tmp_path, sshd)
+    # A base image whose ONBUILD trigger copies *.txt: the plan here cannot see it.
+    base_ctx = write_context(tmp_path / "base", f"FROM {tiny}\nONBUILD COPY *.txt /d/\n", {})
+    base_ref = registry.ref("nodes/onbuild:1")
+    pushed = run("build", "--root", str(tmp_path / "base-root"), "--platform", "linux/arm64",
+                 "-t", base_ref, "--push", str(base_ctx), env=env)  # fmt: skip
+    assert pushed.returncode == 0, pushed.stderr
+    made = run("builder", "create", "ob", "--node", f"arm=ssh://root@127.0.0.1:{sshd.port}",
+               "--platform", "linux/arm64", "--node-command",
+               node_command(tmp_path / "node-root"), "--use", env=env)  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    ctx = write_context(tmp_path / "ctx", f"FROM {base_ref}\nCOPY a.txt /a.txt\n",
+                        {"a.txt": "a\n", "b.txt": "b\n"})  # fmt: skip
+    root = tmp_path / "root"
+    built = run("build", "--root", str(root), "--platform", "linux/arm64", "-t", "local/ob:1",
+                "--progress", "json", str(ctx), env=env)  # fmt: skip
+    assert built.returncode == 0, built.stderr
+    notes = [str(e.get("text")) for e in events(built.stderr) if e["event"] == "note"]
+    assert any("context sent (2 files it did not have of the 2 its steps use)" in n
+               for n in notes), notes  # fmt: skip
+    assert any("its build took *.txt from the context, which the plan here did not foresee"
+               in n for n in notes), notes  # fmt: skip
+    # The image holds what the trigger copies from the whole context, not from the part sent.
+    layout, manifest, _config = image(root, "local/ob:1")
+    tree = flatten(layout, manifest, tmp_path / "tree")
+    assert sorted(p.name for p in (tree / "d").iterdir()) == ["a.txt", "b.txt"]

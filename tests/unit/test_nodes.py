@@ -110,3 +110,30 @@ def test_a_node_never_writes_through_a_symlink_of_the_listing(tmp_path: Path) ->
     with pytest.raises(BuildError, match="goes through a symlink"):
         _context(io.BytesIO(), out, files, {"entries": entries}, scratch)
     assert list(outside.iterdir()) == []
+
+
+def test_only_the_files_the_steps_name_are_listed(tmp_path: Path) -> None:
+    from polyarch.nodes.client import used_files
+
+    ctx = tmp_path / "ctx"
+    for rel in ("Dockerfile", "app/a.js", "app/lib/b.js", "docs/big.pdf", "pkg.json", "x.lock",
+                "real/inside.txt", "other.txt"):  # fmt: skip
+        (ctx / rel).parent.mkdir(parents=True, exist_ok=True)
+        (ctx / rel).write_text(rel)
+    (ctx / "via").symlink_to("real")
+
+    def listed(paths: set[str]) -> list[str] | None:
+        used = used_files(ctx, paths, {"Dockerfile"})
+        if used is None:
+            return None
+        return [e["path"] for e in context_entries(ctx, (), used) if e["type"] == "file"]
+
+    assert listed({"/app", "*.json", "via/inside.txt"}) == [
+        "Dockerfile", "pkg.json", "app/a.js", "app/lib/b.js", "real/inside.txt"]  # fmt: skip
+    # Directories and symlinks are always listed (they cost nothing to send).
+    entries = context_entries(ctx, (), used_files(ctx, {"x.lock"}, ()))
+    kinds = {e["path"]: e["type"] for e in entries}
+    assert kinds["docs"] == "dir" and kinds["via"] == "symlink" and "docs/big.pdf" not in kinds
+    # The root, or a path that does not resolve here: the whole context.
+    assert listed({"."}) is None and listed({"/"}) is None
+    assert listed({"missing.txt"}) is None

@@ -11,7 +11,7 @@ import shlex
 import subprocess
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -19,6 +19,7 @@ from typing import IO, Any
 from polyarch.digest import Digest
 from polyarch.errors import BuildError
 from polyarch.frontend.dockerfile.ignore import IgnoreMatcher
+from polyarch.layers import Root
 from polyarch.nodes.builders import Endpoint, Node
 from polyarch.nodes.protocol import (
     PROTOCOL_VERSION,
@@ -31,6 +32,7 @@ from polyarch.nodes.protocol import (
 from polyarch.oci.models import Descriptor, Manifest, parse_document
 from polyarch.progress import Event, Progress
 from polyarch.store.layout import OciLayout
+from polyarch.worker.local.filecopy import CopyError, select_sources
 
 MAX_MANIFEST = 4 << 20
 SSH_ENV = "POLYARCH_SSH_COMMAND"  # like GIT_SSH_COMMAND: the ssh to use, with its options
@@ -61,9 +63,35 @@ def command_for(node: Node) -> list[str]:
     return [*ssh, endpoint.host, "--", remote]
 
 
-def context_entries(context: Path, ignore: tuple[str, ...]) -> list[dict[str, Any]]:
+def used_files(
+    context: Path, paths: Collection[str], keep: Collection[str]
+) -> Callable[[str], bool] | None:
+    """Which files of the context a build needs, given the paths its copies and mounts name
+    (wildcards too), resolved here as the node resolves them; and `keep` (the Dockerfile, the
+    ignore files). None: the whole context (a path names its root, or does not resolve here:
+    the node then reports it exactly as a local build would). Directories and symlinks are
+    always listed (they cost no transfer), so a path through a symlink resolves there too."""
+    try:
+        with Root(context) as root:
+            selected = select_sources(root, sorted(paths), None)
+    except (CopyError, OSError):
+        return None
+    prefixes = {s.path.strip("/") for s in selected}
+    if "" in prefixes or "." in prefixes:
+        return None
+
+    def used(rel: str) -> bool:
+        return rel in keep or any(rel == p or rel.startswith(p + "/") for p in prefixes)
+
+    return used
+
+
+def context_entries(
+    context: Path, ignore: tuple[str, ...], used: Callable[[str], bool] | None = None
+) -> list[dict[str, Any]]:
     """The context after `.dockerignore`, as the node rebuilds it: directories, symlinks, and
-    files by digest (their mode and mtime kept, which COPY reads)."""
+    files by digest (their mode and mtime kept, which COPY reads); with `used`, only the files
+    it accepts (the others are not read)."""
     matcher = IgnoreMatcher(ignore) if ignore else None
     out: list[dict[str, Any]] = []
     for top, dirs, files in os.walk(context):
@@ -81,7 +109,8 @@ def context_entries(context: Path, ignore: tuple[str, ...]) -> list[dict[str, An
                 out.append({"path": rel, "type": "symlink", "target": str(path.readlink())})
             elif name in dirs:
                 out.append({"path": rel, "type": "dir", "mode": st.st_mode & 0o7777})
-            elif path.is_file() and not (matcher is not None and matcher.matches(rel)):
+            elif (path.is_file() and not (matcher is not None and matcher.matches(rel))
+                  and (used is None or used(rel))):  # fmt: skip
                 digest = hashlib.sha256()
                 with path.open("rb") as f:
                     while chunk := f.read(1 << 20):
@@ -152,9 +181,14 @@ class NodeConnection:
                         tuple(answer.get("emulated", ())), int(answer.get("free", 0)),
                         str(answer.get("runtime", "")))  # fmt: skip
 
-    def send_context(self, context: Path, ignore: tuple[str, ...]) -> int:
-        """The context, by content: returns how many files the node did not have."""
-        return self._send_tree({"op": "context"}, context, ignore)
+    def send_context(
+        self, context: Path, ignore: tuple[str, ...], used: Callable[[str], bool] | None = None
+    ) -> tuple[int, int]:
+        """The context (the files `used` accepts), by content: returns how many files were
+        listed and how many of them the node did not have."""
+        entries = context_entries(context, ignore, used)
+        listed = sum(1 for e in entries if e["type"] == "file")
+        return listed, self._send_entries({"op": "context"}, context, entries)
 
     def send_layout(self, index: int, layout: Path, *, kind: str = "base") -> int:
         """An image as an OCI layout, by content: a base image (the node names it
@@ -170,7 +204,11 @@ class NodeConnection:
         return {str(k): str(v) for k, v in dict(answer.get("unreachable", {})).items()}
 
     def _send_tree(self, head: dict[str, Any], context: Path, ignore: tuple[str, ...]) -> int:
-        entries = context_entries(context, ignore)
+        return self._send_entries(head, context, context_entries(context, ignore))
+
+    def _send_entries(
+        self, head: dict[str, Any], context: Path, entries: list[dict[str, Any]]
+    ) -> int:
         self._send({**head, "entries": entries})
         need = self._receive()
         if need.get("op") != "need":

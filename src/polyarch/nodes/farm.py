@@ -12,25 +12,29 @@ during the build, has its platforms built here (under emulation) unless `--no-fa
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from polyarch.build import ignore_patterns
-from polyarch.errors import UsageError
+from polyarch.errors import BuildError, UsageError
 from polyarch.image.annotations import parse_annotation
 from polyarch.nodes.builders import BuilderSpec, Node
-from polyarch.nodes.client import NodeConnection, NodeInfo
+from polyarch.nodes.client import NodeConnection, NodeInfo, used_files
 from polyarch.nodes.protocol import NodeError
 from polyarch.oci.models import Descriptor, Manifest, parse_document
 from polyarch.platform import Platform
 from polyarch.progress import Event, Progress
 from polyarch.reference import Reference
 from polyarch.store.layout import OciLayout
+
+# A copy or mount whose source is not in the context the node holds (the worker's words).
+_MISSING_SOURCE = re.compile(r"source '.*' not found|no source files match")
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +100,9 @@ class Farm:
     # platform; and how to export them here as an OCI layout, for a node that cannot pull.
     bases: Callable[[Platform, Platform], dict[str, set[Platform]]] | None = None
     export_base: Callable[[str, set[Platform], Path], None] | None = None
+    # The paths a platform's build takes from the main context, given the node's platform and
+    # the stages it receives: only the files they name are sent.
+    context_paths: Callable[[Platform, Platform, Collection[str]], set[str]] | None = None
 
     def note(self, text: str) -> None:
         self.progress(Event("note", "", "builder", text=text))
@@ -171,8 +178,10 @@ class Farm:
         def run(name: str, platforms: list[Platform]) -> None:
             connection = self.connections[name]
             try:
-                sent = connection.send_context(context, ignore)
-                self.note(f"node {name}: context sent ({sent} files it did not have)")
+                machine = Platform.parse(self.infos[name].native[0])
+                foreseen = None if self.context_paths is None else set().union(
+                    *(self.context_paths(p, machine, stages) for p in platforms))  # fmt: skip
+                sent = self._send_context(name, connection, context, ignore, request, foreseen)
                 stage_layouts: dict[str, int] = {}
                 for index, (stage, path) in enumerate(stages.items()):
                     files = connection.send_layout(index, path, kind="stage")
@@ -181,10 +190,11 @@ class Farm:
                               "files it did not have)")  # fmt: skip
                 for platform in platforms:
                     layouts = self._send_bases(name, connection, platform)
-                    descriptor, answer = connection.build(
-                        {**request, "platform": str(platform), "base_layouts": layouts,
-                         "stage_layouts": stage_layouts},
-                        dockerfile, self.progress)  # fmt: skip
+                    ask = {**request, "platform": str(platform), "base_layouts": layouts,
+                           "stage_layouts": stage_layouts}  # fmt: skip
+                    descriptor, answer, foreseen = self._build_there(
+                        name, connection, ask, dockerfile, (context, ignore, request), foreseen
+                    )
                     connection.fetch(descriptor, layout)
                     with lock:
                         results[platform] = RemoteResult(
@@ -213,6 +223,55 @@ class Farm:
         if errors:
             raise errors[0]
         return results, failed
+
+    def _build_there(
+        self,
+        name: str,
+        connection: NodeConnection,
+        ask: dict[str, Any],
+        dockerfile: Path,
+        sending: tuple[Path, tuple[str, ...], Mapping[str, Any]],
+        foreseen: set[str] | None,
+    ) -> tuple[Descriptor, dict[str, Any], set[str] | None]:
+        """One platform's build on the node. When the node was sent only the files the plan
+        here foresaw, and its build took others (ONBUILD triggers of its base image, say) or
+        missed a source, it gets the whole context and builds again (its cache keeps what was
+        done). Returns what it built, its answer, and what to send next time."""
+        try:
+            descriptor, answer = connection.build(ask, dockerfile, self.progress)
+            unforeseen = sorted(set(answer.get("context_paths", ())) - (foreseen or set()))
+            why = f"its build took {', '.join(unforeseen)} from the context"
+        except BuildError as exc:
+            if foreseen is None or not _MISSING_SOURCE.search(exc.message):
+                raise
+            unforeseen, why = ["?"], f"its build failed ({exc.message})"
+        if foreseen is None or not unforeseen:
+            return descriptor, answer, foreseen
+        self.note(f"node {name}: {why}, which the plan here did not foresee; sending the "
+                  "whole context and building again")  # fmt: skip
+        self._send_context(name, connection, *sending, None)
+        descriptor, answer = connection.build(ask, dockerfile, self.progress)
+        return descriptor, answer, None
+
+    def _send_context(
+        self,
+        name: str,
+        connection: NodeConnection,
+        context: Path,
+        ignore: tuple[str, ...],
+        request: Mapping[str, Any],
+        foreseen: set[str] | None,
+    ) -> int:
+        """The context by content: the files the node's steps take (`foreseen` paths, with
+        the Dockerfile and its ignore files), else all of it."""
+        keep = {".dockerignore"}
+        if request.get("dockerfile"):
+            keep |= {str(request["dockerfile"]), f"{request['dockerfile']}.dockerignore"}
+        used = None if foreseen is None else used_files(context, foreseen, keep)
+        listed, sent = connection.send_context(context, ignore, used)
+        which = "" if used is None else f" of the {listed} its steps use"
+        self.note(f"node {name}: context sent ({sent} files it did not have{which})")
+        return sent
 
     def _send_bases(
         self, name: str, connection: NodeConnection, platform: Platform

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from polyarch import __version__
 from polyarch.digest import Digest
 from polyarch.errors import BuildError, DockerfileError, PolyarchError
+from polyarch.graph.ops import ContextSource
 from polyarch.nodes.builders import DEFAULT
 from polyarch.nodes.protocol import PROTOCOL_VERSION, payload_chunks, receive, send, send_file
 from polyarch.progress import Event
@@ -223,6 +224,10 @@ def _build(
         send(out, {"op": "error", "message": str(exc)})
         return
     result = report.result
+    # What the build took from the main context: the client checks it sent all of that.
+    taken = sorted({path for vertex in (result.graph.vertices.values() if result.graph else ())
+                    if isinstance(vertex.op, ContextSource) and vertex.op.name == "context"
+                    for path in vertex.op.includes})  # fmt: skip
     send(out, {"op": "result", "descriptor": result.descriptor.to_json(),
                "steps_run": result.steps_run, "steps_cached": result.steps_cached,
-               "seconds": result.seconds})  # fmt: skip
+               "seconds": result.seconds, "context_paths": taken})  # fmt: skip
