@@ -48,6 +48,7 @@ from polyarch.transfer.endpoints import (
     ImageTarget,
     LayoutRepository,
     RegistryRepository,
+    StoreThenRegistry,
     read_small_blob,
 )
 from polyarch.transfer.location import LayoutLocation, Location, parse_location
@@ -423,6 +424,7 @@ class BuildOptions:
     builder: str | None = None  # a named builder (its nodes); None: the current one
     fallback: bool = True  # build a node's platforms here when it cannot be reached or dies
     annotations: tuple[str, ...] = ()  # --annotation [LEVEL[,LEVEL][[PLATFORM]]:]KEY=VALUE
+    push_from_nodes: bool = False  # nodes push their platforms themselves (their credentials)
 
 
 @dataclass(frozen=True, slots=True)
@@ -467,6 +469,14 @@ def build_image(
         if output.get("type") == "docker" and len(options.platforms) > 1:
             raise UsageError("--output type=docker holds one platform (docker load takes no "
                              "index); build one --platform, or use type=oci,dest=DIR")  # fmt: skip
+    kinds = {output.get("type") for output in options.outputs}
+    if options.push_from_nodes and kinds != {"registry"}:
+        raise UsageError("--push-from-nodes needs --push (or --output type=registry) and no "
+                         "other output: the nodes' platforms are pushed from the nodes and do "
+                         "not come to this machine, so nothing here can export them")  # fmt: skip
+    push_to = sorted({f"{t.registry}/{t.repository}" for output in options.outputs
+                      if output.get("type") == "registry"
+                      for t in _registry_targets(output, refs)})  # fmt: skip
     annotations = parse_annotations(options.annotations)
     if len(options.platforms) < 2 and any(a.level != "manifest" for a in annotations):
         raise UsageError("index and manifest-descriptor annotations need an index: build two "
@@ -496,6 +506,9 @@ def build_image(
             farm.bases, farm.export_base = _base_images(session, dockerfile, args, options.target)
             farm.context_paths = _context_paths(options, dockerfile)
             stack.callback(farm.close)
+        elif options.push_from_nodes:
+            said = "--push-from-nodes: no platform is built on a node; pushed from here"
+            (progress or silent)(Event("note", "", "builder", text=said))
         local = tuple(r.platform for r in routes if r.node is None) if farm else wanted
         request = BuildRequest(
             parsed, context, dockerfile, local, machine, args,
@@ -512,9 +525,12 @@ def build_image(
         if farm is None:
             result = builder.build(request)
         else:
+            pushing = push_to if options.push_from_nodes else []
             result = _build_with_nodes(farm, routes, builder, request, options, wanted,
-                                       annotations)  # fmt: skip
-    names = [str(r) for r in refs] or [str(result.descriptor.digest)]
+                                       annotations, pushing)  # fmt: skip
+    # Pushed from the nodes: the image is not whole here, so it is not kept under a name.
+    from_nodes = options.push_from_nodes and farm is not None
+    names = [] if from_nodes else [str(r) for r in refs] or [str(result.descriptor.digest)]
     for name in names:
         builder.layout.set_ref(name, result.descriptor)
     for owner in sorted({r.name for r in refs}):
@@ -524,16 +540,20 @@ def build_image(
     for output in options.outputs:
         kind = output.get("type")
         if kind == "registry":
-            targets = ([Reference.parse(n) for n in output["name"].split(",") if n]
-                       if output.get("name") else refs)  # fmt: skip
-            for target in targets:
+            for target in _registry_targets(output, refs):
                 pinned = Reference(target.registry, target.repository, None,
                                    result.descriptor.digest)  # fmt: skip
                 destination = pinned if output.get("push-by-digest") else target
                 with _TransferRow(progress or silent, f"push {destination}", builder.layout,
                                   result.manifests.values()) as row:  # fmt: skip
-                    report = session.copy(LayoutLocation(str(store), names[0]), str(destination),
-                                          progress=row.blob)  # fmt: skip
+                    if from_nodes:  # the nodes' platforms are in the repository already
+                        there = RegistryRepository(session.client, target)
+                        merged = StoreThenRegistry(builder.layout, result.descriptor, there)
+                        report = copy_image(merged, session.target(str(destination)),
+                                            progress=row.blob)  # fmt: skip
+                    else:
+                        report = session.copy(LayoutLocation(str(store), names[0]),
+                                              str(destination), progress=row.blob)  # fmt: skip
                     row.summary = (f"{report.uploaded} uploaded, {report.mounted} mounted, "
                                    f"{report.existing} already there")  # fmt: skip
                 written.append(Output("registry", str(report.name), str(report.digest)))
@@ -554,6 +574,13 @@ def build_image(
                 )  # fmt: skip
             written.append(Output("docker", output["dest"], str(result.descriptor.digest)))
     return BuildReport(result, tuple(names), tuple(written))
+
+
+def _registry_targets(output: Mapping[str, str], refs: Sequence[Reference]) -> list[Reference]:
+    """Where a registry output pushes: its `name=` (comma separated), else the tags."""
+    if output.get("name"):
+        return [Reference.parse(n) for n in output["name"].split(",") if n]
+    return list(refs)
 
 
 class _TransferRow:
@@ -687,8 +714,11 @@ def _build_with_nodes(
     options: BuildOptions,
     wanted: Sequence[Platform],
     annotations: Sequence[Annotation],
+    push_to: Sequence[str] = (),
 ) -> BuildResult:
-    """Nodes build their platforms while this machine builds its own; then one index here."""
+    """Nodes build their platforms while this machine builds its own; then one index here.
+    With `push_to` (repositories), each node pushes its platforms there by digest and only
+    their manifests and configs come here."""
     import threading  # noqa: PLC0415
 
     from polyarch.build import BuildResult, PlatformImage  # noqa: PLC0415
@@ -698,6 +728,8 @@ def _build_with_nodes(
 
     started = time.monotonic()
     ask = remote_request(options, request.context, request.dockerfile_path)
+    if push_to:
+        ask["push"] = list(push_to)
     remote: dict[Platform, Any] = {}
     failed: list[Platform] = []
     errors: list[BaseException] = []

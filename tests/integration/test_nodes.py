@@ -240,6 +240,13 @@ def test_a_node_that_cannot_reach_the_registry_gets_the_bases_from_here(
                "linux/arm64", *epoch, "--progress", "json", str(ctx), env=env)  # fmt: skip
     assert here.returncode == 0, here.stderr
     assert events(here.stderr)[-1]["containerimage.digest"] == arm
+    # Pushing from a node that cannot reach the registry fails cleanly: no tag is written.
+    from_node = run("build", "--root", str(tmp_path / "root"), "--platform", BOTH, *epoch,
+                    "-t", registry.ref("nodes/iso-pushed:1"), "--push", "--push-from-nodes",
+                    str(ctx), env=env)  # fmt: skip
+    assert from_node.returncode == 1 and "Traceback" not in from_node.stderr
+    assert "on node arm" in from_node.stderr, from_node.stderr
+    assert tags(registry, "nodes/iso-pushed") == []
 
 
 ONCE = """\
@@ -323,3 +330,39 @@ def test_a_node_gets_the_whole_context_when_its_build_takes_more_than_foreseen(
     layout, manifest, _config = image(root, "local/ob:1")
     tree = flatten(layout, manifest, tmp_path / "tree")
     assert sorted(p.name for p in (tree / "d").iterdir()) == ["a.txt", "b.txt"]
+
+
+def test_push_from_nodes(
+    tiny: str, registry: RunningRegistry, sshd: SshServer, tmp_path: Path
+) -> None:
+    env = env_for(tmp_path, sshd)
+    node_root = tmp_path / "node-root"
+    made = run("builder", "create", "pushers", "--node", f"arm=ssh://root@127.0.0.1:{sshd.port}",
+               "--platform", "linux/arm64", "--node-command", node_command(node_root), "--use",
+               env=env)  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    ctx = write_context(tmp_path / "ctx", DOCKERFILE.format(base=tiny), {"app.txt": "one\n"})
+    refused = run("build", "--root", str(tmp_path / "root"), "--platform", BOTH,
+                  "--push-from-nodes", str(ctx), env=env)  # fmt: skip
+    assert refused.returncode == 2 and "--push-from-nodes needs --push" in refused.stderr
+    ref = registry.ref("nodes/pushed:1")
+    root = tmp_path / "root"
+    built = run("build", "--root", str(root), "--platform", BOTH, "-t", ref, "--push",
+                "--push-from-nodes", "--progress", "json", str(ctx), env=env)  # fmt: skip
+    assert built.returncode == 0, built.stderr
+    stream = events(built.stderr)
+    notes = [str(e.get("text")) for e in stream if e["event"] == "note"]
+    assert any(f"node arm pushed linux/arm64 by digest to {registry.host}/nodes/pushed" in n
+               for n in notes), notes  # fmt: skip
+    arm = stream[-1]["polyarch.platforms"]["linux/arm64"]["digest"]  # type: ignore[index]
+    # The arm64 layers went from the node to the registry, not through this machine.
+    manifest = json.loads((node_root / "store" / "blobs" / "sha256" / arm[7:]).read_bytes())
+    last_layer = manifest["layers"][-1]["digest"][7:]
+    assert (node_root / "store" / "blobs" / "sha256" / last_layer).is_file()
+    assert not (root / "store" / "blobs" / "sha256" / last_layer).exists()
+    accept = {"Accept": "application/vnd.oci.image.index.v1+json"}
+    index = httpx.get(f"http://{registry.host}/v2/nodes/pushed/manifests/1", headers=accept).json()
+    assert {m["platform"]["architecture"] for m in index["manifests"]} == {"amd64", "arm64"}
+    verified = run("verify", "--root", str(tmp_path / "v"), "--platform", BOTH, "--run",
+                   'test "$(cat /arch)" = "$(uname -m)"', ref, env=env)  # fmt: skip
+    assert verified.returncode == 0, verified.stdout + verified.stderr

@@ -342,6 +342,7 @@ def _build(
     annotations: Sequence[str] = (),
     builder: str | None = None,
     no_fallback: bool = False,
+    push_from_nodes: bool = False,
     allow: Sequence[str] = (),
     named: bool = False,
     release_run: RunSpec | bool | None = False,
@@ -402,6 +403,7 @@ def _build(
         annotations=tuple(annotations),
         builder=settings["build.builder"] or None,
         fallback=not no_fallback,
+        push_from_nodes=push_from_nodes,
         step_timeout=parse_duration(settings["build.step_timeout"])
         if settings["build.step_timeout"]
         else None,
@@ -438,9 +440,10 @@ def _build(
 
 def _build_lines(report: BuildReport) -> list[str]:
     result = report.result
+    kept = f"kept as {', '.join(report.names)}" if report.names else "pushed from its nodes"
     lines = [
         f"built {report.digest} ({result.steps_run} steps run, {result.steps_cached} cached), "
-        f"kept as {', '.join(report.names)}"
+        + kept
     ]
     if len(result.images) > 1:  # a summary per platform
         width = max(len(str(image.platform)) for image in result.images)
@@ -484,6 +487,11 @@ def _build_lines(report: BuildReport) -> list[str]:
     help="Write the image's digest (the index, or the manifest of one platform).",
 )
 @click.option("-q", "--quiet", is_flag=True, help="No progress; print only the image digest.")
+@click.option("--push-from-nodes", "push_from_nodes", is_flag=True,
+              help="With --push and a builder's nodes: each node pushes the platforms it "
+              "built itself, by digest, with its own registry credentials (when this "
+              "machine's uplink is the bottleneck); only the index is pushed from here. The "
+              "image is then not kept whole in the local store.")  # fmt: skip
 @_build_options
 @_buildx_flags
 @click.argument("context", type=ContextArgument(), required=False)

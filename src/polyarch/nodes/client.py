@@ -250,15 +250,20 @@ class NodeConnection:
             else:
                 raise self._failed(NodeError(f"sent {op!r} during a build"))
 
-    def fetch(self, descriptor: Descriptor, layout: OciLayout) -> None:
-        """The image's manifest, config and layers into the local store, each verified."""
+    def fetch(
+        self, descriptor: Descriptor, layout: OciLayout, *, documents_only: bool = False
+    ) -> None:
+        """The image's manifest, config and layers (or only its manifest and config) into the
+        local store, each verified."""
         if descriptor.size > MAX_MANIFEST:
             raise NodeError(f"{self._what()}: a manifest of {descriptor.size} bytes; refused")
         raw = self._blob(descriptor.digest, descriptor.size, layout)
         manifest = parse_document(raw, descriptor.media_type, what="the node's manifest")
         if not isinstance(manifest, Manifest):
             raise NodeError(f"{self._what()} built an index, not one platform's image")
-        for blob in manifest.blobs():
+        if manifest.config.size > MAX_MANIFEST:
+            raise NodeError(f"{self._what()}: a config of {manifest.config.size} bytes; refused")
+        for blob in (manifest.config,) if documents_only else manifest.blobs():
             if not layout.blobs.has(blob.digest, blob.size):
                 self._blob(blob.digest, blob.size, layout)
 

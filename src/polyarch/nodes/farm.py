@@ -195,7 +195,12 @@ class Farm:
                     descriptor, answer, foreseen = self._build_there(
                         name, connection, ask, dockerfile, (context, ignore, request), foreseen
                     )
-                    connection.fetch(descriptor, layout)
+                    if request.get("push"):  # pushed from there: its documents come here
+                        connection.fetch(descriptor, layout, documents_only=True)
+                        self.note(f"node {name} pushed {platform} by digest to "
+                                  f"{', '.join(request['push'])}")  # fmt: skip
+                    else:
+                        connection.fetch(descriptor, layout)
                     with lock:
                         results[platform] = RemoteResult(
                             Descriptor(descriptor.media_type, descriptor.digest,

@@ -78,7 +78,7 @@ def serve(inp: BinaryIO, out: BinaryIO, root: Path) -> int:
             shutil.rmtree(old, ignore_errors=True)
     scratch = Path(tempfile.mkdtemp(dir=contexts, prefix=f"ctx-{os.getpid()}-"))
     try:
-        with Session(RegistryOptions()) as session:
+        with Session(RegistryOptions.from_environment()) as session:
             while True:
                 message = receive(inp, "the client")
                 op = message["op"]
@@ -209,7 +209,10 @@ def _build(
             step_timeout=message.get("step_timeout"),
             builder=DEFAULT,  # a node builds itself, never through its own builders' nodes
             contexts=contexts,
-        )
+            # --push-from-nodes: pushed from here by digest, with this machine's credentials.
+            outputs=({"type": "registry", "name": ",".join(map(str, message["push"])),
+                      "push-by-digest": "true"},) if message.get("push") else (),
+        )  # fmt: skip
         report = build_image(session, options, progress=progress)
     except BuildError as exc:
         line = exc.location.rpartition(":")[2]

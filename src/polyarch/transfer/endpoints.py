@@ -161,6 +161,37 @@ class LayoutRepository:
         return f"oci:{self.location.path}:{name}"
 
 
+class StoreThenRegistry:
+    """An image of an OCI layout (`top`, by descriptor) some of whose parts are only in a
+    registry repository (build nodes pushed them there): each document and blob is read from
+    the layout when it holds it, else from the repository."""
+
+    def __init__(self, layout: OciLayout, top: Descriptor, remote: RegistryRepository) -> None:
+        self.layout, self.top, self.remote = layout, top, remote
+
+    def __str__(self) -> str:
+        return f"{self.top.digest} (here and in {self.remote})"
+
+    @property
+    def registry_repository(self) -> tuple[str, str] | None:
+        return self.remote.registry_repository
+
+    def resolve(self) -> FetchedDocument:
+        raw = self.layout.read_document(self.top)
+        return FetchedDocument(parse_document(raw, self.top.media_type), self.top.digest)
+
+    def fetch_document(self, descriptor: Descriptor) -> Document:
+        if self.layout.blobs.has(descriptor.digest, descriptor.size):
+            raw = self.layout.read_document(descriptor)
+            return parse_document(raw, descriptor.media_type, what=f"manifest {descriptor.digest}")
+        return self.remote.fetch_document(descriptor)
+
+    def open_blob(self, descriptor: Descriptor) -> Iterator[bytes]:
+        if self.layout.blobs.has(descriptor.digest, descriptor.size):
+            return self.layout.blobs.iter_blob(descriptor.digest, descriptor.size)
+        return self.remote.open_blob(descriptor)
+
+
 def is_distributable(descriptor: Descriptor) -> bool:
     """Foreign (non-distributable) layers are referenced by URL and never copied."""
     return not (
