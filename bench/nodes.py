@@ -53,6 +53,7 @@ def main() -> None:
                                      "again, nothing changed": []}  # fmt: skip
     emulated: list[float] = []
     native: list[float] = []
+    sent: list[str] = []
     with tempfile.TemporaryDirectory(prefix="polyarch-bench-") as tmp:
         work = Path(tmp)
         registry, ctx = prepare_frontend(work)
@@ -76,8 +77,10 @@ def main() -> None:
                                 f"{work / f'node-{n}'} {sys.executable} -m polyarch"],
                                env=env, check=True, capture_output=True)  # fmt: skip
                 remote = ["--builder", node, "--root", str(work / f"farm-{n}"), str(ctx)]
-                seconds, _ = build([*common, *remote], env)
+                seconds, stream = build([*common, *remote], env)
                 times["arm64 on the SSH node"].append(seconds)
+                notes = [str(e.get("text")) for e in stream if e.get("event") == "note"]
+                sent = sorted({text for text in notes if " sent" in text})
                 seconds, _ = build([*common, *remote], env)
                 times["again, nothing changed"].append(seconds)
         finally:
@@ -88,6 +91,8 @@ def main() -> None:
     for name, value in medians.items():
         runs = " ".join(f"{t:.1f}" for t in times[name])
         print(f"  {name:26s} {value:7.1f} s   ({runs})")
+    for line in sent:  # what the last node build sent
+        print(f"  {line}")
     overhead = medians["arm64 on the SSH node"] / medians["all local"] - 1
     print(f"node path overhead: {overhead:+.0%} (same machine: the node still emulates arm64)")
     if emulated and native:

@@ -736,7 +736,8 @@ def _build_with_nodes(
     # Build-once stages run here, once, before the nodes start; they get the outputs.
     routed = tuple(r.platform for r in routes if r.node is not None)
     try:
-        shared = builder.build_shared_stages(dataclasses.replace(request, platforms=routed))
+        shared, shared_run = builder.build_shared_stages(
+            dataclasses.replace(request, platforms=routed))  # fmt: skip
     except BaseException:
         farm.abort()
         raise
@@ -784,12 +785,14 @@ def _build_with_nodes(
             descriptor, annotations=dict(sorted(entry.items()))
         )
     top = write_index(builder.layout, manifests, annotations)
-    steps_run = sum(r.steps_run for r in remote.values())
+    steps_run = shared_run + sum(r.steps_run for r in remote.values())
     steps_cached = sum(r.steps_cached for r in remote.values())
     if local is not None:
         return dataclasses.replace(
             local, descriptor=top, manifests=manifests, images=tuple(images),
-            steps_run=local.steps_run + steps_run, steps_cached=local.steps_cached + steps_cached,
+            steps_run=local.steps_run + steps_run,
+            # The shared stages' steps ran once, above; here they were taken from the cache.
+            steps_cached=max(0, local.steps_cached - shared_run) + steps_cached,
             seconds=time.monotonic() - started)  # fmt: skip
     return BuildResult(top, manifests, None, steps_run, steps_cached,
                        seconds=time.monotonic() - started, images=tuple(images))  # fmt: skip

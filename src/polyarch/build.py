@@ -242,13 +242,14 @@ class Builder:
         with self._building():
             return self._images(request, self._solve(request))
 
-    def build_shared_stages(self, request: BuildRequest) -> dict[str, Descriptor]:
+    def build_shared_stages(self, request: BuildRequest) -> tuple[dict[str, Descriptor], int]:
         """Only the build-once stages that the request's platforms take files from (for the
         nodes that build those platforms): each run here once, checked for native code as a
         local build checks it, and kept as an image in the store. Returns stage name -> its
         manifest. A stage found to make native code is left out (the nodes build it per
         platform), as is one that another stage builds FROM or that has no name (a named
-        context, which is how a node receives it, can only replace a named stage)."""
+        context, which is how a node receives it, can only replace a named stage). Also
+        returns how many steps ran."""
         out: dict[str, Descriptor] = {}
         with self._building():
             solved = self._solve(request, shared_only=True)
@@ -267,7 +268,7 @@ class Builder:
                 manifest = Manifest.create(config_blob, blobs)
                 self.layout.write_document(manifest.raw)
                 out[name] = manifest.descriptor(inst.platform)
-        return out
+        return out, solved.report.steps_run + solved.earlier
 
     def _solve(self, request: BuildRequest, *, shared_only: bool = False) -> _Solved:
         """Convert and solve: every stage of the request's platforms, or (`shared_only`) just

@@ -1,8 +1,9 @@
 """The node protocol's framing (pure apart from the streams it is handed): each message is one
 line of JSON; a message with `"size": N` is followed by N raw bytes (a file or a blob).
 
-Version 1. The client speaks first (`hello` with its version); a node of another version answers
-with its own and stops, and the client says which two differ."""
+Version 2 (1 had no build-once stages sent, no partial contexts and no pushing from nodes). The
+client speaks first (`hello` with its version); a node of another version answers with its own
+and stops, and the client says which two differ."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any, BinaryIO, Protocol
 
 from polyarch.errors import PolyarchError
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 MAX_LINE = 64 << 20  # a message line (a context listing of many files fits)
 CHUNK = 1 << 20
 
