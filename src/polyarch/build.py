@@ -182,7 +182,7 @@ class _Solved:
     started: float
 
 
-def _shared_stages(graph: BuildGraph, dockerfile: Dockerfile) -> dict[str, StageInstance]:
+def shared_stages(graph: BuildGraph, dockerfile: Dockerfile) -> dict[str, StageInstance]:
     """The build-once stages a node can receive instead of running them: named, built FROM
     by no other stage, and taken from by a step that is not itself in a build-once stage."""
     once = [inst for inst in graph.stages if inst.mode == "build-once"]
@@ -253,7 +253,7 @@ class Builder:
         out: dict[str, Descriptor] = {}
         with self._building():
             solved = self._solve(request, shared_only=True)
-            for name, inst in _shared_stages(solved.graph, request.dockerfile).items():
+            for name, inst in shared_stages(solved.graph, request.dockerfile).items():
                 layers = solved.solver.result(inst.result).layers
                 shown = f"stage {name}, built once by polyarch"
                 # Undated: the same layers give the same image, so a node's steps that take
@@ -285,7 +285,7 @@ class Builder:
         # Only what the solve will run: with `shared_only`, the shared stages and their inputs
         # (the nodes pull their own base images and run their own emulated steps).
         relevant = (_upstream(draft, [i.result for i in
-                                      _shared_stages(draft, request.dockerfile).values()])
+                                      shared_stages(draft, request.dockerfile).values()])
                     if shared_only else set(draft.vertices))  # fmt: skip
         _check_emulators(draft, request.build_platform, relevant)
         wanted = sorted({
@@ -332,7 +332,7 @@ class Builder:
             )  # fmt: skip
             solvers.append(solver)
             if shared_only:
-                shared = {i.result for i in _shared_stages(graph, request.dockerfile).values()}
+                shared = {i.result for i in shared_stages(graph, request.dockerfile).values()}
                 report = solver.solve(sorted(shared))
                 policy.check_sources(shared, solver.result)
                 return report
@@ -352,7 +352,7 @@ class Builder:
                 try:
                     graph, report = solve_with_replanning(make, solve, replanned)
                     # The final images' layers must be here; an imported hit's is fetched now.
-                    kept = ([i.result for i in _shared_stages(graph, request.dockerfile).values()]
+                    kept = ([i.result for i in shared_stages(graph, request.dockerfile).values()]
                             if shared_only else
                             [graph.images[p].result for p in request.platforms])  # fmt: skip
                     for key in kept:

@@ -269,6 +269,9 @@ def test_build_once_stages_run_here_and_their_outputs_reach_the_node(
                node_command(tmp_path / "node-root"), "--use", env=env)  # fmt: skip
     assert made.returncode == 0, made.stderr
     ctx = write_context(tmp_path / "ctx", ONCE.format(base=tiny), {"src.txt": "bundle me\n"})
+    planned = run("plan", "--platform", BOTH, str(ctx), env=env)
+    assert planned.returncode == 0, planned.stderr
+    assert "build-once stages run here and are sent to the nodes: bundle" in planned.stdout
     epoch = ("--build-arg", "SOURCE_DATE_EPOCH=1700000000")
     root = str(tmp_path / "root")
     built = run("build", "--root", root, "--platform", BOTH, *epoch, "-t",

@@ -345,18 +345,25 @@ def plan_command(
     project = globals_of(ctx).project()
     args = dict(project.get("build.args"))
     args.update(parse_build_args(build_args))
+    dockerfile_path = resolve_dockerfile(dockerfile, context)
     plan = plan_build(
-        resolve_dockerfile(dockerfile, context),
+        dockerfile_path,
         platforms=parse_platforms(platforms) or project.platforms,
         build_args=args,
         target=target or project.get("build.target") or None,
         build_platform=Platform.parse(build_platform) if build_platform else None,
     )
     routes = _routes(builder or project.get("build.builder") or None, plan.platforms)
+    sent: list[str] = []
+    if any(r["where"] != "this machine" for r in routes):
+        from polyarch.build import shared_stages  # noqa: PLC0415
+
+        sent = sorted(shared_stages(plan, read_dockerfile(dockerfile_path)[1]))
     if fmt == "json":
         data = plan.to_json()
         if routes:
             data["routes"] = routes
+            data["sent_to_nodes"] = sent
         click.echo(json.dumps(data, indent=2, ensure_ascii=False))
     else:
         click.echo(plan_text(plan))
@@ -364,6 +371,9 @@ def plan_command(
             click.echo("\nRouting (builder nodes):")
             for route in routes:
                 click.echo(f"  {route['platform']}: {route['where']} ({route['why']})")
+        if sent:
+            click.echo(f"  build-once stages run here and are sent to the nodes: "
+                       f"{', '.join(sent)} (unless found to make native code)")  # fmt: skip
 
 
 def _node_checks(builder: str) -> list[doctor.Check]:
