@@ -454,6 +454,32 @@ def build_image(
     session: Session, options: BuildOptions, *, progress: Progress | None = None
 ) -> BuildReport:
     """Build, keep the image in the local store under each tag, then push or export it."""
+    report = _build_image(session, options, progress, frozenset())
+    assert isinstance(report, BuildReport)
+    return report
+
+
+def warm_image(
+    session: Session,
+    options: BuildOptions,
+    pending: frozenset[str],
+    *,
+    progress: Progress | None = None,
+) -> int:
+    """Run the steps of the build that do not wait for the named contexts `pending` (they
+    are not there yet), into the step cache; returns how many ran. A node does this while the
+    build-once stages it is sent are built elsewhere."""
+    steps = _build_image(session, options, progress, pending)
+    assert isinstance(steps, int)
+    return steps
+
+
+def _build_image(
+    session: Session,
+    options: BuildOptions,
+    progress: Progress | None,
+    pending: frozenset[str],
+) -> BuildReport | int:
     # Imported here, not at the top: registry-only commands start faster without the engine.
     from polyarch.build import Builder, BuildRequest  # noqa: PLC0415
     from polyarch.store.workspace import Workspace  # noqa: PLC0415
@@ -522,6 +548,8 @@ def build_image(
             annotations if farm is None else tuple(a for a in annotations
                                                    if a.level == "manifest"),
         )  # fmt: skip
+        if pending:
+            return builder.warm(request, pending)
         if farm is None:
             result = builder.build(request)
         else:
@@ -663,7 +691,7 @@ def _farm(
 def _base_images(
     session: Session, dockerfile: Path, args: Mapping[str, str], target: str | None
 ) -> tuple[
-    Callable[[Platform, Platform], dict[str, set[Platform]]],
+    Callable[[Platform, Platform, Collection[str]], dict[str, set[Platform]]],
     Callable[[str, set[Platform], Path], None],
 ]:
     """For a node that cannot pull: which base images a platform's build uses (keyed as its
@@ -671,9 +699,12 @@ def _base_images(
     from polyarch.frontend.convert import familiar_name  # noqa: PLC0415
     from polyarch.graph.ops import ImageSource  # noqa: PLC0415
 
-    def bases(platform: Platform, build_platform: Platform) -> dict[str, set[Platform]]:
+    def bases(
+        platform: Platform, build_platform: Platform, replaced: Collection[str]
+    ) -> dict[str, set[Platform]]:
+        sent = {name: NamedContext("layout", "-") for name in replaced}
         graph = plan_build(dockerfile, platforms=(platform,), build_args=args, target=target,
-                           build_platform=build_platform)  # fmt: skip
+                           build_platform=build_platform, contexts=sent)  # fmt: skip
         out: dict[str, set[Platform]] = {}
         for vertex in graph.vertices.values():
             if isinstance(vertex.op, ImageSource):
@@ -720,6 +751,7 @@ def _build_with_nodes(
     With `push_to` (repositories), each node pushes its platforms there by digest and only
     their manifests and configs come here."""
     import threading  # noqa: PLC0415
+    from concurrent.futures import Future  # noqa: PLC0415
 
     from polyarch.build import BuildResult, PlatformImage  # noqa: PLC0415
     from polyarch.image.annotations import for_level  # noqa: PLC0415
@@ -733,19 +765,16 @@ def _build_with_nodes(
     remote: dict[Platform, Any] = {}
     failed: list[Platform] = []
     errors: list[BaseException] = []
-    # Build-once stages run here, once, before the nodes start; they get the outputs.
-    routed = tuple(r.platform for r in routes if r.node is not None)
-    try:
-        shared, shared_run = builder.build_shared_stages(
-            dataclasses.replace(request, platforms=routed))  # fmt: skip
-    except BaseException:
-        farm.abort()
-        raise
+    # Build-once stages run here, once, and their outputs go to the nodes; meanwhile each
+    # node runs what does not wait for them.
+    routed = dataclasses.replace(request, platforms=tuple(r.platform for r in routes if r.node))
+    candidates = builder.planned_shared_stages(routed)
+    shared: Future[dict[str, Descriptor]] = Future()
 
     def on_nodes() -> None:
         try:
             done, lost = farm.build(routes, ask, request.context, request.dockerfile_path,
-                                    builder.layout, shared)  # fmt: skip
+                                    builder.layout, shared, candidates)  # fmt: skip
             remote.update(done)
             failed.extend(lost)
         except BaseException as exc:
@@ -753,6 +782,14 @@ def _build_with_nodes(
 
     thread = threading.Thread(target=on_nodes, daemon=True)
     thread.start()
+    try:
+        stages, shared_run = builder.build_shared_stages(routed) if candidates else ({}, 0)
+        shared.set_result(stages)
+    except BaseException as exc:
+        shared.set_exception(exc)
+        farm.abort()  # the nodes' builds are of no use now
+        thread.join(timeout=10)
+        raise
     try:
         local = builder.build(request) if request.platforms else None
     except BaseException:

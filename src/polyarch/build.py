@@ -80,6 +80,8 @@ class BuildRequest:
     cache_to: CacheSpec | None = None  # --cache-to
     step_timeout: float | None = None  # seconds a RUN step may take (--step-timeout)
     annotations: tuple[Annotation, ...] = ()  # --annotation
+    # Named contexts (of `contexts`, layouts) not there yet: only a warm-up solve may run.
+    pending: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,6 +244,16 @@ class Builder:
         with self._building():
             return self._images(request, self._solve(request))
 
+    def planned_shared_stages(self, request: BuildRequest) -> list[str]:
+        """The stages `build_shared_stages` would build, as planned (before anything runs)."""
+        ignore = ignore_patterns(request.dockerfile_path, request.context)
+        graph = convert(ConvertRequest(
+            request.dockerfile, request.platforms, request.build_platform,
+            dict(request.build_args), request.target, {}, request.build_once, frozenset(),
+            ignore, request.allow, dict(request.labels), dict(request.contexts),
+        ))  # fmt: skip
+        return sorted(shared_stages(graph, request.dockerfile))
+
     def build_shared_stages(self, request: BuildRequest) -> tuple[dict[str, Descriptor], int]:
         """Only the build-once stages that the request's platforms take files from (for the
         nodes that build those platforms): each run here once, checked for native code as a
@@ -252,7 +264,7 @@ class Builder:
         returns how many steps ran."""
         out: dict[str, Descriptor] = {}
         with self._building():
-            solved = self._solve(request, shared_only=True)
+            solved = self._solve(request, "shared")
             for name, inst in shared_stages(solved.graph, request.dockerfile).items():
                 layers = solved.solver.result(inst.result).layers
                 shown = f"stage {name}, built once by polyarch"
@@ -270,9 +282,19 @@ class Builder:
                 out[name] = manifest.descriptor(inst.platform)
         return out, solved.report.steps_run + solved.earlier
 
-    def _solve(self, request: BuildRequest, *, shared_only: bool = False) -> _Solved:
-        """Convert and solve: every stage of the request's platforms, or (`shared_only`) just
-        the build-once stages they share."""
+    def warm(self, request: BuildRequest, pending: frozenset[str]) -> int:
+        """Run what the build can run before the named contexts `pending` are there (a node
+        waiting for the build-once stages this machine sends it): every step that does not
+        depend on them, into the step cache, so the build that follows takes them from it.
+        Returns how many steps ran."""
+        with self._building():
+            solved = self._solve(dataclasses.replace(request, pending=pending), "warm")
+        return solved.report.steps_run + solved.earlier
+
+    def _solve(self, request: BuildRequest, mode: str = "full") -> _Solved:
+        """Convert and solve (`_targets`): every stage of the request's platforms ("full"),
+        the build-once stages they share ("shared"), or what does not wait for the pending
+        named contexts ("warm")."""
         started = time.monotonic()
         ignore = ignore_patterns(request.dockerfile_path, request.context)
         base = ConvertRequest(
@@ -282,11 +304,8 @@ class Builder:
         )  # fmt: skip
         draft = convert(base)
         _check_required(draft, request)
-        # Only what the solve will run: with `shared_only`, the shared stages and their inputs
-        # (the nodes pull their own base images and run their own emulated steps).
-        relevant = (_upstream(draft, [i.result for i in
-                                      shared_stages(draft, request.dockerfile).values()])
-                    if shared_only else set(draft.vertices))  # fmt: skip
+        # Only what the solve will run: base images pulled and emulators needed for it.
+        relevant = _upstream(draft, _targets(draft, request, mode))
         _check_emulators(draft, request.build_platform, relevant)
         wanted = sorted({
             (v.op.ref, str(v.op.platform))
@@ -331,14 +350,11 @@ class Builder:
                 progress=self.progress, no_cache=request.no_cache, policy=policy,
             )  # fmt: skip
             solvers.append(solver)
-            if shared_only:
-                shared = {i.result for i in shared_stages(graph, request.dockerfile).values()}
-                report = solver.solve(sorted(shared))
-                policy.check_sources(shared, solver.result)
-                return report
-            return solver.solve(
-                [inst.result for inst in graph.stages] + list(graph.results.values())
-            )
+            targets = _targets(graph, request, mode)
+            report = solver.solve(targets)
+            if mode == "shared":  # their takers run on the nodes: checked here, now
+                policy.check_sources(set(targets), solver.result)
+            return report
 
         def replanned(stage: str, platform: Platform, path: str, why: str) -> None:
             why = f"/{path} is {why}: stage {stage} is built per platform"
@@ -352,9 +368,8 @@ class Builder:
                 try:
                     graph, report = solve_with_replanning(make, solve, replanned)
                     # The final images' layers must be here; an imported hit's is fetched now.
-                    kept = ([i.result for i in shared_stages(graph, request.dockerfile).values()]
-                            if shared_only else
-                            [graph.images[p].result for p in request.platforms])  # fmt: skip
+                    kept = {"full": [graph.images[p].result for p in request.platforms],
+                            "shared": _targets(graph, request, mode)}.get(mode, [])  # fmt: skip
                     for key in kept:
                         worker.ensure(solvers[-1].result(key).layers)
                     break
@@ -644,6 +659,35 @@ def _image_steps(graph: BuildGraph, solver: Solver, key: str) -> set[str]:
         elif vertex.inputs:
             pending.append(vertex.inputs[0])
     return out
+
+
+def _targets(graph: BuildGraph, request: BuildRequest, mode: str) -> list[str]:
+    """The vertices a solve of this mode asks for (see `Builder._solve`)."""
+    if mode == "shared":
+        return sorted(i.result for i in shared_stages(graph, request.dockerfile).values())
+    if mode == "warm":
+        waiting = {"oci-layout://" + request.contexts[name].value for name in request.pending}
+        pending = [key for key, v in graph.vertices.items()
+                   if isinstance(v.op, ImageSource) and v.op.ref in waiting]  # fmt: skip
+        blocked = _downstream(graph, pending)
+        return [key for key in graph.vertices if key not in blocked]
+    return [inst.result for inst in graph.stages] + list(graph.results.values())
+
+
+def _downstream(graph: BuildGraph, keys: Sequence[str]) -> set[str]:
+    """These vertices and every vertex that takes an input from one of them."""
+    takers: dict[str, list[str]] = {}
+    for key, vertex in graph.vertices.items():
+        for used in vertex.inputs:
+            takers.setdefault(used, []).append(key)
+    seen: set[str] = set()
+    todo = list(keys)
+    while todo:
+        key = todo.pop()
+        if key not in seen:
+            seen.add(key)
+            todo.extend(takers.get(key, ()))
+    return seen
 
 
 def _upstream(graph: BuildGraph, keys: Sequence[str]) -> set[str]:

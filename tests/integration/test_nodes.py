@@ -255,8 +255,8 @@ COPY src.txt /src.txt
 RUN mkdir -p /out && tr a-z A-Z < /src.txt > /out/bundle.txt && uname -m > /out/built-on \\
     && chown -R 1234:5678 /out
 FROM {base}
-COPY --from=bundle /out /app
 RUN uname -m > /arch
+COPY --from=bundle /out /app
 """
 
 
@@ -286,6 +286,11 @@ def test_build_once_stages_run_here_and_their_outputs_reach_the_node(
     ran_here = [e for e in stream if not e.get("node") and e.get("stage") == "bundle"
                 and e["event"] == "done" and "RUN" in str(e.get("description"))]  # fmt: skip
     assert len(ran_here) == 1
+    # The node ran the step that does not wait for the stage before the stage reached it.
+    sent_at = next(i for i, e in enumerate(stream) if "stage bundle sent" in str(e.get("text")))
+    warm = [i for i, e in enumerate(stream) if e.get("node") == "arm" and e["event"] == "done"
+            and "uname" in str(e.get("description")) and e.get("cache") == "run"]  # fmt: skip
+    assert warm and warm[0] < sent_at, stream
     arm = stream[-1]["polyarch.platforms"]["linux/arm64"]["digest"]  # type: ignore[index]
     # The same arm64 image as the all-local build makes (owners and times of the shipped
     # files kept; the stage built natively on this amd64 machine in both).

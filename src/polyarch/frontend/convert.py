@@ -1041,6 +1041,7 @@ class _Converter:
         named = self.req.contexts.get(named_key) if named_key else None
         if named is not None and named.kind in ("local", "git"):
             return self.named_files(named_key, named, paths, ctx.platform, ins), value, None
+        written = value  # shown as written: a named context's name, not what it stands for
         if named is not None:
             value = named.value if named.kind == "image" else "oci-layout://" + named.value
         dep = None if named is not None else self.stage_for_from(value)
@@ -1055,7 +1056,7 @@ class _Converter:
         name = self.image_name(value, ins)
         resolved = self.req.images.get((name, str(ctx.platform)))
         source = ImageSource(name, ctx.platform, resolved.digest if resolved else "")
-        return self.add(source, (), f"image {name}", ctx.platform, ins), value, None
+        return self.add(source, (), f"image {name}", ctx.platform, ins), written, None
 
     def scratch(self, platform: Platform) -> str:
         return self.add(Scratch(), (), "scratch", platform, None, internal=True)

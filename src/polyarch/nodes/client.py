@@ -231,6 +231,20 @@ class NodeConnection:
         self, request: dict[str, Any], dockerfile: Path, progress: Progress
     ) -> tuple[Descriptor, dict[str, Any]]:
         """Build one platform there; its progress is told here, labelled with the node."""
+        answer = self._ask(request, dockerfile, progress, "result")
+        return Descriptor.from_json(answer["descriptor"], "the node's result"), answer
+
+    def warm(
+        self, request: dict[str, Any], pending: list[str], dockerfile: Path, progress: Progress
+    ) -> int:
+        """Run there what one platform's build can run before the `pending` stages are sent
+        (into its step cache); returns how many steps ran."""
+        answer = self._ask({**request, "pending": pending}, dockerfile, progress, "warmed")
+        return int(answer.get("steps_run", 0))
+
+    def _ask(
+        self, request: dict[str, Any], dockerfile: Path, progress: Progress, done: str
+    ) -> dict[str, Any]:
         self._send({"op": "build", **request})
         while True:
             message = self._receive()
@@ -245,8 +259,8 @@ class NodeConnection:
                     stage=str(message.get("stage", "")),
                     platform=str(message.get("platform") or request["platform"]),
                 )
-            elif op == "result":
-                return Descriptor.from_json(message["descriptor"], "the node's result"), message
+            elif op == done:
+                return message
             else:
                 raise self._failed(NodeError(f"sent {op!r} during a build"))
 

@@ -17,6 +17,7 @@ import shutil
 import tempfile
 import threading
 from collections.abc import Callable, Collection, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -97,8 +98,9 @@ class Farm:
     connections: dict[str, NodeConnection] = field(default_factory=dict)
     infos: dict[str, NodeInfo] = field(default_factory=dict)
     # The base images a platform's build pulls (ref -> platforms), given the node's own
-    # platform; and how to export them here as an OCI layout, for a node that cannot pull.
-    bases: Callable[[Platform, Platform], dict[str, set[Platform]]] | None = None
+    # platform and the stages it is sent; and how to export them here as an OCI layout, for a
+    # node that cannot pull.
+    bases: Callable[[Platform, Platform, Collection[str]], dict[str, set[Platform]]] | None = None
     export_base: Callable[[str, set[Platform], Path], None] | None = None
     # The paths a platform's build takes from the main context, given the node's platform and
     # the stages it receives: only the files they name are sent.
@@ -142,29 +144,43 @@ class Farm:
         context: Path,
         dockerfile: Path,
         layout: OciLayout,
-        shared: Mapping[str, Descriptor] | None = None,
+        shared: Future[dict[str, Descriptor]] | None = None,
+        candidates: Sequence[str] = (),
     ) -> tuple[dict[Platform, RemoteResult], list[Platform]]:
         """Build the routed platforms on their nodes, side by side (a node's own platforms
-        one after the other). `shared`: build-once stages built here (name -> image in
-        `layout`), sent to each node by content and used there as named contexts that replace
-        those stages, so the nodes do not run them again. Returns the results and the
-        platforms to build here instead (their node died, and fallback is allowed)."""
+        one after the other). `shared`: the build-once stages being built here (name -> image
+        in `layout`, when done); each is sent to the nodes by content and used there as a
+        named context that replaces the stage, so the nodes do not run it again. While they
+        are built, each node runs what does not wait for the `candidates` (the stages that may
+        be sent). Returns the results and the platforms to build here instead (their node
+        died, and fallback is allowed)."""
         with tempfile.TemporaryDirectory(prefix="polyarch-stages-") as tmp:
-            stages: dict[str, Path] = {}
-            for index, (name, descriptor) in enumerate(sorted((shared or {}).items())):
-                stages[name] = Path(tmp) / str(index)
-                _image_layout(layout, descriptor, stages[name])
-            return self._build(routes, request, context, dockerfile, layout, stages)
+            exported: dict[str, Path] = {}
+            once = threading.Lock()
+
+            def stages() -> dict[str, Path]:
+                """The shared stages as layouts (waits for them; exported once)."""
+                done = shared.result() if shared is not None else {}
+                with once:
+                    if not exported:
+                        for index, (name, descriptor) in enumerate(sorted(done.items())):
+                            exported[name] = Path(tmp) / str(index)
+                            _image_layout(layout, descriptor, exported[name])
+                return exported
+
+            return self._build(routes, request, (context, dockerfile), layout, stages,
+                               list(candidates))  # fmt: skip
 
     def _build(
         self,
         routes: Sequence[Route],
         request: dict[str, Any],
-        context: Path,
-        dockerfile: Path,
+        sources: tuple[Path, Path],
         layout: OciLayout,
-        stages: Mapping[str, Path],
+        stages: Callable[[], dict[str, Path]],
+        candidates: list[str],
     ) -> tuple[dict[Platform, RemoteResult], list[Platform]]:
+        context, dockerfile = sources
         by_node: dict[str, list[Platform]] = {}
         for route in routes:
             if route.node is not None:
@@ -174,26 +190,43 @@ class Farm:
         errors: list[BaseException] = []
         lock = threading.Lock()
         ignore = ignore_patterns(dockerfile, context)
+        sending = (context, ignore, request)
 
         def run(name: str, platforms: list[Platform]) -> None:
             connection = self.connections[name]
+            machine = Platform.parse(self.infos[name].native[0])
+
+            def foresee(replaced: Collection[str]) -> set[str] | None:
+                if self.context_paths is None:
+                    return None
+                return set().union(*(self.context_paths(p, machine, replaced) for p in platforms))
+
             try:
-                machine = Platform.parse(self.infos[name].native[0])
-                foreseen = None if self.context_paths is None else set().union(
-                    *(self.context_paths(p, machine, stages) for p in platforms))  # fmt: skip
-                sent = self._send_context(name, connection, context, ignore, request, foreseen)
+                foreseen = foresee(candidates)
+                sent = self._send_context(name, connection, *sending, foreseen)
+                bases = {p: self._send_bases(name, connection, p, n * 1000, candidates)
+                         for n, p in enumerate(platforms)}  # fmt: skip
+                # While the build-once stages are built here.
+                warmed = self._warm(name, connection, request, bases, candidates, dockerfile)
+                ready = stages()
+                if set(ready) != set(candidates):  # some turned out to be built per platform
+                    again = foresee(ready)
+                    if again != foreseen:
+                        foreseen = again
+                        sent += self._send_context(name, connection, *sending, foreseen)
+                    bases = {p: self._send_bases(name, connection, p, n * 1000, list(ready))
+                             for n, p in enumerate(platforms)}  # fmt: skip
                 stage_layouts: dict[str, int] = {}
-                for index, (stage, path) in enumerate(stages.items()):
+                for index, (stage, path) in enumerate(ready.items()):
                     files = connection.send_layout(index, path, kind="stage")
                     stage_layouts[stage] = index
                     self.note(f"node {name}: build-once stage {stage} sent, built here ({files} "
                               "files it did not have)")  # fmt: skip
                 for platform in platforms:
-                    layouts = self._send_bases(name, connection, platform)
-                    ask = {**request, "platform": str(platform), "base_layouts": layouts,
+                    ask = {**request, "platform": str(platform), "base_layouts": bases[platform],
                            "stage_layouts": stage_layouts}  # fmt: skip
                     descriptor, answer, foreseen = self._build_there(
-                        name, connection, ask, dockerfile, (context, ignore, request), foreseen
+                        name, connection, ask, dockerfile, sending, foreseen
                     )
                     if request.get("push"):  # pushed from there: its documents come here
                         connection.fetch(descriptor, layout, documents_only=True)
@@ -205,8 +238,9 @@ class Farm:
                         results[platform] = RemoteResult(
                             Descriptor(descriptor.media_type, descriptor.digest,
                                        descriptor.size, platform=platform),
-                            int(answer.get("steps_run", 0)), int(answer.get("steps_cached", 0)),
-                            sent)  # fmt: skip
+                            int(answer.get("steps_run", 0)) + warmed,
+                            int(answer.get("steps_cached", 0)), sent)  # fmt: skip
+                    warmed = 0
             except NodeError as exc:
                 with lock:
                     if not self.fallback:
@@ -228,6 +262,27 @@ class Farm:
         if errors:
             raise errors[0]
         return results, failed
+
+    def _warm(
+        self,
+        name: str,
+        connection: NodeConnection,
+        request: Mapping[str, Any],
+        bases: Mapping[Platform, dict[str, int]],
+        pending: list[str],
+        dockerfile: Path,
+    ) -> int:
+        """Each platform's steps that do not wait for the `pending` stages, run on the node
+        into its step cache. A failure stops the warm-up only: the build proper says it (or
+        gets past it, as with a context sent in part). Returns how many steps ran."""
+        ran = 0
+        for platform, layouts in bases.items() if pending else ():
+            ask = {**request, "platform": str(platform), "base_layouts": layouts}
+            try:
+                ran += connection.warm(ask, pending, dockerfile, self.progress)
+            except BuildError as exc:
+                self.note(f"node {name}: the warm-up of {platform} stopped: {exc.message}")
+        return ran
 
     def _build_there(
         self,
@@ -279,20 +334,26 @@ class Farm:
         return sent
 
     def _send_bases(
-        self, name: str, connection: NodeConnection, platform: Platform
+        self,
+        name: str,
+        connection: NodeConnection,
+        platform: Platform,
+        first: int,
+        replaced: Collection[str],
     ) -> dict[str, int]:
-        """The base images of `platform`'s build that the node cannot pull itself (their
-        registry is out of its reach), exported here and sent as layouts (by content, like
-        the context). Returns ref -> layout index, for the node's named contexts."""
+        """The base images of `platform`'s build (with the `replaced` stages sent instead)
+        that the node cannot pull itself (their registry is out of its reach), exported here
+        and sent as layouts (by content, like the context), numbered from `first`. Returns
+        ref -> layout index, for the node's named contexts."""
         if self.bases is None or self.export_base is None:
             return {}
         machine = Platform.parse(self.infos[name].native[0])
-        bases = {ref: wanted for ref, wanted in self.bases(platform, machine).items()
+        bases = {ref: wanted for ref, wanted in self.bases(platform, machine, replaced).items()
                  if not ref.startswith("oci-layout://")}  # fmt: skip
         registries = sorted({Reference.parse(ref).registry for ref in bases})
         unreachable = connection.reach(registries) if registries else {}
         layouts: dict[str, int] = {}
-        for index, (ref, wanted) in enumerate(sorted(bases.items())):
+        for index, (ref, wanted) in enumerate(sorted(bases.items()), start=first):
             registry = Reference.parse(ref).registry
             if registry not in unreachable:
                 continue

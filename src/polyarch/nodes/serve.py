@@ -167,7 +167,7 @@ def _build(
     root: Path,
     session: Session,
 ) -> None:
-    from polyarch.api import BuildOptions, build_image  # noqa: PLC0415
+    from polyarch.api import BuildOptions, build_image, warm_image  # noqa: PLC0415
     from polyarch.platform import Platform  # noqa: PLC0415
 
     context = scratch / "context"
@@ -192,6 +192,11 @@ def _build(
                     for ref, index in dict(message.get("base_layouts", {})).items()}  # fmt: skip
         for name, index in dict(message.get("stage_layouts", {})).items():
             contexts[_stage_name(name)] = f"oci-layout://{stages / str(int(index))}:stage"
+        # A warm-up: these stages are still being built by the client; run what does not
+        # wait for them.
+        pending = frozenset(map(_stage_name, message.get("pending", ())))
+        for name in pending:
+            contexts[name] = f"oci-layout://{scratch / 'pending' / name}:stage"
         options = BuildOptions(
             context=context,
             dockerfile=dockerfile,
@@ -213,6 +218,10 @@ def _build(
             outputs=({"type": "registry", "name": ",".join(map(str, message["push"])),
                       "push-by-digest": "true"},) if message.get("push") else (),
         )  # fmt: skip
+        if pending:
+            ran = warm_image(session, options, pending, progress=progress)
+            send(out, {"op": "warmed", "steps_run": ran})
+            return
         report = build_image(session, options, progress=progress)
     except BuildError as exc:
         line = exc.location.rpartition(":")[2]
