@@ -246,12 +246,7 @@ class Builder:
 
     def planned_shared_stages(self, request: BuildRequest) -> list[str]:
         """The stages `build_shared_stages` would build, as planned (before anything runs)."""
-        ignore = ignore_patterns(request.dockerfile_path, request.context)
-        graph = convert(ConvertRequest(
-            request.dockerfile, request.platforms, request.build_platform,
-            dict(request.build_args), request.target, {}, request.build_once, frozenset(),
-            ignore, request.allow, dict(request.labels), dict(request.contexts),
-        ))  # fmt: skip
+        graph = convert(_convert_request(request))
         return sorted(shared_stages(graph, request.dockerfile))
 
     def build_shared_stages(self, request: BuildRequest) -> tuple[dict[str, Descriptor], int]:
@@ -296,12 +291,7 @@ class Builder:
         the build-once stages they share ("shared"), or what does not wait for the pending
         named contexts ("warm")."""
         started = time.monotonic()
-        ignore = ignore_patterns(request.dockerfile_path, request.context)
-        base = ConvertRequest(
-            request.dockerfile, request.platforms, request.build_platform,
-            dict(request.build_args), request.target, {}, request.build_once, frozenset(),
-            ignore, request.allow, dict(request.labels), dict(request.contexts),
-        )  # fmt: skip
+        base = _convert_request(request)
         draft = convert(base)
         _check_required(draft, request)
         # Only what the solve will run: base images pulled and emulators needed for it.
@@ -661,6 +651,16 @@ def _image_steps(graph: BuildGraph, solver: Solver, key: str) -> set[str]:
     return out
 
 
+def _convert_request(request: BuildRequest) -> ConvertRequest:
+    """What the converter is asked for this build (base images not resolved yet)."""
+    ignore = ignore_patterns(request.dockerfile_path, request.context)
+    return ConvertRequest(
+        request.dockerfile, request.platforms, request.build_platform,
+        dict(request.build_args), request.target, {}, request.build_once, frozenset(),
+        ignore, request.allow, dict(request.labels), dict(request.contexts),
+    )  # fmt: skip
+
+
 def _targets(graph: BuildGraph, request: BuildRequest, mode: str) -> list[str]:
     """The vertices a solve of this mode asks for (see `Builder._solve`)."""
     if mode == "shared":
@@ -680,25 +680,22 @@ def _downstream(graph: BuildGraph, keys: Sequence[str]) -> set[str]:
     for key, vertex in graph.vertices.items():
         for used in vertex.inputs:
             takers.setdefault(used, []).append(key)
-    seen: set[str] = set()
-    todo = list(keys)
-    while todo:
-        key = todo.pop()
-        if key not in seen:
-            seen.add(key)
-            todo.extend(takers.get(key, ()))
-    return seen
+    return _closure(keys, lambda key: takers.get(key, ()))
 
 
 def _upstream(graph: BuildGraph, keys: Sequence[str]) -> set[str]:
     """These vertices and every vertex they take inputs from."""
+    return _closure(keys, lambda key: graph.vertices[key].inputs)
+
+
+def _closure(keys: Sequence[str], edges: Callable[[str], Sequence[str]]) -> set[str]:
     seen: set[str] = set()
     todo = list(keys)
     while todo:
         key = todo.pop()
         if key not in seen:
             seen.add(key)
-            todo.extend(graph.vertices[key].inputs)
+            todo.extend(edges(key))
     return seen
 
 

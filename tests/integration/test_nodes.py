@@ -45,6 +45,15 @@ def node_command(root: Path) -> str:
     return f"POLYARCH_ROOT={root} {sys.executable} -m polyarch"
 
 
+def use_arm_node(name: str, endpoint: str, node_root: Path, env: dict[str, str]) -> None:
+    """A builder NAME whose node `arm` (linux/arm64) is polyarch at ENDPOINT, with its own
+    workspace root; made current."""
+    made = run("builder", "create", name, "--node", f"arm={endpoint}", "--platform",
+               "linux/arm64", "--node-command", node_command(node_root), "--use",
+               env=env)  # fmt: skip
+    assert made.returncode == 0, made.stderr
+
+
 def events(stderr: str) -> list[dict[str, object]]:
     return [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
 
@@ -54,10 +63,7 @@ def test_a_platform_built_on_an_ssh_node(
 ) -> None:
     env = env_for(tmp_path, sshd)
     node_root = tmp_path / "node-root"
-    made = run("builder", "create", "farm", "--node", f"arm=ssh://root@127.0.0.1:{sshd.port}",
-               "--platform", "linux/arm64", "--node-command", node_command(node_root), "--use",
-               env=env)  # fmt: skip
-    assert made.returncode == 0, made.stderr
+    use_arm_node("farm", f"ssh://root@127.0.0.1:{sshd.port}", node_root, env)
     inspected = run("builder", "inspect", "--format", "json", env=env)
     assert inspected.returncode == 0, inspected.stdout + inspected.stderr
     node = json.loads(inspected.stdout)["nodes"][0]
@@ -218,10 +224,7 @@ def test_a_node_that_cannot_reach_the_registry_gets_the_bases_from_here(
 ) -> None:
     env = env_for(tmp_path, isolated_sshd)
     endpoint = f"ssh://root@{isolated_sshd.host}:{isolated_sshd.port}"
-    made = run("builder", "create", "iso", "--node", f"arm={endpoint}", "--platform",
-               "linux/arm64", "--node-command", node_command(tmp_path / "node-root"), "--use",
-               env=env)  # fmt: skip
-    assert made.returncode == 0, made.stderr
+    use_arm_node("iso", endpoint, tmp_path / "node-root", env)
     ctx = write_context(tmp_path / "ctx", DOCKERFILE.format(base=tiny), {"app.txt": "one\n"})
     epoch = ("--build-arg", "SOURCE_DATE_EPOCH=1700000000")
     built = run("build", "--root", str(tmp_path / "root"), "--platform", BOTH, *epoch,
@@ -264,10 +267,7 @@ def test_build_once_stages_run_here_and_their_outputs_reach_the_node(
     tiny: str, registry: RunningRegistry, sshd: SshServer, tmp_path: Path
 ) -> None:
     env = env_for(tmp_path, sshd)
-    made = run("builder", "create", "once", "--node", f"arm=ssh://root@127.0.0.1:{sshd.port}",
-               "--platform", "linux/arm64", "--node-command",
-               node_command(tmp_path / "node-root"), "--use", env=env)  # fmt: skip
-    assert made.returncode == 0, made.stderr
+    use_arm_node("once", f"ssh://root@127.0.0.1:{sshd.port}", tmp_path / "node-root", env)
     ctx = write_context(tmp_path / "ctx", ONCE.format(base=tiny), {"src.txt": "bundle me\n"})
     planned = run("plan", "--platform", BOTH, str(ctx), env=env)
     assert planned.returncode == 0, planned.stderr
@@ -319,10 +319,7 @@ def test_a_node_gets_the_whole_context_when_its_build_takes_more_than_foreseen(
     pushed = run("build", "--root", str(tmp_path / "base-root"), "--platform", "linux/arm64",
                  "-t", base_ref, "--push", str(base_ctx), env=env)  # fmt: skip
     assert pushed.returncode == 0, pushed.stderr
-    made = run("builder", "create", "ob", "--node", f"arm=ssh://root@127.0.0.1:{sshd.port}",
-               "--platform", "linux/arm64", "--node-command",
-               node_command(tmp_path / "node-root"), "--use", env=env)  # fmt: skip
-    assert made.returncode == 0, made.stderr
+    use_arm_node("ob", f"ssh://root@127.0.0.1:{sshd.port}", tmp_path / "node-root", env)
     ctx = write_context(tmp_path / "ctx", f"FROM {base_ref}\nCOPY a.txt /a.txt\n",
                         {"a.txt": "a\n", "b.txt": "b\n"})  # fmt: skip
     root = tmp_path / "root"
@@ -345,10 +342,7 @@ def test_push_from_nodes(
 ) -> None:
     env = env_for(tmp_path, sshd)
     node_root = tmp_path / "node-root"
-    made = run("builder", "create", "pushers", "--node", f"arm=ssh://root@127.0.0.1:{sshd.port}",
-               "--platform", "linux/arm64", "--node-command", node_command(node_root), "--use",
-               env=env)  # fmt: skip
-    assert made.returncode == 0, made.stderr
+    use_arm_node("pushers", f"ssh://root@127.0.0.1:{sshd.port}", node_root, env)
     ctx = write_context(tmp_path / "ctx", DOCKERFILE.format(base=tiny), {"app.txt": "one\n"})
     refused = run("build", "--root", str(tmp_path / "root"), "--platform", BOTH,
                   "--push-from-nodes", str(ctx), env=env)  # fmt: skip
