@@ -203,7 +203,7 @@ class Farm:
 
             try:
                 foreseen = foresee(candidates)
-                sent = self._send_context(name, connection, *sending, foreseen)
+                sent, foreseen = self._send_context(name, connection, *sending, foreseen)
                 bases = {p: self._send_bases(name, connection, p, n * 1000, candidates)
                          for n, p in enumerate(platforms)}  # fmt: skip
                 # While the build-once stages are built here.
@@ -211,9 +211,9 @@ class Farm:
                 ready = stages()
                 if set(ready) != set(candidates):  # some turned out to be built per platform
                     again = foresee(ready)
-                    if again != foreseen:
-                        foreseen = again
-                        sent += self._send_context(name, connection, *sending, foreseen)
+                    if foreseen is not None and not (again is not None and again <= foreseen):
+                        more, foreseen = self._send_context(name, connection, *sending, again)
+                        sent += more
                     bases = {p: self._send_bases(name, connection, p, n * 1000, list(ready))
                              for n, p in enumerate(platforms)}  # fmt: skip
                 stage_layouts: dict[str, int] = {}
@@ -321,9 +321,10 @@ class Farm:
         ignore: tuple[str, ...],
         request: Mapping[str, Any],
         foreseen: set[str] | None,
-    ) -> int:
+    ) -> tuple[int, set[str] | None]:
         """The context by content: the files the node's steps take (`foreseen` paths, with
-        the Dockerfile and its ignore files), else all of it."""
+        the Dockerfile and its ignore files), else all of it. Returns how many files the node
+        did not have, and the paths the files sent cover (None: all of them)."""
         keep = {".dockerignore"}
         if request.get("dockerfile"):
             keep |= {str(request["dockerfile"]), f"{request['dockerfile']}.dockerignore"}
@@ -331,7 +332,7 @@ class Farm:
         listed, sent = connection.send_context(context, ignore, used)
         which = "" if used is None else f" of the {listed} its steps use"
         self.note(f"node {name}: context sent ({sent} files it did not have{which})")
-        return sent
+        return sent, None if used is None else foreseen
 
     def _send_bases(
         self,
