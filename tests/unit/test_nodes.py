@@ -137,3 +137,25 @@ def test_only_the_files_the_steps_name_are_listed(tmp_path: Path) -> None:
     # The root, or a path that does not resolve here: the whole context.
     assert listed({"."}) is None and listed({"/"}) is None
     assert listed({"missing.txt"}) is None
+
+
+@pytest.mark.parametrize("answer", [
+    '{"op": "hello", "version": 2, "polyarch": "x", "native": "linux/arm64"}',
+    '{"op": "hello", "version": 2, "polyarch": "x", "native": []}',
+    '{"op": "hello", "version": 2, "polyarch": "x", "native": ["not a platform!"]}',
+    '{"op": "hello", "version": 2, "polyarch": "x", "native": ["linux/arm64"], "free": "lots"}',
+])  # fmt: skip
+def test_a_node_that_answers_hello_with_nonsense_is_a_clear_node_error(
+    tmp_path: Path, answer: str
+) -> None:
+    from polyarch.nodes.client import NodeConnection
+
+    fake = tmp_path / "fake-polyarch"
+    fake.write_text(f"#!/bin/sh\nread hello\necho '{answer}'\n")
+    fake.chmod(0o755)
+    connection = NodeConnection(Node("n", "local", command=str(fake)))
+    try:
+        with pytest.raises(NodeError, match="answered hello with what polyarch cannot read"):
+            connection.hello()
+    finally:
+        connection.close()

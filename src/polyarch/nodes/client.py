@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from polyarch.digest import Digest
-from polyarch.errors import BuildError
+from polyarch.errors import BuildError, PolyarchError
 from polyarch.frontend.dockerfile.ignore import IgnoreMatcher
 from polyarch.layers import Root
 from polyarch.nodes.builders import Endpoint, Node
@@ -30,6 +30,7 @@ from polyarch.nodes.protocol import (
     send_file,
 )
 from polyarch.oci.models import Descriptor, Manifest, parse_document
+from polyarch.platform import Platform
 from polyarch.progress import Event, Progress
 from polyarch.store.layout import OciLayout
 from polyarch.worker.local.filecopy import CopyError, select_sources
@@ -177,9 +178,18 @@ class NodeConnection:
                 f"{answer.get('polyarch')}); this polyarch ({__version__}) speaks version "
                 f"{PROTOCOL_VERSION}: install the same polyarch on both"
             )
-        return NodeInfo(str(answer.get("polyarch")), tuple(answer.get("native", ())),
-                        tuple(answer.get("emulated", ())), int(answer.get("free", 0)),
-                        str(answer.get("runtime", "")))  # fmt: skip
+        try:
+            native, emulated = answer["native"], answer.get("emulated", [])
+            if not isinstance(native, list) or not native or not isinstance(emulated, list):
+                raise ValueError("no list of native platforms")
+            for platform in (*native, *emulated):
+                Platform.parse(str(platform))
+            return NodeInfo(str(answer.get("polyarch")), tuple(map(str, native)),
+                            tuple(map(str, emulated)), int(answer.get("free", 0)),
+                            str(answer.get("runtime", "")))  # fmt: skip
+        except (KeyError, TypeError, ValueError, PolyarchError) as exc:
+            raise self._failed(NodeError(f"answered hello with what polyarch cannot read: "
+                                         f"{exc}")) from None  # fmt: skip
 
     def send_context(
         self, context: Path, ignore: tuple[str, ...], used: Callable[[str], bool] | None = None

@@ -241,7 +241,9 @@ class Farm:
                             int(answer.get("steps_run", 0)) + warmed,
                             int(answer.get("steps_cached", 0)), sent)  # fmt: skip
                     warmed = 0
-            except NodeError as exc:
+            except (NodeError, KeyError, TypeError, ValueError) as exc:
+                if not isinstance(exc, NodeError):  # a node that answers what it should not
+                    exc = NodeError(f"node {name} sent an answer polyarch cannot read: {exc!r}")
                 with lock:
                     if not self.fallback:
                         errors.append(exc)
