@@ -529,8 +529,9 @@ def _build_image(
         wanted = options.platforms or (machine,)
         farm, routes = _farm(options, wanted, progress or silent)
         if farm is not None:
-            farm.bases, farm.export_base = _base_images(session, dockerfile, args, options.target)
-            farm.context_paths = _context_paths(options, dockerfile)
+            plans = _node_plans(options, dockerfile)
+            farm.bases, farm.export_base = _base_images(session, plans)
+            farm.context_paths = _context_paths(plans)
             stack.callback(farm.close)
         elif options.push_from_nodes:
             said = "--push-from-nodes: no platform is built on a node; pushed from here"
@@ -688,8 +689,26 @@ def _farm(
     return farm, routes
 
 
+_NodePlan = Callable[[Platform, Platform, Collection[str]], BuildGraph]
+
+
+def _node_plans(options: BuildOptions, dockerfile: Path) -> _NodePlan:
+    """A node's plan of one platform (on its machine, with the stages it is sent replaced, as
+    it plans them), each made once: what its base images and context paths are read from."""
+    import functools  # noqa: PLC0415
+
+    @functools.cache
+    def plan(platform: Platform, machine: Platform, replaced: frozenset[str]) -> BuildGraph:
+        sent = {name: NamedContext("layout", "-") for name in replaced}
+        return plan_build(dockerfile, platforms=(platform,), build_args=options.build_args,
+                          target=options.target, build_platform=machine,
+                          build_once=options.build_once, contexts=sent)  # fmt: skip
+
+    return lambda platform, machine, replaced: plan(platform, machine, frozenset(replaced))
+
+
 def _base_images(
-    session: Session, dockerfile: Path, args: Mapping[str, str], target: str | None
+    session: Session, plans: _NodePlan
 ) -> tuple[
     Callable[[Platform, Platform, Collection[str]], dict[str, set[Platform]]],
     Callable[[str, set[Platform], Path], None],
@@ -702,11 +721,8 @@ def _base_images(
     def bases(
         platform: Platform, build_platform: Platform, replaced: Collection[str]
     ) -> dict[str, set[Platform]]:
-        sent = {name: NamedContext("layout", "-") for name in replaced}
-        graph = plan_build(dockerfile, platforms=(platform,), build_args=args, target=target,
-                           build_platform=build_platform, contexts=sent)  # fmt: skip
         out: dict[str, set[Platform]] = {}
-        for vertex in graph.vertices.values():
+        for vertex in plans(platform, build_platform, replaced).vertices.values():
             if isinstance(vertex.op, ImageSource):
                 out.setdefault(familiar_name(vertex.op.ref), set()).add(vertex.op.platform)
         return out
@@ -718,19 +734,13 @@ def _base_images(
     return bases, export
 
 
-def _context_paths(
-    options: BuildOptions, dockerfile: Path
-) -> Callable[[Platform, Platform, Collection[str]], set[str]]:
+def _context_paths(plans: _NodePlan) -> Callable[[Platform, Platform, Collection[str]], set[str]]:
     """What a node's build of a platform takes from the main context (the paths its copies
-    and mounts name), planned here with the stages it receives replaced, as it plans them."""
+    and mounts name)."""
     from polyarch.graph.ops import ContextSource  # noqa: PLC0415
 
     def paths(platform: Platform, machine: Platform, shared: Collection[str]) -> set[str]:
-        replaced = {name: NamedContext("layout", "-") for name in shared}
-        graph = plan_build(dockerfile, platforms=(platform,), build_args=options.build_args,
-                           target=options.target, build_platform=machine,
-                           build_once=options.build_once, contexts=replaced)  # fmt: skip
-        return {path for vertex in graph.vertices.values()
+        return {path for vertex in plans(platform, machine, shared).vertices.values()
                 if isinstance(vertex.op, ContextSource) and vertex.op.name == "context"
                 for path in vertex.op.includes}  # fmt: skip
 
@@ -785,14 +795,10 @@ def _build_with_nodes(
     try:
         stages, shared_run = builder.build_shared_stages(routed) if candidates else ({}, 0)
         shared.set_result(stages)
-    except BaseException as exc:
-        shared.set_exception(exc)
-        farm.abort()  # the nodes' builds are of no use now
-        thread.join(timeout=10)
-        raise
-    try:
         local = builder.build(request) if request.platforms else None
-    except BaseException:
+    except BaseException as exc:
+        if not shared.done():
+            shared.set_exception(exc)
         farm.abort()  # the nodes' builds are of no use now
         thread.join(timeout=10)
         raise

@@ -358,8 +358,10 @@ class Builder:
                 try:
                     graph, report = solve_with_replanning(make, solve, replanned)
                     # The final images' layers must be here; an imported hit's is fetched now.
-                    kept = {"full": [graph.images[p].result for p in request.platforms],
-                            "shared": _targets(graph, request, mode)}.get(mode, [])  # fmt: skip
+                    if mode == "full":
+                        kept = [graph.images[p].result for p in request.platforms]
+                    else:  # the shared stages' images are made of their results; warm: none
+                        kept = _targets(graph, request, mode) if mode == "shared" else []
                     for key in kept:
                         worker.ensure(solvers[-1].result(key).layers)
                     break

@@ -201,11 +201,14 @@ class Farm:
                     return None
                 return set().union(*(self.context_paths(p, machine, replaced) for p in platforms))
 
+            def send_bases(replaced: Collection[str]) -> dict[Platform, dict[str, int]]:
+                return {p: self._send_bases(name, connection, p, n * 1000, replaced)
+                        for n, p in enumerate(platforms)}  # fmt: skip
+
             try:
                 foreseen = foresee(candidates)
                 sent, foreseen = self._send_context(name, connection, *sending, foreseen)
-                bases = {p: self._send_bases(name, connection, p, n * 1000, candidates)
-                         for n, p in enumerate(platforms)}  # fmt: skip
+                bases = send_bases(candidates)
                 # While the build-once stages are built here.
                 warmed = self._warm(name, connection, request, bases, candidates, dockerfile)
                 ready = stages()
@@ -214,8 +217,7 @@ class Farm:
                     if foreseen is not None and not (again is not None and again <= foreseen):
                         more, foreseen = self._send_context(name, connection, *sending, again)
                         sent += more
-                    bases = {p: self._send_bases(name, connection, p, n * 1000, list(ready))
-                             for n, p in enumerate(platforms)}  # fmt: skip
+                    bases = send_bases(ready)
                 stage_layouts: dict[str, int] = {}
                 for index, (stage, path) in enumerate(ready.items()):
                     files = connection.send_layout(index, path, kind="stage")
