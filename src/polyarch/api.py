@@ -21,10 +21,19 @@ import platformdirs
 
 from polyarch.errors import DockerfileError, NotFoundError, PolyarchError, UsageError
 from polyarch.export import write_docker_archive
-from polyarch.frontend.convert import ConvertRequest, NamedContext, convert
+from polyarch.frontend.convert import (
+    BaseImage,
+    CheckResult,
+    ConvertRequest,
+    NamedContext,
+    check_dockerfile,
+    convert,
+)
 from polyarch.frontend.dockerfile import Dockerfile, ParseResult, build, parse
+from polyarch.frontend.dockerfile.checks import CHECK_ARG
 from polyarch.frontend.gitref import parse_git_ref
 from polyarch.graph.model import BuildGraph
+from polyarch.graph.ops import ImageSource as ImageOp
 from polyarch.image.annotations import parse_annotations
 from polyarch.oci.models import (
     Descriptor,
@@ -334,16 +343,19 @@ def machine_platform() -> Platform:
 
 def read_dockerfile(path: Path) -> tuple[ParseResult, Dockerfile]:
     """Read, parse and check a Dockerfile; errors name the file and line."""
+    result = parse(_dockerfile_text(path), str(path))
+    return result, build(result, str(path))
+
+
+def _dockerfile_text(path: Path) -> str:
     try:
-        text = read_context_file(path).decode("utf-8")  # bytes: keep \r\n as BuildKit does
+        return read_context_file(path).decode("utf-8")  # bytes: keep \r\n as BuildKit does
     except FileNotFoundError:
         raise DockerfileError("no such file", path=str(path)) from None
     except UnicodeDecodeError as exc:
         raise DockerfileError(f"cannot read: not UTF-8 ({exc.reason})", path=str(path)) from None
     except OSError as exc:
         raise DockerfileError(f"cannot read: {exc.strerror or exc}", path=str(path)) from None
-    result = parse(text, str(path))
-    return result, build(result, str(path))
 
 
 MAX_DOCKERFILE = 16 * 1024 * 1024
@@ -425,6 +437,7 @@ class BuildOptions:
     fallback: bool = True  # build a node's platforms here when it cannot be reached or dies
     annotations: tuple[str, ...] = ()  # --annotation [LEVEL[,LEVEL][[PLATFORM]]:]KEY=VALUE
     push_from_nodes: bool = False  # nodes push their platforms themselves (their credentials)
+    add_hosts: tuple[str, ...] = ()  # --add-host HOST=IP (checked), in the steps' /etc/hosts
 
 
 @dataclass(frozen=True, slots=True)
@@ -516,15 +529,7 @@ def _build_image(
                       mirrors=options.mirrors, mirror_client=session.fast_client())  # fmt: skip
     contexts, context_dirs = parse_contexts(options.contexts)
     with contextlib.ExitStack() as stack:
-        context, dockerfile = options.context, options.dockerfile
-        if isinstance(context, str):
-            # Not in the workspace's scratch: a build clears that when it starts.
-            scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="polyarch-git-")))
-            keep = args.get("BUILDKIT_CONTEXT_KEEP_GIT_DIR", "") in ("1", "true")
-            context = _git_context(context, scratch, keep)
-            if dockerfile is not None and not dockerfile.is_absolute():
-                dockerfile = context / dockerfile  # a relative -f names a file of the repository
-        dockerfile = dockerfile or context / "Dockerfile"
+        context, dockerfile = _context_and_dockerfile(options, stack)
         _result, parsed = read_dockerfile(dockerfile)
         wanted = options.platforms or (machine,)
         farm, routes = _farm(options, wanted, progress or silent)
@@ -548,6 +553,7 @@ def _build_image(
             options.step_timeout,
             annotations if farm is None else tuple(a for a in annotations
                                                    if a.level == "manifest"),
+            extra_hosts=options.add_hosts,
         )  # fmt: skip
         if pending:
             return builder.warm(request, pending)
@@ -603,6 +609,66 @@ def _build_image(
                 )  # fmt: skip
             written.append(Output("docker", output["dest"], str(result.descriptor.digest)))
     return BuildReport(result, tuple(names), tuple(written))
+
+
+def _context_and_dockerfile(
+    options: BuildOptions, stack: contextlib.ExitStack
+) -> tuple[Path, Path]:
+    """The build context as a directory (a git URL cloned, removed when `stack` closes) and
+    the Dockerfile's path."""
+    context, dockerfile = options.context, options.dockerfile
+    if isinstance(context, str):
+        # Not in the workspace's scratch: a build clears that when it starts.
+        scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="polyarch-git-")))
+        keep = options.build_args.get("BUILDKIT_CONTEXT_KEEP_GIT_DIR", "") in ("1", "true")
+        context = _git_context(context, scratch, keep)
+        if dockerfile is not None and not dockerfile.is_absolute():
+            dockerfile = context / dockerfile  # a relative -f names a file of the repository
+    return context, dockerfile or context / "Dockerfile"
+
+
+def check_build(
+    session: Session, options: BuildOptions, *, progress: Progress | None = None
+) -> CheckResult:
+    """`build --check`: BuildKit's build checks over the Dockerfile, as the build would
+    convert it (every stage unless a target is named), with the base images' configs
+    resolved (their layers are not pulled). Builds nothing; needs no root."""
+    from polyarch.build import Builder, ignore_patterns  # noqa: PLC0415
+    from polyarch.store.workspace import Workspace  # noqa: PLC0415
+
+    machine = machine_platform()
+    args = dict(options.build_args)
+    contexts, _dirs = parse_contexts(options.contexts)
+    with contextlib.ExitStack() as stack:
+        context, dockerfile = _context_and_dockerfile(options, stack)
+        path = str(dockerfile)
+        try:
+            parsed = parse(_dockerfile_text(dockerfile), path)
+        except DockerfileError as exc:
+            return CheckResult((), exc, path)
+        ignore = ignore_patterns(dockerfile, context)
+
+        def request(df: Dockerfile, images: Mapping[tuple[str, str], BaseImage]) -> ConvertRequest:
+            return ConvertRequest(
+                df, options.platforms or (machine,), machine, args, options.target, images,
+                options.build_once, ignore=ignore, allow=options.allow,
+                labels=dict(options.labels), contexts=contexts, extra_hosts=options.add_hosts,
+            )  # fmt: skip
+
+        try:
+            draft = convert(dataclasses.replace(
+                request(build(parsed, path), {}), check_all=options.target is None,
+                build_args={**args, CHECK_ARG: "skip=all"},
+            ))  # fmt: skip
+        except DockerfileError:  # said by the check, after the warnings before it
+            return check_dockerfile(parsed, path, args, lambda df: request(df, {}))
+        wanted = sorted({(v.op.ref, str(v.op.platform)) for v in draft.vertices.values()
+                         if isinstance(v.op, ImageOp)})  # fmt: skip
+        builder = Builder(Workspace(options.root or default_root()), session.client,
+                          progress=progress or silent, mirrors=options.mirrors,
+                          mirror_client=session.fast_client())  # fmt: skip
+        images = builder.base_configs(wanted)
+        return check_dockerfile(parsed, path, args, lambda df: request(df, images))
 
 
 def _registry_targets(output: Mapping[str, str], refs: Sequence[Reference]) -> list[Reference]:

@@ -23,7 +23,7 @@ from polyarch.errors import BuildError, DockerfileError, PolyarchError, Registry
 from polyarch.frontend.convert import BaseImage, ConvertRequest, NamedContext, convert
 from polyarch.frontend.dockerfile import Dockerfile, read_patterns
 from polyarch.frontend.dockerfile.ignore import ignore_file_for
-from polyarch.graph.model import BuildGraph, OnceCheck, StageInstance, Vertex
+from polyarch.graph.model import BuildGraph, OnceCheck, PlanWarning, StageInstance, Vertex
 from polyarch.graph.ops import ExecOp, ImageSource, SecretMount, SshMount
 from polyarch.image.annotations import Annotation
 from polyarch.image.assemble import image_config, timestamp, write_image, write_index
@@ -80,6 +80,7 @@ class BuildRequest:
     cache_to: CacheSpec | None = None  # --cache-to
     step_timeout: float | None = None  # seconds a RUN step may take (--step-timeout)
     annotations: tuple[Annotation, ...] = ()  # --annotation
+    extra_hosts: tuple[str, ...] = ()  # --add-host, as HOST=IP
     # Named contexts (of `contexts`, layouts) not there yet: only a warm-up solve may run.
     pending: frozenset[str] = frozenset()
 
@@ -101,7 +102,7 @@ class BuildResult:
     seconds: float = 0.0
     images: tuple[PlatformImage, ...] = ()
     cache_keys: frozenset[str] = frozenset()  # every cached step the build used or made
-    warnings: tuple[str, ...] = ()
+    warnings: tuple[PlanWarning, ...] = ()
     steps_imported: int = 0  # of the cached: hits in an imported cache
     cache_export: ExportReport | None = None
 
@@ -327,10 +328,11 @@ class Builder:
 
         def make(per_platform: frozenset[str]) -> BuildGraph:
             graph = convert(dataclasses.replace(base, images=images, per_platform=per_platform))
-            for warning in map(str, graph.warnings):  # told now, repeated when the build ends
-                if warning not in told:
-                    told.add(warning)
-                    self.progress(Event("note", "", "warning", text=warning))
+            for warning in graph.warnings:  # told now, repeated when the build ends
+                if str(warning) not in told:
+                    told.add(str(warning))
+                    self.progress(Event("note", "", "warning", text=str(warning),
+                                        warning=warning))  # fmt: skip
             return graph
 
         def solve(graph: BuildGraph) -> SolveReport:
@@ -406,7 +408,7 @@ class Builder:
             top, manifests, graph, report.steps_run + earlier,
             max(0, report.steps_cached - earlier),
             time.monotonic() - solved.started, tuple(platform_images), report.used_keys,
-            tuple(str(w) for w in graph.warnings), report.steps_imported, exported,
+            graph.warnings, report.steps_imported, exported,
         )  # fmt: skip
 
     # exported caches ---------------------------------------------------------------------
@@ -461,7 +463,15 @@ class Builder:
 
     # base images -------------------------------------------------------------------------
 
-    def _resolve_base(self, image: str, platform_text: str) -> BaseImage:
+    def base_configs(self, wanted: Sequence[tuple[str, str]]) -> dict[tuple[str, str], BaseImage]:
+        """The configs of these base images ((reference, platform)), their layers not pulled:
+        what `build --check` reads."""
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            resolving = [pool.submit(self._resolve_base, *key, layers=False) for key in wanted]
+            wait_all(resolving)
+        return {key: f.result() for key, f in zip(wanted, resolving, strict=True)}
+
+    def _resolve_base(self, image: str, platform_text: str, *, layers: bool = True) -> BaseImage:
         if image.startswith("oci-layout://"):
             return self._resolve_layout(image.removeprefix("oci-layout://"), platform_text)
         platform = Platform.parse(platform_text)
@@ -486,7 +496,8 @@ class Builder:
             raise BuildError(f"{image}: its config is {document.config.size} bytes, over the "
                              f"{MAX_DOCUMENT_SIZE} limit for configs; refusing it")  # fmt: skip
         self.layout.write_document(document.raw)
-        missing = [b for b in document.blobs() if not self.blobs.has(b.digest, b.size)]
+        wanted = document.blobs() if layers else [document.config]
+        missing = [b for b in wanted if not self.blobs.has(b.digest, b.size)]
         pull.expect(description, platform_text, sum(b.size for b in missing))
         for blob in missing:
             pull.blob(blob)
@@ -660,6 +671,7 @@ def _convert_request(request: BuildRequest) -> ConvertRequest:
         request.dockerfile, request.platforms, request.build_platform,
         dict(request.build_args), request.target, {}, request.build_once, frozenset(),
         ignore, request.allow, dict(request.labels), dict(request.contexts),
+        extra_hosts=request.extra_hosts,
     )  # fmt: skip
 
 

@@ -7,6 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from polyarch.graph.model import PlanWarning
+
 # start: a step (or a pull, an export) began; waiting / running: a step waits for a slot (or
 # a base) and then gets it, its own time counting from there; log: a line of its output;
 # cached / done / error: how it ended; note: something to know, for the step or the build.
@@ -33,6 +35,7 @@ class Event:
     shared: str = ""  # a build-once step's target platforms ("amd64, arm64")
     current: int | None = None  # bytes done (progress events)
     total: int | None = None  # of these bytes
+    warning: PlanWarning | None = None  # a note that is a warning about the Dockerfile
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -59,6 +62,8 @@ class Event:
             out["shared"] = self.shared
         if self.current is not None:
             out["current"], out["total"] = self.current, self.total
+        if self.warning is not None:
+            out["warning"] = self.warning.to_json()
         return out
 
 

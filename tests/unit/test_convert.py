@@ -116,10 +116,17 @@ def test_from_platform_on_a_stage_reference_warns() -> None:
 
 
 def test_undeclared_target_arg_warns() -> None:
-    p = plan("FROM alpine\nRUN echo $TARGETARCH\nCOPY app-${TARGETOS} /app\n")
+    p = plan("FROM scratch\nRUN echo $TARGETARCH\nCOPY app-${TARGETOS} /app\n")
     messages = [(w.location.start_line if w.location else None, w.message) for w in p.warnings]
     assert [m[0] for m in messages] == [2, 3]
     assert "TARGETARCH is used in stage 'stage-0' without `ARG TARGETARCH`" in messages[0][1]
+    # Outside RUN's shell text it is BuildKit's UndefinedVar that says so.
+    assert p.warnings[1].rule == "UndefinedVar"
+    assert messages[1][1] == "Usage of undefined variable '$TARGETOS'"
+    # Without the base image's config (a plan that resolves nothing) its variables are not
+    # known, so UndefinedVar says nothing.
+    unknown = plan("FROM alpine\nCOPY app-${TARGETOS} /app\n")
+    assert not [w for w in unknown.warnings if w.rule == "UndefinedVar"]
     assert not plan("FROM alpine\nARG TARGETARCH\nRUN echo $TARGETARCH\n").warnings
 
 

@@ -26,7 +26,24 @@ REFUSED = {
 }
 
 
+# Where the oracle (the archived `dockerfile` 3.4 wheel) predates BuildKit: what BuildKit now
+# does differently, field by field. Since BuildKit v0.15 (moby/buildkit 80518e257, "fix invalid
+# usage of json.NewDecoder") a JSON array followed by more text is the shell form.
+NEWER = {
+    "16-json-trailing-text": {
+        1: {"json": False, "value": ['["echo", "a"] trailing words']},
+    },
+}
+
+
 def theirs(path: Path) -> list[dict[str, object]]:
+    commands = _oracle(path)
+    for index, fields in NEWER.get(path.stem, {}).items():
+        commands[index].update(fields)
+    return commands
+
+
+def _oracle(path: Path) -> list[dict[str, object]]:
     return [
         {
             "cmd": c.cmd.upper(),

@@ -31,7 +31,6 @@ from polyarch.frontend.dockerfile import load
         ("ARG A=1\n", 1, "no FROM instruction"),
         ("FROM a b\n", 1, "FROM requires either one or three arguments"),
         ("FROM a AS 1st\n", 1, "invalid name for build stage"),
-        ("FROM a AS x\nFROM b AS X\n", 2, "duplicate stage name 'x'"),
     ],
 )
 def test_errors_name_file_line_and_problem(text: str, line: int, fragment: str) -> None:

@@ -87,10 +87,14 @@ def test_onbuild_keeps_trigger_and_its_heredocs() -> None:
     assert onbuild.to_json()["heredocs"] == []  # as BuildKit shows it
 
 
-def test_empty_continuation_warns() -> None:
-    result = parse("FROM a\nRUN a \\\n\n b\n")
-    assert result.nodes[1].value == ("a  b",)
-    assert len(result.warnings) == 1 and "empty continuation" in result.warnings[0]
+def test_empty_continuation_warns_as_buildkit_does() -> None:
+    result = parse("FROM a\nRUN a \\\n\n b \\\n c\nRUN d\n")
+    assert result.nodes[1].value == ("a  b  c",)
+    # BuildKit's text, at the instruction's last line (not its first).
+    assert [(w.line, w.message) for w in result.warnings] == [
+        (5, "Empty continuation line found in: RUN a  b  c")
+    ]
+    assert str(result.warnings[0]) == "Dockerfile:5: Empty continuation line found in: RUN a  b  c"
 
 
 # property tests -----------------------------------------------------------------------------
@@ -148,3 +152,48 @@ def test_heredoc_with_space_after_the_marker() -> None:
 def test_onbuild_json_shows_the_trigger_flags() -> None:
     [node] = parse("ONBUILD COPY --from=base /a /b\n").nodes
     assert node.to_json()["flags"] == ["--from=base"]
+
+
+def test_text_after_a_json_array_makes_it_shell_form() -> None:
+    # BuildKit (since v0.15) decodes the whole rest of the line: trailing text is shell form.
+    for cmd in ("CMD", "RUN", "ENTRYPOINT", "SHELL"):
+        node = parse(f'FROM a\n{cmd} ["echo","a"] && echo b\n').nodes[1]
+        assert (node.json, node.value) == (False, ('["echo","a"] && echo b',)), cmd
+    health = parse('FROM a\nHEALTHCHECK CMD ["true"] || exit 1\n').nodes[1]
+    assert (health.json, health.value) == (False, ("CMD", '["true"] || exit 1'))
+    # White space after the array is still JSON.
+    assert parse('FROM a\nCMD ["echo"]  \t\n').nodes[1].json
+    # ADD and COPY fall back to words.
+    assert parse('FROM a\nCOPY ["a", "b"] c\n').nodes[1].value == ('["a",', '"b"]', "c")
+
+
+def test_a_line_longer_than_buildkits_limit_is_refused() -> None:
+    fine = "FROM a\nRUN echo " + "x" * (65535 - 9) + "\n"
+    assert parse(fine).nodes[1].end_line == 2
+    long = "FROM a\nRUN echo " + "é" * 32764 + "\nRUN b\n"  # 65,537 bytes in 32,773 characters
+    with pytest.raises(DockerfileError) as info:
+        parse(long)
+    assert info.value.line == 2
+    assert "dockerfile line greater than max allowed size of 65535" in str(info.value)
+
+
+def test_syntax_and_check_directives_as_buildkit_finds_them() -> None:
+    result = parse("# syntax=docker/dockerfile:1 // a note\n# check=skip=all  x\nFROM a\n")
+    assert result.directives == {"syntax": "docker/dockerfile:1", "check": "skip=all"}
+    # After a #! line: syntax and check still count; escape does not (the parser stopped).
+    result = parse("#!/usr/bin/env buildctl\n# syntax=docker/dockerfile:1.7\n# escape=`\nFROM a\n")
+    assert result.directives == {"syntax": "docker/dockerfile:1.7"} and result.escape == "\\"
+
+
+def test_comments_before_an_instruction_are_kept() -> None:
+    nodes = parse(
+        "# check=skip=all\n# first\n\n  # second\nFROM a\n#\nRUN b\n# only\nRUN c \\\n"
+        "# inside\n d\nRUN e\n"
+    ).nodes
+    # The directive is not a comment; a blank line keeps them; an empty `#` clears them.
+    assert [n.comments for n in nodes] == [("first", "# second"), (), ("only",), ()]
+
+
+def test_legacy_key_value_form_is_marked() -> None:
+    nodes = parse("FROM a\nENV k v w\nENV k=v\nLABEL a b\nLABEL a=b c=d\n").nodes
+    assert [n.legacy for n in nodes] == [False, True, False, True, False]

@@ -4,6 +4,7 @@ clean, config and version. Each reads `polyarch.toml` when there is one; flags o
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import os
 import sys
@@ -19,6 +20,7 @@ from polyarch.api import (
     BuildReport,
     ReleaseResult,
     build_image,
+    check_build,
     clean_images,
     default_root,
     git_version,
@@ -28,6 +30,7 @@ from polyarch.api import (
     workspace_usage,
 )
 from polyarch.cli import failure
+from polyarch.cli.check import CallFunction, parse_call, print_check
 from polyarch.cli.common import (
     Globals,
     Renderer,
@@ -47,6 +50,7 @@ from polyarch.cli.common import (
 )
 from polyarch.config import effective
 from polyarch.errors import UsageError
+from polyarch.frontend.convert import CheckResult
 from polyarch.frontend.gitref import GitRefError, parse_git_ref
 from polyarch.platform import Platform
 from polyarch.progress import silent
@@ -212,6 +216,10 @@ def _build_options(fn: Any) -> Any:
                      help="Stop a RUN step that runs longer than this (e.g. 30m, 1h: a hung "
                      "install under emulation) with an error naming the step and platform. "
                      "Default: build.step_timeout in polyarch.toml, else none."),
+        click.option("--add-host", "add_hosts", multiple=True, metavar="HOST:IP",
+                     callback=_add_hosts,
+                     help="Add a line to the /etc/hosts of RUN steps (repeatable), as buildx "
+                     "does; HOST=IP is taken too."),
         click.option("--build-context", "build_contexts", multiple=True, metavar="NAME=VALUE",
                      help="A named context for FROM, COPY --from and --mount from= "
                      "(repeatable): a directory, docker-image://REF, oci-layout://DIR[:TAG], "
@@ -219,6 +227,26 @@ def _build_options(fn: Any) -> Any:
         root_option,
     ]  # fmt: skip
     return _stacked(fn, options)
+
+
+def _add_hosts(_ctx: click.Context, _param: click.Parameter, values: Sequence[str]
+               ) -> tuple[str, ...]:  # fmt: skip
+    """`HOST:IP` (or `HOST=IP`, as newer docker takes it) to `HOST=IP`, the IP checked."""
+    out = []
+    for value in values:
+        host, sep, address = value.partition("=")
+        if not sep:
+            host, sep, address = value.partition(":")
+        address = address.strip("[]")
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            raise click.BadParameter(f"{value!r}: want HOST:IP (an IP address, not "
+                                     f"{address!r})") from None  # fmt: skip
+        if not sep or not host or any(c.isspace() for c in host):
+            raise click.BadParameter(f"{value!r}: want HOST:IP")
+        out.append(f"{host}={address}")
+    return tuple(out)
 
 
 if TYPE_CHECKING:
@@ -344,10 +372,12 @@ def _build(
     no_fallback: bool = False,
     push_from_nodes: bool = False,
     allow: Sequence[str] = (),
+    add_hosts: Sequence[str] = (),
     named: bool = False,
     release_run: RunSpec | bool | None = False,
     arch_check: bool = True,
-) -> BuildReport | ReleaseResult:
+    call: CallFunction | None = None,
+) -> BuildReport | ReleaseResult | CheckResult:
     """Build as the flags and the project config say (and, given `release_run`, release:
     push by digest, verify with it, move the tags). The image is named by the tags, else by
     the project (required when pushing, or when `named`)."""
@@ -404,6 +434,7 @@ def _build(
         builder=settings["build.builder"] or None,
         fallback=not no_fallback,
         push_from_nodes=push_from_nodes,
+        add_hosts=tuple(add_hosts),
         step_timeout=parse_duration(settings["build.step_timeout"])
         if settings["build.step_timeout"]
         else None,
@@ -419,6 +450,10 @@ def _build(
     sink = TraceRecorder(renderer) if trace_path is not None else renderer
     outcome = "FAILED"
     try:
+        if call is not None:  # build --check: nothing is built
+            checked = check_build(session, options, progress=sink)
+            outcome = "FINISHED"
+            return checked
         if release_run is False:
             report: BuildReport | ReleaseResult = build_image(session, options, progress=sink)
         else:
@@ -492,22 +527,35 @@ def _build_lines(report: BuildReport) -> list[str]:
               "built itself, by digest, with its own registry credentials (when this "
               "machine's uplink is the bottleneck); only the index is pushed from here. The "
               "image is then not kept whole in the local store.")  # fmt: skip
+@click.option("--check", "check", is_flag=True,
+              help="Run BuildKit's build checks on the Dockerfile and build nothing (as "
+              "--call=check); exits 1 when a check warns.")  # fmt: skip
+@click.option("--call", "call", metavar="build|check[,format=json][,ignorestatus=true]",
+              help="What to do with the Dockerfile, as buildx's --call: build it (the "
+              "default), or check it (BuildKit's build checks, nothing built).")  # fmt: skip
 @_build_options
 @_buildx_flags
 @click.argument("context", type=ContextArgument(), required=False)
 @click.pass_context
 def build_command(
     ctx: click.Context, /, metadata_file: Path | None, iidfile: Path | None, quiet: bool,
-    **kwargs: Any,
+    check: bool, call: str | None, **kwargs: Any,
 ) -> None:  # fmt: skip
     """Build CONTEXT's Dockerfile into an image, kept in the local store (and pushed or
     exported when asked). CONTEXT defaults to build.context in polyarch.toml.
 
     \b
     Example:
-      polyarch build -t registry.lan/app:1.0 --platform linux/amd64,linux/arm64 --push ."""
+      polyarch build -t registry.lan/app:1.0 --platform linux/amd64,linux/arm64 --push
+      polyarch build --check .
+    """
     if quiet:
         kwargs["progress"] = "quiet"
+    function = parse_call("check" if check and not call else call or "build")
+    if function is not None:
+        checked = _build(ctx, call=function, **kwargs)
+        assert isinstance(checked, CheckResult)
+        ctx.exit(print_check(checked, function))
     report = _build(ctx, **kwargs)
     assert isinstance(report, BuildReport)
     if metadata_file is not None:
@@ -552,7 +600,7 @@ def build_metadata(report: BuildReport) -> dict[str, Any]:
             "imported": result.steps_imported,
         },
         "polyarch.seconds": round(result.seconds, 3),
-        "polyarch.warnings": list(result.warnings),
+        "polyarch.warnings": [str(w) for w in result.warnings],
     }
 
 

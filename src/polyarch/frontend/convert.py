@@ -28,7 +28,9 @@ listed for the check that they are free of native code.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import ipaddress
 import posixpath
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -37,10 +39,14 @@ from typing import Final
 
 from polyarch.errors import DockerfileError, InvalidPlatformError, InvalidReferenceError
 from polyarch.frontend import gofmt
+from polyarch.frontend.dockerfile import checks
+from polyarch.frontend.dockerfile.checks import Linter
+from polyarch.frontend.dockerfile.ignore import IgnoreMatcher
 from polyarch.frontend.dockerfile.instructions import Dockerfile, Instruction, Stage
+from polyarch.frontend.dockerfile.instructions import build as build_instructions
 from polyarch.frontend.dockerfile.instructions import instruction_of as build_instruction
 from polyarch.frontend.dockerfile.shell import ExpansionError, ShellLexer
-from polyarch.frontend.dockerfile.syntax import Heredoc, chomp, parse
+from polyarch.frontend.dockerfile.syntax import Heredoc, ParseResult, chomp, parse
 from polyarch.frontend.gitref import GitRef, GitRefError, parse_git_ref
 from polyarch.frontend.runmount import MountSpec, MountSyntaxError, parse_mount
 from polyarch.graph.model import (
@@ -93,6 +99,8 @@ ENTITLEMENTS: Final = ("security.insecure", "network.host")
 INLINE_DIR: Final = "/dev/pipes"
 _MAX_TRIGGERS: Final = 256
 _MIN_DURATION: Final = 1_000_000  # 1 ms, BuildKit's minimum for HEALTHCHECK durations
+# BuildKit's SBOM switches: build arguments that never become variables
+_NON_ENV_ARGS: Final = frozenset({"BUILDKIT_SBOM_SCAN_CONTEXT", "BUILDKIT_SBOM_SCAN_STAGE"})
 
 
 def platform_args(target: Platform, build: Platform, stage: str = "default") -> dict[str, str]:
@@ -146,10 +154,52 @@ class ConvertRequest:
     allow: frozenset[str] = frozenset()  # entitlements granted (`--allow security.insecure`)
     labels: Mapping[str, str] = field(default_factory=dict)  # `--label`: on the target image
     contexts: Mapping[str, NamedContext] = field(default_factory=dict)  # --build-context
+    # `build --check`: every stage is looked at (not only the target's), as BuildKit's lint
+    check_all: bool = False
+    extra_hosts: tuple[str, ...] = ()  # `--add-host`: HOST=IP, in RUN steps' /etc/hosts
 
 
 def convert(request: ConvertRequest) -> BuildGraph:
     return _Converter(request).run()
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    """`build --check`: what BuildKit's build checks found, and the error that would stop the
+    build, if any (found after the warnings, which are still told)."""
+
+    warnings: tuple[PlanWarning, ...]
+    error: DockerfileError | None = None
+    path: str = ""  # the Dockerfile
+
+
+def check_dockerfile(
+    parsed: ParseResult,
+    path: str,
+    build_args: Mapping[str, str],
+    request: Callable[[Dockerfile], ConvertRequest],
+) -> CheckResult:
+    """BuildKit's lint of a Dockerfile: the conversion with every stage looked at (only the
+    target's when one is named), its warnings and its error. When the instructions cannot be
+    read, the warnings of those before the one that fails, as BuildKit gives them."""
+    try:
+        dockerfile = build_instructions(parsed, path)
+    except DockerfileError as exc:
+        try:
+            config = checks.check_config(parsed.directives.get("check"), dict(build_args), path)
+        except DockerfileError:
+            return CheckResult((), exc, path)
+        linter = Linter(config)
+        before = [n for n in parsed.nodes if exc.line is None or n.start_line < exc.line]
+        checks.node_checks(before, parsed.warnings, linter, path)
+        return CheckResult(tuple(linter.warnings), exc, path)
+    wanted = request(dockerfile)
+    converter = _Converter(dataclasses.replace(wanted, check_all=wanted.target is None))
+    try:
+        converter.run()
+    except DockerfileError as exc:
+        return CheckResult(tuple(w for w in converter.warnings if w.rule), exc, path)
+    return CheckResult(tuple(w for w in converter.warnings if w.rule), None, path)
 
 
 def build_once_stages(
@@ -208,6 +258,12 @@ class _State:
     plan: list[PlanStep] = field(default_factory=list)
     cmd_set: bool = False  # CMD was set in this stage (ENTRYPOINT then keeps it)
     declared: dict[str, str | None] = field(default_factory=dict)  # ARGs declared in the stage
+    workdir_set: bool = False  # a WORKDIR of this Dockerfile ran (here or in a parent stage)
+    # The base image's config is known (resolved): checks that read its variables or SHELL
+    # (UndefinedVar, JSONArgsRecommended) say nothing without it.
+    base_known: bool = True
+    # CMD, ENTRYPOINT, HEALTHCHECK: where this stage last set them (MultipleInstructions...)
+    set_at: dict[str, Location] = field(default_factory=dict)
 
     @property
     def workdir(self) -> str:
@@ -223,7 +279,15 @@ class _State:
 
     def fork(self) -> _State:
         return _State(self.config, dict(self.env), self.head, list(self.steps),
-                      list(self.build_args), [], False, {})  # fmt: skip
+                      list(self.build_args), workdir_set=self.workdir_set,
+                      base_known=self.base_known)  # fmt: skip
+
+
+def _empty_state(platform: Platform, head: str) -> _State:
+    """A stage on nothing (scratch, a directory): BuildKit's empty image, whose PATH is in the
+    stage's variables too (`ENV PATH=$PATH:/x` extends it)."""
+    config = ImageConfig.empty(platform)
+    return _State(config, dict(config.env_map()), head)
 
 
 @dataclass
@@ -258,6 +322,12 @@ class _Converter:
         self.once: dict[int, str] = {}
         self.checks: dict[str, list[OnceCheck]] = {}
         self.target_name = "default"
+        config = checks.check_config(self.df.directives.get("check"), dict(request.build_args),
+                                     self.df.path)  # fmt: skip
+        self.linter = Linter(config, self.warnings.append)
+        # BuildKit checks what the first target platform's conversion meets, once.
+        self.linting = False
+        self.ignore = IgnoreMatcher(request.ignore) if request.ignore else None
 
     # entry -------------------------------------------------------------------------------
 
@@ -269,8 +339,11 @@ class _Converter:
             raise DockerfileError(f"unknown entitlement {unknown[0]!r} (known: "
                                   f"{', '.join(ENTITLEMENTS)})", path=self.df.path)  # fmt: skip
         _check_syntax(self.df)
+        checks.node_checks(self.df.nodes, self.df.warnings, self.linter, self.df.path)
+        checks.stage_checks(self.df.nodes, self.linter, self.df.path)
         target = self.target_stage()
         self.target_name = self.req.target or target.name or "default"
+        self.from_checks()
         if any(p != self.req.build_platform for p in self.req.platforms):
             replaced = frozenset(s.name for s in self.df.stages
                                  if s.name and self.context_key(s.name))  # fmt: skip
@@ -278,14 +351,24 @@ class _Converter:
                 self.df, target, self.req.build_once, self.req.per_platform | replaced
             )
         images: dict[Platform, ImageSpec] = {}
-        for platform in self.req.platforms:
+        for number, platform in enumerate(self.req.platforms):
+            self.linting = number == 0
             built = self.stage(target.index, platform, ())
             images[platform] = self.image_spec(built.state, platform)
+            if self.linting and self.req.check_all:
+                for stage in self.df.stages:
+                    self.stage(stage.index, platform, ())
+        self.linting = False
         self.unused_stage_warnings(target)
-        unused_args = sorted(set(self.req.build_args) - self.consumed - PROXY_ARGS
-                             - set(PREDEFINED_ARGS) - {"SOURCE_DATE_EPOCH"})  # fmt: skip
+        unused_args = sorted(
+            name for name in set(self.req.build_args) - self.consumed - PROXY_ARGS
+            - set(PREDEFINED_ARGS) - {"SOURCE_DATE_EPOCH"} if not name.startswith("BUILDKIT_")
+        )  # fmt: skip
         if unused_args:
             self.warn(f"build arguments not consumed by any ARG: {', '.join(unused_args)}", None)
+        failed = self.linter.error(self.df.path)
+        if failed is not None:
+            raise failed
         return BuildGraph(
             platforms=self.req.platforms,
             build_platform=self.req.build_platform,
@@ -449,18 +532,20 @@ class _Converter:
             copy = FileOp((Copy(1, ("/",), "/"),))
             head = self.add(copy, (self.scratch(run_platform), files), f"FROM {base}",
                             run_platform, frm)  # fmt: skip
-            state = _State(ImageConfig.empty(run_platform), {}, head)
+            state = _empty_state(run_platform, head)
         else:
             run_platform = requested or target
             if named is not None:
                 base = named.value if named.kind == "image" else "oci-layout://" + named.value
             if base == "scratch":
                 head = self.add(Scratch(), (), f"FROM {base}", run_platform, frm, internal=False)
-                state = _State(ImageConfig.empty(run_platform), {}, head)
+                state = _empty_state(run_platform, head)
             else:
                 base_image = self.image_name(base, frm)
                 resolved = self.req.images.get((base_image, str(run_platform)))
                 config = resolved.config if resolved else ImageConfig.empty(run_platform)
+                if resolved is not None:
+                    self.base_platform_check(base, run_platform, config, frm)
                 triggers = config.onbuild
                 config = _history_for_layers(config).replace(onbuild=())
                 if "PATH" not in config.env_map() and run_platform.os != "windows":
@@ -468,6 +553,7 @@ class _Converter:
                 source = ImageSource(base_image, run_platform, resolved.digest if resolved else "")
                 head = self.add(source, (), f"FROM {base_image}", run_platform, frm)
                 state = _State(config, dict(config.env_map()), head)
+                state.base_known = resolved is not None
             if state.config.working_dir:
                 wd = posixpath.normpath(posixpath.join("/", state.config.working_dir))
                 state.config = state.config.replace(working_dir=wd)
@@ -502,21 +588,17 @@ class _Converter:
         return out
 
     def stage_named(self, name: str, before: int) -> Stage | None:
+        """`FROM name`: the latest stage of that name before this one (BuildKit's rule)."""
         key = name.lower()
-        for stage in self.df.stages[:before]:
+        for stage in reversed(self.df.stages[:before]):
             if stage.name == key:
                 return stage
         return None
 
     def stage_for_from(self, value: str) -> Stage | None:
-        """COPY --from / --mount from=: a stage by name or index, else None (an image)."""
-        key = value.lower()
-        for stage in self.df.stages:
-            if stage.name == key:
-                return stage
-        if value.isdigit() and int(value) < len(self.df.stages):
-            return self.df.stages[int(value)]
-        return None
+        """COPY --from / --mount from=: a stage by name (the last of that name) or index,
+        else None (an image)."""
+        return self.df.stage(value)
 
     def context_key(self, name: str) -> str:
         """The `--build-context` a name means (as given, or its familiar image name), or ""."""
@@ -542,8 +624,9 @@ class _Converter:
         if kind == "ARG":
             self.arg(ins, st, ctx)
             return
-        if kind in ("RUN", "COPY", "ADD", "ENV", "LABEL", "WORKDIR", "USER", "EXPOSE", "VOLUME",
-                    "STOPSIGNAL"):  # fmt: skip
+        if self.linting:
+            self.undefined_vars(ins, st)
+        if kind == "RUN" and not ins.json:
             self.check_platform_args(ins, st, ctx)
         handler: Callable[[Instruction, _State, _Context], None] = getattr(
             self, "do_" + kind.lower(), self.unknown
@@ -560,11 +643,17 @@ class _Converter:
     def arg(self, ins: Instruction, st: _State, ctx: _Context) -> None:
         shown: list[str] = []
         for name, default in ins.arg_declarations():
+            if checks.looks_secret(name):
+                self.lint(checks.SECRETS_USED_IN_ARG_OR_ENV, ins,
+                          f"Do not use ARG or ENV instructions for sensitive data (ARG "
+                          f"{gofmt.quote(name)})")  # fmt: skip
             value: str | None
             if name in self.req.build_args:
                 self.consumed.add(name)
                 value = self.req.build_args[name]
             elif default is not None:
+                if self.linting:
+                    self.report_unmatched(self.unmatched((default,), (), st.env), ins, st)
                 value = self.expand(default, st.env, ins)
             elif name in ctx.glob:
                 value = ctx.glob[name]
@@ -582,10 +671,18 @@ class _Converter:
         self.meta(st, ins, "ARG " + " ".join(shown))
 
     def do_env(self, ins: Instruction, st: _State, _ctx: _Context) -> None:
+        # Every word is expanded with the variables as they were before the instruction, as
+        # BuildKit expands them: `ENV a=1 b=$a` gives b the earlier value of a.
+        pairs = [(self.expand(n, st.env, ins), self.expand(v, st.env, ins))
+                 for n, v in ins.pairs()]  # fmt: skip
         shown: list[str] = []
-        for name, value in ins.pairs():
-            key = self.expand(name, st.env, ins)
-            text = self.expand(value, st.env, ins)
+        for key, text in pairs:
+            if ins.legacy:
+                self.lint(checks.LEGACY_KEY_VALUE_FORMAT, ins, _legacy_detail(ins))
+            if checks.looks_secret(key):
+                self.lint(checks.SECRETS_USED_IN_ARG_OR_ENV, ins,
+                          "Do not use ARG or ENV instructions for sensitive data (ENV "
+                          f"{gofmt.quote(key)})")  # fmt: skip
             st.env.pop(key, None)
             st.env[key] = text
             st.config = st.config.with_env(key, text)
@@ -597,6 +694,8 @@ class _Converter:
         shown: list[str] = []
         for name, value in ins.pairs():
             key, text = self.expand(name, st.env, ins), self.expand(value, st.env, ins)
+            if ins.legacy:
+                self.lint(checks.LEGACY_KEY_VALUE_FORMAT, ins, _legacy_detail(ins))
             labels[key] = text
             shown.append(f"{key}={text}")
         st.config = st.config.replace(labels=labels)
@@ -645,26 +744,47 @@ class _Converter:
         self.meta(st, ins, "EXPOSE " + gofmt.plain_list(ports), "EXPOSE " + " ".join(words))
 
     def port_specs(self, raw: str, ins: Instruction) -> list[str]:
-        """`[ip:][host:]port[-end][/proto]` -> `port/proto` entries, as BuildKit parses."""
-        rest = raw
-        if rest.startswith("["):
-            close = rest.find("]")
-            rest = rest[close + 1 :].lstrip(":") if close >= 0 else rest
-        container = rest.rsplit(":", 1)[-1]
+        """`[ip:][host:]port[-end][/proto]` -> `port/proto` entries, as BuildKit's parsePort
+        reads them (and checks them: a protocol's case, an address or host port)."""
+        parts = raw.split(":")
+        if len(parts) == 1:
+            ip, host, container = "", "", parts[0]
+        elif len(parts) == 2:
+            ip, host, container = "", parts[0], parts[1]
+        else:
+            ip, host, container = ":".join(parts[:-2]), parts[-2], parts[-1]
         number, _, proto = container.partition("/")
-        proto = (proto or "tcp").lower()
-        if proto not in ("tcp", "udp", "sctp"):
-            raise self.error(f'invalid port: "{raw}": invalid proto: {proto}', ins)
-        start_text, dash, end_text = number.partition("-")
-        try:
-            start = int(start_text)
-            end = int(end_text) if dash else start
-        except ValueError:
-            raise self.error(f'invalid port: "{raw}": invalid containerPort: {number}',
-                             ins) from None  # fmt: skip
-        if not (0 <= start <= 65535 and 0 <= end <= 65535) or end < start:
-            raise self.error(f'invalid port: "{raw}": invalid containerPort: {number}', ins)
-        return [f"{p}/{proto}" for p in range(start, end + 1)]
+        if not number:
+            raise self.error(f"invalid port: {gofmt.quote(raw)}: no port specified", ins)
+        if proto.lower() not in ("", "tcp", "udp", "sctp"):
+            raise self.error(f"invalid port: {gofmt.quote(raw)}: invalid proto: {proto}", ins)
+        proto = proto or "tcp"
+        if proto != proto.lower():
+            self.lint(checks.EXPOSE_PROTO_CASING, ins, f"Defined protocol '{raw}' in EXPOSE "
+                      "instruction should be lowercase")  # fmt: skip
+        if ip or host:
+            self.lint(checks.EXPOSE_INVALID_FORMAT, ins, "EXPOSE instruction should not define "
+                      f"an IP address or host-port mapping, found '{raw}'")  # fmt: skip
+        if ip.startswith("["):
+            if not ip.endswith("]"):
+                raise self.error(f"invalid IP address {ip}", ins)
+            ip = ip[1:-1]
+        if ip:
+            try:
+                ipaddress.ip_address(ip)
+            except ValueError:
+                raise self.error(f"invalid IP address: {ip}", ins) from None
+        ports = _port_range(number)
+        if ports is None:
+            raise self.error(f"invalid containerPort: {number}", ins)
+        if host:
+            hosts = _port_range(host)
+            if hosts is None:
+                raise self.error(f"invalid hostPort: {host}", ins)
+            if ports[1] - ports[0] != hosts[1] - hosts[0] and ports[0] != ports[1]:
+                raise self.error("invalid ranges specified for container and host Ports: "
+                                 f"{number} and {host}", ins)  # fmt: skip
+        return [f"{p}/{proto.lower()}" for p in range(ports[0], ports[1] + 1)]
 
     def command(self, ins: Instruction, st: _State) -> tuple[str, ...]:
         args = tuple(ins.args)
@@ -672,13 +792,29 @@ class _Converter:
             return args
         return (*st.shell, " ".join(args)) if args else ()
 
+    def shell_form_check(self, ins: Instruction, st: _State) -> None:
+        """CMD, ENTRYPOINT, HEALTHCHECK: said once per stage (the last one wins), and CMD and
+        ENTRYPOINT in shell form without a SHELL (signals would reach the shell)."""
+        earlier = st.set_at.get(ins.kind)
+        if earlier is not None:
+            self.lint(checks.MULTIPLE_INSTRUCTIONS_DISALLOWED, earlier,
+                      f"Multiple {ins.name} instructions should not be used in the same stage "
+                      "because only the last one will be used", ins.comments)  # fmt: skip
+        st.set_at[ins.kind] = ins.location
+        if ins.kind != "HEALTHCHECK" and not ins.json and not st.config.shell and st.base_known:
+            self.lint(checks.JSON_ARGS_RECOMMENDED, ins,
+                      f"JSON arguments recommended for {ins.name} to prevent unintended "
+                      "behavior related to OS signals")  # fmt: skip
+
     def do_cmd(self, ins: Instruction, st: _State, _ctx: _Context) -> None:
+        self.shell_form_check(ins, st)
         argv = self.command(ins, st)
         st.config = st.config.replace(cmd=argv, args_escaped=True)
         st.cmd_set = True
         self.meta(st, ins, f"CMD {gofmt.quoted_list(argv)}", ins.original.strip())
 
     def do_entrypoint(self, ins: Instruction, st: _State, _ctx: _Context) -> None:
+        self.shell_form_check(ins, st)
         argv = self.command(ins, st)
         st.config = st.config.replace(entrypoint=argv)
         if not st.cmd_set:
@@ -686,6 +822,7 @@ class _Converter:
         self.meta(st, ins, f"ENTRYPOINT {gofmt.quoted_list(argv)}", ins.original.strip())
 
     def do_healthcheck(self, ins: Instruction, st: _State, _ctx: _Context) -> None:
+        self.shell_form_check(ins, st)
         args = list(ins.args)
         if args[0].upper() == "NONE":
             check = Healthcheck(("NONE",))
@@ -716,6 +853,11 @@ class _Converter:
 
     def do_workdir(self, ins: Instruction, st: _State, ctx: _Context) -> None:
         path = self.expand(ins.args[0], st.env, ins)
+        if not st.workdir_set and not path.startswith("/"):
+            self.lint(checks.WORKDIR_RELATIVE_PATH, ins,
+                      f"Relative workdir {gofmt.quote(path)} can have unexpected results if the "
+                      "base image changes")  # fmt: skip
+        st.workdir_set = True
         workdir = posixpath.normpath(posixpath.join(st.workdir, path))
         if workdir.startswith("//"):
             workdir = workdir[1:]
@@ -765,7 +907,7 @@ class _Converter:
             if name in PROXY_ARGS and name not in st.declared
         )  # fmt: skip
         op = ExecOp(tuple(argv), env, st.workdir, ctx.platform, st.user, tuple(mounts),
-                    network, security, proxy)  # type: ignore[arg-type]  # fmt: skip
+                    network, security, proxy, self.req.extra_hosts)  # type: ignore[arg-type]  # fmt: skip
         emulated = not runs_natively(self.req.build_platform, ctx.platform)
         st.head = self.add(
             op, tuple(inputs), description, ctx.platform, ins, emulated=emulated, checks=checks
@@ -932,6 +1074,9 @@ class _Converter:
             raise self.error("variable expansion is not supported for --from, define a new "
                              "stage with FROM using ARG from global scope as a workaround",
                              ins)  # fmt: skip
+        if origin is None:
+            for source in local:
+                self.ignored_source_check(ins, source)
         if local:
             if origin is not None:
                 key, shown, check = self.from_input(origin, ctx, ins, tuple(local), len(inputs))
@@ -1101,23 +1246,187 @@ class _Converter:
     def error(self, message: str, ins: Instruction) -> DockerfileError:
         return DockerfileError(message, path=ins.location.path, line=ins.location.start_line)
 
-    def check_platform_args(self, ins: Instruction, st: _State, ctx: _Context) -> None:
-        texts: list[str] = []
-        if ins.kind == "RUN":
-            if not ins.json:
-                texts.append(" ".join(ins.args))
-            texts.extend(ins.list_flag("mount"))
+    # build checks ------------------------------------------------------------------------
+
+    def lint(
+        self,
+        rule: checks.Rule,
+        at: Instruction | Location | None,
+        detail: str,
+        comments: Sequence[str] | None = None,
+    ) -> None:
+        """A build check, while the first target platform is converted (BuildKit checks that
+        conversion only); an instruction brings its own `# check=` comments."""
+        if not self.linting:
+            return
+        location: Location | None = at if not isinstance(at, Instruction) else at.location
+        if isinstance(at, Instruction) and comments is None:
+            comments = at.comments
+        self.linter.run(rule, location, detail, comments or ())
+
+    def from_checks(self) -> None:
+        """Every stage's FROM line, as BuildKit checks them before converting any: the ARGs
+        it uses are declared, its default values give a valid name, and its --platform is
+        neither the default nor a constant."""
+        self.linting = True
+        self.default_arg_checks()
+        platform = self.req.platforms[0]
+        scope = self.global_scope(platform)
+        declared = [name for ins in self.df.meta_args for name, _ in ins.arg_declarations()]
+        known = sorted({*declared, *scope, "BUILDOSVERSION", "TARGETOSVERSION"})
+        for stage in self.df.stages:
+            frm = stage.from_instruction
+            try:
+                _, _, unmatched = self.lexer.process_word_matches(stage.base, scope)
+            except ExpansionError:
+                continue  # the conversion says what is wrong with it
+            self.undeclared_from_args(unmatched, known, frm)
+            if stage.platform is None:
+                continue
+            try:
+                text, matched, unmatched = self.lexer.process_word_matches(stage.platform, scope)
+            except ExpansionError:
+                continue
+            self.undeclared_from_args(unmatched, known, frm)
+            if matched == {"TARGETPLATFORM"} and not unmatched:
+                if text == scope.get("TARGETPLATFORM"):
+                    self.lint(checks.REDUNDANT_TARGET_PLATFORM, frm,
+                              f"Setting platform to predefined {stage.platform} in FROM is "
+                              "redundant as this is the default behavior")  # fmt: skip
+            elif not matched and not unmatched:
+                try:
+                    constant = Platform.parse(text)
+                except InvalidPlatformError:
+                    continue
+                name = stage.name or ""
+                if constant.os not in name and constant.architecture not in name:
+                    self.lint(checks.FROM_PLATFORM_FLAG_CONST_DISALLOWED, frm,
+                              "FROM --platform flag should not use constant value "
+                              f"{gofmt.quote(text)}")  # fmt: skip
+        self.linting = False
+
+    def undeclared_from_args(
+        self, unmatched: set[str], known: Sequence[str], frm: Instruction
+    ) -> None:
+        for name in sorted(unmatched - set(known)):
+            hint = checks.suggest(name, known)
+            self.lint(checks.UNDEFINED_ARG_IN_FROM, frm,
+                      f"FROM argument '{name}' is not declared"
+                      + (f" (did you mean {hint}?)" if hint else ""))  # fmt: skip
+
+    def default_arg_checks(self) -> None:
+        """InvalidDefaultArgInFrom: with the ARGs' defaults only (no build arguments), every
+        FROM must still name an image."""
+        platform = self.req.platforms[0]
+        scope = platform_args(platform, self.req.build_platform, self.target_name)
+        scope.update((k, v) for k, v in self.req.build_args.items() if k in scope)
+        try:
+            for ins in self.df.meta_args:
+                for name, default in ins.arg_declarations():
+                    if default is not None:
+                        scope[name] = self.lexer.process_word(default, scope)
+            names = [(s, self.lexer.process_word(s.base, scope)) for s in self.df.stages]
+        except ExpansionError:
+            return  # the conversion says what is wrong
+        for stage, name in names:
+            if name.startswith("oci-layout://"):
+                continue
+            try:
+                Reference.parse(name)
+            except InvalidReferenceError:
+                self.lint(checks.INVALID_DEFAULT_ARG_IN_FROM, stage.from_instruction,
+                          f"Default value for ARG {stage.base} results in empty or invalid base "
+                          "image name")  # fmt: skip
+
+    def base_platform_check(
+        self, name: str, expected: Platform, config: ImageConfig, frm: Instruction
+    ) -> None:
+        if (config.os, config.architecture) == (expected.os, expected.architecture):
+            return
+        actual = Platform.of(config.os, config.architecture, config.variant)
+        self.lint(checks.INVALID_BASE_IMAGE_PLATFORM, frm,
+                  f"Base image {name} was pulled with platform {gofmt.quote(str(actual))}, "
+                  f"expected {gofmt.quote(str(expected))} for current build")  # fmt: skip
+
+    def unmatched(
+        self, words: Sequence[str], raw_words: Sequence[str], scope: Mapping[str, str]
+    ) -> set[str]:
+        """The variables these words use that `scope` does not have (as BuildKit's
+        expansion records them); words that do not expand are left to the conversion."""
+        out: set[str] = set()
+        for lexer, texts in ((self.lexer, words), (self.raw_lexer, raw_words)):
+            for text in texts:
+                with contextlib.suppress(ExpansionError):
+                    out |= lexer.process_word_matches(text, scope)[2]
+        return out
+
+    def undefined_vars(self, ins: Instruction, st: _State) -> None:
+        """UndefinedVar over the words BuildKit expands before an instruction runs."""
+        kind = ins.kind
+        words: list[str] = []
+        raw: list[str] = []
+        if kind in ("ENV", "LABEL"):
+            words = [w for pair in ins.pairs() for w in pair]
+        elif kind in ("COPY", "ADD"):
+            paths, inline, dest = ins.sources_and_dest()
+            flags = ("chown", "chmod", "checksum") if kind == "ADD" else ("chown", "chmod")
+            words = [*(ins.flag(f) or "" for f in flags), *paths, dest]
+            raw = [doc.content for doc in inline if doc.expand]
+        elif kind in ("WORKDIR", "USER", "STOPSIGNAL", "VOLUME"):
+            words = list(ins.args)
+        elif kind == "RUN":
+            found: set[str] = set()
+
+            def record(word: str) -> str:
+                found.update(self.unmatched((word,), (), st.env))
+                return self.lexer.process_word(word, st.env)
+
+            for text in ins.list_flag("mount"):
+                with contextlib.suppress(MountSyntaxError, ExpansionError):
+                    parse_mount(text, record)
+            self.report_unmatched(found, ins, st)
+            return
         else:
-            texts.extend(ins.args)
-            texts.extend(v for k, v in ins.flags.items() if isinstance(v, str) and k != "platform")
-        for text in texts:
-            for name in sorted(self.lexer.names_used(text) & set(PLATFORM_ARGS)):
-                if name not in st.declared and name not in st.env:
-                    self.warn(
-                        f"{name} is used in stage {ctx.stage.display!r} without `ARG {name}` in "
-                        "that stage, so it expands to an empty string; declare it after FROM",
-                        ins.location,
-                    )
+            return
+        self.report_unmatched(self.unmatched(words, raw, st.env), ins, st)
+
+    def report_unmatched(self, unmatched: set[str], ins: Instruction, st: _State) -> None:
+        if not st.base_known:
+            return  # the base image's variables are not known
+        declared = {name for name, _ in st.build_args}
+        for name in sorted(unmatched - declared - _NON_ENV_ARGS):
+            hint = checks.suggest(name, list(st.env))
+            self.lint(checks.UNDEFINED_VAR, ins, checks.undefined_var_message(name, hint))
+
+    def ignored_source_check(self, ins: Instruction, source: str) -> None:
+        """CopyIgnoredFile: a context source that .dockerignore excludes (not checked when the
+        ignore file has `!` exceptions, as BuildKit does not)."""
+        if self.ignore is None or self.ignore.has_exclusions:
+            return
+        path = posixpath.normpath(source) if source else "."
+        if path in (".", "/"):
+            hit = any(not p.exclusion and p.text in ("*", "**", "**/*")
+                      for p in self.ignore.patterns)  # fmt: skip
+        else:
+            # BuildKit's matcher never matches an absolute source against the patterns.
+            hit = not path.startswith("/") and self.ignore.matches(path)
+        if hit:
+            verb = "Add" if ins.kind == "ADD" else "Copy"
+            self.lint(checks.COPY_IGNORED_FILE, ins,
+                      f"Attempting to {verb} file {gofmt.quote(path)} that is excluded by "
+                      ".dockerignore")  # fmt: skip
+
+    def check_platform_args(self, ins: Instruction, st: _State, ctx: _Context) -> None:
+        """A RUN command's shell text using TARGETARCH and the like without declaring them
+        (the shell gets nothing; BuildKit's UndefinedVar does not look at RUN, and covers the
+        other instructions and RUN's mounts)."""
+        for name in sorted(self.lexer.names_used(" ".join(ins.args)) & set(PLATFORM_ARGS)):
+            if name not in st.declared and name not in st.env:
+                self.warn(
+                    f"{name} is used in stage {ctx.stage.display!r} without `ARG {name}` in "
+                    "that stage, so it expands to an empty string; declare it after FROM",
+                    ins.location,
+                )
 
 
 # helpers --------------------------------------------------------------------------------------
@@ -1160,6 +1469,33 @@ _SIGNALS: Final = frozenset(
         "XFSZ",
     ]
 )
+
+
+def _port_number(text: str) -> int | None:
+    """strconv.ParseInt(text, 10) within 0-65535, else None."""
+    if not re.fullmatch(r"[+-]?[0-9]+", text):
+        return None
+    value = int(text)
+    return value if 0 <= value <= 65535 else None
+
+
+def _port_range(text: str) -> tuple[int, int] | None:
+    """`8000` or `8000-9000` (BuildKit's parsePortRange), else None."""
+    start_text, dash, end_text = text.partition("-")
+    start = _port_number(start_text)
+    if start is None:
+        return None
+    if not dash or start_text == end_text:
+        return start, start
+    end = _port_number(end_text)
+    if end is None or end < start:
+        return None
+    return start, end
+
+
+def _legacy_detail(ins: Instruction) -> str:
+    return (f'"{ins.name} key=value" should be used instead of legacy "{ins.name} key value" '
+            "format")  # fmt: skip
 
 
 def _valid_signal(text: str) -> bool:

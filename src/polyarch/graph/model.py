@@ -135,18 +135,28 @@ class StageInstance:
 
 @dataclass(frozen=True, slots=True)
 class PlanWarning:
+    """A warning about the Dockerfile: polyarch's own, or one of BuildKit's build checks
+    (`rule` names it; `description` and `url` are the rule's)."""
+
     message: str
     location: Location | None = None
+    rule: str = ""
+    description: str = ""
+    url: str = ""
 
     def __str__(self) -> str:
-        return f"{self.location}: {self.message}" if self.location else self.message
+        text = f"{self.rule}: {self.message}" if self.rule else self.message
+        return f"{self.location}: {text}" if self.location else text
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "file": self.location.path if self.location else None,
             "line": self.location.start_line if self.location else None,
             "message": self.message,
         }
+        if self.rule:
+            out.update(rule=self.rule, description=self.description, url=self.url)
+        return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -219,14 +219,19 @@ class ExecOp:
     network: Network = "default"
     security: Security = "sandbox"
     proxy_env: tuple[str, ...] = ()
+    # `--add-host`: `HOST=IP` lines of the step's /etc/hosts (BuildKit's ExtraHosts; keyed)
+    extra_hosts: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out = {
             "type": "exec", "argv": list(self.argv), "env": list(self.env), "cwd": self.cwd,
             "platform": str(self.platform), "user": self.user,
             "mounts": [m.to_json() for m in self.mounts], "network": self.network,
             "security": self.security, "proxy_env": list(self.proxy_env),
         }  # fmt: skip
+        if self.extra_hosts:  # absent when none: the keys of steps without them stay as they were
+            out["extra_hosts"] = list(self.extra_hosts)
+        return out
 
     def key_json(self) -> dict[str, Any]:
         out = self.to_json()
@@ -358,7 +363,7 @@ def _op(d: Mapping[str, Any]) -> Op:
         return ExecOp(
             _strs(d["argv"]), _strs(d["env"]), _s(d["cwd"]), Platform.parse(d["platform"]),
             _s(d["user"]), tuple(_mount(m) for m in d["mounts"]), network, security,
-            _strs(d["proxy_env"]),
+            _strs(d["proxy_env"]), _strs(d.get("extra_hosts", [])),
         )  # fmt: skip
     if kind == "file":
         return FileOp(tuple(_action(a) for a in d["actions"]))

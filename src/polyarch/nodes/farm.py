@@ -35,7 +35,7 @@ from polyarch.reference import Reference
 from polyarch.store.layout import OciLayout
 
 # A copy or mount whose source is not in the context the node holds (the worker's words).
-_MISSING_SOURCE = re.compile(r"source '.*' not found|no source files match")
+_MISSING_SOURCE = re.compile(r"source '.*' not found")
 
 
 @dataclass(frozen=True, slots=True)
@@ -415,6 +415,7 @@ def remote_request(options: Any, context: Path, dockerfile: Path) -> dict[str, A
         "annotations": [t for t in options.annotations
                         if all(a.level == "manifest" for a in parse_annotation(t))],
         "step_timeout": options.step_timeout,
+        "add_hosts": list(options.add_hosts),
     }  # fmt: skip
     if inside is not None:
         request["dockerfile"] = str(inside)

@@ -212,6 +212,7 @@ def _build(
             allow=frozenset(message.get("allow", ())),
             annotations=tuple(message.get("annotations", ())),
             step_timeout=message.get("step_timeout"),
+            add_hosts=tuple(message.get("add_hosts", ())),
             builder=DEFAULT,  # a node builds itself, never through its own builders' nodes
             contexts=contexts,
             # --push-from-nodes: pushed from here by digest, with this machine's credentials.

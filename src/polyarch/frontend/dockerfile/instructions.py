@@ -3,12 +3,15 @@
 What `frontend/dockerfile/instructions` refuses is refused here, with the file and line:
 unknown instructions (with a suggestion), flags an instruction does not take, malformed or
 repeated flags, missing arguments, bad stage names, ONBUILD chains, and any instruction other
-than ARG before the first FROM. Values are not expanded here: expansion needs the build
+than ARG before the first FROM. Two stages of one name are allowed, as in BuildKit (a build
+check warns): `FROM name` takes the latest one before it, `--from=name` and `--target name`
+the last one. Values are not expanded here: expansion needs the build
 arguments and the target platform, which the planner brings. Pure.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import re
 from collections.abc import Callable, Sequence
@@ -22,6 +25,7 @@ from polyarch.frontend.dockerfile.syntax import (
     Heredoc,
     Node,
     ParseResult,
+    ParseWarning,
     chomp,
     heredoc_word,
 )
@@ -59,6 +63,14 @@ class Instruction:
     flags: dict[str, str | bool | tuple[str, ...]] = field(default_factory=dict, hash=False)
     json: bool = False
     heredocs: tuple[Heredoc, ...] = ()
+    written: str = ""  # the instruction's name as written (`copy`, `From`)
+    comments: tuple[str, ...] = ()  # the comment lines right before it
+    legacy: bool = False  # ENV/LABEL in the legacy `key value` form
+
+    @property
+    def name(self) -> str:
+        """The name as written, as BuildKit's checks quote it."""
+        return self.written or self.kind
 
     def flag(self, name: str) -> str | None:
         value = self.flags.get(name)
@@ -129,11 +141,14 @@ class Dockerfile:
     stages: tuple[Stage, ...]
     escape: str
     directives: dict[str, str]
-    warnings: tuple[str, ...] = ()
+    warnings: tuple[ParseWarning, ...] = ()
+    nodes: tuple[Node, ...] = ()  # the syntax tree it was made from
 
     def stage(self, name_or_index: str) -> Stage | None:
+        """A stage by name (the last of that name, as BuildKit resolves `--from` and
+        `--target`) or by index."""
         key = name_or_index.lower()
-        for stage in self.stages:
+        for stage in reversed(self.stages):
             if stage.name == key:
                 return stage
         if name_or_index.isdigit():
@@ -148,20 +163,12 @@ def build(result: ParseResult, path: str = "Dockerfile") -> Dockerfile:
     meta: list[Instruction] = []
     stages: list[Stage] = []
     current: list[Instruction] = []
-    names: set[str] = set()
     for node in result.nodes:
         instruction = _instruction(node, path)
         if instruction.kind == "FROM":
             _close(stages, current)
             current = []
-            stage = _stage(instruction, len(stages), path)
-            if stage.name and stage.name in names:
-                raise DockerfileError(
-                    f"duplicate stage name {stage.name!r}", path=path, line=node.start_line
-                )
-            if stage.name:
-                names.add(stage.name)
-            stages.append(stage)
+            stages.append(_stage(instruction, len(stages), path))
             continue
         if not stages:
             if instruction.kind == "ARG":
@@ -179,8 +186,9 @@ def build(result: ParseResult, path: str = "Dockerfile") -> Dockerfile:
         raise DockerfileError("no FROM instruction: a Dockerfile needs at least one stage",
                               path=path, line=result.nodes[-1].end_line)  # fmt: skip
     return Dockerfile(
-        path, tuple(meta), tuple(stages), result.escape, result.directives, result.warnings
-    )
+        path, tuple(meta), tuple(stages), result.escape, result.directives, result.warnings,
+        result.nodes,
+    )  # fmt: skip
 
 
 def _close(stages: list[Stage], current: list[Instruction]) -> None:
@@ -229,7 +237,9 @@ def _instruction(node: Node, path: str) -> Instruction:
         suffix = f" (did you mean {hint[0]}?)" if hint else ""
         raise fail(f"unknown instruction: {node.written_cmd or kind}{suffix}")
     if kind == "ONBUILD":
-        return _onbuild(node, location, fail)
+        return dataclasses.replace(
+            _onbuild(node, location, fail), written=node.written_cmd, comments=node.comments
+        )
     flags = _parse_flags(node.flags, _FLAGS.get(kind, {}), fail)
     args = node.value
     n = len(args)
@@ -276,7 +286,8 @@ def _instruction(node: Node, path: str) -> Instruction:
         _check_healthcheck(node, flags, fail)
     elif kind == "FROM" and n == 0:
         raise fail("FROM requires either one or three arguments (FROM image [AS name])")
-    return Instruction(kind, args, location, node.original, flags, node.json, node.heredocs)
+    return Instruction(kind, args, location, node.original, flags, node.json, node.heredocs,
+                       node.written_cmd, node.comments, node.legacy)  # fmt: skip
 
 
 def _onbuild(node: Node, location: Location, fail: _Fail) -> Instruction:

@@ -99,6 +99,15 @@ class ShellLexer:
         """Expand, unquote and split on unquoted white space."""
         return _Run(self, word, env).process()[1]
 
+    def process_word_matches(
+        self, word: str, env: Mapping[str, str]
+    ) -> tuple[str, set[str], set[str]]:
+        """`process_word`, with the names found in `env` and those not found (BuildKit's
+        ProcessWordWithMatches: every lookup counts, `${x:-default}` included)."""
+        run = _Run(self, word, env)
+        result = run.process()[0]
+        return result, run.matched, run.unmatched
+
     def names_used(self, word: str) -> set[str]:
         """Variable names the word refers to (expanded or not), for cache keys and analysis."""
         recorder = _Recorder()
@@ -125,6 +134,8 @@ class _Run:
         self.text = source
         self.pos = 0
         self.env = env
+        self.matched: set[str] = set()
+        self.unmatched: set[str] = set()
 
     # scanner ----------------------------------------------------------------------------
 
@@ -140,7 +151,9 @@ class _Run:
 
     def lookup(self, name: str) -> tuple[str, bool]:
         if name in self.env:
+            self.matched.add(name)
             return self.env[name], True
+        self.unmatched.add(name)
         return "", False
 
     # grammar ----------------------------------------------------------------------------

@@ -9,7 +9,12 @@ heredocs (`<<EOF`, `<<-EOF`, quoted names, several per line, file descriptor pre
 RUN, COPY and ADD in shell form.
 
 Each node keeps BuildKit's fields: `cmd`, `sub_cmd`, `json`, `original`, `start_line`,
-`end_line`, `flags`, `value`, `heredocs`. Pure: the caller reads the file.
+`end_line`, `flags`, `value`, `heredocs`, and the comment lines right before it (`comments`,
+BuildKit's PrevComment: where `# check=` overrides and descriptions are read). A line longer than
+BuildKit's scanner takes (65,535 bytes) is refused as BuildKit refuses it. The `syntax` and
+`check` directives are found as BuildKit's `ParseDirective` finds them (after a `#!` line too;
+the value ends at its first space, so `# syntax=docker/dockerfile:1 // note` names
+`docker/dockerfile:1`). Pure: the caller reads the file.
 """
 
 from __future__ import annotations
@@ -31,9 +36,14 @@ _DIRECTIVES: Final = frozenset({"syntax", "escape", "check"})
 _DIRECTIVE_RE: Final = re.compile(
     r"\A#[\t\n\f\r ]*([a-zA-Z][a-zA-Z0-9]*)[\t\n\f\r ]*=[\t\n\f\r ]*(.+?)[\t\n\f\r ]*\Z"
 )
+_DIRECTIVE_BODY: Final = re.compile(
+    r"\A([a-zA-Z][a-zA-Z0-9]*)[\t\n\f\r ]*=[\t\n\f\r ]*(.+?)[\t\n\f\r ]*\Z"
+)
 _HEREDOC_RE: Final = re.compile(r"\A(\d*)<<(-?)\s*([^<]*)\Z")
 _SPLIT_WS: Final = re.compile(r"[\t\v\f\r ]+")
 _BOM: Final = "\ufeff"
+MAX_LINE_BYTES: Final = 65535  # bufio.MaxScanTokenSize - 1: the longest line BuildKit reads
+_JSON_SPACE: Final = " \t\n\r"
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +73,8 @@ class Node:
     args: str = ""  # the text after the flags, as BuildKit's line parsers see it
     sub: Node | None = None
     written_cmd: str = ""  # the instruction name in the case it was written
+    comments: tuple[str, ...] = ()  # the comment lines just before it (BuildKit's PrevComment)
+    legacy: bool = False  # ENV/LABEL in the legacy `key value` form (no `=`)
 
     @property
     def sub_cmd(self) -> str | None:
@@ -85,26 +97,83 @@ class Node:
 
 
 @dataclass(frozen=True, slots=True)
+class ParseWarning:
+    """What BuildKit's parser warns about (an empty continuation line), at the line it names
+    (the instruction's last line)."""
+
+    message: str
+    path: str
+    line: int
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}: {self.message}"
+
+
+@dataclass(frozen=True, slots=True)
 class ParseResult:
     nodes: tuple[Node, ...]
     escape: str = "\\"
+    # escape as the parser took it; syntax and check as BuildKit's ParseDirective finds them
     directives: dict[str, str] = field(default_factory=dict)
-    warnings: tuple[str, ...] = ()
+    warnings: tuple[ParseWarning, ...] = ()
 
 
 def parse(text: str, path: str = "Dockerfile") -> ParseResult:
     return _Parser(text, path).run()
 
 
+def detect_directive(text: str, key: str, *, any_format: bool = False) -> str | None:
+    """A `syntax` or `check` directive's value as BuildKit's `parseDirective` finds it: a
+    first `#!` line is skipped, the value ends at its first space; with `any_format` (how the
+    syntax is detected) `// key=` lines and a JSON document's key are also read."""
+    if text.startswith(_BOM):
+        text = text[1:]
+    first, newline, rest = text.partition("\n")
+    if first.startswith("#!"):
+        text = rest if newline else ""
+    for prefix in ("#", "//") if any_format else ("#",):
+        for name, value in _directive_lines(text, prefix):
+            if name == key:
+                return value.split(" ", 1)[0]
+    if any_format:
+        try:
+            document = json.loads(text)
+        except ValueError:
+            return None
+        found = document.get(key) if isinstance(document, dict) else None
+        return found if isinstance(found, str) else None
+    return None
+
+
+def _directive_lines(text: str, prefix: str) -> list[tuple[str, str]]:
+    """The directives at the top of `text` written after `prefix` (BuildKit's DirectiveParser:
+    the first line that is not one ends them; a repeated one ends them too)."""
+    out: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for line in text.split("\n"):
+        if not line.startswith(prefix):
+            break
+        match = _DIRECTIVE_BODY.match(_lstrip_go(line[len(prefix) :]))
+        if match is None or match.group(1).lower() not in _DIRECTIVES:
+            break
+        name = match.group(1).lower()
+        if name in seen:
+            break
+        seen.add(name)
+        out.append((name, match.group(2)))
+    return out
+
+
 class _Parser:
     def __init__(self, text: str, path: str) -> None:
         self.path = path
+        self.text = text
         self.escape = "\\"
         self.directives: dict[str, str] = {}
         self.directives_done = False
         self.index = 0
         self.line_no = 0
-        self.warnings: list[str] = []
+        self.warnings: list[ParseWarning] = []
         # Not str.splitlines: it knows more line ends than BuildKit's scanner ("\n" only).
         self.lines = _split_lines(text)
         if self.lines and self.lines[0].startswith(_BOM):
@@ -113,19 +182,32 @@ class _Parser:
     def error(self, message: str, line: int | None = None) -> DockerfileError:
         return DockerfileError(message, path=self.path, line=line or max(self.line_no, 1))
 
+    def take(self) -> str:
+        """The next line, as BuildKit's scanner reads it: one longer than its buffer ends the
+        parse (named at that line, where BuildKit names the line before)."""
+        raw = self.lines[self.index]
+        self.index += 1
+        if len(raw) > MAX_LINE_BYTES // 4 and len(raw.rstrip("\n").encode()) > MAX_LINE_BYTES:
+            raise self.error(
+                f"dockerfile line greater than max allowed size of {MAX_LINE_BYTES}",
+                self.line_no + 1,
+            )
+        return raw
+
     # directives --------------------------------------------------------------------------
 
-    def directive(self, token: str) -> None:
+    def directive(self, token: str) -> bool:
+        """Whether the line is a parser directive (taken when it is)."""
         if self.directives_done:
-            return
+            return False
         match = _DIRECTIVE_RE.match(token)
         if match is None:
             self.directives_done = True
-            return
+            return False
         key = match.group(1).lower()
         if key not in _DIRECTIVES:
             self.directives_done = True
-            return
+            return False
         if key in self.directives:
             raise self.error(f"only one {key} parser directive can be used", self.line_no + 1)
         value = match.group(2)
@@ -136,15 +218,16 @@ class _Parser:
                 )
             self.escape = value
         self.directives[key] = value
+        return True
 
     # lines -------------------------------------------------------------------------------
 
-    def process_line(self, raw: str, strip_left: bool) -> str:
+    def process_line(self, raw: str, strip_left: bool) -> tuple[str, bool]:
         token = raw.rstrip("\r\n")
         if strip_left:
             token = _lstrip_go(token)
-        self.directive(token)
-        return "" if token.startswith("#") else token
+        is_directive = self.directive(token)
+        return ("" if token.startswith("#") else token), is_directive
 
     def trim_continuation(self, line: str) -> tuple[str, bool]:
         e = re.escape(self.escape)
@@ -155,10 +238,16 @@ class _Parser:
 
     def run(self) -> ParseResult:
         nodes: list[Node] = []
+        comments: list[str] = []
         while self.index < len(self.lines):
-            raw = self.lines[self.index]
-            self.index += 1
-            processed = self.process_line(raw, strip_left=True)
+            raw = self.take()
+            if _is_comment(raw):
+                # As BuildKit takes it: the line after its first byte, trimmed.
+                comment = _strip_go(raw[1:])
+                comments = [*comments, comment] if comment else []
+            processed, is_directive = self.process_line(raw, strip_left=True)
+            if is_directive:
+                comments = comments[:-1]
             self.line_no += 1
             start = self.line_no
             line, end_of_line = self.trim_continuation(processed)
@@ -166,9 +255,8 @@ class _Parser:
                 continue
             empty_continuation = False
             while not end_of_line and self.index < len(self.lines):
-                raw = self.lines[self.index]
-                self.index += 1
-                processed = self.process_line(raw, strip_left=False)
+                raw = self.take()
+                processed, _ = self.process_line(raw, strip_left=False)
                 self.line_no += 1
                 if _is_comment(raw):
                     continue
@@ -178,16 +266,23 @@ class _Parser:
                 more, end_of_line = self.trim_continuation(processed)
                 line += more
             if empty_continuation:
-                self.warnings.append(f"{self.path}:{start}: empty continuation line in: {line}")
-            node = self.node(line, start)
-            nodes.append(node)
+                self.warnings.append(ParseWarning(
+                    f"Empty continuation line found in: {line}", self.path, self.line_no
+                ))  # fmt: skip
+            nodes.append(self.node(line, start, tuple(comments)))
+            comments = []
         if not nodes:
             raise self.error("file with no instructions")
-        return ParseResult(tuple(nodes), self.escape, dict(self.directives), tuple(self.warnings))
+        directives = {k: v for k, v in self.directives.items() if k == "escape"}
+        for key, any_format in (("syntax", True), ("check", False)):
+            value = detect_directive(self.text, key, any_format=any_format)
+            if value is not None:
+                directives[key] = value
+        return ParseResult(tuple(nodes), self.escape, directives, tuple(self.warnings))
 
     # one instruction ---------------------------------------------------------------------
 
-    def node(self, line: str, start: int) -> Node:
+    def node(self, line: str, start: int, comments: tuple[str, ...] = ()) -> Node:
         try:
             cmd, written, flags, args = _split_command(line)
             value, is_json, sub = self.arguments(cmd, args, start)
@@ -214,6 +309,8 @@ class _Parser:
             args=args,
             sub=None,
             written_cmd=written,
+            comments=comments,
+            legacy=cmd in ("ENV", "LABEL") and _legacy_form(args, self.escape),
         )
         if target is not None:
             # BuildKit shows an ONBUILD's heredocs nowhere; polyarch keeps them on the trigger.
@@ -226,7 +323,7 @@ class _Parser:
             node = Node(
                 cmd=node.cmd, original=node.original, start_line=start, end_line=self.line_no,
                 flags=node.flags, value=node.value, json=node.json, args=node.args,
-                sub=target, written_cmd=written,
+                sub=target, written_cmd=written, comments=comments,
             )  # fmt: skip
         return node
 
@@ -495,19 +592,28 @@ _DECODER: Final = json.JSONDecoder(parse_constant=_reject_constant)
 
 
 def _maybe_json(args: str) -> tuple[str, ...] | None:
-    """The strings of a JSON array (text after it is ignored, as BuildKit's decoder does)."""
+    """The strings of a JSON array when the whole text is one (BuildKit's json.Unmarshal):
+    `["echo", "a"] && echo b` is shell form, not an array with text after it."""
     text = _lstrip_go(args)
     if not text.startswith("["):
         return None
     try:
-        value, _end = _DECODER.raw_decode(text)
+        value, end = _DECODER.raw_decode(text)
     except ValueError:
+        return None
+    if text[end:].strip(_JSON_SPACE):
         return None
     if not isinstance(value, list):
         return None
     if not all(isinstance(item, str) for item in value):
         raise ValueError("when using JSON array syntax, arrays must be comprised of strings only")
     return tuple(value)
+
+
+def _legacy_form(args: str, escape: str) -> bool:
+    """ENV/LABEL written `key value` (BuildKit's NoDelim): the first word has no `=`."""
+    words = _parse_words(args, escape)
+    return bool(words) and "=" not in words[0]
 
 
 def _whitespace_words(args: str) -> tuple[str, ...]:

@@ -1,9 +1,10 @@
 """COPY and ADD with Docker's semantics, confined on both sides.
 
 - Sources are paths in the source root (the build context, or another stage's or image's
-  filesystem), with wildcards (`*`, `?`, `[...]` per path component). The source path itself is
-  followed if it is a symlink (inside the source root); symlinks found inside a copied
-  directory are copied as symlinks.
+  filesystem), with wildcards (`*`, `?`, `[...]` per path component; one that matches nothing
+  copies nothing, as in BuildKit; a missing path without one is an error). The source path
+  itself is followed if it is a symlink (inside the source root); symlinks found inside a
+  copied directory are copied as symlinks.
 - A directory source copies its *contents*. Several sources, or a wildcard, need a destination
   directory ending in `/`. A destination ending in `/`, or an existing directory, receives
   `dest/<name>`; otherwise a single file source is written to the destination path itself.
@@ -24,7 +25,7 @@ import lzma
 import os
 import stat
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, cast
@@ -59,10 +60,10 @@ def select_sources(
         rel = given.lstrip("/")
         while rel.startswith("./"):
             rel = rel[2:]
-        if any(ch in rel for ch in "*?["):
+        if has_wildcard(rel):
+            # A wildcard that matches nothing copies nothing (BuildKit's AllowEmptyWildcard):
+            # `COPY package.json yarn.lock* ./` takes what exists.
             matches = [m for m in _glob(source, rel) if not (ignore and ignore.matches(m))]
-            if not matches:
-                raise CopyError(f"no source files match {given!r}")
             for match in matches:
                 st = source.lstat(match)
                 out.append(Selected(match, given, bool(st and stat.S_ISDIR(st.st_mode)), True))
@@ -76,6 +77,10 @@ def select_sources(
         st = source.lstat(resolved)
         out.append(Selected(resolved, given, bool(st and stat.S_ISDIR(st.st_mode)), False))
     return out
+
+
+def has_wildcard(pattern: str) -> bool:
+    return any(ch in pattern for ch in "*?[")
 
 
 def _resolve(source: Root, rel: str) -> str | None:
@@ -214,10 +219,15 @@ def copy_sources(
     options: CopyOptions,
     exclude: list[str],
     ignore: IgnoreMatcher | None,
+    patterns: Sequence[str] = (),
 ) -> int:
-    """Copy; returns the number of entries written."""
+    """Copy; returns the number of entries written. `patterns`, the sources as written: with
+    several, or a wildcard, the destination must be a directory (whatever they matched)."""
+    if not selected:
+        return 0  # only wildcards, matching nothing: nothing is written, not even `dest`
     to_dir = dest.endswith("/") or dest in ("", ".", "/")
-    if len(selected) > 1 or any(s.wildcard for s in selected):
+    several = len(patterns) > 1 or any(has_wildcard(p) for p in patterns)
+    if several or len(selected) > 1 or any(s.wildcard for s in selected):
         if not to_dir:
             existing = dest_root.lstat(dest)
             if existing is None or not stat.S_ISDIR(existing.st_mode):

@@ -3,8 +3,10 @@
 BuildKit's sandbox: pid/ipc/uts/mount namespaces, the host's network (`--network=none`: a
 network namespace of its own with only loopback), Docker's default capabilities
 (`--security=insecure`: all of them, nothing masked), /proc, a tmpfs /dev, read-only /sys,
-hostname `buildkitsandbox`. The host's resolv.conf and hosts are bound read-only; mount points
-the runtime had to create are removed afterwards, so they are in no layer.
+hostname `buildkitsandbox`. The host's resolv.conf is bound read-only, and an /etc/hosts as
+BuildKit writes it (localhost and the sandbox's name, then the `--add-host` entries; never the
+host's own entries); mount points the runtime had to create are removed afterwards, so they are
+in no layer.
 """
 
 from __future__ import annotations
@@ -115,11 +117,9 @@ def run_exec(
                     _refuse_symlinks(view, target.lstrip("/"))
                     created += _missing(view, target.lstrip("/"))
             had_run = view.lstat("run") is not None
-        mounts.binds += [
-            BindMount(f"/{name}", f"/{name}")
-            for name in ("etc/resolv.conf", "etc/hosts")
-            if Path(f"/{name}").exists()
-        ]
+        if Path("/etc/resolv.conf").exists():
+            mounts.binds.append(BindMount("/etc/resolv.conf", "/etc/resolv.conf"))
+        mounts.binds.append(BindMount(str(write_hosts(step, op.extra_hosts)), "/etc/hosts"))
         process = process_spec(
             op, (uid, gid, groups), mounts, settings,
             init=find_init() if vertex.emulated else None,
@@ -146,6 +146,22 @@ def run_exec(
         if vertex.emulated and code in (128 + 4, 128 + 11):
             message += "\n" + _emulation_hint(vertex, code)
         raise StepError(message)
+
+
+def hosts_file(extra_hosts: Sequence[str]) -> str:
+    """The /etc/hosts BuildKit gives a step (executor/oci/hosts.go), with `HOST=IP` entries."""
+    lines = ["127.0.0.1\tlocalhost buildkitsandbox", "::1\tlocalhost ip6-localhost ip6-loopback"]
+    for entry in extra_hosts:
+        host, _, address = entry.partition("=")
+        lines.append(f"{address}\t{host}")
+    return "\n".join(lines) + "\n"
+
+
+def write_hosts(step: Path, extra_hosts: Sequence[str]) -> Path:
+    path = step / "hosts"
+    path.write_text(hosts_file(extra_hosts), encoding="utf-8")
+    path.chmod(0o644)
+    return path
 
 
 def prepare_mounts(

@@ -406,7 +406,7 @@ class LocalWorker:
         with self.source_root(inputs[action.input]) as (source, ignore):
             selected = select_sources(source, list(action.sources), ignore)
             copy_sources(source, selected, dest, action.dest, options, list(action.excludes),
-                         ignore)  # fmt: skip
+                         ignore, action.sources)  # fmt: skip
 
     # downloads -----------------------------------------------------------------------------
 
