@@ -49,6 +49,7 @@ from polyarch.reference import Reference
 from polyarch.registry.client import RegistryClient
 from polyarch.registry.credentials import DockerConfigCredentials
 from polyarch.registry.retry import RetryPolicy
+from polyarch.registry.transport import DEFAULT_IDLE
 from polyarch.remotecache.format import parse_cache_spec
 from polyarch.store.layout import OciLayout
 from polyarch.transfer.copy import TransferProgress, TransferReport, copy_image, create_index
@@ -78,6 +79,9 @@ class RegistryOptions:
     insecure: tuple[str, ...] = ()
     certs_dirs: tuple[Path, ...] = ()
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    # Seconds a transfer may go without progress (stalled, or trickling) before it fails and
+    # is tried again within the operation's retries.
+    idle_timeout: float = DEFAULT_IDLE
 
     @classmethod
     def from_environment(
@@ -86,14 +90,25 @@ class RegistryOptions:
         authfile: Path | None = None,
         insecure: Sequence[str] = (),
         certs_dirs: Sequence[Path] = (),
+        idle_timeout: float | None = None,
     ) -> RegistryOptions:
-        """Options from flags, plus `POLYARCH_INSECURE_REGISTRIES` (comma separated)."""
+        """Options from flags, plus `POLYARCH_INSECURE_REGISTRIES` (comma separated) and
+        `POLYARCH_IDLE_TIMEOUT` (seconds)."""
         from_env = [
             h.strip()
             for h in os.environ.get("POLYARCH_INSECURE_REGISTRIES", "").split(",")
             if h.strip()
         ]
-        return cls(authfile, tuple(insecure) + tuple(from_env), tuple(certs_dirs))
+        if idle_timeout is None:
+            text = os.environ.get("POLYARCH_IDLE_TIMEOUT", "").strip()
+            try:
+                idle_timeout = float(text) if text else DEFAULT_IDLE
+            except ValueError:
+                raise UsageError(f"POLYARCH_IDLE_TIMEOUT={text!r}: want seconds") from None
+        if not 0 < idle_timeout <= 86400:
+            raise UsageError(f"idle timeout {idle_timeout:g}: want seconds, above 0")
+        return cls(authfile, tuple(insecure) + tuple(from_env), tuple(certs_dirs),
+                   idle_timeout=idle_timeout)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +138,7 @@ class Session:
             insecure=self.options.insecure,
             certs_dirs=self.options.certs_dirs,
             retry=self.options.retry,
+            idle_timeout=self.options.idle_timeout,
         )
         self._fast: RegistryClient | None = None
 

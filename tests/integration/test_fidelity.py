@@ -42,9 +42,10 @@ def test_run_steps_get_buildkits_hosts_file(base: str, tmp_path: Path) -> None:
     assert (tree / "fqdn").read_text() == "localhost\n"
     assert (tree / "resolved").read_text().split() == ["127.0.0.1", "localhost", "buildkitsandbox"]
     # The file was mounted for the steps, never written into a layer.
-    assert not (tree / "etc" / "hosts").exists() or "myhost" not in (
-        tree / "etc" / "hosts"
-    ).read_text()
+    assert (
+        not (tree / "etc" / "hosts").exists()
+        or "myhost" not in (tree / "etc" / "hosts").read_text()
+    )
 
 
 @needs_builds
@@ -110,7 +111,9 @@ def test_check_reads_the_base_images_config_without_pulling_layers(
     assert result.returncode == 1, result.stderr
     out = result.stdout
     assert out.startswith("Check complete, 4 warnings have been found!\n")
-    assert "WARNING: FromAsCasing - https://docs.docker.com/go/dockerfile/rule/from-as-casing/" in out
+    assert (
+        "WARNING: FromAsCasing - https://docs.docker.com/go/dockerfile/rule/from-as-casing/" in out
+    )
     assert "WARNING: JSONArgsRecommended" in out
     # The Debian image's environment has PATH only: $HOME is undefined.
     assert "Usage of undefined variable '$HOME'\n" in out

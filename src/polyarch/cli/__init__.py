@@ -83,6 +83,15 @@ from polyarch.runtime import binfmt
     "(client certificate). /etc/containers/certs.d and /etc/docker/certs.d are always read.",
 )
 @click.option(
+    "--idle-timeout",
+    "idle_timeout",
+    type=click.FloatRange(min=0, min_open=True, max=86400),
+    envvar="POLYARCH_IDLE_TIMEOUT",
+    metavar="SECONDS",
+    help="Fail (and retry) a registry transfer that makes no progress for this long: a server "
+    "that stops sending or trickles a byte at a time. Default: 60.",
+)
+@click.option(
     "--config",
     "config_file",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -96,14 +105,16 @@ def cli(
     authfile: Path | None,
     insecure: tuple[str, ...],
     certs_dirs: tuple[Path, ...],
+    idle_timeout: float | None,
 ) -> None:
     """Build, push and verify multi-platform container images, without a daemon."""
     ctx.obj = Globals(
         RegistryOptions.from_environment(
-            authfile=authfile, insecure=insecure, certs_dirs=certs_dirs
+            authfile=authfile, insecure=insecure, certs_dirs=certs_dirs,
+            idle_timeout=idle_timeout,
         ),
         config_file,
-    )
+    )  # fmt: skip
 
 
 @cli.command()

@@ -22,6 +22,7 @@ from polyarch.frontend.dockerfile.ignore import IgnoreMatcher
 from polyarch.layers import Root
 from polyarch.nodes.builders import Endpoint, Node
 from polyarch.nodes.protocol import (
+    MAX_ANSWER,
     PROTOCOL_VERSION,
     NodeError,
     payload_chunks,
@@ -155,7 +156,7 @@ class NodeConnection:
 
     def _receive(self) -> dict[str, Any]:
         try:
-            return receive(self.inp, self._what())  # type: ignore[arg-type]
+            return receive(self.inp, self._what(), MAX_ANSWER)  # type: ignore[arg-type]
         except NodeError as exc:
             raise self._failed(exc) from None
 

@@ -13,7 +13,8 @@ from typing import Any, BinaryIO, Protocol
 from polyarch.errors import PolyarchError
 
 PROTOCOL_VERSION = 2
-MAX_LINE = 64 << 20  # a message line (a context listing of many files fits)
+MAX_LINE = 64 << 20  # a message line a node reads (a context listing of many files fits)
+MAX_ANSWER = 8 << 20  # a message line the client reads from a node (digests it needs, results)
 CHUNK = 1 << 20
 
 
@@ -46,12 +47,12 @@ def send_file(stream: BinaryIO, message: dict[str, Any], source: Readable, size:
     stream.flush()
 
 
-def receive(stream: BinaryIO, what: str = "the node") -> dict[str, Any]:
-    line = stream.readline(MAX_LINE)
+def receive(stream: BinaryIO, what: str = "the node", limit: int = MAX_LINE) -> dict[str, Any]:
+    line = stream.readline(limit)
     if not line:
         raise NodeError(f"{what} closed the connection")
     if not line.endswith(b"\n"):
-        raise NodeError(f"{what} sent a message over {MAX_LINE} bytes")
+        raise NodeError(f"{what} sent a message over {limit} bytes")
     try:
         message = json.loads(line)
     except ValueError:

@@ -5,9 +5,14 @@ learn the scheme (https; plain http only for loopback or registries configured i
 authentication challenge, then attaches credentials only to requests whose origin is that
 registry (redirects to blob storage go without them) or to the token realm the registry named.
 
-Every failure that may pass (408, 429, 5xx, cut or refused connections) is retried a bounded
-number of times with exponential backoff and jitter, honouring `Retry-After`. Every byte read is
-checked against its digest and size; a cut blob download resumes with a `Range` request.
+The chain, one concern a layer (as go-containerregistry's `remote/transport`): the guarded
+transport at the bottom bounds every body a server sends and fails a stalled transfer
+(`transport.py`); above it the auth flow puts credentials on the registry's own requests
+(`auth.py`); above that one retry loop (`_tries`) spends the operation's budget on every failure
+that may pass (408, 429, 5xx, cut, refused or stalled connections), with exponential backoff and
+jitter, honouring `Retry-After`, and a small body is read inside the try that fetched it. Every
+byte read is checked against its digest and size; a cut blob download resumes with a `Range`
+request.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final, Literal
+from typing import Final, Literal, TypeVar
 
 import httpx
 
@@ -58,18 +63,34 @@ from polyarch.registry.retry import (
     retry_or_raise,
 )
 from polyarch.registry.tls import TlsConfig
+from polyarch.registry.transport import (
+    DEFAULT_IDLE,
+    ERROR_BODY_LIMIT,
+    LIMIT,
+    GuardedTransport,
+    read_body,
+)
 
 CHUNK: Final = 1024 * 1024
 _REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
 _MAX_REDIRECTS: Final = 5
-_MAX_ERROR_BODY: Final = 64 * 1024
 _MAX_TOKEN_BODY: Final = 1024 * 1024
+_MAX_TAG_PAGE: Final = 8 * 1024 * 1024
 _TRANSIENT: Final = (
     httpx.TransportError,  # connect/read/write errors, timeouts, protocol errors
 )
 _NON_TRANSIENT_TRANSPORT: Final = (httpx.UnsupportedProtocol,)
 
 UploadResult = Literal["uploaded", "mounted", "exists"]
+T = TypeVar("T")
+
+
+class _Retry(Exception):
+    """A try that failed in a way that may pass: tried again while the budget lasts."""
+
+    def __init__(self, error: BaseException, retry_after: float | None = None) -> None:
+        super().__init__(str(error))
+        self.error, self.retry_after = error, retry_after
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +138,7 @@ class RegistryClient:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         timeout: float = 120.0,
+        idle_timeout: float = DEFAULT_IDLE,
         rng: random.Random | None = None,
     ) -> None:
         self._credentials = credentials
@@ -127,7 +149,9 @@ class RegistryClient:
         self.retry = retry or RetryPolicy()
         self._sleep = sleep
         self._clock = clock
-        self._timeout = httpx.Timeout(timeout, connect=min(timeout, 30.0))
+        # A read waits at most the idle time; the guarded transport fails a trickle too.
+        self._idle = idle_timeout
+        self._timeout = httpx.Timeout(timeout, connect=min(timeout, 30.0), read=idle_timeout)
         self._rng = rng or random.Random()  # noqa: S311 (backoff jitter, not cryptography)
         self._endpoints: dict[str, _Endpoint] = {}
         self._clients: dict[tuple[str, bool], httpx.Client] = {}
@@ -157,12 +181,15 @@ class RegistryClient:
         endpoint = self._endpoint(ref.api_host)
         url = self._url(endpoint, ref.repository, "manifests", ref.target)
         headers = {"Accept": ", ".join(mt.ACCEPT_DOCUMENTS)}
-        with self._send(
-            endpoint, "GET", url, ref, _pull(ref.repository), headers=headers, what="get manifest"
-        ) as resp:
-            raw = _read_capped(resp, MAX_DOCUMENT_SIZE, f"manifest {ref}")
-            served_as = _content_type(resp)
-            header_digest = resp.headers.get("Docker-Content-Digest")
+
+        def read(resp: httpx.Response) -> tuple[bytes, str | None, str | None]:
+            raw = read_body(resp, MAX_DOCUMENT_SIZE, f"manifest {ref}")
+            return raw, _content_type(resp), resp.headers.get("Docker-Content-Digest")
+
+        raw, served_as, header_digest = self._fetch(
+            endpoint, "GET", url, ref, _pull(ref.repository), read, headers=headers,
+            what="get manifest", limit=MAX_DOCUMENT_SIZE,
+        )  # fmt: skip
         algorithm = ref.digest.algorithm if ref.digest else "sha256"
         actual = Digest.of(raw, algorithm)
         if ref.digest is not None and actual != ref.digest:
@@ -250,11 +277,12 @@ class RegistryClient:
             if str(next_url) in seen:
                 raise RegistryError("tag list pagination loops", reference=ref.name)
             seen.add(str(next_url))
-            with self._send(
-                endpoint, "GET", next_url, ref, _pull(ref.repository), what="list tags"
-            ) as resp:
-                body = _read_capped(resp, 16 * MAX_DOCUMENT_SIZE, f"tag list of {ref.name}")
-                link = resp.headers.get("Link")
+            body, link = self._fetch(
+                endpoint, "GET", next_url, ref, _pull(ref.repository),
+                lambda resp: (read_body(resp, _MAX_TAG_PAGE, f"tag list of {ref.name}"),
+                              resp.headers.get("Link")),
+                what="list tags", limit=_MAX_TAG_PAGE,
+            )  # fmt: skip
             try:
                 page = json.loads(body)
                 page_tags = page.get("tags") or []
@@ -379,28 +407,20 @@ class RegistryClient:
         scopes = [repository_scope(ref.repository, "pull,push")]
         if mount_from and mount_from != ref.repository:
             scopes.append(repository_scope(mount_from, "pull"))
-        with operation(self.retry) as budget:
-            while True:
-                try:
-                    return self._upload_once(
-                        endpoint,
-                        ref,
-                        descriptor,
-                        _checked_body(open_body, descriptor, hash_it=not source_verifies),
-                        scopes,
-                        mount_from,
-                        chunk_size,
-                    )
-                except (RegistryUnavailableError, *_TRANSIENT) as exc:
-                    error = (
-                        exc
-                        if isinstance(exc, RegistryError)
-                        else RegistryUnavailableError(
-                            f"upload of blob {descriptor.digest} kept failing: {exc}",
-                            reference=str(ref),
-                        )
-                    )
-                    self._retry_or_raise(budget, None, error)
+
+        def attempt(_budget: Budget) -> UploadResult:
+            try:
+                return self._upload_once(
+                    endpoint, ref, descriptor,
+                    _checked_body(open_body, descriptor, hash_it=not source_verifies),
+                    scopes, mount_from, chunk_size,
+                )  # fmt: skip
+            except _TRANSIENT as exc:  # mid-body: the upload starts again, whole
+                raise _Retry(RegistryUnavailableError(
+                    f"upload of blob {descriptor.digest} kept failing: {exc}", reference=str(ref)
+                )) from None  # fmt: skip
+
+        return self._tries(attempt)
 
     def _upload_once(
         self,
@@ -525,38 +545,35 @@ class RegistryClient:
             schemes = ["https", "http"]
         else:
             schemes = ["https"]
-        last: Exception | None = None
-        with operation(self.retry) as budget:
-            return self._ping_schemes(host, schemes, budget, last)
+        return self._tries(lambda _budget: self._ping_once(host, schemes))
 
-    def _ping_schemes(
-        self, host: str, schemes: list[str], budget: Budget, last: Exception | None
-    ) -> _Endpoint:
-        while True:
-            for scheme in schemes:
-                base = httpx.URL(f"{scheme}://{host}")
-                try:
-                    resp = self._client(base).get(
-                        base.join("/v2/"), headers={"User-Agent": self._user_agent}
-                    )
-                except _NON_TRANSIENT_TRANSPORT as exc:
-                    raise RegistryError(f"cannot talk to registry {host}: {exc}") from None
-                except _TRANSIENT as exc:
-                    if _is_certificate_error(exc):
-                        # The server speaks TLS; the problem is trust. Never fall back to http.
-                        raise RegistryError(
-                            f"TLS certificate of registry {host} is not trusted ({exc}); put its "
-                            f"CA in certs.d/{host}/ca.crt (see --certs-dir), or mark the "
-                            "registry insecure"
-                        ) from None
-                    last = exc
-                    continue
+    def _ping_once(self, host: str, schemes: list[str]) -> _Endpoint:
+        """GET /v2/ on each scheme in turn: the scheme and the challenge of the registry."""
+        last: Exception | None = None
+        for scheme in schemes:
+            base = httpx.URL(f"{scheme}://{host}")
+            client = self._client(base)
+            request = client.build_request("GET", base.join("/v2/"),
+                                           headers={"User-Agent": self._user_agent})  # fmt: skip
+            try:
+                resp = client.send(request, stream=True)  # the body is never read
+            except _NON_TRANSIENT_TRANSPORT as exc:
+                raise RegistryError(f"cannot talk to registry {host}: {exc}") from None
+            except _TRANSIENT as exc:
+                if _is_certificate_error(exc):
+                    # The server speaks TLS; the problem is trust. Never fall back to http.
+                    raise RegistryError(
+                        f"TLS certificate of registry {host} is not trusted ({exc}); put its "
+                        f"CA in certs.d/{host}/ca.crt (see --certs-dir), or mark the "
+                        "registry insecure"
+                    ) from None
+                last = exc
+                continue
+            try:
                 if resp.status_code in RETRY_STATUSES:
-                    last = RegistryUnavailableError(
-                        f"registry {host} answered {resp.status_code}",
-                        status=resp.status_code,
-                    )
-                    break
+                    raise _Retry(RegistryUnavailableError(
+                        f"registry {host} answered {resp.status_code}", status=resp.status_code
+                    ), parse_retry_after(resp.headers.get("Retry-After")))  # fmt: skip
                 if resp.status_code in (200, 401):
                     challenge = bearer_or_basic(resp.headers.get_list("WWW-Authenticate"))
                     return self._new_endpoint(host, base, challenge)
@@ -564,12 +581,17 @@ class RegistryClient:
                     last = RegistryError(f"{scheme}://{host}/v2/ answered {resp.status_code}")
                     continue
                 raise _error_from(resp, f"{host} is not an OCI registry (GET /v2/)", host)
-            hint = (f" (is a registry listening on {host}?)"
-                    if "refused" in str(last).lower() else "")  # fmt: skip
-            error = RegistryUnavailableError(
-                f"cannot reach registry {host}: {last}{hint}", status=getattr(last, "status", None)
-            )
-            self._retry_or_raise(budget, None, error)
+            finally:
+                resp.close()
+        refused = "refused" in str(last).lower()
+        error = RegistryUnavailableError(
+            f"cannot reach registry {host}: {last}"
+            + (f" (is a registry listening on {host}?)" if refused else ""),
+            status=getattr(last, "status", None),
+        )
+        if refused and is_loopback_host(host):
+            raise error  # nothing listens on this machine: waiting will not change that
+        raise _Retry(error)
 
     def _new_endpoint(self, host: str, base: httpx.URL, challenge: Challenge | None) -> _Endpoint:
         endpoint = _Endpoint(host, base, challenge)
@@ -606,9 +628,9 @@ class RegistryClient:
                 verify: ssl.SSLContext | bool = False
                 if tls and host not in self._insecure:
                     verify = self._tls.context_for(host)
+                inner = self._transport or httpx.HTTPTransport(verify=verify, trust_env=False)
                 client = httpx.Client(
-                    transport=self._transport,
-                    verify=verify,
+                    transport=GuardedTransport(inner, self._idle, self._clock),
                     timeout=self._timeout,
                     follow_redirects=False,
                     trust_env=False,
@@ -634,87 +656,119 @@ class RegistryClient:
         what: str,
         retries: bool = True,
     ) -> Iterator[httpx.Response]:
-        resp = self._request(
-            endpoint,
-            method,
-            url,
-            ref,
-            scopes,
-            headers=headers,
-            body=body,
-            ok=ok,
-            what=what,
-            retries=retries,
-        )
+        """One logical request, its response open for the caller to stream. With `retries`
+        False the request is tried once and what may pass is left to the caller's loop (a
+        step of an upload, which starts again whole)."""
+
+        def attempt(budget: Budget) -> httpx.Response:
+            return self._attempt(budget, endpoint, method, url, ref, scopes, headers, body, ok,
+                                 what, None)  # fmt: skip
+
+        resp = self._tries(attempt) if retries else attempt(Budget(0, 0.0))
         try:
             yield resp
         finally:
             resp.close()
 
-    def _request(
+    def _fetch(
         self,
         endpoint: _Endpoint,
         method: str,
         url: httpx.URL,
         ref: Reference | str,
         scopes: Sequence[str],
+        read: Callable[[httpx.Response], T],
         *,
         headers: dict[str, str] | None = None,
-        body: Callable[[], bytes | Iterable[bytes]] | None = None,
-        ok: tuple[int, ...] = (200,),
         what: str,
-        retries: bool = True,
-    ) -> httpx.Response:
-        """Send one logical request: auth, redirects, retries. Returns an open streamed response."""
-        reauthenticated = False
-        scope_set = list(scopes)
+        limit: int,
+    ) -> T:
+        """A request whose body is read whole (at most `limit` bytes), inside the try that
+        fetched it: a cut or stalled read is tried again like a failed request."""
+
+        def attempt(budget: Budget) -> T:
+            resp = self._attempt(budget, endpoint, method, url, ref, scopes, headers, None,
+                                 (200,), what, limit)  # fmt: skip
+            try:
+                return read(resp)
+            except _TRANSIENT as exc:
+                raise _Retry(self._unavailable(what, exc, endpoint, ref, budget)) from None
+            finally:
+                resp.close()
+
+        return self._tries(attempt)
+
+    def _tries(self, attempt: Callable[[Budget], T]) -> T:
+        """The retry loop, the one place a failure that may pass is waited out: `attempt`
+        raises `_Retry`, and the operation's budget (shared by every loop of one operation)
+        decides whether it runs again."""
         with operation(self.retry) as budget:
             while True:
                 try:
-                    resp = self._send_following(endpoint, method, url, scope_set, headers, body)
-                except _NON_TRANSIENT_TRANSPORT as exc:
-                    raise RegistryError(f"{what} failed: {exc}", reference=str(ref)) from None
-                except _TRANSIENT as exc:
-                    if not retries:
-                        raise
-                    hint = (f" (is a registry listening on {endpoint.host}?)"
-                            if isinstance(exc, httpx.ConnectError)
-                            and "refused" in str(exc).lower() else "")  # fmt: skip
-                    error: RegistryError = RegistryUnavailableError(
-                        f"{what} failed after {budget.failures + 1} tries: "
-                        f"{exc.__class__.__name__}: {exc}{hint}",
-                        reference=str(ref),
-                    )
-                    self._retry_or_raise(budget, None, error)
-                    continue
-                status = resp.status_code
-                if (
-                    status == 401
-                    and not reauthenticated
-                    and body is not None
-                    and same_origin(resp.request.url, endpoint.base)
-                ):
-                    # A streamed body the auth flow could not send twice: send it whole again,
-                    # with the token the flow has refreshed meanwhile.
-                    scope_set = list(resp.request.extensions.get(SCOPES, scope_set))
-                    resp.close()
-                    reauthenticated = True
-                    continue
-                if status in RETRY_STATUSES and retries:
-                    retry_after = parse_retry_after(resp.headers.get("Retry-After"))
-                    error = _error_from(resp, f"{what} failed", str(ref))
-                    resp.close()
-                    self._retry_or_raise(budget, retry_after, error)
-                    continue
-                if status in ok:
-                    return resp
-                try:
-                    error = _error_from(resp, f"{what} failed", str(ref))
-                    if status == 401:
-                        error = self._unauthorized(endpoint, error)
-                    raise error
-                finally:
-                    resp.close()
+                    return attempt(budget)
+                except _Retry as retry:
+                    self._retry_or_raise(budget, retry.retry_after, retry.error)
+
+    def _unavailable(
+        self, what: str, exc: Exception, endpoint: _Endpoint, ref: Reference | str,
+        budget: Budget,
+    ) -> RegistryError:  # fmt: skip
+        hint = (f" (is a registry listening on {endpoint.host}?)"
+                if isinstance(exc, httpx.ConnectError) and "refused" in str(exc).lower()
+                else "")  # fmt: skip
+        return RegistryUnavailableError(
+            f"{what} failed after {budget.failures + 1} tries: {exc.__class__.__name__}: "
+            f"{exc}{hint}",
+            reference=str(ref),
+        )
+
+    def _attempt(
+        self,
+        budget: Budget,
+        endpoint: _Endpoint,
+        method: str,
+        url: httpx.URL,
+        ref: Reference | str,
+        scopes: Sequence[str],
+        headers: dict[str, str] | None,
+        body: Callable[[], bytes | Iterable[bytes]] | None,
+        ok: tuple[int, ...],
+        what: str,
+        limit: int | None,
+    ) -> httpx.Response:
+        """One try of a request (auth, redirects): the open response when its status is one
+        of `ok`; `_Retry` for what may pass; the registry's error otherwise."""
+        scope_set = list(scopes)
+        for reauthenticated in (False, True):
+            try:
+                resp = self._send_following(endpoint, method, url, scope_set, headers, body,
+                                            limit)  # fmt: skip
+            except _NON_TRANSIENT_TRANSPORT as exc:
+                raise RegistryError(f"{what} failed: {exc}", reference=str(ref)) from None
+            except _TRANSIENT as exc:
+                raise _Retry(self._unavailable(what, exc, endpoint, ref, budget)) from None
+            status = resp.status_code
+            if (
+                status == 401
+                and not reauthenticated
+                and body is not None
+                and same_origin(resp.request.url, endpoint.base)
+            ):
+                # A streamed body the auth flow could not send twice: send it whole again,
+                # with the token the flow has refreshed meanwhile.
+                scope_set = list(resp.request.extensions.get(SCOPES, scope_set))
+                resp.close()
+                continue
+            if status in ok:
+                return resp
+            try:
+                error = _error_from(resp, f"{what} failed", str(ref))
+            finally:
+                resp.close()
+            if status in RETRY_STATUSES:
+                raise _Retry(error, parse_retry_after(resp.headers.get("Retry-After")))
+            raise self._unauthorized(endpoint, error) if status == 401 else error
+        raise AssertionError("unreachable: the second pass returns or raises")
 
     def _send_following(
         self,
@@ -724,12 +778,16 @@ class RegistryClient:
         scopes: Sequence[str],
         headers: dict[str, str] | None,
         body: Callable[[], bytes | Iterable[bytes]] | None,
+        limit: int | None = None,
     ) -> httpx.Response:
+        extensions: dict[str, object] = {SCOPES: list(scopes)}
+        if limit is not None:
+            extensions[LIMIT] = limit
         for _hop in range(_MAX_REDIRECTS + 1):
             request_headers = {"User-Agent": self._user_agent, **(headers or {})}
             request = self._client(url).build_request(
                 method, url, headers=request_headers, content=body() if body else None,
-                extensions={SCOPES: list(scopes)},
+                extensions=extensions,
             )  # fmt: skip
             auth = endpoint.auth if same_origin(url, endpoint.base) else None
             resp = self._client(url).send(
@@ -819,62 +877,70 @@ class RegistryClient:
         if challenge.service:
             params.append(("service", challenge.service))
         headers = {"User-Agent": self._user_agent}
-        with operation(self.retry) as budget:
-            resp = self._token_request(realm_url, challenge, credential, scopes, params, headers,
-                                       budget, endpoint)  # fmt: skip
-        return self._token_from(resp, realm_host, credential, endpoint)
+        client = self._client(realm_url)
 
-    def _token_request(
+        def attempt(_budget: Budget) -> _Token:
+            request = self._token_http_request(client, realm_url, challenge, credential, scopes,
+                                               params, headers)  # fmt: skip
+            try:
+                resp = client.send(request, stream=True)
+            except _TRANSIENT as exc:
+                raise _Retry(RegistryUnavailableError(
+                    f"cannot reach token service {realm_host}: {exc}", reference=endpoint.host
+                )) from None  # fmt: skip
+            try:
+                if resp.status_code in RETRY_STATUSES:
+                    raise _Retry(
+                        _error_from(resp, f"token request to {realm_host} failed", endpoint.host),
+                        parse_retry_after(resp.headers.get("Retry-After")),
+                    )
+                return self._token_from(resp, realm_host, credential, endpoint)
+            except _TRANSIENT as exc:
+                raise _Retry(RegistryUnavailableError(
+                    f"token service {realm_host} stopped answering: {exc}", reference=endpoint.host
+                )) from None  # fmt: skip
+            finally:
+                resp.close()
+
+        return self._tries(attempt)
+
+    def _token_http_request(
         self,
+        client: httpx.Client,
         realm_url: httpx.URL,
         challenge: Challenge,
         credential: Credential,
         scopes: list[str],
         params: list[tuple[str, str]],
         headers: dict[str, str],
-        budget: Budget,
-        endpoint: _Endpoint,
-    ) -> httpx.Response:
-        realm_host = realm_url.netloc.decode("ascii")
-        while True:
-            try:
-                if credential.identity_token:
-                    form = {
-                        "grant_type": "refresh_token",
-                        "refresh_token": credential.identity_token,
-                        "client_id": "polyarch",
-                        "scope": " ".join(scopes),
-                    }
-                    if challenge.service:
-                        form["service"] = challenge.service
-                    resp = self._client(realm_url).post(realm_url, data=form, headers=headers)
-                else:
-                    query: list[tuple[str, str | int | float | bool | None]] = [
-                        *params,
-                        *(("scope", s) for s in scopes),
-                    ]
-                    auth_headers = dict(headers)
-                    if credential.username is not None and credential.password is not None:
-                        pair = f"{credential.username}:{credential.password}".encode()
-                        auth_headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
-                    query = [*realm_url.params.multi_items(), *query]
-                    resp = self._client(realm_url).get(
-                        realm_url.copy_with(params=httpx.QueryParams(query)),
-                        headers=auth_headers,
-                    )
-            except _TRANSIENT as exc:
-                error: RegistryError = RegistryUnavailableError(
-                    f"cannot reach token service {realm_host}: {exc}", reference=endpoint.host
-                )
-                self._retry_or_raise(budget, None, error)
-                continue
-            if resp.status_code in RETRY_STATUSES:
-                retry_after = parse_retry_after(resp.headers.get("Retry-After"))
-                error = _error_from(resp, f"token request to {realm_host} failed", endpoint.host)
-                resp.close()
-                self._retry_or_raise(budget, retry_after, error)
-                continue
-            return resp
+    ) -> httpx.Request:
+        """The token request: an OAuth2 refresh with an identity token, else a GET with basic
+        credentials (or none). Its answer is read at most `_MAX_TOKEN_BODY` bytes."""
+        extensions = {LIMIT: _MAX_TOKEN_BODY}
+        if credential.identity_token:
+            form = {
+                "grant_type": "refresh_token",
+                "refresh_token": credential.identity_token,
+                "client_id": "polyarch",
+                "scope": " ".join(scopes),
+            }
+            if challenge.service:
+                form["service"] = challenge.service
+            return client.build_request("POST", realm_url, data=form, headers=headers,
+                                        extensions=extensions)  # fmt: skip
+        query: list[tuple[str, str | int | float | bool | None]] = [
+            *realm_url.params.multi_items(),
+            *params,
+            *(("scope", s) for s in scopes),
+        ]
+        auth_headers = dict(headers)
+        if credential.username is not None and credential.password is not None:
+            pair = f"{credential.username}:{credential.password}".encode()
+            auth_headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
+        return client.build_request(
+            "GET", realm_url.copy_with(params=httpx.QueryParams(query)), headers=auth_headers,
+            extensions=extensions,
+        )  # fmt: skip
 
     def _token_from(
         self, resp: httpx.Response, realm_host: str, credential: Credential, endpoint: _Endpoint
@@ -890,7 +956,7 @@ class RegistryClient:
         if resp.status_code != 200:
             raise _error_from(resp, f"token request to {realm_host} failed", endpoint.host)
         try:
-            data = json.loads(_read_capped(resp, _MAX_TOKEN_BODY, f"token from {realm_host}"))
+            data = json.loads(read_body(resp, _MAX_TOKEN_BODY, f"token from {realm_host}"))
             value = data.get("token") or data.get("access_token")
             expires_in = data.get("expires_in", 60)
         except (ValueError, AttributeError):
@@ -934,15 +1000,6 @@ def _is_certificate_error(exc: BaseException) -> bool:
 def _content_type(resp: httpx.Response) -> str | None:
     value = resp.headers.get("Content-Type")
     return value.split(";", 1)[0].strip() if value else None
-
-
-def _read_capped(resp: httpx.Response, limit: int, what: str) -> bytes:
-    data = bytearray()
-    for chunk in resp.iter_bytes():
-        data.extend(chunk)
-        if len(data) > limit:
-            raise RegistryError(f"{what} is larger than {limit} bytes; refusing")
-    return bytes(data)
 
 
 def _parse_header_digest(value: str, ref: Reference | str) -> Digest:
@@ -1048,8 +1105,9 @@ def _error_from(resp: httpx.Response, message: str, reference: str) -> RegistryE
     """A `RegistryError` with the status and the registry's own error code and message."""
     code = detail = None
     try:
-        body = resp.read()[:_MAX_ERROR_BODY] if resp.request.method != "HEAD" else b""
-    except httpx.HTTPError:
+        body = (read_body(resp, ERROR_BODY_LIMIT, message, truncate=True)
+                if resp.request.method != "HEAD" else b"")  # fmt: skip
+    except (httpx.HTTPError, RegistryError):
         body = b""
     registry_message = None
     if body:
