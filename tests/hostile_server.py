@@ -76,6 +76,29 @@ class Handler(BaseHTTPRequestHandler):
     def do_HEAD(self) -> None:
         self._serve()
 
+    def do_POST(self) -> None:
+        self._serve()
+
+    def do_PUT(self) -> None:
+        self._serve()
+
+    def do_PATCH(self) -> None:
+        self._serve()
+
+    def body(self, pause: float = 0.0, piece: int = 64 * 1024) -> bytes:
+        """The request's body (Content-Length), read `piece` bytes at a time with `pause`."""
+        left = int(self.headers.get("Content-Length") or 0)
+        data = bytearray()
+        while left:
+            chunk = self.rfile.read(min(piece, left))
+            if not chunk:
+                break
+            data += chunk
+            left -= len(chunk)
+            if pause:
+                time.sleep(pause)
+        return bytes(data)
+
     def _serve(self) -> None:
         path = self.path.split("?", 1)[0]
         route, count = self.server.route_for(self.command, path)
@@ -130,7 +153,8 @@ class HostileRegistry(ThreadingHTTPServer):
 
     def route_for(self, method: str, path: str) -> tuple[Route | None, int]:
         for wanted, pattern, reply in self.routes:
-            if wanted in (method, "GET" if method == "HEAD" else "") and pattern.match(path):
+            also = "GET" if method == "HEAD" else ""
+            if wanted in (method, also) and pattern.match(path):
                 with self.lock:
                     self.counts[path] = self.counts.get(path, 0) + 1
                     return reply, self.counts[path]

@@ -13,11 +13,10 @@ import dataclasses
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from polyarch.concurrency import wait_all
+from polyarch.concurrency import task_pool, wait_all
 from polyarch.digest import Digest
 from polyarch.errors import BuildError, DockerfileError, PolyarchError, RegistryError
 from polyarch.frontend.convert import BaseImage, ConvertRequest, NamedContext, convert
@@ -303,7 +302,7 @@ class Builder:
             for key, v in draft.vertices.items()
             if isinstance(v.op, ImageSource) and key in relevant
         })  # fmt: skip
-        with ThreadPoolExecutor(max_workers=4) as pool:  # base images pulled side by side
+        with task_pool(4) as pool:  # base images pulled side by side
             resolving = [pool.submit(self._resolve_base, *key) for key in wanted]
             wait_all(resolving)
         images = {key: f.result() for key, f in zip(wanted, resolving, strict=True)}
@@ -466,7 +465,7 @@ class Builder:
     def base_configs(self, wanted: Sequence[tuple[str, str]]) -> dict[tuple[str, str], BaseImage]:
         """The configs of these base images ((reference, platform)), their layers not pulled:
         what `build --check` reads."""
-        with ThreadPoolExecutor(max_workers=4) as pool:
+        with task_pool(4) as pool:
             resolving = [pool.submit(self._resolve_base, *key, layers=False) for key in wanted]
             wait_all(resolving)
         return {key: f.result() for key, f in zip(wanted, resolving, strict=True)}

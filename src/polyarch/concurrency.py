@@ -1,5 +1,5 @@
-"""Waiting on a pool of tasks (every one done, or the first failure raised), and a gate that
-lets the most urgent work run first. Pure."""
+"""Pools of tasks that never hold up an interrupt, waiting on them (every one done, or the
+first failure raised), and a gate that lets the most urgent work run first. Pure."""
 
 from __future__ import annotations
 
@@ -7,9 +7,38 @@ import contextlib
 import heapq
 import itertools
 import threading
+import time
 from collections.abc import Iterator, Sequence
-from concurrent.futures import FIRST_EXCEPTION, Future, wait
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from typing import Any
+
+# Set when the command is interrupted (Ctrl-C, SIGTERM): tasks that hold something to give
+# back (a running container, a mount) look at it and stop, within the grace below.
+INTERRUPTED = threading.Event()
+STOP_GRACE = 1.0  # seconds tasks under way get to stop when the command is interrupted
+
+
+@contextlib.contextmanager
+def task_pool(workers: int) -> Iterator[ThreadPoolExecutor]:
+    """A thread pool that does not hold up a failure or an interrupt: what has not started is
+    cancelled; on Ctrl-C the tasks under way are told (`INTERRUPTED`) and given `STOP_GRACE`
+    to stop, then the interrupt goes on (the CLI ends the process; a half-written file is
+    cleared by the next command); on a failure they are not waited for. A block that ends well
+    waits for its tasks, as `with ThreadPoolExecutor()` does."""
+    pool = ThreadPoolExecutor(max_workers=max(1, workers))
+    try:
+        yield pool
+    except KeyboardInterrupt:
+        INTERRUPTED.set()
+        pool.shutdown(wait=False, cancel_futures=True)
+        deadline = time.monotonic() + STOP_GRACE
+        for thread in list(getattr(pool, "_threads", ())):
+            thread.join(max(0.0, deadline - time.monotonic()))
+        raise
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
 
 
 def wait_all(futures: Sequence[Future[Any]]) -> None:

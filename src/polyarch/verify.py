@@ -22,10 +22,9 @@ import http.client
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from polyarch.concurrency import wait_all
+from polyarch.concurrency import INTERRUPTED, task_pool, wait_all
 from polyarch.errors import PolyarchError, StepError, UsageError
 from polyarch.oci.models import MAX_DOCUMENT_SIZE, Descriptor, ImageConfig, Index, Manifest
 from polyarch.platform import Platform
@@ -167,7 +166,7 @@ class Verifier:
         def check(platform: Platform | None, entry: Descriptor | None) -> PlatformResult:
             return self._check_entry(platform, entry, document, str(fetched.digest), run)
 
-        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        with task_pool(jobs) as pool:
             futures = [pool.submit(check, p, d) for p, d in entries]
             wait_all(futures)
         report.results = [*(f.result() for f in futures), *report.results]
@@ -357,6 +356,9 @@ class Verifier:
         while True:
             code = container.poll()
             elapsed = time.monotonic() - started
+            if INTERRUPTED.is_set():  # Ctrl-C: the container is stopped as the block ends
+                result.failures.append("interrupted")
+                return
             if code is not None:
                 if code == 0 and not pending:
                     result.run = f"{what} exited 0 ({how}, {elapsed:.1f} s)"

@@ -1,4 +1,8 @@
-"""Real registries for integration tests, started here and stopped when the session ends."""
+"""Real registries for integration tests, started here and stopped when the session ends.
+
+Every directory a session or module fixture makes is removed when it ends (a test's own
+`tmp_path` is removed when it passes: `tmp_path_retention_policy = "failed"`), so a run leaves
+the machine's disk as it found it."""
 
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from tests.git_server import (
     start_git_daemon,
     start_sshd,
 )
+from tests.integration.helpers import remove_tree
 from tests.registry_server import (
     RegistryUnavailable,
     RunningRegistry,
@@ -27,9 +32,11 @@ def _serve(start: Callable[[Path], RunningRegistry], root: Path) -> Iterator[Run
     try:
         running = start(root)
     except RegistryUnavailable as exc:
+        remove_tree(root)
         pytest.skip(str(exc))
     yield running
     running.stop()
+    remove_tree(root)
 
 
 @pytest.fixture(scope="session")
@@ -126,6 +133,7 @@ def docker_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         process.wait(timeout=30)
     except subprocess.TimeoutExpired:
         process.kill()
+    remove_tree(root)
 
 
 @pytest.fixture(scope="session")
@@ -144,20 +152,24 @@ def toolbox(registry: RunningRegistry) -> str:
 @pytest.fixture(scope="session")
 def git_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GitDaemon]:
     """`git daemon` serving the bare repositories put in its base directory."""
+    root = tmp_path_factory.mktemp("git-daemon")
     try:
-        daemon = start_git_daemon(tmp_path_factory.mktemp("git-daemon"))
+        daemon = start_git_daemon(root)
     except ServerUnavailable as exc:
         pytest.skip(str(exc))
     yield daemon
     daemon.stop()
+    remove_tree(root)
 
 
 @pytest.fixture(scope="session")
 def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]:
     """An OpenSSH server on 127.0.0.1 that lets root in with one throwaway key."""
+    root = tmp_path_factory.mktemp("sshd")
     try:
-        server = start_sshd(tmp_path_factory.mktemp("sshd"))
+        server = start_sshd(root)
     except ServerUnavailable as exc:
         pytest.skip(str(exc))
     yield server
     server.stop()
+    remove_tree(root)

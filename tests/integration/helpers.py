@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -32,3 +33,14 @@ def polyarch(
             f"polyarch {' '.join(args)}: {result.returncode}\n{result.stdout}\n{result.stderr}"
         )
     return result
+
+
+def remove_tree(path: Path) -> None:
+    """A fixture's directory, gone: whatever is still mounted below it unmounted first."""
+    with open("/proc/self/mountinfo") as mountinfo:
+        mounted = [line.split()[4] for line in mountinfo]
+    inside = sorted((m for m in mounted if m == str(path) or m.startswith(f"{path}/")),
+                    key=len, reverse=True)  # fmt: skip
+    for mount in inside:
+        subprocess.run(["umount", "-l", mount], capture_output=True, check=False)
+    shutil.rmtree(path, ignore_errors=True)

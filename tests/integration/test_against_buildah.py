@@ -19,6 +19,7 @@ import shutil
 import stat
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ import pytest
 from polyarch.layers import apply_layer, open_layer
 from polyarch.oci.models import Manifest, parse_document
 from polyarch.store import OciLayout
+from tests.integration.helpers import remove_tree
 
 CASES = sorted((Path(__file__).parent.parent / "data" / "compare").iterdir())
 CONFIG_FIELDS = ("Env", "Entrypoint", "Cmd", "WorkingDir", "User", "Labels", "ExposedPorts",
@@ -41,10 +43,11 @@ pytestmark = pytest.mark.skipif(
 
 
 @pytest.fixture(scope="module")
-def buildah_storage(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+def buildah_storage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
     """One buildah store for all cases: the base image is pulled into it once."""
     root = tmp_path_factory.mktemp("buildah")
-    return ["--storage-driver", "vfs", "--root", str(root / "root"), "--runroot", str(root / "run")]
+    yield ["--storage-driver", "vfs", "--root", str(root / "root"), "--runroot", str(root / "run")]
+    remove_tree(root)
 
 
 def render(case: Path, base: str, into: Path) -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -14,7 +15,7 @@ from polyarch.oci.models import Descriptor, Index, Manifest
 from polyarch.platform import Platform
 from polyarch.reference import Reference
 from polyarch.verify import Probe, _probe
-from tests.integration.helpers import needs_emulation, polyarch
+from tests.integration.helpers import needs_emulation, polyarch, remove_tree
 from tests.registry_server import RunningRegistry
 
 pytestmark = needs_emulation
@@ -22,7 +23,9 @@ BOTH = "linux/amd64,linux/arm64"
 
 
 @pytest.fixture(scope="module")
-def picky(tiny: str, registry: RunningRegistry, tmp_path_factory: pytest.TempPathFactory) -> str:
+def picky(
+    tiny: str, registry: RunningRegistry, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
     """An image for amd64 and arm64 whose entrypoint fails on anything but x86_64."""
     ctx = tmp_path_factory.mktemp("picky")
     (ctx / "Dockerfile").write_text(
@@ -33,7 +36,8 @@ def picky(tiny: str, registry: RunningRegistry, tmp_path_factory: pytest.TempPat
     ref = registry.ref("verify/picky:1")
     root = tmp_path_factory.mktemp("picky-root")
     polyarch("build", "--root", str(root), "--platform", BOTH, "-t", ref, "--push", str(ctx))
-    return ref
+    yield ref
+    remove_tree(root)
 
 
 def test_every_platform_runs_its_own_machine(picky: str, tmp_path: Path) -> None:

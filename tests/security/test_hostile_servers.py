@@ -12,7 +12,6 @@ import os
 import subprocess
 import sys
 import tarfile
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,28 +40,31 @@ def server() -> Iterator[HostileRegistry]:
     running.stop()
 
 
+# Run polyarch from a small fresh interpreter and report its peak memory: a child's peak as
+# wait4 tells it includes the memory of the process it was forked from (pytest's, here).
+_MEASURE = """
+import os, sys
+pid = os.fork()
+if pid == 0:
+    os.execv(sys.executable, [sys.executable, "-m", "polyarch", *sys.argv[1:]])
+_, status, usage = os.wait4(pid, 0)
+os.write(int(os.environ["PEAK_FD"]), str(usage.ru_maxrss).encode())
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
 def measured(*args: str, timeout: float = 120) -> tuple[int, str, float]:
     """Run polyarch; its exit status, stderr and peak resident memory in MiB."""
-    proc = subprocess.Popen([sys.executable, "-m", "polyarch", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)  # fmt: skip
-    out: dict[str, bytes] = {}
-    readers = [threading.Thread(target=lambda n=name, s=stream: out.update({n: s.read()}))
-               for name, stream in (("out", proc.stdout), ("err", proc.stderr))]  # fmt: skip
-    for reader in readers:
-        reader.start()
-    deadline = time.monotonic() + timeout
-    while True:
-        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-        if pid:
-            break
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise AssertionError(f"polyarch {' '.join(args)} did not end in {timeout} s")
-        time.sleep(0.05)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    for reader in readers:
-        reader.join()
-    return proc.returncode, out["err"].decode(), usage.ru_maxrss / 1024
+    read, write = os.pipe()
+    try:
+        done = subprocess.run([sys.executable, "-c", _MEASURE, *args], capture_output=True,
+                              text=True, timeout=timeout, pass_fds=(write,),
+                              env={**os.environ, "PEAK_FD": str(write)})  # fmt: skip
+    finally:
+        os.close(write)
+    with os.fdopen(read) as peak:
+        kib = int(peak.read() or 0)
+    return done.returncode, done.stderr, kib / 1024
 
 
 def image_routes(server: HostileRegistry) -> dict[str, bytes]:

@@ -688,7 +688,11 @@ def _interrupted() -> NoReturn:
     sys.stderr.flush()
     sys.stdout.flush()
     # Running steps were told to stop and given a moment; a download still in a thread is
-    # abandoned (its half-written blob is cleared by the next command), not waited for.
+    # abandoned (its half-written blob is cleared by the next command), not waited for; the
+    # processes that unpack layers end with this one.
+    snapshots = sys.modules.get("polyarch.worker.local.snapshots")
+    if snapshots is not None:
+        snapshots.stop_workers()
     os._exit(130)
 
 

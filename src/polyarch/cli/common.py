@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -266,13 +267,54 @@ def parse_outputs(values: Sequence[str], push: bool) -> list[dict[str, str]]:
     return outputs
 
 
+MAX_CA_BUNDLE = 16 * 1024 * 1024
+_PEM_BLOCK = re.compile(r"-----BEGIN ([A-Z0-9 ]+)-----")
+_CERTIFICATE_BLOCKS = frozenset({"CERTIFICATE", "TRUSTED CERTIFICATE", "X509 CRL"})
+_BASE64_LINE = re.compile(r"[A-Za-z0-9+/=]*")
+
+
 def ca_bundle(value: str) -> Path | None:
+    """The CA bundle RUN steps trust: a file of PEM certificates and nothing else (comment
+    lines aside), so no other file of this machine (a key, a password file) can be handed to
+    the steps under that name. What a refused file holds is never shown."""
     if value == "none":
         return None
     path = Path("/etc/ssl/certs/ca-certificates.crt") if value == "host" else Path(value)
     if not path.is_file():
         raise UsageError(f"--ca-certs: no CA bundle at {path}")
+    try:
+        text = path.read_bytes()[: MAX_CA_BUNDLE + 1].decode("ascii")
+    except (OSError, UnicodeDecodeError):
+        text = ""
+    reason = _not_a_bundle(text) if len(text) <= MAX_CA_BUNDLE else "it is over 16 MiB"
+    if reason:
+        raise UsageError(f"--ca-certs: {path} is not a PEM certificate bundle ({reason}); give "
+                         "a file of -----BEGIN CERTIFICATE----- blocks")  # fmt: skip
     return path
+
+
+def _not_a_bundle(text: str) -> str:
+    blocks = 0
+    inside = ""
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if inside:
+            if line == f"-----END {inside}-----":
+                inside = ""
+            elif not _BASE64_LINE.fullmatch(line):
+                return f"line {number} is not part of a certificate"
+            continue
+        match = _PEM_BLOCK.fullmatch(line)
+        if match is not None:
+            if match.group(1) not in _CERTIFICATE_BLOCKS:
+                return f"line {number} starts a PEM block that is not a certificate"
+            inside = match.group(1)
+            blocks += 1
+        elif line and not line.startswith("#"):
+            return f"line {number} is neither a certificate nor a comment"
+    if inside:
+        return "a certificate is not closed"
+    return "" if blocks else "it holds no certificate"
 
 
 def build_once_value(value: str) -> str | frozenset[str]:

@@ -169,9 +169,11 @@ def _build_options(fn: Any) -> Any:
                      "no TARGET* value, checked for native code after running), off "
                      "(BuildKit's behaviour), or named stages. Default: auto."),
         click.option("--allow", "allow", multiple=True, metavar="ENTITLEMENT",
-                     type=click.Choice(["security.insecure", "network.host"]),
-                     help="Grant an entitlement, as buildx does: security.insecure lets "
-                     "`RUN --security=insecure` run with every capability (repeatable)."),
+                     callback=_entitlements,
+                     help="Grant an entitlement, as buildx does (repeatable): "
+                     "security.insecure lets `RUN --security=insecure` run with every "
+                     "capability; fs.read=PATH, fs.write=PATH (fs=PATH: both; * for any) let "
+                     "polyarch.toml name a path outside the project's directory."),
         click.option("--ca-certs", "ca_certs", metavar="host|PATH|none", help="Make RUN "
                      "steps trust a CA bundle (host: /etc/ssl/certs/ca-certificates.crt), for "
                      "TLS-intercepting proxies. Mounted read-only per step; never in a layer "
@@ -278,24 +280,80 @@ class ContextArgument(_ParamType):
         return path
 
 
-def _from_config(path: str, base: Path) -> str:
-    """A path written in the config file: relative to the file's directory."""
-    return path if Path(path).expanduser().is_absolute() else str(base / path)
+_ENTITLEMENTS = ("security.insecure", "network.host")
 
 
-def _relative_spec(spec: str, base: Path, keys: tuple[str, ...]) -> str:
-    """A --secret value from the config file, its paths relative to the file."""
-    parts = []
-    for part in spec.split(","):
-        key, sep, value = part.partition("=")
-        relative = sep and key in keys and value
-        parts.append(f"{key}={_from_config(value, base)}" if relative else part)
-    return ",".join(parts)
+def _entitlements(_ctx: click.Context, _param: click.Parameter, values: Sequence[str]
+                  ) -> tuple[str, ...]:  # fmt: skip
+    for value in values:
+        kind, sep, path = value.partition("=")
+        if value in _ENTITLEMENTS or (sep and path and kind in ("fs", "fs.read", "fs.write")):
+            continue
+        raise click.BadParameter(f"{value!r}: one of {', '.join(_ENTITLEMENTS)}, fs.read=PATH, "
+                                 "fs.write=PATH, fs=PATH")  # fmt: skip
+    return tuple(values)
 
 
-def _relative_ssh(spec: str, base: Path) -> str:
-    agent_id, sep, path = spec.partition("=")
-    return f"{agent_id}={_from_config(path, base)}" if sep and path else spec
+class ProjectFiles:
+    """The host paths a project file names, as buildx bake's entitlements treat a bake file's:
+    relative to the file's directory, and inside it (symlinks resolved) unless the command line
+    allows them (`--allow fs.read=PATH`, `fs.write=PATH`, `fs=PATH`, `*` for any path). A
+    cloned project cannot make a build read `~/.ssh/id_rsa` and put it where a RUN step sees
+    it; paths given on the command line are the user's own choice and are not checked."""
+
+    def __init__(self, base: Path, config: str, allow: Sequence[str]) -> None:
+        self.base = base.resolve()
+        self.config = config
+        self.reads: list[Path | None] = []  # None: any path
+        self.writes: list[Path | None] = []
+        for value in allow:
+            kind, _, path = value.partition("=")
+            granted = None if path == "*" else Path(path).expanduser().resolve()
+            if kind in ("fs", "fs.read"):
+                self.reads.append(granted)
+            if kind in ("fs", "fs.write"):
+                self.writes.append(granted)
+
+    def read(self, value: str, key: str) -> str:
+        return self._checked(value, key, self.reads, "fs.read")
+
+    def write(self, value: str, key: str) -> str:
+        return self._checked(value, key, self.writes, "fs.write")
+
+    def _checked(self, value: str, key: str, granted: list[Path | None], kind: str) -> str:
+        path = Path(value).expanduser()
+        if not path.is_absolute():
+            path = self.base / path
+        resolved = path.resolve()
+        inside = [self.base, *(g for g in granted if g is not None)]
+        if None in granted or any(resolved == d or d in resolved.parents for d in inside):
+            return str(path)
+        raise UsageError(
+            f"{self.config}: {key} names {resolved}, outside the project's directory "
+            f"({self.base}): a project file may not make a build reach host paths. If you "
+            f"trust this project, allow it: --allow {kind}={resolved}"
+        )
+
+    def spec(self, spec: str, key: str, paths: tuple[str, ...], *, write: bool = False) -> str:
+        """A `k=v,...` value (a secret, a cache) with its path fields checked."""
+        parts = []
+        for part in spec.split(","):
+            name, sep, value = part.partition("=")
+            if sep and name in paths and value:
+                checked = self.write(value, key) if write else self.read(value, key)
+                part = f"{name}={checked}"  # noqa: PLW2901
+            parts.append(part)
+        return ",".join(parts)
+
+    def ssh(self, spec: str) -> str:
+        agent_id, sep, path = spec.partition("=")
+        return f"{agent_id}={self.read(path, 'build.ssh')}" if sep and path else spec
+
+    def context(self, value: str, key: str) -> str:
+        if value.startswith("docker-image://") or parse_git_ref(value) is not None:
+            return value
+        prefix = "oci-layout://" if value.startswith("oci-layout://") else ""
+        return prefix + self.read(value.removeprefix(prefix), key)
 
 
 def _mirrors(configured: Mapping[str, Sequence[str]], flags: Sequence[str]
@@ -319,26 +377,6 @@ def _mirrors(configured: Mapping[str, Sequence[str]], flags: Sequence[str]
         registry, _, mirror = flag.partition("=")
         add(registry.strip(), mirror.strip())
     return {k: tuple(v) for k, v in out.items()}
-
-
-def _config_caches(specs: Sequence[str], base: Path) -> list[str]:
-    """Cache specs from the config file: a local cache's directory relative to the file."""
-    out = []
-    for spec in specs:
-        parts = []
-        for part in spec.split(","):
-            key, sep, value = part.partition("=")
-            local = sep and key in ("src", "dest") and value
-            parts.append(f"{key}={_from_config(value, base)}" if local else part)
-        out.append(",".join(parts))
-    return out
-
-
-def _relative_context(value: str, base: Path) -> str:
-    if value.startswith("docker-image://") or parse_git_ref(value) is not None:
-        return value
-    prefix = "oci-layout://" if value.startswith("oci-layout://") else ""
-    return prefix + _from_config(value.removeprefix(prefix), base)
 
 
 def _build(
@@ -383,29 +421,35 @@ def _build(
     the project (required when pushing, or when `named`)."""
     g = globals_of(ctx)
     project = g.project()
-    settings = _settings(
-        g,
-        {
-            "build.platforms": [str(p) for p in parse_platforms(platforms)],
-            "build.target": target,
-            "build.build_once": build_once,
-            "build.ca_certs": ca_certs,
-            "build.step_timeout": step_timeout,
-            "build.builder": builder,
-        },
-    )
+    flags: dict[str, Any] = {
+        "build.platforms": [str(p) for p in parse_platforms(platforms)],
+        "build.target": target,
+        "build.build_once": build_once,
+        "build.ca_certs": ca_certs,
+        "build.step_timeout": step_timeout,
+        "build.builder": builder,
+    }
+    settings = _settings(g, flags)
+    files = ProjectFiles(g.project_path("."), project.path, allow)
+    from_file = set(project.values) - {k for k, v in flags.items() if v not in (None, [], ())}
     # A CONTEXT given on the command line brings its own Dockerfile, as with docker build;
     # without one, both come from the config (relative to its file).
     if dockerfile is None and context is None and "build.dockerfile" in project.values:
-        dockerfile = g.project_path(project.values["build.dockerfile"])
+        dockerfile = Path(files.read(project.values["build.dockerfile"], "build.dockerfile"))
     if context is None:
         configured = settings["build.context"]
-        context = configured if parse_git_ref(configured) else g.project_path(configured)
-    base = g.project_path(".")
-    secret_specs = [_relative_spec(v, base, ("src", "source")) for v in settings["build.secrets"]]
-    ssh_specs = [_relative_ssh(v, base) for v in settings["build.ssh"]]
-    named_contexts = {k: _relative_context(v, base) for k, v in settings["build.contexts"].items()}
+        context = configured if parse_git_ref(configured) else Path(
+            files.read(configured, "build.context"))  # fmt: skip
+    secret_specs = [files.spec(v, "build.secrets", ("src", "source"))
+                    for v in settings["build.secrets"]]  # fmt: skip
+    ssh_specs = [files.ssh(v) for v in settings["build.ssh"]]
+    named_contexts = {k: files.context(v, f"build.contexts.{k}")
+                      for k, v in settings["build.contexts"].items()}  # fmt: skip
     named_contexts.update(parse_pairs(build_contexts, "--build-context"))
+    ca_setting = settings["build.ca_certs"]
+    if "build.ca_certs" in from_file and ca_setting not in ("host", "none"):
+        ca_setting = files.read(ca_setting, "build.ca_certs")
+    cached = settings["build.cache"]
     args = dict(settings["build.args"])
     args.update(parse_build_args(build_args))
     names = list(tags) or ([_project_image(g)] if project.image or push or named else [])
@@ -424,8 +468,8 @@ def _build(
         root=root,
         jobs=jobs,
         build_once=build_once_value(",".join(once) if isinstance(once, list) else once),
-        ca_certs=ca_bundle(settings["build.ca_certs"]),
-        allow=frozenset(allow),
+        ca_certs=ca_bundle(ca_setting),
+        allow=frozenset(a for a in allow if a in _ENTITLEMENTS),
         secrets=(*secret_specs, *secrets),
         ssh=(*ssh_specs, *ssh),
         contexts=named_contexts,
@@ -438,15 +482,18 @@ def _build(
         step_timeout=parse_duration(settings["build.step_timeout"])
         if settings["build.step_timeout"]
         else None,
-        cache_from=(*_config_caches(settings["build.cache"].get("from", []), base), *cache_from),
+        cache_from=(
+            *(files.spec(c, "build.cache.from", ("src",)) for c in cached.get("from", [])),
+            *cache_from,
+        ),
         cache_to=cache_to
-        or _config_caches([settings["build.cache"].get("to", "")], base)[0]
+        or files.spec(cached.get("to", ""), "build.cache.to", ("dest",), write=True)
         or None,
     )
     session = open_session(ctx)
     renderer, mode = _renderer(ctx, progress)
-    trace_path = trace or (g.project_path(settings["build.trace"]) if settings["build.trace"]
-                           else None)  # fmt: skip
+    trace_path = trace or (Path(files.write(settings["build.trace"], "build.trace"))
+                           if settings["build.trace"] else None)  # fmt: skip
     sink = TraceRecorder(renderer) if trace_path is not None else renderer
     outcome = "FAILED"
     try:

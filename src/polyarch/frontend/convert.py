@@ -33,6 +33,7 @@ import dataclasses
 import ipaddress
 import posixpath
 import re
+import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
@@ -1113,6 +1114,10 @@ class _Converter:
             actions.append(Copy(len(inputs) - 1, ("/",), dest, chown, chmod, link=link))
         for url in urls:
             name = _url_filename(url)
+            if name is None:
+                raise self.error(f"ADD {url}: the URL's path ends in '..' or names a file that "
+                                 "cannot be written (a NUL byte); name the file in the URL",
+                                 ins)  # fmt: skip
             key = self.add(HttpSource(url, name, checksum), (), f"ADD {url}", ctx.platform, ins,
                            internal=True)  # fmt: skip
             inputs.append(key)
@@ -1561,9 +1566,15 @@ def _is_url(source: str) -> bool:
     return source.startswith(("http://", "https://"))
 
 
-def _url_filename(url: str) -> str:
+def _url_filename(url: str) -> str | None:
+    """The name of ADD's downloaded file, as BuildKit makes it: the last segment of the URL's
+    path, %-decoded (`__unnamed__` when there is none); None for `..` or a NUL, which name no
+    file (BuildKit would write to `..`)."""
     path = url.split("://", 1)[1].partition("/")[2].split("?", 1)[0].split("#", 1)[0]
-    base = posixpath.basename(path.rstrip("/")) if path else ""
+    decoded = urllib.parse.unquote(path)
+    base = posixpath.basename(decoded.rstrip("/")) if decoded.rstrip("/") else ""
+    if base == ".." or "\0" in base:
+        return None
     return base if base not in ("", ".", "/") else "__unnamed__"
 
 

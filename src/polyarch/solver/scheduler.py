@@ -20,11 +20,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from polyarch.concurrency import PriorityGate
+from polyarch.concurrency import STOP_GRACE, PriorityGate
 from polyarch.errors import PolyarchError
 
 R = TypeVar("R")
-STOP_GRACE = 1.0  # seconds running jobs get to stop when the solve is interrupted
 
 
 class Cancelled(PolyarchError):

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 
-from polyarch.concurrency import wait_all
+from polyarch.concurrency import task_pool, wait_all
 from polyarch.digest import Digest
 from polyarch.errors import ManifestError, UsageError
 from polyarch.oci import mediatypes as mt
@@ -134,17 +134,15 @@ def transfer_content(
         if progress:
             progress("blob", descriptor, result)
 
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+    with task_pool(jobs) as pool:  # Ctrl-C or a failure: a transfer under way is not waited for
 
         def discovered(blob: Descriptor) -> None:
             if blob.digest not in seen and is_distributable(blob):
                 seen.add(blob.digest)
                 futures.append(pool.submit(move, blob))
 
-        try:
-            _walk(source, top, documents, discovered, depth=0)
-        finally:
-            wait_all(futures)
+        _walk(source, top, documents, discovered, depth=0)
+        wait_all(futures)
     for document in documents:
         if document is top:
             continue

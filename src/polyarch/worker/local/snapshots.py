@@ -12,8 +12,10 @@ import multiprocessing
 import os
 import pickle
 import shutil
+import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -37,12 +39,40 @@ def _workers() -> ProcessPoolExecutor:
     global _pool  # noqa: PLW0603 (one pool per process, made on first use)
     with _pool_lock:
         if _pool is None:
+            # The semaphore tracker multiprocessing starts takes our -W options: after Ctrl-C
+            # (os._exit) it would warn of "leaked semaphore objects" on the user's terminal.
+            quiet = "ignore::UserWarning:multiprocessing.resource_tracker"
+            if quiet not in sys.warnoptions:
+                sys.warnoptions.append(quiet)
             # spawn, not fork: the builder has threads, and a forked child would inherit
             # their locks in whatever state they were
             _pool = ProcessPoolExecutor(
-                max_workers=os.cpu_count() or 1, mp_context=multiprocessing.get_context("spawn")
-            )
+                max_workers=os.cpu_count() or 1, mp_context=multiprocessing.get_context("spawn"),
+                initializer=_end_with, initargs=(os.getpid(),),
+            )  # fmt: skip
         return _pool
+
+
+def _end_with(parent: int) -> None:
+    """In a worker: end when polyarch does, however it ended (Ctrl-C leaves with os._exit,
+    a kill leaves at once): a worker left behind would hold its terminal and files open."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def stop_workers() -> None:
+    """Stop the unpacking processes now (the command is ending without waiting for them)."""
+    with _pool_lock:
+        pool = _pool
+    if pool is not None:
+        for process in list(getattr(pool, "_processes", {}).values()):
+            with contextlib.suppress(Exception):
+                process.kill()
 
 
 def _unpack(
