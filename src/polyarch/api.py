@@ -10,6 +10,7 @@ import os
 import platform as _host
 import stat
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
@@ -20,7 +21,14 @@ from typing import TYPE_CHECKING, Any
 import platformdirs
 
 from polyarch.errors import DockerfileError, NotFoundError, PolyarchError, UsageError
-from polyarch.export import write_docker_archive
+from polyarch.export.outputs import (
+    DockerOutput,
+    LocalOutput,
+    OciOutput,
+    RegistryOutput,
+    TarOutput,
+)
+from polyarch.export.outputs import Output as OutputSpec
 from polyarch.frontend.convert import (
     BaseImage,
     CheckResult,
@@ -58,6 +66,7 @@ from polyarch.transfer.endpoints import (
     ImageTarget,
     LayoutRepository,
     RegistryRepository,
+    StoreSource,
     StoreThenRegistry,
     read_small_blob,
 )
@@ -436,7 +445,7 @@ class BuildOptions:
     target: str | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
     no_cache: bool = False
-    outputs: tuple[Mapping[str, str], ...] = ()
+    outputs: tuple[OutputSpec, ...] = ()
     root: Path | None = None
     jobs: int = 1
     build_once: str | frozenset[str] = "auto"
@@ -458,7 +467,9 @@ class BuildOptions:
 
 @dataclass(frozen=True, slots=True)
 class Output:
-    """An output written: `kind` registry (pushed to `name`), oci (a layout) or docker."""
+    """An output written: `kind` registry (pushed to `name`), oci, docker (archives, or a
+    directory: `name` is where, "-" for stdout), load (`name`: what the engine said), local
+    or tar (the final stage's files)."""
 
     kind: str
     name: str
@@ -518,19 +529,28 @@ def _build_image(
                          "run it as root, e.g. with sudo")  # fmt: skip
     refs = [Reference.parse(t) for t in options.tags]
     for output in options.outputs:  # checked before anything runs
-        if output.get("type") == "registry" and not refs and not output.get("name"):
+        if isinstance(output, RegistryOutput) and not refs and not output.names:
             raise UsageError("pushing needs a name: -t REGISTRY/NAME:TAG, or "
                              "--output type=registry,name=REGISTRY/NAME[:TAG]")  # fmt: skip
-        if output.get("type") == "docker" and len(options.platforms) > 1:
+        if isinstance(output, DockerOutput) and not output.load and len(options.platforms) > 1:
             raise UsageError("--output type=docker holds one platform (docker load takes no "
-                             "index); build one --platform, or use type=oci,dest=DIR")  # fmt: skip
-    kinds = {output.get("type") for output in options.outputs}
-    if options.push_from_nodes and kinds != {"registry"}:
+                             "index); build one --platform, or use type=oci")  # fmt: skip
+        if isinstance(output, OciOutput) and output.tar and Path(output.dest).is_dir():
+            raise UsageError(f"--output type=oci: dest={output.dest} is a directory; name the "
+                             "tar file to write, or add tar=false to write the layout in "
+                             "that directory")  # fmt: skip
+        if isinstance(output, DockerOutput | TarOutput) and output.dest not in ("", "-") and (
+                Path(output.dest).is_dir()):  # fmt: skip
+            raise UsageError(f"--output: dest={output.dest} is a directory; name the tar file "
+                             "to write")  # fmt: skip
+    if options.push_from_nodes and not all(isinstance(o, RegistryOutput) and
+                                           o.compression.is_default
+                                           for o in options.outputs or (None,)):  # fmt: skip
         raise UsageError("--push-from-nodes needs --push (or --output type=registry) and no "
                          "other output: the nodes' platforms are pushed from the nodes and do "
                          "not come to this machine, so nothing here can export them")  # fmt: skip
     push_to = sorted({f"{t.registry}/{t.repository}" for output in options.outputs
-                      if output.get("type") == "registry"
+                      if isinstance(output, RegistryOutput)
                       for t in _registry_targets(output, refs)})  # fmt: skip
     annotations = parse_annotations(options.annotations)
     if len(options.platforms) < 2 and any(a.level != "manifest" for a in annotations):
@@ -586,45 +606,12 @@ def _build_image(
         builder.layout.set_ref(name, result.descriptor)
     for owner in sorted({r.name for r in refs}):
         builder.cache.claim(result.cache_keys, owner)  # what `polyarch clean` may forget
-    written: list[Output] = []
-    store = workspace.store
-    for output in options.outputs:
-        kind = output.get("type")
-        if kind == "registry":
-            for target in _registry_targets(output, refs):
-                pinned = Reference(target.registry, target.repository, None,
-                                   result.descriptor.digest)  # fmt: skip
-                destination = pinned if output.get("push-by-digest") else target
-                with _TransferRow(progress or silent, f"push {destination}", builder.layout,
-                                  result.manifests.values()) as row:  # fmt: skip
-                    if from_nodes:  # the nodes' platforms are in the repository already
-                        there = RegistryRepository(session.client, target)
-                        merged = StoreThenRegistry(builder.layout, result.descriptor, there)
-                        report = copy_image(merged, session.target(str(destination)),
-                                            progress=row.blob)  # fmt: skip
-                    else:
-                        report = session.copy(LayoutLocation(str(store), names[0]),
-                                              str(destination), progress=row.blob)  # fmt: skip
-                    row.summary = (f"{report.uploaded} uploaded, {report.mounted} mounted, "
-                                   f"{report.existing} already there")  # fmt: skip
-                written.append(Output("registry", str(report.name), str(report.digest)))
-        elif kind == "oci":
-            name = refs[0].tag if refs and refs[0].tag else "latest"
-            with _TransferRow(progress or silent, f"export to {output['dest']}", builder.layout,
-                              result.manifests.values()) as row:  # fmt: skip
-                source = LayoutLocation(str(store), names[0])
-                report = session.copy(source, LayoutLocation(output["dest"], name),
-                                      progress=row.blob)  # fmt: skip
-            written.append(Output("oci", str(report.name), str(report.digest)))
-        elif kind == "docker":
-            with _TransferRow(progress or silent, f"write docker archive {output['dest']}",
-                              builder.layout, result.manifests.values()):  # fmt: skip
-                write_docker_archive(
-                    builder.layout, result.descriptor, [str(r) for r in refs],
-                    Path(output["dest"]),
-                )  # fmt: skip
-            written.append(Output("docker", output["dest"], str(result.descriptor.digest)))
-    return BuildReport(result, tuple(names), tuple(written))
+    sink = progress or silent
+    written = tuple(
+        _write_output(output, session, builder, result, refs, from_nodes, epoch, sink)
+        for output in options.outputs
+    )
+    return BuildReport(result, tuple(names), written)
 
 
 def _context_and_dockerfile(
@@ -687,11 +674,104 @@ def check_build(
         return check_dockerfile(parsed, path, args, lambda df: request(df, images))
 
 
-def _registry_targets(output: Mapping[str, str], refs: Sequence[Reference]) -> list[Reference]:
+def _registry_targets(output: RegistryOutput, refs: Sequence[Reference]) -> list[Reference]:
     """Where a registry output pushes: its `name=` (comma separated), else the tags."""
-    if output.get("name"):
-        return [Reference.parse(n) for n in output["name"].split(",") if n]
+    if output.names:
+        return [Reference.parse(n) for n in output.names]
     return list(refs)
+
+
+def _write_output(
+    output: OutputSpec,
+    session: Session,
+    builder: Builder,
+    result: BuildResult,
+    refs: Sequence[Reference],
+    from_nodes: bool,
+    epoch: int | None,
+    progress: Progress,
+) -> Output:
+    """One output of a build, from the store (its layers recompressed first when it asks)."""
+    from polyarch.export import docker_archive, engine, rootfs  # noqa: PLC0415
+    from polyarch.export.recompress import recompressed  # noqa: PLC0415
+
+    layout = builder.layout
+    top = result.descriptor
+    compression = getattr(output, "compression", None)
+    if compression is not None and not compression.is_default:
+        with _TransferRow(progress, f"compress layers ({compression.kind})", layout, ()):
+            top = recompressed(layout, top, compression, result.base_layers)
+    rows = result.manifests.values()
+    tags = [str(r) for r in refs]
+    if isinstance(output, RegistryOutput):
+        pushed: list[str] = []
+        for target in _registry_targets(output, refs):
+            pinned = Reference(target.registry, target.repository, None, top.digest)
+            destination = pinned if output.push_by_digest else target
+            with _TransferRow(progress, f"push {destination}", layout, rows) as row:
+                if from_nodes:  # the nodes' platforms are in the repository already
+                    there = RegistryRepository(session.client, target)
+                    merged = StoreThenRegistry(layout, top, there)
+                    report = copy_image(merged, session.target(str(destination)),
+                                        progress=row.blob)  # fmt: skip
+                else:
+                    report = copy_image(StoreSource(layout, top),
+                                        session.target(str(destination)),
+                                        progress=row.blob)  # fmt: skip
+                row.summary = (f"{report.uploaded} uploaded, {report.mounted} mounted, "
+                               f"{report.existing} already there")  # fmt: skip
+            pushed.append(str(report.name))
+        return Output("registry", ",".join(pushed), str(top.digest))
+    if isinstance(output, OciOutput):
+        name = output.name or (refs[0].tag if refs and refs[0].tag else "latest")
+        with _TransferRow(progress, f"export to {output.dest}", layout, rows) as row:
+            if not output.tar:
+                report = copy_image(StoreSource(layout, top),
+                                    session.target(LayoutLocation(output.dest, name)),
+                                    progress=row.blob)  # fmt: skip
+            else:
+                full = [output.name] if output.name else tags[:1]
+                _to_dest(output.dest, lambda out: docker_archive.write_oci_archive(
+                    layout, top, full, out))  # fmt: skip
+        return Output("oci", output.dest, str(top.digest))
+    if isinstance(output, DockerOutput):
+        named = [output.name] if output.name else tags
+        if output.load:
+            with _TransferRow(progress, "load into the local engine", layout, rows) as row:
+                row.summary = engine.load_image(layout, top, named)
+            return Output("load", row.summary, str(top.digest))
+        with _TransferRow(progress, f"write docker archive {output.dest}", layout, rows):
+            _to_dest(output.dest, lambda out: docker_archive.write_docker_archive(
+                layout, top, named, out))  # fmt: skip
+        return Output("docker", output.dest, str(top.digest))
+    if isinstance(output, LocalOutput):
+        with _TransferRow(progress, f"copy files to {output.dest}", layout, ()):
+            rootfs.write_local(layout, top, Path(output.dest), output.platform_split)
+        return Output("local", output.dest, str(top.digest))
+    with _TransferRow(progress, f"write files as tar {output.dest}", layout, ()):
+        _to_dest(output.dest, lambda out: rootfs.write_tar(
+            layout, top, out, output.platform_split, epoch, builder.workspace.tmp))  # fmt: skip
+    return Output("tar", output.dest, str(top.digest))
+
+
+def _to_dest(dest: str, write: Callable[[Any], None]) -> None:
+    """`write` into the file `dest` (written whole or not at all), or stdout for "-"."""
+    if dest == "-":
+        write(sys.stdout.buffer)
+        sys.stdout.buffer.flush()
+        return
+    path = Path(dest)
+    if path.is_dir():
+        raise UsageError(f"--output: dest={dest} is a directory; name the file to write")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    try:
+        with partial.open("wb") as out:
+            write(out)
+        partial.replace(path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
 
 
 class _TransferRow:

@@ -104,6 +104,9 @@ class BuildResult:
     warnings: tuple[PlanWarning, ...] = ()
     steps_imported: int = 0  # of the cached: hits in an imported cache
     cache_export: ExportReport | None = None
+    # The layer blobs the base images brought (an output's compression leaves them alone
+    # unless forced, as BuildKit does)
+    base_layers: frozenset[Digest] = frozenset()
 
 
 class NativeOutput(PolyarchError):
@@ -408,6 +411,9 @@ class Builder:
             max(0, report.steps_cached - earlier),
             time.monotonic() - solved.started, tuple(platform_images), report.used_keys,
             graph.warnings, report.steps_imported, exported,
+            frozenset(layer.digest for key, vertex in graph.vertices.items()
+                      if isinstance(vertex.op, ImageSource)
+                      for layer in getattr(solver.finished(key), "layers", ())),
         )  # fmt: skip
 
     # exported caches ---------------------------------------------------------------------

@@ -145,7 +145,7 @@ def test_same_image_as_buildah(
     result = subprocess.run(
         [sys.executable, "-m", "polyarch", "build", "--root", str(tmp_path / "root"),
          "--progress", "plain", "-t", f"cmp/{case.name}:1", "--output",
-         f"type=oci,dest={ours}", *flags, str(ctx)],
+         f"type=oci,dest={ours},tar=false", *flags, str(ctx)],
         capture_output=True, text=True,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr

@@ -78,11 +78,15 @@ def test_outputs_are_honoured_or_refused(
     ("output", "message"),
     [
         ("type=image,push=true,bogus=1", "not bogus"),
-        ("type=registry,compression=zstd", "gzip layers only"),
-        ("out-dir", "path shorthand"),
-        ("type=local,dest=x", "type=local"),
+        ("type=registry,compression=brotli", "compression must be gzip, zstd or uncompressed"),
+        ("type=registry,compression=zstd,compression-level=99", "compression-level for zstd"),
+        ("type=oci,dest=x,compression=estargz", "not eStargz"),
+        ("type=local", "needs dest=PATH"),
+        ("type=local,dest=-", "type=tar,dest=-"),
         ("type=oci", "needs dest=PATH"),
-        ("type=oci,dest=x,tar=true", "tar=false"),
+        ("type=oci,dest=-,tar=false", "writes a directory"),
+        ("type=oci,dest={ctx}", "is a directory"),
+        ("type=oci,dest=x,oci-mediatypes=false", "OCI media types only"),
         ("type=nope", "type must be"),
         ("type=registry", "pushing needs a name"),
     ],
@@ -91,8 +95,8 @@ def test_bad_outputs_fail_before_anything_runs(
     base: str, tmp_path: Path, output: str, message: str
 ) -> None:
     ctx = write_context(tmp_path / "ctx", f"FROM {base}\nRUN true\n", {})
-    done = run("build", "--root", str(tmp_path / "root"), "--progress", "plain", "-o", output,
-               str(ctx))  # fmt: skip
+    done = run("build", "--root", str(tmp_path / "root"), "--progress", "plain", "-o",
+               output.format(ctx=ctx), str(ctx))  # fmt: skip
     assert done.returncode != 0
     assert message in done.stderr, done.stderr
     assert "resolve" not in done.stderr and "Traceback" not in done.stderr

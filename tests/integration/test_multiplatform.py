@@ -47,7 +47,7 @@ def test_four_platforms_each_with_its_own_machine(
     ref = registry.ref("multi/arch:1")
     out = tmp_path / "oci-out"
     polyarch("build", "--root", str(root), "--platform", ",".join(PLATFORMS), "-t", ref,
-             "--push", "--output", f"type=oci,dest={out}", str(ctx))  # fmt: skip
+             "--push", "--output", f"type=oci,dest={out},tar=false", str(ctx))  # fmt: skip
     layout, index = images(root, ref)
     exported = OciLayout(out)
     top = exported.resolve("1")

@@ -11,7 +11,7 @@ import pytest
 
 from polyarch.digest import Digest
 from polyarch.errors import UsageError
-from polyarch.export import write_docker_archive
+from polyarch.export.docker_archive import write_docker_archive
 from polyarch.runtime import BindMount, ProcessSpec, runtime_spec
 from polyarch.runtime.spec import capabilities_of
 from polyarch.solver.cache import CachedLayer, SqliteCache

@@ -42,7 +42,6 @@ from polyarch.cli.common import (
     human,
     open_session,
     parse_build_args,
-    parse_outputs,
     parse_pairs,
     parse_platforms,
     root_option,
@@ -50,6 +49,7 @@ from polyarch.cli.common import (
 )
 from polyarch.config import effective
 from polyarch.errors import UsageError
+from polyarch.export.outputs import parse_outputs
 from polyarch.frontend.convert import CheckResult
 from polyarch.frontend.gitref import GitRefError, parse_git_ref
 from polyarch.platform import Platform
@@ -100,8 +100,6 @@ def _renderer(ctx: click.Context, progress: str) -> tuple[Any, str]:
 
 # buildx flags polyarch does not take, each with what to do instead (not "did you mean").
 _BUILDX_POINTERS = {
-    "--load": "there is no daemon to load into: write a docker archive with "
-    "`--output type=docker,dest=FILE` and run `docker load -i FILE` (one platform), or push",
     "--sbom": "SBOM attestations are not made yet; polyarch writes no attestation manifests",
     "--provenance": "provenance attestations are not made yet; polyarch writes no attestation "
     "manifests",
@@ -128,9 +126,7 @@ def _buildx_flags(fn: Any) -> Any:
     flags = [click.option("--pull", is_flag=True, hidden=True, expose_value=False,
                           callback=_pull_noted)]  # fmt: skip
     for flag in _BUILDX_POINTERS:
-        is_flag = flag == "--load"
-        flags.append(click.option(flag, is_flag=is_flag, hidden=True, expose_value=False,
-                                  callback=_pointer))  # fmt: skip
+        flags.append(click.option(flag, hidden=True, expose_value=False, callback=_pointer))
     return _stacked(fn, flags)
 
 
@@ -386,6 +382,7 @@ def _build(
     tags: Sequence[str],
     push: bool,
     outputs: Sequence[str],
+    load: bool = False,
     dockerfile: Path | None,
     platforms: Sequence[str],
     build_args: Sequence[str],
@@ -464,7 +461,7 @@ def _build(
         target=settings["build.target"] or None,
         labels=parse_pairs(labels, "--label"),
         no_cache=no_cache,
-        outputs=tuple(parse_outputs(outputs, push)),
+        outputs=parse_outputs(outputs, push=push, load=load),
         root=root,
         jobs=jobs,
         build_once=build_once_value(",".join(once) if isinstance(once, list) else once),
@@ -540,13 +537,12 @@ def _build_lines(report: BuildReport) -> list[str]:
             f"exported the build cache to {export.where} ({export.entries} entries under "
             f"{export.tag}, {export.total} in all; {export.uploaded} layers)"
         )
+    said = {"registry": "pushed {} ({})", "oci": "exported {}", "docker": "wrote docker archive {}",
+            "load": "loaded into the local engine: {}", "local": "wrote the files to {}",
+            "tar": "wrote the files as a tar to {}"}  # fmt: skip
     for output in report.outputs:
-        if output.kind == "registry":
-            lines.append(f"pushed {output.name} ({output.digest})")
-        elif output.kind == "oci":
-            lines.append(f"exported {output.name}")
-        else:
-            lines.append(f"wrote docker archive {output.name}")
+        if output.name != "-":
+            lines.append(said[output.kind].format(output.name, output.digest))
     return lines
 
 
@@ -554,12 +550,18 @@ def _build_lines(report: BuildReport) -> list[str]:
 @click.option("-t", "--tag", "tags", multiple=True, help="Name the image (repeatable). "
               "Default: REGISTRY/IMAGE:VERSION from polyarch.toml and git.")  # fmt: skip
 @click.option("--push", is_flag=True, help="Push every tag (same as --output type=registry).")
+@click.option("--load", is_flag=True, help="Load the image into the local Docker engine "
+              "(DOCKER_HOST; podman's store when there is no Docker), as buildx does; same as "
+              "--output type=docker.")  # fmt: skip
 @click.option("-o", "--output", "outputs", multiple=True,
-              metavar="type=registry|image|oci|docker,...",
-              help="Where the image goes besides the local store (repeatable): "
-              "type=registry[,name=REF][,push-by-digest=true], type=image,push=true, "
-              "type=oci,dest=DIR, type=docker,dest=FILE. Other types and keys are "
-              "refused.")  # fmt: skip
+              metavar="type=registry|image|oci|docker|local|tar,...",
+              help="Where the image goes besides the local store (repeatable), as buildx "
+              "takes it: type=registry[,name=REF][,push-by-digest=true] (= type=image,"
+              "push=true), type=oci,dest=FILE|-[,tar=false], type=docker[,dest=FILE|-] "
+              "(no dest: --load), type=local,dest=DIR and type=tar,dest=FILE|- (the final "
+              "stage's files; a directory per platform), -o DIR (local), -o - (tar). "
+              "compression=gzip|zstd|uncompressed, compression-level=N, "
+              "force-compression=true for image outputs.")  # fmt: skip
 @click.option("--metadata-file", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the build's result as JSON (buildx's keys: containerimage.digest, "
               "containerimage.descriptor, image.name; and per platform).")  # fmt: skip
@@ -605,6 +607,8 @@ def build_command(
         ctx.exit(print_check(checked, function))
     report = _build(ctx, **kwargs)
     assert isinstance(report, BuildReport)
+    # An output on stdout (dest=-) has it to itself: what is said goes to stderr.
+    to_stderr = any(o.name == "-" for o in report.outputs)
     if metadata_file is not None:
         text = json.dumps(build_metadata(report), indent=2)
         metadata_file.write_text(text + "\n", encoding="utf-8")
@@ -614,12 +618,12 @@ def build_command(
         result = {"event": "result", "version": failure.PROGRESS_SCHEMA_VERSION,
                   "time": time.time(), "status": 0, **build_metadata(report)}  # fmt: skip
         click.echo(json.dumps(result), err=True)
-        click.echo("\n".join(_build_lines(report)))  # stdout: the same lines as ever
+        click.echo("\n".join(_build_lines(report)), err=to_stderr)  # the same lines as ever
         return
     if quiet:
-        click.echo(report.digest)
+        click.echo(report.digest, err=to_stderr)
         return
-    click.echo("\n".join(_build_lines(report)))
+    click.echo("\n".join(_build_lines(report)), err=to_stderr)
     for warning in report.result.warnings:  # told during the build too; repeated to be seen
         click.echo(f"warning: {warning}", err=True)
     pushed = any(o.kind == "registry" for o in report.outputs)

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from polyarch import __version__
 from polyarch.digest import Digest
 from polyarch.errors import BuildError, DockerfileError, PolyarchError
+from polyarch.export.outputs import RegistryOutput
 from polyarch.graph.ops import ContextSource
 from polyarch.nodes.builders import DEFAULT
 from polyarch.nodes.protocol import PROTOCOL_VERSION, payload_chunks, receive, send, send_file
@@ -216,8 +217,8 @@ def _build(
             builder=DEFAULT,  # a node builds itself, never through its own builders' nodes
             contexts=contexts,
             # --push-from-nodes: pushed from here by digest, with this machine's credentials.
-            outputs=({"type": "registry", "name": ",".join(map(str, message["push"])),
-                      "push-by-digest": "true"},) if message.get("push") else (),
+            outputs=(RegistryOutput(tuple(map(str, message["push"])), push_by_digest=True),)
+            if message.get("push") else (),
         )  # fmt: skip
         if pending:
             ran = warm_image(session, options, pending, progress=progress)

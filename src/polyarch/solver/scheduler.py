@@ -88,6 +88,11 @@ class Scheduler(Generic[R]):
         with self._lock:
             return self._done[key]
 
+    def finished(self, key: str) -> R | None:
+        """The result if it was computed (None, and nothing computed, otherwise)."""
+        with self._lock:
+            return self._done.get(key)
+
     def evaluate(self, key: str) -> R:
         """The result of `key`, computing it (and its inputs) if nobody has yet."""
         with self._lock:

@@ -108,6 +108,10 @@ class Solver:
     def result(self, key: str) -> Result:
         return self.scheduler.evaluate(key)
 
+    def finished(self, key: str) -> Result | None:
+        """The result if this solve computed it (nothing is computed for the asking)."""
+        return self.scheduler.finished(key)
+
     def _inputs(self, key: str) -> Sequence[str]:
         return self.graph.vertices[key].inputs
 

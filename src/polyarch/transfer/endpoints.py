@@ -161,13 +161,39 @@ class LayoutRepository:
         return f"oci:{self.location.path}:{name}"
 
 
-class StoreThenRegistry:
+class StoreSource:
+    """An image of an OCI layout by its descriptor (`top`), named or not."""
+
+    def __init__(self, layout: OciLayout, top: Descriptor) -> None:
+        self.layout, self.top = layout, top
+
+    def __str__(self) -> str:
+        return str(self.top.digest)
+
+    @property
+    def registry_repository(self) -> tuple[str, str] | None:
+        return None
+
+    def resolve(self) -> FetchedDocument:
+        raw = self.layout.read_document(self.top)
+        return FetchedDocument(parse_document(raw, self.top.media_type), self.top.digest)
+
+    def fetch_document(self, descriptor: Descriptor) -> Document:
+        raw = self.layout.read_document(descriptor)
+        return parse_document(raw, descriptor.media_type, what=f"manifest {descriptor.digest}")
+
+    def open_blob(self, descriptor: Descriptor) -> Iterator[bytes]:
+        return self.layout.blobs.iter_blob(descriptor.digest, descriptor.size)
+
+
+class StoreThenRegistry(StoreSource):
     """An image of an OCI layout (`top`, by descriptor) some of whose parts are only in a
     registry repository (build nodes pushed them there): each document and blob is read from
     the layout when it holds it, else from the repository."""
 
     def __init__(self, layout: OciLayout, top: Descriptor, remote: RegistryRepository) -> None:
-        self.layout, self.top, self.remote = layout, top, remote
+        super().__init__(layout, top)
+        self.remote = remote
 
     def __str__(self) -> str:
         return f"{self.top.digest} (here and in {self.remote})"
@@ -175,10 +201,6 @@ class StoreThenRegistry:
     @property
     def registry_repository(self) -> tuple[str, str] | None:
         return self.remote.registry_repository
-
-    def resolve(self) -> FetchedDocument:
-        raw = self.layout.read_document(self.top)
-        return FetchedDocument(parse_document(raw, self.top.media_type), self.top.digest)
 
     def fetch_document(self, descriptor: Descriptor) -> Document:
         if self.layout.blobs.has(descriptor.digest, descriptor.size):

@@ -1,0 +1,119 @@
+"""The final stage's files, as buildx's `type=local` and `type=tar` outputs write them: each
+platform's layers applied in order (whiteouts carried out) into a directory of its own. Effects.
+
+`local` merges them into the destination directory (files already there and not in the image
+stay), owned by the user who runs polyarch, as BuildKit's client writes them; `tar` streams
+them as one tar (numeric owners as in the image, entries sorted). With several platforms each
+goes in a subdirectory named after it (`linux_amd64`, `linux_arm_v7`) unless `platform-split`
+is false.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO
+
+from polyarch.errors import UsageError
+from polyarch.layers import apply_layer, open_layer
+from polyarch.layers.write import write_layer
+from polyarch.oci.models import Descriptor, Index, Manifest, parse_document
+from polyarch.platform import Platform
+from polyarch.store.layout import OciLayout
+
+
+def platform_dir(platform: Platform) -> str:
+    return str(platform).replace("/", "_")
+
+
+def images_of(layout: OciLayout, top: Descriptor) -> list[tuple[Platform | None, Manifest]]:
+    document = parse_document(layout.read_document(top), top.media_type)
+    if isinstance(document, Manifest):
+        return [(top.platform, document)]
+    assert isinstance(document, Index)
+    out: list[tuple[Platform | None, Manifest]] = []
+    for entry in document.images():
+        child = parse_document(layout.read_document(entry), entry.media_type)
+        assert isinstance(child, Manifest)
+        out.append((entry.platform, child))
+    return out
+
+
+def flatten(layout: OciLayout, manifest: Manifest, into: Path, *, owners: bool) -> None:
+    """The manifest's layers applied in order into `into`, whiteouts carried out."""
+    into.mkdir(parents=True, exist_ok=True)
+    for layer in manifest.layers:
+        with layout.blobs.open(layer.digest, layer.size) as raw:
+            apply_layer(open_layer(raw, layer.media_type), into,  # type: ignore[arg-type]
+                        whiteouts="delete", same_owner=owners)  # fmt: skip
+            raw.verify()
+
+
+def write_local(
+    layout: OciLayout, top: Descriptor, dest: Path, platform_split: bool | None
+) -> None:
+    images = images_of(layout, top)
+    split = len(images) > 1 if platform_split is None else platform_split
+    if dest.exists() and not dest.is_dir():
+        raise UsageError(f"--output type=local: dest={dest} is not a directory")
+    dest.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.polyarch-"))
+    try:
+        for platform, manifest in images:
+            where = scratch / platform_dir(platform) if split and platform else scratch
+            flatten(layout, manifest, where, owners=False)
+        _merge(scratch, dest)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def write_tar(
+    layout: OciLayout,
+    top: Descriptor,
+    out: IO[bytes],
+    platform_split: bool | None,
+    source_date_epoch: int | None,
+    work: Path,
+) -> None:
+    images = images_of(layout, top)
+    split = len(images) > 1 if platform_split is None else platform_split
+    scratch = Path(tempfile.mkdtemp(dir=work, prefix="tar-output-"))
+    try:
+        for platform, manifest in images:
+            where = scratch / platform_dir(platform) if split and platform else scratch
+            flatten(layout, manifest, where, owners=os.geteuid() == 0)
+        write_layer(scratch, out, source_date_epoch=source_date_epoch, overlay=False)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _merge(source: Path, dest: Path) -> None:
+    """Move everything under `source` into `dest`: an entry there by the same name is
+    replaced, except a directory by a directory, which is merged."""
+    for src in sorted(source.iterdir()):
+        dst = dest / src.name
+        src_st, dst_st = src.lstat(), _lstat(dst)
+        if dst_st is not None and stat.S_ISDIR(src_st.st_mode) and stat.S_ISDIR(dst_st.st_mode):
+            _merge(src, dst)
+            os.chmod(dst, stat.S_IMODE(src_st.st_mode))
+            continue
+        if dst_st is not None:
+            if stat.S_ISDIR(dst_st.st_mode):
+                shutil.rmtree(dst)
+            else:
+                dst.unlink()
+        src.rename(dst)
+
+
+def _lstat(path: Path) -> os.stat_result | None:
+    try:
+        return path.lstat()
+    except FileNotFoundError:
+        return None
+
+
+__all__: Sequence[str] = ("flatten", "platform_dir", "write_local", "write_tar")
