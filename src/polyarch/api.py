@@ -41,7 +41,6 @@ from polyarch.frontend.dockerfile import Dockerfile, ParseResult, build, parse
 from polyarch.frontend.dockerfile.checks import CHECK_ARG
 from polyarch.frontend.gitref import parse_git_ref
 from polyarch.graph.model import BuildGraph
-from polyarch.graph.ops import ImageSource as ImageOp
 from polyarch.image.annotations import parse_annotations
 from polyarch.oci.models import (
     Descriptor,
@@ -463,6 +462,10 @@ class BuildOptions:
     annotations: tuple[str, ...] = ()  # --annotation [LEVEL[,LEVEL][[PLATFORM]]:]KEY=VALUE
     push_from_nodes: bool = False  # nodes push their platforms themselves (their credentials)
     add_hosts: tuple[str, ...] = ()  # --add-host HOST=IP (checked), in the steps' /etc/hosts
+    network: str = "default"  # --network default|none|host: RUN steps that name none
+    ulimits: tuple[str, ...] = ()  # --ulimit NAME=SOFT[:HARD] (checked)
+    shm_size: int = 0  # --shm-size, bytes
+    no_cache_filter: tuple[str, ...] = ()  # --no-cache-filter: stages that take no cache
 
 
 @dataclass(frozen=True, slots=True)
@@ -589,7 +592,9 @@ def _build_image(
             options.step_timeout,
             annotations if farm is None else tuple(a for a in annotations
                                                    if a.level == "manifest"),
-            extra_hosts=options.add_hosts,
+            extra_hosts=options.add_hosts, network=options.network, ulimits=options.ulimits,
+            shm_size=options.shm_size,
+            no_cache_filter=frozenset(s.lower() for s in options.no_cache_filter),
         )  # fmt: skip
         if pending:
             return builder.warm(request, pending)
@@ -636,7 +641,7 @@ def check_build(
     """`build --check`: BuildKit's build checks over the Dockerfile, as the build would
     convert it (every stage unless a target is named), with the base images' configs
     resolved (their layers are not pulled). Builds nothing; needs no root."""
-    from polyarch.build import Builder, ignore_patterns  # noqa: PLC0415
+    from polyarch.build import Builder, base_images, ignore_patterns  # noqa: PLC0415
     from polyarch.store.workspace import Workspace  # noqa: PLC0415
 
     machine = machine_platform()
@@ -656,6 +661,7 @@ def check_build(
                 df, options.platforms or (machine,), machine, args, options.target, images,
                 options.build_once, ignore=ignore, allow=options.allow,
                 labels=dict(options.labels), contexts=contexts, extra_hosts=options.add_hosts,
+                network=options.network, ulimits=options.ulimits, shm_size=options.shm_size,
             )  # fmt: skip
 
         try:
@@ -665,12 +671,10 @@ def check_build(
             ))  # fmt: skip
         except DockerfileError:  # said by the check, after the warnings before it
             return check_dockerfile(parsed, path, args, lambda df: request(df, {}))
-        wanted = sorted({(v.op.ref, str(v.op.platform)) for v in draft.vertices.values()
-                         if isinstance(v.op, ImageOp)})  # fmt: skip
         builder = Builder(Workspace(options.root or default_root()), session.client,
                           progress=progress or silent, mirrors=options.mirrors,
                           mirror_client=session.fast_client())  # fmt: skip
-        images = builder.base_configs(wanted)
+        images = builder.base_configs(base_images(draft))
         return check_dockerfile(parsed, path, args, lambda df: request(df, images))
 
 
@@ -1215,8 +1219,9 @@ def _kept_locally(location: str, root: Path) -> str | None:
 
 
 def clean_images(repository: str, root: Path | None = None) -> PruneReport:
-    """Remove the local images of `repository`, the cache entries only they used, and every
-    blob and snapshot nothing else needs."""
+    """Remove the local images `repository` names (`NAME`: every tag; `NAME:TAG`,
+    `NAME@DIGEST`, or `sha256:X` for an untagged one: only that), the cache entries only they
+    used, and every blob and snapshot nothing else needs."""
     from polyarch.store.gc import remove_images  # noqa: PLC0415
     from polyarch.store.workspace import Workspace  # noqa: PLC0415
 
@@ -1238,8 +1243,8 @@ def prune_workspace(
     keep_storage: int | None = None,
     older_than: float | None = None,
 ) -> PruneReport:
-    """Free the workspace (`polyarch prune`): build steps, and cache mounts when asked; the
-    tagged images stay."""
+    """Free the workspace (`polyarch prune`): build steps, the untagged images of earlier
+    builds, and cache mounts when asked; the tagged images stay."""
     from polyarch.store.gc import prune  # noqa: PLC0415
     from polyarch.store.workspace import Workspace  # noqa: PLC0415
 

@@ -12,7 +12,7 @@ import contextlib
 import dataclasses
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -80,6 +80,10 @@ class BuildRequest:
     step_timeout: float | None = None  # seconds a RUN step may take (--step-timeout)
     annotations: tuple[Annotation, ...] = ()  # --annotation
     extra_hosts: tuple[str, ...] = ()  # --add-host, as HOST=IP
+    network: str = "default"  # --network: RUN steps' network unless they name one
+    ulimits: tuple[str, ...] = ()  # --ulimit NAME=SOFT:HARD
+    shm_size: int = 0  # --shm-size, bytes
+    no_cache_filter: frozenset[str] = frozenset()  # --no-cache-filter: stages run anew
     # Named contexts (of `contexts`, layouts) not there yet: only a warm-up solve may run.
     pending: frozenset[str] = frozenset()
 
@@ -185,6 +189,17 @@ class _Solved:
     earlier: int  # steps run by earlier tries (a replan, a dropped cache entry)
     now: str  # the build's time
     started: float
+
+
+def base_images(graph: BuildGraph, keys: Collection[str] | None = None
+                ) -> dict[tuple[str, str], Vertex]:  # fmt: skip
+    """The images a graph (or these of its vertices) takes, (reference, platform) -> the first
+    vertex that names it (where a failure to get it is told)."""
+    out: dict[tuple[str, str], Vertex] = {}
+    for key, vertex in graph.vertices.items():
+        if isinstance(vertex.op, ImageSource) and (keys is None or key in keys):
+            out.setdefault((vertex.op.ref, str(vertex.op.platform)), vertex)
+    return out
 
 
 def shared_stages(graph: BuildGraph, dockerfile: Dockerfile) -> dict[str, StageInstance]:
@@ -298,17 +313,10 @@ class Builder:
         draft = convert(base)
         _check_required(draft, request)
         # Only what the solve will run: base images pulled and emulators needed for it.
-        relevant = _upstream(draft, _targets(draft, request, mode))
+        relevant = draft.upstream(_targets(draft, request, mode))
         _check_emulators(draft, request.build_platform, relevant)
-        wanted = sorted({
-            (v.op.ref, str(v.op.platform))
-            for key, v in draft.vertices.items()
-            if isinstance(v.op, ImageSource) and key in relevant
-        })  # fmt: skip
-        with task_pool(4) as pool:  # base images pulled side by side
-            resolving = [pool.submit(self._resolve_base, *key) for key in wanted]
-            wait_all(resolving)
-        images = {key: f.result() for key, f in zip(wanted, resolving, strict=True)}
+        wanted = base_images(draft, relevant)
+        images = self._resolve_bases(wanted, layers=True)
         epoch = request.source_date_epoch
         now = timestamp(epoch)
         agents = Agents(dict(request.ssh))
@@ -342,6 +350,7 @@ class Builder:
             solver = Solver(
                 graph, worker, cache, created=now, jobs=request.jobs,
                 progress=self.progress, no_cache=request.no_cache, policy=policy,
+                no_cache_stages=request.no_cache_filter,
             )  # fmt: skip
             solvers.append(solver)
             targets = _targets(graph, request, mode)
@@ -468,13 +477,34 @@ class Builder:
 
     # base images -------------------------------------------------------------------------
 
-    def base_configs(self, wanted: Sequence[tuple[str, str]]) -> dict[tuple[str, str], BaseImage]:
-        """The configs of these base images ((reference, platform)), their layers not pulled:
-        what `build --check` reads."""
+    def _resolve_bases(
+        self, wanted: Mapping[tuple[str, str], Vertex], *, layers: bool
+    ) -> dict[tuple[str, str], BaseImage]:
+        """Base images ((reference, platform)) resolved side by side (their layers pulled with
+        `layers`; `build --check` reads configs only). One that cannot be is told at the
+        instruction that names it (its FROM line), with the registry's answer."""
+
+        def resolve(key: tuple[str, str]) -> BaseImage:
+            try:
+                return self._resolve_base(*key, layers=layers)
+            except (RegistryError, BuildError) as exc:
+                vertex = wanted[key]
+                location = str(vertex.location) if vertex.location else ""
+                raise BuildError(f"{vertex.description}: {exc}", location=location,
+                                 platform=key[1]) from None  # fmt: skip
+
+        keys = sorted(wanted)
         with task_pool(4) as pool:
-            resolving = [pool.submit(self._resolve_base, *key, layers=False) for key in wanted]
+            resolving = [pool.submit(resolve, key) for key in keys]
             wait_all(resolving)
-        return {key: f.result() for key, f in zip(wanted, resolving, strict=True)}
+        return {key: f.result() for key, f in zip(keys, resolving, strict=True)}
+
+    def base_configs(
+        self, wanted: Mapping[tuple[str, str], Vertex]
+    ) -> dict[tuple[str, str], BaseImage]:
+        """The configs of these base images, their layers not pulled: what `build --check`
+        reads."""
+        return self._resolve_bases(wanted, layers=False)
 
     def _resolve_base(self, image: str, platform_text: str, *, layers: bool = True) -> BaseImage:
         if image.startswith("oci-layout://"):
@@ -676,7 +706,8 @@ def _convert_request(request: BuildRequest) -> ConvertRequest:
         request.dockerfile, request.platforms, request.build_platform,
         dict(request.build_args), request.target, {}, request.build_once, frozenset(),
         ignore, request.allow, dict(request.labels), dict(request.contexts),
-        extra_hosts=request.extra_hosts,
+        extra_hosts=request.extra_hosts, network=request.network, ulimits=request.ulimits,
+        shm_size=request.shm_size,
     )  # fmt: skip
 
 
@@ -688,34 +719,9 @@ def _targets(graph: BuildGraph, request: BuildRequest, mode: str) -> list[str]:
         waiting = {"oci-layout://" + request.contexts[name].value for name in request.pending}
         pending = [key for key, v in graph.vertices.items()
                    if isinstance(v.op, ImageSource) and v.op.ref in waiting]  # fmt: skip
-        blocked = _downstream(graph, pending)
+        blocked = graph.downstream(pending)
         return [key for key in graph.vertices if key not in blocked]
     return [inst.result for inst in graph.stages] + list(graph.results.values())
-
-
-def _downstream(graph: BuildGraph, keys: Sequence[str]) -> set[str]:
-    """These vertices and every vertex that takes an input from one of them."""
-    takers: dict[str, list[str]] = {}
-    for key, vertex in graph.vertices.items():
-        for used in vertex.inputs:
-            takers.setdefault(used, []).append(key)
-    return _closure(keys, lambda key: takers.get(key, ()))
-
-
-def _upstream(graph: BuildGraph, keys: Sequence[str]) -> set[str]:
-    """These vertices and every vertex they take inputs from."""
-    return _closure(keys, lambda key: graph.vertices[key].inputs)
-
-
-def _closure(keys: Sequence[str], edges: Callable[[str], Sequence[str]]) -> set[str]:
-    seen: set[str] = set()
-    todo = list(keys)
-    while todo:
-        key = todo.pop()
-        if key not in seen:
-            seen.add(key)
-            todo.extend(edges(key))
-    return seen
 
 
 def _check_emulators(graph: BuildGraph, machine: Platform, relevant: set[str]) -> None:

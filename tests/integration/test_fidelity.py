@@ -161,3 +161,44 @@ def test_a_builds_warnings_reach_json_progress_and_error_true_stops_it(
     stopped = polyarch("build", "--root", str(root), str(ctx), check=False)
     assert stopped.returncode == 1
     assert "lint violation found for rules: FromAsCasing" in stopped.stderr
+
+
+@needs_builds
+def test_build_wide_run_settings(base: str, tmp_path: Path) -> None:
+    """--network, --ulimit, --shm-size reach every RUN step; -f - reads the Dockerfile from
+    stdin; --no-cache-filter runs one stage anew."""
+    import subprocess
+    import sys
+
+    root = tmp_path / "root"
+    dockerfile = (
+        f"FROM {base} AS prep\nRUN date +%s%N > /stamp\n"
+        f"FROM {base}\n"
+        "RUN cat /proc/net/dev | tail -n +3 | cut -d: -f1 | tr -d ' ' > /net\n"
+        "RUN ulimit -n > /nofile && df -k /dev/shm | tail -1 | tr -s ' ' | cut -d' ' -f2 > /shm\n"
+        "RUN --network=default cat /proc/net/dev | tail -n +3 | wc -l > /own-net\n"
+        "COPY --from=prep /stamp /stamp\n"
+    )
+    ctx = write_context(tmp_path / "ctx", "", {})
+    (ctx / "Dockerfile").unlink()
+    command = [sys.executable, "-m", "polyarch", "build", "--root", str(root), "-f", "-",
+               "-t", "local/settings:1", "--network", "none", "--ulimit", "nofile=1024:2048",
+               "--shm-size", "128m", str(ctx)]  # fmt: skip
+    done = subprocess.run(command, input=dockerfile, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    tree = flatten(*image(root, "local/settings:1")[:2], tmp_path / "tree")
+    assert (tree / "net").read_text().split() == ["lo"]
+    assert int((tree / "own-net").read_text()) > 1  # a step's own --network wins
+    assert (tree / "nofile").read_text() == "1024\n"
+    assert (tree / "shm").read_text() == f"{128 * 1024}\n"
+    first = (tree / "stamp").read_text()
+    again = subprocess.run(
+        [*command[:-1], "--no-cache-filter", "prep", str(ctx)],
+        input=dockerfile,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert again.returncode == 0, again.stderr
+    tree2 = flatten(*image(root, "local/settings:1")[:2], tmp_path / "tree2")
+    assert (tree2 / "stamp").read_text() != first  # the prep stage ran again

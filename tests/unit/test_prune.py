@@ -88,3 +88,56 @@ def test_prune_without_filters_forgets_every_step_and_keeps_cache_mounts(tmp_pat
     usage = {u.kind: u for u in disk_usage(workspace)}
     assert usage["cache mount"].size >= 50_000
     assert usage["images"].count == 1
+
+
+def _image(workspace: Workspace, name: str, content: bytes) -> Descriptor:
+    config = blob(workspace, b'{"architecture":"amd64","os":"linux","rootfs":{"type":"layers",'
+                             b'"diff_ids":[]}, "x": "' + content + b'"}')  # fmt: skip
+    manifest = Manifest.create(Descriptor(mt.OCI_CONFIG, config, 10), [])
+    workspace.layout.write_document(manifest.raw)
+    descriptor = Descriptor(mt.OCI_MANIFEST, manifest.digest, len(manifest.raw))
+    workspace.layout.set_ref(name if name else str(manifest.digest), descriptor)
+    return descriptor
+
+
+def test_clean_removes_only_what_it_names(tmp_path: Path) -> None:
+    from polyarch.store.gc import remove_images
+
+    workspace = Workspace(tmp_path / "root")
+    one = _image(workspace, "", b"one")  # untagged builds: named by their digest
+    two = _image(workspace, "", b"two")
+    _image(workspace, "example/app:1", b"app1")
+    _image(workspace, "example/app:2", b"app2")
+    _image(workspace, "example/other:1", b"other")
+    assert remove_images(workspace, str(one.digest)).images == (str(one.digest),)
+    assert set(workspace.layout.refs()) == {str(two.digest), "example/app:1", "example/app:2",
+                                            "example/other:1"}  # fmt: skip
+    assert remove_images(workspace, "example/app:2").images == ("example/app:2",)
+    assert remove_images(workspace, "example/app").images == ("example/app:1",)
+    assert set(workspace.layout.refs()) == {str(two.digest), "example/other:1"}
+
+
+def test_prune_removes_untagged_images_and_asks_nothing_of_scripts(tmp_path: Path) -> None:
+    workspace = Workspace(tmp_path / "root")
+    untagged = _image(workspace, "", b"old build")
+    _image(workspace, "example/app:1", b"kept")
+    report = prune(workspace)
+    assert report.images == (str(untagged.digest),)
+    assert set(workspace.layout.refs()) == {"example/app:1"}
+    # --filter until=: an untagged image newer than that stays.
+    fresh = _image(workspace, "", b"new build")
+    assert prune(workspace, older_than=DAY).images == ()
+    assert str(fresh.digest) in workspace.layout.refs()
+
+
+def test_prune_cli_flags(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    workspace = Workspace(tmp_path / "root")
+    untagged = _image(workspace, "", b"cli")
+    done = subprocess.run([sys.executable, "-m", "polyarch", "prune", "-a", "-f", "--root",
+                           str(tmp_path / "root")], capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert f"removed {untagged.digest}" in done.stdout
+    assert "1 untagged images" in done.stdout

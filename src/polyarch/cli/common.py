@@ -64,7 +64,14 @@ def open_session(ctx: click.Context) -> Session:
 
 
 def parse_platforms(values: Sequence[str]) -> tuple[Platform, ...]:
-    return Platform.parse_list(values)
+    """`--platform` values (repeatable, comma separated); `local` is this machine's, as in
+    buildx."""
+    from polyarch.api import machine_platform  # noqa: PLC0415
+
+    texts = [t.strip() for value in values for t in value.split(",") if t.strip()]
+    if "local" in texts:
+        texts = [str(machine_platform()) if t == "local" else t for t in texts]
+    return Platform.parse_list(texts)
 
 
 def human(size: int) -> str:

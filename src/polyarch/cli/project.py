@@ -7,7 +7,10 @@ import dataclasses
 import ipaddress
 import json
 import os
+import re
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -52,6 +55,7 @@ from polyarch.errors import UsageError
 from polyarch.export.outputs import parse_outputs
 from polyarch.frontend.convert import CheckResult
 from polyarch.frontend.gitref import GitRefError, parse_git_ref
+from polyarch.frontend.runmount import ram_in_bytes
 from polyarch.platform import Platform
 from polyarch.progress import silent
 from polyarch.reference import Reference
@@ -83,7 +87,7 @@ def _project_image(
 
 
 def _renderer(ctx: click.Context, progress: str) -> tuple[Any, str]:
-    mode = progress
+    mode = {"none": "quiet", "rawjson": "json"}.get(progress, progress)
     if mode == "auto":
         mode = "tty" if sys.stderr.isatty() else "plain"
     if mode == "quiet":
@@ -99,19 +103,60 @@ def _renderer(ctx: click.Context, progress: str) -> tuple[Any, str]:
 
 
 # buildx flags polyarch does not take, each with what to do instead (not "did you mean").
-_BUILDX_POINTERS = {
-    "--sbom": "SBOM attestations are not made yet; polyarch writes no attestation manifests",
-    "--provenance": "provenance attestations are not made yet; polyarch writes no attestation "
-    "manifests",
-    "--attest": "attestations are not made yet; polyarch writes no attestation manifests",
+_NO_CGROUPS = ("polyarch sets no cgroup limits on RUN steps (they run in the build's own "
+               "cgroup); use --ulimit for per-process limits, or limit polyarch itself "
+               "(systemd-run -p MemoryMax=...)")  # fmt: skip
+# buildx build flags polyarch does not take, each with what to do instead (not "did you
+# mean"); short forms after the long one.
+_BUILDX_POINTERS: dict[tuple[str, ...], str] = {
+    ("--sbom",): "SBOM attestations are not made yet; polyarch writes no attestation manifests",
+    ("--provenance",): "provenance attestations are not made yet; polyarch writes no "
+    "attestation manifests",
+    ("--attest",): "attestations are not made yet; polyarch writes no attestation manifests",
+    ("--cgroup-parent",): _NO_CGROUPS,
+    ("--resource",): _NO_CGROUPS,
+    ("--memory", "-m"): _NO_CGROUPS,
+    ("--memory-swap",): _NO_CGROUPS,
+    ("--cpu-shares", "-c"): _NO_CGROUPS,
+    ("--cpu-period",): _NO_CGROUPS,
+    ("--cpu-quota",): _NO_CGROUPS,
+    ("--cpuset-cpus",): _NO_CGROUPS,
+    ("--cpuset-mems",): _NO_CGROUPS,
+    ("--policy",): "source policies are not applied by polyarch; pin base images by digest "
+    "(FROM image@sha256:...) to fix what a build takes",
+    ("--isolation",): "RUN steps run in runc containers; there is no other isolation to choose",
+    ("--security-opt",): "RUN steps get Docker's default seccomp profile; use "
+    "RUN --security=insecure with --allow security.insecure for an unconfined step",
+    ("--print",): "use --call (buildx's newer name): --call check, or polyarch plan for the "
+    "outline and the targets",
+}
+_BUILDX_BOOLEAN_POINTERS: dict[tuple[str, ...], str] = {
+    ("--squash",): "polyarch keeps each step's layer; squashing layers is not supported",
+}
+# buildx's legacy docker-build flags that ask for what polyarch does anyway.
+_BUILDX_HONOURED: dict[tuple[str, ...], str] = {
+    ("--rm",): "",  # intermediate containers are always removed
+    ("--force-rm",): "",
+    ("--compress",): "note: --compress: the build context is read in place, never sent, so "
+    "there is nothing to compress",
 }
 
 
 def _pointer(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
-    if isinstance(value, str) and value.lower() in ("false", "0", "disabled"):
+    attesting = param.opts[0] in ("--sbom", "--provenance")
+    if attesting and isinstance(value, str) and value.lower() in ("false", "0", "disabled"):
         return value  # `--provenance=false`: none is made, so it is honoured as asked
     if value and param.opts:
-        raise UsageError(f"{param.opts[0]}: {_BUILDX_POINTERS[param.opts[0]]}")
+        pointers: dict[tuple[str, ...], str] = {**_BUILDX_POINTERS, **_BUILDX_BOOLEAN_POINTERS}
+        text = next(v for k, v in pointers.items() if param.opts[0] in k)
+        raise UsageError(f"{param.opts[0]}: {text}")
+    return value
+
+
+def _honoured(_ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    note = next((v for k, v in _BUILDX_HONOURED.items() if param.opts[0] in k), "")
+    if value and note:
+        click.echo(note, err=True)
     return value
 
 
@@ -125,8 +170,14 @@ def _pull_noted(_ctx: click.Context, _param: click.Parameter, value: bool) -> bo
 def _buildx_flags(fn: Any) -> Any:
     flags = [click.option("--pull", is_flag=True, hidden=True, expose_value=False,
                           callback=_pull_noted)]  # fmt: skip
-    for flag in _BUILDX_POINTERS:
-        flags.append(click.option(flag, hidden=True, expose_value=False, callback=_pointer))
+    for names in _BUILDX_POINTERS:
+        flags.append(click.option(*names, hidden=True, expose_value=False, callback=_pointer))
+    for names in _BUILDX_BOOLEAN_POINTERS:
+        flags.append(click.option(*names, is_flag=True, hidden=True, expose_value=False,
+                                  callback=_pointer))  # fmt: skip
+    for names in _BUILDX_HONOURED:
+        flags.append(click.option(*names, is_flag=True, hidden=True, expose_value=False,
+                                  callback=_honoured))  # fmt: skip
     return _stacked(fn, flags)
 
 
@@ -155,11 +206,13 @@ def _build_options(fn: Any) -> Any:
         click.option("--jobs", "-j", type=click.IntRange(1, 64), default=os.cpu_count() or 1,
                      show_default="this machine's cores", help="Steps run at once (emulated "
                      "steps take turns within this)."),
-        click.option("--progress", type=click.Choice(["auto", "tty", "plain", "json", "quiet"]),
+        click.option("--progress", type=click.Choice(["auto", "tty", "plain", "json", "rawjson",
+                                                     "quiet", "none"]),
                      default=lambda: os.environ.get("BUILDKIT_PROGRESS") or "auto",
                      show_default="auto, or $BUILDKIT_PROGRESS",
                      help="How progress shows on stderr: a live view (tty), a line per event "
-                     "(plain), a JSON object per event (json), or nothing (quiet)."),
+                     "(plain), a JSON object per event (json; rawjson is the same), or "
+                     "nothing (quiet, none)."),
         click.option("--build-once", "build_once", metavar="auto|off|STAGE[,STAGE]",
                      help="Run platform-neutral stages once, natively: auto (stages that use "
                      "no TARGET* value, checked for native code after running), off "
@@ -214,6 +267,17 @@ def _build_options(fn: Any) -> Any:
                      help="Stop a RUN step that runs longer than this (e.g. 30m, 1h: a hung "
                      "install under emulation) with an error naming the step and platform. "
                      "Default: build.step_timeout in polyarch.toml, else none."),
+        click.option("--network", "network", type=click.Choice(["default", "none", "host"]),
+                     default="default", help="The network of RUN steps that name none: "
+                     "default (the host's, as BuildKit's), none (loopback only) or host."),
+        click.option("--ulimit", "ulimits", multiple=True, metavar="NAME=SOFT[:HARD]",
+                     callback=_ulimits, help="A resource limit of RUN steps (repeatable), as "
+                     "docker takes it: nofile=1024:2048, nproc=512 (-1: unlimited)."),
+        click.option("--shm-size", "shm_size", metavar="SIZE", callback=_shm_size,
+                     help="Size of RUN steps' /dev/shm (e.g. 128m, 1g). Default: 64m."),
+        click.option("--no-cache-filter", "no_cache_filter", multiple=True, metavar="STAGE",
+                     help="Run these stages' steps anew, taking nothing from the cache "
+                     "(repeatable or comma separated), as buildx does."),
         click.option("--add-host", "add_hosts", multiple=True, metavar="HOST:IP",
                      callback=_add_hosts,
                      help="Add a line to the /etc/hosts of RUN steps (repeatable), as buildx "
@@ -225,6 +289,51 @@ def _build_options(fn: Any) -> Any:
         root_option,
     ]  # fmt: skip
     return _stacked(fn, options)
+
+
+def _stdin_dockerfile(ctx: click.Context) -> Path:
+    """`-f -`: the Dockerfile read from stdin, as a file of its own for the build's length."""
+    data = sys.stdin.buffer.read(16 * 1024 * 1024 + 1)
+    if len(data) > 16 * 1024 * 1024:
+        raise UsageError("-f -: the Dockerfile on stdin is over 16 MiB")
+    where = Path(tempfile.mkdtemp(prefix="polyarch-stdin-"))
+    ctx.call_on_close(lambda: shutil.rmtree(where, ignore_errors=True))
+    path = where / "Dockerfile"
+    path.write_bytes(data)
+    return path
+
+
+_ULIMITS = ("core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue", "nice", "nofile",
+            "nproc", "rss", "rtprio", "rttime", "sigpending", "stack")  # fmt: skip
+
+
+def _ulimits(_ctx: click.Context, _param: click.Parameter, values: Sequence[str]
+             ) -> tuple[str, ...]:  # fmt: skip
+    """`NAME=SOFT[:HARD]` with docker's names; -1 for unlimited; soft at most hard."""
+    out = []
+    for value in values:
+        name, sep, limits = value.partition("=")
+        soft, _, hard = limits.partition(":")
+        numbers = [soft, *([hard] if hard else [])]
+        if not sep or name not in _ULIMITS or not all(re.fullmatch(r"-1|\d+", n) for n in numbers):
+            raise click.BadParameter(f"{value!r}: want NAME=SOFT[:HARD], NAME one of "
+                                     f"{', '.join(_ULIMITS)}")  # fmt: skip
+        if hard and -1 not in (int(soft), int(hard)) and int(soft) > int(hard):
+            raise click.BadParameter(f"{value!r}: the soft limit is above the hard one")
+        out.append(f"{name}={soft}:{hard or soft}")
+    return tuple(out)
+
+
+def _shm_size(_ctx: click.Context, _param: click.Parameter, value: str | None) -> int:
+    if not value:
+        return 0
+    try:
+        size = ram_in_bytes(value)  # docker's units: 64m is 64 MiB
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: a size, as 64m or 1g") from None
+    if size <= 0:
+        raise click.BadParameter(f"{value!r}: above zero")
+    return size
 
 
 def _add_hosts(_ctx: click.Context, _param: click.Parameter, values: Sequence[str]
@@ -408,6 +517,10 @@ def _build(
     push_from_nodes: bool = False,
     allow: Sequence[str] = (),
     add_hosts: Sequence[str] = (),
+    network: str = "default",
+    ulimits: Sequence[str] = (),
+    shm_size: int = 0,
+    no_cache_filter: Sequence[str] = (),
     named: bool = False,
     release_run: RunSpec | bool | None = False,
     arch_check: bool = True,
@@ -428,6 +541,8 @@ def _build(
     }
     settings = _settings(g, flags)
     files = ProjectFiles(g.project_path("."), project.path, allow)
+    if dockerfile is not None and str(dockerfile) == "-":
+        dockerfile = _stdin_dockerfile(ctx)
     from_file = set(project.values) - {k for k, v in flags.items() if v not in (None, [], ())}
     # A CONTEXT given on the command line brings its own Dockerfile, as with docker build;
     # without one, both come from the config (relative to its file).
@@ -476,6 +591,10 @@ def _build(
         fallback=not no_fallback,
         push_from_nodes=push_from_nodes,
         add_hosts=tuple(add_hosts),
+        network=network,
+        ulimits=tuple(ulimits),
+        shm_size=shm_size,
+        no_cache_filter=tuple(s.strip() for v in no_cache_filter for s in v.split(",") if s),
         step_timeout=parse_duration(settings["build.step_timeout"])
         if settings["build.step_timeout"]
         else None,
@@ -833,8 +952,10 @@ def push_command(
 @root_option
 @click.pass_context
 def clean_command(ctx: click.Context, repository: str | None, root: Path | None) -> None:
-    """Remove the local images of REPOSITORY (default: the project's image, every tag), the
-    cache entries only they used, and the blobs and snapshots nothing else needs."""
+    """Remove the local images REPOSITORY names (default: the project's image): every tag of
+    NAME, or only NAME:TAG, NAME@DIGEST, or sha256:DIGEST (an untagged image, as `polyarch
+    images` lists it); then the cache entries only they used, and the blobs and snapshots
+    nothing else needs."""
     if repository is None:
         project = globals_of(ctx).project()
         if not project.image:
@@ -875,28 +996,47 @@ def du_command(verbose: bool, root: Path | None) -> None:
               "(e.g. 10GB, 512MiB) for the whole workspace.")  # fmt: skip
 @click.option("--filter", "filters", multiple=True, metavar="until=DURATION",
               help="Only what was not used in DURATION (e.g. 24h, 30m, 7d).")  # fmt: skip
+@click.option(
+    "-a",
+    "--all",
+    "everything",
+    is_flag=True,
+    help="Everything but the tagged images: cache mounts too, as buildx prune -a.",
+)
+@click.option("-f", "--force", is_flag=True, help="Do not ask for confirmation.")
 @root_option
 def prune_command(
-    cache_mounts: bool, keep_storage: str | None, filters: tuple[str, ...], root: Path | None
-) -> None:
-    """Free the workspace, as `buildx prune` does: forget build steps (and empty cache mounts
-    when asked), then delete the blobs and unpacked layers nothing reaches. Tagged images
-    stay (`polyarch clean` removes those)."""
+    cache_mounts: bool, keep_storage: str | None, filters: tuple[str, ...], everything: bool,
+    force: bool, root: Path | None,
+) -> None:  # fmt: skip
+    """Free the workspace, as `buildx prune` does: forget build steps, remove the untagged
+    images of earlier builds (built without -t; `polyarch images` lists them by digest), empty
+    cache mounts when asked, then delete the blobs and unpacked layers nothing reaches. Tagged
+    images stay (`polyarch clean` removes those). Asks first when run at a terminal."""
     older_than = None
     for item in filters:
         key, _, value = item.partition("=")
         if key != "until" or not value:
             raise UsageError(f"--filter wants until=DURATION (e.g. until=24h), got {item!r}")
         older_than = parse_duration(value)
+    if not force and sys.stdin.isatty():
+        what = "all build cache" if everything else "all dangling build cache"
+        if not click.confirm(f"WARNING! This will remove {what}. Are you sure you want to "
+                             "continue?", default=False):  # fmt: skip
+            click.echo("nothing removed", err=True)
+            return
     report = prune_workspace(
         root,
-        cache_mounts=cache_mounts,
+        cache_mounts=cache_mounts or everything,
         older_than=older_than,
         keep_storage=parse_size(keep_storage) if keep_storage else None,
     )
+    for name in report.images:
+        click.echo(f"removed {name}")
     click.echo(
-        f"{report.steps} build steps, {report.cache_mounts} cache mounts, {report.blobs} blobs "
-        f"and {report.snapshots} snapshots removed; {human(report.freed)} freed"
+        f"{len(report.images)} untagged images, {report.steps} build steps, "
+        f"{report.cache_mounts} cache mounts, {report.blobs} blobs and {report.snapshots} "
+        f"snapshots removed; {human(report.freed)} freed"
     )  # fmt: skip
 
 

@@ -158,6 +158,9 @@ class ConvertRequest:
     # `build --check`: every stage is looked at (not only the target's), as BuildKit's lint
     check_all: bool = False
     extra_hosts: tuple[str, ...] = ()  # `--add-host`: HOST=IP, in RUN steps' /etc/hosts
+    network: str = "default"  # `--network`: RUN steps' network unless one names its own
+    ulimits: tuple[str, ...] = ()  # `--ulimit NAME=SOFT[:HARD]`, checked
+    shm_size: int = 0  # `--shm-size`, bytes
 
 
 def convert(request: ConvertRequest) -> BuildGraph:
@@ -878,7 +881,7 @@ class _Converter:
         for flag in ins.flags:
             if flag not in ("mount", "network", "security"):
                 raise self.error(f"RUN --{flag} is not supported by polyarch", ins)
-        network = ins.flag("network") or "default"
+        network = ins.flag("network") or self.req.network
         security = ins.flag("security") or "sandbox"
         if network not in ("default", "none", "host"):
             raise self.error(f'invalid network mode "{network}" (use default, none or host)', ins)
@@ -908,7 +911,8 @@ class _Converter:
             if name in PROXY_ARGS and name not in st.declared
         )  # fmt: skip
         op = ExecOp(tuple(argv), env, st.workdir, ctx.platform, st.user, tuple(mounts),
-                    network, security, proxy, self.req.extra_hosts)  # type: ignore[arg-type]  # fmt: skip
+                    network, security, proxy, self.req.extra_hosts, self.req.ulimits,  # type: ignore[arg-type]
+                    self.req.shm_size)  # fmt: skip
         emulated = not runs_natively(self.req.build_platform, ctx.platform)
         st.head = self.add(
             op, tuple(inputs), description, ctx.platform, ins, emulated=emulated, checks=checks

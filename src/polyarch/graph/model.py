@@ -4,7 +4,7 @@ the image to assemble. What the converter produces and the solver walks. Pure.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -195,6 +195,18 @@ class BuildGraph:
         """The vertices that are Dockerfile steps (not sources or internal ones)."""
         return [v for v in self.vertices.values() if v.kind != "source" and not v.internal]
 
+    def downstream(self, keys: Iterable[str]) -> set[str]:
+        """These vertices and every vertex that takes an input from one of them."""
+        takers: dict[str, list[str]] = {}
+        for key, vertex in self.vertices.items():
+            for used in vertex.inputs:
+                takers.setdefault(used, []).append(key)
+        return _closure(keys, lambda key: takers.get(key, ()))
+
+    def upstream(self, keys: Iterable[str]) -> set[str]:
+        """These vertices and every vertex they take inputs from."""
+        return _closure(keys, lambda key: self.vertices[key].inputs)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "platforms": [str(p) for p in self.platforms],
@@ -220,3 +232,14 @@ class BuildGraph:
             "results": {str(p): k for p, k in self.results.items()},
             "warnings": [w.to_json() for w in self.warnings],
         }
+
+
+def _closure(keys: Iterable[str], edges: Callable[[str], Sequence[str]]) -> set[str]:
+    seen: set[str] = set()
+    todo = list(keys)
+    while todo:
+        key = todo.pop()
+        if key not in seen:
+            seen.add(key)
+            todo.extend(edges(key))
+    return seen

@@ -221,16 +221,23 @@ class ExecOp:
     proxy_env: tuple[str, ...] = ()
     # `--add-host`: `HOST=IP` lines of the step's /etc/hosts (BuildKit's ExtraHosts; keyed)
     extra_hosts: tuple[str, ...] = ()
+    ulimits: tuple[str, ...] = ()  # `--ulimit`: `name=soft:hard` (BuildKit's Ulimit; keyed)
+    shm_size: int = 0  # `--shm-size` in bytes (0: the default 64 MiB; keyed when set)
 
     def to_json(self) -> dict[str, Any]:
-        out = {
+        out: dict[str, Any] = {
             "type": "exec", "argv": list(self.argv), "env": list(self.env), "cwd": self.cwd,
             "platform": str(self.platform), "user": self.user,
             "mounts": [m.to_json() for m in self.mounts], "network": self.network,
             "security": self.security, "proxy_env": list(self.proxy_env),
         }  # fmt: skip
-        if self.extra_hosts:  # absent when none: the keys of steps without them stay as they were
+        # Absent when not set: the keys of steps without them stay as they were.
+        if self.extra_hosts:
             out["extra_hosts"] = list(self.extra_hosts)
+        if self.ulimits:
+            out["ulimits"] = list(self.ulimits)
+        if self.shm_size:
+            out["shm_size"] = self.shm_size
         return out
 
     def key_json(self) -> dict[str, Any]:
@@ -364,6 +371,7 @@ def _op(d: Mapping[str, Any]) -> Op:
             _strs(d["argv"]), _strs(d["env"]), _s(d["cwd"]), Platform.parse(d["platform"]),
             _s(d["user"]), tuple(_mount(m) for m in d["mounts"]), network, security,
             _strs(d["proxy_env"]), _strs(d.get("extra_hosts", [])),
+            _strs(d.get("ulimits", [])), _i(d.get("shm_size", 0)),
         )  # fmt: skip
     if kind == "file":
         return FileOp(tuple(_action(a) for a in d["actions"]))

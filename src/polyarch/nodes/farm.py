@@ -416,6 +416,8 @@ def remote_request(options: Any, context: Path, dockerfile: Path) -> dict[str, A
                         if all(a.level == "manifest" for a in parse_annotation(t))],
         "step_timeout": options.step_timeout,
         "add_hosts": list(options.add_hosts),
+        "network": options.network, "ulimits": list(options.ulimits),
+        "shm_size": options.shm_size, "no_cache_filter": list(options.no_cache_filter),
     }  # fmt: skip
     if inside is not None:
         request["dockerfile"] = str(inside)

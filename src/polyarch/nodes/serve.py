@@ -214,6 +214,10 @@ def _build(
             annotations=tuple(message.get("annotations", ())),
             step_timeout=message.get("step_timeout"),
             add_hosts=tuple(message.get("add_hosts", ())),
+            network=str(message.get("network", "default")),
+            ulimits=tuple(message.get("ulimits", ())),
+            shm_size=int(message.get("shm_size", 0)),
+            no_cache_filter=tuple(message.get("no_cache_filter", ())),
             builder=DEFAULT,  # a node builds itself, never through its own builders' nodes
             contexts=contexts,
             # --push-from-nodes: pushed from here by digest, with this machine's credentials.

@@ -2,10 +2,11 @@
 
 Namespaces: pid, ipc, uts and mount (the network is the host's, as BuildKit's default network
 mode; `private_network` gives the process a network namespace of its own, loopback only, as
-`polyarch verify` runs images). /proc, a tmpfs /dev with devpts, shm and mqueue, a read-only
-/sys and cgroup, Docker's default capabilities, the masked and read-only paths runc's default
-spec uses, and the hostname BuildKit gives its sandboxes. The host's resolv.conf and hosts
-are bound read-only so name resolution works as on the host.
+`polyarch verify` runs images). /proc, a tmpfs /dev with devpts, shm (64 MiB unless asked)
+and mqueue, a read-only /sys and cgroup, Docker's default capabilities, the masked and
+read-only paths runc's default spec uses, the hostname BuildKit gives its sandboxes, and the
+resource limits asked for (`--ulimit`). The files bound in (resolv.conf, hosts) come from the
+caller.
 """
 
 from __future__ import annotations
@@ -76,6 +77,8 @@ class ProcessSpec:
     # child: under QEMU, a guest process that is PID 1 and dies of a signal hangs instead (the
     # emulator re-raises the signal at itself, and the kernel ignores it for PID 1).
     init: str | None = None
+    shm_size: int = 0  # bytes of /dev/shm (0: 64 MiB, Docker's default)
+    rlimits: tuple[tuple[str, int, int], ...] = ()  # (RLIMIT_NAME, soft, hard)
 
 
 INIT_PATH: Final = "/dev/.polyarch-init"  # in the container's own /dev tmpfs: never in a layer
@@ -90,7 +93,8 @@ def runtime_spec(process: ProcessSpec, rootfs: str) -> dict[str, Any]:
         {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
          "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
         {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",  # noqa: S108 (in the container)
-         "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+         "options": ["nosuid", "noexec", "nodev", "mode=1777",
+                     f"size={process.shm_size}" if process.shm_size else "size=65536k"]},
         {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
          "options": ["nosuid", "noexec", "nodev"]},
         {"destination": "/sys", "type": "sysfs", "source": "sysfs",
@@ -141,6 +145,16 @@ def runtime_spec(process: ProcessSpec, rootfs: str) -> dict[str, Any]:
                 "permitted": caps,
             },
             "noNewPrivileges": False,
+            **(
+                {
+                    "rlimits": [
+                        {"type": name, "soft": soft, "hard": hard}
+                        for name, soft, hard in process.rlimits
+                    ]
+                }
+                if process.rlimits
+                else {}
+            ),
         },
         "root": {"path": rootfs, "readonly": False},
         "hostname": process.hostname,

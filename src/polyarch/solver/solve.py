@@ -63,6 +63,7 @@ class Solver:
         progress: Progress = silent,
         no_cache: bool = False,
         policy: Policy | None = None,
+        no_cache_stages: frozenset[str] = frozenset(),
     ) -> None:
         self.graph = graph
         self.worker = worker
@@ -73,6 +74,9 @@ class Solver:
         self.policy = policy
         self.scheduler: Scheduler[Result] = Scheduler(self._inputs, self._compute, slots=jobs)
         self._stages = {key: inst.stage for inst in reversed(graph.stages) for key in inst.vertices}
+        # `--no-cache-filter`: these stages run anew, and so does every step that takes from
+        # them (their results are keyed by the step, not by the content it made).
+        self._fresh = graph.downstream(k for k, s in self._stages.items() if s in no_cache_stages)
         self._positions: dict[str, str] = {}
         self._shared: dict[str, str] = {}  # build-once steps: the platforms they serve
         for inst in reversed(graph.stages):
@@ -137,7 +141,8 @@ class Solver:
                 raise self._failed(vertex, exc) from None
         eff = effective_key(vertex, inputs)
         base = inputs[0].layers if inputs else ()
-        cached = None if self.no_cache else self._cached(eff)
+        fresh = self.no_cache or vertex.key in self._fresh
+        cached = None if fresh else self._cached(eff)
         if cached is not None:
             layer = _ref(cached)
             imported = bool(cached.origin)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -77,21 +78,46 @@ def clear_stale(workspace: Workspace) -> list[str]:
     return reaped
 
 
-def remove_images(workspace: Workspace, repository: str) -> PruneReport:
-    """Remove the local images named `repository:*` (or `@digest`) and what only they used."""
-    want = Reference.parse(repository).name
+_UNTAGGED = re.compile(r"\Asha256:[0-9a-f]{64}\Z")
+
+
+def is_untagged(name: str) -> bool:
+    """A local image kept by its digest only (a build without -t)."""
+    return _UNTAGGED.match(name) is not None
+
+
+def named_by(target: str, name: str, entry_digest: str) -> bool:
+    """Whether the local image `name` is what `target` names: `sha256:X` that image only,
+    `NAME:TAG` that tag, `NAME@DIGEST` that digest of NAME, `NAME` every tag of NAME."""
+    if is_untagged(target) or is_untagged(name):
+        return target == name
+    try:
+        want, have = Reference.parse(target), Reference.parse(name)
+    except PolyarchError:
+        return False
+    if want.name != have.name:
+        return False
+    if want.digest is not None:
+        return str(want.digest) == entry_digest
+    tag_written = ":" in target.rsplit("/", 1)[-1]
+    return not tag_written or want.tag == have.tag
+
+
+def remove_images(workspace: Workspace, target: str) -> PruneReport:
+    """Remove the local images `target` names (see `named_by`) and what only they used."""
     layout = workspace.layout
     with workspace.exclusive():
         clear_stale(workspace)  # a killed build's containers and mounts first
-        removed = []
-        for name in sorted(layout.refs()):
-            with contextlib.suppress(PolyarchError):
-                if Reference.parse(name).name == want:
-                    layout.remove_ref(name)
-                    removed.append(name)
+        removed = [name for name, entry in sorted(layout.refs().items())
+                   if named_by(target, name, str(entry.digest))]  # fmt: skip
+        for name in removed:
+            layout.remove_ref(name)
         cache = SqliteCache(workspace.cache_db)
         try:
-            steps = cache.release(want)
+            # The steps a repository's images claimed are forgotten once none of them is left.
+            gone = {Reference.parse(n).name for n in removed if not is_untagged(n)}
+            left = {Reference.parse(n).name for n in layout.refs() if not is_untagged(n)}
+            steps = sum(cache.release(repository) for repository in sorted(gone - left))
             blobs, snapshots, freed = _collect(workspace.root, layout, cache)
         finally:
             cache.close()
@@ -136,16 +162,25 @@ def prune(
     keep_storage: int | None = None,
     older_than: float | None = None,
     now: float | None = None,
+    untagged: bool = True,
 ) -> PruneReport:
     """Forget build steps (and with `cache_mounts`, cache mounts): those unused for
     `older_than` seconds, or all; with `keep_storage`, only the least recently used until
-    the workspace's blobs, unpacked layers and cache mounts fit in that many bytes. Then
-    delete every blob and snapshot that no image and no remaining step reaches."""
+    the workspace's blobs, unpacked layers and cache mounts fit in that many bytes. Remove the
+    untagged images (kept by digest only: a build without -t) unless `untagged` is False or
+    they are newer than `older_than`. Then delete every blob and snapshot that no image and no
+    remaining step reaches."""
     current = time.time() if now is None else now
     cutoff = None if older_than is None else current - older_than
     layout = workspace.layout
     with workspace.exclusive():
         clear_stale(workspace)
+        removed: list[str] = []
+        if untagged and keep_storage is None:
+            for name in sorted(layout.refs()):
+                if is_untagged(name) and (cutoff is None or _ref_time(layout, name) < cutoff):
+                    layout.remove_ref(name)
+                    removed.append(name)
         cache = SqliteCache(workspace.cache_db)
         try:
             images, _ = _reachable(layout)
@@ -189,7 +224,16 @@ def prune(
             blobs, snapshots, freed = _collect(workspace.root, layout, cache)
         finally:
             cache.close()
-    return PruneReport((), steps, blobs, snapshots, freed, emptied)
+    return PruneReport(tuple(removed), steps, blobs, snapshots, freed, emptied)
+
+
+def _ref_time(layout: OciLayout, name: str) -> float:
+    """When the image named `name` was made: its document's file time in the store."""
+    entry = layout.refs()[name]
+    try:
+        return layout.blobs.path(entry.digest).stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 def _reachable(layout: OciLayout) -> tuple[set[Digest], set[Digest]]:

@@ -148,6 +148,18 @@ def run_exec(
         raise StepError(message)
 
 
+UNLIMITED: Final = 2**64 - 1  # RLIM_INFINITY, as the runtime spec takes it
+
+
+def parse_ulimit(text: str) -> tuple[str, int, int]:
+    """`nofile=1024:2048` (or `nofile=1024`; -1 for unlimited) as a runtime spec's rlimit."""
+    name, _, values = text.partition("=")
+    soft_text, _, hard_text = values.partition(":")
+    soft = UNLIMITED if soft_text == "-1" else int(soft_text)
+    hard = soft if not hard_text else UNLIMITED if hard_text == "-1" else int(hard_text)
+    return "RLIMIT_" + name.upper(), soft, hard
+
+
 def hosts_file(extra_hosts: Sequence[str]) -> str:
     """The /etc/hosts BuildKit gives a step (executor/oci/hosts.go), with `HOST=IP` entries."""
     lines = ["127.0.0.1\tlocalhost buildkitsandbox", "::1\tlocalhost ip6-localhost ip6-loopback"]
@@ -356,6 +368,8 @@ def process_spec(
     else:
         filter_ = oci_seccomp(seccomp, os.uname().machine, CAPABILITIES)
     return ProcessSpec(
+        shm_size=op.shm_size,
+        rlimits=tuple(parse_ulimit(u) for u in op.ulimits),
         args=op.argv,
         env=tuple(f"{k}={v}" for k, v in env.items()) + (() if "PATH" in env else (DEFAULT_PATH,)),
         cwd=op.cwd or "/",
