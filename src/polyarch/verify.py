@@ -13,7 +13,11 @@ network namespace of its own, and probes HTTP endpoints inside that namespace. N
 published on the host, so the platforms run side by side without clashing.
 
 A process passes when it exits 0, or when it is still running once every probe has answered
-as expected (or, with no probe, after a short settle time: a server that stays up).
+as expected (or, with no probe, after a short settle time: a server that stays up). A probe
+fails when its answer is wrong and stays so (`SETTLED` wrong answers with the same status in
+a row, about 2 s: a server up and serving the wrong thing; a 5xx is taken for one still
+starting and is waited out), or when the time is out; either way it says what it received
+(status and the body's first lines).
 """
 
 from __future__ import annotations
@@ -23,13 +27,14 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from polyarch.concurrency import INTERRUPTED, task_pool, wait_all
 from polyarch.errors import PolyarchError, StepError, UsageError
 from polyarch.oci.models import MAX_DOCUMENT_SIZE, Descriptor, ImageConfig, Index, Manifest
 from polyarch.platform import Platform
 from polyarch.registry.client import RegistryClient
-from polyarch.runtime import Container, binfmt
+from polyarch.runtime import binfmt
 from polyarch.runtime.netns import in_network_of
 from polyarch.transfer.endpoints import ImageSource, RegistryRepository
 from polyarch.worker.base import LayerRef
@@ -38,6 +43,38 @@ from polyarch.worker.local.run import ImageRun, started
 from polyarch.worker.local.worker import LocalWorker
 
 _TAIL_LINES = 15
+_BODY_LIMIT = 1024 * 1024  # what a probe reads of a body
+SETTLED = 8  # wrong answers with one status in a row (asked 0.25 s apart): final
+
+
+class Running(Protocol):
+    """A started process as `watch` follows it (a runtime's Container)."""
+
+    def poll(self) -> int | None: ...
+
+    def pid(self) -> int | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What a probe received: an HTTP answer (status, the body's start), or why none came."""
+
+    status: int | None
+    body: bytes = b""
+    error: str = ""
+
+    @property
+    def final(self) -> bool:
+        """A server that answers, and not with "not ready yet" (a 5xx: a proxy whose upstream
+        is still starting, a 503 while warming up): asking again will give the same."""
+        return self.status is not None and self.status < 500
+
+    def shown(self) -> str:
+        if self.status is None:
+            return self.error
+        lines = [line.strip() for line in self.body.decode("utf-8", "replace").splitlines()]
+        start = " | ".join([line[:120] for line in lines if line][:3])
+        return f"status {self.status}" + (f", body: {start}" if start else ", empty body")
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +103,15 @@ class Probe:
         return f"{self.port}{self.path}"
 
     @property
+    def wanted(self) -> str:
+        return f"status {self.status}" + (f" with {self.text!r}" if self.text is not None else "")
+
+    def accepts(self, answer: Answer) -> bool:
+        if answer.status != self.status:
+            return False
+        return self.text is None or self.text.encode() in answer.body
+
+    @property
     def label(self) -> str:
         """As written: `PORT/PATH`, then `=STATUS` unless 200, then `~TEXT`."""
         status = f"={self.status}" if self.status != 200 else ""
@@ -83,6 +129,7 @@ class PlatformResult:
     probes: dict[str, str] = field(default_factory=dict)  # probe label -> outcome
     run: str = ""
     seconds: float = 0.0
+    output: str = ""  # the last lines the process printed
 
     @property
     def ok(self) -> bool:
@@ -337,92 +384,115 @@ class Verifier:
 
         try:
             with started(self.worker, layers, run, output) as container:
-                self._watch(container, spec, how, result, shown)
+                watch(container, spec, how, result, shown)
         except StepError as exc:
             result.failures.append(str(exc))
 
-    def _watch(
-        self,
-        container: Container,
-        spec: RunSpec,
-        how: str,
-        result: PlatformResult,
-        shown: Callable[[], str],
-    ) -> None:
-        what = "--run command" if spec.command is not None else "entrypoint"
-        started = time.monotonic()
-        pending = list(spec.probes)
-        last: dict[Probe, str] = {}
-        while True:
-            code = container.poll()
-            elapsed = time.monotonic() - started
-            if INTERRUPTED.is_set():  # Ctrl-C: the container is stopped as the block ends
-                result.failures.append("interrupted")
-                return
-            if code is not None:
-                if code == 0 and not pending:
-                    result.run = f"{what} exited 0 ({how}, {elapsed:.1f} s)"
-                else:
-                    result.run = f"{what} exited {code} ({how}, {elapsed:.1f} s)"
-                    why = f"the {what} exited with status {code} ({how})"
-                    if pending:
-                        why += f" before {', '.join(map(str, pending))} answered"
-                    if how != "native" and code in (128 + 4, 128 + 11):
-                        why += (" — killed by SIGILL/SIGSEGV under emulation: likely an "
-                                "instruction the emulator does not support")  # fmt: skip
-                    result.failures.append(f"{why}:\n{shown()}")
-                return
-            pid = container.pid() if pending else None
-            if pid is not None:
-                for probe in list(pending):
-                    verdict = _probe(pid, probe)
-                    if verdict is None:
-                        pending.remove(probe)
-                        found = f", {probe.text!r} found" if probe.text is not None else ""
-                        result.probes[probe.label] = f"{probe.status}{found}"
-                    else:
-                        last[probe] = verdict
-            if spec.probes and not pending:
-                result.run = f"{what} serving ({how}, {elapsed:.1f} s)"
-                return
-            if not spec.probes and spec.command is None and elapsed >= spec.settle:
-                result.run = f"{what} running after {spec.settle:.0f} s ({how})"
-                return
-            if elapsed >= spec.timeout:
-                result.run = f"{what} timed out ({how}, {spec.timeout:.0f} s)"
+
+def watch(
+    process: Running,
+    spec: RunSpec,
+    how: str,
+    result: PlatformResult,
+    shown: Callable[[], str],
+) -> None:
+    """Follow a started process until it has passed or failed (into `result`): its exit, its
+    probes (asked every 0.25 s inside its network namespace), the time."""
+    what = "--run command" if spec.command is not None else "entrypoint"
+    started = time.monotonic()
+    pending = list(spec.probes)
+    last: dict[Probe, Answer] = {}
+    alike: dict[Probe, int] = {}  # wrong answers in a row with the same status
+    while True:
+        code = process.poll()
+        elapsed = time.monotonic() - started
+        if INTERRUPTED.is_set():  # Ctrl-C: the container is stopped as the block ends
+            result.failures.append("interrupted")
+            return
+        if code is not None:
+            if code == 0 and not pending:
+                result.run = f"{what} exited 0 ({how}, {elapsed:.1f} s)"
+                result.output = shown()
+            else:
+                result.run = f"{what} exited {code} ({how}, {elapsed:.1f} s)"
+                why = f"the {what} exited with status {code} ({how})"
                 if pending:
-                    for probe in pending:
-                        result.probes[probe.label] = f"FAIL ({last.get(probe, 'no answer')})"
-                        result.failures.append(
-                            f"{probe}: no good answer within {spec.timeout:.0f} s "
-                            f"(last: {last.get(probe, 'no attempt')})\n{shown()}"
-                        )
-                else:
+                    why += f" before {', '.join(map(str, pending))} answered"
+                    _fail_probes(pending, last, result)
+                if how != "native" and code in (128 + 4, 128 + 11):
+                    why += (" — killed by SIGILL/SIGSEGV under emulation: likely an "
+                            "instruction the emulator does not support")  # fmt: skip
+                result.failures.append(f"{why}:\n{shown()}")
+            return
+        pid = process.pid() if pending else None
+        if pid is not None:
+            for probe in list(pending):
+                answer = _ask(pid, probe)
+                if probe.accepts(answer):
+                    pending.remove(probe)
+                    found = f", {probe.text!r} found" if probe.text is not None else ""
+                    result.probes[probe.label] = f"{probe.status}{found}"
+                    continue
+                before = last.get(probe)
+                same = before is not None and before.status == answer.status
+                alike[probe] = alike.get(probe, 0) + 1 if same else 1
+                last[probe] = answer
+                if answer.final and alike[probe] >= SETTLED:
+                    result.run = f"{what} serving the wrong answer ({how}, {elapsed:.1f} s)"
+                    _fail_probes([probe], last, result)
                     result.failures.append(
-                        f"the {what} did not finish within {spec.timeout:.0f} s\n{shown()}"
+                        f"{probe}: wanted {probe.wanted}, received {answer.shown()} "
+                        f"({SETTLED} times in a row)\n{shown()}"
                     )
-                return
-            time.sleep(0.25)
+                    return
+        if spec.probes and not pending:
+            result.run = f"{what} serving ({how}, {elapsed:.1f} s)"
+            result.output = shown()
+            return
+        if not spec.probes and spec.command is None and elapsed >= spec.settle:
+            result.run = f"{what} running after {spec.settle:.0f} s ({how})"
+            result.output = shown()
+            return
+        if elapsed >= spec.timeout:
+            result.run = f"{what} timed out ({how}, {spec.timeout:.0f} s)"
+            if pending:
+                _fail_probes(pending, last, result)
+                for probe in pending:
+                    received = last[probe].shown() if probe in last else "no attempt"
+                    result.failures.append(
+                        f"{probe}: no good answer within {spec.timeout:.0f} s (wanted "
+                        f"{probe.wanted}, last received: {received})\n{shown()}"
+                    )
+            else:
+                result.failures.append(
+                    f"the {what} did not finish within {spec.timeout:.0f} s\n{shown()}"
+                )
+            return
+        time.sleep(0.25)
 
 
-def _probe(pid: int, probe: Probe) -> str | None:
-    """None when the probe answers as wanted, else what was wrong."""
+def _fail_probes(
+    probes: Sequence[Probe], last: dict[Probe, Answer], result: PlatformResult
+) -> None:
+    for probe in probes:
+        received = last[probe].shown() if probe in last else "no answer"
+        result.probes[probe.label] = f"FAIL ({received})"
+
+
+def _ask(pid: int, probe: Probe) -> Answer:
+    """GET the probe's path inside the network namespace of `pid`."""
 
     def get() -> tuple[int, bytes]:
         conn = http.client.HTTPConnection("127.0.0.1", probe.port, timeout=5)
         try:
             conn.request("GET", probe.path, headers={"User-Agent": "polyarch-verify"})
             resp = conn.getresponse()
-            return resp.status, resp.read(1024 * 1024)
+            return resp.status, resp.read(_BODY_LIMIT)
         finally:
             conn.close()
 
     try:
         status, body = in_network_of(pid, get)
     except (OSError, http.client.HTTPException, PolyarchError) as exc:
-        return f"{exc.__class__.__name__}: {exc}".rstrip(": ")
-    if status != probe.status:
-        return f"status {status}, wanted {probe.status}"
-    if probe.text is not None and probe.text.encode() not in body:
-        return f"status {status} but the body lacks {probe.text!r}"
-    return None
+        return Answer(None, error=f"{exc.__class__.__name__}: {exc}".rstrip(": "))
+    return Answer(status, body)

@@ -14,7 +14,7 @@ from polyarch.api import RegistryOptions, Session
 from polyarch.oci.models import Descriptor, Index, Manifest
 from polyarch.platform import Platform
 from polyarch.reference import Reference
-from polyarch.verify import Probe, _probe
+from polyarch.verify import SETTLED, PlatformResult, Probe, RunSpec, _ask, watch
 from tests.integration.helpers import needs_emulation, polyarch, remove_tree
 from tests.registry_server import RunningRegistry
 
@@ -169,19 +169,103 @@ def test_probes_reach_a_server_in_its_own_network_namespace(tmp_path: Path) -> N
     try:
         want = Probe.parse("8931/index.html~probe me")
         deadline = time.monotonic() + 20
-        verdict = _probe(server.pid, want)
-        while verdict is not None and time.monotonic() < deadline:
+        answer = _ask(server.pid, want)
+        while not want.accepts(answer) and time.monotonic() < deadline:
             time.sleep(0.2)
-            verdict = _probe(server.pid, want)
-        assert verdict is None
-        assert "lacks 'absent'" in (_probe(server.pid, Probe.parse("8931/~absent")) or "")
-        assert _probe(server.pid, Probe.parse("8931/nothing-here")) == "status 404, wanted 200"
+            answer = _ask(server.pid, want)
+        assert want.accepts(answer)
+        assert answer.shown() == "status 200, body: <title>probe me</title>"
+        absent = Probe.parse("8931/~absent")
+        assert not absent.accepts(_ask(server.pid, absent))
+        missing = _ask(server.pid, Probe.parse("8931/nothing-here"))
+        assert missing.status == 404 and missing.final
+        assert missing.shown().startswith("status 404, body: <!DOCTYPE HTML>")
         # From the host's own network, the port is not there.
         with pytest.raises(httpx.ConnectError):
             httpx.get("http://127.0.0.1:8931/", timeout=2)
     finally:
         server.kill()
         server.wait()
+
+
+_SERVER = """
+import http.server, sys
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = sys.argv[2].encode()
+        self.send_response(int(sys.argv[1]))
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        print("served", self.path, flush=True)
+http.server.HTTPServer(("127.0.0.1", 8932), Handler).serve_forever()
+"""
+
+
+class _Server:
+    """A server in a network namespace of its own, followed as verify follows a container."""
+
+    def __init__(self, status: int, body: str) -> None:
+        self.proc = subprocess.Popen(
+            ["unshare", "--net", "sh", "-c", 'ip link set lo up 2>/dev/null || true; '
+             'exec python3 -c "$0" "$@"', _SERVER, str(status), body],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+
+    def poll(self) -> int | None:
+        return self.proc.poll()
+
+    def pid(self) -> int | None:
+        return self.proc.pid
+
+    def __enter__(self) -> _Server:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+def test_a_server_serving_the_wrong_body_fails_at_once_with_what_it_said() -> None:
+    """The server is up and answers 200 without the wanted text: asking until the timeout
+    would only give the same answer, so the probe fails after SETTLED answers alike."""
+    result = PlatformResult("linux/amd64")
+    spec = RunSpec(probes=(Probe.parse("8932/health~healthy"),), timeout=600)
+    with _Server(200, "<h1>Welcome to nginx!</h1>\n\n<p>default page</p>\n") as server:
+        watch(server, spec, "native", result, lambda: "  | the output")
+    assert result.run.startswith("entrypoint serving the wrong answer (native, ")
+    assert result.failures == [
+        "8932/health: wanted status 200 with 'healthy', received status 200, body: "
+        f"<h1>Welcome to nginx!</h1> | <p>default page</p> ({SETTLED} times in a row)"
+        "\n  | the output"
+    ]
+    received = "status 200, body: <h1>Welcome to nginx!</h1> | <p>default page</p>"
+    assert result.probes == {"8932/health~healthy": f"FAIL ({received})"}
+
+
+def test_a_server_answering_5xx_is_taken_as_still_starting() -> None:
+    """A 503 (an upstream not ready yet) is asked again until the time is out, and the
+    failure says what came last."""
+    result = PlatformResult("linux/amd64")
+    spec = RunSpec(probes=(Probe.parse("8932/"),), timeout=4)
+    with _Server(503, "warming up") as server:
+        watch(server, spec, "native", result, lambda: "  (no output)")
+    assert result.run == "entrypoint timed out (native, 4 s)"
+    assert result.failures == [
+        "8932/: no good answer within 4 s (wanted status 200, last received: status 503, "
+        "body: warming up)\n  (no output)"
+    ]
+
+
+def test_what_each_platform_printed_is_shown_on_request(picky: str, tmp_path: Path) -> None:
+    result = polyarch("verify", "--root", str(tmp_path), "--platform", BOTH, "--run",
+                      "echo hello from $(uname -m)", "--show-output", picky)  # fmt: skip
+    assert "linux/amd64 printed:\n  | hello from x86_64\n" in result.stdout
+    assert "linux/arm64 printed:\n  | hello from aarch64" in result.stdout
+    quiet = polyarch("verify", "--root", str(tmp_path), "--platform", BOTH, "--run",
+                     "echo hello from $(uname -m)", picky)  # fmt: skip
+    assert "hello from" not in quiet.stdout
 
 
 def test_a_release_that_fails_its_checks_leaves_the_tag_alone(

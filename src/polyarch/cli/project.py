@@ -790,6 +790,8 @@ def _verify_options(fn: Any) -> Any:
                      "for the probes to answer (default: verify.timeout, 120)."),
         click.option("--no-arch-check", is_flag=True, help="Do not check that every executable "
                      "and shared library is for the image's machine (on by default)."),
+        click.option("--show-output", is_flag=True, help="Show what each platform's process "
+                     "printed (its last lines) when it passes too, not only when it fails."),
     ]  # fmt: skip
     return _stacked(fn, options)
 
@@ -815,7 +817,7 @@ def _run_spec(
     )
 
 
-def _show_verify(report: VerifyReport, ran: bool) -> None:
+def _show_verify(report: VerifyReport, ran: bool, show_output: bool) -> None:
     click.echo(f"{report.reference} ({report.digest[:19]})")
     if report.attestations:
         click.echo(f"{report.attestations} attestation entries (not platforms)")
@@ -838,6 +840,10 @@ def _show_verify(report: VerifyReport, ran: bool) -> None:
         click.echo(table(["PROBE", *(r.platform for r in probed_results)],
                          [[label, *(r.probes.get(label, "-") for r in probed_results)]
                           for label in labels]))  # fmt: skip
+    if show_output:
+        for r in report.results:
+            if r.ok and r.output:
+                click.echo(f"\n{r.platform} printed:\n{r.output}")
     for problem in report.problems:
         click.echo(f"FAIL index: {problem}", err=True)
     for r in report.results:
@@ -863,6 +869,7 @@ def verify_command(
     no_run: bool,
     timeout: float | None,
     no_arch_check: bool,
+    show_output: bool,
     root: Path | None,
 ) -> None:
     """Check that REF (default: the project's image) has every platform, whole, that every
@@ -880,7 +887,7 @@ def verify_command(
         results = [{**dataclasses.asdict(r), "ok": r.ok} for r in report.results]
         echo_json({**dataclasses.asdict(report), "ok": report.ok, "results": results})
     else:
-        _show_verify(report, run is not None)
+        _show_verify(report, run is not None, show_output)
     if not report.ok:
         raise click.exceptions.Exit(1)
 
@@ -901,6 +908,7 @@ def release_command(
     no_run: bool,
     timeout: float | None,
     no_arch_check: bool,
+    show_output: bool,
     **kwargs: Any,
 ) -> None:
     """Build every configured platform, push, verify, and only then move the tag (the seed's
@@ -914,7 +922,7 @@ def release_command(
     assert isinstance(result, ReleaseResult)
     click.echo("\n".join(_build_lines(result.build)))
     click.echo(f"pushed {result.pinned} (no tag yet)")
-    _show_verify(result.verify, run is not None)
+    _show_verify(result.verify, run is not None, show_output)
     if not result.ok:
         names = ", ".join(result.build.names)
         click.echo(f"not released: {names} left as they were", err=True)
