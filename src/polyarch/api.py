@@ -466,6 +466,7 @@ class BuildOptions:
     ulimits: tuple[str, ...] = ()  # --ulimit NAME=SOFT[:HARD] (checked)
     shm_size: int = 0  # --shm-size, bytes
     no_cache_filter: tuple[str, ...] = ()  # --no-cache-filter: stages that take no cache
+    emulator_install: bool = True  # as root, register a missing emulator (--no-emulator-install)
 
 
 @dataclass(frozen=True, slots=True)
@@ -595,6 +596,7 @@ def _build_image(
             extra_hosts=options.add_hosts, network=options.network, ulimits=options.ulimits,
             shm_size=options.shm_size,
             no_cache_filter=frozenset(s.lower() for s in options.no_cache_filter),
+            emulator_install=options.emulator_install,
         )  # fmt: skip
         if pending:
             return builder.warm(request, pending)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
@@ -84,6 +85,7 @@ class BuildRequest:
     ulimits: tuple[str, ...] = ()  # --ulimit NAME=SOFT:HARD
     shm_size: int = 0  # --shm-size, bytes
     no_cache_filter: frozenset[str] = frozenset()  # --no-cache-filter: stages run anew
+    emulator_install: bool = True  # as root, register a missing emulator (--no-emulator-install)
     # Named contexts (of `contexts`, layouts) not there yet: only a warm-up solve may run.
     pending: frozenset[str] = frozenset()
 
@@ -314,7 +316,11 @@ class Builder:
         _check_required(draft, request)
         # Only what the solve will run: base images pulled and emulators needed for it.
         relevant = draft.upstream(_targets(draft, request, mode))
-        _check_emulators(draft, request.build_platform, relevant)
+
+        def note(text: str) -> None:
+            self.progress(Event("note", "", "emulators", text=text))
+
+        _check_emulators(draft, request.build_platform, relevant, request.emulator_install, note)
         wanted = base_images(draft, relevant)
         images = self._resolve_bases(wanted, layers=True)
         epoch = request.source_date_epoch
@@ -724,25 +730,48 @@ def _targets(graph: BuildGraph, request: BuildRequest, mode: str) -> list[str]:
     return [inst.result for inst in graph.stages] + list(graph.results.values())
 
 
-def _check_emulators(graph: BuildGraph, machine: Platform, relevant: set[str]) -> None:
+def _check_emulators(
+    graph: BuildGraph,
+    machine: Platform,
+    relevant: set[str],
+    install: bool,
+    note: Callable[[str], None],
+) -> None:
     """Before any pull: each platform whose RUN steps run emulated has an emulator registered
-    (else the build would fail at its first RUN with "Exec format error")."""
+    with the F flag (else the build would fail at its first RUN with "Exec format error").
+    One that is missing is registered here when the build runs as root and `install` allows
+    it (said in one line), as the kernel forgets them at reboot."""
     from polyarch.runtime import binfmt  # noqa: PLC0415
 
     needed = {
         v.platform: v for key, v in graph.vertices.items()
         if isinstance(v.op, ExecOp) and v.emulated and key in relevant
     }  # fmt: skip
-    if not needed:
-        return
-    registered = set(binfmt.registered(machine))
     for platform, vertex in sorted(needed.items(), key=lambda kv: str(kv[0])):
-        if platform not in registered:
-            raise BuildError(
-                f"{platform} needs QEMU to run its RUN steps on this {machine} machine: run "
-                f"'polyarch emulators install --platform {platform}' (or see 'polyarch doctor')",
-                location=str(vertex.location) if vertex.location else "",
-            )
+        where = str(vertex.location) if vertex.location else ""
+        state = binfmt.status(platform, machine)
+        if state.kind == "native" or (state.kind == "emulated" and state.fix_binary):
+            continue
+        if state.kind == "unsupported":
+            raise BuildError(f"{binfmt.unsupported(platform, machine)}; this stage runs RUN "
+                             "steps", location=where)  # fmt: skip
+        if install and os.geteuid() == 0:
+            try:
+                done = binfmt.ensure(platform, machine)
+            except binfmt.EmulatorError as exc:
+                raise BuildError(f"{platform} needs QEMU to run its RUN steps on this {machine} "
+                                 f"machine: {exc}", location=where) from None  # fmt: skip
+            if done:
+                note(f"{done}: this build needs it (--no-emulator-install to refuse instead)")
+            continue
+        what = ("is registered without the F flag, which fails inside containers"
+                if state.kind == "emulated" else "needs QEMU to run its RUN steps")  # fmt: skip
+        how = "" if install else ", or leave out --no-emulator-install as root"
+        raise BuildError(
+            f"{platform} {what} on this {machine} machine: run 'polyarch emulators install "
+            f"--platform {platform}' as root{how} (see 'polyarch doctor')",
+            location=where,
+        )
 
 
 def _check_required(graph: BuildGraph, request: BuildRequest) -> None:

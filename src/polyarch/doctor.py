@@ -66,9 +66,13 @@ def emulation(platforms: Sequence[Platform], machine: Platform) -> list[Check]:
             checks.append(
                 Check(f"emulation {platform}", "warn", detail, "polyarch emulators install")
             )
+        elif status.kind == "unsupported":
+            checks.append(Check(f"emulation {platform}", "fail", "no emulator runs it here",
+                                f"RUN steps for {platform} need a {platform.os} machine: "
+                                "QEMU's user mode runs Linux programs only"))  # fmt: skip
         else:
             fix = (
-                "polyarch emulators install"
+                f"polyarch emulators install --platform {platform} (a build as root does it itself)"
                 if status.available
                 else "apt-get install qemu-user-static, then polyarch emulators install"
             )

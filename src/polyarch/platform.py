@@ -203,12 +203,15 @@ class Platform:
 def runs_natively(machine: Platform, platform: Platform) -> bool:
     """Whether `machine` runs `platform`'s binaries without an emulator.
 
-    The same architecture (a usable variant), and 32-bit x86 on amd64 (the kernel's IA-32
-    compatibility). 32-bit arm on arm64 is not assumed: many arm64 server CPUs lack AArch32.
+    The same architecture, whatever the variant: the kernel runs its own machine's programs
+    itself (no binfmt handler can take them), so linux/amd64/v3 or linux/arm64/v9 run natively,
+    as in BuildKit; a CPU that lacks the variant's instructions kills the program with SIGILL.
+    And 32-bit x86 on amd64 (the kernel's IA-32 compatibility). 32-bit arm on arm64 is not
+    assumed: many arm64 server CPUs lack AArch32.
     """
     if machine.os != platform.os:
         return False
-    if machine.matches(platform):
+    if machine.architecture == platform.architecture:
         return True
     return machine.architecture == "amd64" and platform.architecture == "386"
 

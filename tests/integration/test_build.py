@@ -422,7 +422,10 @@ def test_ca_bundle_and_proxy_reach_run_steps_but_no_layer(
     base: str, root: Path, tmp_path: Path, rootfs: Path
 ) -> None:
     bundle = tmp_path / "corporate-ca.pem"
-    bundle.write_text("-----BEGIN CERTIFICATE-----\nnot a real one\n-----END CERTIFICATE-----\n")
+    # One real certificate (--ca-certs takes PEM certificates only): the host bundle's first.
+    host = Path("/etc/ssl/certs/ca-certificates.crt").read_text()
+    end = "-----END CERTIFICATE-----\n"
+    bundle.write_text(host[host.index("-----BEGIN CERTIFICATE-----") : host.index(end) + len(end)])
     ctx = write_context(
         tmp_path / "ctx",
         f'FROM {base}\nRUN cat "$SSL_CERT_FILE" > /seen-ca && echo "$NODE_EXTRA_CA_CERTS" '

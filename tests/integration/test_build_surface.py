@@ -3,11 +3,13 @@ strictly (and honoured), --iidfile, -q, BUILDKIT_PROGRESS, the emulator pre-flig
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -102,21 +104,64 @@ def test_bad_outputs_fail_before_anything_runs(
     assert "resolve" not in done.stderr and "Traceback" not in done.stderr
 
 
-def test_a_platform_without_an_emulator_is_named_before_any_pull(base: str, tmp_path: Path) -> None:
+@contextlib.contextmanager
+def _unregistered(platform: str) -> Iterator[None]:
+    """The platform's emulator handler removed from the kernel, as after a reboot; registered
+    again (F flag) afterwards, as the test session had it."""
     from polyarch.platform import Platform
     from polyarch.runtime import binfmt
 
-    registered = binfmt.registered(Platform.parse("linux/amd64"))
-    missing = [p for p in ("linux/ppc64le", "linux/riscv64") if Platform.parse(p) not in registered]
-    if not missing:
-        pytest.skip("every platform has an emulator here")
+    handler = binfmt.BINFMT / binfmt.handler_name(Platform.parse(platform))
+    if handler.exists():
+        handler.write_text("-1")
+    try:
+        yield
+    finally:
+        binfmt.install([Platform.parse(platform)], Platform.parse("linux/amd64"))
+
+
+def test_a_platform_without_an_emulator_is_named_before_any_pull(base: str, tmp_path: Path) -> None:
     ctx = write_context(tmp_path / "ctx", f"FROM {base}\nRUN true\n", {})
-    done = run("build", "--root", str(tmp_path / "root"), "--progress", "plain", "--platform",
-               missing[0], str(ctx))  # fmt: skip
+    with _unregistered("linux/riscv64"):
+        done = run("build", "--root", str(tmp_path / "root"), "--progress", "plain",
+                   "--platform", "linux/riscv64", "--no-emulator-install", str(ctx))  # fmt: skip
     assert done.returncode == 1
-    assert f"{missing[0]} needs QEMU" in done.stderr
-    assert f"polyarch emulators install --platform {missing[0]}" in done.stderr
+    assert (
+        "linux/riscv64 needs QEMU to run its RUN steps on this linux/amd64 machine" in done.stderr
+    )
+    assert "run 'polyarch emulators install --platform linux/riscv64' as root, or leave out " \
+           "--no-emulator-install" in done.stderr  # fmt: skip
     assert "Dockerfile:2" in done.stderr and "resolve" not in done.stderr
+
+
+def test_a_build_as_root_registers_a_missing_emulator_and_goes_on(
+    tiny: str, tmp_path: Path
+) -> None:
+    """The seed's author lost the emulators at each reboot; a build registers what it needs."""
+    from polyarch.runtime import binfmt
+
+    ctx = write_context(tmp_path / "ctx", f"FROM {tiny}\nRUN uname -m > /arch\n", {})
+    with _unregistered("linux/s390x"):
+        done = run("build", "--root", str(tmp_path / "root"), "--progress", "plain",
+                   "--platform", "linux/s390x", "-o", f"type=local,dest={tmp_path / 'out'}",
+                   str(ctx))  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        notes = [line for line in done.stderr.splitlines() if "registered" in line]
+        assert len(notes) == 1, done.stderr
+        assert "for linux/s390x with the F flag: this build needs it (--no-emulator-install " \
+               "to refuse instead)" in notes[0]  # fmt: skip
+        assert "F" in (binfmt.BINFMT / "qemu-s390x").read_text()
+    assert (tmp_path / "out" / "arch").read_text() == "s390x\n"
+
+
+def test_windows_run_steps_are_refused_without_qemu_advice(tmp_path: Path) -> None:
+    ctx = write_context(tmp_path / "ctx", "FROM scratch\nCOPY a /\nRUN dir\n", {"a": "a"})
+    done = run("build", "--root", str(tmp_path / "root"), "--platform", "windows/amd64",
+               str(ctx))  # fmt: skip
+    assert done.returncode == 1
+    assert "no emulator runs windows/amd64 programs on this linux/amd64 machine: QEMU's user " \
+           "mode runs Linux programs only" in done.stderr  # fmt: skip
+    assert "emulators install" not in done.stderr and "Dockerfile:3" in done.stderr
 
 
 def test_buildkit_progress_selects_json(base: str, tmp_path: Path) -> None:

@@ -34,3 +34,46 @@ def test_every_command_has_an_example_and_every_option_help() -> None:
             if isinstance(param, click.Option) and not param.hidden and not param.help:
                 missing.append(f"{path}: {param.opts[0]} has no help")
     assert missing == []
+
+
+def test_the_top_level_help_shows_whole_descriptions_and_no_internal_command() -> None:
+    from click.testing import CliRunner
+
+    shown = CliRunner().invoke(cli, ["--help"], terminal_width=80)
+    assert shown.exit_code == 0
+    listed = " ".join(shown.output.split("Commands:")[1].split())
+    assert "..." not in listed
+    assert "that each platform's image runs (emulated where needed) and answers the HTTP " \
+           "probes." in listed  # fmt: skip
+    assert " worker " not in f" {listed} "
+
+
+def test_global_options_are_taken_after_the_command() -> None:
+    """As docker and buildx users write them: `polyarch build --insecure-registry HOST`."""
+    from click.testing import CliRunner
+
+    seen = {}
+
+    @cli.command("probe-globals", hidden=True)
+    @click.argument("words", nargs=-1)
+    @click.option("--flag", is_flag=True)
+    @click.pass_context
+    def probe(ctx: click.Context, words: tuple[str, ...], flag: bool) -> None:
+        seen["insecure"] = ctx.obj.options.insecure
+        seen["timeout"] = ctx.obj.options.idle_timeout
+        seen["words"] = words
+        seen["flag"] = flag
+
+    try:
+        done = CliRunner().invoke(cli, [
+            "--insecure-registry", "a.lan", "probe-globals", "--flag", "one",
+            "--insecure-registry", "b.lan:5000", "--idle-timeout=7", "two", "--",
+            "--insecure-registry", "kept",
+        ])  # fmt: skip
+    finally:
+        del cli.commands["probe-globals"]
+    assert done.exit_code == 0, done.output
+    assert seen["insecure"] == ("a.lan", "b.lan:5000")
+    assert seen["timeout"] == 7
+    assert seen["words"] == ("one", "two", "--insecure-registry", "kept")
+    assert seen["flag"] is True

@@ -208,6 +208,10 @@ def test_runs_natively() -> None:
     assert runs_natively(AMD64, Platform.parse("linux/386"))
     assert not runs_natively(AMD64, ARM64)
     assert not runs_natively(ARM64, Platform.parse("linux/arm/v7"))
+    # Every variant of the machine's own architecture: the kernel runs it, not an emulator.
+    assert runs_natively(AMD64, Platform.parse("linux/amd64/v3"))
+    assert runs_natively(ARM64, Platform.parse("linux/arm64/v9"))
+    assert not runs_natively(AMD64, Platform.parse("windows/amd64"))
 
 
 GOLDEN = [

@@ -61,6 +61,11 @@ def test_routing_prefers_native_nodes_then_local_emulation() -> None:
     assert where == [("linux/amd64", "here"), ("linux/arm64", "arm"), ("linux/s390x", "big"),
                      ("linux/riscv64", "big"), ("linux/ppc64le", "here")]  # fmt: skip
     assert routes[3].why == "emulated on node big"
+    # Variants go where their architecture goes: the node's kernel, or its emulator, runs them.
+    wanted = Platform.parse_list(["linux/arm64/v9,linux/amd64/v3,linux/riscv64/rva22u64"])
+    variants = plan_routes(wanted, nodes, AMD64, [ARM64])
+    assert [r.why for r in variants] == ["native on node arm", "native here",
+                                         "emulated on node big"]  # fmt: skip
 
 
 def test_context_entries_follow_dockerignore(tmp_path: Path) -> None:
@@ -159,3 +164,33 @@ def test_a_node_that_answers_hello_with_nonsense_is_a_clear_node_error(
             connection.hello()
     finally:
         connection.close()
+
+
+def test_builder_create_takes_several_nodes_each_with_its_platforms(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from polyarch.cli import cli
+
+    monkeypatch.setenv("POLYARCH_CONFIG_DIR", str(tmp_path))
+    made = CliRunner().invoke(cli, [
+        "builder", "create", "farm", "--platform", "linux/arm64", "--node", "a=local",
+        "--node=b=ssh://ci@s390x-box", "--platform=linux/s390x,linux/ppc64le", "--node", "c=local",
+    ])  # fmt: skip
+    assert made.exit_code == 0, made.output
+    assert made.output == "builder farm: 3 node(s)\n"
+    spec = BuilderStore(tmp_path).get("farm")
+    assert [(n.name, n.endpoint, n.platforms) for n in spec.nodes] == [
+        ("a", "local", ("linux/arm64",)),
+        ("b", "ssh://ci@s390x-box", ("linux/s390x", "linux/ppc64le")),
+        ("c", "local", ()),
+    ]
+    # All or nothing: a node named twice adds none of them.
+    twice = CliRunner().invoke(cli, ["builder", "create", "dup", "--node", "x=local",
+                                     "--node", "x=local"])  # fmt: skip
+    assert twice.exit_code == 2 and "each node needs a name of its own" in twice.output
+    clash = CliRunner().invoke(cli, ["builder", "create", "farm", "--append", "--node", "d=local",
+                                     "--node", "a=local"])  # fmt: skip
+    assert "builder 'farm' has a node 'a' already" in str(clash.exception)
+    assert [n.name for n in BuilderStore(tmp_path).get("farm").nodes] == ["a", "b", "c"]

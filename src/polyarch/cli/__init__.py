@@ -35,6 +35,7 @@ from polyarch.api import (
 )
 from polyarch.cli import builders, failure, project
 from polyarch.cli.common import (
+    GlobalOptions,
     Globals,
     descriptor_json,
     dockerfile_option,
@@ -57,7 +58,7 @@ from polyarch.platform import Platform
 from polyarch.runtime import binfmt
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=GlobalOptions, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="polyarch")
 @click.option(
     "--authfile",
@@ -519,7 +520,8 @@ def images_command(root: Path | None, fmt: str) -> None:
 @format_option
 @click.pass_context
 def emulators(ctx: click.Context, platforms: tuple[str, ...], fmt: str) -> None:
-    """Show, per platform: native, emulated (qemu binary, F flag) or missing."""
+    """Show, per platform: native, emulated (qemu binary, F flag), missing, or unsupported
+    (no emulator runs it here: another OS)."""
     if ctx.invoked_subcommand is not None:
         return
     machine = machine_platform()
@@ -533,16 +535,19 @@ def emulators(ctx: click.Context, platforms: tuple[str, ...], fmt: str) -> None:
                       "fix_binary": status.fix_binary,
                       "installable": status.available is not None})  # fmt: skip
         if status.kind == "native":
-            detail = "this machine"
-        elif status.handler is not None:
+            detail = "this machine" if platform == machine else f"this {machine} machine"
+        elif status.kind == "unsupported":
+            detail = (f"QEMU's user mode runs Linux programs only (RUN steps need a "
+                      f"{platform.os} machine)")  # fmt: skip
+        elif status.handler is not None and status.handler.enabled:
             flag = "F flag" if status.fix_binary else "no F flag: fails in containers"
             detail = f"{status.handler.interpreter} ({flag})"
+        elif status.available:
+            detail = f"available: polyarch emulators install --platform {platform}"
+        elif binfmt.formats():
+            detail = f"qemu-user-static has no emulator for {platform.architecture}"
         else:
-            detail = (
-                "available: polyarch emulators install"
-                if status.available
-                else ("apt-get install qemu-user-static")
-            )
+            detail = "apt-get install qemu-user-static"
         rows.append([str(platform), status.kind, detail])
     if fmt == "json":
         echo_json(found)
@@ -566,14 +571,24 @@ COMMON_PLATFORMS = ",".join(
 
 @emulators.command("install")
 @click.option("--platform", "platforms", multiple=True, help="Platforms, or `all` (default: all).")
-def emulators_install(platforms: tuple[str, ...]) -> None:
-    """Mount binfmt_misc if needed and register qemu-user-static handlers with the F flag."""
+@click.option(
+    "--persist",
+    is_flag=True,
+    help="Also have them registered at every boot: "
+    "written to /etc/binfmt.d (F flag) for systemd-binfmt, unless a binfmt.d "
+    "file registers them with the F flag already (as qemu-user-static's do).",
+)
+def emulators_install(platforms: tuple[str, ...], persist: bool) -> None:
+    """Mount binfmt_misc if needed and register qemu-user-static handlers with the F flag.
+    The kernel forgets them at reboot: --persist, or a build run as root, registers them
+    again."""
     machine = machine_platform()
     if not platforms or "all" in platforms:
-        wanted = Platform.parse_list([COMMON_PLATFORMS])
+        wanted = [p for p in Platform.parse_list([COMMON_PLATFORMS])
+                  if binfmt.status(p, machine).kind != "native"]  # fmt: skip
     else:
-        wanted = parse_platforms(platforms)
-    for line in binfmt.install(list(wanted), machine):
+        wanted = list(parse_platforms(platforms))
+    for line in binfmt.install(wanted, machine, persist=binfmt.BOOT_DIRS if persist else ()):
         click.echo(line)
 
 

@@ -9,45 +9,95 @@ from pathlib import Path
 import click
 
 from polyarch.api import default_root
-from polyarch.cli.common import echo_json, format_option, human, root_option, table
+from polyarch.cli.common import Commands, echo_json, format_option, human, root_option, table
 from polyarch.nodes.builders import DEFAULT, BuilderSpec, BuilderStore, Node
 from polyarch.nodes.client import NodeConnection, NodeInfo
 from polyarch.nodes.protocol import NodeError
 
 
-@click.group("builder")
+@click.group("builder", cls=Commands)
 def builder_group() -> None:
     """Named builders: this machine (`default`) and nodes reached over SSH that build the
     platforms they run natively (polyarch installed on each; nothing stays running there)."""
 
 
-@builder_group.command("create")
+class _NodesCommand(click.Command):
+    """Keeps which `--platform` follows which `--node`: click gathers each option's values
+    apart, so the order is read from the arguments before it parses them."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta["polyarch.nodes"] = _pair_nodes(args)
+        return super().parse_args(ctx, args)
+
+
+def _pair_nodes(args: list[str]) -> list[tuple[str, list[str]]]:
+    """[(NODE=ENDPOINT, [platforms given after it, before the next --node])]; platforms given
+    before the first --node go to the first node."""
+    pairs: list[tuple[str, list[str]]] = []
+    early: list[str] = []
+    rest = iter(args)
+    for arg in rest:
+        if arg == "--":
+            break
+        name, eq, inline = arg.partition("=")
+        if name not in ("--node", "--platform"):
+            continue
+        value = inline if eq else next(rest, "")
+        if name == "--node":
+            pairs.append((value, early if not pairs else []))
+        elif pairs:
+            pairs[-1][1].append(value)
+        else:
+            early.append(value)
+    return pairs
+
+
+@builder_group.command("create", cls=_NodesCommand)
 @click.argument("name")
-@click.option("--node", "node", required=True, metavar="NODE=ENDPOINT",
-              help="The node: ENDPOINT is local or ssh://[user@]host[:port] (your OpenSSH "
-              "configuration, keys and agent are used as they are).")  # fmt: skip
+@click.option("--node", "nodes", required=True, multiple=True, metavar="NODE=ENDPOINT",
+              help="A node (repeatable): ENDPOINT is local or ssh://[user@]host[:port] (your "
+              "OpenSSH configuration, keys and agent are used as they are).")  # fmt: skip
 @click.option("--platform", "platforms", multiple=True, metavar="P[,P...]",
-              help="Platforms the node builds natively (default: what it reports).")  # fmt: skip
+              help="Platforms the --node before it builds natively (default: what it "
+              "reports).")  # fmt: skip
 @click.option("--node-command", default="polyarch", show_default=True,
               help="How polyarch is started on the node: a path, with VAR=value before it "
               "if needed (e.g. POLYARCH_ROOT=/srv/pa /opt/polyarch/bin/polyarch).")  # fmt: skip
 @click.option("--append", is_flag=True, help="Add the node to an existing builder.")
 @click.option("--use", "use", is_flag=True, help="Make it the current builder.")
+@click.pass_context
 def builder_create(
-    name: str, node: str, platforms: tuple[str, ...], node_command: str, append: bool, use: bool
+    ctx: click.Context,
+    name: str,
+    nodes: tuple[str, ...],
+    platforms: tuple[str, ...],
+    node_command: str,
+    append: bool,
+    use: bool,
 ) -> None:
-    """Create builder NAME with one node (add more with --append), as `buildx create` does.
+    """Create builder NAME with its nodes (add more later with --append), as `buildx create`
+    does; each --platform belongs to the --node before it.
 
     \b
     Example:
-      polyarch builder create farm --node arm=ssh://ci@arm-box --platform linux/arm64 --use
+      polyarch builder create farm --node arm=ssh://ci@arm-box --platform linux/arm64 \\
+          --node big=ssh://ci@s390x-box --platform linux/s390x --use
     """
-    node_name, eq, endpoint = node.partition("=")
-    if not eq or not node_name or not endpoint:
-        raise click.BadParameter("want NODE=ENDPOINT", param_hint="--node")
-    wanted = tuple(p.strip() for text in platforms for p in text.split(",") if p.strip())
+    paired: list[tuple[str, list[str]]] = ctx.meta.get("polyarch.nodes") or []
+    if [text for text, _ in paired] != list(nodes):  # not read from the arguments: no order
+        paired = [(text, list(platforms) if i == 0 else []) for i, text in enumerate(nodes)]
+    added = []
+    for text, given in paired:
+        node_name, eq, endpoint = text.partition("=")
+        if not eq or not node_name or not endpoint:
+            raise click.BadParameter(f"want NODE=ENDPOINT, got {text!r}", param_hint="--node")
+        wanted = tuple(p.strip() for value in given for p in value.split(",") if p.strip())
+        added.append(Node(node_name, endpoint, wanted, node_command))
+    names = [node.name for node in added]
+    if len(set(names)) != len(names):
+        raise click.BadParameter("each node needs a name of its own", param_hint="--node")
     store = BuilderStore()
-    spec = store.add(name, Node(node_name, endpoint, wanted, node_command), append=append)
+    spec = store.add(name, *added, append=append)
     if use:
         store.use(name)
     click.echo(f"builder {spec.name}: {len(spec.nodes)} node(s)" + (" (in use)" if use else ""))
@@ -142,7 +192,7 @@ def builder_inspect(name: str | None, fmt: str) -> None:
         raise click.exceptions.Exit(1)
 
 
-@click.command("worker")
+@click.command("worker", hidden=True)
 @root_option
 def worker_command(root: Path | None) -> None:
     """The node side of a build (started by `polyarch build` over SSH; speaks the node

@@ -48,6 +48,60 @@ class Globals:
         return Path(self.project().path).parent / value
 
 
+class Commands(click.Group):
+    """A group whose help lists each command's whole first sentence (click cuts it at the
+    terminal's width). Its subgroups are made of it too."""
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(limit=400)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+Commands.group_class = Commands
+
+
+class GlobalOptions(Commands):
+    """The top-level group: its options are also taken after the command's name, where a
+    docker/buildx user writes them (`polyarch build --insecure-registry HOST ...`): they are
+    moved before it, up to a `--`."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, self._hoisted(ctx, args))
+
+    def _hoisted(self, ctx: click.Context, args: list[str]) -> list[str]:
+        valued = {opt for p in self.params if isinstance(p, click.Option) and not p.is_flag
+                  for opt in p.opts if opt.startswith("--")}  # fmt: skip
+        i = 0
+        while i < len(args) and args[i].startswith("-") and args[i] != "--":
+            i += 2 if args[i] in valued else 1  # a global option (and its value) or a flag
+        if i >= len(args) or args[i] == "--":
+            return args
+        front, command, rest = args[:i], args[i], args[i + 1 :]
+        moved: list[str] = []
+        kept: list[str] = []
+        j = 0
+        while j < len(rest):
+            arg = rest[j]
+            if arg == "--":
+                kept += rest[j:]
+                break
+            if arg.partition("=")[0] in valued and "=" in arg:
+                moved.append(arg)
+            elif arg in valued and j + 1 < len(rest):
+                moved += rest[j : j + 2]
+                j += 1
+            else:
+                kept.append(arg)
+            j += 1
+        return [*front, *moved, command, *kept]
+
+
 def globals_of(ctx: click.Context) -> Globals:
     found = ctx.find_object(Globals)
     assert found is not None

@@ -1,4 +1,4 @@
-"""The commands of a project (the seed's Makefile targets): build, push, release, verify,
+"""The commands of a project (a release Makefile's targets): build, push, release, verify,
 clean, config and version. Each reads `polyarch.toml` when there is one; flags override it."""
 
 from __future__ import annotations
@@ -275,6 +275,9 @@ def _build_options(fn: Any) -> Any:
                      "docker takes it: nofile=1024:2048, nproc=512 (-1: unlimited)."),
         click.option("--shm-size", "shm_size", metavar="SIZE", callback=_shm_size,
                      help="Size of RUN steps' /dev/shm (e.g. 128m, 1g). Default: 64m."),
+        click.option("--no-emulator-install", "no_emulator_install", is_flag=True,
+                     help="Fail when a platform's emulator is not registered, instead of "
+                     "registering it (as root) and going on."),
         click.option("--no-cache-filter", "no_cache_filter", multiple=True, metavar="STAGE",
                      help="Run these stages' steps anew, taking nothing from the cache "
                      "(repeatable or comma separated), as buildx does."),
@@ -521,6 +524,7 @@ def _build(
     ulimits: Sequence[str] = (),
     shm_size: int = 0,
     no_cache_filter: Sequence[str] = (),
+    no_emulator_install: bool = False,
     named: bool = False,
     release_run: RunSpec | bool | None = False,
     arch_check: bool = True,
@@ -595,6 +599,7 @@ def _build(
         ulimits=tuple(ulimits),
         shm_size=shm_size,
         no_cache_filter=tuple(s.strip() for v in no_cache_filter for s in v.split(",") if s),
+        emulator_install=not no_emulator_install,
         step_timeout=parse_duration(settings["build.step_timeout"])
         if settings["build.step_timeout"]
         else None,
@@ -911,8 +916,7 @@ def release_command(
     show_output: bool,
     **kwargs: Any,
 ) -> None:
-    """Build every configured platform, push, verify, and only then move the tag (the seed's
-    `make release`, plus the checks it did by hand).
+    """Build every configured platform, push, verify, and only then move the tag.
 
     The image is pushed by digest first; the tag is written only once every platform has
     passed, so a release that fails its checks leaves the tag where it was."""

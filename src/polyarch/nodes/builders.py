@@ -115,15 +115,17 @@ class BuilderStore:
         raise UsageError(f"no builder {wanted!r} (there are: {names}); create it with "
                          f"`polyarch builder create {wanted} --node NAME=ENDPOINT`")  # fmt: skip
 
-    def add(self, name: str, node: Node, *, append: bool) -> BuilderSpec:
+    def add(self, name: str, *added: Node, append: bool) -> BuilderSpec:
+        """Add the nodes to builder `name` (created unless `append`): all of them, or none."""
         if name == DEFAULT:
             raise UsageError("the default builder is this machine; name yours otherwise")
-        if not _NAME.match(name) or not _NAME.match(node.name):
-            raise UsageError(f"builder and node names are letters, digits, _ . - (got {name!r}, "
-                             f"{node.name!r})")  # fmt: skip
-        Endpoint.parse(node.endpoint)
-        for p in node.platforms:
-            Platform.parse(p)
+        for node in added:
+            if not _NAME.match(name) or not _NAME.match(node.name):
+                raise UsageError(f"builder and node names are letters, digits, _ . - (got "
+                                 f"{name!r}, {node.name!r})")  # fmt: skip
+            Endpoint.parse(node.endpoint)
+            for p in node.platforms:
+                Platform.parse(p)
         data = self._read()
         builders: dict[str, dict[str, list[dict[str, object]]]] = data["builders"]  # type: ignore[assignment]
         if name in builders and not append:
@@ -132,9 +134,10 @@ class BuilderStore:
         if name not in builders and append:
             raise UsageError(f"no builder {name!r} to append to")
         nodes = builders.setdefault(name, {"nodes": []})["nodes"]
-        if any(n["name"] == node.name for n in nodes):
-            raise UsageError(f"builder {name!r} has a node {node.name!r} already")
-        nodes.append(asdict(node) | {"platforms": list(node.platforms)})
+        for node in added:
+            if any(n["name"] == node.name for n in nodes):
+                raise UsageError(f"builder {name!r} has a node {node.name!r} already")
+            nodes.append(asdict(node) | {"platforms": list(node.platforms)})
         self._write(data)
         return self.get(name)
 

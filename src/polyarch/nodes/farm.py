@@ -16,7 +16,7 @@ import re
 import shutil
 import tempfile
 import threading
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +29,7 @@ from polyarch.nodes.builders import BuilderSpec, Node
 from polyarch.nodes.client import NodeConnection, NodeInfo, used_files
 from polyarch.nodes.protocol import NodeError
 from polyarch.oci.models import Descriptor, Manifest, parse_document
-from polyarch.platform import Platform
+from polyarch.platform import Platform, runs_natively
 from polyarch.progress import Event, Progress
 from polyarch.reference import Reference
 from polyarch.store.layout import OciLayout
@@ -60,19 +60,23 @@ def plan_routes(
     def native(node: Node, info: NodeInfo) -> tuple[Platform, ...]:
         return node.platform_list() or tuple(Platform.parse(p) for p in info.native)
 
+    def runs(have: Iterable[Platform], platform: Platform) -> bool:
+        """A machine, or an emulator, runs every variant of its architecture."""
+        return any(runs_natively(p, platform) for p in have)
+
     routes = []
     for platform in platforms:
-        if platform == machine:
+        if runs_natively(machine, platform):
             routes.append(Route(platform, None, "native here"))
             continue
-        found = next((n for n, i in nodes if platform in native(n, i)), None)
+        found = next((n for n, i in nodes if runs(native(n, i), platform)), None)
         if found is not None:
             routes.append(Route(platform, found, f"native on node {found.name}"))
-        elif platform in local_emulated:
+        elif runs(local_emulated, platform):
             routes.append(Route(platform, None, "emulated here"))
         else:
             emulating = next(
-                (n for n, i in nodes if platform in [Platform.parse(p) for p in i.emulated]), None
+                (n for n, i in nodes if runs(map(Platform.parse, i.emulated), platform)), None
             )
             if emulating is not None:
                 routes.append(Route(platform, emulating, f"emulated on node {emulating.name}"))
@@ -418,6 +422,7 @@ def remote_request(options: Any, context: Path, dockerfile: Path) -> dict[str, A
         "add_hosts": list(options.add_hosts),
         "network": options.network, "ulimits": list(options.ulimits),
         "shm_size": options.shm_size, "no_cache_filter": list(options.no_cache_filter),
+        "emulator_install": options.emulator_install,
     }  # fmt: skip
     if inside is not None:
         request["dockerfile"] = str(inside)
