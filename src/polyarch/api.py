@@ -75,6 +75,7 @@ from polyarch.version import version
 if TYPE_CHECKING:
     from polyarch.build import Builder, BuildRequest, BuildResult
     from polyarch.image.annotations import Annotation
+    from polyarch.image.compare import ImageDiff
     from polyarch.nodes.farm import Farm, Route
     from polyarch.store.gc import PruneReport, Usage
     from polyarch.verify import RunSpec, VerifyReport
@@ -467,6 +468,9 @@ class BuildOptions:
     shm_size: int = 0  # --shm-size, bytes
     no_cache_filter: tuple[str, ...] = ()  # --no-cache-filter: stages that take no cache
     emulator_install: bool = True  # as root, register a missing emulator (--no-emulator-install)
+    # What the build is the next build of, for explanations (default: the context, the
+    # Dockerfile and the target); a node is given its client's.
+    explain_as: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -532,6 +536,8 @@ def _build_image(
         raise UsageError("polyarch build needs root (rootless builds are not supported yet): "
                          "run it as root, e.g. with sudo")  # fmt: skip
     refs = [Reference.parse(t) for t in options.tags]
+    if not options.explain_as:
+        options = dataclasses.replace(options, explain_as=_explain_as(options))
     for output in options.outputs:  # checked before anything runs
         if isinstance(output, RegistryOutput) and not refs and not output.names:
             raise UsageError("pushing needs a name: -t REGISTRY/NAME:TAG, or "
@@ -596,7 +602,7 @@ def _build_image(
             extra_hosts=options.add_hosts, network=options.network, ulimits=options.ulimits,
             shm_size=options.shm_size,
             no_cache_filter=frozenset(s.lower() for s in options.no_cache_filter),
-            emulator_install=options.emulator_install,
+            emulator_install=options.emulator_install, explain_as=options.explain_as,
         )  # fmt: skip
         if pending:
             return builder.warm(request, pending)
@@ -619,6 +625,15 @@ def _build_image(
         for output in options.outputs
     )
     return BuildReport(result, tuple(names), written)
+
+
+def _explain_as(options: BuildOptions) -> str:
+    """Which build a build is the next of: the same context (directory or URL), Dockerfile
+    and target."""
+    context = options.context
+    source = context if isinstance(context, str) else str(context.resolve())
+    dockerfile = str(options.dockerfile.resolve()) if options.dockerfile else "Dockerfile"
+    return "\0".join((source, dockerfile, options.target or ""))
 
 
 def _context_and_dockerfile(
@@ -1280,3 +1295,23 @@ __all__ = [
     "verify_image",
     "workspace_usage",
 ]
+
+
+def diff_images(
+    session: Session,
+    names: Sequence[str],
+    platforms: Sequence[Platform] = (),
+    root: Path | None = None,
+) -> list[ImageDiff]:
+    """Compare two images (or two platforms of one): see `polyarch.diff`. A name is looked up
+    in the local store first (`polyarch images`), then as an OCI layout or registry
+    reference."""
+    from polyarch.diff import diff, local_source  # noqa: PLC0415
+    from polyarch.store.workspace import Workspace  # noqa: PLC0415
+
+    workspace = Workspace(root or default_root())
+    sources: list[ImageSource] = []
+    for name in names:
+        local = None if name.startswith("oci:") else local_source(workspace.layout, name)
+        sources.append(local if local is not None else session.source(name))
+    return diff(sources, platforms, workspace.layout.blobs, names)

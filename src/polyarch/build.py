@@ -45,7 +45,9 @@ from polyarch.remotecache.exchange import (
 from polyarch.remotecache.format import CacheSpec
 from polyarch.runtime import Executor
 from polyarch.solver.cache import CacheBackend, SqliteCache, UnusableCacheEntry
+from polyarch.solver.explain import Explainer
 from polyarch.solver.solve import Solver, SolveReport
+from polyarch.store.explain import ExplainRecords
 from polyarch.store.layout import OciLayout
 from polyarch.store.workspace import Workspace
 from polyarch.worker.base import Result
@@ -86,6 +88,9 @@ class BuildRequest:
     shm_size: int = 0  # --shm-size, bytes
     no_cache_filter: frozenset[str] = frozenset()  # --no-cache-filter: stages run anew
     emulator_install: bool = True  # as root, register a missing emulator (--no-emulator-install)
+    # What this build is the next build of (Dockerfile, context, target), for explanations:
+    # its record is kept under this name; "" keeps none.
+    explain_as: str = ""
     # Named contexts (of `contexts`, layouts) not there yet: only a warm-up solve may run.
     pending: frozenset[str] = frozenset()
 
@@ -339,6 +344,12 @@ class Builder:
             remote=imported, progress=self.progress,
         )  # fmt: skip
         solvers: list[Solver] = []
+        records = ExplainRecords(self.workspace.explanations) if request.explain_as else None
+        # A partial solve (the shared stages, a node's warm-up) is the next build of its own.
+        explain_as = request.explain_as + ("" if mode == "full" else f"\0{mode}")
+        explainer = None
+        if records is not None:
+            explainer = Explainer(lambda: records.load(explain_as), request.build_args)
 
         told: set[str] = set()
 
@@ -356,7 +367,7 @@ class Builder:
             solver = Solver(
                 graph, worker, cache, created=now, jobs=request.jobs,
                 progress=self.progress, no_cache=request.no_cache, policy=policy,
-                no_cache_stages=request.no_cache_filter,
+                no_cache_stages=request.no_cache_filter, explainer=explainer,
             )  # fmt: skip
             solvers.append(solver)
             targets = _targets(graph, request, mode)
@@ -393,6 +404,8 @@ class Builder:
             agents.close()
             worker.close()
         self.cache.touch(report.used_keys)
+        if records is not None and explainer is not None and mode != "warm":
+            records.save(explain_as, explainer.record())
         # Steps an earlier try (a replan, a dropped cache entry) ran count as run, not cached.
         earlier = sum(s.steps_run for s in solvers[:-1])
         return _Solved(graph, solvers[-1], report, earlier, now, started)

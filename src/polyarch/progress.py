@@ -36,6 +36,7 @@ class Event:
     current: int | None = None  # bytes done (progress events)
     total: int | None = None  # of these bytes
     warning: PlanWarning | None = None  # a note that is a warning about the Dockerfile
+    cause: str = ""  # why a step runs instead of coming from the cache (start, done)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -64,6 +65,8 @@ class Event:
             out["current"], out["total"] = self.current, self.total
         if self.warning is not None:
             out["warning"] = self.warning.to_json()
+        if self.cause:
+            out["cause"] = self.cause
         return out
 
 

@@ -71,6 +71,8 @@ class TraceRecorder:
                     args["waited_s"] = round(at - begin.at, 3)  # for a slot: not its own time
                 if event.emulated or begin.emulated:
                     args["emulated"] = True
+                if begin.cause:
+                    args["cause"] = begin.cause
                 if event.kind == "error":
                     args["error"] = event.text.splitlines()[0] if event.text else ""
                 elif event.text:

@@ -121,6 +121,12 @@ def test_a_platform_built_on_an_ssh_node(
                 "--progress", "json", str(ctx), env=env)  # fmt: skip
     assert third.returncode == 0, third.stderr
     assert any("context sent (1 files" in str(e.get("text")) for e in events(third.stderr))
+    # Why the copy ran again, here and on the node (explained there, against its last build).
+    copies = [e for e in events(third.stderr) if e["event"] == "start"
+              and e.get("description") == "COPY app.txt /app.txt"]  # fmt: skip
+    causes = {(e["platform"], e.get("node", "")): e["cause"] for e in copies}
+    assert causes == {("linux/amd64", ""): "context file app.txt was edited",
+                      ("linux/arm64", "arm"): "context file app.txt was edited"}  # fmt: skip
 
 
 def test_an_unreachable_node_falls_back_or_fails(

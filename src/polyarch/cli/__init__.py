@@ -51,6 +51,7 @@ from polyarch.cli.common import (
     root_option,
     table,
 )
+from polyarch.cli.diff import diff_command
 from polyarch.errors import PolyarchError, UsageError
 from polyarch.graph.model import BuildGraph
 from polyarch.graph.ops import BindMount, CacheMount, ExecOp, Mount, SecretMount, SshMount
@@ -649,7 +650,7 @@ def doctor_command(
         raise click.exceptions.Exit(1)
 
 
-for _command in (*project.COMMANDS, *builders.COMMANDS):
+for _command in (*project.COMMANDS, *builders.COMMANDS, diff_command):
     cli.add_command(_command)
 
 # An example for each command that has none in its docstring, shown by --help.

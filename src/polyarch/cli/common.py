@@ -229,6 +229,8 @@ class Renderer:
         tag = f"#{n}" if n else "#-"
         if event.kind == "start":
             click.echo(f"{tag} {where}{event.description}", err=True)
+            if event.cause:
+                click.echo(f"{tag} why: {event.cause}", err=True)
         elif event.kind == "cached":
             origin = f" ({event.text})" if event.text else ""
             click.echo(f"{tag} {where}{event.description} CACHED{origin}", err=True)

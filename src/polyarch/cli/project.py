@@ -11,6 +11,7 @@ import re
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -57,7 +58,7 @@ from polyarch.frontend.convert import CheckResult
 from polyarch.frontend.gitref import GitRefError, parse_git_ref
 from polyarch.frontend.runmount import ram_in_bytes
 from polyarch.platform import Platform
-from polyarch.progress import silent
+from polyarch.progress import Event, silent
 from polyarch.reference import Reference
 from polyarch.trace import TraceRecorder
 from polyarch.transfer.location import LayoutLocation
@@ -275,6 +276,11 @@ def _build_options(fn: Any) -> Any:
                      "docker takes it: nofile=1024:2048, nproc=512 (-1: unlimited)."),
         click.option("--shm-size", "shm_size", metavar="SIZE", callback=_shm_size,
                      help="Size of RUN steps' /dev/shm (e.g. 128m, 1g). Default: 64m."),
+        click.option("--explain", is_flag=True, help="After the build, say why each step "
+                     "that ran did not come from the cache: the first of its inputs that "
+                     "changed since the last build of this context, Dockerfile and target (a "
+                     "context file, a build argument, the base image, the instruction, the "
+                     "step before). The plain and JSON progress say it as the step starts."),
         click.option("--no-emulator-install", "no_emulator_install", is_flag=True,
                      help="Fail when a platform's emulator is not registered, instead of "
                      "registering it (as root) and going on."),
@@ -525,6 +531,7 @@ def _build(
     shm_size: int = 0,
     no_cache_filter: Sequence[str] = (),
     no_emulator_install: bool = False,
+    explain: bool = False,
     named: bool = False,
     release_run: RunSpec | bool | None = False,
     arch_check: bool = True,
@@ -616,6 +623,9 @@ def _build(
     trace_path = trace or (Path(files.write(settings["build.trace"], "build.trace"))
                            if settings["build.trace"] else None)  # fmt: skip
     sink = TraceRecorder(renderer) if trace_path is not None else renderer
+    explained = _Explained(sink)
+    if explain:
+        sink = explained
     outcome = "FAILED"
     try:
         if call is not None:  # build --check: nothing is built
@@ -637,8 +647,41 @@ def _build(
     finally:
         if mode == "tty":
             renderer.close(outcome)  # the live view ends before anything else is printed
-        if isinstance(sink, TraceRecorder) and trace_path is not None:
-            sink.write(trace_path)  # a failed build's trace too: where did it stop
+        if trace_path is not None:
+            assert isinstance(explained.inner, TraceRecorder)
+            explained.inner.write(trace_path)  # a failed build's trace too: where did it stop
+        if explain and outcome != "CANCELED":
+            click.echo("\n".join(explained.lines()), err=True)
+
+
+class _Explained:
+    """Passes events on, and keeps why each step that ran did not come from the cache."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.ran: dict[str, Event] = {}
+        self.cached = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, event: Event) -> None:
+        if event.step and event.kind == "start" and event.cause:
+            with self._lock:
+                self.ran.setdefault(event.step, event)
+        elif event.step and event.kind == "cached":
+            with self._lock:
+                self.cached += 1
+        self.inner(event)
+
+    def lines(self) -> list[str]:
+        if not self.ran:
+            return [f"why steps ran: none ran ({self.cached} came from the cache)"]
+        out = [f"why steps ran ({len(self.ran)} ran, {self.cached} came from the cache):"]
+        for event in self.ran.values():
+            where = " ".join(p for p in (event.stage, event.platform, event.position) if p)
+            node = f"@{event.node}" if event.node else ""
+            out.append(f"  [{where}{node}] {event.description}")
+            out.append(f"      {event.cause}")
+        return out
 
 
 def _build_lines(report: BuildReport) -> list[str]:

@@ -33,7 +33,7 @@ _CHUNK = 1024 * 1024
 MAX_HEADER: Final = 1 << 20  # Go's archive/tar limit for PAX records and long names
 
 
-class _CappedTarInfo(tarfile.TarInfo):
+class CappedTarInfo(tarfile.TarInfo):
     """Refuses PAX and GNU long-name headers over 1 MiB before reading them: a hostile layer
     must not make polyarch hold a huge header in memory."""
 
@@ -110,7 +110,7 @@ def apply_layer(
     dir_times: list[tuple[str, int]] = []
     with Root(root) as confined:
         try:
-            with tarfile.open(fileobj=stream, mode="r|", tarinfo=_CappedTarInfo) as tar:
+            with tarfile.open(fileobj=stream, mode="r|", tarinfo=CappedTarInfo) as tar:
                 dirs = _Dirs(confined)
                 try:
                     _apply_members(tar, confined, dirs, report, whiteouts, devices_ok, chown,

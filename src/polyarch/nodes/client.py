@@ -321,7 +321,8 @@ def _event(data: dict[str, Any], node: str) -> Event:
                  str(data.get("platform", "")), text=str(data.get("text", "")),
                  seconds=data.get("seconds"), cache=str(data.get("cache", "")),
                  emulated=bool(data.get("emulated")), position=str(data.get("position", "")),
-                 node=node, current=data.get("current"), total=data.get("total"))  # fmt: skip
+                 node=node, current=data.get("current"), total=data.get("total"),
+                 cause=str(data.get("cause", "")))  # fmt: skip
 
 
 Connect = Callable[[Node], NodeConnection]

@@ -422,7 +422,7 @@ def remote_request(options: Any, context: Path, dockerfile: Path) -> dict[str, A
         "add_hosts": list(options.add_hosts),
         "network": options.network, "ulimits": list(options.ulimits),
         "shm_size": options.shm_size, "no_cache_filter": list(options.no_cache_filter),
-        "emulator_install": options.emulator_install,
+        "emulator_install": options.emulator_install, "explain_as": options.explain_as,
     }  # fmt: skip
     if inside is not None:
         request["dockerfile"] = str(inside)

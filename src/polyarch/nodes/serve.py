@@ -219,6 +219,7 @@ def _build(
             shm_size=int(message.get("shm_size", 0)),
             no_cache_filter=tuple(message.get("no_cache_filter", ())),
             emulator_install=bool(message.get("emulator_install", True)),
+            explain_as=str(message.get("explain_as", "")),
             builder=DEFAULT,  # a node builds itself, never through its own builders' nodes
             contexts=contexts,
             # --push-from-nodes: pushed from here by digest, with this machine's credentials.

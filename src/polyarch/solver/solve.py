@@ -9,7 +9,9 @@ layer is still at hand; otherwise the worker runs it and the cache learns the re
 layer is stored: a killed build leaves no entry a later build trusts wrongly).
 
 A `Policy` may look at every vertex before it runs and stop the whole solve (build-once
-raises when a stage it ran once turns out to produce native code).
+raises when a stage it ran once turns out to produce native code). An `Explainer` is told
+what every step's key is made of, and says why each step that runs is not cached (the
+`cause` of its events).
 """
 
 from __future__ import annotations
@@ -23,9 +25,18 @@ from typing import Protocol
 
 from polyarch.errors import BuildError, PolyarchError, StepError
 from polyarch.graph.model import BuildGraph, Vertex
-from polyarch.graph.ops import HttpSource, canonical, key_json
+from polyarch.graph.ops import (
+    ContextSource,
+    GitSource,
+    HttpSource,
+    ImageSource,
+    Scratch,
+    canonical,
+    key_json,
+)
 from polyarch.progress import Event, Progress, silent
 from polyarch.solver.cache import CacheBackend, CachedLayer, UnusableCacheEntry
+from polyarch.solver.explain import Explainer, Files, StepRecord
 from polyarch.solver.scheduler import Cancelled, Scheduler
 from polyarch.worker.base import Job, LayerRef, Result, Worker
 
@@ -64,6 +75,7 @@ class Solver:
         no_cache: bool = False,
         policy: Policy | None = None,
         no_cache_stages: frozenset[str] = frozenset(),
+        explainer: Explainer | None = None,
     ) -> None:
         self.graph = graph
         self.worker = worker
@@ -72,12 +84,16 @@ class Solver:
         self.progress = progress
         self.no_cache = no_cache
         self.policy = policy
+        self.explainer = explainer
         self.scheduler: Scheduler[Result] = Scheduler(self._inputs, self._compute, slots=jobs)
         self._stages = {key: inst.stage for inst in reversed(graph.stages) for key in inst.vertices}
         # `--no-cache-filter`: these stages run anew, and so does every step that takes from
         # them (their results are keyed by the step, not by the content it made).
         self._fresh = graph.downstream(k for k, s in self._stages.items() if s in no_cache_stages)
         self._positions: dict[str, str] = {}
+        # A step's place, the same from one build to the next while the Dockerfile keeps
+        # its shape: platform, stage, number in the stage (what explanations compare).
+        self._idents: dict[str, str] = {}
         self._shared: dict[str, str] = {}  # build-once steps: the platforms they serve
         for inst in reversed(graph.stages):
             if inst.mode == "build-once" and len(inst.targets) > 1:
@@ -87,6 +103,7 @@ class Solver:
             shown = [k for k in inst.vertices if not graph.vertices[k].internal]
             for n, key in enumerate(shown, 1):
                 self._positions[key] = f"{n}/{len(shown)}"
+                self._idents[key] = f"{inst.platform} {inst.stage} {n}"
         self._lock = threading.Lock()
         self.steps_run = 0
         self.steps_cached = 0
@@ -143,7 +160,10 @@ class Solver:
         base = inputs[0].layers if inputs else ()
         fresh = self.no_cache or vertex.key in self._fresh
         cached = None if fresh else self._cached(eff)
+        record = self._record(vertex, inputs, eff)
         if cached is not None:
+            if record is not None and self.explainer is not None:
+                self.explainer.add(*record)
             layer = _ref(cached)
             imported = bool(cached.origin)
             with self._lock:
@@ -172,8 +192,18 @@ class Solver:
                   log=lambda line: self._event("log", vertex, text=line),
                   note=lambda text: self._event("note", vertex, text=text),
                   waiting=waiting)  # fmt: skip
+        cause = ""
+        if record is not None and self.explainer is not None:
+            if self.no_cache:
+                self.explainer.add(*record)
+                cause = "--no-cache"
+            elif fresh:
+                self.explainer.add(*record)
+                cause = "--no-cache-filter: its stage, or one it takes from, runs anew"
+            else:
+                cause = self.explainer.why(*record)
         if not vertex.internal:
-            self._event("start", vertex)
+            self._event("start", vertex, cause=cause)
         try:
             output = self.worker.execute(vertex, inputs, job)
         except (Cancelled, UnusableCacheEntry):
@@ -195,9 +225,49 @@ class Solver:
             self.steps_run += 1
             self.used.add(eff)
         if not vertex.internal:
-            self._event("done", vertex, seconds=time.monotonic() - clock[0], cache="run")
+            self._event("done", vertex, seconds=time.monotonic() - clock[0], cache="run",
+                        cause=cause)  # fmt: skip
         layers = (*base, layer) if layer else base
         return Result(eff, layers, layer, self.created, cache="run")
+
+    def _record(
+        self, vertex: Vertex, inputs: Sequence[Result], key: str
+    ) -> tuple[StepRecord, dict[str, Files]] | None:
+        """What the step's key is made of, for the explainer (None: not a step of a stage)."""
+        ident = self._idents.get(vertex.key)
+        if self.explainer is None or ident is None:
+            return None
+        described = []
+        contexts: dict[str, Files] = {}
+        for used, result in zip(vertex.inputs, inputs, strict=True):
+            item = self._describe(used, result)
+            if result.files is not None:
+                contexts[result.key] = result.files
+            described.append(item)
+        step = StepRecord(ident, vertex.description, key, key_json(vertex.op), tuple(described),
+                          str(vertex.location) if vertex.location else "")  # fmt: skip
+        return step, contexts
+
+    def _describe(self, key: str, result: Result) -> dict[str, object]:
+        """An input of a step, as explanations compare it."""
+        vertex = self.graph.vertices[key]
+        op = vertex.op
+        if isinstance(op, ImageSource):
+            return {"kind": "image", "key": result.key, "ref": op.ref, "digest": op.digest}
+        if isinstance(op, ContextSource):
+            return {"kind": "context", "key": result.key, "name": op.name,
+                    "selects": key_json(op)}  # fmt: skip
+        if isinstance(op, GitSource):
+            return {"kind": "git", "key": result.key, "remote": op.remote, "ref": op.ref}
+        if isinstance(op, HttpSource):
+            return {"kind": "http", "key": result.key, "url": op.url}
+        if isinstance(op, Scratch):
+            return {"kind": "scratch", "key": result.key}
+        if key in self._idents:
+            where = f"{self._stages.get(key, '')} {self._positions.get(key, '')}".strip()
+            return {"kind": "step", "key": result.key, "description": vertex.description,
+                    "where": where}  # fmt: skip
+        return {"kind": "internal", "key": result.key, "op": key_json(op)}
 
     def _cached(self, key: str) -> CachedLayer | None:
         hit = self.cache.get(key)

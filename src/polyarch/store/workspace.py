@@ -68,6 +68,11 @@ class Workspace:
         return self._dir("cache-mounts")
 
     @property
+    def explanations(self) -> Path:
+        """The last build of each target: what its steps' keys were made of."""
+        return self._dir("explain")
+
+    @property
     def file_digests(self) -> Path:
         return self.root / "files.db"
 

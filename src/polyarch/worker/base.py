@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -44,6 +44,9 @@ class Result:
     created: str = ""
     context: ContextSource | None = None
     cache: CacheState = ""
+    # A context selection's entries (path -> `TYPE MODE UID:GID DIGEST`): what a later build
+    # compares to say which file made a step run again. Not part of the key.
+    files: Mapping[str, str] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,7 @@ from polyarch.layers import Root
 from polyarch.worker.local.filecopy import Selected
 
 _CHUNK: Final = 1024 * 1024
+_KINDS: Final = {stat.S_IFREG: "f", stat.S_IFDIR: "d", stat.S_IFLNK: "l"}
 
 
 class ContextHasher:
@@ -58,7 +59,13 @@ class ContextHasher:
                 )
         return self._db
 
-    def digest(self, root: Root, selected: list[Selected], ignore: IgnoreMatcher | None) -> str:
+    def digest(
+        self, root: Root, selected: list[Selected], ignore: IgnoreMatcher | None
+    ) -> tuple[str, dict[str, str]]:
+        """The digest of what `selected` takes, and each entry it covers: path in the context
+        -> `TYPE MODE UID:GID DIGEST` (a link: its target; a directory: -), which
+        `polyarch build` keeps to tell which file made a step run again."""
+        files: dict[str, str] = {}
         with self._lock:
             db = self._connect()
             prefix = root.path.rstrip("/") + "/"
@@ -79,10 +86,13 @@ class ContextHasher:
                     f"E{inner}\0{stat.S_IFMT(st.st_mode)}\0{stat.S_IMODE(st.st_mode)}\0"
                     f"{st.st_uid}:{st.st_gid}\0".encode()
                 )
+                rel = (f"{sel.path}/{inner}" if inner else sel.path).strip("/")
+                content = "-"
                 if stat.S_ISLNK(st.st_mode):
-                    h.update(os.readlink(name, dir_fd=parent_fd).encode())
+                    content = os.readlink(name, dir_fd=parent_fd)
+                    h.update(content.encode())
                 elif stat.S_ISREG(st.st_mode):
-                    path = prefix + (f"{sel.path}/{inner}" if inner else sel.path).strip("/")
+                    path = prefix + rel
                     seen = known.get(path)
                     stamp = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
                     if seen is not None and tuple(seen[:4]) == stamp:
@@ -91,6 +101,10 @@ class ContextHasher:
                         digest = _file_digest(parent_fd, name)
                         fresh.append((path, *stamp, digest))
                     h.update(digest.encode())
+                    content = digest[:16]
+                kind = _KINDS.get(stat.S_IFMT(st.st_mode), "o")
+                files[rel or "."] = (f"{kind} {stat.S_IMODE(st.st_mode):04o} "
+                                     f"{st.st_uid}:{st.st_gid} {content}")  # fmt: skip
         if fresh:
             with self._lock:
                 db = self._connect()
@@ -101,7 +115,7 @@ class ContextHasher:
                     fresh,
                 )
                 db.execute("COMMIT")
-        return "sha256:" + h.hexdigest()
+        return "sha256:" + h.hexdigest(), files
 
 
 def _file_digest(dir_fd: int, name: str) -> str:

@@ -161,12 +161,12 @@ class LocalWorker:
             try:
                 with Root(root) as confined:
                     selected = select_sources(confined, list(op.includes), matcher)
-                    digest = self.contexts.digest(confined, selected, matcher)
+                    digest, files = self.contexts.digest(confined, selected, matcher)
             except CopyError as exc:
                 raise StepError(str(exc)) from None
             except OSError as exc:
                 raise StepError(f"build context {op.name!r} ({root}): {exc.strerror}") from None
-            return Result("context:" + digest, context=op)
+            return Result("context:" + digest, context=op, files=files)
         if isinstance(op, GitSource):
             return self._git_source(op)
         raise StepError(f"{type(op).__name__} sources are not supported by this worker")
