@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import json
 import re
+import tarfile
 import threading
 import time
 import zlib
@@ -177,3 +179,33 @@ __all__ = [
     "huge",
     "trickle",
 ]
+
+
+MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+
+
+def one_layer_image(server: HostileRegistry, name: str, content: bytes, *, level: int = 9,
+                    env: tuple[str, ...] = ()) -> dict[str, bytes]:  # fmt: skip
+    """An image under a/b (any tag) whose one layer holds the file `name` with `content`:
+    the manifest and config are served; the layer's route is the caller's (`layer` in the
+    result; how it is sent is what a test is about)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo(name)
+        info.size = len(content)
+        tar.addfile(info, io.BytesIO(content))
+    layer = gzip.compress(buf.getvalue(), compresslevel=level, mtime=0)
+    config = json.dumps({"architecture": "amd64", "os": "linux", "config": {"Env": list(env)},
+                         "rootfs": {"type": "layers", "diff_ids": [digest(buf.getvalue())]}}
+                        ).encode()  # fmt: skip
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": digest(config), "size": len(config)},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                    "digest": digest(layer), "size": len(layer)}],
+    }).encode()  # fmt: skip
+    server.route("GET", r"/v2/a/b/manifests/.*",
+                 lambda _h, _n: Reply(200, {"Content-Type": MANIFEST}, manifest))  # fmt: skip
+    server.route("GET", rf"/v2/a/b/blobs/{digest(config)}", lambda _h, _n: Reply(200, body=config))
+    return {"manifest": manifest, "config": config, "layer": layer}

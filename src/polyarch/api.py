@@ -499,10 +499,15 @@ class BuildReport:
 
 
 def build_image(
-    session: Session, options: BuildOptions, *, progress: Progress | None = None
+    session: Session,
+    options: BuildOptions,
+    *,
+    progress: Progress | None = None,
+    builder: Builder | None = None,
 ) -> BuildReport:
-    """Build, keep the image in the local store under each tag, then push or export it."""
-    report = _build_image(session, options, progress, frozenset())
+    """Build, keep the image in the local store under each tag, then push or export it.
+    `builder`: one shared with builds running side by side (bake), held by its caller."""
+    report = _build_image(session, options, progress, frozenset(), builder)
     assert isinstance(report, BuildReport)
     return report
 
@@ -527,6 +532,7 @@ def _build_image(
     options: BuildOptions,
     progress: Progress | None,
     pending: frozenset[str],
+    builder: Builder | None = None,
 ) -> BuildReport | int:
     # Imported here, not at the top: registry-only commands start faster without the engine.
     from polyarch.build import Builder, BuildRequest  # noqa: PLC0415
@@ -570,9 +576,10 @@ def _build_image(
     args = dict(options.build_args)
     epoch_text = args.get("SOURCE_DATE_EPOCH") or os.environ.get("SOURCE_DATE_EPOCH")
     epoch = int(epoch_text) if epoch_text and epoch_text.isdigit() else None
-    workspace = Workspace(options.root or default_root())
-    builder = Builder(workspace, session.client, progress=progress or silent,
-                      mirrors=options.mirrors, mirror_client=session.fast_client())  # fmt: skip
+    if builder is None:
+        builder = Builder(Workspace(options.root or default_root()), session.client,
+                          progress=progress or silent, mirrors=options.mirrors,
+                          mirror_client=session.fast_client())  # fmt: skip
     contexts, context_dirs = parse_contexts(options.contexts)
     with contextlib.ExitStack() as stack:
         context, dockerfile = _context_and_dockerfile(options, stack)

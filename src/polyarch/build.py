@@ -46,7 +46,7 @@ from polyarch.remotecache.format import CacheSpec
 from polyarch.runtime import Executor
 from polyarch.solver.cache import CacheBackend, SqliteCache, UnusableCacheEntry
 from polyarch.solver.explain import Explainer
-from polyarch.solver.solve import Solver, SolveReport
+from polyarch.solver.solve import Flights, Solver, SolveReport
 from polyarch.store.explain import ExplainRecords
 from polyarch.store.layout import OciLayout
 from polyarch.store.workspace import Workspace
@@ -249,10 +249,26 @@ class Builder:
         self.cache = SqliteCache(
             workspace.cache_db, warn=lambda text: progress(Event("note", "", "cache", text=text))
         )
+        self.flights = Flights()  # steps its solves are running, shared by builds side by side
+        self._shared = False
+
+    @contextlib.contextmanager
+    def shared(self) -> Iterator[None]:
+        """Hold the workspace for several builds that run side by side (bake's targets): it
+        is locked and cleared once, and their solves run a step they share once."""
+        with self._building():
+            self._shared = True
+            try:
+                yield
+            finally:
+                self._shared = False
 
     @contextlib.contextmanager
     def _building(self) -> Iterator[None]:
         """The workspace held, stale leftovers cleared, the registry's retries told."""
+        if self._shared:
+            yield
+            return
         with self.workspace.exclusive():
             from polyarch.store.gc import clear_stale  # noqa: PLC0415
 
@@ -368,6 +384,7 @@ class Builder:
                 graph, worker, cache, created=now, jobs=request.jobs,
                 progress=self.progress, no_cache=request.no_cache, policy=policy,
                 no_cache_stages=request.no_cache_filter, explainer=explainer,
+                flights=self.flights,
             )  # fmt: skip
             solvers.append(solver)
             targets = _targets(graph, request, mode)

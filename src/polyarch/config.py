@@ -70,6 +70,7 @@ _SCHEMA: Final[dict[str, dict[str, type | tuple[type, ...]]]] = {
     },
     "registries": {"insecure": list, "mirrors": dict},
     "verify": {"http": list, "run": str, "timeout": int},
+    "bake": {"files": list, "targets": list},
 }
 DEFAULTS: Final[dict[str, Any]] = {
     "image.registry": "",
@@ -94,6 +95,8 @@ DEFAULTS: Final[dict[str, Any]] = {
     "verify.http": [],
     "verify.run": "",
     "verify.timeout": 120,
+    "bake.files": [],
+    "bake.targets": [],
 }
 
 
@@ -161,6 +164,8 @@ def _checked(path: str, key: str, value: Any) -> Any:
         "verify.http",
         "build.secrets",
         "build.ssh",
+        "bake.files",
+        "bake.targets",
     ) and isinstance(value, list):
         if not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{path}: {key} must be an array of strings")

@@ -5,27 +5,23 @@ slow on purpose by a registry written for the test."""
 
 from __future__ import annotations
 
-import gzip
-import io
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
-import tarfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.hostile_server import HostileRegistry, MiB, Reply, digest
+from tests.hostile_server import HostileRegistry, MiB, Reply, digest, one_layer_image
 from tests.integration.helpers import needs_emulation
 from tests.integration.test_build import write_context
 from tests.registry_server import RunningRegistry
 
-MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 LAYER_SIZE = 8 * MiB
 
 
@@ -38,29 +34,9 @@ def server() -> Iterator[HostileRegistry]:
 
 def serve_image(server: HostileRegistry, *, slow: bool) -> dict[str, bytes]:
     """An image under a/b:1 whose one layer (8 MiB, incompressible) comes slowly or not."""
-    data = os.urandom(LAYER_SIZE)
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        info = tarfile.TarInfo("random.bin")
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
-    layer = gzip.compress(buf.getvalue(), compresslevel=1, mtime=0)
-    config = json.dumps({"architecture": "amd64", "os": "linux", "config": {"Env": ["PATH=/b"]},
-                         "rootfs": {"type": "layers", "diff_ids": [digest(buf.getvalue())]}}
-                        ).encode()  # fmt: skip
-    manifest = json.dumps({
-        "schemaVersion": 2, "mediaType": MANIFEST,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                   "digest": digest(config), "size": len(config)},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-                    "digest": digest(layer), "size": len(layer)}],
-    }).encode()  # fmt: skip
-    server.route(
-        "GET",
-        r"/v2/a/b/manifests/.*",
-        lambda _h, _n: Reply(200, {"Content-Type": MANIFEST}, manifest),
-    )
-    server.route("GET", rf"/v2/a/b/blobs/{digest(config)}", lambda _h, _n: Reply(200, body=config))
+    parts = one_layer_image(server, "random.bin", os.urandom(LAYER_SIZE), level=1,
+                            env=("PATH=/b",))  # fmt: skip
+    layer = parts["layer"]
 
     def pieces() -> Iterator[bytes]:
         for start in range(0, len(layer), 64 * 1024):
@@ -73,7 +49,7 @@ def serve_image(server: HostileRegistry, *, slow: bool) -> dict[str, bytes]:
             200, body=pieces() if slow else layer, length=len(layer), pause=0.1 if slow else 0
         ),
     )
-    return {"layer": layer, "manifest": manifest}
+    return parts
 
 
 def interrupted(args: list[str], started: callable) -> tuple[int, float, str]:  # type: ignore[valid-type]

@@ -5,13 +5,9 @@ or trickles. polyarch refuses with its clear message, its peak memory stays unde
 
 from __future__ import annotations
 
-import gzip
-import io
-import json
 import os
 import subprocess
 import sys
-import tarfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.hostile_server import (
+    MANIFEST,
     GiB,
     HostileRegistry,
     Reply,
@@ -26,11 +23,11 @@ from tests.hostile_server import (
     error_json,
     gzip_bomb,
     huge,
+    one_layer_image,
     trickle,
 )
 
 PEAK_LIMIT_MIB = 64
-MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 
 
 @pytest.fixture
@@ -69,36 +66,7 @@ def measured(*args: str, timeout: float = 120) -> tuple[int, str, float]:
 
 def image_routes(server: HostileRegistry) -> dict[str, bytes]:
     """A real little image under a/b:1 (a config and one layer)."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        data = b"hello\n" * 100_000
-        info = tarfile.TarInfo("hello.txt")
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
-    tar_bytes = buf.getvalue()
-    layer = gzip.compress(tar_bytes, mtime=0)
-    config = json.dumps(
-        {
-            "architecture": "amd64",
-            "os": "linux",
-            "config": {},
-            "rootfs": {"type": "layers", "diff_ids": [digest(tar_bytes)]},
-        }
-    ).encode()
-    manifest = json.dumps({
-        "schemaVersion": 2, "mediaType": MANIFEST,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                   "digest": digest(config), "size": len(config)},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-                    "digest": digest(layer), "size": len(layer)}],
-    }).encode()  # fmt: skip
-    server.route(
-        "GET",
-        r"/v2/a/b/manifests/1",
-        lambda _h, _n: Reply(200, {"Content-Type": MANIFEST}, manifest),
-    )
-    server.route("GET", rf"/v2/a/b/blobs/{digest(config)}", lambda _h, _n: Reply(200, body=config))
-    return {"manifest": manifest, "config": config, "layer": layer}
+    return one_layer_image(server, "hello.txt", b"hello\n" * 100_000)
 
 
 def assert_bounded(status: int, stderr: str, peak: float, *said: str) -> None:

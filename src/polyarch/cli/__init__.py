@@ -34,6 +34,7 @@ from polyarch.api import (
     read_dockerfile,
 )
 from polyarch.cli import builders, failure, project
+from polyarch.cli.bake import bake_command
 from polyarch.cli.common import (
     GlobalOptions,
     Globals,
@@ -650,7 +651,7 @@ def doctor_command(
         raise click.exceptions.Exit(1)
 
 
-for _command in (*project.COMMANDS, *builders.COMMANDS, diff_command):
+for _command in (*project.COMMANDS, *builders.COMMANDS, diff_command, bake_command):
     cli.add_command(_command)
 
 # An example for each command that has none in its docstring, shown by --help.

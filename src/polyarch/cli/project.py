@@ -964,6 +964,9 @@ def release_command(
     The image is pushed by digest first; the tag is written only once every platform has
     passed, so a release that fails its checks leaves the tag where it was."""
     run = _run_spec(ctx, probes, run_command, no_run, timeout)
+    if globals_of(ctx).project().get("bake.files"):
+        _release_bake(ctx, run, not no_arch_check, show_output, kwargs)
+        return
     result = _build(ctx, push=False, outputs=(), named=True, release_run=run,
                     arch_check=not no_arch_check, **kwargs)  # fmt: skip
     assert isinstance(result, ReleaseResult)
@@ -973,6 +976,54 @@ def release_command(
     if not result.ok:
         names = ", ".join(result.build.names)
         click.echo(f"not released: {names} left as they were", err=True)
+        raise click.exceptions.Exit(1)
+    for name, digest in result.released:
+        click.echo(f"released {name} ({digest})")
+
+
+def _release_bake(
+    ctx: click.Context,
+    run: RunSpec | None,
+    arch_check: bool,
+    show_output: bool,
+    flags: dict[str, Any],
+) -> None:
+    """`release` of a project whose polyarch.toml names a bake file: every target of
+    `[bake] targets` built, pushed by digest and verified; every tag moved only when all
+    passed."""
+    from polyarch.bake.run import release  # noqa: PLC0415
+    from polyarch.cli.bake import bake_definition  # noqa: PLC0415
+
+    given = sorted(k for k, v in flags.items() if v not in (None, False, (), "", "auto", 0)
+                   and k in ("tags", "context", "dockerfile", "platforms", "build_args",
+                             "target", "labels"))  # fmt: skip
+    if given:
+        raise UsageError(f"release of a bake project ([bake] in polyarch.toml) takes its "
+                         f"targets from the bake file; not {', '.join(given)}: set them in the "
+                         "file, or build with polyarch bake --set")  # fmt: skip
+    definition = bake_definition(ctx, (), (), (), (), tuple(flags.get("allow") or ()))
+    assert definition is not None
+    resolved, settings = definition
+    renderer, mode = _renderer(ctx, str(flags.get("progress") or "auto"))
+    settings = dataclasses.replace(settings, root=flags.get("root"),
+                                   jobs=int(flags.get("jobs") or os.cpu_count() or 1))  # fmt: skip
+    outcome = "FAILED"
+    try:
+        result = release(open_session(ctx), resolved, settings, run, progress=renderer,
+                         note=lambda line: click.echo(f"note: {line}", err=True),
+                         arch_check=arch_check)  # fmt: skip
+        outcome = "FINISHED"
+    finally:
+        if mode == "tty":
+            renderer.close(outcome)
+    for item in result.results:
+        if item.report is not None and not item.linked:
+            click.echo(f"target {item.name}: " + "\n  ".join(_build_lines(item.report)))
+    for name, pinned in result.pinned.items():
+        click.echo(f"target {name}: pushed {pinned} (no tag yet)")
+        _show_verify(result.verified[name], run is not None, show_output)
+    if not result.ok:
+        click.echo("not released: every target's tags left as they were", err=True)
         raise click.exceptions.Exit(1)
     for name, digest in result.released:
         click.echo(f"released {name} ({digest})")

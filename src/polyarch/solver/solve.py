@@ -16,10 +16,11 @@ what every step's key is made of, and says why each step that runs is not cached
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -55,6 +56,28 @@ class SolveReport:
     steps_imported: int = 0  # of the cached: hits in an imported cache
 
 
+class Flights:
+    """The steps the solves of one builder are running: a solve that needs a step another is
+    running waits for it and takes the result from the cache, so targets built side by side
+    (bake) run a step they share once."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._keys: dict[str, threading.Lock] = {}
+
+    @contextlib.contextmanager
+    def hold(self, key: str, cancelled: threading.Event) -> Iterator[None]:
+        with self._lock:
+            lock = self._keys.setdefault(key, threading.Lock())
+        while not lock.acquire(timeout=0.25):
+            if cancelled.is_set():
+                raise Cancelled("the build was cancelled")
+        try:
+            yield
+        finally:
+            lock.release()
+
+
 def effective_key(vertex: Vertex, inputs: Sequence[Result]) -> str:
     h = hashlib.sha256(canonical(key_json(vertex.op)).encode("utf-8"))
     for result in inputs:
@@ -76,6 +99,7 @@ class Solver:
         policy: Policy | None = None,
         no_cache_stages: frozenset[str] = frozenset(),
         explainer: Explainer | None = None,
+        flights: Flights | None = None,
     ) -> None:
         self.graph = graph
         self.worker = worker
@@ -85,6 +109,7 @@ class Solver:
         self.no_cache = no_cache
         self.policy = policy
         self.explainer = explainer
+        self.flights = flights
         self.scheduler: Scheduler[Result] = Scheduler(self._inputs, self._compute, slots=jobs)
         self._stages = {key: inst.stage for inst in reversed(graph.stages) for key in inst.vertices}
         # `--no-cache-filter`: these stages run anew, and so does every step that takes from
@@ -157,25 +182,43 @@ class Solver:
             except PolyarchError as exc:
                 raise self._failed(vertex, exc) from None
         eff = effective_key(vertex, inputs)
-        base = inputs[0].layers if inputs else ()
         fresh = self.no_cache or vertex.key in self._fresh
         cached = None if fresh else self._cached(eff)
         record = self._record(vertex, inputs, eff)
-        if cached is not None:
-            if record is not None and self.explainer is not None:
-                self.explainer.add(*record)
-            layer = _ref(cached)
-            imported = bool(cached.origin)
-            with self._lock:
-                self.steps_cached += 1
-                self.steps_imported += imported
-                self.used.add(eff)
-            if not vertex.internal:
-                self._event("cached", vertex, cache="imported" if imported else "local",
-                            text=f"imported from {cached.origin}" if imported else "")  # fmt: skip
-            layers = (*base, layer) if layer else base
-            return Result(eff, layers, layer, cached.created,
-                          cache="imported" if imported else "local")  # fmt: skip
+        if cached is None and not fresh and self.flights is not None:
+            # Another solve of this builder (a bake target) may be running the same step: wait
+            # for it, then take its result from the cache.
+            with self.flights.hold(eff, self.scheduler.cancelled):
+                cached = self._cached(eff)
+                if cached is None:
+                    return self._run(vertex, inputs, eff, fresh, record)
+        if cached is None:
+            return self._run(vertex, inputs, eff, fresh, record)
+        if record is not None and self.explainer is not None:
+            self.explainer.add(*record)
+        base = inputs[0].layers if inputs else ()
+        layer = _ref(cached)
+        imported = bool(cached.origin)
+        with self._lock:
+            self.steps_cached += 1
+            self.steps_imported += imported
+            self.used.add(eff)
+        if not vertex.internal:
+            self._event("cached", vertex, cache="imported" if imported else "local",
+                        text=f"imported from {cached.origin}" if imported else "")  # fmt: skip
+        layers = (*base, layer) if layer else base
+        return Result(eff, layers, layer, cached.created,
+                      cache="imported" if imported else "local")  # fmt: skip
+
+    def _run(
+        self,
+        vertex: Vertex,
+        inputs: list[Result],
+        eff: str,
+        fresh: bool,
+        record: tuple[StepRecord, dict[str, Files]] | None,
+    ) -> Result:
+        base = inputs[0].layers if inputs else ()
         # The policy looks at what a step takes only when the step runs: a cached result was
         # made after the same check passed on the same inputs (its key covers them).
         if self.policy is not None:
