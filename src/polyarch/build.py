@@ -38,6 +38,8 @@ from polyarch.remotecache.exchange import (
     ChainedCache,
     ExportReport,
     ImportedCache,
+    LazyLayers,
+    Remotes,
     export_cache,
     open_store,
     records_for,
@@ -353,11 +355,12 @@ class Builder:
             dict(request.secrets), agents,
         )  # fmt: skip
         imported = self._import_caches(request.cache_from)
+        lazy = LazyLayers(self.blobs, self.registry)
         cache: CacheBackend = self.cache if imported is None else ChainedCache(self.cache, imported)
         worker = LocalWorker(
             self.workspace, session, request.build_platform, executor=self._executor,
             on_note=lambda text: self.progress(Event("note", "", "snapshots", text=text)),
-            remote=imported, progress=self.progress,
+            remote=Remotes(imported, lazy), progress=self.progress,
         )  # fmt: skip
         solvers: list[Solver] = []
         records = ExplainRecords(self.workspace.explanations) if request.explain_as else None
@@ -399,9 +402,12 @@ class Builder:
 
         try:
             # An unusable imported layer drops its entries and the build solves again: at
-            # most once per imported layer (what finished is in the local cache by then).
-            tries = 1 + (imported.layers() if imported is not None else 0)
-            for attempt in range(1, tries + 1):
+            # most once per imported layer, or layer an earlier build's import left to fetch
+            # (what finished is in the local cache by then).
+            attempt = 0
+            while True:
+                attempt += 1
+                tries = 1 + (imported.layers() if imported is not None else 0) + lazy.noted()
                 try:
                     graph, report = solve_with_replanning(make, solve, replanned)
                     # The final images' layers must be here; an imported hit's is fetched now.
@@ -413,7 +419,7 @@ class Builder:
                         worker.ensure(solvers[-1].result(key).layers)
                     break
                 except UnusableCacheEntry as exc:
-                    if attempt == tries:
+                    if attempt >= tries:
                         raise BuildError(f"{exc} (and the build ran out of tries)") from None
                     self.progress(Event("note", "", "cache", text=f"{exc}: solving again "
                                         "without it"))  # fmt: skip

@@ -72,7 +72,7 @@ def ctx(base: str, tmp_path: Path) -> Path:
 
 
 def test_export_then_import_on_a_fresh_workspace_runs_nothing(
-    registry: RunningRegistry, ctx: Path, tmp_path: Path
+    registry: RunningRegistry, ctx: Path, tmp_path: Path, base: str
 ) -> None:
     cache = registry.ref(f"cache/{tmp_path.name}:buildcache")
     first = build(tmp_path / "one", ctx, "--cache-to", f"type=registry,ref={cache},mode=max")
@@ -88,6 +88,21 @@ def test_export_then_import_on_a_fresh_workspace_runs_nothing(
     deps_layer = _entry_layer(tmp_path / "one", "RUN cat /a.txt")
     assert (tmp_path / "one" / "store" / "blobs" / "sha256" / deps_layer).is_file()
     assert not (tmp_path / "two" / "store" / "blobs" / "sha256" / deps_layer).exists()
+    # What the import gave stays in that workspace's cache (as BuildKit keeps it): without
+    # --cache-from, nothing runs, and the deps stage's layer is still not fetched...
+    kept = build(tmp_path / "two", ctx)
+    assert kept["polyarch.steps"]["run"] == 0
+    assert kept["containerimage.digest"] == first["containerimage.digest"]
+    assert not (tmp_path / "two" / "store" / "blobs" / "sha256" / deps_layer).exists()
+    # ...until a step runs on top of it: then it is fetched from the cache it came from.
+    dockerfile = (ctx / "Dockerfile").read_text()
+    (ctx / "Dockerfile").write_text(dockerfile.replace(
+        "echo deps > /marker\n", "echo deps > /marker\nRUN echo more >> /marker\n"))  # fmt: skip
+    grown = build(tmp_path / "two", ctx)
+    assert grown["polyarch.steps"]["run"] == 4  # the new RUN and the final stage after it
+    assert (tmp_path / "two" / "store" / "blobs" / "sha256" / deps_layer).is_file()
+    (ctx / "Dockerfile").write_text(dockerfile)
+    del base
     # A changed file re-runs only the steps after it.
     (ctx / "b.txt").write_text("changed\n")
     third = build(tmp_path / "three", ctx, "--cache-from", cache)

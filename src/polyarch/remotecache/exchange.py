@@ -56,6 +56,8 @@ class BadCacheBlob(UnusableCacheEntry):
 class CacheStore(Protocol):
     """Where an exported cache lives: a registry repository, or an OCI layout."""
 
+    location: str  # "registry:REPOSITORY" or "local:DIR": where its blobs can be fetched again
+
     def tags(self) -> list[str]: ...
 
     def manifest(self, tag: str) -> Manifest | None: ...
@@ -72,6 +74,7 @@ class CacheStore(Protocol):
 class RegistryCacheStore:
     def __init__(self, client: RegistryClient, ref: Reference) -> None:
         self.client, self.ref = client, ref
+        self.location = f"registry:{ref.name}"
 
     def tags(self) -> list[str]:
         try:
@@ -110,6 +113,7 @@ class RegistryCacheStore:
 class LayoutCacheStore:
     def __init__(self, path: Path, *, create: bool) -> None:
         self.layout = OciLayout(path, create=create)
+        self.location = f"local:{path.resolve()}"
 
     def tags(self) -> list[str]:
         return sorted(self.layout.refs())
@@ -214,12 +218,13 @@ class ImportedCache:
             entry = self._records.get(key)
         if entry is None:
             return None
-        record, _store, where = entry
+        record, store, where = entry
         if record.layer is not None and record.layer.digest in self._bad:
             return None
         return CachedLayer(
             record.layer.digest if record.layer else None, record.size, record.diff_id,
             record.layer.media_type if record.layer else "", record.created, origin=where,
+            source=store.location,
         )  # fmt: skip
 
     def put(self, key: str, layer: CachedLayer, description: str) -> None:
@@ -228,6 +233,10 @@ class ImportedCache:
     def has(self, digest: Digest) -> bool:
         with self._lock:
             return digest in self._by_layer and digest not in self._bad
+
+    def is_bad(self, digest: Digest) -> bool:
+        with self._lock:
+            return digest in self._bad
 
     def fetch(self, digest: Digest) -> None:
         """The layer into the local store (once, whoever asks first), verified; a layer whose
@@ -256,6 +265,72 @@ class ImportedCache:
                 self.record_local(rec.key, CachedLayer(digest, rec.size, rec.diff_id,
                                                        rec.layer.media_type if rec.layer else "",
                                                        rec.created), rec.description)  # fmt: skip
+
+
+class LazyLayers:
+    """Layers the local cache names with a `source` (steps an earlier build took from an
+    imported cache): fetched from that cache when a build needs them, verified; one whose
+    cache cannot give it is `BadCacheBlob`, and the build solves again running the step."""
+
+    def __init__(self, blobs: ContentStore, client: RegistryClient) -> None:
+        self.blobs, self.client = blobs, client
+        self._wanted: dict[Digest, tuple[str, int, str]] = {}
+        self._bad: set[Digest] = set()
+        self._lock = threading.Lock()
+
+    def note(self, digest: Digest, size: int, media_type: str, source: str) -> bool:
+        """Remember where a missing layer can come from; False when it cannot."""
+        with self._lock:
+            if not source or digest in self._bad:
+                return False
+            self._wanted[digest] = (source, size, media_type)
+        return True
+
+    def has(self, digest: Digest) -> bool:
+        with self._lock:
+            return digest in self._wanted and digest not in self._bad
+
+    def noted(self) -> int:
+        with self._lock:
+            return len(self._wanted)
+
+    def fetch(self, digest: Digest) -> None:
+        with self._lock:
+            source, size, media_type = self._wanted[digest]
+        if self.blobs.has(digest, size):
+            return
+        kind, _, where = source.partition(":")
+        try:
+            store: CacheStore = (RegistryCacheStore(self.client, Reference.parse(where))
+                                 if kind == "registry"
+                                 else LayoutCacheStore(Path(where), create=False))  # fmt: skip
+            self.blobs.ingest(store.blob(Descriptor(media_type, digest, size)), digest, size)
+        except (PolyarchError, OSError) as exc:
+            with self._lock:
+                self._bad.add(digest)
+            raise BadCacheBlob(digest, f"from {where}: {exc}") from None
+
+
+class Remotes:
+    """Where a layer the store lacks can come from: this build's imported caches, then the
+    caches earlier builds took steps from."""
+
+    def __init__(self, imported: ImportedCache | None, lazy: LazyLayers) -> None:
+        self.imported, self.lazy = imported, lazy
+
+    def has(self, digest: Digest) -> bool:
+        return (self.imported is not None and self.imported.has(digest)) or self.lazy.has(digest)
+
+    def note(self, digest: Digest, size: int, media_type: str, source: str) -> bool:
+        if self.imported is not None and self.imported.is_bad(digest):
+            return False  # this build found it unusable already
+        return self.lazy.note(digest, size, media_type, source)
+
+    def fetch(self, digest: Digest) -> None:
+        if self.imported is not None and self.imported.has(digest):
+            self.imported.fetch(digest)
+        elif self.lazy.has(digest):
+            self.lazy.fetch(digest)
 
 
 class ChainedCache:

@@ -33,6 +33,10 @@ class CachedLayer:
     media_type: str
     created: str = ""  # when the step first ran: a cached step keeps its time
     origin: str = ""  # "": the local cache; else the imported cache it came from
+    # Where the layer can be fetched when it is not in the store: a step taken from an
+    # imported cache is recorded locally at once, its layer fetched only when a build needs it
+    # ("registry:REF" or "local:DIR", the cache's location); "" for a layer made here.
+    source: str = ""
 
 
 class UnusableCacheEntry(PolyarchError):
@@ -95,6 +99,7 @@ class SqliteCache:
             Digest.parse(data["diff_id"]) if data["diff_id"] else None,
             data["media_type"],
             data.get("created", ""),
+            source=str(data.get("source", "")),
         )
 
     def put(self, key: str, layer: CachedLayer, description: str) -> None:
@@ -105,6 +110,7 @@ class SqliteCache:
                 "diff_id": str(layer.diff_id) if layer.diff_id else None,
                 "media_type": layer.media_type,
                 "created": layer.created,
+                **({"source": layer.source} if layer.source else {}),
             }
         )
         with self._lock:

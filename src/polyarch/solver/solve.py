@@ -17,6 +17,7 @@ what every step's key is made of, and says why each step that runs is not cached
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import threading
 import time
@@ -199,6 +200,8 @@ class Solver:
         base = inputs[0].layers if inputs else ()
         layer = _ref(cached)
         imported = bool(cached.origin)
+        if imported:  # kept here at once; its layer is fetched when a build needs it
+            self.cache.put(eff, dataclasses.replace(cached, origin=""), vertex.description)
         with self._lock:
             self.steps_cached += 1
             self.steps_imported += imported
@@ -317,7 +320,7 @@ class Solver:
         if hit is None:
             return None
         layer = _ref(hit)
-        if layer is not None and not self.worker.load(layer):
+        if layer is not None and not self.worker.load(layer, hit.source):
             return None
         return hit
 

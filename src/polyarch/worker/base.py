@@ -90,5 +90,6 @@ class Worker(Protocol):
     def execute(self, vertex: Vertex, inputs: Sequence[Result], job: Job) -> Output:
         """Run an exec or file op on its inputs' results."""
 
-    def load(self, layer: LayerRef) -> bool:
-        """Make a layer a cache entry names usable here; False when its blob is gone."""
+    def load(self, layer: LayerRef, source: str = "") -> bool:
+        """Make a layer a cache entry names usable here (`source`: the cache it can be
+        fetched from); False when its blob is gone."""

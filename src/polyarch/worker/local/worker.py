@@ -85,6 +85,10 @@ class RemoteLayers(Protocol):
 
     def fetch(self, digest: Digest) -> None: ...
 
+    def note(self, digest: Digest, size: int, media_type: str, source: str) -> bool:
+        """Remember that a layer can be fetched from `source` (a cache an earlier build
+        imported); False when it cannot."""
+
 
 class LocalWorker:
     def __init__(
@@ -260,11 +264,16 @@ class LocalWorker:
                 )
             return self._matchers[patterns]
 
-    def load(self, layer: LayerRef) -> bool:
-        """Whether the layer is here, or an imported cache can fetch it when needed."""
+    def load(self, layer: LayerRef, source: str = "") -> bool:
+        """Whether the layer is here, or can be fetched when needed: from an imported cache,
+        or from `source` (the cache an earlier build took the step from)."""
         if self.blobs.has(layer.digest, layer.size):
             return True
-        return self.remote is not None and self.remote.has(layer.digest)
+        if self.remote is None:
+            return False
+        if self.remote.has(layer.digest):
+            return True
+        return self.remote.note(layer.digest, layer.size, layer.media_type, source)
 
     def ensure(self, layers: Sequence[LayerRef]) -> None:
         """Fetch the layers that an imported cache holds and the store does not (verified;
