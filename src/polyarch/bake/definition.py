@@ -571,16 +571,17 @@ def apply_overrides(target: Target, overrides: Mapping[str, Override]) -> None:
 def _update_secret(target: Target, secret_id: str, value: str) -> None:
     if not secret_id:
         raise BakeError("invalid format for secret, expecting secret.<id>=<value>")
-    for entry in target.secret or []:
+    for index, entry in enumerate(target.secret or []):
         if entry.get("id") != secret_id:
             continue
         new = secret_entry(value)
         if new.get("id") and new["id"] != secret_id:
             raise BakeError(f"secret override id {new['id']!r} does not match declared "
                             f"secret {secret_id!r}")  # fmt: skip
-        entry.pop("src", None)
-        entry.pop("env", None)
-        entry.update({k: v for k, v in new.items() if k in ("src", "env")})
+        updated = {k: v for k, v in entry.items() if k not in ("src", "env")}
+        updated.update({k: v for k, v in new.items() if k in ("src", "env")})
+        assert target.secret is not None
+        target.secret = [*target.secret[:index], updated, *target.secret[index + 1 :]]
         return
     raise BakeError(f"secret {secret_id!r} must be declared before it can be overridden")
 

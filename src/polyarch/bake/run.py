@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
+import re
 import tempfile
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -184,9 +185,11 @@ def _shown(path: Path, cwd: Path) -> str:
 
 
 def _remote(value: str) -> bool:
-    return "://" in value.split("/", 1)[0] + "/" or value.startswith(("git@", "http://",
-                                                                       "https://", "ssh://",
-                                                                       "git://"))  # fmt: skip
+    """A URL (git, http) rather than a path of this machine, as buildx's IsRemoteURL."""
+    scheme = re.match(r"^([a-z][a-z0-9+.-]*)://", value)
+    if scheme is not None:
+        return scheme.group(1) not in ("cwd", "oci-layout", "docker-image")
+    return value.startswith("git@")
 
 
 # targets to builds ---------------------------------------------------------------------------
@@ -241,7 +244,7 @@ def build_options(
     for entry in target.output or []:
         if entry.get("type") == "cacheonly":
             continue
-        spec = parse_output(_entry_text(entry))
+        spec = parse_output(_entry_text(_absolute(entry, ("dest",), cwd)))
         if spec is not None:
             outputs.append(spec)
     platforms: list[Platform] = []
@@ -266,11 +269,16 @@ def build_options(
         build_once=settings.build_once,
         ca_certs=settings.ca_certs,
         allow=allow,
-        secrets=tuple(_entry_text(e, ("id", "src", "env")) for e in target.secret or []),
-        ssh=tuple(_ssh_text(e) for e in target.ssh or []),
+        secrets=tuple(
+            _entry_text(_absolute(e, ("src",), cwd), ("id", "src", "env"))
+            for e in target.secret or []
+        ),
+        ssh=tuple(_ssh_text(e, cwd) for e in target.ssh or []),
         contexts=contexts,
-        cache_from=tuple(_entry_text(e) for e in target.cache_from or []),
-        cache_to=_entry_text(target.cache_to[0]) if target.cache_to else None,
+        cache_from=tuple(_entry_text(_absolute(e, ("src",), cwd)) for e in target.cache_from or []),
+        cache_to=(
+            _entry_text(_absolute(target.cache_to[0], ("dest",), cwd)) if target.cache_to else None
+        ),
         mirrors=settings.mirrors,
         builder=settings.builder,
         annotations=tuple(target.annotations or ()),
@@ -282,9 +290,20 @@ def build_options(
     )
 
 
-def _ssh_text(entry: Entry) -> str:
-    paths = entry.get("paths") or []
+def _ssh_text(entry: Entry, cwd: Path) -> str:
+    paths = [str(cwd / Path(str(p)).expanduser()) for p in entry.get("paths") or []]
     return str(entry["id"]) + ("=" + ",".join(paths) if paths else "")
+
+
+def _absolute(entry: Entry, keys: Sequence[str], cwd: Path) -> Entry:
+    """The entry with its local paths made absolute from the bake's working directory (which
+    is polyarch.toml's when the project names the bake file, whatever the process's is)."""
+    out = dict(entry)
+    for key in keys:
+        value = out.get(key)
+        if isinstance(value, str) and value and value != "-" and "://" not in value:
+            out[key] = str(cwd / Path(value).expanduser())
+    return out
 
 
 def _order(resolved: Resolved) -> list[str]:
@@ -352,7 +371,7 @@ def bake(
         mine.progress = tagged
         report = build_image(session, options, progress=tagged, builder=mine)
         with lock:
-            linked[name] = f"oci-layout://{root / 'store'}@{report.digest}"
+            linked[name] = f"oci-layout://{root.resolve() / 'store'}@{report.digest}"
         return TargetResult(name, report, linked=target.linked)
 
     try:
