@@ -408,7 +408,7 @@ class Parser:
         elif has_default:
             value = default
         else:
-            value = None if spec not in (None, "any") else ""
+            value = None if spec is not None else ""  # typed: null; untyped: ""
         self._validate(name, value, block, source)
         return value
 
