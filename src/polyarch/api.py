@@ -304,9 +304,11 @@ def default_root() -> Path:
     platform's data directory (as root: /var/lib/polyarch)."""
     if os.environ.get("POLYARCH_ROOT"):
         return Path(os.environ["POLYARCH_ROOT"])
-    if os.geteuid() == 0:
+    from polyarch.runtime.userns import rootless  # noqa: PLC0415
+
+    if os.geteuid() == 0 and not rootless():
         return Path("/var/lib/polyarch")
-    return Path(platformdirs.user_data_dir("polyarch"))
+    return Path(platformdirs.user_data_dir("polyarch"))  # an ordinary user's, rootless too
 
 
 @dataclass(frozen=True, slots=True)
@@ -538,9 +540,9 @@ def _build_image(
     from polyarch.build import Builder, BuildRequest  # noqa: PLC0415
     from polyarch.store.workspace import Workspace  # noqa: PLC0415
 
-    if os.geteuid() != 0:
-        raise UsageError("polyarch build needs root (rootless builds are not supported yet): "
-                         "run it as root, e.g. with sudo")  # fmt: skip
+    if os.geteuid() != 0:  # the CLI enters its user namespace first (polyarch.runtime.userns)
+        raise UsageError("building needs root, or polyarch's rootless user namespace: run "
+                         "the polyarch command, which enters it, or run as root")  # fmt: skip
     refs = [Reference.parse(t) for t in options.tags]
     if not options.explain_as:
         options = dataclasses.replace(options, explain_as=_explain_as(options))

@@ -46,6 +46,7 @@ from polyarch.remotecache.exchange import (
 )
 from polyarch.remotecache.format import CacheSpec
 from polyarch.runtime import Executor
+from polyarch.runtime.userns import rootless
 from polyarch.solver.cache import CacheBackend, SqliteCache, UnusableCacheEntry
 from polyarch.solver.explain import Explainer
 from polyarch.solver.solve import Flights, Solver, SolveReport
@@ -791,7 +792,7 @@ def _check_emulators(
         if state.kind == "unsupported":
             raise BuildError(f"{binfmt.unsupported(platform, machine)}; this stage runs RUN "
                              "steps", location=where)  # fmt: skip
-        if install and os.geteuid() == 0:
+        if install and os.geteuid() == 0 and not rootless():
             try:
                 done = binfmt.ensure(platform, machine)
             except binfmt.EmulatorError as exc:

@@ -20,7 +20,7 @@ from typing import Literal
 
 from polyarch.errors import PolyarchError
 from polyarch.platform import Platform
-from polyarch.runtime import binfmt
+from polyarch.runtime import binfmt, userns
 from polyarch.runtime.executor import RUNTIMES, find_init
 
 Level = Literal["ok", "warn", "fail"]
@@ -141,8 +141,32 @@ def namespaces() -> Check:
     if missing:
         return Check("namespaces", "fail", f"missing: {', '.join(missing)}", "a kernel with them")
     if os.geteuid() != 0:
-        return Check("namespaces", "fail", "polyarch builds as root for now", "run as root")
+        return rootless_check()
     return Check("namespaces", "ok", "pid, mount, ipc, uts; running as root")
+
+
+def rootless_check() -> Check:
+    """An ordinary user: what polyarch's user namespace needs (polyarch.runtime.userns)."""
+    user = userns.user_name()
+    missing = [t for t in ("unshare", "newuidmap", "newgidmap") if shutil.which(t) is None]
+    if missing:
+        return Check("rootless", "fail", f"{', '.join(missing)} missing",
+                     "apt-get install uidmap util-linux")  # fmt: skip
+    ranges = userns.subordinate_ranges(user, os.getuid())
+    if ranges is None:
+        fix = f"usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {user}"
+        return Check("rootless", "fail", f"{user} has no subordinate id range", fix)
+    try:
+        limit = int(Path("/proc/sys/user/max_user_namespaces").read_text())
+    except (OSError, ValueError):
+        limit = 1
+    if limit == 0:
+        return Check("rootless", "fail", "user namespaces are disabled",
+                     "sysctl user.max_user_namespaces=15000")  # fmt: skip
+    count = min(ranges.uid_count, userns.RANGE)
+    return Check("rootless", "ok", f"as {user}: a user namespace with uids 0-{count} "
+                 f"(subordinate {ranges.uid_start}+), overlayfs with userxattr, runc rootless; "
+                 "emulators must be registered by an administrator")  # fmt: skip
 
 
 def disk(root: Path) -> Check:

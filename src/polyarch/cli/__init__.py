@@ -57,7 +57,7 @@ from polyarch.errors import PolyarchError, UsageError
 from polyarch.graph.model import BuildGraph
 from polyarch.graph.ops import BindMount, CacheMount, ExecOp, Mount, SecretMount, SshMount
 from polyarch.platform import Platform
-from polyarch.runtime import binfmt
+from polyarch.runtime import binfmt, userns
 
 
 @click.group(cls=GlobalOptions, context_settings={"help_option_names": ["-h", "--help"]})
@@ -111,6 +111,10 @@ def cli(
     idle_timeout: float | None,
 ) -> None:
     """Build, push and verify multi-platform container images, without a daemon."""
+    if (ctx.invoked_subcommand in userns.COMMANDS and os.geteuid() != 0
+            and not userns.rootless() and not {"-h", "--help"} & set(sys.argv)):  # fmt: skip
+        # An ordinary user: the same command, as root of a user namespace of its own.
+        userns.enter([sys.executable, "-m", "polyarch", *sys.argv[1:]])
     ctx.obj = Globals(
         RegistryOptions.from_environment(
             authfile=authfile, insecure=insecure, certs_dirs=certs_dirs,

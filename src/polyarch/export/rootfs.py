@@ -23,6 +23,7 @@ from polyarch.layers import apply_layer, open_layer
 from polyarch.layers.write import write_layer
 from polyarch.oci.models import Descriptor, Index, Manifest, parse_document
 from polyarch.platform import Platform
+from polyarch.runtime.userns import rootless
 from polyarch.store.layout import OciLayout
 
 
@@ -85,7 +86,9 @@ def write_tar(
     try:
         for platform, manifest in images:
             where = scratch / platform_dir(platform) if split and platform else scratch
-            flatten(layout, manifest, where, owners=os.geteuid() == 0)
+            # Files owned as in the image as root; rootless, the user's own (a uid of the
+            # subordinate range would be a file the user cannot remove).
+            flatten(layout, manifest, where, owners=os.geteuid() == 0 and not rootless())
         write_layer(scratch, out, source_date_epoch=source_date_epoch, overlay=False)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

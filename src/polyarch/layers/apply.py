@@ -24,6 +24,7 @@ from typing import IO, Final, Literal
 
 from polyarch.errors import LayerError
 from polyarch.layers.confine import Root, UnsafePathError, clean_member_name, remove_at
+from polyarch.runtime.userns import overlay_opaque, rootless
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE = ".wh..wh..opq"
@@ -105,6 +106,8 @@ def apply_layer(
 ) -> ApplyReport:
     is_root = os.geteuid() == 0
     devices_ok = is_root if allow_devices is None else allow_devices and is_root
+    if rootless():  # no device node can be made in a user namespace: skipped, as containerd
+        devices_ok = False
     chown = is_root if same_owner is None else same_owner
     report = ApplyReport()
     dir_times: list[tuple[str, int]] = []
@@ -244,6 +247,8 @@ def _extract(
             raise missing from None
         return  # a hard link shares its target's metadata
     elif member.ischr() or member.isblk() or member.isfifo():
+        if not member.isfifo() and not devices_ok and rootless():
+            return  # as containerd in a user namespace: the device is not made
         if not member.isfifo() and not devices_ok:
             raise UnsafePathError(
                 f"device node {member.name!r} refused: polyarch is not running as root"
@@ -307,7 +312,7 @@ def _overlay_whiteout(confined: Root, victim: str) -> None:
 def _mark_opaque(confined: Root, directory: str) -> None:
     dfd = confined.open_dir(directory, create=True)
     try:
-        os.setxattr(dfd, "trusted.overlay.opaque", b"y")
+        os.setxattr(dfd, overlay_opaque(), b"y")
     finally:
         if dfd != confined.fd:
             os.close(dfd)

@@ -4,7 +4,8 @@ Entries are sorted by path; headers are PAX with numeric owners and empty user a
 with `source_date_epoch` every timestamp later than it is clamped to it (BuildKit's rule), so
 the same inputs give the same bytes, and the same digests, on every run and machine. Hard links
 inside the directory are written once and linked after. overlayfs whiteouts in an upper
-directory (a 0:0 character device; the `trusted.overlay.opaque` xattr) become OCI whiteouts
+directory (a 0:0 character device; the `trusted.overlay.opaque` xattr, or `user.overlay.opaque`
+in a rootless user namespace) become OCI whiteouts
 (`.wh.NAME`; `.wh..wh..opq`).
 """
 
@@ -20,7 +21,9 @@ from typing import IO, Protocol, cast
 from polyarch.layers.apply import OPAQUE, WHITEOUT_PREFIX
 
 _CHUNK = 1024 * 1024
-_SKIP_XATTRS = ("trusted.overlay.", "security.selinux")
+# overlayfs's own attributes (trusted.* as root; user.* in a rootless user namespace)
+_SKIP_XATTRS = ("trusted.overlay.", "user.overlay.", "security.selinux")
+_OPAQUE = ("trusted.overlay.opaque", "user.overlay.opaque")
 
 
 class Writable(Protocol):
@@ -74,7 +77,7 @@ def write_layer(
             if (
                 overlay
                 and stat.S_ISDIR(st.st_mode)
-                and _getxattr(path, "trusted.overlay.opaque") == b"y"
+                and any(_getxattr(path, name) == b"y" for name in _OPAQUE)
             ):
                 marker = tarfile.TarInfo(rel + "/" + OPAQUE)
                 marker.mtime = info.mtime

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from polyarch.errors import PolyarchError
 from polyarch.runtime.spec import ProcessSpec, runtime_spec
+from polyarch.runtime.userns import rootless
 
 RUNTIMES = ("runc", "crun")
 
@@ -85,7 +86,7 @@ class Executor:
     ) -> Container:
         """Start the process and return at once; its output goes to `on_output` as it comes."""
         bundle.mkdir(parents=True, exist_ok=True)
-        spec = runtime_spec(process, str(rootfs))
+        spec = runtime_spec(process, str(rootfs), rootless=rootless())
         (bundle / "config.json").write_text(json.dumps(spec))
         container_id = "polyarch-" + uuid.uuid4().hex[:16]
         proc = subprocess.Popen(

@@ -22,7 +22,11 @@ MS_BIND = 4096
 def mount_overlay(lowers: Sequence[str], upper: str, work: str, target: str) -> None:
     """Mount lowers (topmost first) + upper at target. Paths should be short: the option
     string is limited to a page."""
+    from polyarch.runtime.userns import rootless  # noqa: PLC0415
+
     options = f"lowerdir={':'.join(lowers)},upperdir={upper},workdir={work},index=off"
+    if rootless():  # a user namespace: overlayfs keeps its attributes as user.overlay.*
+        options += ",userxattr"
     if len(options) > 4000:
         raise MountError(f"too many layers for one overlay mount ({len(lowers)})")
     result = _libc.mount(b"overlay", os.fsencode(target), b"overlay", 0, options.encode())

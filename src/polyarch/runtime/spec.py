@@ -84,7 +84,10 @@ class ProcessSpec:
 INIT_PATH: Final = "/dev/.polyarch-init"  # in the container's own /dev tmpfs: never in a layer
 
 
-def runtime_spec(process: ProcessSpec, rootfs: str) -> dict[str, Any]:
+def runtime_spec(process: ProcessSpec, rootfs: str, *, rootless: bool = False) -> dict[str, Any]:
+    """The OCI runtime config of one process. `rootless`: polyarch runs in its user
+    namespace, where sysfs can only be mounted in a network namespace of the container's own:
+    with the host's network, /sys is the host's, bound read-only (as runc's rootless spec)."""
     mounts: list[Mapping[str, Any]] = [
         {"destination": "/proc", "type": "proc", "source": "proc",
          "options": ["nosuid", "noexec", "nodev"]},
@@ -115,6 +118,13 @@ def runtime_spec(process: ProcessSpec, rootfs: str) -> dict[str, Any]:
         mounts.append({"destination": INIT_PATH, "type": "bind", "source": process.init,
                        "options": ["rbind", "nosuid", "nodev", "ro"]})  # fmt: skip
         args = [INIT_PATH, "--", *args]
+    if rootless and not process.private_network:
+        mounts = [
+            {"destination": "/sys", "type": "bind", "source": "/sys",
+             "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]}
+            if m["destination"] == "/sys" else m
+            for m in mounts
+        ]  # fmt: skip
     caps = list(process.capabilities if process.capabilities is not None else CAPABILITIES)
     if process.privileged:
         mounts = [
