@@ -546,6 +546,12 @@ def _build_image(
     refs = [Reference.parse(t) for t in options.tags]
     if not options.explain_as:
         options = dataclasses.replace(options, explain_as=_explain_as(options))
+    epoch_env = os.environ.get("SOURCE_DATE_EPOCH")
+    if epoch_env and "SOURCE_DATE_EPOCH" not in options.build_args:
+        # As buildx: the environment's SOURCE_DATE_EPOCH is a build argument, so `ARG
+        # SOURCE_DATE_EPOCH` sees it and a builder's node builds with it too.
+        args = {**options.build_args, "SOURCE_DATE_EPOCH": epoch_env}
+        options = dataclasses.replace(options, build_args=args)
     for output in options.outputs:  # checked before anything runs
         if isinstance(output, RegistryOutput) and not refs and not output.names:
             raise UsageError("pushing needs a name: -t REGISTRY/NAME:TAG, or "
@@ -576,7 +582,7 @@ def _build_image(
                          "or more platforms, or annotate the manifest")  # fmt: skip
     machine = machine_platform()
     args = dict(options.build_args)
-    epoch_text = args.get("SOURCE_DATE_EPOCH") or os.environ.get("SOURCE_DATE_EPOCH")
+    epoch_text = args.get("SOURCE_DATE_EPOCH")
     epoch = int(epoch_text) if epoch_text and epoch_text.isdigit() else None
     if builder is None:
         builder = Builder(Workspace(options.root or default_root()), session.client,

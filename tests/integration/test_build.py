@@ -486,3 +486,29 @@ def test_source_date_epoch_gives_the_same_digest_in_fresh_roots(base: str, tmp_p
         digests.append(done["containerimage.digest"])
         os.utime(ctx / "run.sh")  # a touched file changes nothing: times are clamped
     assert digests[0] == digests[1]
+
+
+def test_a_relative_root_runs_steps(base: str, tmp_path: Path) -> None:
+    """--root relative to the current directory: the runtime, with a directory of its own,
+    still finds each step's root filesystem."""
+    write_context(tmp_path / "ctx", f"FROM {base}\nRUN echo ran > /ran\n", {})
+    done = subprocess.run(
+        [sys.executable, "-m", "polyarch", "build", "--root", "rel-root", "ctx"],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "rel-root" / "store").is_dir()
+
+
+def test_source_date_epoch_from_the_environment_is_a_build_argument(
+    base: str, tmp_path: Path
+) -> None:
+    """As buildx: SOURCE_DATE_EPOCH set in the environment is the build argument of that name
+    (an `ARG SOURCE_DATE_EPOCH` sees it) unless --build-arg gives another."""
+    ctx = write_context(tmp_path / "ctx", f"FROM {base}\nARG SOURCE_DATE_EPOCH\n"
+                        "RUN echo \"$SOURCE_DATE_EPOCH\" > /epoch\n", {})  # fmt: skip
+    env = {**os.environ, "SOURCE_DATE_EPOCH": "1700000000"}
+    for given, expected in (((), "1700000000"), (("--build-arg", "SOURCE_DATE_EPOCH=5"), "5")):
+        out = tmp_path / f"out-{expected}"
+        built(tmp_path / "root", ctx, *given, "--output", f"type=local,dest={out}", env=env)
+        assert (out / "epoch").read_text() == expected + "\n"

@@ -22,7 +22,7 @@ class Workspace:
     def __init__(self, root: Path) -> None:
         if not str(root).strip():
             raise UsageError("the workspace root (--root, POLYARCH_ROOT) must not be empty")
-        self.root = root
+        self.root = root.absolute()  # paths under it reach runc, which has its own cwd
         try:
             root.mkdir(parents=True, exist_ok=True, mode=0o700)
             if root.stat().st_mode & 0o077:
