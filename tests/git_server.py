@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,9 +118,15 @@ class SshServer:
         _stop(self.process)
 
 
-def start_sshd(root: Path, host: str = "127.0.0.1", netns: str | None = None) -> SshServer:
-    """sshd on `host` (127.0.0.1) that lets root in with one key only (made here); with
-    `netns`, inside that network namespace (`ip netns`)."""
+def start_sshd(
+    root: Path,
+    host: str = "127.0.0.1",
+    netns: str | None = None,
+    wrap: Callable[[list[str]], list[str]] | None = None,
+) -> SshServer:
+    """sshd on `host` (127.0.0.1) that lets root in with one key only (made here), and any
+    user with that key; with `netns`, inside that network namespace (`ip netns`); `wrap`
+    turns its command line into the one started (a namespace of the test's own)."""
     sshd = shutil.which("sshd") or ("/usr/sbin/sshd" if Path("/usr/sbin/sshd").exists() else None)
     if sshd is None or shutil.which("ssh-keygen") is None:
         raise ServerUnavailable("sshd is not installed (apt-get install openssh-server)")
@@ -140,7 +147,8 @@ def start_sshd(root: Path, host: str = "127.0.0.1", netns: str | None = None) ->
     )
     # nsenter, not `ip netns exec`: that one remounts /sys, hiding the cgroup mounts runc needs.
     inside = ["nsenter", f"--net=/run/netns/{netns}"] if netns else []
-    process = subprocess.Popen([*inside, sshd, "-D", "-e", "-f", str(config)],
+    command = [*inside, sshd, "-D", "-e", "-f", str(config)]
+    process = subprocess.Popen(wrap(command) if wrap else command,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     _wait_port(port, process, "sshd", host)
     return SshServer(root, port, process, client_key, host)

@@ -1,3 +1,3 @@
-from polyarch.cli import main
+from polyarch.entry import main
 
 main()

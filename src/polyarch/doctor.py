@@ -164,8 +164,13 @@ def rootless_check() -> Check:
         return Check("rootless", "fail", "user namespaces are disabled",
                      "sysctl user.max_user_namespaces=15000")  # fmt: skip
     count = min(ranges.uid_count, userns.RANGE)
-    return Check("rootless", "ok", f"as {user}: a user namespace with uids 0-{count} "
-                 f"(subordinate {ranges.uid_start}+), overlayfs with userxattr, runc rootless; "
+    found = f"as {user}: a user namespace with uids 0-{count} (subordinate {ranges.uid_start}+)"
+    refused = userns.overlay_mountable()
+    if refused is not None:
+        return Check("rootless", "warn", f"{found}; overlayfs cannot be mounted in it "
+                     f"({refused}): builds copy layers instead, slower, same results",
+                     "a kernel from 5.11 mounts overlayfs in a user namespace")  # fmt: skip
+    return Check("rootless", "ok", f"{found}, overlayfs with userxattr, runc rootless; "
                  "emulators must be registered by an administrator")  # fmt: skip
 
 

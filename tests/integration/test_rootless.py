@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 import os
 import pwd
-import shlex
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -15,8 +15,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tools import users
+from tools.users import add_user, has_range, in_namespace, python_reachable, remove_user
 
+from tests.git_server import start_sshd
 from tests.integration.helpers import needs_emulation, polyarch
+from tests.integration.test_against_buildah import CASES, case_flags, render
+from tests.integration.test_build import flatten, image
+from tests.integration.test_nodes import env_for, events
 from tests.registry_server import RunningRegistry
 
 pytestmark = [
@@ -29,37 +35,18 @@ BARE = "polyarch-rl-noids"
 BOTH = "linux/amd64,linux/arm64"
 
 
-def _add_user(name: str, *extra: str) -> None:
-    subprocess.run(["userdel", "-r", name], capture_output=True, check=False)
-    subprocess.run(["useradd", "-m", "-s", "/bin/sh", *extra, name], check=True)
-
-
-def _remove_user(name: str) -> None:
-    subprocess.run(["userdel", "-r", "-f", name], capture_output=True, check=False)
-    for path in (Path("/etc/subuid"), Path("/etc/subgid")):
-        lines = path.read_text().splitlines(keepends=True) if path.exists() else []
-        kept = [line for line in lines if not line.startswith(f"{name}:")]
-        if kept != lines:
-            path.write_text("".join(kept))
-
-
 @pytest.fixture(scope="module")
 def user() -> Iterator[str]:
     """An ordinary user with the subordinate ranges useradd gives (and, for the message
     test, one without any)."""
-    _add_user(USER)
-    _add_user(BARE, "-K", "SUB_UID_COUNT=0", "-K", "SUB_GID_COUNT=0")
-    subuid = Path("/etc/subuid")
-    if f"{USER}:" not in (subuid.read_text() if subuid.exists() else ""):
-        # useradd gives ranges only where /etc/subuid exists: as an administrator would.
-        ids = "300000-365535"
-        subprocess.run(["usermod", "--add-subuids", ids, "--add-subgids", ids, USER], check=True)
-    assert f"{USER}:" in subuid.read_text()
+    add_user(USER)
+    add_user(BARE, "-K", "SUB_UID_COUNT=0", "-K", "SUB_GID_COUNT=0", ids=None)
+    assert has_range(USER) and not has_range(BARE)
     try:
         yield USER
     finally:
-        _remove_user(USER)
-        _remove_user(BARE)
+        remove_user(USER)
+        remove_user(BARE)
 
 
 @pytest.fixture
@@ -74,30 +61,7 @@ def workdir(user: str) -> Iterator[Path]:
 
 
 def as_user(name: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    """`polyarch ARGS` run by `name`, with no privilege. This test's Python may live where
-    others cannot go (a root-only home): in a mount namespace of the test's own, that path is
-    made passable (its blocked directory replaced by a tmpfs holding just the way through),
-    nothing on the host changes."""
-    python = Path(sys.executable)
-    real = python.resolve()
-    script = ["set -e"]
-    blocked = next((p for p in reversed(real.parents) if not p.stat().st_mode & 0o001), None)
-    hold = Path(tempfile.mkdtemp(prefix="polyarch-rl-python-"))
-    if blocked is not None:
-        child = blocked / real.relative_to(blocked).parts[0]
-        script += [f"mount --bind {shlex.quote(str(child))} {hold}",
-                   f"mount -t tmpfs -o mode=755 tmpfs {shlex.quote(str(blocked))}",
-                   f"mkdir -p {shlex.quote(str(child))}",
-                   f"mount --bind {hold} {shlex.quote(str(child))}"]  # fmt: skip
-    home = pwd.getpwnam(name).pw_dir
-    command = ["runuser", "-u", name, "--", "env", f"HOME={home}", f"PATH={os.environ['PATH']}",
-               "SOURCE_DATE_EPOCH=1700000000", str(python), "-m", "polyarch", *args]  # fmt: skip
-    script.append(f"cd {shlex.quote(str(cwd))} && exec {shlex.join(command)}")
-    try:
-        shell = ["unshare", "--mount", "--propagation", "private", "sh", "-c", "\n".join(script)]
-        return subprocess.run(shell, capture_output=True, text=True, timeout=900)
-    finally:
-        hold.rmdir()
+    return users.as_user(name, args, cwd, env={"SOURCE_DATE_EPOCH": "1700000000"})
 
 
 def context(workdir: Path, tiny: str, user: str) -> Path:
@@ -166,6 +130,52 @@ def test_a_step_cannot_reach_the_users_files(user: str, workdir: Path, tiny: str
     secret.unlink()
 
 
+def test_steps_have_the_hosts_network_or_none(user: str, workdir: Path, tiny: str) -> None:
+    ctx = context(workdir, tiny, user)
+    (ctx / "Dockerfile").write_text(
+        f"FROM {tiny}\nRUN grep -c : /proc/net/dev > /host-net\n"
+        "RUN --network=none grep -c : /proc/net/dev > /no-net\n"
+    )
+    done = as_user(user, ["build", "--output", "type=local,dest=out", "ctx"], workdir)
+    assert done.returncode == 0, done.stderr
+    interfaces = sum(":" in line for line in Path("/proc/net/dev").read_text().splitlines())
+    assert (workdir / "out" / "host-net").read_text() == f"{interfaces}\n"
+    assert (workdir / "out" / "no-net").read_text() == "1\n"  # loopback only
+    assert (workdir / "out" / "no-net").stat().st_uid == pwd.getpwnam(user).pw_uid
+
+
+def test_the_copy_snapshotter_gives_the_same_image_rootless(
+    user: str, workdir: Path, tiny: str, tmp_path: Path
+) -> None:
+    """Where overlayfs cannot be mounted in the user namespace (kernels before 5.11), layers
+    are copied: the same image, whiteouts and setuid bits included."""
+    ctx = context(workdir, tiny, user)
+    tool = ctx / "tool"
+    tool.write_text("#!/bin/sh\n")
+    tool.chmod(0o4755)
+    (ctx / "Dockerfile").write_text(
+        f"FROM {tiny}\nRUN rm -rf /etc/issue /usr/share/doc && echo gone > /gone\n"
+        "COPY --chown=5:5 tool /tool\nRUN chmod g+s /tool && chown 7 /gone && chmod 4700 /gone\n"
+    )
+    digests = {}
+    for snapshotter in ("overlay", "copy"):
+        env = {"SOURCE_DATE_EPOCH": "1", "POLYARCH_SNAPSHOTTER": snapshotter}
+        done = users.as_user(user, ["build", "--root", f"root-{snapshotter}", "-t", "local/s:1",
+                                    "--metadata-file", f"{snapshotter}.json", "ctx"], workdir,
+                             env=env)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        meta = json.loads((workdir / f"{snapshotter}.json").read_text())
+        digests[snapshotter] = meta["containerimage.digest"]
+    assert digests["overlay"] == digests["copy"]
+    layout, manifest, _config = image(workdir / "root-copy", "local/s:1")
+    tree = flatten(layout, manifest, tmp_path / "tree")
+    assert not (tree / "etc" / "issue").exists() and not (tree / "usr" / "share" / "doc").exists()
+    made = (tree / "tool").stat()
+    assert (stat.S_IMODE(made.st_mode), made.st_uid, made.st_gid) == (0o6755, 5, 5)
+    gone = (tree / "gone").stat()
+    assert (stat.S_IMODE(gone.st_mode), gone.st_uid) == (0o4700, 7)
+
+
 def test_without_a_subordinate_range_the_fix_is_named(user: str, workdir: Path) -> None:
     del user
     os.chown(workdir, pwd.getpwnam(BARE).pw_uid, -1)
@@ -185,3 +195,78 @@ def test_an_ordinary_user_sees_the_emulators_an_administrator_registered(
     refused = as_user(user, ["emulators", "install", "--platform", "linux/mips64le"], workdir)
     assert refused.returncode == 1 and "Traceback" not in refused.stderr
     assert polyarch("emulators", "--platform", "linux/arm64").returncode == 0
+
+
+def test_a_node_reached_as_an_ordinary_user_builds_rootless(
+    user: str, workdir: Path, tiny: str, tmp_path: Path
+) -> None:
+    """A builder's node is polyarch reached over SSH as the ordinary user: its worker enters
+    the user namespace itself; the arm64 image it builds is the one a root build makes."""
+    ctx = context(workdir, tiny, user)
+    served = Path(tempfile.mkdtemp(prefix="polyarch-rl-sshd-"))  # the user reads its key list
+    served.chmod(0o755)
+    with python_reachable() as lines:
+        sshd = start_sshd(served, wrap=lambda command: in_namespace(lines, command))
+        try:
+            (served / "authorized_keys").chmod(0o644)
+            env = {**env_for(tmp_path, sshd), "SOURCE_DATE_EPOCH": "1700000000"}
+            node = f"ssh://{user}@127.0.0.1:{sshd.port}"
+            made = subprocess.run(
+                [sys.executable, "-m", "polyarch", "builder", "create", "rl", "--node",
+                 f"arm={node}", "--platform", "linux/arm64", "--node-command",
+                 f"{sys.executable} -m polyarch", "--use"],
+                capture_output=True, text=True, env=env, check=False,
+            )  # fmt: skip
+            assert made.returncode == 0, made.stderr
+            built = subprocess.run(
+                [sys.executable, "-m", "polyarch", "build", "--root", str(tmp_path / "farm"),
+                 "--platform", BOTH, "--progress", "json", "--metadata-file",
+                 str(tmp_path / "farm.json"), str(ctx)],
+                capture_output=True, text=True, env=env, timeout=900, check=False,
+            )  # fmt: skip
+        finally:
+            sshd.stop()
+            shutil.rmtree(served, ignore_errors=True)
+    assert built.returncode == 0, built.stderr
+    stream = events(built.stderr)
+    on_node = {e["platform"] for e in stream if e.get("node") == "arm" and e.get("step")}
+    assert on_node == {"linux/arm64"}, [e["text"] for e in stream if e["event"] == "note"]
+    data = Path(pwd.getpwnam(user).pw_dir) / ".local" / "share" / "polyarch"
+    assert data.stat().st_uid == pwd.getpwnam(user).pw_uid  # the node's workspace, the user's
+    here = subprocess.run(
+        [sys.executable, "-m", "polyarch", "build", "--root", str(tmp_path / "here"),
+         "--platform", BOTH, "--metadata-file", str(tmp_path / "here.json"), str(ctx)],
+        capture_output=True, text=True, timeout=900, check=False,
+        env={**os.environ, "SOURCE_DATE_EPOCH": "1700000000"},
+    )  # fmt: skip
+    assert here.returncode == 0, here.stderr
+    farm = json.loads((tmp_path / "farm.json").read_text())
+    local = json.loads((tmp_path / "here.json").read_text())
+    assert farm["polyarch.platforms"] == local["polyarch.platforms"]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda p: p.name)
+def test_the_buildah_corpus_builds_the_same_image_rootless(
+    user: str, workdir: Path, base: str, case: Path, tmp_path: Path
+) -> None:
+    """Each case that test_against_buildah holds polyarch's root build to, built by the
+    user: the same image digest as the root build (the same files, owners and modes)."""
+    ctx = render(case, base, workdir / "ctx")
+    entry = pwd.getpwnam(user)
+    for path in (ctx, *ctx.rglob("*")):  # the user's checkout
+        os.chown(path, entry.pw_uid, entry.pw_gid, follow_symlinks=False)
+    flags = case_flags(case, ctx)
+    common = ["build", "--progress", "plain", "-t", f"cmp/{case.name}:1", *flags]
+    ours = as_user(user, [*common, "--output", f"type=oci,dest={workdir / 'ours'},tar=false",
+                          str(ctx)], workdir)  # fmt: skip
+    assert ours.returncode == 0, ours.stderr
+    theirs = subprocess.run(
+        [sys.executable, "-m", "polyarch", *common, "--root", str(tmp_path / "root"), "--output",
+         f"type=oci,dest={tmp_path / 'root-out'},tar=false", str(ctx)],
+        capture_output=True, text=True, timeout=900, check=False,
+        env={**os.environ, "SOURCE_DATE_EPOCH": "1700000000"},
+    )  # fmt: skip
+    assert theirs.returncode == 0, theirs.stderr
+    rootless = json.loads((workdir / "ours" / "index.json").read_text())["manifests"]
+    root = json.loads((tmp_path / "root-out" / "index.json").read_text())["manifests"]
+    assert [m["digest"] for m in rootless] == [m["digest"] for m in root]

@@ -1,5 +1,6 @@
 """Hostile Dockerfiles, contexts and images against a real build: the host is never touched,
-and every error is clear."""
+and every error is clear. The tests that run steps or touch the host's files run as root and
+rootless (`place`)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import tarfile
 from pathlib import Path
 
 import pytest
+
+from tests.security.conftest import Place
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or not shutil.which("runc"),
@@ -35,20 +38,23 @@ def archive(entries: list[tuple[str, bytes]]) -> bytes:
     return buf.getvalue()
 
 
-def test_add_into_a_symlinked_directory_stays_in_the_image(tmp_path: Path) -> None:
-    """The issue's reproduction: a context symlink to a host directory, then ADD an archive
-    (with a whiteout entry) through it."""
-    target = tmp_path / "r1-target"
+def test_add_into_a_symlinked_directory_stays_in_the_image(place: Place, tmp_path: Path) -> None:
+    """The issue's reproduction: a context symlink to a host directory (the user's own,
+    rootless), then ADD an archive (with a whiteout entry) through it."""
+    target = place.space / "r1-target"
     target.mkdir()
     (target / "keep").write_text("keep\n")
-    ctx = tmp_path / "ctx"
+    if place.user is not None:
+        for path in (target, target / "keep"):
+            shutil.chown(path, place.user, place.user)
+    ctx = place.space / "ctx"
     (ctx / "tree").mkdir(parents=True)
     (ctx / "tree" / "evil").symlink_to(target)
     (ctx / "payload.tar").write_bytes(archive([("owned", b"PWNED\n"), (".wh.keep", b"")]))
     (ctx / "Dockerfile").write_text("FROM scratch\nCOPY tree/ /\nADD payload.tar /evil/\n")
     mode_before = target.stat().st_mode
-    result = polyarch("build", "--root", str(tmp_path / "root"), "--platform", "linux/amd64",
-                      "-t", "local/r1:1", str(ctx))  # fmt: skip
+    result = place.polyarch("build", "--root", str(place.space / "root"), "--platform",
+                            "linux/amd64", "-t", "local/r1:1", str(ctx))  # fmt: skip
     assert sorted(p.name for p in target.iterdir()) == ["keep"]
     assert (target / "keep").read_text() == "keep\n"
     assert target.stat().st_mode == mode_before
@@ -56,14 +62,14 @@ def test_add_into_a_symlinked_directory_stays_in_the_image(tmp_path: Path) -> No
     # The archive landed where the symlink points inside the image.
     from tests.integration.test_build import flatten, image
 
-    layout, manifest, _config = image(tmp_path / "root", "local/r1:1")
+    layout, manifest, _config = image(place.space / "root", "local/r1:1")
     tree = flatten(layout, manifest, tmp_path / "tree")
     inside = tree / str(target).lstrip("/")
     assert (inside / "owned").read_text() == "PWNED\n"
 
 
-def test_copy_keeps_setuid_bits(tmp_path: Path) -> None:
-    ctx = tmp_path / "ctx"
+def test_copy_keeps_setuid_bits(place: Place, tmp_path: Path) -> None:
+    ctx = place.space / "ctx"
     ctx.mkdir()
     tool = ctx / "tool"
     tool.write_text("#!/bin/sh\n")
@@ -72,11 +78,12 @@ def test_copy_keeps_setuid_bits(tmp_path: Path) -> None:
         "FROM scratch\nCOPY tool /tool\nCOPY --chown=10:10 tool /chowned\n"
         "COPY --chmod=2755 tool /setgid\n"
     )
-    result = polyarch("build", "--root", str(tmp_path / "root"), "-t", "local/suid:1", str(ctx))
+    result = place.polyarch("build", "--root", str(place.space / "root"), "-t", "local/suid:1",
+                            str(ctx))  # fmt: skip
     assert result.returncode == 0, result.stderr
     from tests.integration.test_build import flatten, image
 
-    layout, manifest, _config = image(tmp_path / "root", "local/suid:1")
+    layout, manifest, _config = image(place.space / "root", "local/suid:1")
     tree = flatten(layout, manifest, tmp_path / "tree")
     assert stat.S_IMODE((tree / "tool").stat().st_mode) == 0o4755
     assert stat.S_IMODE((tree / "chowned").stat().st_mode) == 0o4755
@@ -133,18 +140,20 @@ def _image_with_dev_symlink(tmp_path: Path, registry: object, base: str) -> str:
 
 
 def test_a_dev_symlink_in_the_image_never_reaches_the_host(
-    tmp_path: Path, registry: object, base: str
+    place: Place, registry: object, base: str
 ) -> None:
-    ref = _image_with_dev_symlink(tmp_path, registry, base)
-    host = tmp_path / "host-dev"
-    ctx = tmp_path / "ctx"
+    ref = _image_with_dev_symlink(place.space, registry, base)
+    host = place.space / "host-dev"
+    if place.user is not None:
+        shutil.chown(host, place.user, place.user)
+    ctx = place.space / "ctx"
     ctx.mkdir()
     (ctx / "Dockerfile").write_text(f"FROM {ref}\nRUN echo hi\n")
-    result = polyarch("build", "--root", str(tmp_path / "r1"), str(ctx))
+    result = place.polyarch("build", "--root", str(place.space / "r1"), str(ctx))
     assert result.returncode == 1
     assert "/dev is a symlink in the image" in result.stderr
     assert list(host.iterdir()) == []  # nothing created, no ptmx replaced
-    verify = polyarch("verify", "--root", str(tmp_path / "r2"), "--run", "true", ref)
+    verify = place.polyarch("verify", "--root", str(place.space / "r2"), "--run", "true", ref)
     assert verify.returncode == 1
     assert "/dev is a symlink in the image" in verify.stdout + verify.stderr
     assert list(host.iterdir()) == []
@@ -176,19 +185,22 @@ def test_a_layout_pointing_at_dev_zero_is_refused(tmp_path: Path) -> None:
     assert "symlink" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_a_socket_left_by_a_step_is_not_in_the_layer(tmp_path: Path, base: str) -> None:
-    ctx = tmp_path / "ctx"
+def test_a_socket_left_by_a_step_is_not_in_the_layer(
+    place: Place, tmp_path: Path, base: str
+) -> None:
+    ctx = place.space / "ctx"
     ctx.mkdir()
     (ctx / "Dockerfile").write_text(
         f"FROM {base}\nRUN perl -MIO::Socket::UNIX -e "
         "'IO::Socket::UNIX->new(Type=>SOCK_STREAM(),Local=>\"/sock\",Listen=>1) or die' "
         "&& echo made > /marker\n"
     )
-    result = polyarch("build", "--root", str(tmp_path / "root"), "-t", "local/sock:1", str(ctx))
+    result = place.polyarch("build", "--root", str(place.space / "root"), "-t", "local/sock:1",
+                            str(ctx))  # fmt: skip
     assert result.returncode == 0, result.stderr
     from tests.integration.test_build import flatten, image
 
-    layout, manifest, _config = image(tmp_path / "root", "local/sock:1")
+    layout, manifest, _config = image(place.space / "root", "local/sock:1")
     tree = flatten(layout, manifest, tmp_path / "tree")
     assert (tree / "marker").is_file() and not (tree / "sock").exists()
 

@@ -1,6 +1,6 @@
 """Hostile base images against real builds: false diffIDs, changed blobs, broken layers, huge
 headers. Each is refused with a clear error (never a traceback), and nothing poisons a later
-build."""
+build, as root and rootless (`place`: the workspace is then an ordinary user's)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ import pytest
 
 from tests.layer_tars import E, tar_bytes
 from tests.registry_server import RunningRegistry
+from tests.security.conftest import Place
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or not shutil.which("runc") or not shutil.which("docker-registry"),
@@ -82,13 +83,12 @@ def gz_layer(*entries: E) -> tuple[bytes, str, str]:
     return gzip.compress(raw, mtime=0), GZIP, sha(raw)
 
 
-def build(root: Path, ctx: Path, dockerfile: str, *extra: str) -> subprocess.CompletedProcess[str]:
+def build(
+    place: Place, root: Path, ctx: Path, dockerfile: str, *extra: str
+) -> subprocess.CompletedProcess[str]:
     ctx.mkdir(parents=True, exist_ok=True)
     (ctx / "Dockerfile").write_text(dockerfile)
-    return subprocess.run(
-        [sys.executable, "-m", "polyarch", "build", "--root", str(root), *extra, str(ctx)],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+    return place.polyarch("build", "--root", str(root), *extra, str(ctx))
 
 
 def clear_failure(result: subprocess.CompletedProcess[str], fragment: str) -> None:
@@ -98,7 +98,7 @@ def clear_failure(result: subprocess.CompletedProcess[str], fragment: str) -> No
 
 
 def test_a_false_diff_id_never_poisons_the_workspace(
-    registry: RunningRegistry, tmp_path: Path
+    registry: RunningRegistry, place: Place, tmp_path: Path
 ) -> None:
     real = gz_layer(E("etc", "dir"), E("etc/real", data=b"the real layer\n"))
     other = tar_bytes(E("etc", "dir"), E("etc/evil", data=b"what the liar wanted\n"))
@@ -106,11 +106,11 @@ def test_a_false_diff_id_never_poisons_the_workspace(
     # A second image serves *another* layer under the real layer's diffID.
     evil_blob = gzip.compress(other, mtime=0)
     liar = push_image(registry, tmp_path, "poison/liar", [(evil_blob, GZIP, real[2])])
-    root = tmp_path / "root"
-    refused = build(root, tmp_path / "a", f"FROM {liar}\nRUN true\n")
+    root = place.space / "root"
+    refused = build(place, root, place.space / "a", f"FROM {liar}\nRUN true\n")
     clear_failure(refused, "not the diffID")
-    built = build(root, tmp_path / "b", f"FROM scratch\nCOPY --from={honest} /etc/ /copy/\n",
-                  "-t", "local/honest:1")  # fmt: skip
+    dockerfile = f"FROM scratch\nCOPY --from={honest} /etc/ /copy/\n"
+    built = build(place, root, place.space / "b", dockerfile, "-t", "local/honest:1")
     assert built.returncode == 0, built.stderr
     from tests.integration.test_build import flatten, image
 
@@ -120,10 +120,13 @@ def test_a_false_diff_id_never_poisons_the_workspace(
     assert (tree / "copy" / "real").read_text() == "the real layer\n"
 
 
-def test_a_changed_stored_blob_is_caught(registry: RunningRegistry, tmp_path: Path) -> None:
+def test_a_changed_stored_blob_is_caught(
+    registry: RunningRegistry, place: Place, tmp_path: Path
+) -> None:
     ref = push_image(registry, tmp_path, "flip/base", [gz_layer(E("a", data=b"a" * 4096))])
-    root = tmp_path / "root"
-    ok = build(root, tmp_path / "ctx", f"FROM {ref}\nCOPY Dockerfile /df\n", "-t", "local/f:1")
+    root = place.space / "root"
+    ok = build(place, root, place.space / "ctx", f"FROM {ref}\nCOPY Dockerfile /df\n",
+               "-t", "local/f:1")  # fmt: skip
     assert ok.returncode == 0, ok.stderr
     from tests.integration.test_build import image
 
@@ -133,13 +136,11 @@ def test_a_changed_stored_blob_is_caught(registry: RunningRegistry, tmp_path: Pa
     data[-10] ^= 0xFF
     path.write_bytes(bytes(data))
     shutil.rmtree(root / "snapshots")  # the base layer is unpacked again
-    again = build(root, tmp_path / "ctx2", f"FROM {ref}\nRUN true\n")
+    again = build(place, root, place.space / "ctx2", f"FROM {ref}\nRUN true\n")
     clear_failure(again, "does not match")
-    archive = subprocess.run(
-        [sys.executable, "-m", "polyarch", "build", "--root", str(root), "-t", "local/f:1",
-         "--output", f"type=docker,dest={tmp_path / 'out.tar'}", str(tmp_path / "ctx")],
-        capture_output=True, text=True,
-    )  # fmt: skip
+    archive = place.polyarch("build", "--root", str(root), "-t", "local/f:1", "--output",
+                             f"type=docker,dest={place.space / 'out.tar'}",
+                             str(place.space / "ctx"))  # fmt: skip
     clear_failure(archive, "does not match")
 
 
@@ -153,7 +154,12 @@ def test_a_changed_stored_blob_is_caught(registry: RunningRegistry, tmp_path: Pa
     ],
 )
 def test_broken_layers_are_clear_errors(
-    registry: RunningRegistry, tmp_path: Path, name: str, layer: object, fragment: str
+    registry: RunningRegistry,
+    place: Place,
+    tmp_path: Path,
+    name: str,
+    layer: object,
+    fragment: str,
 ) -> None:
     if layer == "truncated":
         whole = gz_layer(E("f", data=os.urandom(65536)))
@@ -172,20 +178,21 @@ def test_broken_layers_are_clear_errors(
         layer = (gzip.compress(raw, compresslevel=1, mtime=0), GZIP, sha(raw))
     assert isinstance(layer, tuple)
     ref = push_image(registry, tmp_path, f"broken/{name}", [layer])
-    clear_failure(build(tmp_path / "root", tmp_path / "ctx", f"FROM {ref}\nRUN true\n"), fragment)
+    result = build(place, place.space / "root", place.space / "ctx", f"FROM {ref}\nRUN true\n")
+    clear_failure(result, fragment)
 
 
-def test_zstd_layers_are_read(registry: RunningRegistry, tmp_path: Path) -> None:
+def test_zstd_layers_are_read(registry: RunningRegistry, place: Place, tmp_path: Path) -> None:
     from backports import zstd
 
     raw = tar_bytes(E("hello.txt", data=b"from zstd\n"))
     ref = push_image(registry, tmp_path, "zstd/base", [(zstd.compress(raw), ZSTD, sha(raw))])
-    result = build(tmp_path / "root", tmp_path / "ctx",
+    result = build(place, place.space / "root", place.space / "ctx",
                    f"FROM {ref}\nCOPY Dockerfile /df\n", "-t", "local/z:1")  # fmt: skip
     assert result.returncode == 0, result.stderr
     from tests.integration.test_build import flatten, image
 
-    layout, manifest, _config = image(tmp_path / "root", "local/z:1")
+    layout, manifest, _config = image(place.space / "root", "local/z:1")
     assert (flatten(layout, manifest, tmp_path / "t") / "hello.txt").read_text() == "from zstd\n"
 
 
@@ -200,7 +207,12 @@ def test_zstd_layers_are_read(registry: RunningRegistry, tmp_path: Path) -> None
     ],
 )
 def test_malformed_base_configs_are_clear_errors(
-    registry: RunningRegistry, tmp_path: Path, config: dict[str, object], fragment: str
+    registry: RunningRegistry,
+    place: Place,
+    tmp_path: Path,
+    config: dict[str, object],
+    fragment: str,
 ) -> None:
     ref = push_image(registry, tmp_path, "bad/config", [gz_layer(E("x", data=b"x"))], config)
-    clear_failure(build(tmp_path / "root", tmp_path / "ctx", f"FROM {ref}\n"), fragment)
+    clear_failure(build(place, place.space / "root", place.space / "ctx", f"FROM {ref}\n"),
+                  fragment)  # fmt: skip

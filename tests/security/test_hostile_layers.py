@@ -147,6 +147,19 @@ def test_device_nodes_as_root(world: tuple[Path, Path]) -> None:
     assert os.major(st.st_rdev) == 0 and os.minor(st.st_rdev) == 0
 
 
+def test_device_nodes_are_skipped_rootless(
+    world: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In the rootless user namespace no device node can be made: a base image's are skipped
+    (as containerd does there), the rest of the layer is applied."""
+    monkeypatch.setenv("POLYARCH_ROOTLESS", "1")
+    root, host = world
+    apply_layer(stream(E("dev/sda", "blk"), E("dev/null", "chr"), E("etc/f", data=b"x")), root)
+    assert not (root / "dev" / "sda").exists() and not (root / "dev" / "null").exists()
+    assert (root / "etc" / "f").read_bytes() == b"x"
+    host_untouched(host)
+
+
 def test_file_replacing_symlinked_dir_does_not_follow(world: tuple[Path, Path]) -> None:
     root, host = world
     apply_layer(stream(E("passwd", "symlink", link=f"{host}/passwd"), E("passwd", data=b"new")),

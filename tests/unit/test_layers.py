@@ -89,13 +89,23 @@ def test_whiteouts_deleted_in_a_flat_root(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(not ROOT, reason="overlay whiteouts need root (mknod, trusted.* xattrs)")
-def test_overlay_whiteouts_round_trip(tmp_path: Path) -> None:
+@pytest.mark.parametrize("rootless", [False, True])
+def test_overlay_whiteouts_round_trip(
+    tmp_path: Path, rootless: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As root, overlayfs's opaque mark is trusted.overlay.opaque; in the rootless user
+    namespace (overlay mounted with userxattr) user.overlay.opaque. Both become OCI opaques."""
+    if rootless:
+        monkeypatch.setenv("POLYARCH_ROOTLESS", "1")
     layer = tmp_path / "layer"
     layer.mkdir()
     apply_layer(stream(E("a/.wh.x"), E("c/.wh..wh..opq"), E("c/new")), layer, whiteouts="overlay")
     st = os.lstat(layer / "a" / "x")
     assert stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
-    assert os.getxattr(layer / "c", "trusted.overlay.opaque") == b"y"
+    mark = "user.overlay.opaque" if rootless else "trusted.overlay.opaque"
+    assert os.getxattr(layer / "c", mark) == b"y"
+    other = "trusted.overlay.opaque" if rootless else "user.overlay.opaque"
+    assert other not in os.listxattr(layer / "c")
     # And back: the upper directory becomes OCI whiteouts again.
     with tarfile.open(fileobj=io.BytesIO(tar_of(layer))) as tar:
         names = tar.getnames()

@@ -111,9 +111,9 @@ def cli(
     idle_timeout: float | None,
 ) -> None:
     """Build, push and verify multi-platform container images, without a daemon."""
-    if (ctx.invoked_subcommand in userns.COMMANDS and os.geteuid() != 0
-            and not userns.rootless() and not {"-h", "--help"} & set(sys.argv)):  # fmt: skip
-        # An ordinary user: the same command, as root of a user namespace of its own.
+    if ctx.invoked_subcommand in userns.COMMANDS and userns.needed(sys.argv[1:]):
+        # An ordinary user: the same command, as root of a user namespace of its own (the
+        # entry point does this before importing the CLI; this is for callers of main()).
         userns.enter([sys.executable, "-m", "polyarch", *sys.argv[1:]])
     ctx.obj = Globals(
         RegistryOptions.from_environment(

@@ -63,7 +63,7 @@ def serve(inp: BinaryIO, out: BinaryIO, root: Path) -> int:
     answer = {"op": "hello", "version": PROTOCOL_VERSION, "polyarch": __version__,
               "native": [str(machine)], "emulated": emulated,
               "runtime": runtime.detail + ("" if runtime.level == "ok" else f" ({runtime.level})"),
-              "free": shutil.disk_usage(root if root.exists() else root.parent).free}  # fmt: skip
+              "free": shutil.disk_usage(_existing(root)).free}  # fmt: skip
     send(out, answer)
     if hello.get("version") != PROTOCOL_VERSION:
         return 2
@@ -251,3 +251,11 @@ def _build(
     send(out, {"op": "result", "descriptor": result.descriptor.to_json(),
                "steps_run": result.steps_run, "steps_cached": result.steps_cached,
                "seconds": result.seconds, "context_paths": taken})  # fmt: skip
+
+
+def _existing(path: Path) -> Path:
+    """The path, or its nearest existing ancestor (a new user's data directory is made by
+    the first build, not by a look at the free space)."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path

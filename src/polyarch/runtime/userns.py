@@ -21,6 +21,9 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import subprocess
+import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, NoReturn
@@ -31,6 +34,10 @@ ENV: Final = "POLYARCH_ROOTLESS"  # set in the namespace: polyarch is root there
 COMMANDS: Final = frozenset({"build", "bake", "release", "verify", "clean", "prune", "du",
                              "worker"})  # fmt: skip
 RANGE: Final = 65536  # ids 1..65536 mapped; more of a range is not used
+# The CLI's global options that take a value (tests/unit/test_rootless.py keeps this true):
+# what may come before the command in `polyarch [OPTIONS] COMMAND ...`.
+GLOBAL_VALUED: Final = frozenset({"--authfile", "--insecure-registry", "--certs-dir",
+                                  "--idle-timeout", "--config"})  # fmt: skip
 
 
 class RootlessError(PolyarchError):
@@ -89,6 +96,25 @@ def command_line(argv: list[str], ranges: Subordinate) -> list[str]:
             "--", *argv]  # fmt: skip
 
 
+def command_of(args: Sequence[str]) -> str | None:
+    """The command `polyarch ARGS` runs (None for --help, --version, or none), read without
+    the CLI: the first word after the global options and their values."""
+    i = 0
+    while i < len(args) and args[i].startswith("-"):
+        if args[i] in ("-h", "--help", "--version", "--"):
+            return None
+        i += 2 if args[i] in GLOBAL_VALUED else 1
+    return args[i] if i < len(args) else None
+
+
+def needed(args: Sequence[str]) -> bool:
+    """Whether `polyarch ARGS`, run by this process, must first enter the namespace: an
+    ordinary user, not in it yet, running a command that builds or runs images."""
+    if os.geteuid() == 0 or rootless() or {"-h", "--help"} & set(args):
+        return False
+    return command_of(args) in COMMANDS
+
+
 def user_name() -> str:
     try:
         return pwd.getpwuid(os.getuid()).pw_name
@@ -116,3 +142,21 @@ def enter(argv: list[str]) -> NoReturn:
 def overlay_opaque() -> str:
     """The attribute an opaque overlay directory carries here."""
     return "user.overlay.opaque" if rootless() else "trusted.overlay.opaque"
+
+
+def overlay_mountable() -> str | None:
+    """Whether overlayfs mounts in a user namespace here (kernels from 5.11): None when it
+    does, else what the kernel said. Where it does not, builds use copies (same results)."""
+    with tempfile.TemporaryDirectory(prefix="polyarch-userns-") as scratch:
+        for name in ("lower", "upper", "work", "merged"):
+            Path(scratch, name).mkdir()
+        options = f"lowerdir={scratch}/lower,upperdir={scratch}/upper,workdir={scratch}/work"
+        try:
+            done = subprocess.run(
+                ["unshare", "--map-root-user", "--mount", "--", "mount", "-t", "overlay",
+                 "overlay", "-o", options + ",userxattr", f"{scratch}/merged"],
+                capture_output=True, text=True, timeout=20, check=False,
+            )  # fmt: skip
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return str(exc)
+        return None if done.returncode == 0 else (done.stderr.strip() or "mount failed")

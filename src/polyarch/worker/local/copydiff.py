@@ -21,6 +21,7 @@ from pathlib import Path
 
 from polyarch.layers import apply_layer, open_layer
 from polyarch.layers.compress import DiffIdReader
+from polyarch.runtime.userns import rootless
 from polyarch.store.blobs import ContentStore
 from polyarch.worker.base import LayerRef
 
@@ -68,7 +69,7 @@ def _scan(root: Path) -> Iterator[tuple[str, _Seen]]:
 def write_upper(root: Path, before: dict[str, _Seen], upper: Path) -> None:
     """Record in `upper` what changed in `root` since `before`, as overlayfs would."""
     after = dict(_scan(root))
-    can_mknod = os.geteuid() == 0
+    can_mknod = os.geteuid() == 0 and not rootless()  # whiteouts as overlay's 0:0 devices
     changed = sorted(p for p, seen in after.items() if before.get(p) != seen)
     removed = sorted(p for p in before if p not in after)
     for rel in changed:
@@ -114,7 +115,8 @@ def _ensure_parents(root: Path, upper: Path, rel: str) -> None:
 
 def _copy_attrs(source: Path, target: Path) -> None:
     st = os.lstat(source)
+    # Owner first: a chown clears setuid and setgid bits (rootless, even polyarch's own).
+    os.chown(target, st.st_uid, st.st_gid, follow_symlinks=False)
     if not stat.S_ISLNK(st.st_mode):
         os.chmod(target, stat.S_IMODE(st.st_mode))
-    os.chown(target, st.st_uid, st.st_gid, follow_symlinks=False)
     os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)

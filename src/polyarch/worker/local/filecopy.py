@@ -28,7 +28,7 @@ import tarfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, cast
+from typing import IO, BinaryIO, cast
 
 from polyarch.errors import PolyarchError
 from polyarch.frontend.dockerfile.ignore import IgnoreMatcher
@@ -416,8 +416,7 @@ def _write_entry(
         with os.fdopen(source, "rb") as src, os.fdopen(handle, "wb") as dst:
             while chunk := src.read(_CHUNK):
                 dst.write(chunk)
-            os.fchown(dst.fileno(), uid, gid)  # owner first: chown clears setuid bits
-            os.fchmod(dst.fileno(), mode)
+            set_owner_and_mode(dst, uid, gid, mode)
     elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) or stat.S_ISFIFO(st.st_mode):
         # Made, never read: a device node (an image's /dev/zero) is copied as a node.
         os.mknod(leaf, stat.S_IFMT(st.st_mode) | 0o600, st.st_rdev, dir_fd=fd)
@@ -521,14 +520,21 @@ def _copy_entry(
             with _open_in(source, path) as src, os.fdopen(handle, "wb") as dst:
                 while chunk := src.read(_CHUNK):
                     dst.write(chunk)
-                # owner first: chown clears setuid and setgid bits, chmod then sets them
-                os.fchown(dst.fileno(), uid, gid)
-                os.fchmod(dst.fileno(), mode)
+                set_owner_and_mode(dst, uid, gid, mode)
         else:
             raise CopyError(f"cannot copy {path!r}: not a file, directory or symlink")
         if not stat.S_ISREG(st.st_mode):
             os.chown(leaf, uid, gid, dir_fd=fd, follow_symlinks=False)
         os.utime(leaf, ns=(st.st_mtime_ns, st.st_mtime_ns), dir_fd=fd, follow_symlinks=False)
+
+
+def set_owner_and_mode(out: BinaryIO, uid: int, gid: int, mode: int) -> None:
+    """A written file's owner, then its mode: its data flushed first (a write after the
+    chmod clears setuid and setgid bits where polyarch lacks CAP_FSETID in the host's user
+    namespace, rootless), and chown before chmod (chown clears them too)."""
+    out.flush()
+    os.fchown(out.fileno(), uid, gid)
+    os.fchmod(out.fileno(), mode)
 
 
 def _lstat(fd: int, name: str) -> os.stat_result | None:
@@ -596,8 +602,7 @@ def write_inline(
         )
         with os.fdopen(handle, "wb") as out:
             out.write(data)
-            os.fchmod(out.fileno(), mode)
-        os.chown(leaf, uid, gid, dir_fd=fd, follow_symlinks=False)
+            set_owner_and_mode(out, uid, gid, mode)
 
 
 def resolve_owner(root: Root, spec: str) -> tuple[int, int]:
@@ -701,5 +706,4 @@ def write_file(root: Root, path: str, data: bytes, mode: int, owner: tuple[int, 
         )
         with os.fdopen(handle, "wb") as out:
             out.write(data)
-            os.fchown(out.fileno(), *owner)
-            os.fchmod(out.fileno(), mode)
+            set_owner_and_mode(out, *owner, mode)

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from polyarch.errors import PolyarchError, StepError
-from polyarch.worker.local.filecopy import copy_tree
+from polyarch.worker.local.filecopy import copy_tree, set_owner_and_mode
 
 CACHE_META = ".polyarch-cache"
 
@@ -178,8 +178,7 @@ def write_secret(directory: Path, value: bytes, mode: int, owner: tuple[int, int
     fd, name = tempfile.mkstemp(dir=directory, prefix="secret-")
     with os.fdopen(fd, "wb") as f:
         f.write(value)
-        os.fchown(f.fileno(), *owner)
-        os.fchmod(f.fileno(), mode)
+        set_owner_and_mode(f, *owner, mode)
     return Path(name)
 
 
