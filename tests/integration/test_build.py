@@ -512,3 +512,18 @@ def test_source_date_epoch_from_the_environment_is_a_build_argument(
         out = tmp_path / f"out-{expected}"
         built(tmp_path / "root", ctx, *given, "--output", f"type=local,dest={out}", env=env)
         assert (out / "epoch").read_text() == expected + "\n"
+
+
+@pytest.mark.parametrize("flag", ["--metadata-file", "--iidfile"])
+def test_a_result_file_that_cannot_be_written_is_refused_first(flag: str, tmp_path: Path) -> None:
+    """Checked before the build: a long build does not end with a result it cannot write."""
+    ctx = write_context(tmp_path / "ctx", "FROM scratch\nCOPY a /a\n", {"a": "a\n"})
+    done = subprocess.run(
+        [sys.executable, "-m", "polyarch", "build", "--root", str(tmp_path / "root"), flag,
+         str(tmp_path / "no-such-dir" / "out.json"), str(ctx)],
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert f"{flag}" in done.stderr and "no directory" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "root").exists()

@@ -117,6 +117,19 @@ def test_a_rootless_build_is_the_root_build(
     assert checks["rootless"]["level"] == "ok", checks["rootless"]
 
 
+def test_a_result_file_the_user_cannot_write_is_refused_first(
+    user: str, workdir: Path, tiny: str
+) -> None:
+    context(workdir, tiny, user)
+    locked = workdir / "root-only"
+    locked.mkdir(mode=0o755)  # root's: the user cannot make a file there
+    done = as_user(user, ["build", "--progress", "plain", "--metadata-file",
+                          str(locked / "meta.json"), "ctx"], workdir)  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "--metadata-file" in done.stderr and "permission denied" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr and "#1 " not in done.stderr  # nothing was built
+
+
 def test_a_step_cannot_reach_the_users_files(user: str, workdir: Path, tiny: str) -> None:
     home = Path(pwd.getpwnam(user).pw_dir)
     secret = home / "secret.txt"

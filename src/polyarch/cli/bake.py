@@ -17,7 +17,14 @@ from polyarch.bake.definition import BakeError, Resolved, parse_overrides, read_
 from polyarch.bake.files import load as load_definition
 from polyarch.bake.files import read_files
 from polyarch.cli import failure
-from polyarch.cli.common import globals_of, open_session, parse_platforms, root_option
+from polyarch.cli.common import (
+    globals_of,
+    open_session,
+    parse_platforms,
+    result_file,
+    root_option,
+    write_result,
+)
 
 if TYPE_CHECKING:
     from polyarch.bake.run import BakeSettings
@@ -74,6 +81,7 @@ if TYPE_CHECKING:
 @click.option(
     "--metadata-file",
     type=click.Path(dir_okay=False, path_type=Path),
+    callback=result_file,
     help="Write each target's build result as JSON, by target name.",
 )
 @click.option("--progress", type=click.Choice(["auto", "tty", "plain", "json", "rawjson",
@@ -286,7 +294,7 @@ def _report(results: list[Any], metadata_file: Path | None) -> None:
         for line in lines[1:]:
             click.echo(f"  {line}")
     if metadata_file is not None:
-        metadata_file.write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
+        write_result(metadata_file, json.dumps(metadata, indent=2) + "\n", "--metadata-file")
     if status:
         raise click.exceptions.Exit(status)
 

@@ -191,6 +191,26 @@ def _root_value(_ctx: click.Context, _param: click.Parameter, value: str | None)
     return Path(value)
 
 
+def result_file(_ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    """A file a command writes its result to (--metadata-file, --iidfile): checked before
+    the build, so a long build does not end with a result it cannot write."""
+    if value is None:
+        return None
+    where = value if value.exists() else value.parent
+    if not where.is_dir() and not value.exists():
+        raise click.BadParameter(f"{value}: no directory {where}", param=param)
+    if not os.access(where, os.W_OK | (os.X_OK if where.is_dir() else 0)):
+        raise click.BadParameter(f"{value}: not writable here (permission denied)", param=param)
+    return value
+
+
+def write_result(path: Path, text: str, flag: str) -> None:
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"{flag}: cannot write {path}: {exc.strerror or exc}") from None
+
+
 def root_option(fn: Any) -> Any:
     return click.option(
         "--root",

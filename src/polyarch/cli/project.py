@@ -48,8 +48,10 @@ from polyarch.cli.common import (
     parse_build_args,
     parse_pairs,
     parse_platforms,
+    result_file,
     root_option,
     table,
+    write_result,
 )
 from polyarch.config import effective
 from polyarch.errors import UsageError
@@ -730,11 +732,13 @@ def _build_lines(report: BuildReport) -> list[str]:
               "compression=gzip|zstd|uncompressed, compression-level=N, "
               "force-compression=true for image outputs.")  # fmt: skip
 @click.option("--metadata-file", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write the build's result as JSON (buildx's keys: containerimage.digest, "
-              "containerimage.descriptor, image.name; and per platform).")  # fmt: skip
+              callback=result_file, help="Write the build's result as JSON (buildx's keys: "
+              "containerimage.digest, containerimage.descriptor, image.name; and per "
+              "platform).")  # fmt: skip
 @click.option(
     "--iidfile",
     type=click.Path(dir_okay=False, path_type=Path),
+    callback=result_file,
     help="Write the image's digest (the index, or the manifest of one platform).",
 )
 @click.option("-q", "--quiet", is_flag=True, help="No progress; print only the image digest.")
@@ -778,9 +782,9 @@ def build_command(
     to_stderr = any(o.name == "-" for o in report.outputs)
     if metadata_file is not None:
         text = json.dumps(build_metadata(report), indent=2)
-        metadata_file.write_text(text + "\n", encoding="utf-8")
+        write_result(metadata_file, text + "\n", "--metadata-file")
     if iidfile is not None:
-        iidfile.write_text(report.digest, encoding="utf-8")
+        write_result(iidfile, report.digest, "--iidfile")
     if failure.state.json_progress:  # the stream ends with the result, as JSON
         result = {"event": "result", "version": failure.PROGRESS_SCHEMA_VERSION,
                   "time": time.time(), "status": 0, **build_metadata(report)}  # fmt: skip
