@@ -283,3 +283,46 @@ def test_the_buildah_corpus_builds_the_same_image_rootless(
     rootless = json.loads((workdir / "ours" / "index.json").read_text())["manifests"]
     root = json.loads((tmp_path / "root-out" / "index.json").read_text())["manifests"]
     assert [m["digest"] for m in rootless] == [m["digest"] for m in root]
+
+
+def test_release_push_builders_du_and_prune_as_the_user(
+    user: str, workdir: Path, tiny: str, registry: RunningRegistry
+) -> None:
+    """The rest of the commands a user runs, with no sudo: a release versioned from git
+    (built, pushed, verified, tagged), push of a kept image, a builder in the user's own
+    configuration, du and prune of the user's workspace."""
+    ctx = context(workdir, tiny, user)
+    (ctx / "polyarch.toml").write_text(
+        f'[image]\nregistry = "{registry.host}"\nname = "rl/app"\nbase_version = "1.2.0"\n'
+        f'[build]\nplatforms = ["linux/amd64", "linux/arm64"]\n'
+    )
+    shutil.chown(ctx / "polyarch.toml", user, user)
+    git = ["runuser", "-u", user, "--", "git", "-C", str(ctx), "-c", "user.name=t",
+           "-c", "user.email=t@example.org"]  # fmt: skip
+    for args in (["init", "-q"], ["add", "."], ["commit", "-qm", "one"], ["tag", "1.2.0"]):
+        subprocess.run([*git, *args], check=True, capture_output=True)
+    released = users.as_user(user, ["release", "--run", 'test "$(cat /arch)" = "$(uname -m)"'],
+                             ctx)  # fmt: skip
+    assert released.returncode == 0, released.stdout + released.stderr
+    ref = registry.ref("rl/app:1.2.0")
+    assert f"released {ref}" in released.stdout, released.stdout
+    kept = users.as_user(user, ["build", "-t", "local/kept:1", "."], ctx)
+    assert kept.returncode == 0, kept.stderr
+    pushed = users.as_user(user, ["push", "local/kept:1", registry.ref("rl/kept:1")], ctx)
+    assert pushed.returncode == 0, pushed.stderr
+    assert polyarch("verify", "--no-run", registry.ref("rl/kept:1")).returncode == 0
+    made = users.as_user(user, ["builder", "create", "mine", "--node", "here=local", "--use"],
+                         workdir)  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    listed = users.as_user(user, ["builder", "ls"], workdir)
+    assert listed.returncode == 0 and "mine" in listed.stdout, listed.stderr
+    kept_in = Path(pwd.getpwnam(user).pw_dir) / ".config" / "polyarch" / "builders.json"
+    assert "mine" in kept_in.read_text() and kept_in.stat().st_uid == pwd.getpwnam(user).pw_uid
+    used = users.as_user(user, ["du"], workdir)
+    assert used.returncode == 0, used.stderr
+    pruned = users.as_user(user, ["prune", "-a", "-f"], workdir)
+    assert pruned.returncode == 0, pruned.stderr
+    after = users.as_user(user, ["images"], workdir)
+    assert "local/kept:1" in after.stdout  # tagged images stay; the rest is gone
+    removed = users.as_user(user, ["builder", "rm", "mine"], workdir)
+    assert removed.returncode == 0, removed.stderr
