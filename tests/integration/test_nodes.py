@@ -69,16 +69,24 @@ def test_a_platform_built_on_an_ssh_node(
     node = json.loads(inspected.stdout)["nodes"][0]
     assert node["reachable"] and node["native"] == ["linux/amd64"]  # this machine, over SSH
     assert node["runtime"].startswith("runc") and node["free"] > 0
+    # Declared linux/arm64, which this machine emulates: said plainly, and alike everywhere.
+    assert node["declared"] == [{"platform": "linux/arm64", "state": "emulated"}]
 
     ctx = write_context(tmp_path / "ctx", DOCKERFILE.format(base=tiny),
                         {"app.txt": "one\n", "docs/unused.txt": "no step takes me\n"})  # fmt: skip
     doctor = run("doctor", "--root", str(tmp_path / "d"), "--builder", "farm", "--format", "json",
                  env=env)  # fmt: skip
     checks = {c["name"]: c for c in json.loads(doctor.stdout)}
-    assert checks[f"node arm (ssh://root@127.0.0.1:{sshd.port})"]["level"] == "ok"
+    check = checks[f"node arm (ssh://root@127.0.0.1:{sshd.port})"]
+    assert check["level"] == "warn", check
+    assert "declared linux/arm64, but the node reports emulating it" in check["detail"]
     planned = run("plan", "--platform", BOTH, str(ctx), env=env)  # the current builder's
     assert planned.returncode == 0, planned.stderr
-    assert "linux/arm64: node arm" in planned.stdout and "(native on node arm)" in planned.stdout
+    assert "linux/arm64: node arm" in planned.stdout, planned.stdout
+    assert "(emulated on node arm: declared for it, but the node reports emulating it" in (
+        planned.stdout)  # fmt: skip
+    assert "1 emulated on node arm" in planned.stdout  # the stage table agrees
+    assert "of them under emulation" in planned.stdout
     ref = registry.ref("nodes/app:1")
     root = str(tmp_path / "root")
     built = run("build", "--root", root, "--platform", BOTH, "-t", ref, "--push",

@@ -326,3 +326,24 @@ def test_native_detection() -> None:
     assert native_kind(b"MZ is a word", "notes.txt") is None
     assert native_kind(b"console.log", "dist/app.js") is None
     assert native_kind(b"\xca\xfe\xba\xbe", "Main.class") is None  # Java bytecode is portable
+
+
+def test_plan_text_says_where_a_node_runs_each_platform() -> None:
+    """With routes, the stage table and the step marks say what the Routing section says: a
+    platform on a node that runs it natively is not 'emulated', one it emulates is."""
+    from polyarch.nodes.builders import Node
+    from polyarch.nodes.farm import Route
+
+    p = plan("FROM debian\nRUN make\n")
+    arm = Node("arm", "local", ("linux/arm64",))
+    native = plan_text(p, [Route(AMD64, None, "native here"),
+                           Route(ARM64, arm, "native on node arm")])  # fmt: skip
+    assert "1 native on node arm" in native and "[emulated]" not in native
+    assert "2 RUN steps, 0 of them under emulation" in native
+    assert "stage-0 (linux/arm64, on linux/arm64, node arm):" in native
+    emulated = plan_text(p, [Route(AMD64, None, "native here"),
+                             Route(ARM64, arm, "emulated on node arm", native=False)])  # fmt: skip
+    assert "1 emulated on node arm" in emulated and "RUN make [emulated]" in emulated
+    assert "2 RUN steps, 1 of them under emulation" in emulated
+    here = plan_text(p)
+    assert "1 emulated (qemu-aarch64)" in here and "1 of them under emulation" in here

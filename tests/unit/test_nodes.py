@@ -10,7 +10,7 @@ import pytest
 from polyarch.errors import UsageError
 from polyarch.nodes.builders import BuilderStore, Endpoint, Node
 from polyarch.nodes.client import NodeInfo, command_for, context_entries
-from polyarch.nodes.farm import plan_routes
+from polyarch.nodes.farm import declared_standing, plan_routes
 from polyarch.nodes.protocol import NodeError, payload_chunks, receive, send
 from polyarch.platform import Platform
 
@@ -66,6 +66,27 @@ def test_routing_prefers_native_nodes_then_local_emulation() -> None:
     variants = plan_routes(wanted, nodes, AMD64, [ARM64])
     assert [r.why for r in variants] == ["native on node arm", "native here",
                                          "emulated on node big"]  # fmt: skip
+
+
+def test_a_declared_platform_is_checked_against_what_the_node_reports() -> None:
+    """Declared linux/arm64 on a node that reports running amd64 and emulating arm64: built
+    there (the user's choice) but said to be emulated; one declared for a platform it neither
+    runs nor emulates is not sent there."""
+    arm = Node("arm", "local", ("linux/arm64", "linux/s390x"))
+    info = NodeInfo("0.1.0", ("linux/amd64",), ("linux/arm64",), 0)
+    assert declared_standing(arm, info) == [(ARM64, "emulated"), (S390X, "unavailable")]
+    routes = plan_routes([AMD64, ARM64, S390X], [(arm, info)], AMD64, [ARM64, S390X])
+    assert [(r.node.name if r.node else "here", r.native) for r in routes] == [
+        ("here", True), ("arm", False), ("here", False)]  # fmt: skip
+    assert routes[1].why.startswith("emulated on node arm: declared for it, but the node "
+                                    "reports emulating it (native: linux/amd64)")  # fmt: skip
+    assert routes[2].why == ("emulated here; node arm is declared for it but reports neither "
+                             "running nor emulating it")  # fmt: skip
+    # A node that reports running it natively is preferred to one declared but emulating it.
+    real = Node("real", "local")
+    native = NodeInfo("0.1.0", ("linux/arm64",), (), 0)
+    both = plan_routes([ARM64], [(arm, info), (real, native)], AMD64, [])
+    assert (both[0].node, both[0].native) == (real, True)
 
 
 def test_context_entries_follow_dockerignore(tmp_path: Path) -> None:

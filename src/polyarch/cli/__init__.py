@@ -16,7 +16,7 @@ import traceback
 from collections.abc import Sequence
 from inspect import cleandoc
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
@@ -54,10 +54,13 @@ from polyarch.cli.common import (
 )
 from polyarch.cli.diff import diff_command
 from polyarch.errors import PolyarchError, UsageError
-from polyarch.graph.model import BuildGraph
+from polyarch.graph.model import BuildGraph, StageInstance
 from polyarch.graph.ops import BindMount, CacheMount, ExecOp, Mount, SecretMount, SshMount
 from polyarch.platform import Platform
 from polyarch.runtime import binfmt, userns
+
+if TYPE_CHECKING:
+    from polyarch.nodes.farm import Route
 
 
 @click.group(cls=GlobalOptions, context_settings={"help_option_names": ["-h", "--help"]})
@@ -373,22 +376,24 @@ def plan_command(
     )
     routes = _routes(builder or project.get("build.builder") or None, plan.platforms)
     sent: list[str] = []
-    if any(r["where"] != "this machine" for r in routes):
+    if any(r.node is not None for r in routes):
         from polyarch.build import shared_stages  # noqa: PLC0415
 
         sent = sorted(shared_stages(plan, read_dockerfile(dockerfile_path)[1]))
     if fmt == "json":
         data = plan.to_json()
         if routes:
-            data["routes"] = routes
+            data["routes"] = [{"platform": str(r.platform), "where": r.where, "why": r.why,
+                               "node": r.node.name if r.node else None, "native": r.native}
+                              for r in routes]  # fmt: skip
             data["sent_to_nodes"] = sent
         click.echo(json.dumps(data, indent=2, ensure_ascii=False))
     else:
-        click.echo(plan_text(plan))
+        click.echo(plan_text(plan, routes))
         if routes:
             click.echo("\nRouting (builder nodes):")
             for route in routes:
-                click.echo(f"  {route['platform']}: {route['where']} ({route['why']})")
+                click.echo(f"  {route.platform}: {route.where} ({route.why})")
         if sent:
             click.echo(f"  build-once stages run here and are sent to the nodes: "
                        f"{', '.join(sent)} (unless found to make native code)")  # fmt: skip
@@ -401,15 +406,23 @@ def _node_checks(builder: str) -> list[doctor.Check]:
     for node, info, error in builders.inspect_nodes(BuilderStore().get(builder)):
         name = f"node {node.name} ({node.endpoint})"
         if info is None:
-            out.append(doctor.Check(name, "fail", error, "check SSH to it (ssh -o BatchMode=yes "
+            said = error.removeprefix(name).lstrip(": ") or error  # the check names the node
+            out.append(doctor.Check(name, "fail", said, "check SSH to it (ssh -o BatchMode=yes "
                                     "HOST polyarch --version) and that polyarch is installed "
                                     "there (--node-command)"))  # fmt: skip
+        elif problems := builders.declared_problems(node, info):
+            fix = (
+                "declare only what the node runs natively (builder rm, then builder create "
+                "with those --platform values), or none to take what it reports"
+            )
+            detail = "; ".join([builders.describe(info), *problems])
+            out.append(doctor.Check(name, "warn", detail, fix))
         else:
             out.append(doctor.Check(name, "ok", builders.describe(info)))
     return out
 
 
-def _routes(builder: str | None, platforms: Sequence[Platform]) -> list[dict[str, str]]:
+def _routes(builder: str | None, platforms: Sequence[Platform]) -> list[Route]:
     notes: list[str] = []
     opened = open_builder(builder, platforms, lambda event: notes.append(event.text))
     if opened is None:
@@ -418,10 +431,28 @@ def _routes(builder: str | None, platforms: Sequence[Platform]) -> list[dict[str
     farm.close()
     for note in notes:
         click.echo(f"note: {note}", err=True)
-    return [{"platform": str(r.platform), "where": r.where, "why": r.why} for r in routes]
+    return routes
 
 
-def plan_text(plan: BuildGraph) -> str:
+def _on_node(inst: StageInstance, routes: Sequence[Route]) -> Route | None:
+    """The route that sends `inst` to a node (its one target's platform is built there), or
+    None when it runs here (build-once stages always do)."""
+    if inst.mode == "build-once" or len(inst.targets) != 1:
+        return None
+    return next((r for r in routes if r.node is not None and r.platform == inst.targets[0]), None)
+
+
+def _emulated_on(plan: BuildGraph, inst: StageInstance, route: Route | None) -> bool | None:
+    """Whether `inst`'s RUN steps run under emulation where they run: here, as planned; on a
+    node, as the node reports (a stage on $BUILDPLATFORM runs on the node's own platform)."""
+    if route is None:
+        return None
+    return not route.native and inst.platform != plan.build_platform
+
+
+def plan_text(plan: BuildGraph, routes: Sequence[Route] = ()) -> str:
+    """The plan as a table and each stage's steps; with routes, the stages a node builds say
+    so (and whether they run natively there), as the Routing section does."""
     machine = plan.build_platform
     head = (
         f"Plan for {', '.join(str(p) for p in plan.platforms)} "
@@ -431,8 +462,12 @@ def plan_text(plan: BuildGraph) -> str:
     for inst in plan.stages:
         execs = [plan.vertices[k] for k in inst.vertices if plan.vertices[k].kind == "exec"]
         emulated = [v for v in execs if v.emulated]
+        route = _on_node(inst, routes)
         if not execs:
             runs = "-"
+        elif route is not None and route.node is not None:
+            how = "emulated" if _emulated_on(plan, inst, route) else "native"
+            runs = f"{len(execs)} {how} on node {route.node.name}"
         elif emulated:
             runs = f"{len(execs)} emulated (qemu-{inst.platform.qemu_name})"
         else:
@@ -450,10 +485,16 @@ def plan_text(plan: BuildGraph) -> str:
         label = (
             "once" if len(inst.targets) > 1 or len(plan.platforms) == 1 else str(inst.targets[0])
         )
-        lines.append(f"{inst.stage} ({label}, on {inst.platform}):")
+        route = _on_node(inst, routes)
+        where = f", node {route.node.name}" if route is not None and route.node else ""
+        lines.append(f"{inst.stage} ({label}, on {inst.platform}{where}):")
+        on_node = _emulated_on(plan, inst, route)
         for step in inst.steps:
             vertex = plan.vertices[step.vertex] if step.vertex else None
-            mark = " [emulated]" if vertex is not None and vertex.emulated else ""
+            emulated_here = vertex is not None and vertex.emulated
+            mark = " [emulated]" if (emulated_here if on_node is None else on_node) else ""
+            if vertex is None or vertex.kind != "exec":
+                mark = ""
             key = step.vertex[7:19] if step.vertex else " " * 12
             lines.append(f"  {key}  {step.description}{mark}")
             is_run = step.description.startswith("RUN")
@@ -476,6 +517,16 @@ def plan_text(plan: BuildGraph) -> str:
     steps = plan.steps()
     execs = [v for v in steps if v.kind == "exec"]
     emulated_exec = sum(1 for v in execs if v.emulated)
+    if routes:  # where each runs: a step of a stage a node builds runs as the node runs it
+        where_emulated: dict[str, bool] = {}
+        for inst in plan.stages:
+            on_node = _emulated_on(plan, inst, _on_node(inst, routes))
+            for key in inst.vertices:
+                vertex = plan.vertices[key]
+                if vertex.kind == "exec":
+                    here = vertex.emulated if on_node is None else on_node
+                    where_emulated[key] = where_emulated.get(key, False) or here
+        emulated_exec = sum(where_emulated.values())
     lines += ["", f"{len(steps)} distinct filesystem steps; {len(execs)} RUN steps, "
               f"{emulated_exec} of them under emulation"]  # fmt: skip
     if plan.warnings:

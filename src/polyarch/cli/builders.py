@@ -12,6 +12,7 @@ from polyarch.api import default_root
 from polyarch.cli.common import Commands, echo_json, format_option, human, root_option, table
 from polyarch.nodes.builders import DEFAULT, BuilderSpec, BuilderStore, Node
 from polyarch.nodes.client import NodeConnection, NodeInfo
+from polyarch.nodes.farm import declared_standing
 from polyarch.nodes.protocol import NodeError
 
 
@@ -150,6 +151,20 @@ def describe(info: NodeInfo) -> str:
             f"runtime {info.runtime}")  # fmt: skip
 
 
+def declared_problems(node: Node, info: NodeInfo) -> list[str]:
+    """What the builder declares for `node` that it does not run natively, in the words
+    `builder inspect`, `doctor --builder` and `plan --builder` share."""
+    out = []
+    for platform, state in declared_standing(node, info):
+        if state == "emulated":
+            out.append(f"declared {platform}, but the node reports emulating it: builds of "
+                       "it there run under emulation")  # fmt: skip
+        elif state == "unavailable":
+            out.append(f"declared {platform}, but the node reports neither running nor "
+                       "emulating it: it is not built there")  # fmt: skip
+    return out
+
+
 def inspect_nodes(spec: BuilderSpec) -> list[tuple[Node, NodeInfo | None, str]]:
     out: list[tuple[Node, NodeInfo | None, str]] = []
     for node in spec.nodes:
@@ -179,7 +194,10 @@ def builder_inspect(name: str | None, fmt: str) -> None:
              "native": list(info.native) if info else [],
              "emulated": list(info.emulated) if info else [],
              "free": info.free if info else None,
-             "runtime": info.runtime if info else None} for n, info, error in found]})  # fmt: skip
+             "runtime": info.runtime if info else None,
+             "declared": [{"platform": str(p), "state": state}
+                          for p, state in (declared_standing(n, info) if info else [])]}
+            for n, info, error in found]})  # fmt: skip
     else:
         click.echo(f"Name:   {spec.name}" + (" (this machine)" if spec.name == DEFAULT else ""))
         for node, info, error in found:
@@ -188,6 +206,8 @@ def builder_inspect(name: str | None, fmt: str) -> None:
                 click.echo(f"  unreachable: {error}")
                 continue
             click.echo(f"  {describe(info)}")
+            for problem in declared_problems(node, info):
+                click.echo(f"  {problem}")
     if any(info is None for _n, info, _e in found):
         raise click.exceptions.Exit(1)
 

@@ -152,7 +152,8 @@ class NodeConnection:
         self._stderr.seek(0)
         said = self._stderr.read()[-2000:].decode("utf-8", "replace").strip()
         tail = said.splitlines()[-1] if said else ""
-        return NodeError(f"{self._what()}: {exc}" + (f": {tail}" if tail else ""))
+        text = str(exc) if str(exc).startswith(self._what()) else f"{self._what()}: {exc}"
+        return NodeError(text + (f": {tail}" if tail else ""))
 
     def _receive(self) -> dict[str, Any]:
         try:

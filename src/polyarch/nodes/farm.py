@@ -4,9 +4,12 @@ the node's own store and step cache; the image comes back to this machine's stor
 blobs, and the index, the tags and any push are made here, so credentials never leave it.
 
 Routing, for each target platform: this machine when it runs it natively; else a node that
-runs it natively (its declared `--platform`s, else what it reports); else this machine when it
-emulates it; else a node that emulates it. A node that cannot be reached at the start, or dies
-during the build, has its platforms built here (under emulation) unless `--no-fallback`.
+runs it natively (what it reports, narrowed to its declared `--platform`s when it has some);
+else a node declared for it that reports emulating it (the user's choice, said plainly: it
+builds there under emulation); else this machine when it emulates it; else a node that
+emulates it. A declared platform a node neither runs nor emulates is not sent there. A node
+that cannot be reached at the start, or dies during the build, has its platforms built here
+(under emulation) unless `--no-fallback`.
 """
 
 from __future__ import annotations
@@ -43,10 +46,25 @@ class Route:
     platform: Platform
     node: Node | None  # None: this machine
     why: str
+    native: bool = True  # where it is built, it runs natively (else under emulation)
 
     @property
     def where(self) -> str:
         return f"node {self.node.name} ({self.node.endpoint})" if self.node else "this machine"
+
+
+def _runs(have: Iterable[Platform], platform: Platform) -> bool:
+    """A machine, or an emulator, runs every variant of its architecture."""
+    return any(runs_natively(p, platform) for p in have)
+
+
+def declared_standing(node: Node, info: NodeInfo) -> list[tuple[Platform, str]]:
+    """Each platform the builder declares for `node`, against what the node reports: native,
+    emulated (it builds there, under emulation) or unavailable (neither: not sent there)."""
+    native = [Platform.parse(p) for p in info.native]
+    emulated = [Platform.parse(p) for p in info.emulated]
+    return [(p, "native" if _runs(native, p) else "emulated" if _runs(emulated, p)
+             else "unavailable") for p in node.platform_list()]  # fmt: skip
 
 
 def plan_routes(
@@ -57,31 +75,47 @@ def plan_routes(
 ) -> list[Route]:
     """Where each platform is built (pure)."""
 
-    def native(node: Node, info: NodeInfo) -> tuple[Platform, ...]:
-        return node.platform_list() or tuple(Platform.parse(p) for p in info.native)
+    def native(node: Node, info: NodeInfo) -> list[Platform]:
+        reported = [Platform.parse(p) for p in info.native]
+        declared = node.platform_list()
+        return [p for p in declared if _runs(reported, p)] if declared else reported
 
-    def runs(have: Iterable[Platform], platform: Platform) -> bool:
-        """A machine, or an emulator, runs every variant of its architecture."""
-        return any(runs_natively(p, platform) for p in have)
+    def declared(platform: Platform, state: str) -> list[tuple[Node, NodeInfo]]:
+        return [(n, i) for n, i in nodes
+                if any(s == state and runs_natively(p, platform)
+                       for p, s in declared_standing(n, i))]  # fmt: skip
 
     routes = []
     for platform in platforms:
         if runs_natively(machine, platform):
             routes.append(Route(platform, None, "native here"))
             continue
-        found = next((n for n, i in nodes if runs(native(n, i), platform)), None)
+        found = next((n for n, i in nodes if _runs(native(n, i), platform)), None)
         if found is not None:
             routes.append(Route(platform, found, f"native on node {found.name}"))
-        elif runs(local_emulated, platform):
-            routes.append(Route(platform, None, "emulated here"))
+            continue
+        chosen = declared(platform, "emulated")
+        if chosen:
+            node, info = chosen[0]
+            routes.append(Route(platform, node, f"emulated on node {node.name}: declared for "
+                                f"it, but the node reports emulating it (native: "
+                                f"{', '.join(info.native)})", native=False))  # fmt: skip
+            continue
+        left = [n.name for n, _i in declared(platform, "unavailable")]
+        aside = (f"; node {', '.join(left)} is declared for it but reports neither running "
+                 "nor emulating it") if left else ""  # fmt: skip
+        if _runs(local_emulated, platform):
+            routes.append(Route(platform, None, "emulated here" + aside, native=False))
+            continue
+        emulating = next(
+            (n for n, i in nodes if _runs(map(Platform.parse, i.emulated), platform)), None
+        )
+        if emulating is not None:
+            routes.append(Route(platform, emulating, f"emulated on node {emulating.name}" + aside,
+                                native=False))  # fmt: skip
         else:
-            emulating = next(
-                (n for n, i in nodes if runs(map(Platform.parse, i.emulated), platform)), None
-            )
-            if emulating is not None:
-                routes.append(Route(platform, emulating, f"emulated on node {emulating.name}"))
-            else:
-                routes.append(Route(platform, None, "emulated here (no node has it)"))
+            routes.append(Route(platform, None, "emulated here (no node has it)" + aside,
+                                native=False))  # fmt: skip
     return routes
 
 
