@@ -5,12 +5,15 @@ fallback; a node speaking another protocol version."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -185,6 +188,59 @@ def test_a_node_that_dies_mid_build(tiny: str, registry: RunningRegistry, tmp_pa
     cleared = run("clean", "--root", str(node_root), "nodes/none", env=env)
     assert cleared.returncode == 0, cleared.stderr
     assert str(node_root) not in Path("/proc/mounts").read_text()
+
+
+def test_ctrl_c_stops_a_nodes_running_step(tiny: str, sshd: SshServer, tmp_path: Path) -> None:
+    """Ctrl-C here while a node's step runs: the node's worker sees the connection end and
+    stops as a local build stops (its step killed, its container and mounts gone) within 2
+    seconds, and the node builds again at once."""
+    from tests.integration.test_interrupts import containers, overlay_mounts
+
+    env = env_for(tmp_path, sshd)
+    node_root = tmp_path / "node-root"
+    use_arm_node("stop", f"ssh://root@127.0.0.1:{sshd.port}", node_root, env)
+    ctx = write_context(tmp_path / "ctx", f"FROM {tiny}\nRUN sleep 300\n", {})
+    build = subprocess.Popen(
+        [sys.executable, "-m", "polyarch", "build", "--root", str(tmp_path / "root"),
+         "--platform", "linux/arm64", str(ctx)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not (node_root.exists() and containers(node_root)):
+        assert build.poll() is None, build.communicate()[1]
+        assert time.monotonic() < deadline, "the node's step never started"
+        time.sleep(0.05)
+    time.sleep(0.5)
+    sent = time.monotonic()
+    build.send_signal(signal.SIGINT)
+    _out, err = build.communicate(timeout=30)
+    assert build.returncode == 130 and "Traceback" not in err, err
+
+    def workers() -> list[str]:
+        """The node's worker processes (its root is in their environment)."""
+        found = subprocess.run(["pgrep", "-f", "polyarch worker"], capture_output=True,
+                               text=True).stdout.split()  # fmt: skip
+        alive = []
+        for pid in found:
+            with contextlib.suppress(OSError):
+                if str(node_root) in Path(f"/proc/{pid}/environ").read_text(errors="replace"):
+                    alive.append(pid)
+        return alive
+
+    try:
+        while containers(node_root) or overlay_mounts(node_root) or workers():
+            assert time.monotonic() - sent < 10, (containers(node_root), workers())
+            time.sleep(0.05)
+    finally:  # a worker that did not stop is stopped, so that its step leaves nothing behind
+        for pid in workers():
+            with contextlib.suppress(OSError):
+                os.kill(int(pid), signal.SIGINT)
+    took = time.monotonic() - sent
+    assert took < 2.0, f"the node's step took {took:.1f} s to stop"
+    again = run("build", "--root", str(tmp_path / "root"), "--platform", "linux/arm64",
+                "--progress", "json", str(write_context(tmp_path / "ctx2", f"FROM {tiny}\n"
+                                                        "RUN true\n", {})), env=env)  # fmt: skip
+    assert again.returncode == 0, again.stderr
 
 
 def test_a_node_of_another_protocol_version(tmp_path: Path) -> None:

@@ -9,11 +9,16 @@ that changes nothing runs nothing); and hands the result's documents and blobs b
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
+import select
 import shutil
+import signal
+import socket
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -53,6 +58,9 @@ def serve(inp: BinaryIO, out: BinaryIO, root: Path) -> int:
     from polyarch.runtime import binfmt  # noqa: PLC0415
     from polyarch.store.workspace import Workspace  # noqa: PLC0415
 
+    # Interrupted as a local build is, even when started with SIGINT ignored (in the
+    # background of a shell): see _interrupted_when_the_client_leaves.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     hello = receive(inp, "the client")
     if hello.get("op") != "hello":
         send(out, {"op": "error", "message": "expected hello"})
@@ -96,7 +104,8 @@ def serve(inp: BinaryIO, out: BinaryIO, root: Path) -> int:
                                    if (why := session.client.unreachable(str(host)))}  # fmt: skip
                     send(out, {"op": "reach", "unreachable": unreachable})
                 elif op == "build":
-                    _build(out, message, scratch, root, session)
+                    with _interrupted_when_the_client_leaves(inp):
+                        _build(out, message, scratch, root, session)
                 elif op == "get":
                     digest = Digest.parse(str(message["digest"]))
                     blobs = workspace.layout.blobs
@@ -251,6 +260,49 @@ def _build(
     send(out, {"op": "result", "descriptor": result.descriptor.to_json(),
                "steps_run": result.steps_run, "steps_cached": result.steps_cached,
                "seconds": result.seconds, "context_paths": taken})  # fmt: skip
+
+
+@contextlib.contextmanager
+def _interrupted_when_the_client_leaves(inp: BinaryIO) -> Iterator[None]:
+    """While a build runs nothing is read from the client, and a step that prints nothing
+    writes nothing to it: a client that went away (interrupted, or its build failed and it
+    ended the connection) would go unnoticed until the step ended. Its end of the connection
+    is watched instead; when it closes, this process is interrupted as Ctrl-C interrupts a
+    local build (running steps killed, their mounts and containers cleared)."""
+    done = threading.Event()
+
+    def watch() -> None:
+        gone = select.POLLHUP | select.POLLERR | select.POLLNVAL | getattr(select, "POLLRDHUP", 0)
+        poller = select.poll()
+        poller.register(inp.fileno(), select.POLLIN | gone)
+        while not done.is_set():
+            for _fd, mask in poller.poll(200):
+                if mask & gone or (mask & select.POLLIN and _at_end(inp.fileno())):
+                    if not done.is_set():
+                        os.kill(os.getpid(), signal.SIGINT)
+                    return
+                if mask & select.POLLIN:  # a message waits: the client is there
+                    done.wait(0.2)
+
+    watcher = threading.Thread(target=watch, name="client-watch", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        done.set()
+        watcher.join()
+
+
+def _at_end(fd: int) -> bool:
+    """Whether a readable `fd` is at its end (the peer closed), read without taking data: a
+    socket is peeked at; a pipe's closed end shows as POLLHUP, so a readable pipe has data."""
+    try:
+        with socket.socket(fileno=os.dup(fd)) as peer:
+            return peer.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False
+    except OSError as exc:
+        return exc.errno != errno.ENOTSOCK
 
 
 def _existing(path: Path) -> Path:
