@@ -454,6 +454,8 @@ class BuildOptions:
     ca_certs: Path | None = None
     allow: frozenset[str] = frozenset()
     secrets: tuple[str, ...] = ()  # --secret id=ID[,src=FILE|,env=VAR]
+    # Secrets whose values come from elsewhere (a node's: the client that started the build).
+    secret_sources: Mapping[str, SecretSource] = field(default_factory=dict)
     ssh: tuple[str, ...] = ()  # --ssh default | ID[=KEYFILE|SOCKET]
     contexts: Mapping[str, str] = field(default_factory=dict)  # --build-context NAME=VALUE
     cache_from: tuple[str, ...] = ()  # --cache-from type=registry,ref=REF | type=local,src=DIR
@@ -607,7 +609,7 @@ def _build_image(
             parsed, context, dockerfile, local, machine, args,
             options.target, dict(options.labels), options.no_cache, epoch, options.jobs,
             options.build_once, options.ca_certs, options.allow,
-            {s.id: s for s in map(parse_secret, options.secrets)},
+            {**{s.id: s for s in map(parse_secret, options.secrets)}, **options.secret_sources},
             {s.id: s for s in map(parse_ssh, options.ssh)}, contexts, context_dirs,
             tuple(parse_cache_spec(c, export=False) for c in options.cache_from),
             parse_cache_spec(options.cache_to, export=True) if options.cache_to else None,
@@ -968,6 +970,9 @@ def _build_with_nodes(
 
     started = time.monotonic()
     ask = remote_request(options, request.context, request.dockerfile_path)
+    # The secrets' ids only: a node asks for a value when one of its steps mounts it, and
+    # keeps it in memory (NodeConnection answers from request.secrets).
+    ask["secrets"] = sorted(request.secrets)
     if push_to:
         ask["push"] = list(push_to)
     remote: dict[Platform, Any] = {}
@@ -982,7 +987,8 @@ def _build_with_nodes(
     def on_nodes() -> None:
         try:
             done, lost = farm.build(routes, ask, request.context, request.dockerfile_path,
-                                    builder.layout, shared, candidates)  # fmt: skip
+                                    builder.layout, shared, candidates,
+                                    secrets=request.secrets)  # fmt: skip
             remote.update(done)
             failed.extend(lost)
         except BaseException as exc:

@@ -255,7 +255,7 @@ def test_a_node_of_another_protocol_version(tmp_path: Path) -> None:
     inspected = run("builder", "inspect", "old", env=env)
     assert inspected.returncode == 1
     assert "version 99 (polyarch 9.9.9)" in inspected.stdout
-    assert "speaks version 2" in inspected.stdout
+    assert "speaks version 3" in inspected.stdout
 
 
 @pytest.fixture
@@ -438,3 +438,46 @@ def test_push_from_nodes(
     verified = run("verify", "--root", str(tmp_path / "v"), "--platform", BOTH, "--run",
                    'test "$(cat /arch)" = "$(uname -m)"', ref, env=env)  # fmt: skip
     assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+SECRETS = """FROM {base}
+RUN --mount=type=secret,id=token sha256sum /run/secrets/token | cut -c1-64 > /token.sum
+RUN --mount=type=secret,id=apikey,env=API_KEY printf %s "$API_KEY" | sha256sum > /key.sum
+RUN --mount=type=secret,id=absent,required=false test ! -e /run/secrets/absent
+RUN --mount=type=secret,id=token test "$(stat -f -c %T /run/secrets/token)" = tmpfs
+"""
+
+
+def test_secrets_reach_a_nodes_steps_and_nothing_else(
+    tiny: str, sshd: SshServer, tmp_path: Path
+) -> None:
+    """--secret (a file and a variable) with the platform on a node: the node asks this
+    machine for each value when its step mounts it; the image is the one a local build makes,
+    and neither value is in any byte under the node's workspace or this one's (the step reads
+    its secret file from a tmpfs, both ways)."""
+    env = {**env_for(tmp_path, sshd), "API_KEY": "key-0d5b3f1e-never-on-disk",
+           "SOURCE_DATE_EPOCH": "1700000000"}  # fmt: skip
+    token = tmp_path / "token.txt"
+    token.write_text("token-8c1f22a9-never-on-disk\n")
+    ctx = write_context(tmp_path / "ctx", SECRETS.format(base=tiny), {})
+    flags = ["--secret", f"id=token,src={token}", "--secret", "id=apikey,env=API_KEY"]
+    digests = {}
+    for where in ("here", "node"):
+        if where == "node":
+            use_arm_node("secrets", f"ssh://root@127.0.0.1:{sshd.port}", tmp_path / "node-root",
+                         env)  # fmt: skip
+        meta = tmp_path / f"{where}.json"
+        built = run("build", "--root", str(tmp_path / f"root-{where}"), "--platform",
+                    "linux/arm64", *flags, "--metadata-file", str(meta), "--progress", "json",
+                    str(ctx), env=env)  # fmt: skip
+        assert built.returncode == 0, built.stderr
+        stream = events(built.stderr)
+        on_node = any(e.get("node") == "arm" and e.get("step") for e in stream)
+        assert on_node == (where == "node"), where
+        digests[where] = json.loads(meta.read_text())["containerimage.digest"]
+    assert digests["here"] == digests["node"]
+    for top in (tmp_path / "node-root", tmp_path / "root-here", tmp_path / "root-node"):
+        for path in top.rglob("*"):
+            if path.is_file() and not path.is_symlink():
+                data = path.read_bytes()
+                assert b"never-on-disk" not in data, path

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from polyarch.digest import Digest
 from polyarch.errors import BuildError, PolyarchError
@@ -35,6 +35,9 @@ from polyarch.platform import Platform
 from polyarch.progress import Event, Progress
 from polyarch.store.layout import OciLayout
 from polyarch.worker.local.filecopy import CopyError, select_sources
+
+if TYPE_CHECKING:
+    from polyarch.worker.local.mounts import SecretSource
 
 MAX_MANIFEST = 4 << 20
 SSH_ENV = "POLYARCH_SSH_COMMAND"  # like GIT_SSH_COMMAND: the ssh to use, with its options
@@ -138,6 +141,8 @@ class NodeConnection:
         assert self.process.stdin is not None and self.process.stdout is not None
         self.inp: IO[bytes] = self.process.stdout
         self.out: IO[bytes] = self.process.stdin
+        # What the node's steps may ask for during a build, by id (values read when asked).
+        self.secrets: dict[str, SecretSource] = {}
         self.lock = threading.Lock()
 
     def _what(self) -> str:
@@ -271,10 +276,29 @@ class NodeConnection:
                     stage=str(message.get("stage", "")),
                     platform=str(message.get("platform") or request["platform"]),
                 )
+            elif op == "secret":
+                self._answer_secret(str(message.get("id", "")))
             elif op == done:
                 return message
             else:
                 raise self._failed(NodeError(f"sent {op!r} during a build"))
+
+    def _answer_secret(self, secret_id: str) -> None:
+        """A node's step mounts secret `secret_id`: its value, read here now, goes over the
+        connection (in memory at both ends), or why it cannot."""
+        source = self.secrets.get(secret_id)
+        if source is None:  # the node asked for one the build was not given
+            self._send({"op": "secret", "id": secret_id, "error": "not given to this build"})
+            return
+        try:
+            value = source.read()
+        except PolyarchError as exc:
+            self._send({"op": "secret", "id": secret_id, "error": str(exc)})
+            return
+        try:
+            send(self.out, {"op": "secret", "id": secret_id}, value)  # type: ignore[arg-type]
+        except (BrokenPipeError, OSError):
+            raise self._failed(NodeError("the connection was cut")) from None
 
     def fetch(
         self, descriptor: Descriptor, layout: OciLayout, *, documents_only: bool = False

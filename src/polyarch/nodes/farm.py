@@ -23,7 +23,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from polyarch.build import ignore_patterns
 from polyarch.errors import BuildError, UsageError
@@ -36,6 +36,9 @@ from polyarch.platform import Platform, runs_natively
 from polyarch.progress import Event, Progress
 from polyarch.reference import Reference
 from polyarch.store.layout import OciLayout
+
+if TYPE_CHECKING:
+    from polyarch.worker.local.mounts import SecretSource
 
 # A copy or mount whose source is not in the context the node holds (the worker's words).
 _MISSING_SOURCE = re.compile(r"source '.*' not found")
@@ -184,6 +187,8 @@ class Farm:
         layout: OciLayout,
         shared: Future[dict[str, Descriptor]] | None = None,
         candidates: Sequence[str] = (),
+        *,
+        secrets: Mapping[str, SecretSource] | None = None,
     ) -> tuple[dict[Platform, RemoteResult], list[Platform]]:
         """Build the routed platforms on their nodes, side by side (a node's own platforms
         one after the other). `shared`: the build-once stages being built here (name -> image
@@ -191,7 +196,10 @@ class Farm:
         named context that replaces the stage, so the nodes do not run it again. While they
         are built, each node runs what does not wait for the `candidates` (the stages that may
         be sent). Returns the results and the platforms to build here instead (their node
-        died, and fallback is allowed)."""
+        died, and fallback is allowed). `secrets`: what a node's step may ask this machine
+        for (by id, when it mounts one)."""
+        for connection in self.connections.values():
+            connection.secrets = dict(secrets or {})
         with tempfile.TemporaryDirectory(prefix="polyarch-stages-") as tmp:
             exported: dict[str, Path] = {}
             once = threading.Lock()
@@ -432,7 +440,7 @@ def remote_request(options: Any, context: Path, dockerfile: Path) -> dict[str, A
     """What a node is asked to build: the options that travel; the ones that cannot (they
     name files or agents of this machine, or registries with its credentials) are refused."""
     refused = [name for name, value in (
-        ("--secret", options.secrets), ("--ssh", options.ssh),
+        ("--ssh", options.ssh),
         ("--build-context", options.contexts), ("--cache-from", options.cache_from),
         ("--cache-to", options.cache_to)) if value]  # fmt: skip
     if refused:

@@ -1,7 +1,9 @@
 """The node protocol's framing (pure apart from the streams it is handed): each message is one
 line of JSON; a message with `"size": N` is followed by N raw bytes (a file or a blob).
 
-Version 2 (1 had no build-once stages sent, no partial contexts and no pushing from nodes). The
+Version 3 (2 had no secrets: a node now asks the client for a secret's value, `secret` with
+its id, when a step mounts it, and the client answers with the value as the payload, or an
+error; 1 had no build-once stages sent, no partial contexts and no pushing from nodes). The
 client speaks first (`hello` with its version); a node of another version answers with its own
 and stops, and the client says which two differ."""
 
@@ -12,10 +14,11 @@ from typing import Any, BinaryIO, Protocol
 
 from polyarch.errors import PolyarchError
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 MAX_LINE = 64 << 20  # a message line a node reads (a context listing of many files fits)
 MAX_ANSWER = 8 << 20  # a message line the client reads from a node (digests it needs, results)
 CHUNK = 1 << 20
+MAX_SECRET = 1 << 20  # a secret's value (BuildKit takes up to 500 KiB)
 
 
 class Readable(Protocol):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import os
 import re
 import select
@@ -19,22 +20,31 @@ import socket
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from polyarch import __version__
 from polyarch.digest import Digest
-from polyarch.errors import BuildError, DockerfileError, PolyarchError
+from polyarch.errors import BuildError, DockerfileError, PolyarchError, StepError
 from polyarch.export.outputs import RegistryOutput
 from polyarch.graph.ops import ContextSource
 from polyarch.nodes.builders import DEFAULT
-from polyarch.nodes.protocol import PROTOCOL_VERSION, payload_chunks, receive, send, send_file
+from polyarch.nodes.protocol import (
+    MAX_SECRET,
+    PROTOCOL_VERSION,
+    NodeError,
+    payload_chunks,
+    receive,
+    send,
+    send_file,
+)
 from polyarch.progress import Event
 from polyarch.store.blobs import ContentStore
 
 if TYPE_CHECKING:
     from polyarch.api import Session
+    from polyarch.worker.local.mounts import SecretSource
 
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")  # --ca-certs host, on the node
 
@@ -105,7 +115,7 @@ def serve(inp: BinaryIO, out: BinaryIO, root: Path) -> int:
                     send(out, {"op": "reach", "unreachable": unreachable})
                 elif op == "build":
                     with _interrupted_when_the_client_leaves(inp):
-                        _build(out, message, scratch, root, session)
+                        _build(inp, out, message, scratch, root, session)
                 elif op == "get":
                     digest = Digest.parse(str(message["digest"]))
                     blobs = workspace.layout.blobs
@@ -170,7 +180,41 @@ def _stage_name(name: object) -> str:
     return name
 
 
+class _ClientSecrets:
+    """Secret values asked of the client when a step mounts one (BuildKit's session does the
+    same): kept in memory only, never written to this node's disk by polyarch. While a build
+    runs the main loop reads nothing, so a step's thread asks and reads the answer itself;
+    `writing` keeps its question and the build's progress lines whole."""
+
+    def __init__(self, inp: BinaryIO, out: BinaryIO, writing: threading.Lock) -> None:
+        self.inp, self.out, self.writing = inp, out, writing
+        self.asking = threading.Lock()
+
+    def sources(self, ids: Iterable[object]) -> dict[str, SecretSource]:
+        from polyarch.worker.local.mounts import SecretSource  # noqa: PLC0415
+
+        return {str(i): SecretSource(str(i), fetch=functools.partial(self.value, str(i)))
+                for i in ids}  # fmt: skip
+
+    def value(self, secret_id: str) -> bytes:
+        with self.asking:
+            with self.writing:
+                send(self.out, {"op": "secret", "id": secret_id})
+            answer = receive(self.inp, "the client")
+            if answer.get("op") != "secret" or answer.get("id") != secret_id:
+                raise NodeError(f"the client answered {answer.get('op')!r} to secret "
+                                f"{secret_id!r}")  # fmt: skip
+            if "error" in answer:
+                raise StepError(f"secret {secret_id!r}: {answer['error']} (on the client)")
+            size = int(answer.get("size", 0))
+            if size > MAX_SECRET:
+                raise NodeError(f"the client sent a secret of {size} bytes (at most "
+                                f"{MAX_SECRET})")  # fmt: skip
+            return b"".join(payload_chunks(self.inp, size, "the client"))
+
+
 def _build(
+    inp: BinaryIO,
     out: BinaryIO,
     message: dict[str, Any],
     scratch: Path,
@@ -191,8 +235,11 @@ def _build(
             send(out, {"op": "error", "message": "the Dockerfile path leaves the context"})
             return
 
+    writing = threading.Lock()
+
     def progress(event: Event) -> None:
-        send(out, {"op": "event", **event.to_json()})
+        with writing:
+            send(out, {"op": "event", **event.to_json()})
 
     try:
         # Base images it cannot pull, and build-once stages the client built (they replace
@@ -231,6 +278,7 @@ def _build(
             explain_as=str(message.get("explain_as", "")),
             builder=DEFAULT,  # a node builds itself, never through its own builders' nodes
             contexts=contexts,
+            secret_sources=_ClientSecrets(inp, out, writing).sources(message.get("secrets", ())),
             # --push-from-nodes: pushed from here by digest, with this machine's credentials.
             outputs=(RegistryOutput(tuple(map(str, message["push"])), push_by_digest=True),)
             if message.get("push") else (),

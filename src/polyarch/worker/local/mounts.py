@@ -8,7 +8,8 @@ step, none of them part of its layer.
 - bind: an input's filesystem, or the build context's selected files (ignore rules applied),
   read-only by default; with `rw`, writes are thrown away after the step.
 - tmpfs: a tmpfs of the given size.
-- secret: the value in a file outside any layer (a private directory of the workspace), bound
+- secret: the value in a file outside any layer (a private directory in memory, /dev/shm, as
+  BuildKit mounts secrets from a tmpfs; the step's directory where there is none), bound
   read-only, and/or in an environment variable of the step only. A missing required secret is
   an error before the build runs; a missing optional one is no mount.
 - ssh: a socket that forwards to the build's agent (the caller's SSH_AUTH_SOCK, or an agent
@@ -23,10 +24,11 @@ import hashlib
 import os
 import shutil
 import socket
+import stat
 import subprocess
 import tempfile
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,13 +40,17 @@ CACHE_META = ".polyarch-cache"
 
 @dataclass(frozen=True, slots=True)
 class SecretSource:
-    """Where a secret's value comes from: a file, or an environment variable."""
+    """Where a secret's value comes from: a file, or an environment variable, or (on a
+    builder's node) the client that started the build, asked when a step needs it."""
 
     id: str
     file: Path | None = None
     env: str | None = None
+    fetch: Callable[[], bytes] | None = None
 
     def read(self) -> bytes:
+        if self.fetch is not None:
+            return self.fetch()
         if self.file is not None:
             try:
                 return self.file.read_bytes()
@@ -170,6 +176,34 @@ def _flocked(base: Path, *, shared: bool = False) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+SHM = Path("/dev/shm")  # noqa: S108 (directories made there with mkdtemp, 0700)
+_SHM_PREFIX = "polyarch-secrets-"
+
+
+def secret_directory(step: Path) -> Path:
+    """A new private directory for a step's secret files: in memory (/dev/shm, when it is a
+    tmpfs), so a secret never reaches a disk, else in the step's own directory. The caller
+    removes it after the step; those of a polyarch that was killed are removed here."""
+    if not _in_memory(SHM):
+        return step / "secrets"
+    for old in SHM.glob(f"{_SHM_PREFIX}*"):
+        pid = old.name[len(_SHM_PREFIX) :].split("-")[0]
+        with contextlib.suppress(OSError):
+            st = old.lstat()  # ours alone (another user's, or a symlink, is left as it is)
+            if (pid.isdigit() and not Path(f"/proc/{pid}").exists() and st.st_uid == os.geteuid()
+                    and stat.S_ISDIR(st.st_mode)):  # fmt: skip
+                shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(dir=SHM, prefix=f"{_SHM_PREFIX}{os.getpid()}-"))
+
+
+def _in_memory(path: Path) -> bool:
+    try:
+        with open("/proc/self/mounts", encoding="utf-8") as mounts:
+            return any(line.split()[1:3] == [str(path), "tmpfs"] for line in mounts)
+    except OSError:
+        return False
 
 
 def write_secret(directory: Path, value: bytes, mode: int, owner: tuple[int, int]) -> Path:

@@ -52,7 +52,7 @@ from polyarch.worker.local.filecopy import (
     resolve_user,
     select_sources,
 )
-from polyarch.worker.local.mounts import AgentForwarder, write_secret
+from polyarch.worker.local.mounts import AgentForwarder, secret_directory, write_secret
 
 if TYPE_CHECKING:
     from polyarch.worker.local.worker import LocalWorker
@@ -186,6 +186,7 @@ def prepare_mounts(
     """Each `--mount` of the op made real for one step; released when `stack` closes."""
     out = StepMounts()
     session = worker.session
+    secrets: Path | None = None  # the step's directory of secret files, made when needed
     for index, mount in enumerate(op.mounts):
         target = mount.target
         if isinstance(mount, BindOp):
@@ -220,7 +221,10 @@ def prepare_mounts(
             if mount.env:
                 out.env[mount.env] = value.decode("utf-8", "replace")
             if mount.target:
-                secret_file = write_secret(step / "secrets", value, mount.mode,
+                if secrets is None:
+                    secrets = secret_directory(step)
+                    stack.callback(shutil.rmtree, secrets, True)
+                secret_file = write_secret(secrets, value, mount.mode,
                                            (mount.uid, mount.gid))  # fmt: skip
                 out.binds.append(BindMount(str(secret_file), mount.target))
                 target = mount.target
