@@ -897,12 +897,15 @@ def _node_plans(options: BuildOptions, dockerfile: Path) -> _NodePlan:
     it plans them), each made once: what its base images and context paths are read from."""
     import functools  # noqa: PLC0415
 
+    named, _dirs = parse_contexts(options.contexts)  # --build-context, as the node has them
+
     @functools.cache
     def plan(platform: Platform, machine: Platform, replaced: frozenset[str]) -> BuildGraph:
         sent = {name: NamedContext("layout", "-") for name in replaced}
         return plan_build(dockerfile, platforms=(platform,), build_args=options.build_args,
                           target=options.target, build_platform=machine,
-                          build_once=options.build_once, contexts=sent)  # fmt: skip
+                          build_once=options.build_once,
+                          contexts={**named, **sent})  # fmt: skip
 
     return lambda platform, machine, replaced: plan(platform, machine, frozenset(replaced))
 

@@ -481,3 +481,49 @@ def test_secrets_reach_a_nodes_steps_and_nothing_else(
             if path.is_file() and not path.is_symlink():
                 data = path.read_bytes()
                 assert b"never-on-disk" not in data, path
+
+
+def test_named_contexts_reach_a_node(tiny: str, sshd: SshServer, tmp_path: Path) -> None:
+    """--build-context with the platform on a node: a directory and an OCI layout of this
+    machine are sent by content, an image is pulled there; the image is the one a local
+    build makes."""
+    env = {**env_for(tmp_path, sshd), "SOURCE_DATE_EPOCH": "1700000000"}
+    libs = tmp_path / "libs"
+    (libs / "sub").mkdir(parents=True)
+    (libs / "sub" / "lib.txt").write_text("from a directory\n")
+    made = write_context(tmp_path / "made", "FROM scratch\nCOPY f /laid.txt\n",
+                         {"f": "from a layout\n"})  # fmt: skip
+    layout = tmp_path / "layout"
+    built = run("build", "--root", str(tmp_path / "root-made"), "--platform", "linux/arm64",
+                "--output", f"type=oci,dest={layout},tar=false", str(made), env=env)  # fmt: skip
+    assert built.returncode == 0, built.stderr
+    digest = json.loads((layout / "index.json").read_text())["manifests"][0]["digest"]
+    ctx = write_context(tmp_path / "ctx", f"FROM {tiny}\nCOPY --from=libs sub/lib.txt /lib.txt\n"
+                        "COPY --from=laid /laid.txt /laid.txt\n"
+                        "COPY --from=img /usr/bin/env /env\n", {})  # fmt: skip
+    flags = [
+        "--build-context",
+        f"libs={libs}",
+        "--build-context",
+        f"laid=oci-layout://{layout}@{digest}",
+        "--build-context",
+        f"img=docker-image://{tiny}",
+    ]
+    digests = {}
+    for where in ("here", "node"):
+        if where == "node":
+            use_arm_node("named", f"ssh://root@127.0.0.1:{sshd.port}", tmp_path / "node-root",
+                         env)  # fmt: skip
+        meta = tmp_path / f"{where}.json"
+        done = run("build", "--root", str(tmp_path / f"root-{where}"), "--platform",
+                   "linux/arm64", *flags, "--metadata-file", str(meta), "--progress", "json",
+                   str(ctx), env=env)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        stream = events(done.stderr)
+        assert any(e.get("node") == "arm" for e in stream) == (where == "node")
+        if where == "node":
+            notes = [str(e.get("text")) for e in stream if e["event"] == "note"]
+            assert any("build context libs sent" in n for n in notes), notes
+            assert any("build context laid sent" in n for n in notes), notes
+        digests[where] = json.loads(meta.read_text())["containerimage.digest"]
+    assert digests["here"] == digests["node"]

@@ -252,11 +252,15 @@ class Farm:
                         for n, p in enumerate(platforms)}  # fmt: skip
 
             try:
+                # Each node gets the named contexts as it can take them (sent, or as they are).
+                request_there = {**request, "named_contexts": self._send_named(
+                    name, connection, request.get("named_contexts", {}))}  # fmt: skip
                 foreseen = foresee(candidates)
                 sent, foreseen = self._send_context(name, connection, *sending, foreseen)
                 bases = send_bases(candidates)
                 # While the build-once stages are built here.
-                warmed = self._warm(name, connection, request, bases, candidates, dockerfile)
+                warmed = self._warm(name, connection, request_there, bases, candidates,
+                                    dockerfile)  # fmt: skip
                 ready = stages()
                 if set(ready) != set(candidates):  # some turned out to be built per platform
                     again = foresee(ready)
@@ -271,7 +275,8 @@ class Farm:
                     self.note(f"node {name}: build-once stage {stage} sent, built here ({files} "
                               "files it did not have)")  # fmt: skip
                 for platform in platforms:
-                    ask = {**request, "platform": str(platform), "base_layouts": bases[platform],
+                    ask = {**request_there, "platform": str(platform),
+                           "base_layouts": bases[platform],
                            "stage_layouts": stage_layouts}  # fmt: skip
                     descriptor, answer, foreseen = self._build_there(
                         name, connection, ask, dockerfile, sending, foreseen
@@ -363,6 +368,28 @@ class Farm:
         descriptor, answer = connection.build(ask, dockerfile, self.progress)
         return descriptor, answer, None
 
+    def _send_named(
+        self, name: str, connection: NodeConnection, named: Mapping[str, str]
+    ) -> dict[str, dict[str, Any]]:
+        """The `--build-context` values as the node takes them: a directory or an OCI layout
+        of this machine sent by content (the node keeps it as `named/INDEX`); an image or a
+        git repository as it is (the node pulls or clones it, as it pulls its bases)."""
+        out: dict[str, dict[str, Any]] = {}
+        for index, (context_name, value) in enumerate(sorted(named.items())):
+            if value.startswith("oci-layout://"):
+                path, suffix = layout_spec(value.removeprefix("oci-layout://"))
+                files = connection.send_named(index, Path(path).expanduser())
+                out[context_name] = {"kind": "layout", "index": index, "suffix": suffix}
+            elif Path(value).expanduser().is_dir():
+                files = connection.send_named(index, Path(value).expanduser())
+                out[context_name] = {"kind": "dir", "index": index}
+            else:
+                out[context_name] = {"kind": "as-is", "value": value}
+                continue
+            self.note(f"node {name}: build context {context_name} sent ({files} files it did "
+                      "not have)")  # fmt: skip
+        return out
+
     def _send_context(
         self,
         name: str,
@@ -418,6 +445,18 @@ class Farm:
         return layouts
 
 
+def layout_spec(spec: str) -> tuple[str, str]:
+    """`DIR[:TAG|@DIGEST]` of an `oci-layout://` value: the directory, and the rest as given
+    (a tag is told from a colon in the directory's name as the build tells it)."""
+    path, at, digest = spec.partition("@")
+    if at:
+        return path, f"@{digest}"
+    if ":" in spec.rsplit("/", 1)[-1]:
+        path, _colon, tag = spec.rpartition(":")
+        return path, f":{tag}"
+    return spec, ""
+
+
 def _image_layout(store: OciLayout, descriptor: Descriptor, dest: Path) -> None:
     """One image of the store as an OCI layout of its own (named `stage`), its blobs linked
     (copied across file systems)."""
@@ -440,8 +479,7 @@ def remote_request(options: Any, context: Path, dockerfile: Path) -> dict[str, A
     """What a node is asked to build: the options that travel; the ones that cannot (they
     name files or agents of this machine, or registries with its credentials) are refused."""
     refused = [name for name, value in (
-        ("--ssh", options.ssh),
-        ("--build-context", options.contexts), ("--cache-from", options.cache_from),
+        ("--ssh", options.ssh), ("--cache-from", options.cache_from),
         ("--cache-to", options.cache_to)) if value]  # fmt: skip
     if refused:
         raise UsageError(f"{', '.join(refused)} cannot be used with remote builder nodes yet "
@@ -465,6 +503,7 @@ def remote_request(options: Any, context: Path, dockerfile: Path) -> dict[str, A
         "network": options.network, "ulimits": list(options.ulimits),
         "shm_size": options.shm_size, "no_cache_filter": list(options.no_cache_filter),
         "emulator_install": options.emulator_install, "explain_as": options.explain_as,
+        "named_contexts": dict(options.contexts),  # each node's own: Farm._send_named
     }  # fmt: skip
     if inside is not None:
         request["dockerfile"] = str(inside)

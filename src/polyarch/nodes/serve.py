@@ -107,7 +107,8 @@ def serve(inp: BinaryIO, out: BinaryIO, root: Path) -> int:
                     _context(inp, out, files, message, scratch)
                 elif op == "layout":  # a base image or a stage's output, as an OCI layout
                     index = int(message["index"])
-                    into = "stages" if message.get("kind") == "stage" else "layouts"
+                    into = {"stage": "stages", "named": "named"}.get(
+                        str(message.get("kind")), "layouts")  # fmt: skip
                     _context(inp, out, files, message, scratch, f"{into}/{index}")
                 elif op == "reach":
                     unreachable = {host: why for host in message["registries"]
@@ -172,6 +173,28 @@ def _context(
             os.chmod(target, int(entry["mode"]) & 0o7777)
             os.utime(target, ns=(int(entry["mtime"]), int(entry["mtime"])))
     send(out, {"op": "context-ready", "received": len(need)})
+
+
+def _named_contexts(named: object, scratch: Path) -> dict[str, str]:
+    """The client's `--build-context`s as this node takes them: what it sent (`named/INDEX`,
+    a directory or an OCI layout with its tag or digest), or a value as it is (an image, a
+    git repository)."""
+    if not isinstance(named, dict):
+        raise BuildError("the client sent named contexts that are not a mapping")
+    out: dict[str, str] = {}
+    for name, entry in named.items():
+        kind = entry.get("kind") if isinstance(entry, dict) else None
+        if not isinstance(name, str) or not name or kind not in ("dir", "layout", "as-is"):
+            raise BuildError(f"the client sent a named context polyarch cannot read: {name!r}")
+        if kind == "as-is":
+            out[name] = str(entry["value"])
+            continue
+        where = scratch / "named" / str(int(entry["index"]))
+        suffix = str(entry.get("suffix", ""))
+        if not re.fullmatch(r"(:[\w][\w.-]{0,127}|@sha256:[0-9a-f]{64})?", suffix):
+            raise BuildError(f"the client sent named context {name!r} with {suffix!r}")
+        out[name] = str(where) if kind == "dir" else f"oci-layout://{where}{suffix}"
+    return out
 
 
 def _stage_name(name: object) -> str:
@@ -254,6 +277,7 @@ def _build(
         pending = frozenset(map(_stage_name, message.get("pending", ())))
         for name in pending:
             contexts[name] = f"oci-layout://{scratch / 'pending' / name}:stage"
+        contexts = {**_named_contexts(message.get("named_contexts", {}), scratch), **contexts}
         options = BuildOptions(
             context=context,
             dockerfile=dockerfile,
