@@ -527,3 +527,35 @@ def test_named_contexts_reach_a_node(tiny: str, sshd: SshServer, tmp_path: Path)
             assert any("build context laid sent" in n for n in notes), notes
         digests[where] = json.loads(meta.read_text())["containerimage.digest"]
     assert digests["here"] == digests["node"]
+
+
+def test_a_node_takes_hits_from_an_imported_cache(
+    tiny: str, registry: RunningRegistry, sshd: SshServer, tmp_path: Path
+) -> None:
+    """--cache-from with the platform on a node that never built it: a local cache directory
+    (sent by content) and a registry cache (imported there) give it every step, and the
+    image a local build made."""
+    env = {**env_for(tmp_path, sshd), "SOURCE_DATE_EPOCH": "1700000000"}
+    ctx = write_context(tmp_path / "ctx", f"FROM {tiny}\nRUN uname -m > /arch\n"
+                        "RUN echo more > /more\n", {})  # fmt: skip
+    cache_dir, ref = tmp_path / "cache", registry.ref("nodes/cache:buildcache")
+    for to in (f"type=local,dest={cache_dir}", f"type=registry,ref={ref}"):
+        made = run("build", "--root", str(tmp_path / "root-here"), "--platform", "linux/arm64",
+                   "--cache-to", to, "--metadata-file", str(tmp_path / "here.json"), str(ctx),
+                   env=env)  # fmt: skip
+        assert made.returncode == 0, made.stderr
+    here = json.loads((tmp_path / "here.json").read_text())["containerimage.digest"]
+    for n, source in enumerate((f"type=local,src={cache_dir}", f"type=registry,ref={ref}")):
+        use_arm_node(f"cache{n}", f"ssh://root@127.0.0.1:{sshd.port}", tmp_path / f"node-{n}",
+                     env)  # fmt: skip
+        meta = tmp_path / f"node-{n}.json"
+        done = run("build", "--root", str(tmp_path / f"root-{n}"), "--platform", "linux/arm64",
+                   "--cache-from", source, "--progress", "json", "--metadata-file", str(meta),
+                   str(ctx), env=env)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        stream = events(done.stderr)
+        on_node = [e for e in stream if e.get("node") == "arm" and e["event"] == "done"]
+        said = [(e.get("description"), e.get("cache"), e.get("text")) for e in on_node]
+        assert any(str(e.get("description")).startswith("importing cache") for e in on_node)
+        assert not any(e.get("cache") == "run" for e in on_node), said  # every step a hit
+        assert json.loads(meta.read_text())["containerimage.digest"] == here

@@ -11,7 +11,7 @@ from polyarch.errors import UsageError
 from polyarch.nodes.builders import BuilderStore, Endpoint, Node
 from polyarch.nodes.client import NodeInfo, command_for, context_entries
 from polyarch.nodes.farm import declared_standing, plan_routes
-from polyarch.nodes.protocol import NodeError, payload_chunks, receive, send
+from polyarch.nodes.protocol import PROTOCOL_VERSION, NodeError, payload_chunks, receive, send
 from polyarch.platform import Platform
 
 AMD64, ARM64, S390X = (Platform.parse(p) for p in ("linux/amd64", "linux/arm64", "linux/s390x"))
@@ -166,10 +166,10 @@ def test_only_the_files_the_steps_name_are_listed(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("answer", [
-    '{"op": "hello", "version": 2, "polyarch": "x", "native": "linux/arm64"}',
-    '{"op": "hello", "version": 2, "polyarch": "x", "native": []}',
-    '{"op": "hello", "version": 2, "polyarch": "x", "native": ["not a platform!"]}',
-    '{"op": "hello", "version": 2, "polyarch": "x", "native": ["linux/arm64"], "free": "lots"}',
+    '"native": "linux/arm64"',
+    '"native": []',
+    '"native": ["not a platform!"]',
+    '"native": ["linux/arm64"], "free": "lots"',
 ])  # fmt: skip
 def test_a_node_that_answers_hello_with_nonsense_is_a_clear_node_error(
     tmp_path: Path, answer: str
@@ -177,7 +177,8 @@ def test_a_node_that_answers_hello_with_nonsense_is_a_clear_node_error(
     from polyarch.nodes.client import NodeConnection
 
     fake = tmp_path / "fake-polyarch"
-    fake.write_text(f"#!/bin/sh\nread hello\necho '{answer}'\n")
+    hello = f'{{"op": "hello", "version": {PROTOCOL_VERSION}, "polyarch": "x", {answer}}}'
+    fake.write_text(f"#!/bin/sh\nread hello\necho '{hello}'\n")
     fake.chmod(0o755)
     connection = NodeConnection(Node("n", "local", command=str(fake)))
     try:

@@ -212,10 +212,11 @@ class NodeConnection:
         `layouts/INDEX`) or a build-once stage's output (`stages/INDEX`)."""
         return self._send_tree({"op": "layout", "index": index, "kind": kind}, layout, ())
 
-    def send_named(self, index: int, directory: Path) -> int:
-        """A `--build-context` directory (or OCI layout), by content, whole: the node names
-        it `named/INDEX`. Returns how many files it did not have."""
-        return self._send_tree({"op": "layout", "index": index, "kind": "named"}, directory, ())
+    def send_tree(self, index: int, directory: Path, *, kind: str) -> int:
+        """A directory of this machine, by content, whole: a `--build-context` directory or
+        OCI layout (`kind` named: the node names it `named/INDEX`) or a local `--cache-from`
+        (cache: `caches/INDEX`). Returns how many files the node did not have."""
+        return self._send_tree({"op": "layout", "index": index, "kind": kind}, directory, ())
 
     def reach(self, registries: list[str]) -> dict[str, str]:
         """The registries the node cannot reach, with why."""

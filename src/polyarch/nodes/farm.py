@@ -35,6 +35,7 @@ from polyarch.oci.models import Descriptor, Manifest, parse_document
 from polyarch.platform import Platform, runs_natively
 from polyarch.progress import Event, Progress
 from polyarch.reference import Reference
+from polyarch.remotecache.format import parse_cache_spec
 from polyarch.store.layout import OciLayout
 
 if TYPE_CHECKING:
@@ -253,8 +254,13 @@ class Farm:
 
             try:
                 # Each node gets the named contexts as it can take them (sent, or as they are).
-                request_there = {**request, "named_contexts": self._send_named(
-                    name, connection, request.get("named_contexts", {}))}  # fmt: skip
+                request_there = {
+                    **request,
+                    "named_contexts": self._send_named(
+                        name, connection, request.get("named_contexts", {})),
+                    "cache_from": self._send_caches(name, connection,
+                                                    request.get("cache_from", ())),
+                }  # fmt: skip
                 foreseen = foresee(candidates)
                 sent, foreseen = self._send_context(name, connection, *sending, foreseen)
                 bases = send_bases(candidates)
@@ -378,16 +384,34 @@ class Farm:
         for index, (context_name, value) in enumerate(sorted(named.items())):
             if value.startswith("oci-layout://"):
                 path, suffix = layout_spec(value.removeprefix("oci-layout://"))
-                files = connection.send_named(index, Path(path).expanduser())
+                files = connection.send_tree(index, Path(path).expanduser(), kind="named")
                 out[context_name] = {"kind": "layout", "index": index, "suffix": suffix}
             elif Path(value).expanduser().is_dir():
-                files = connection.send_named(index, Path(value).expanduser())
+                files = connection.send_tree(index, Path(value).expanduser(), kind="named")
                 out[context_name] = {"kind": "dir", "index": index}
             else:
                 out[context_name] = {"kind": "as-is", "value": value}
                 continue
             self.note(f"node {name}: build context {context_name} sent ({files} files it did "
                       "not have)")  # fmt: skip
+        return out
+
+    def _send_caches(
+        self, name: str, connection: NodeConnection, specs: Sequence[str]
+    ) -> list[dict[str, Any]]:
+        """The `--cache-from`s as the node takes them: a local cache directory sent by
+        content (the node keeps it as `caches/INDEX`), a registry cache as it is (the node
+        imports it itself, lazily, as a local build does)."""
+        out: list[dict[str, Any]] = []
+        for index, text in enumerate(specs):
+            spec = parse_cache_spec(text, export=False)
+            if spec.kind != "local":
+                out.append({"kind": "as-is", "spec": text})
+                continue
+            files = connection.send_tree(index, Path(spec.where).expanduser(), kind="cache")
+            rest = [part for part in text.split(",") if part.partition("=")[0].strip() != "src"]
+            out.append({"kind": "local", "index": index, "rest": rest})
+            self.note(f"node {name}: cache {spec.where} sent ({files} files it did not have)")
         return out
 
     def _send_context(
@@ -479,8 +503,7 @@ def remote_request(options: Any, context: Path, dockerfile: Path) -> dict[str, A
     """What a node is asked to build: the options that travel; the ones that cannot (they
     name files or agents of this machine, or registries with its credentials) are refused."""
     refused = [name for name, value in (
-        ("--ssh", options.ssh), ("--cache-from", options.cache_from),
-        ("--cache-to", options.cache_to)) if value]  # fmt: skip
+        ("--ssh", options.ssh), ("--cache-to", options.cache_to)) if value]  # fmt: skip
     if refused:
         raise UsageError(f"{', '.join(refused)} cannot be used with remote builder nodes yet "
                          "(they name files, agents or credentials of this machine); build with "
@@ -504,6 +527,7 @@ def remote_request(options: Any, context: Path, dockerfile: Path) -> dict[str, A
         "shm_size": options.shm_size, "no_cache_filter": list(options.no_cache_filter),
         "emulator_install": options.emulator_install, "explain_as": options.explain_as,
         "named_contexts": dict(options.contexts),  # each node's own: Farm._send_named
+        "cache_from": list(options.cache_from),  # each node's own: Farm._send_caches
     }  # fmt: skip
     if inside is not None:
         request["dockerfile"] = str(inside)

@@ -107,7 +107,7 @@ def serve(inp: BinaryIO, out: BinaryIO, root: Path) -> int:
                     _context(inp, out, files, message, scratch)
                 elif op == "layout":  # a base image or a stage's output, as an OCI layout
                     index = int(message["index"])
-                    into = {"stage": "stages", "named": "named"}.get(
+                    into = {"stage": "stages", "named": "named", "cache": "caches"}.get(
                         str(message.get("kind")), "layouts")  # fmt: skip
                     _context(inp, out, files, message, scratch, f"{into}/{index}")
                 elif op == "reach":
@@ -195,6 +195,24 @@ def _named_contexts(named: object, scratch: Path) -> dict[str, str]:
             raise BuildError(f"the client sent named context {name!r} with {suffix!r}")
         out[name] = str(where) if kind == "dir" else f"oci-layout://{where}{suffix}"
     return out
+
+
+def _cache_from(entries: object, scratch: Path) -> tuple[str, ...]:
+    """The client's `--cache-from`s as this node takes them: a local cache it sent
+    (`caches/INDEX`), or a registry cache as it is (imported from here, lazily)."""
+    if not isinstance(entries, list):
+        raise BuildError("the client sent caches that are not a list")
+    out = []
+    for entry in entries:
+        kind = entry.get("kind") if isinstance(entry, dict) else None
+        if kind == "as-is":
+            out.append(str(entry["spec"]))
+        elif kind == "local":
+            where = scratch / "caches" / str(int(entry["index"]))
+            out.append(",".join([*map(str, entry.get("rest", ())), f"src={where}"]))
+        else:
+            raise BuildError(f"the client sent a cache polyarch cannot read: {entry!r}")
+    return tuple(out)
 
 
 def _stage_name(name: object) -> str:
@@ -302,6 +320,7 @@ def _build(
             explain_as=str(message.get("explain_as", "")),
             builder=DEFAULT,  # a node builds itself, never through its own builders' nodes
             contexts=contexts,
+            cache_from=_cache_from(message.get("cache_from", ()), scratch),
             secret_sources=_ClientSecrets(inp, out, writing).sources(message.get("secrets", ())),
             # --push-from-nodes: pushed from here by digest, with this machine's credentials.
             outputs=(RegistryOutput(tuple(map(str, message["push"])), push_by_digest=True),)
