@@ -139,7 +139,12 @@ class UsageError(PolyarchError):
 
 class StepError(PolyarchError):
     """A build step that failed; the message says why (a worker raises it, knowing nothing of
-    where in the Dockerfile the step comes from)."""
+    where in the Dockerfile the step comes from). `kind` tells apart the failures a caller acts
+    on: "missing-source" (a copy's or a mount's source is not where it reads from)."""
+
+    def __init__(self, message: str, *, kind: str = "") -> None:
+        self.kind = kind
+        super().__init__(message)
 
 
 class BuildError(PolyarchError):
@@ -153,17 +158,19 @@ class BuildError(PolyarchError):
         stage: str = "",
         platform: str = "",
         others: tuple[BuildError, ...] = (),
+        kind: str = "",
     ) -> None:
         self.message = message
         self.location = location
         self.stage = stage
         self.platform = platform
         self.others = others  # the other steps that failed in the same build (other platforms)
+        self.kind = kind  # a StepError's kind ("missing-source"), or ""
         super().__init__(f"{location}: {message}" if location else message)
 
     def with_others(self, others: tuple[BuildError, ...]) -> BuildError:
         return BuildError(self.message, location=self.location, stage=self.stage,
-                          platform=self.platform, others=others)  # fmt: skip
+                          platform=self.platform, others=others, kind=self.kind)  # fmt: skip
 
 
 class LayerError(PolyarchError):

@@ -407,6 +407,32 @@ def test_a_node_gets_the_whole_context_when_its_build_takes_more_than_foreseen(
     assert sorted(p.name for p in (tree / "d").iterdir()) == ["a.txt", "b.txt"]
 
 
+def test_a_node_missing_a_source_gets_the_whole_context(
+    tiny: str, registry: RunningRegistry, sshd: SshServer, tmp_path: Path
+) -> None:
+    """An ONBUILD trigger naming one file the plan here cannot see: the node's copy fails
+    with a missing source (a typed kind on the wire, not words to match), and the node gets
+    the whole context and builds again."""
+    env = env_for(tmp_path, sshd)
+    base_ctx = write_context(tmp_path / "base", f"FROM {tiny}\nONBUILD COPY hidden.txt /h\n", {})
+    base_ref = registry.ref("nodes/onbuild-one:1")
+    pushed = run("build", "--root", str(tmp_path / "base-root"), "--platform", "linux/arm64",
+                 "-t", base_ref, "--push", str(base_ctx), env=env)  # fmt: skip
+    assert pushed.returncode == 0, pushed.stderr
+    use_arm_node("ob1", f"ssh://root@127.0.0.1:{sshd.port}", tmp_path / "node-root", env)
+    ctx = write_context(tmp_path / "ctx", f"FROM {base_ref}\nCOPY a.txt /a.txt\n",
+                        {"a.txt": "a\n", "hidden.txt": "h\n"})  # fmt: skip
+    built = run("build", "--root", str(tmp_path / "root"), "--platform", "linux/arm64",
+                "--progress", "json", str(ctx), env=env)  # fmt: skip
+    assert built.returncode == 0, built.stderr
+    notes = [str(e.get("text")) for e in events(built.stderr) if e["event"] == "note"]
+    assert any(
+        "its build failed (source 'hidden.txt' not found" in n
+        and "sending the whole context and building again" in n
+        for n in notes
+    ), notes
+
+
 def test_push_from_nodes(
     tiny: str, registry: RunningRegistry, sshd: SshServer, tmp_path: Path
 ) -> None:

@@ -281,6 +281,7 @@ class NodeConnection:
                     location=f"{dockerfile}:{line}" if line else "",
                     stage=str(message.get("stage", "")),
                     platform=str(message.get("platform") or request["platform"]),
+                    kind=str(message.get("kind") or ""),
                 )
             elif op == "secret":
                 self._answer_secret(str(message.get("id", "")))

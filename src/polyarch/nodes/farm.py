@@ -15,7 +15,6 @@ that cannot be reached at the start, or dies during the build, has its platforms
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import tempfile
 import threading
@@ -40,9 +39,6 @@ from polyarch.store.layout import OciLayout
 
 if TYPE_CHECKING:
     from polyarch.worker.local.mounts import SecretSource
-
-# A copy or mount whose source is not in the context the node holds (the worker's words).
-_MISSING_SOURCE = re.compile(r"source '.*' not found")
 
 
 @dataclass(frozen=True, slots=True)
@@ -363,7 +359,7 @@ class Farm:
             unforeseen = sorted(set(answer.get("context_paths", ())) - (foreseen or set()))
             why = f"its build took {', '.join(unforeseen)} from the context"
         except BuildError as exc:
-            if foreseen is None or not _MISSING_SOURCE.search(exc.message):
+            if foreseen is None or exc.kind != "missing-source":
                 raise
             unforeseen, why = ["?"], f"its build failed ({exc.message})"
         if foreseen is None or not unforeseen:

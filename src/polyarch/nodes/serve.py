@@ -334,7 +334,7 @@ def _build(
     except BuildError as exc:
         line = exc.location.rpartition(":")[2]
         send(out, {"op": "error", "message": exc.message, "stage": exc.stage,
-                   "platform": exc.platform,
+                   "platform": exc.platform, "kind": exc.kind,
                    "line": int(line) if line.isdigit() else None})  # fmt: skip
         return
     except DockerfileError as exc:

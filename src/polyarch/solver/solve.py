@@ -331,7 +331,8 @@ class Solver:
         message = str(exc)
         self._event("error", vertex, text=message)
         return BuildError(message, location=str(vertex.location) if vertex.location else "",
-                          stage=stage, platform=str(vertex.platform))  # fmt: skip
+                          stage=stage, platform=str(vertex.platform),
+                          kind=exc.kind if isinstance(exc, StepError) else "")  # fmt: skip
 
 
 def _ref(entry: CachedLayer) -> LayerRef | None:

@@ -42,6 +42,10 @@ class CopyError(PolyarchError):
     """A COPY or ADD that cannot be done as written."""
 
 
+class MissingSourceError(CopyError):
+    """A source a COPY, ADD or bind mount names is not there (or is excluded)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Selected:
     """A source chosen for copying: its path in the source root, resolved."""
@@ -70,7 +74,7 @@ def select_sources(
             continue
         resolved = _resolve(source, rel)
         if resolved is None or (ignore and resolved and ignore.matches(resolved)):
-            raise CopyError(
+            raise MissingSourceError(
                 f"source {given!r} not found"
                 + (" (or excluded by .dockerignore)" if ignore else "")
             )

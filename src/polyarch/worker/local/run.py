@@ -48,6 +48,7 @@ from polyarch.worker.base import Job, LayerRef, Result
 from polyarch.worker.local.filecopy import (
     CopyError,
     CopyOptions,
+    MissingSourceError,
     copy_sources,
     resolve_user,
     select_sources,
@@ -273,7 +274,8 @@ def _context_copy(worker: LocalWorker, source: Result, into: Path) -> str:
         try:
             selected = select_sources(root, list(source.context.includes), ignore)
         except CopyError as exc:
-            raise StepError(f"mount source: {exc}") from None
+            kind = "missing-source" if isinstance(exc, MissingSourceError) else ""
+            raise StepError(f"mount source: {exc}", kind=kind) from None
         with Root(into) as dest:
             for sel in selected:
                 name = "data/" if sel.is_dir else "data"

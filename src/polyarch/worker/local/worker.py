@@ -53,6 +53,7 @@ from polyarch.worker.local.context import ContextHasher
 from polyarch.worker.local.filecopy import (
     CopyError,
     CopyOptions,
+    MissingSourceError,
     copy_sources,
     ensure_dirs,
     resolve_owner,
@@ -167,7 +168,7 @@ class LocalWorker:
                     selected = select_sources(confined, list(op.includes), matcher)
                     digest, files = self.contexts.digest(confined, selected, matcher)
             except CopyError as exc:
-                raise StepError(str(exc)) from None
+                raise StepError(str(exc), kind=_kind(exc)) from None
             except OSError as exc:
                 raise StepError(f"build context {op.name!r} ({root}): {exc.strerror}") from None
             return Result("context:" + digest, context=op, files=files)
@@ -408,7 +409,7 @@ class LocalWorker:
                     else:
                         self._copy(action, inputs, dest)
                 except CopyError as exc:
-                    raise StepError(str(exc)) from None
+                    raise StepError(str(exc), kind=_kind(exc)) from None
 
     def _copy(self, action: Copy, inputs: Sequence[Result], dest: Root) -> None:
         options = copy_options(action, resolve_owner(dest, action.chown) if action.chown else None)
@@ -470,3 +471,7 @@ def _overlay_listed() -> bool:
         return "overlay" in Path("/proc/filesystems").read_text()
     except OSError:
         return False
+
+
+def _kind(exc: CopyError) -> str:
+    return "missing-source" if isinstance(exc, MissingSourceError) else ""
