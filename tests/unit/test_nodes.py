@@ -216,3 +216,32 @@ def test_builder_create_takes_several_nodes_each_with_its_platforms(
                                      "--node", "a=local"])  # fmt: skip
     assert "builder 'farm' has a node 'a' already" in str(clash.exception)
     assert [n.name for n in BuilderStore(tmp_path).get("farm").nodes] == ["a", "b", "c"]
+
+
+def test_what_cannot_travel_to_a_node_yet_is_refused(tmp_path: Path) -> None:
+    """--ssh and --cache-to are refused with remote nodes (said, never ignored); secrets,
+    named contexts and caches to import travel (by id, or translated for each node)."""
+    from polyarch.api import BuildOptions
+    from polyarch.nodes.farm import layout_spec, remote_request
+
+    (tmp_path / "Dockerfile").write_text("FROM scratch\n")
+    base = BuildOptions(context=tmp_path)
+    for flag, options in (("--ssh", BuildOptions(context=tmp_path, ssh=("default",))),
+                          ("--cache-to", BuildOptions(context=tmp_path,
+                                                      cache_to="type=local,dest=x"))):  # fmt: skip
+        with pytest.raises(UsageError, match=f"{flag} cannot be used with remote builder nodes"):
+            remote_request(options, tmp_path, tmp_path / "Dockerfile")
+    travels = BuildOptions(
+        context=tmp_path,
+        secrets=("id=a,env=A",),
+        contexts={"n": str(tmp_path)},
+        cache_from=("type=local,src=c",),
+    )
+    request = remote_request(travels, tmp_path, tmp_path / "Dockerfile")
+    assert request["named_contexts"] == {"n": str(tmp_path)}
+    assert request["cache_from"] == ["type=local,src=c"]
+    assert request["dockerfile"] == "Dockerfile"
+    assert remote_request(base, tmp_path, tmp_path / "Dockerfile")["named_contexts"] == {}
+    assert layout_spec("/l/dir:v1") == ("/l/dir", ":v1")
+    assert layout_spec("/l:x/dir@sha256:" + "a" * 64) == ("/l:x/dir", "@sha256:" + "a" * 64)
+    assert layout_spec("/l:x/dir") == ("/l:x/dir", "")

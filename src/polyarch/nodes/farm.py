@@ -496,13 +496,15 @@ def _image_layout(store: OciLayout, descriptor: Descriptor, dest: Path) -> None:
 
 
 def remote_request(options: Any, context: Path, dockerfile: Path) -> dict[str, Any]:
-    """What a node is asked to build: the options that travel; the ones that cannot (they
-    name files or agents of this machine, or registries with its credentials) are refused."""
+    """What a node is asked to build: the options that travel (named contexts and caches are
+    translated for each node by Farm); the ones that cannot yet are refused: `--ssh` (an agent
+    of this machine, not forwarded) and `--cache-to` (one export of what every node made)."""
     refused = [name for name, value in (
         ("--ssh", options.ssh), ("--cache-to", options.cache_to)) if value]  # fmt: skip
     if refused:
         raise UsageError(f"{', '.join(refused)} cannot be used with remote builder nodes yet "
-                         "(they name files, agents or credentials of this machine); build with "
+                         "(an SSH agent of this machine is not forwarded to them, and one "
+                         "cache export of what every node made is not built); build with "
                          "--builder default")  # fmt: skip
     try:
         inside = dockerfile.resolve().relative_to(context.resolve())

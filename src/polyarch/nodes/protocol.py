@@ -3,7 +3,9 @@ line of JSON; a message with `"size": N` is followed by N raw bytes (a file or a
 
 Version 3 (2 had no secrets: a node now asks the client for a secret's value, `secret` with
 its id, when a step mounts it, and the client answers with the value as the payload, or an
-error; 1 had no build-once stages sent, no partial contexts and no pushing from nodes). The
+error; nor named contexts and local caches sent as `layout` of kind `named` and `cache`, nor
+a typed `kind` on errors; 1 had no build-once stages sent, no partial contexts and no pushing
+from nodes). The
 client speaks first (`hello` with its version); a node of another version answers with its own
 and stops, and the client says which two differ."""
 
