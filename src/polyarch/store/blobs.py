@@ -194,10 +194,12 @@ class VerifyingReader(io.RawIOBase):
 class ContentStore:
     """Blobs by digest under `root` (an OCI layout's `blobs/` tree, plus `ingest/` for temps)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, create: bool = True) -> None:
         self.root = Path(root)
         self.blobs_dir = self.root / "blobs"
         self.ingest_dir = self.root / ".ingest"
+        if not create:  # read only: a layout on a read-only mount, or another user's
+            return
         try:
             self.blobs_dir.mkdir(parents=True, exist_ok=True)
             self.ingest_dir.mkdir(parents=True, exist_ok=True)

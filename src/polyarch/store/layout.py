@@ -52,7 +52,7 @@ class OciLayout:
         self.path = Path(path)
         if not create and not (self.path / _LAYOUT_FILE).is_file():
             raise StoreError(f"{self.path} is not an OCI image layout (no {_LAYOUT_FILE} file)")
-        self.blobs = ContentStore(self.path)
+        self.blobs = ContentStore(self.path, create=create)
         marker = self.path / _LAYOUT_FILE
         if create:
             self.blobs.clear_ingest()  # what a killed copy into this layout left
