@@ -326,3 +326,22 @@ def test_release_push_builders_du_and_prune_as_the_user(
     assert "local/kept:1" in after.stdout  # tagged images stay; the rest is gone
     removed = users.as_user(user, ["builder", "rm", "mine"], workdir)
     assert removed.returncode == 0, removed.stderr
+
+
+def test_a_layout_the_user_cannot_write_is_read(user: str, workdir: Path, tmp_path: Path) -> None:
+    """An OCI layout of root's (readable, not writable by the user): inspected and copied from
+    without a write to it."""
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM scratch\nCOPY f /f\n")
+    (ctx / "f").write_text("f\n")
+    layout = workdir / "roots-layout"
+    made = polyarch("build", "--root", str(tmp_path / "root"), "-t", "local/ro:1", "--output",
+                    f"type=oci,dest={layout},tar=false", str(ctx))  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    before = sorted(str(p.relative_to(layout)) for p in layout.rglob("*"))
+    shown = as_user(user, ["inspect", f"oci:{layout}:1"], workdir)
+    assert shown.returncode == 0 and "Digest:" in shown.stdout, shown.stderr
+    copied = as_user(user, ["copy", f"oci:{layout}:1", f"oci:{workdir / 'mine'}:1"], workdir)
+    assert copied.returncode == 0, copied.stderr
+    assert sorted(str(p.relative_to(layout)) for p in layout.rglob("*")) == before
