@@ -377,6 +377,24 @@ def test_build_once_stages_run_here_and_their_outputs_reach_the_node(
     assert any("stage bundle sent, built here (0 files" in str(e.get("text")) for e in stream)
 
 
+def onbuild_base(
+    tiny: str,
+    registry: RunningRegistry,
+    tmp_path: Path,
+    env: dict[str, str],
+    copy: str,
+    name: str,
+) -> str:
+    """A linux/arm64 base image pushed as `name`, whose ONBUILD trigger is `COPY {copy}`
+    (which the plan here cannot see)."""
+    base_ctx = write_context(tmp_path / "base", f"FROM {tiny}\nONBUILD COPY {copy}\n", {})
+    base_ref = registry.ref(name)
+    pushed = run("build", "--root", str(tmp_path / "base-root"), "--platform", "linux/arm64",
+                 "-t", base_ref, "--push", str(base_ctx), env=env)  # fmt: skip
+    assert pushed.returncode == 0, pushed.stderr
+    return base_ref
+
+
 def test_a_node_gets_the_whole_context_when_its_build_takes_more_than_foreseen(
     tiny: str, registry: RunningRegistry, sshd: SshServer, tmp_path: Path
 ) -> None:
@@ -384,11 +402,7 @@ def test_a_node_gets_the_whole_context_when_its_build_takes_more_than_foreseen(
 
     env = env_for(tmp_path, sshd)
     # A base image whose ONBUILD trigger copies *.txt: the plan here cannot see it.
-    base_ctx = write_context(tmp_path / "base", f"FROM {tiny}\nONBUILD COPY *.txt /d/\n", {})
-    base_ref = registry.ref("nodes/onbuild:1")
-    pushed = run("build", "--root", str(tmp_path / "base-root"), "--platform", "linux/arm64",
-                 "-t", base_ref, "--push", str(base_ctx), env=env)  # fmt: skip
-    assert pushed.returncode == 0, pushed.stderr
+    base_ref = onbuild_base(tiny, registry, tmp_path, env, "*.txt /d/", "nodes/onbuild:1")
     use_arm_node("ob", f"ssh://root@127.0.0.1:{sshd.port}", tmp_path / "node-root", env)
     ctx = write_context(tmp_path / "ctx", f"FROM {base_ref}\nCOPY a.txt /a.txt\n",
                         {"a.txt": "a\n", "b.txt": "b\n"})  # fmt: skip
@@ -414,11 +428,7 @@ def test_a_node_missing_a_source_gets_the_whole_context(
     with a missing source (a typed kind on the wire, not words to match), and the node gets
     the whole context and builds again."""
     env = env_for(tmp_path, sshd)
-    base_ctx = write_context(tmp_path / "base", f"FROM {tiny}\nONBUILD COPY hidden.txt /h\n", {})
-    base_ref = registry.ref("nodes/onbuild-one:1")
-    pushed = run("build", "--root", str(tmp_path / "base-root"), "--platform", "linux/arm64",
-                 "-t", base_ref, "--push", str(base_ctx), env=env)  # fmt: skip
-    assert pushed.returncode == 0, pushed.stderr
+    base_ref = onbuild_base(tiny, registry, tmp_path, env, "hidden.txt /h", "nodes/onbuild-one:1")
     use_arm_node("ob1", f"ssh://root@127.0.0.1:{sshd.port}", tmp_path / "node-root", env)
     ctx = write_context(tmp_path / "ctx", f"FROM {base_ref}\nCOPY a.txt /a.txt\n",
                         {"a.txt": "a\n", "hidden.txt": "h\n"})  # fmt: skip
@@ -466,6 +476,36 @@ def test_push_from_nodes(
     assert verified.returncode == 0, verified.stdout + verified.stderr
 
 
+def here_and_on_a_node(
+    builder: str,
+    sshd: SshServer,
+    tmp_path: Path,
+    env: dict[str, str],
+    ctx: Path,
+    flags: list[str],
+) -> list[dict[str, object]]:
+    """A row of the composition matrix: `ctx` built for linux/arm64 with `flags` here, then
+    with that platform on an SSH node (each in a fresh workspace, SOURCE_DATE_EPOCH in `env`):
+    both succeed, the second on the node, with the same digest. Returns the node build's
+    events."""
+    digests, stream = {}, []
+    for where in ("here", "node"):
+        if where == "node":
+            use_arm_node(builder, f"ssh://root@127.0.0.1:{sshd.port}", tmp_path / "node-root",
+                         env)  # fmt: skip
+        meta = tmp_path / f"{where}.json"
+        built = run("build", "--root", str(tmp_path / f"root-{where}"), "--platform",
+                    "linux/arm64", *flags, "--metadata-file", str(meta), "--progress", "json",
+                    str(ctx), env=env)  # fmt: skip
+        assert built.returncode == 0, built.stderr
+        stream = events(built.stderr)
+        on_node = any(e.get("node") == "arm" and e.get("step") for e in stream)
+        assert on_node == (where == "node"), where
+        digests[where] = json.loads(meta.read_text())["containerimage.digest"]
+    assert digests["here"] == digests["node"]
+    return stream
+
+
 SECRETS = """FROM {base}
 RUN --mount=type=secret,id=token sha256sum /run/secrets/token | cut -c1-64 > /token.sum
 RUN --mount=type=secret,id=apikey,env=API_KEY printf %s "$API_KEY" | sha256sum > /key.sum
@@ -487,21 +527,7 @@ def test_secrets_reach_a_nodes_steps_and_nothing_else(
     token.write_text("token-8c1f22a9-never-on-disk\n")
     ctx = write_context(tmp_path / "ctx", SECRETS.format(base=tiny), {})
     flags = ["--secret", f"id=token,src={token}", "--secret", "id=apikey,env=API_KEY"]
-    digests = {}
-    for where in ("here", "node"):
-        if where == "node":
-            use_arm_node("secrets", f"ssh://root@127.0.0.1:{sshd.port}", tmp_path / "node-root",
-                         env)  # fmt: skip
-        meta = tmp_path / f"{where}.json"
-        built = run("build", "--root", str(tmp_path / f"root-{where}"), "--platform",
-                    "linux/arm64", *flags, "--metadata-file", str(meta), "--progress", "json",
-                    str(ctx), env=env)  # fmt: skip
-        assert built.returncode == 0, built.stderr
-        stream = events(built.stderr)
-        on_node = any(e.get("node") == "arm" and e.get("step") for e in stream)
-        assert on_node == (where == "node"), where
-        digests[where] = json.loads(meta.read_text())["containerimage.digest"]
-    assert digests["here"] == digests["node"]
+    here_and_on_a_node("secrets", sshd, tmp_path, env, ctx, flags)
     for top in (tmp_path / "node-root", tmp_path / "root-here", tmp_path / "root-node"):
         for path in top.rglob("*"):
             if path.is_file() and not path.is_symlink():
@@ -535,24 +561,10 @@ def test_named_contexts_reach_a_node(tiny: str, sshd: SshServer, tmp_path: Path)
         "--build-context",
         f"img=docker-image://{tiny}",
     ]
-    digests = {}
-    for where in ("here", "node"):
-        if where == "node":
-            use_arm_node("named", f"ssh://root@127.0.0.1:{sshd.port}", tmp_path / "node-root",
-                         env)  # fmt: skip
-        meta = tmp_path / f"{where}.json"
-        done = run("build", "--root", str(tmp_path / f"root-{where}"), "--platform",
-                   "linux/arm64", *flags, "--metadata-file", str(meta), "--progress", "json",
-                   str(ctx), env=env)  # fmt: skip
-        assert done.returncode == 0, done.stderr
-        stream = events(done.stderr)
-        assert any(e.get("node") == "arm" for e in stream) == (where == "node")
-        if where == "node":
-            notes = [str(e.get("text")) for e in stream if e["event"] == "note"]
-            assert any("build context libs sent" in n for n in notes), notes
-            assert any("build context laid sent" in n for n in notes), notes
-        digests[where] = json.loads(meta.read_text())["containerimage.digest"]
-    assert digests["here"] == digests["node"]
+    stream = here_and_on_a_node("named", sshd, tmp_path, env, ctx, flags)
+    notes = [str(e.get("text")) for e in stream if e["event"] == "note"]
+    assert any("build context libs sent" in n for n in notes), notes
+    assert any("build context laid sent" in n for n in notes), notes
 
 
 def test_a_node_takes_hits_from_an_imported_cache(
