@@ -258,9 +258,16 @@ def test_a_node_reached_as_an_ordinary_user_builds_rootless(
     assert farm["polyarch.platforms"] == local["polyarch.platforms"]
 
 
+@pytest.fixture(scope="module")
+def root_workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One workspace for the root builds of the corpus (the base unpacked once), as the
+    user's own workspace is one for all its builds."""
+    return tmp_path_factory.mktemp("corpus-root")
+
+
 @pytest.mark.parametrize("case", CASES, ids=lambda p: p.name)
 def test_the_buildah_corpus_builds_the_same_image_rootless(
-    user: str, workdir: Path, base: str, case: Path, tmp_path: Path
+    user: str, workdir: Path, base: str, case: Path, tmp_path: Path, root_workspace: Path
 ) -> None:
     """Each case that test_against_buildah holds polyarch's root build to, built by the
     user: the same image digest as the root build (the same files, owners and modes)."""
@@ -274,7 +281,7 @@ def test_the_buildah_corpus_builds_the_same_image_rootless(
                           str(ctx)], workdir)  # fmt: skip
     assert ours.returncode == 0, ours.stderr
     theirs = subprocess.run(
-        [sys.executable, "-m", "polyarch", *common, "--root", str(tmp_path / "root"), "--output",
+        [sys.executable, "-m", "polyarch", *common, "--root", str(root_workspace), "--output",
          f"type=oci,dest={tmp_path / 'root-out'},tar=false", str(ctx)],
         capture_output=True, text=True, timeout=900, check=False,
         env={**os.environ, "SOURCE_DATE_EPOCH": "1700000000"},
