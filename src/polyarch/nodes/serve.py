@@ -361,15 +361,19 @@ def _interrupted_when_the_client_leaves(inp: BinaryIO) -> Iterator[None]:
     is watched instead; when it closes, this process is interrupted as Ctrl-C interrupts a
     local build (running steps killed, their mounts and containers cleared)."""
     done = threading.Event()
+    wake, woken = os.pipe()  # the build's end wakes the watcher at once
 
     def watch() -> None:
         gone = select.POLLHUP | select.POLLERR | select.POLLNVAL | getattr(select, "POLLRDHUP", 0)
         poller = select.poll()
         poller.register(inp.fileno(), select.POLLIN | gone)
+        poller.register(wake, select.POLLIN)
         while not done.is_set():
-            for _fd, mask in poller.poll(200):
+            for fd, mask in poller.poll(1000):
+                if fd == wake or done.is_set():
+                    return
                 if mask & gone or (mask & select.POLLIN and _at_end(inp.fileno())):
-                    if not done.is_set():
+                    if not done.is_set():  # the client left while the build runs
                         os.kill(os.getpid(), signal.SIGINT)
                     return
                 if mask & select.POLLIN:  # a message waits: the client is there
@@ -381,7 +385,10 @@ def _interrupted_when_the_client_leaves(inp: BinaryIO) -> Iterator[None]:
         yield
     finally:
         done.set()
+        os.write(woken, b"x")
         watcher.join()
+        os.close(wake)
+        os.close(woken)
 
 
 def _at_end(fd: int) -> bool:
