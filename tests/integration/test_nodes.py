@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -211,6 +212,7 @@ def test_ctrl_c_stops_a_nodes_running_step(tiny: str, sshd: SshServer, tmp_path:
 
     env = env_for(tmp_path, sshd)
     node_root = tmp_path / "node-root"
+    scratch = set(Path(tempfile.gettempdir()).glob("polyarch-stages-*"))
     use_arm_node("stop", f"ssh://root@127.0.0.1:{sshd.port}", node_root, env)
     ctx = write_context(tmp_path / "ctx", f"FROM {tiny}\nRUN sleep 300\n", {})
     build = subprocess.Popen(
@@ -250,6 +252,8 @@ def test_ctrl_c_stops_a_nodes_running_step(tiny: str, sshd: SshServer, tmp_path:
                 os.kill(int(pid), signal.SIGINT)
     took = time.monotonic() - sent
     assert took < 2.0, f"the node's step took {took:.1f} s to stop"
+    # Nothing of the interrupted build is left here either.
+    assert set(Path(tempfile.gettempdir()).glob("polyarch-stages-*")) == scratch
     again = run("build", "--root", str(tmp_path / "root"), "--platform", "linux/arm64",
                 "--progress", "json", str(write_context(tmp_path / "ctx2", f"FROM {tiny}\n"
                                                         "RUN true\n", {})), env=env)  # fmt: skip

@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -83,3 +84,24 @@ def test_plan_target_and_build_args(project: Path) -> None:
     assert result.returncode == 0
     assert "target: js" in result.stdout
     assert "build arguments not consumed by any ARG: UNUSED" in result.stdout
+
+
+def test_a_reader_that_goes_away_is_no_internal_error(tmp_path: Path) -> None:
+    """Ctrl-C while whoever read polyarch's output is gone (a killed pipeline): nothing to
+    say and nowhere to say it; it ends as a pipeline expects (141, as a shell reports
+    SIGPIPE), with no internal-error log."""
+    import signal
+    import time
+
+    env = {**os.environ, "TMPDIR": str(tmp_path)}  # where an internal-error log would go
+    proc = subprocess.Popen(  # waits for a Dockerfile on stdin
+        [sys.executable, "-m", "polyarch", "build", "-f", "-", str(tmp_path)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+    )  # fmt: skip
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()
+    proc.stderr.close()
+    time.sleep(1.5)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=60) == 141
+    assert not (tmp_path / "polyarch-errors").exists()

@@ -819,6 +819,13 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         _failed(exc, 1)
     except KeyboardInterrupt:
         _interrupted()
+    except BrokenPipeError:
+        # Whoever read the output went away (`polyarch images | head -1`): nothing more to
+        # say, and nowhere to say it; as a shell's pipeline expects, no traceback.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.dup2(devnull, sys.stderr.fileno())
+        sys.exit(141)
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
             where = f" writing {exc.filename}" if exc.filename else ""

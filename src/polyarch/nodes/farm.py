@@ -143,6 +143,9 @@ class Farm:
     # The paths a platform's build takes from the main context, given the node's platform and
     # the stages it receives: only the files they name are sent.
     context_paths: Callable[[Platform, Platform, Collection[str]], set[str]] | None = None
+    # Directories of a build under way (stage layouts), removed by abort() too: an
+    # interrupted polyarch ends without waiting for the thread that uses them.
+    scratch: list[Path] = field(default_factory=list)
 
     def note(self, text: str) -> None:
         self.progress(Event("note", "", "builder", text=text))
@@ -165,9 +168,12 @@ class Farm:
             connection.close()
 
     def abort(self) -> None:
-        """Stop every node's worker now (this machine's build failed or was interrupted)."""
+        """Stop every node's worker now (this machine's build failed or was interrupted), and
+        remove what the build had here."""
         for connection in self.connections.values():
             connection.process.kill()
+        for path in self.scratch:
+            shutil.rmtree(path, ignore_errors=True)
 
     def routes(
         self, platforms: Sequence[Platform], machine: Platform, local_emulated: Sequence[Platform]
@@ -197,7 +203,9 @@ class Farm:
         for (by id, when it mounts one)."""
         for connection in self.connections.values():
             connection.secrets = dict(secrets or {})
-        with tempfile.TemporaryDirectory(prefix="polyarch-stages-") as tmp:
+        tmp = Path(tempfile.mkdtemp(prefix="polyarch-stages-"))
+        self.scratch.append(tmp)
+        try:
             exported: dict[str, Path] = {}
             once = threading.Lock()
 
@@ -207,12 +215,14 @@ class Farm:
                 with once:
                     if not exported:
                         for index, (name, descriptor) in enumerate(sorted(done.items())):
-                            exported[name] = Path(tmp) / str(index)
+                            exported[name] = tmp / str(index)
                             _image_layout(layout, descriptor, exported[name])
                 return exported
 
             return self._build(routes, request, (context, dockerfile), layout, stages,
                                list(candidates))  # fmt: skip
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
     def _build(
         self,
