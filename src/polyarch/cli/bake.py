@@ -21,7 +21,7 @@ from polyarch.cli.common import (
     globals_of,
     open_session,
     parse_platforms,
-    result_file,
+    result_file_option,
     root_option,
     write_result,
 )
@@ -78,12 +78,7 @@ if TYPE_CHECKING:
 @click.option("--allow", "allow", multiple=True, metavar="ENTITLEMENT",
               help="Grant fs.read=PATH, fs.write=PATH, fs=PATH (* for any), network.host or "
               "security.insecure, which the definition asks for.")  # fmt: skip
-@click.option(
-    "--metadata-file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    callback=result_file,
-    help="Write each target's build result as JSON, by target name.",
-)
+@result_file_option("--metadata-file", "Write each target's build result as JSON, by target name.")
 @click.option("--progress", type=click.Choice(["auto", "tty", "plain", "json", "rawjson",
                                                "quiet", "none"]), default="auto",
               envvar="BUILDKIT_PROGRESS", help="How to show the builds.")  # fmt: skip

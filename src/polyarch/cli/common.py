@@ -7,9 +7,9 @@ import json
 import os
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -202,6 +202,15 @@ def result_file(_ctx: click.Context, param: click.Parameter, value: Path | None)
     if not os.access(where, os.W_OK | (os.X_OK if where.is_dir() else 0)):
         raise click.BadParameter(f"{value}: not writable here (permission denied)", param=param)
     return value
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def result_file_option(name: str, help_text: str) -> Callable[[_F], _F]:
+    """An option naming a file a command writes its result to, checked before it runs."""
+    return click.option(name, type=click.Path(dir_okay=False, path_type=Path),
+                        callback=result_file, help=help_text)  # fmt: skip
 
 
 def write_result(path: Path, text: str, flag: str) -> None:

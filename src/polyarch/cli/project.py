@@ -48,7 +48,7 @@ from polyarch.cli.common import (
     parse_build_args,
     parse_pairs,
     parse_platforms,
-    result_file,
+    result_file_option,
     root_option,
     table,
     write_result,
@@ -731,16 +731,11 @@ def _build_lines(report: BuildReport) -> list[str]:
               "stage's files; a directory per platform), -o DIR (local), -o - (tar). "
               "compression=gzip|zstd|uncompressed, compression-level=N, "
               "force-compression=true for image outputs.")  # fmt: skip
-@click.option("--metadata-file", type=click.Path(dir_okay=False, path_type=Path),
-              callback=result_file, help="Write the build's result as JSON (buildx's keys: "
-              "containerimage.digest, containerimage.descriptor, image.name; and per "
-              "platform).")  # fmt: skip
-@click.option(
-    "--iidfile",
-    type=click.Path(dir_okay=False, path_type=Path),
-    callback=result_file,
-    help="Write the image's digest (the index, or the manifest of one platform).",
-)
+@result_file_option("--metadata-file", "Write the build's result as JSON (buildx's keys: "
+                    "containerimage.digest, containerimage.descriptor, image.name; and per "
+                    "platform).")  # fmt: skip
+@result_file_option("--iidfile", "Write the image's digest (the index, or the manifest of one "
+                    "platform).")  # fmt: skip
 @click.option("-q", "--quiet", is_flag=True, help="No progress; print only the image digest.")
 @click.option("--push-from-nodes", "push_from_nodes", is_flag=True,
               help="With --push and a builder's nodes: each node pushes the platforms it "
