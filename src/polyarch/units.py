@@ -1,4 +1,4 @@
-"""Sizes and durations as people write them on command lines (pure)."""
+"""Sizes, durations and booleans as people write them on command lines (pure)."""
 
 from __future__ import annotations
 
@@ -30,3 +30,14 @@ def parse_duration(text: str) -> float:
 
 
 __all__ = ["parse_duration", "parse_size"]
+
+
+def parse_bool(text: str) -> bool | None:
+    """`1`/`t`/`true` and `0`/`f`/`false`, any case (as BuildKit's and buildx's flags take
+    them); None for anything else, which the caller refuses in its own words."""
+    lowered = text.lower()
+    if lowered in ("1", "t", "true"):
+        return True
+    if lowered in ("0", "f", "false"):
+        return False
+    return None

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from polyarch.errors import UsageError
+from polyarch.units import parse_bool
 
 _NAME = re.compile(r"^[a-zA-Z0-9_-]+$")
 
@@ -478,12 +479,10 @@ def _expand_targets(config: Config, pattern: str) -> list[str]:
 
 
 def _bool(value: str, key: str) -> bool:
-    lowered = value.lower()
-    if lowered in ("1", "t", "true"):
-        return True
-    if lowered in ("0", "f", "false"):
-        return False
-    raise BakeError(f"invalid value {value} for boolean key {key}")
+    parsed = parse_bool(value)
+    if parsed is None:
+        raise BakeError(f"invalid value {value} for boolean key {key}")
+    return parsed
 
 
 def apply_overrides(target: Target, overrides: Mapping[str, Override]) -> None:

@@ -56,6 +56,7 @@ from polyarch.bake.hcl import (
     Var,
     parse_expression,
 )
+from polyarch.units import parse_bool
 
 TARGET_FIELDS: dict[str, str] = {
     "description": "string", "inherits": "list", "annotations": "list", "attest": "entries",
@@ -263,12 +264,10 @@ def _from_environment(name: str, text: str, spec: TypeSpec | None, default: Any,
 
 def _primitive(text: str, kind: str, name: str) -> Any:
     if kind == "bool":
-        lowered = text.lower()
-        if lowered in ("1", "t", "true"):
-            return True
-        if lowered in ("0", "f", "false"):
-            return False
-        raise BakeError(f"failed to parse {name} as bool: {text!r}")
+        parsed = parse_bool(text)
+        if parsed is None:
+            raise BakeError(f"failed to parse {name} as bool: {text!r}")
+        return parsed
     if kind == "number":
         try:
             return to_number(text)

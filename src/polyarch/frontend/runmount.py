@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
+from polyarch.units import parse_bool
+
 MOUNT_TYPES: Final = ("bind", "cache", "tmpfs", "secret", "ssh")
 SHARING: Final = ("shared", "private", "locked")
 _KEYS: Final = ("type", "from", "source", "target", "readonly", "id", "sharing", "required",
@@ -49,12 +51,10 @@ def _suggest(value: str, options: tuple[str, ...]) -> str:
 
 
 def _bool(key: str, value: str) -> bool:
-    lowered = value.lower()
-    if lowered in ("1", "t", "true"):
-        return True
-    if lowered in ("0", "f", "false"):
-        return False
-    raise MountSyntaxError(f"invalid value for {key}: {value}")
+    parsed = parse_bool(value)
+    if parsed is None:
+        raise MountSyntaxError(f"invalid value for {key}: {value}")
+    return parsed
 
 
 def ram_in_bytes(text: str) -> int:
