@@ -148,18 +148,16 @@ def check_entitlements(resolved: Resolved, settings: BakeSettings) -> None:
                     needed.append(entitlement)
                     messages.append(f" - {text}")
         read, write = (_outermost(paths) for paths in local_paths(target, settings.cwd))
-        for path in sorted(read):
-            if not any_read and not any(_inside(path, g) for g in granted_read):
-                flag = f"fs.read={_shown(path, settings.cwd)}"
-                if flag not in needed:
-                    needed.append(flag)
-                    messages.append(f" - Read access to path {_shown(path, settings.cwd)}")
-        for path in sorted(write):
-            if not any_write and not any(_inside(path, g) for g in granted_write):
-                flag = f"fs.write={_shown(path, settings.cwd)}"
-                if flag not in needed:
-                    needed.append(flag)
-                    messages.append(f" - Write access to path {_shown(path, settings.cwd)}")
+        for paths, anything, granted, key, word in (
+            (read, any_read, granted_read, "fs.read", "Read"),
+            (write, any_write, granted_write, "fs.write", "Write"),
+        ):
+            for path in sorted(paths):
+                if not anything and not any(_inside(path, g) for g in granted):
+                    flag = f"{key}={_shown(path, settings.cwd)}"
+                    if flag not in needed:
+                        needed.append(flag)
+                        messages.append(f" - {word} access to path {_shown(path, settings.cwd)}")
     if needed:
         allow = " ".join(f"--allow={n}" for n in needed)
         asked = "\n".join(messages)
