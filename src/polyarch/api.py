@@ -985,6 +985,10 @@ def _build_with_nodes(
     # node runs what does not wait for them.
     routed = dataclasses.replace(request, platforms=tuple(r.platform for r in routes if r.node))
     candidates = builder.planned_shared_stages(routed)
+    # --cache-to: one export, here, of this machine's entries and the nodes' (below).
+    cache_to, request = request.cache_to, dataclasses.replace(request, cache_to=None)
+    if cache_to is not None:
+        ask["cache_export"] = cache_to.mode
     shared: Future[dict[str, Descriptor]] = Future()
 
     def on_nodes() -> None:
@@ -1000,7 +1004,8 @@ def _build_with_nodes(
     thread = threading.Thread(target=on_nodes, daemon=True)
     thread.start()
     try:
-        stages, shared_run = builder.build_shared_stages(routed) if candidates else ({}, 0)
+        stages, shared_run, shared_keys = (builder.build_shared_stages(routed) if candidates
+                                           else ({}, 0, frozenset()))  # fmt: skip
         shared.set_result(stages)
         local = builder.build(request) if request.platforms else None
     except BaseException as exc:
@@ -1018,7 +1023,8 @@ def _build_with_nodes(
             local, manifests={**local.manifests, **again.manifests},
             images=local.images + again.images, steps_run=local.steps_run + again.steps_run,
             steps_cached=local.steps_cached + again.steps_cached,
-            cache_keys=local.cache_keys | again.cache_keys)  # fmt: skip
+            cache_keys=local.cache_keys | again.cache_keys,
+            image_keys=local.image_keys | again.image_keys)  # fmt: skip
     manifests: dict[Platform, Descriptor] = {}
     images = []
     for platform in wanted:
@@ -1037,15 +1043,24 @@ def _build_with_nodes(
     top = write_index(builder.layout, manifests, annotations)
     steps_run = shared_run + sum(r.steps_run for r in remote.values())
     steps_cached = sum(r.steps_cached for r in remote.values())
+    exported = None
+    if cache_to is not None:
+        # mode=max: every step used here (the build-once stages too); min: the images' own.
+        mine = set(shared_keys) if cache_to.mode == "max" else set()
+        if local is not None:
+            mine |= local.cache_keys if cache_to.mode == "max" else local.image_keys
+        theirs = [record for r in remote.values() for record in r.cache_records]
+        exported = builder.export_cache(cache_to, wanted, request.target, mine, theirs)
     if local is not None:
         return dataclasses.replace(
             local, descriptor=top, manifests=manifests, images=tuple(images),
             steps_run=local.steps_run + steps_run,
             # The shared stages' steps ran once, above; here they were taken from the cache.
             steps_cached=max(0, local.steps_cached - shared_run) + steps_cached,
-            seconds=time.monotonic() - started)  # fmt: skip
+            seconds=time.monotonic() - started, cache_export=exported)  # fmt: skip
     return BuildResult(top, manifests, None, steps_run, steps_cached,
-                       seconds=time.monotonic() - started, images=tuple(images))  # fmt: skip
+                       seconds=time.monotonic() - started, images=tuple(images),
+                       cache_export=exported)  # fmt: skip
 
 
 def _image_blobs(layout: OciLayout, manifests: Iterable[Descriptor]) -> dict[str, int]:

@@ -13,7 +13,7 @@ import dataclasses
 import os
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,7 +44,7 @@ from polyarch.remotecache.exchange import (
     open_store,
     records_for,
 )
-from polyarch.remotecache.format import CacheSpec
+from polyarch.remotecache.format import CacheRecord, CacheSpec, merge
 from polyarch.runtime import Executor
 from polyarch.runtime.userns import rootless
 from polyarch.solver.cache import CacheBackend, SqliteCache, UnusableCacheEntry
@@ -115,6 +115,7 @@ class BuildResult:
     seconds: float = 0.0
     images: tuple[PlatformImage, ...] = ()
     cache_keys: frozenset[str] = frozenset()  # every cached step the build used or made
+    image_keys: frozenset[str] = frozenset()  # of those, the steps whose layers the images hold
     warnings: tuple[PlanWarning, ...] = ()
     steps_imported: int = 0  # of the cached: hits in an imported cache
     cache_export: ExportReport | None = None
@@ -293,14 +294,17 @@ class Builder:
         graph = convert(_convert_request(request))
         return sorted(shared_stages(graph, request.dockerfile))
 
-    def build_shared_stages(self, request: BuildRequest) -> tuple[dict[str, Descriptor], int]:
+    def build_shared_stages(
+        self, request: BuildRequest
+    ) -> tuple[dict[str, Descriptor], int, frozenset[str]]:
         """Only the build-once stages that the request's platforms take files from (for the
         nodes that build those platforms): each run here once, checked for native code as a
         local build checks it, and kept as an image in the store. Returns stage name -> its
         manifest. A stage found to make native code is left out (the nodes build it per
         platform), as is one that another stage builds FROM or that has no name (a named
         context, which is how a node receives it, can only replace a named stage). Also
-        returns how many steps ran."""
+        returns how many steps ran, and the cache keys of the steps used (for a cache export
+        of mode=max)."""
         out: dict[str, Descriptor] = {}
         with self._building():
             solved = self._solve(request, "shared")
@@ -319,7 +323,7 @@ class Builder:
                 manifest = Manifest.create(config_blob, blobs)
                 self.layout.write_document(manifest.raw)
                 out[name] = manifest.descriptor(inst.platform)
-        return out, solved.report.steps_run + solved.earlier
+        return out, solved.report.steps_run + solved.earlier, solved.report.used_keys
 
     def warm(self, request: BuildRequest, pending: frozenset[str]) -> int:
         """Run what the build can run before the named contexts `pending` are there (a node
@@ -451,18 +455,20 @@ class Builder:
                 PlatformImage(platform, descriptor, size + len(config.to_bytes()))
             )
         top = write_index(self.layout, manifests, request.annotations)
+        image_keys = frozenset().union(
+            *(_image_steps(graph, solver, graph.images[p].result) for p in request.platforms)
+        )
         exported = None
         if request.cache_to is not None:
-            keys = report.used_keys if request.cache_to.mode == "max" else frozenset(
-                key for platform in request.platforms
-                for key in _image_steps(graph, solver, graph.images[platform].result))  # fmt: skip
-            exported = self._export_cache(request, keys)
+            keys = report.used_keys if request.cache_to.mode == "max" else image_keys
+            exported = self.export_cache(request.cache_to, request.platforms, request.target,
+                                         keys)  # fmt: skip
         earlier = solved.earlier
         return BuildResult(
             top, manifests, graph, report.steps_run + earlier,
             max(0, report.steps_cached - earlier),
             time.monotonic() - solved.started, tuple(platform_images), report.used_keys,
-            graph.warnings, report.steps_imported, exported,
+            image_keys, graph.warnings, report.steps_imported, exported,
             frozenset(layer.digest for key, vertex in graph.vertices.items()
                       if isinstance(vertex.op, ImageSource)
                       for layer in getattr(solver.finished(key), "layers", ())),
@@ -494,19 +500,27 @@ class Builder:
                                 seconds=time.monotonic() - started))  # fmt: skip
         return imported
 
-    def _export_cache(self, request: BuildRequest, keys: frozenset[str]) -> ExportReport | None:
-        spec = request.cache_to
-        assert spec is not None
+    def export_cache(
+        self,
+        spec: CacheSpec,
+        platforms: Sequence[Platform],
+        target: str | None,
+        keys: Iterable[str],
+        more: Sequence[CacheRecord] = (),
+    ) -> ExportReport | None:
+        """One `--cache-to` export: the entries of `keys` in this workspace's step cache, and
+        `more` (what a builder's nodes made for the same build, their layers in this store),
+        merged into the writer's tag of `platforms` and `target`."""
         started = time.monotonic()
         description = f"exporting cache to {spec} (mode={spec.mode})"
         self.progress(Event("start", "", description))
         now = time.time()
         try:
             store, tag = open_store(spec, self.registry, create=True)
-            records = records_for(keys, self.cache.entries(), now)
+            records = merge(more, records_for(keys, self.cache.entries(), now))
             report = export_cache(store, tag, records, self.blobs, spec,
-                                  platforms=[str(p) for p in request.platforms],
-                                  target=request.target or "", now=now)  # fmt: skip
+                                  platforms=[str(p) for p in platforms],
+                                  target=target or "", now=now)  # fmt: skip
         except PolyarchError as exc:
             if not spec.ignore_error:
                 raise BuildError(f"exporting the cache to {spec} failed: {exc}") from None

@@ -614,3 +614,39 @@ def test_a_node_takes_hits_from_an_imported_cache(
         assert any(str(e.get("description")).startswith("importing cache") for e in on_node)
         assert not any(e.get("cache") == "run" for e in on_node), said  # every step a hit
         assert json.loads(meta.read_text())["containerimage.digest"] == here
+
+
+def test_a_cache_export_holds_what_the_nodes_made(
+    tiny: str, registry: RunningRegistry, sshd: SshServer, tmp_path: Path
+) -> None:
+    """--cache-to (local and registry) with one platform here and one on a node: one export,
+    made here, holds both platforms' entries (the node's layers brought here), so a fresh
+    workspace with only this machine takes every step of both from it, and makes the same
+    index."""
+    env = {**env_for(tmp_path, sshd), "SOURCE_DATE_EPOCH": "1700000000"}
+    ctx = write_context(tmp_path / "ctx", f"FROM {tiny}\nRUN uname -m > /arch\n"
+                        "RUN echo more > /more\n", {})  # fmt: skip
+    use_arm_node("cacheto", f"ssh://root@127.0.0.1:{sshd.port}", tmp_path / "node-root", env)
+    cache_dir, ref = tmp_path / "cache", registry.ref("nodes/exported:buildcache")
+    digests = []
+    for to in (f"type=local,dest={cache_dir},mode=max", f"type=registry,ref={ref}"):
+        meta = tmp_path / "made.json"
+        made = run("build", "--root", str(tmp_path / "root-made"), "--platform", BOTH,
+                   "--cache-to", to, "--progress", "json", "--metadata-file", str(meta),
+                   str(ctx), env=env)  # fmt: skip
+        assert made.returncode == 0, made.stderr
+        assert any(e.get("node") == "arm" and e.get("step") for e in events(made.stderr))
+        digests.append(json.loads(meta.read_text())["containerimage.digest"])
+    assert digests[0] == digests[1]
+    for n, source in enumerate((f"type=local,src={cache_dir}", f"type=registry,ref={ref}")):
+        meta = tmp_path / f"fresh-{n}.json"
+        done = run("build", "--builder", "default", "--root", str(tmp_path / f"fresh-{n}"),
+                   "--platform", BOTH, "--cache-from", source, "--progress", "json",
+                   "--metadata-file", str(meta), str(ctx), env=env)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        stream = events(done.stderr)
+        ran = [(e.get("description"), e.get("platform")) for e in stream
+               if e["event"] == "done" and e.get("cache") == "run"]  # fmt: skip
+        assert not ran, ran  # every step of both platforms, amd64's and the node's arm64
+        assert any(e.get("cache") == "imported" for e in stream)
+        assert json.loads(meta.read_text())["containerimage.digest"] == digests[0]

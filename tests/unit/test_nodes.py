@@ -219,18 +219,20 @@ def test_builder_create_takes_several_nodes_each_with_its_platforms(
 
 
 def test_what_cannot_travel_to_a_node_yet_is_refused(tmp_path: Path) -> None:
-    """--ssh and --cache-to are refused with remote nodes (said, never ignored); secrets,
-    named contexts and caches to import travel (by id, or translated for each node)."""
+    """--ssh is refused with remote nodes (said, never ignored); secrets, named contexts and
+    caches to import travel (by id, or translated for each node); a cache export is asked
+    of each node as its mode (the export itself is made here)."""
     from polyarch.api import BuildOptions
     from polyarch.nodes.farm import layout_spec, remote_request
 
     (tmp_path / "Dockerfile").write_text("FROM scratch\n")
     base = BuildOptions(context=tmp_path)
-    for flag, options in (("--ssh", BuildOptions(context=tmp_path, ssh=("default",))),
-                          ("--cache-to", BuildOptions(context=tmp_path,
-                                                      cache_to="type=local,dest=x"))):  # fmt: skip
-        with pytest.raises(UsageError, match=f"{flag} cannot be used with remote builder nodes"):
-            remote_request(options, tmp_path, tmp_path / "Dockerfile")
+    with pytest.raises(UsageError, match="--ssh cannot be used with remote builder nodes"):
+        remote_request(BuildOptions(context=tmp_path, ssh=("default",)), tmp_path,
+                       tmp_path / "Dockerfile")  # fmt: skip
+    exporting = BuildOptions(context=tmp_path, cache_to="type=local,dest=x,mode=max")
+    assert remote_request(exporting, tmp_path, tmp_path / "Dockerfile")["cache_export"] == "max"
+    assert "cache_export" not in remote_request(base, tmp_path, tmp_path / "Dockerfile")
     travels = BuildOptions(
         context=tmp_path,
         secrets=("id=a,env=A",),

@@ -324,6 +324,11 @@ class NodeConnection:
             if not layout.blobs.has(blob.digest, blob.size):
                 self._blob(blob.digest, blob.size, layout)
 
+    def fetch_blob(self, descriptor: Descriptor, layout: OciLayout) -> None:
+        """One blob of the node's store into the local one, verified (kept if it is there)."""
+        if not layout.blobs.has(descriptor.digest, descriptor.size):
+            self._blob(descriptor.digest, descriptor.size, layout)
+
     def _blob(self, digest: Digest, size: int, layout: OciLayout) -> bytes:
         self._send({"op": "get", "digest": str(digest)})
         head = self._receive()

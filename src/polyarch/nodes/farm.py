@@ -34,7 +34,12 @@ from polyarch.oci.models import Descriptor, Manifest, parse_document
 from polyarch.platform import Platform, runs_natively
 from polyarch.progress import Event, Progress
 from polyarch.reference import Reference
-from polyarch.remotecache.format import parse_cache_spec
+from polyarch.remotecache.format import (
+    CacheFormatError,
+    CacheRecord,
+    parse_cache_spec,
+    parse_record,
+)
 from polyarch.store.layout import OciLayout
 
 if TYPE_CHECKING:
@@ -125,6 +130,8 @@ class RemoteResult:
     steps_run: int
     steps_cached: int
     sent_files: int
+    # --cache-to: the node's entries for the export made here (their layers fetched here)
+    cache_records: tuple[CacheRecord, ...] = ()
 
 
 @dataclass
@@ -299,12 +306,13 @@ class Farm:
                                   f"{', '.join(request['push'])}")  # fmt: skip
                     else:
                         connection.fetch(descriptor, layout)
+                    records = _cache_records(connection, answer, layout)
                     with lock:
                         results[platform] = RemoteResult(
                             Descriptor(descriptor.media_type, descriptor.digest,
                                        descriptor.size, platform=platform),
                             int(answer.get("steps_run", 0)) + warmed,
-                            int(answer.get("steps_cached", 0)), sent)  # fmt: skip
+                            int(answer.get("steps_cached", 0)), sent, records)  # fmt: skip
                     warmed = 0
             except (NodeError, KeyError, TypeError, ValueError) as exc:
                 if not isinstance(exc, NodeError):  # a node that answers what it should not
@@ -475,6 +483,27 @@ class Farm:
         return layouts
 
 
+def _cache_records(
+    connection: NodeConnection, answer: Mapping[str, Any], layout: OciLayout
+) -> tuple[CacheRecord, ...]:
+    """A node's cache entries for the `--cache-to` export made here, their layers fetched
+    into `layout` (verified by digest); an entry whose layer the node does not hold (taken
+    lazily from an imported cache) comes without it, as a local build's would."""
+    raw = answer.get("cache_records", [])
+    if not isinstance(raw, list):
+        raise NodeError(f"{connection.node.name} sent cache entries that are not a list")
+    records = []
+    for index, entry in enumerate(raw):
+        try:
+            record = parse_record(entry, f"node {connection.node.name}: cache entry {index}")
+        except CacheFormatError as exc:
+            raise NodeError(str(exc)) from None
+        if record.layer is not None and entry.get("held") is True:
+            connection.fetch_blob(record.layer, layout)
+        records.append(record)
+    return tuple(records)
+
+
 def layout_spec(spec: str) -> tuple[str, str]:
     """`DIR[:TAG|@DIGEST]` of an `oci-layout://` value: the directory, and the rest as given
     (a tag is told from a colon in the directory's name as the build tells it)."""
@@ -507,15 +536,13 @@ def _image_layout(store: OciLayout, descriptor: Descriptor, dest: Path) -> None:
 
 def remote_request(options: Any, context: Path, dockerfile: Path) -> dict[str, Any]:
     """What a node is asked to build: the options that travel (named contexts and caches are
-    translated for each node by Farm); the ones that cannot yet are refused: `--ssh` (an agent
-    of this machine, not forwarded) and `--cache-to` (one export of what every node made)."""
-    refused = [name for name, value in (
-        ("--ssh", options.ssh), ("--cache-to", options.cache_to)) if value]  # fmt: skip
-    if refused:
-        raise UsageError(f"{', '.join(refused)} cannot be used with remote builder nodes yet "
-                         "(an SSH agent of this machine is not forwarded to them, and one "
-                         "cache export of what every node made is not built); build with "
-                         "--builder default")  # fmt: skip
+    translated for each node by Farm; a `--cache-to` is exported here, once, from the entries
+    the nodes send back); the one that cannot yet is refused: `--ssh` (an agent of this
+    machine, not forwarded)."""
+    if options.ssh:
+        raise UsageError("--ssh cannot be used with remote builder nodes yet (an SSH agent of "
+                         "this machine is not forwarded to them); build with --builder "
+                         "default")  # fmt: skip
     try:
         inside = dockerfile.resolve().relative_to(context.resolve())
     except ValueError:
@@ -537,6 +564,8 @@ def remote_request(options: Any, context: Path, dockerfile: Path) -> dict[str, A
         "named_contexts": dict(options.contexts),  # each node's own: Farm._send_named
         "cache_from": list(options.cache_from),  # each node's own: Farm._send_caches
     }  # fmt: skip
+    if options.cache_to:  # the node sends its entries of this mode; exported here
+        request["cache_export"] = parse_cache_spec(options.cache_to, export=True).mode
     if inside is not None:
         request["dockerfile"] = str(inside)
     else:

@@ -20,6 +20,7 @@ import socket
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -348,9 +349,38 @@ def _build(
     taken = sorted({path for vertex in (result.graph.vertices.values() if result.graph else ())
                     if isinstance(vertex.op, ContextSource) and vertex.op.name == "context"
                     for path in vertex.op.includes})  # fmt: skip
-    send(out, {"op": "result", "descriptor": result.descriptor.to_json(),
-               "steps_run": result.steps_run, "steps_cached": result.steps_cached,
-               "seconds": result.seconds, "context_paths": taken})  # fmt: skip
+    answer: dict[str, Any] = {
+        "op": "result", "descriptor": result.descriptor.to_json(),
+        "steps_run": result.steps_run, "steps_cached": result.steps_cached,
+        "seconds": result.seconds, "context_paths": taken,
+    }  # fmt: skip
+    mode = message.get("cache_export")
+    if mode is not None:  # --cache-to: the client exports what every node made, once
+        if mode not in ("min", "max"):
+            send(out, {"op": "error", "message": f"cache export mode {mode!r} is not min or max"})
+            return
+        keys = result.cache_keys if mode == "max" else result.image_keys
+        answer["cache_records"] = _cache_records(root, keys)
+    send(out, answer)
+
+
+def _cache_records(root: Path, keys: Iterable[str]) -> list[dict[str, Any]]:
+    """The step cache's entries of `keys`, as an export writes them, each with whether this
+    node holds its layer (one taken lazily from an imported cache is not here; the export
+    keeps it when its store has the layer)."""
+    from polyarch.remotecache.exchange import records_for  # noqa: PLC0415
+    from polyarch.solver.cache import SqliteCache  # noqa: PLC0415
+    from polyarch.store.workspace import Workspace  # noqa: PLC0415
+
+    workspace = Workspace(root)
+    cache = SqliteCache(workspace.cache_db)
+    try:
+        records = records_for(keys, cache.entries(), time.time())
+    finally:
+        cache.close()
+    blobs = workspace.layout.blobs
+    return [{**r.to_json(), "held": r.layer is None or blobs.has(r.layer.digest, r.layer.size)}
+            for r in records]  # fmt: skip
 
 
 @contextlib.contextmanager

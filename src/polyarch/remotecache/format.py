@@ -84,10 +84,11 @@ def decode_config(raw: bytes, where: str) -> list[CacheRecord]:
     entries = doc.get("entries")
     if not isinstance(entries, list) or len(entries) > MAX_ENTRIES:
         raise CacheFormatError(f"{where}: the cache's entries are not a list (or too many)")
-    return [_record(e, f"{where}: entry {i}") for i, e in enumerate(entries)]
+    return [parse_record(e, f"{where}: entry {i}") for i, e in enumerate(entries)]
 
 
-def _record(obj: Any, where: str) -> CacheRecord:
+def parse_record(obj: Any, where: str) -> CacheRecord:
+    """One entry as `CacheRecord.to_json` writes it (anything else: `CacheFormatError`)."""
     if not isinstance(obj, dict):
         raise CacheFormatError(f"{where}: not an object")
     key, created, description = obj.get("key"), obj.get("created", ""), obj.get("description", "")
