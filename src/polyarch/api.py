@@ -456,6 +456,7 @@ class BuildOptions:
     secrets: tuple[str, ...] = ()  # --secret id=ID[,src=FILE|,env=VAR]
     # Secrets whose values come from elsewhere (a node's: the client that started the build).
     secret_sources: Mapping[str, SecretSource] = field(default_factory=dict)
+    ssh_sources: Mapping[str, SshSource] = field(default_factory=dict)  # a node's: the client's
     ssh: tuple[str, ...] = ()  # --ssh default | ID[=KEYFILE|SOCKET]
     contexts: Mapping[str, str] = field(default_factory=dict)  # --build-context NAME=VALUE
     cache_from: tuple[str, ...] = ()  # --cache-from type=registry,ref=REF | type=local,src=DIR
@@ -610,7 +611,8 @@ def _build_image(
             options.target, dict(options.labels), options.no_cache, epoch, options.jobs,
             options.build_once, options.ca_certs, options.allow,
             {**{s.id: s for s in map(parse_secret, options.secrets)}, **options.secret_sources},
-            {s.id: s for s in map(parse_ssh, options.ssh)}, contexts, context_dirs,
+            {**{s.id: s for s in map(parse_ssh, options.ssh)}, **options.ssh_sources},
+            contexts, context_dirs,
             tuple(parse_cache_spec(c, export=False) for c in options.cache_from),
             parse_cache_spec(options.cache_to, export=True) if options.cache_to else None,
             options.step_timeout,
@@ -970,6 +972,7 @@ def _build_with_nodes(
     from polyarch.image.annotations import for_level  # noqa: PLC0415
     from polyarch.image.assemble import write_index  # noqa: PLC0415
     from polyarch.nodes.farm import remote_request  # noqa: PLC0415
+    from polyarch.worker.local.mounts import Agents  # noqa: PLC0415
 
     started = time.monotonic()
     ask = remote_request(options, request.context, request.dockerfile_path)
@@ -991,11 +994,13 @@ def _build_with_nodes(
         ask["cache_export"] = cache_to.mode
     shared: Future[dict[str, Descriptor]] = Future()
 
+    agents = Agents(dict(request.ssh))  # this machine's, for the nodes' steps (by channel)
+
     def on_nodes() -> None:
         try:
             done, lost = farm.build(routes, ask, request.context, request.dockerfile_path,
                                     builder.layout, shared, candidates,
-                                    secrets=request.secrets)  # fmt: skip
+                                    secrets=request.secrets, agents=agents)  # fmt: skip
             remote.update(done)
             failed.extend(lost)
         except BaseException as exc:
@@ -1013,8 +1018,10 @@ def _build_with_nodes(
             shared.set_exception(exc)
         farm.abort()  # the nodes' builds are of no use now
         thread.join(timeout=10)
+        agents.close()
         raise
     thread.join()
+    agents.close()
     if errors:
         raise errors[0]
     if failed:  # their node died: built here after all

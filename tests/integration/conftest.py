@@ -6,7 +6,9 @@ the machine's disk as it found it."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -173,3 +175,21 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]:
     yield server
     server.stop()
     remove_tree(root)
+
+
+@pytest.fixture
+def agent(sshd: SshServer, tmp_path: Path) -> Iterator[str]:
+    """A real ssh-agent holding the key the server lets in; its socket."""
+    sock = tmp_path / "agent.sock"
+    process = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            if sock.exists():
+                break
+            subprocess.run(["sleep", "0.05"], check=False)
+        subprocess.run(["ssh-add", "-q", str(sshd.client_key)], check=True,
+                       env={**os.environ, "SSH_AUTH_SOCK": str(sock)})  # fmt: skip
+        yield str(sock)
+    finally:
+        process.terminate()
+        process.wait(10)

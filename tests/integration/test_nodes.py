@@ -272,7 +272,7 @@ def test_a_node_of_another_protocol_version(tmp_path: Path) -> None:
     inspected = run("builder", "inspect", "old", env=env)
     assert inspected.returncode == 1
     assert "version 99 (polyarch 9.9.9)" in inspected.stdout
-    assert "speaks version 3" in inspected.stdout
+    assert "speaks version 4" in inspected.stdout
 
 
 @pytest.fixture
@@ -650,3 +650,51 @@ def test_a_cache_export_holds_what_the_nodes_made(
         assert not ran, ran  # every step of both platforms, amd64's and the node's arm64
         assert any(e.get("cache") == "imported" for e in stream)
         assert json.loads(meta.read_text())["containerimage.digest"] == digests[0]
+
+
+SSH_PROBE = """\
+FROM --platform=$BUILDPLATFORM {toolbox} AS probe
+ENV GIT_SSH_COMMAND="ssh -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -p {port}"
+RUN --mount=type=ssh git clone -q ssh://root@127.0.0.1:{port}{repo} /cloned \\
+    && test -S "$SSH_AUTH_SOCK"
+RUN --mount=type=ssh,id=deploy,target=/tmp/agent,uid=1000,mode=0600 \\
+    stat -c '%u %a' /tmp/agent > /deploy-sock \\
+    && SSH_AUTH_SOCK=/tmp/agent ssh-add -L | cut -d' ' -f1,2 > /deploy.pub
+FROM {tiny}
+COPY --from=probe /cloned/code.txt /deploy-sock /deploy.pub /
+"""
+
+
+def test_ssh_agents_reach_a_nodes_steps(
+    tiny: str, toolbox: str, sshd: SshServer, agent: str, tmp_path: Path
+) -> None:
+    """--ssh with the platform's steps on a node (build-once off, so the probe stage runs
+    there): the caller's agent (`default`) clones a repository over SSH and an agent started
+    here for a key file (`deploy`) lists its key, each reached through channels over the
+    build's connection; the image is the one a local build makes, and the private key is in
+    no byte under the node's workspace."""
+    from tests.git_server import git, make_repo
+
+    bare = sshd.root / f"node-ssh-{tmp_path.name}.git"
+    make_repo(tmp_path / "work", {"code.txt": "only over ssh\n"}, bare_into=bare)
+    git("push", "-q", "origin", "main", cwd=tmp_path / "work")
+    env = {**env_for(tmp_path, sshd), "SSH_AUTH_SOCK": agent, "SOURCE_DATE_EPOCH": "1700000000"}
+    dockerfile = SSH_PROBE.format(toolbox=toolbox, tiny=tiny, port=sshd.port, repo=bare)
+    ctx = write_context(tmp_path / "ctx", dockerfile, {})
+    flags = ["--build-once", "off", "--ssh", "default", "--ssh", f"deploy={sshd.client_key}"]
+    stream = here_and_on_a_node("agents", sshd, tmp_path, env, ctx, flags)
+    assert any(e.get("node") == "arm" and "git clone" in str(e.get("description"))
+               for e in stream), "the clone ran on the node"  # fmt: skip
+    built = run("build", "--root", str(tmp_path / "root-node"), "--platform", "linux/arm64",
+                "--build-once", "off", "--ssh", "default", "--ssh",
+                f"deploy={sshd.client_key}", "--output", f"type=local,dest={tmp_path / 'out'}",
+                str(ctx), env=env)  # fmt: skip
+    assert built.returncode == 0, built.stderr
+    assert (tmp_path / "out" / "code.txt").read_text() == "only over ssh\n"
+    assert (tmp_path / "out" / "deploy-sock").read_text() == "1000 600\n"
+    public = " ".join(Path(f"{sshd.client_key}.pub").read_text().split()[:2])
+    assert (tmp_path / "out" / "deploy.pub").read_text() == public + "\n"
+    key = sshd.client_key.read_bytes()
+    for path in (tmp_path / "node-root").rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            assert key not in path.read_bytes(), path

@@ -8,7 +8,6 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -187,24 +186,6 @@ def test_syntax_directive(base: str, tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "runs no external frontends" in result.stderr
     assert "Dockerfile:1" in result.stderr
-
-
-@pytest.fixture
-def agent(sshd: SshServer, tmp_path: Path) -> Iterator[str]:
-    """A real ssh-agent holding the key the server lets in; its socket."""
-    sock = tmp_path / "agent.sock"
-    process = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL)
-    try:
-        for _ in range(100):
-            if sock.exists():
-                break
-            subprocess.run(["sleep", "0.05"], check=False)
-        subprocess.run(["ssh-add", "-q", str(sshd.client_key)], check=True,
-                       env={**os.environ, "SSH_AUTH_SOCK": str(sock)})  # fmt: skip
-        yield str(sock)
-    finally:
-        process.terminate()
-        process.wait(10)
 
 
 SSH_CLONE = """\

@@ -218,18 +218,18 @@ def test_builder_create_takes_several_nodes_each_with_its_platforms(
     assert [n.name for n in BuilderStore(tmp_path).get("farm").nodes] == ["a", "b", "c"]
 
 
-def test_what_cannot_travel_to_a_node_yet_is_refused(tmp_path: Path) -> None:
-    """--ssh is refused with remote nodes (said, never ignored); secrets, named contexts and
-    caches to import travel (by id, or translated for each node); a cache export is asked
-    of each node as its mode (the export itself is made here)."""
+def test_what_travels_to_a_node(tmp_path: Path) -> None:
+    """Secrets and SSH agents travel by id (a node calls back for them), named contexts and
+    caches to import as given (translated for each node by Farm); a cache export is asked of
+    each node as its mode (the export itself is made here)."""
     from polyarch.api import BuildOptions
     from polyarch.nodes.farm import layout_spec, remote_request
 
     (tmp_path / "Dockerfile").write_text("FROM scratch\n")
     base = BuildOptions(context=tmp_path)
-    with pytest.raises(UsageError, match="--ssh cannot be used with remote builder nodes"):
-        remote_request(BuildOptions(context=tmp_path, ssh=("default",)), tmp_path,
-                       tmp_path / "Dockerfile")  # fmt: skip
+    agents = BuildOptions(context=tmp_path, ssh=("default", "deploy=/keys/id", "deploy=/x"))
+    assert remote_request(agents, tmp_path, tmp_path / "Dockerfile")["ssh"] == ["default",
+                                                                              "deploy"]  # fmt: skip
     exporting = BuildOptions(context=tmp_path, cache_to="type=local,dest=x,mode=max")
     assert remote_request(exporting, tmp_path, tmp_path / "Dockerfile")["cache_export"] == "max"
     assert "cache_export" not in remote_request(base, tmp_path, tmp_path / "Dockerfile")

@@ -5,6 +5,7 @@ build, stream its progress back, and bring the result home as verified blobs."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shlex
@@ -30,6 +31,7 @@ from polyarch.nodes.protocol import (
     send,
     send_file,
 )
+from polyarch.nodes.session import ClientSession
 from polyarch.oci.models import Descriptor, Manifest, parse_document
 from polyarch.platform import Platform
 from polyarch.progress import Event, Progress
@@ -37,7 +39,7 @@ from polyarch.store.layout import OciLayout
 from polyarch.worker.local.filecopy import CopyError, select_sources
 
 if TYPE_CHECKING:
-    from polyarch.worker.local.mounts import SecretSource
+    from polyarch.worker.local.mounts import Agents, SecretSource
 
 MAX_MANIFEST = 4 << 20
 SSH_ENV = "POLYARCH_SSH_COMMAND"  # like GIT_SSH_COMMAND: the ssh to use, with its options
@@ -143,7 +145,8 @@ class NodeConnection:
         self.out: IO[bytes] = self.process.stdin
         # What the node's steps may ask for during a build, by id (values read when asked).
         self.secrets: dict[str, SecretSource] = {}
-        self.lock = threading.Lock()
+        self.agents: Agents | None = None
+        self.lock = threading.Lock()  # one message at a time on `out`
 
     def _what(self) -> str:
         return f"node {self.node.name} ({self.node.endpoint})"
@@ -168,8 +171,8 @@ class NodeConnection:
 
     def _send(self, message: dict[str, Any]) -> None:
         try:
-            send(self.out, message)  # type: ignore[arg-type]
-        except (BrokenPipeError, OSError):
+            self._write(message)
+        except NodeError:
             raise self._failed(NodeError("the connection was cut")) from None
 
     def hello(self) -> NodeInfo:
@@ -269,12 +272,16 @@ class NodeConnection:
         self, request: dict[str, Any], dockerfile: Path, progress: Progress, done: str
     ) -> dict[str, Any]:
         self._send({"op": "build", **request})
+        calls = ClientSession(self._write, self.inp, self._what(), self.secrets,  # type: ignore[arg-type]
+                              self.agents)  # fmt: skip
         while True:
             message = self._receive()
             op = message.pop("op")
             if op == "event":
                 progress(_event(message, self.node.name))
             elif op == "error":
+                with contextlib.suppress(NodeError):  # the build's error is what to say
+                    calls.end()
                 line = message.get("line")
                 raise BuildError(
                     f"{message.get('message')} (on node {self.node.name})",
@@ -283,29 +290,23 @@ class NodeConnection:
                     platform=str(message.get("platform") or request["platform"]),
                     kind=str(message.get("kind") or ""),
                 )
-            elif op == "secret":
-                self._answer_secret(str(message.get("id", "")))
-            elif op == done:
-                return message
             else:
-                raise self._failed(NodeError(f"sent {op!r} during a build"))
+                try:
+                    if op == done:
+                        calls.end()
+                        return message
+                    if not calls.handle(op, message):
+                        raise NodeError(f"sent {op!r} during a build")
+                except NodeError as exc:
+                    raise self._failed(exc) from None
 
-    def _answer_secret(self, secret_id: str) -> None:
-        """A node's step mounts secret `secret_id`: its value, read here now, goes over the
-        connection (in memory at both ends), or why it cannot."""
-        source = self.secrets.get(secret_id)
-        if source is None:  # the node asked for one the build was not given
-            self._send({"op": "secret", "id": secret_id, "error": "not given to this build"})
-            return
-        try:
-            value = source.read()
-        except PolyarchError as exc:
-            self._send({"op": "secret", "id": secret_id, "error": str(exc)})
-            return
-        try:
-            send(self.out, {"op": "secret", "id": secret_id}, value)  # type: ignore[arg-type]
-        except (BrokenPipeError, OSError):
-            raise self._failed(NodeError("the connection was cut")) from None
+    def _write(self, message: dict[str, Any], payload: bytes | None = None) -> None:
+        """One message (and its payload) whole, whichever thread sends it."""
+        with self.lock:
+            try:
+                send(self.out, message, payload)  # type: ignore[arg-type]
+            except (BrokenPipeError, OSError):
+                raise NodeError(f"{self._what()}: the connection was cut") from None
 
     def fetch(
         self, descriptor: Descriptor, layout: OciLayout, *, documents_only: bool = False

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from polyarch.build import ignore_patterns
-from polyarch.errors import BuildError, UsageError
+from polyarch.errors import BuildError
 from polyarch.image.annotations import parse_annotation
 from polyarch.nodes.builders import BuilderSpec, Node
 from polyarch.nodes.client import NodeConnection, NodeInfo, used_files
@@ -43,7 +43,7 @@ from polyarch.remotecache.format import (
 from polyarch.store.layout import OciLayout
 
 if TYPE_CHECKING:
-    from polyarch.worker.local.mounts import SecretSource
+    from polyarch.worker.local.mounts import Agents, SecretSource
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +199,7 @@ class Farm:
         candidates: Sequence[str] = (),
         *,
         secrets: Mapping[str, SecretSource] | None = None,
+        agents: Agents | None = None,
     ) -> tuple[dict[Platform, RemoteResult], list[Platform]]:
         """Build the routed platforms on their nodes, side by side (a node's own platforms
         one after the other). `shared`: the build-once stages being built here (name -> image
@@ -206,10 +207,11 @@ class Farm:
         named context that replaces the stage, so the nodes do not run it again. While they
         are built, each node runs what does not wait for the `candidates` (the stages that may
         be sent). Returns the results and the platforms to build here instead (their node
-        died, and fallback is allowed). `secrets`: what a node's step may ask this machine
-        for (by id, when it mounts one)."""
+        died, and fallback is allowed). `secrets` and `agents`: what a node's step may ask
+        this machine for (by id, when it mounts one)."""
         for connection in self.connections.values():
             connection.secrets = dict(secrets or {})
+            connection.agents = agents
         tmp = Path(tempfile.mkdtemp(prefix="polyarch-stages-"))
         self.scratch.append(tmp)
         try:
@@ -537,12 +539,7 @@ def _image_layout(store: OciLayout, descriptor: Descriptor, dest: Path) -> None:
 def remote_request(options: Any, context: Path, dockerfile: Path) -> dict[str, Any]:
     """What a node is asked to build: the options that travel (named contexts and caches are
     translated for each node by Farm; a `--cache-to` is exported here, once, from the entries
-    the nodes send back); the one that cannot yet is refused: `--ssh` (an agent of this
-    machine, not forwarded)."""
-    if options.ssh:
-        raise UsageError("--ssh cannot be used with remote builder nodes yet (an SSH agent of "
-                         "this machine is not forwarded to them); build with --builder "
-                         "default")  # fmt: skip
+    the nodes send back; secrets and SSH agents go by id, the node calling back for them)."""
     try:
         inside = dockerfile.resolve().relative_to(context.resolve())
     except ValueError:
@@ -563,6 +560,8 @@ def remote_request(options: Any, context: Path, dockerfile: Path) -> dict[str, A
         "emulator_install": options.emulator_install, "explain_as": options.explain_as,
         "named_contexts": dict(options.contexts),  # each node's own: Farm._send_named
         "cache_from": list(options.cache_from),  # each node's own: Farm._send_caches
+        # By id: a node's step that mounts one calls back for it (nodes/session.py).
+        "ssh": sorted({spec.partition("=")[0] for spec in options.ssh}),
     }  # fmt: skip
     if options.cache_to:  # the node sends its entries of this mode; exported here
         request["cache_export"] = parse_cache_spec(options.cache_to, export=True).mode

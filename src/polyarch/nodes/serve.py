@@ -9,14 +9,10 @@ that changes nothing runs nothing); and hands the result's documents and blobs b
 from __future__ import annotations
 
 import contextlib
-import errno
-import functools
 import os
 import re
-import select
 import shutil
 import signal
-import socket
 import sys
 import tempfile
 import threading
@@ -27,25 +23,23 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from polyarch import __version__
 from polyarch.digest import Digest
-from polyarch.errors import BuildError, DockerfileError, PolyarchError, StepError
+from polyarch.errors import BuildError, DockerfileError, PolyarchError
 from polyarch.export.outputs import RegistryOutput
 from polyarch.graph.ops import ContextSource
 from polyarch.nodes.builders import DEFAULT
 from polyarch.nodes.protocol import (
-    MAX_SECRET,
     PROTOCOL_VERSION,
-    NodeError,
     payload_chunks,
     receive,
     send,
     send_file,
 )
+from polyarch.nodes.session import NodeSession, node_session
 from polyarch.progress import Event
 from polyarch.store.blobs import ContentStore
 
 if TYPE_CHECKING:
     from polyarch.api import Session
-    from polyarch.worker.local.mounts import SecretSource
 
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")  # --ca-certs host, on the node
 
@@ -70,7 +64,7 @@ def serve(inp: BinaryIO, out: BinaryIO, root: Path) -> int:
     from polyarch.store.workspace import Workspace  # noqa: PLC0415
 
     # Interrupted as a local build is, even when started with SIGINT ignored (in the
-    # background of a shell): see _interrupted_when_the_client_leaves.
+    # background of a shell): see NodeSession.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     hello = receive(inp, "the client")
     if hello.get("op") != "hello":
@@ -116,8 +110,10 @@ def serve(inp: BinaryIO, out: BinaryIO, root: Path) -> int:
                                    if (why := session.client.unreachable(str(host)))}  # fmt: skip
                     send(out, {"op": "reach", "unreachable": unreachable})
                 elif op == "build":
-                    with _interrupted_when_the_client_leaves(inp):
-                        _build(inp, out, message, scratch, root, session)
+                    writing = threading.Lock()
+                    with node_session(inp, out, writing) as calls:
+                        last = _build(message, scratch, root, session, calls)
+                        calls.finish(last)
                 elif op == "get":
                     digest = Digest.parse(str(message["digest"]))
                     blobs = workspace.layout.blobs
@@ -222,47 +218,15 @@ def _stage_name(name: object) -> str:
     return name
 
 
-class _ClientSecrets:
-    """Secret values asked of the client when a step mounts one (BuildKit's session does the
-    same): kept in memory only, never written to this node's disk by polyarch. While a build
-    runs the main loop reads nothing, so a step's thread asks and reads the answer itself;
-    `writing` keeps its question and the build's progress lines whole."""
-
-    def __init__(self, inp: BinaryIO, out: BinaryIO, writing: threading.Lock) -> None:
-        self.inp, self.out, self.writing = inp, out, writing
-        self.asking = threading.Lock()
-
-    def sources(self, ids: Iterable[object]) -> dict[str, SecretSource]:
-        from polyarch.worker.local.mounts import SecretSource  # noqa: PLC0415
-
-        return {str(i): SecretSource(str(i), fetch=functools.partial(self.value, str(i)))
-                for i in ids}  # fmt: skip
-
-    def value(self, secret_id: str) -> bytes:
-        with self.asking:
-            with self.writing:
-                send(self.out, {"op": "secret", "id": secret_id})
-            answer = receive(self.inp, "the client")
-            if answer.get("op") != "secret" or answer.get("id") != secret_id:
-                raise NodeError(f"the client answered {answer.get('op')!r} to secret "
-                                f"{secret_id!r}")  # fmt: skip
-            if "error" in answer:
-                raise StepError(f"secret {secret_id!r}: {answer['error']} (on the client)")
-            size = int(answer.get("size", 0))
-            if size > MAX_SECRET:
-                raise NodeError(f"the client sent a secret of {size} bytes (at most "
-                                f"{MAX_SECRET})")  # fmt: skip
-            return b"".join(payload_chunks(self.inp, size, "the client"))
-
-
 def _build(
-    inp: BinaryIO,
-    out: BinaryIO,
     message: dict[str, Any],
     scratch: Path,
     root: Path,
     session: Session,
-) -> None:
+    calls: NodeSession,
+) -> dict[str, Any]:
+    """One platform's build (or warm-up); returns the message that ends it (its result, or
+    the error), for the session to send once its calls are closed."""
     from polyarch.api import BuildOptions, build_image, warm_image  # noqa: PLC0415
     from polyarch.platform import Platform  # noqa: PLC0415
 
@@ -274,14 +238,11 @@ def _build(
     else:
         dockerfile = context / str(message["dockerfile"])
         if ".." in str(message["dockerfile"]).split("/"):
-            send(out, {"op": "error", "message": "the Dockerfile path leaves the context"})
-            return
-
-    writing = threading.Lock()
+            return {"op": "error", "message": "the Dockerfile path leaves the context"}
 
     def progress(event: Event) -> None:
-        with writing:
-            send(out, {"op": "event", **event.to_json()})
+        with calls.writing:
+            send(calls.out, {"op": "event", **event.to_json()})
 
     try:
         # Base images it cannot pull, and build-once stages the client built (they replace
@@ -322,28 +283,25 @@ def _build(
             builder=DEFAULT,  # a node builds itself, never through its own builders' nodes
             contexts=contexts,
             cache_from=_cache_from(message.get("cache_from", ()), scratch),
-            secret_sources=_ClientSecrets(inp, out, writing).sources(message.get("secrets", ())),
+            secret_sources=calls.secrets(message.get("secrets", ())),
+            ssh_sources=calls.agents(message.get("ssh", ())),
             # --push-from-nodes: pushed from here by digest, with this machine's credentials.
             outputs=(RegistryOutput(tuple(map(str, message["push"])), push_by_digest=True),)
             if message.get("push") else (),
         )  # fmt: skip
         if pending:
             ran = warm_image(session, options, pending, progress=progress)
-            send(out, {"op": "warmed", "steps_run": ran})
-            return
+            return {"op": "warmed", "steps_run": ran}
         report = build_image(session, options, progress=progress)
     except BuildError as exc:
         line = exc.location.rpartition(":")[2]
-        send(out, {"op": "error", "message": exc.message, "stage": exc.stage,
-                   "platform": exc.platform, "kind": exc.kind,
-                   "line": int(line) if line.isdigit() else None})  # fmt: skip
-        return
+        return {"op": "error", "message": exc.message, "stage": exc.stage,
+                "platform": exc.platform, "kind": exc.kind,
+                "line": int(line) if line.isdigit() else None}  # fmt: skip
     except DockerfileError as exc:
-        send(out, {"op": "error", "message": exc.message, "line": exc.line})
-        return
+        return {"op": "error", "message": exc.message, "line": exc.line}
     except PolyarchError as exc:
-        send(out, {"op": "error", "message": str(exc)})
-        return
+        return {"op": "error", "message": str(exc)}
     result = report.result
     # What the build took from the main context: the client checks it sent all of that.
     taken = sorted({path for vertex in (result.graph.vertices.values() if result.graph else ())
@@ -357,11 +315,10 @@ def _build(
     mode = message.get("cache_export")
     if mode is not None:  # --cache-to: the client exports what every node made, once
         if mode not in ("min", "max"):
-            send(out, {"op": "error", "message": f"cache export mode {mode!r} is not min or max"})
-            return
+            return {"op": "error", "message": f"cache export mode {mode!r} is not min or max"}
         keys = result.cache_keys if mode == "max" else result.image_keys
         answer["cache_records"] = _cache_records(root, keys)
-    send(out, answer)
+    return answer
 
 
 def _cache_records(root: Path, keys: Iterable[str]) -> list[dict[str, Any]]:
@@ -381,56 +338,6 @@ def _cache_records(root: Path, keys: Iterable[str]) -> list[dict[str, Any]]:
     blobs = workspace.layout.blobs
     return [{**r.to_json(), "held": r.layer is None or blobs.has(r.layer.digest, r.layer.size)}
             for r in records]  # fmt: skip
-
-
-@contextlib.contextmanager
-def _interrupted_when_the_client_leaves(inp: BinaryIO) -> Iterator[None]:
-    """While a build runs nothing is read from the client, and a step that prints nothing
-    writes nothing to it: a client that went away (interrupted, or its build failed and it
-    ended the connection) would go unnoticed until the step ended. Its end of the connection
-    is watched instead; when it closes, this process is interrupted as Ctrl-C interrupts a
-    local build (running steps killed, their mounts and containers cleared)."""
-    done = threading.Event()
-    wake, woken = os.pipe()  # the build's end wakes the watcher at once
-
-    def watch() -> None:
-        gone = select.POLLHUP | select.POLLERR | select.POLLNVAL | getattr(select, "POLLRDHUP", 0)
-        poller = select.poll()
-        poller.register(inp.fileno(), select.POLLIN | gone)
-        poller.register(wake, select.POLLIN)
-        while not done.is_set():
-            for fd, mask in poller.poll(1000):
-                if fd == wake or done.is_set():
-                    return
-                if mask & gone or (mask & select.POLLIN and _at_end(inp.fileno())):
-                    if not done.is_set():  # the client left while the build runs
-                        os.kill(os.getpid(), signal.SIGINT)
-                    return
-                if mask & select.POLLIN:  # a message waits: the client is there
-                    done.wait(0.2)
-
-    watcher = threading.Thread(target=watch, name="client-watch", daemon=True)
-    watcher.start()
-    try:
-        yield
-    finally:
-        done.set()
-        os.write(woken, b"x")
-        watcher.join()
-        os.close(wake)
-        os.close(woken)
-
-
-def _at_end(fd: int) -> bool:
-    """Whether a readable `fd` is at its end (the peer closed), read without taking data: a
-    socket is peeked at; a pipe's closed end shows as POLLHUP, so a readable pipe has data."""
-    try:
-        with socket.socket(fileno=os.dup(fd)) as peer:
-            return peer.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
-    except BlockingIOError:
-        return False
-    except OSError as exc:
-        return exc.errno != errno.ENOTSOCK
 
 
 def _existing(path: Path) -> Path:

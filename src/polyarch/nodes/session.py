@@ -1,0 +1,338 @@
+"""A build's session: while a node builds, it calls back into the client for what only the
+client has (BuildKit's session does the same over its gRPC stream).
+
+- `secret` (node -> client `{"op": "secret", "id": ID}`): the client answers with the value
+  as the payload, or with an `error`. The value stays in memory at both ends.
+- SSH agent channels: a step that mounts `--mount=type=ssh,id=ID` connects to a socket the
+  node made for ID; each connection is a channel (`ssh-open` with the channel's number and
+  ID), its bytes travel as `ssh-data` payloads both ways and either end says `ssh-close`
+  when its side is done. The client connects each channel to its own agent (the caller's
+  socket, or an agent it started for a key file): no key material leaves the client.
+- `session-end` (client -> node): the client read the build's last message; nothing more of
+  this build's session follows, and the node reads its next request.
+
+While a build runs the node reads nothing else from the client: `NodeSession` reads every
+message and dispatches it; the client's end of the connection closing (interrupted, or its
+build failed) interrupts the node's build as Ctrl-C interrupts a local one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import queue
+import shutil
+import signal
+import socket
+import tempfile
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+from polyarch.errors import PolyarchError, StepError
+from polyarch.nodes.protocol import MAX_SECRET, NodeError, payload_chunks, receive, send
+
+if TYPE_CHECKING:
+    from polyarch.worker.local.mounts import Agents, SecretSource, SshSource
+
+CHANNEL_CHUNK = 64 << 10  # an agent message is small; a read of a socket sends what it got
+MAX_CHANNELS = 64  # open at once, per build
+
+
+def _open_only(channels: dict[int, _Channel]) -> None:
+    """Closed channels closed and forgotten (a build may open many, one after another)."""
+    for number in [n for n, c in channels.items() if c.over]:
+        channels.pop(number).close()
+
+
+class _Channel:
+    """One connection to an agent, at either end: bytes from the socket go out as `ssh-data`;
+    bytes that come in are written to it."""
+
+    def __init__(
+        self, number: int, sock: socket.socket, out: Callable[[dict[str, Any], bytes | None], None]
+    ) -> None:
+        self.number, self.sock, self.out = number, sock, out
+        self.thread = threading.Thread(target=self._pump, daemon=True, name=f"ssh-{number}")
+        self.peer_done = False
+
+    def start(self) -> _Channel:
+        self.thread.start()
+        return self
+
+    def _pump(self) -> None:
+        with contextlib.suppress(OSError, NodeError):
+            while data := self.sock.recv(CHANNEL_CHUNK):
+                self.out({"op": "ssh-data", "channel": self.number}, data)
+        with contextlib.suppress(OSError, NodeError):
+            self.out({"op": "ssh-close", "channel": self.number}, None)
+
+    def write(self, data: bytes) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.sendall(data)
+
+    def done_writing(self) -> None:
+        self.peer_done = True
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_WR)
+
+    @property
+    def over(self) -> bool:
+        """Both ends are done with it."""
+        return self.peer_done and self.thread.ident is not None and not self.thread.is_alive()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        if self.thread.is_alive():
+            self.thread.join(5)
+        self.sock.close()
+
+
+class NodeSession:
+    """The node's end of one build's session (see the module's doc)."""
+
+    def __init__(self, inp: BinaryIO, out: BinaryIO, writing: threading.Lock) -> None:
+        self.inp, self.out, self.writing = inp, out, writing
+        self._answers: queue.Queue[dict[str, Any]] = queue.Queue()
+        self._asking = threading.Lock()
+        self._channels: dict[int, _Channel] = {}
+        self._lock = threading.Lock()
+        self._next = 0
+        self._listeners: list[socket.socket] = []
+        self._directory: Path | None = None
+        self._building = True
+        self._gone: str | None = None
+        self._reader = threading.Thread(target=self._read, daemon=True, name="session")
+
+    # the client's messages ---------------------------------------------------------------
+
+    def start(self) -> None:
+        self._reader.start()
+
+    def _read(self) -> None:
+        try:
+            while True:
+                message = receive(self.inp, "the client")
+                op = message["op"]
+                if op == "session-end":
+                    return
+                if op == "secret":
+                    size = int(message.get("size", 0))
+                    if not 0 <= size <= MAX_SECRET:
+                        raise NodeError(f"the client sent a secret of {size} bytes (at most "
+                                        f"{MAX_SECRET})")  # fmt: skip
+                    value = b"".join(payload_chunks(self.inp, size, "the client"))
+                    self._answers.put({**message, "value": value})
+                elif op == "ssh-data":
+                    size = int(message.get("size", 0))
+                    if not 0 <= size <= CHANNEL_CHUNK:
+                        raise NodeError(f"the client sent {size} bytes of an agent channel")
+                    data = b"".join(payload_chunks(self.inp, size, "the client"))
+                    channel = self._channels.get(int(message["channel"]))
+                    if channel is not None:
+                        channel.write(data)
+                elif op == "ssh-close":
+                    channel = self._channels.get(int(message["channel"]))
+                    if channel is not None:
+                        channel.done_writing()
+                else:
+                    raise NodeError(f"the client sent {op!r} during a build")
+        except (NodeError, KeyError, TypeError, ValueError, OSError) as exc:
+            self._left(str(exc))
+
+    def _left(self, why: str) -> None:
+        """The client went away (or broke the protocol) while the build runs: the build is
+        interrupted as Ctrl-C interrupts a local one; a step waiting for an answer fails."""
+        with self._lock:
+            self._gone = why
+            building = self._building
+        self._answers.put({"op": "gone"})
+        if building:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    def _send(self, message: dict[str, Any], payload: bytes | None = None) -> None:
+        with self.writing:
+            send(self.out, message, payload)
+
+    # secrets -------------------------------------------------------------------------------
+
+    def secrets(self, ids: Iterable[object]) -> dict[str, SecretSource]:
+        from polyarch.worker.local.mounts import SecretSource  # noqa: PLC0415
+
+        return {str(i): SecretSource(str(i), fetch=functools.partial(self.secret, str(i)))
+                for i in ids}  # fmt: skip
+
+    def secret(self, secret_id: str) -> bytes:
+        """A secret's value, asked of the client now (one question at a time)."""
+        with self._asking:
+            if self._gone is not None:
+                raise NodeError(f"the client is gone ({self._gone})")
+            self._send({"op": "secret", "id": secret_id})
+            answer = self._answers.get()
+            if answer.get("op") == "gone":
+                raise NodeError(f"the client is gone ({self._gone})")
+            if answer.get("id") != secret_id:
+                raise NodeError(f"the client answered secret {answer.get('id')!r} to secret "
+                                f"{secret_id!r}")  # fmt: skip
+            if "error" in answer:
+                raise StepError(f"secret {secret_id!r}: {answer['error']} (on the client)")
+            return bytes(answer["value"])
+
+    # SSH agents ----------------------------------------------------------------------------
+
+    def agents(self, ids: Iterable[object]) -> dict[str, SshSource]:
+        """For each agent id, a socket of this node whose connections are channels to the
+        client's agent (made now, in a directory only this user can enter)."""
+        from polyarch.worker.local.mounts import SshSource  # noqa: PLC0415
+
+        out: dict[str, SshSource] = {}
+        for index, agent_id in enumerate(sorted(map(str, ids))):
+            if self._directory is None:
+                self._directory = Path(tempfile.mkdtemp(prefix="polyarch-relay-"))
+            path = self._directory / f"{index}.sock"
+            listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            listener.bind(str(path))
+            listener.listen(16)
+            self._listeners.append(listener)
+            threading.Thread(target=self._accept, args=(listener, agent_id), daemon=True,
+                             name=f"relay-{index}").start()  # fmt: skip
+            out[agent_id] = SshSource(agent_id, socket=path)
+        return out
+
+    def _accept(self, listener: socket.socket, agent_id: str) -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with self._lock:
+                _open_only(self._channels)
+                if self._gone is not None or len(self._channels) >= MAX_CHANNELS:
+                    conn.close()
+                    continue
+                self._next += 1
+                number = self._next
+                # Known before the client can answer it, said before its first bytes.
+                channel = self._channels[number] = _Channel(number, conn, self._send)
+                with contextlib.suppress(OSError):
+                    self._send({"op": "ssh-open", "channel": number, "id": agent_id})
+                channel.start()
+
+    # the end -------------------------------------------------------------------------------
+
+    def finish(self, last: dict[str, Any]) -> None:
+        """The build is over: its agent sockets and channels are closed, `last` (its result
+        or error) is sent, and the client's `session-end` read (or its leaving noticed)."""
+        with self._lock:
+            self._building = False
+        self.close()
+        with contextlib.suppress(OSError):
+            self._send(last)
+        self._reader.join()
+
+    def close(self) -> None:
+        for listener in self._listeners:
+            with contextlib.suppress(OSError):
+                listener.shutdown(socket.SHUT_RDWR)
+            listener.close()
+        self._listeners.clear()
+        with self._lock:
+            channels, self._channels = list(self._channels.values()), {}
+        for channel in channels:
+            channel.close()
+        if self._directory is not None:
+            shutil.rmtree(self._directory, ignore_errors=True)
+            self._directory = None
+
+
+class ClientSession:
+    """The client's end: answers a node's calls from what the build was given (secret
+    sources by id, SSH agents by id) while it reads the build's messages."""
+
+    def __init__(
+        self,
+        write: Callable[[dict[str, Any], bytes | None], None],
+        inp: BinaryIO,
+        what: str,
+        secrets: Mapping[str, SecretSource],
+        agents: Agents | None,
+    ) -> None:
+        self.write, self.inp, self.what = write, inp, what
+        self.secrets, self.agents = secrets, agents
+        self._channels: dict[int, _Channel] = {}
+
+    def handle(self, op: str, message: dict[str, Any]) -> bool:
+        """Answer one message of the node if it is a session call (False: it is not)."""
+        if op == "secret":
+            self._secret(str(message.get("id", "")))
+        elif op == "ssh-open":
+            self._open(int(message["channel"]), str(message.get("id", "")))
+        elif op == "ssh-data":
+            size = int(message.get("size", 0))
+            if not 0 <= size <= CHANNEL_CHUNK:
+                raise NodeError(f"{self.what} sent {size} bytes of an agent channel")
+            data = b"".join(payload_chunks(self.inp, size, self.what))
+            channel = self._channels.get(int(message["channel"]))
+            if channel is not None:
+                channel.write(data)
+        elif op == "ssh-close":
+            channel = self._channels.get(int(message["channel"]))
+            if channel is not None:
+                channel.done_writing()
+        else:
+            return False
+        return True
+
+    def _secret(self, secret_id: str) -> None:
+        """A node's step mounts secret `secret_id`: its value, read here now, goes over the
+        connection (in memory at both ends), or why it cannot."""
+        source = self.secrets.get(secret_id)
+        if source is None:  # the node asked for one the build was not given
+            self.write({"op": "secret", "id": secret_id, "error": "not given to this build"}, None)
+            return
+        try:
+            value = source.read()
+        except PolyarchError as exc:
+            self.write({"op": "secret", "id": secret_id, "error": str(exc)}, None)
+            return
+        self.write({"op": "secret", "id": secret_id}, value)
+
+    def _open(self, number: int, agent_id: str) -> None:
+        """A node's step connected to agent `agent_id`: a channel to this machine's agent (a
+        node that asks for one the build was not given gets the channel closed at once)."""
+        _open_only(self._channels)
+        path = None
+        with contextlib.suppress(PolyarchError):
+            path = self.agents.socket(agent_id) if self.agents is not None else None
+        if path is None or number in self._channels or len(self._channels) >= MAX_CHANNELS:
+            self.write({"op": "ssh-close", "channel": number}, None)
+            return
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(str(path))
+        except OSError:
+            sock.close()
+            self.write({"op": "ssh-close", "channel": number}, None)
+            return
+        self._channels[number] = _Channel(number, sock, self.write).start()
+
+    def end(self) -> None:
+        """The build's last message was read: its channels are closed, then `session-end`."""
+        channels, self._channels = list(self._channels.values()), {}
+        for channel in channels:
+            channel.close()
+        self.write({"op": "session-end"}, None)
+
+
+@contextlib.contextmanager
+def node_session(inp: BinaryIO, out: BinaryIO, writing: threading.Lock) -> Iterator[NodeSession]:
+    """A node's session for one build; closed (sockets, channels) however the build ends."""
+    session = NodeSession(inp, out, writing)
+    session.start()
+    try:
+        yield session
+    finally:
+        session.close()
