@@ -147,3 +147,88 @@ def start_secure(root: Path) -> RunningRegistry:
     running.ca_file = certs_dir / running.host / "ca.crt"
     running.username, running.password, running.authfile = username, password, authfile
     return running
+
+
+class TokenProxy:
+    """Bearer-token auth (the Docker token protocol) in front of a plain registry, on
+    127.0.0.1: `/token` issues a token for the scopes asked to `username`/`password` only (no
+    anonymous tokens), and every `/v2/` request needs a token that covers its repository's
+    pull (else 401 with the challenge). Reads only (GET and HEAD) are passed on. `issued`
+    holds the scopes of each token given."""
+
+    def __init__(self, upstream: str, username: str, password: str) -> None:
+        import secrets as tokens
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from urllib.parse import parse_qs, urlsplit
+
+        self.issued: list[tuple[str, ...]] = []
+        self.served: list[str] = []
+        valid: dict[str, frozenset[str]] = {}
+        basic = "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *_args: object) -> None:
+                pass
+
+            def _reply(self, status: int, headers: dict[str, str], body: bytes = b"") -> None:
+                self.send_response(status)
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(body)
+
+            def _token(self) -> None:
+                if self.headers.get("Authorization") != basic:
+                    self._reply(401, {"Content-Type": "application/json"}, b'{"details":"no"}')
+                    return
+                scopes = tuple(parse_qs(urlsplit(self.path).query).get("scope", []))
+                token = tokens.token_hex(16)
+                valid[token] = frozenset(scopes)
+                proxy.issued.append(scopes)
+                body = json.dumps({"token": token, "expires_in": 300}).encode()
+                self._reply(200, {"Content-Type": "application/json"}, body)
+
+            def do_GET(self) -> None:
+                if self.path.startswith("/token"):
+                    self._token()
+                    return
+                path = urlsplit(self.path).path
+                parts = path.split("/")
+                marker = next((i for i, p in enumerate(parts) if p in ("manifests", "blobs",
+                                                                      "tags")), None)  # fmt: skip
+                repository = "/".join(parts[2:marker]) if marker else ""
+                needed = f"repository:{repository}:pull" if repository else ""
+                header = self.headers.get("Authorization", "")
+                granted = valid.get(header.removeprefix("Bearer "))
+                if granted is None or (needed and needed not in granted):
+                    scope = f',scope="{needed}"' if needed else ""
+                    realm = f'Bearer realm="http://{proxy.host}/token",service="proxy"{scope}'
+                    denied = b'{"errors":[{"code":"UNAUTHORIZED","message":"token"}]}'
+                    self._reply(401, {"WWW-Authenticate": realm,
+                                      "Content-Type": "application/json"}, denied)  # fmt: skip
+                    return
+                proxy.served.append(path)
+                accept = {"Accept": self.headers.get("Accept", "")}
+                upstream_reply = httpx.request(self.command, f"http://{upstream}{self.path}",
+                                               headers=accept)  # fmt: skip
+                keep = ("Content-Type", "Docker-Content-Digest")
+                self._reply(upstream_reply.status_code,
+                            {k: upstream_reply.headers[k] for k in keep
+                             if k in upstream_reply.headers},
+                            upstream_reply.content)  # fmt: skip
+
+            def do_HEAD(self) -> None:
+                self.do_GET()
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.host = f"127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

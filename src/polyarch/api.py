@@ -1000,7 +1000,8 @@ def _build_with_nodes(
         try:
             done, lost = farm.build(routes, ask, request.context, request.dockerfile_path,
                                     builder.layout, shared, candidates,
-                                    secrets=request.secrets, agents=agents)  # fmt: skip
+                                    secrets=request.secrets, agents=agents,
+                                    tokens=builder.registry.pull_token)  # fmt: skip
             remote.update(done)
             failed.extend(lost)
         except BaseException as exc:

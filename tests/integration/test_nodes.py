@@ -5,6 +5,7 @@ fallback; a node speaking another protocol version."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import json
@@ -698,3 +699,34 @@ def test_ssh_agents_reach_a_nodes_steps(
     for path in (tmp_path / "node-root").rglob("*"):
         if path.is_file() and not path.is_symlink():
             assert key not in path.read_bytes(), path
+
+
+def test_a_node_pulls_with_a_token_fetched_here(
+    tiny: str, registry: RunningRegistry, sshd: SshServer, tmp_path: Path
+) -> None:
+    """A base image behind a registry that wants a bearer token, credentials only on this
+    machine: the node, which has none, asks this machine over the build's session; this
+    machine fetches a pull token with its credentials and hands the node the token alone.
+    The node builds the platform; every token given covers pulls only."""
+    from tests.registry_server import TokenProxy
+
+    proxy = TokenProxy(registry.host, "builder", "pw-4a1f-stays-here")
+    try:
+        authfile = tmp_path / "auth.json"
+        pair = base64.b64encode(b"builder:pw-4a1f-stays-here").decode()
+        authfile.write_text(json.dumps({"auths": {proxy.host: {"auth": pair}}}))
+        env = {**env_for(tmp_path, sshd), "REGISTRY_AUTH_FILE": str(authfile)}
+        base = tiny.replace(registry.host, proxy.host)
+        ctx = write_context(tmp_path / "ctx", f"FROM {base}\nRUN uname -m > /arch\n", {})
+        use_arm_node("tokens", f"ssh://root@127.0.0.1:{sshd.port}", tmp_path / "node-root", env)
+        built = run("build", "--root", str(tmp_path / "root"), "--platform", "linux/arm64",
+                    "--progress", "json", str(ctx), env=env)  # fmt: skip
+        assert built.returncode == 0, built.stderr
+        stream = events(built.stderr)
+        assert any(e.get("node") == "arm" and e.get("step") for e in stream)
+        notes = " ".join(str(e.get("text")) for e in stream if e["event"] == "note")
+        assert "is sent from here" not in notes  # pulled there, not sent
+        assert proxy.served and proxy.issued
+        assert all(s.endswith(":pull") for scopes in proxy.issued for s in scopes), proxy.issued
+    finally:
+        proxy.stop()

@@ -103,7 +103,8 @@ def test_secrets_and_agent_channels_cross_the_connection(
 
 def test_a_client_refuses_what_a_node_should_not_send(tmp_path: Path) -> None:
     """An agent the build was not given gets its channel closed at once; a channel message
-    of an absurd size is a NodeError; an op that is no session call is not handled."""
+    of an absurd size is a NodeError; an op that is no session call is not handled; a token
+    is answered from the provider (none without one)."""
     sent: list[dict[str, Any]] = []
     read, _write = os.pipe()
     with os.fdopen(read, "rb") as inp:
@@ -113,6 +114,11 @@ def test_a_client_refuses_what_a_node_should_not_send(tmp_path: Path) -> None:
         with pytest.raises(NodeError, match="bytes of an agent channel"):
             client.handle("ssh-data", {"channel": 1, "size": 1 << 30})
         assert not client.handle("result", {})
+        assert client.handle("auth", {"host": "reg.test", "scopes": ["repository:a:pull"]})
+        assert sent[-1] == {"op": "auth", "host": "reg.test", "none": True}  # no provider
+        client.tokens = lambda host, scopes: ("t0k", 240.0)
+        client.handle("auth", {"host": "reg.test", "scopes": ["repository:a:pull"]})
+        assert sent[-1] == {"op": "auth", "host": "reg.test", "token": "t0k", "expires_in": 240.0}
         client.end()
     os.close(_write)
     assert sent[-1] == {"op": "session-end"}

@@ -472,6 +472,27 @@ def test_credentialed_bearer_flow_and_scope_escalation() -> None:
     ]
 
 
+def test_a_pull_token_for_a_node_is_fetched_here_and_narrowed_to_pull() -> None:
+    """What a builder's node is given for a registry it has no credentials for: a token
+    fetched here, from the registry's own token service, for pulls only; nothing when this
+    machine has no credentials either. A node's client uses the token it is given."""
+    registry = FakeRegistry(auth="bearer")
+    seed_image(registry)
+    client, _ = make_client(registry, {"reg.test": Credential("alice", "s3cret")})
+    got = client.pull_token("reg.test", ["repository:team/app:pull,push", "registry:catalog:*"])
+    assert got is not None and got[1] > 0
+    assert registry.tokens_issued == [("alice", ("repository:team/app:pull",))]
+    anonymous, _ = make_client(registry)
+    assert anonymous.pull_token("reg.test", ["repository:team/app:pull"]) is None
+
+    node, _ = make_client(registry)
+    asked: list[tuple[str, list[str]]] = []
+    node.token_provider = lambda host, scopes: asked.append((host, scopes)) or got
+    node.get_manifest(ref())
+    assert asked == [("reg.test", ["repository:team/app:pull"])]
+    assert len(registry.tokens_issued) == 1  # the node asked the token service for nothing
+
+
 def test_insufficient_scope_asks_for_the_scope_the_registry_names() -> None:
     registry = FakeRegistry(auth="bearer")
     seed_image(registry)

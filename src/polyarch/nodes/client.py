@@ -146,6 +146,8 @@ class NodeConnection:
         # What the node's steps may ask for during a build, by id (values read when asked).
         self.secrets: dict[str, SecretSource] = {}
         self.agents: Agents | None = None
+        # Pull tokens for the node's registries, fetched here (RegistryClient.pull_token).
+        self.tokens: Callable[[str, list[str]], tuple[str, float] | None] | None = None
         self.lock = threading.Lock()  # one message at a time on `out`
 
     def _what(self) -> str:
@@ -273,7 +275,7 @@ class NodeConnection:
     ) -> dict[str, Any]:
         self._send({"op": "build", **request})
         calls = ClientSession(self._write, self.inp, self._what(), self.secrets,  # type: ignore[arg-type]
-                              self.agents)  # fmt: skip
+                              self.agents, self.tokens)  # fmt: skip
         while True:
             message = self._receive()
             op = message.pop("op")

@@ -200,6 +200,7 @@ class Farm:
         *,
         secrets: Mapping[str, SecretSource] | None = None,
         agents: Agents | None = None,
+        tokens: Callable[[str, list[str]], tuple[str, float] | None] | None = None,
     ) -> tuple[dict[Platform, RemoteResult], list[Platform]]:
         """Build the routed platforms on their nodes, side by side (a node's own platforms
         one after the other). `shared`: the build-once stages being built here (name -> image
@@ -208,10 +209,11 @@ class Farm:
         are built, each node runs what does not wait for the `candidates` (the stages that may
         be sent). Returns the results and the platforms to build here instead (their node
         died, and fallback is allowed). `secrets` and `agents`: what a node's step may ask
-        this machine for (by id, when it mounts one)."""
+        this machine for (by id, when it mounts one); `tokens`: pull tokens for a registry
+        the node has no credentials for, fetched here with this machine's."""
         for connection in self.connections.values():
             connection.secrets = dict(secrets or {})
-            connection.agents = agents
+            connection.agents, connection.tokens = agents, tokens
         tmp = Path(tempfile.mkdtemp(prefix="polyarch-stages-"))
         self.scratch.append(tmp)
         try:

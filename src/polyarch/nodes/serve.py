@@ -112,7 +112,12 @@ def serve(inp: BinaryIO, out: BinaryIO, root: Path) -> int:
                 elif op == "build":
                     writing = threading.Lock()
                     with node_session(inp, out, writing) as calls:
-                        last = _build(message, scratch, root, session, calls)
+                        # Tokens for registries it has no credentials for: from the client.
+                        session.client.token_provider = calls.token
+                        try:
+                            last = _build(message, scratch, root, session, calls)
+                        finally:
+                            session.client.token_provider = None
                         calls.finish(last)
                 elif op == "get":
                     digest = Digest.parse(str(message["digest"]))

@@ -8,6 +8,11 @@ client has (BuildKit's session does the same over its gRPC stream).
   ID), its bytes travel as `ssh-data` payloads both ways and either end says `ssh-close`
   when its side is done. The client connects each channel to its own agent (the caller's
   socket, or an agent it started for a key file): no key material leaves the client.
+- `auth` (node -> client, `host` and `scopes`): a registry that asks the node for a bearer
+  token, where the node has no credentials of its own. The client fetches a token for those
+  repositories, narrowed to pull, from the token service the registry names to it, with its
+  own credentials, and answers with the token and how long it lasts (or `none`: it has no
+  credentials for that registry either). The password never leaves the client.
 - `session-end` (client -> node): the client read the build's last message; nothing more of
   this build's session follows, and the node reads its next request.
 
@@ -31,7 +36,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from polyarch.errors import PolyarchError, StepError
+from polyarch.errors import AuthenticationError, PolyarchError, StepError
 from polyarch.nodes.protocol import MAX_SECRET, NodeError, payload_chunks, receive, send
 
 if TYPE_CHECKING:
@@ -126,6 +131,8 @@ class NodeSession:
                                         f"{MAX_SECRET})")  # fmt: skip
                     value = b"".join(payload_chunks(self.inp, size, "the client"))
                     self._answers.put({**message, "value": value})
+                elif op == "auth":
+                    self._answers.put(message)
                 elif op == "ssh-data":
                     size = int(message.get("size", 0))
                     if not 0 <= size <= CHANNEL_CHUNK:
@@ -165,21 +172,44 @@ class NodeSession:
         return {str(i): SecretSource(str(i), fetch=functools.partial(self.secret, str(i)))
                 for i in ids}  # fmt: skip
 
-    def secret(self, secret_id: str) -> bytes:
-        """A secret's value, asked of the client now (one question at a time)."""
+    def _ask(self, question: dict[str, Any]) -> dict[str, Any]:
+        """One question to the client and its answer (one question at a time)."""
         with self._asking:
             if self._gone is not None:
                 raise NodeError(f"the client is gone ({self._gone})")
-            self._send({"op": "secret", "id": secret_id})
+            self._send(question)
             answer = self._answers.get()
             if answer.get("op") == "gone":
                 raise NodeError(f"the client is gone ({self._gone})")
-            if answer.get("id") != secret_id:
-                raise NodeError(f"the client answered secret {answer.get('id')!r} to secret "
-                                f"{secret_id!r}")  # fmt: skip
-            if "error" in answer:
-                raise StepError(f"secret {secret_id!r}: {answer['error']} (on the client)")
-            return bytes(answer["value"])
+            if answer.get("op") != question["op"]:
+                raise NodeError(f"the client answered {answer.get('op')!r} to "
+                                f"{question['op']!r}")  # fmt: skip
+            return answer
+
+    def token(self, host: str, scopes: list[str]) -> tuple[str, float] | None:
+        """A pull token for `host`, fetched by the client with its credentials (None: it has
+        none for that registry)."""
+        answer = self._ask({"op": "auth", "host": host, "scopes": scopes})
+        if "error" in answer:
+            raise AuthenticationError(f"{answer['error']} (the client, asked for a token for "
+                                      f"{host})", reference=host)  # fmt: skip
+        if answer.get("none"):
+            return None
+        value, lasts = answer.get("token"), answer.get("expires_in")
+        if not isinstance(value, str) or not value or not isinstance(lasts, int | float):
+            raise NodeError(f"the client answered a token request for {host} with what "
+                            "polyarch cannot read")  # fmt: skip
+        return value, float(lasts)
+
+    def secret(self, secret_id: str) -> bytes:
+        """A secret's value, asked of the client now."""
+        answer = self._ask({"op": "secret", "id": secret_id})
+        if answer.get("id") != secret_id:
+            raise NodeError(f"the client answered secret {answer.get('id')!r} to secret "
+                            f"{secret_id!r}")  # fmt: skip
+        if "error" in answer:
+            raise StepError(f"secret {secret_id!r}: {answer['error']} (on the client)")
+        return bytes(answer["value"])
 
     # SSH agents ----------------------------------------------------------------------------
 
@@ -259,15 +289,18 @@ class ClientSession:
         what: str,
         secrets: Mapping[str, SecretSource],
         agents: Agents | None,
+        tokens: Callable[[str, list[str]], tuple[str, float] | None] | None = None,
     ) -> None:
         self.write, self.inp, self.what = write, inp, what
-        self.secrets, self.agents = secrets, agents
+        self.secrets, self.agents, self.tokens = secrets, agents, tokens
         self._channels: dict[int, _Channel] = {}
 
     def handle(self, op: str, message: dict[str, Any]) -> bool:
         """Answer one message of the node if it is a session call (False: it is not)."""
         if op == "secret":
             self._secret(str(message.get("id", "")))
+        elif op == "auth":
+            self._token(str(message["host"]), [str(s) for s in message["scopes"]])
         elif op == "ssh-open":
             self._open(int(message["channel"]), str(message.get("id", "")))
         elif op == "ssh-data":
@@ -299,6 +332,18 @@ class ClientSession:
             self.write({"op": "secret", "id": secret_id, "error": str(exc)}, None)
             return
         self.write({"op": "secret", "id": secret_id}, value)
+
+    def _token(self, host: str, scopes: list[str]) -> None:
+        """A node's registry asks it for a token: one fetched here, for pulling only."""
+        try:
+            got = self.tokens(host, scopes) if self.tokens is not None else None
+        except PolyarchError as exc:
+            self.write({"op": "auth", "host": host, "error": str(exc)}, None)
+            return
+        if got is None:
+            self.write({"op": "auth", "host": host, "none": True}, None)
+        else:
+            self.write({"op": "auth", "host": host, "token": got[0], "expires_in": got[1]}, None)
 
     def _open(self, number: int, agent_id: str) -> None:
         """A node's step connected to agent `agent_id`: a channel to this machine's agent (a

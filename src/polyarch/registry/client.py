@@ -143,6 +143,10 @@ class RegistryClient:
     ) -> None:
         self._credentials = credentials
         self.on_retry: Callable[[str], None] | None = None  # told of each retry
+        # Asked for a bearer token (host, scopes -> token and seconds it lasts, or None) for a
+        # registry this client has no credentials of its own for: a builder's node, whose
+        # client keeps the credentials and fetches the token (BuildKit's auth provider).
+        self.token_provider: Callable[[str, list[str]], tuple[str, float] | None] | None = None
         self._transport = transport
         self._insecure = frozenset(h.lower() for h in insecure)
         self._tls = TlsConfig(tuple(certs_dirs))
@@ -851,9 +855,43 @@ class RegistryClient:
             key = frozenset(scopes)
             token = endpoint.tokens.get(key)
             if token is None or token.expires_at <= self._clock():
-                token = self._fetch_token(endpoint, challenge, credential, list(scopes))
+                token = self._provided_token(endpoint, credential, list(scopes))
+                if token is None:
+                    token = self._fetch_token(endpoint, challenge, credential, list(scopes))
                 endpoint.tokens[key] = token
             return f"Bearer {token.value}"
+
+    def _provided_token(
+        self, endpoint: _Endpoint, credential: Credential, scopes: list[str]
+    ) -> _Token | None:
+        if self.token_provider is None or not credential.is_anonymous:
+            return None
+        given = self.token_provider(endpoint.host, scopes)
+        if given is None:  # the provider has no credentials for it either: anonymous
+            return None
+        value, lasts = given
+        return _Token(value, self._clock() + max(lasts - 10.0, 1.0))
+
+    def pull_token(self, host: str, scopes: Sequence[str]) -> tuple[str, float] | None:
+        """A bearer token for pulling from `host` (each repository scope narrowed to `pull`),
+        fetched with this client's credentials from the token service that `host` itself
+        names (never one the asker names), and how many seconds it lasts; None when the
+        registry does not use tokens or there are no credentials for it here."""
+        endpoint = self._endpoint(host)
+        challenge = endpoint.challenge
+        if challenge is None or challenge.scheme != "bearer":
+            return None
+        credential = self._credential(endpoint)
+        if credential.is_anonymous:
+            return None
+        if credential.registry_token:  # docker's `registrytoken`: given as BuildKit gives it
+            return credential.registry_token, 60.0
+        pulls = sorted({repository_scope(scope.split(":")[1], "pull") for scope in scopes
+                        if scope.startswith("repository:") and scope.count(":") >= 2})  # fmt: skip
+        if not pulls:
+            return None
+        token = self._fetch_token(endpoint, challenge, credential, pulls)
+        return token.value, max(token.expires_at - self._clock() + 10.0, 1.0)
 
     def _fetch_token(
         self, endpoint: _Endpoint, challenge: Challenge, credential: Credential, scopes: list[str]
