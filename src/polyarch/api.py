@@ -975,12 +975,11 @@ def _build_with_nodes(
     from polyarch.worker.local.mounts import Agents  # noqa: PLC0415
 
     started = time.monotonic()
-    ask = remote_request(options, request.context, request.dockerfile_path)
+    remote_build = remote_request(options, request.context, request.dockerfile_path)
     # The secrets' ids only: a node asks for a value when one of its steps mounts it, and
     # keeps it in memory (NodeConnection answers from request.secrets).
-    ask["secrets"] = sorted(request.secrets)
-    if push_to:
-        ask["push"] = list(push_to)
+    ask = dataclasses.replace(remote_build.ask, secrets=tuple(sorted(request.secrets)),
+                              push=tuple(push_to))  # fmt: skip
     remote: dict[Platform, Any] = {}
     failed: list[Platform] = []
     errors: list[BaseException] = []
@@ -990,15 +989,15 @@ def _build_with_nodes(
     candidates = builder.planned_shared_stages(routed)
     # --cache-to: one export, here, of this machine's entries and the nodes' (below).
     cache_to, request = request.cache_to, dataclasses.replace(request, cache_to=None)
-    if cache_to is not None:
-        ask["cache_export"] = cache_to.mode
+    ask = dataclasses.replace(ask, cache_export=cache_to.mode if cache_to else None)
     shared: Future[dict[str, Descriptor]] = Future()
 
     agents = Agents(dict(request.ssh))  # this machine's, for the nodes' steps (by channel)
 
     def on_nodes() -> None:
         try:
-            done, lost = farm.build(routes, ask, request.context, request.dockerfile_path,
+            done, lost = farm.build(routes, dataclasses.replace(remote_build, ask=ask),
+                                    request.context, request.dockerfile_path,
                                     builder.layout, shared, candidates,
                                     secrets=request.secrets, agents=agents,
                                     tokens=builder.registry.pull_token)  # fmt: skip

@@ -122,3 +122,65 @@ def test_a_client_refuses_what_a_node_should_not_send(tmp_path: Path) -> None:
         client.end()
     os.close(_write)
     assert sent[-1] == {"op": "session-end"}
+
+
+def test_the_wire_round_trips_and_names_what_is_wrong() -> None:
+    """Each message's JSON reads back as the same value; a peer's message that is not what
+    it should be is a NodeError naming the field (never a KeyError or a value on trust)."""
+    from polyarch.digest import Digest
+    from polyarch.nodes.wire import (
+        BuildAsk,
+        BuildDone,
+        CacheSource,
+        Failure,
+        HelloAnswer,
+        NamedEntry,
+        Warmed,
+        event_from_json,
+    )
+    from polyarch.oci.models import Descriptor
+    from polyarch.progress import Event
+
+    ask = BuildAsk(
+        platform="linux/arm64", dockerfile="sub/Dockerfile", build_args={"A": "1"},
+        named_contexts={"libs": NamedEntry("dir", 0), "img": NamedEntry("as-is", value="x:1"),
+                        "laid": NamedEntry("layout", 1, ":v1")},
+        cache_from=(CacheSource(spec="type=registry,ref=r/c"), CacheSource(index=0,
+                                                                           rest=("type=local",))),
+        secrets=("token",), ssh=("default",), cache_export="max", base_layouts={"b:1": 1000},
+        stage_layouts={"ui": 0}, pending=("ui",), step_timeout=30.0,
+    )  # fmt: skip
+    assert BuildAsk.from_json(ask.to_json()) == ask
+    descriptor = Descriptor("application/vnd.oci.image.manifest.v1+json", Digest.of(b"m"), 1)
+    done = BuildDone(descriptor, 3, 4, 1.5, ("app.txt",))
+    assert BuildDone.from_json(done.to_json(), "node") == done
+    assert Warmed.from_json(Warmed(2).to_json(), "node") == Warmed(2)
+    failure = Failure("no such file", "missing-source", "build", "linux/arm64", 4)
+    assert Failure.from_json(failure.to_json(), "node") == failure
+    hello = HelloAnswer(4, "1.0", ("linux/amd64",), ("linux/arm64",), "runc", 10)
+    assert HelloAnswer.from_json(hello.to_json(), "node") == hello
+    event = event_from_json({"event": "log", "step": "k", "text": "hi"}, "arm", "node arm")
+    assert event.step == "arm:k" and event.node == "arm" and event.kind == "log"
+    assert isinstance(Event("note", "", "x").to_json(), dict)
+
+    for bad, said in (
+        ({**ask.to_json(), "jobs": "2"}, "jobs must be an integer"),
+        ({**ask.to_json(), "no_cache": 1}, "no_cache must be true or false"),
+        ({**ask.to_json(), "dockerfile": None}, "name the Dockerfile or send its text"),
+        ({**ask.to_json(), "cache_export": "all"}, "cache_export must be min, max or null"),
+        ({**ask.to_json(), "base_layouts": {"b": -1}}, "base_layouts must be a mapping"),
+        ({**ask.to_json(), "named_contexts": {"n": {"kind": "file"}}}, "kind must be dir"),
+        ({**ask.to_json(), "cache_from": [{"kind": "local"}]}, "index must be an integer"),
+    ):
+        with pytest.raises(NodeError, match=said):
+            BuildAsk.from_json(bad)
+    with pytest.raises(NodeError, match="kind must be"):
+        Failure.from_json({"op": "error", "message": "m", "kind": "whatever"}, "node")
+    with pytest.raises(NodeError, match="result: missing 'mediaType'"):
+        BuildDone.from_json({"op": "result", "descriptor": {"digest": "nope"}}, "node")
+    with pytest.raises(NodeError, match="steps_run must be an integer"):
+        BuildDone.from_json({**done.to_json(), "steps_run": "many"}, "node")
+    with pytest.raises(NodeError, match="names no native platform"):
+        HelloAnswer.from_json({**hello.to_json(), "native": []}, "node")
+    with pytest.raises(NodeError, match="progress event of kind"):
+        event_from_json({"event": "explode"}, "arm", "node arm")

@@ -228,11 +228,11 @@ def test_what_travels_to_a_node(tmp_path: Path) -> None:
     (tmp_path / "Dockerfile").write_text("FROM scratch\n")
     base = BuildOptions(context=tmp_path)
     agents = BuildOptions(context=tmp_path, ssh=("default", "deploy=/keys/id", "deploy=/x"))
-    assert remote_request(agents, tmp_path, tmp_path / "Dockerfile")["ssh"] == ["default",
-                                                                              "deploy"]  # fmt: skip
+    sent = remote_request(agents, tmp_path, tmp_path / "Dockerfile").ask
+    assert sent.ssh == ("default", "deploy")
     exporting = BuildOptions(context=tmp_path, cache_to="type=local,dest=x,mode=max")
-    assert remote_request(exporting, tmp_path, tmp_path / "Dockerfile")["cache_export"] == "max"
-    assert "cache_export" not in remote_request(base, tmp_path, tmp_path / "Dockerfile")
+    assert remote_request(exporting, tmp_path, tmp_path / "Dockerfile").ask.cache_export == "max"
+    assert remote_request(base, tmp_path, tmp_path / "Dockerfile").ask.cache_export is None
     travels = BuildOptions(
         context=tmp_path,
         secrets=("id=a,env=A",),
@@ -240,10 +240,17 @@ def test_what_travels_to_a_node(tmp_path: Path) -> None:
         cache_from=("type=local,src=c",),
     )
     request = remote_request(travels, tmp_path, tmp_path / "Dockerfile")
-    assert request["named_contexts"] == {"n": str(tmp_path)}
-    assert request["cache_from"] == ["type=local,src=c"]
-    assert request["dockerfile"] == "Dockerfile"
-    assert remote_request(base, tmp_path, tmp_path / "Dockerfile")["named_contexts"] == {}
+    assert request.contexts == {"n": str(tmp_path)}
+    assert request.cache_from == ("type=local,src=c",)
+    assert request.ask.dockerfile == "Dockerfile" and request.ask.dockerfile_text is None
+    assert remote_request(base, tmp_path, tmp_path / "Dockerfile").contexts == {}
+    outside = tmp_path.parent / f"{tmp_path.name}.Dockerfile"
+    outside.write_text("FROM scratch\n")
+    try:
+        elsewhere = remote_request(base, tmp_path, outside).ask
+        assert elsewhere.dockerfile is None and elsewhere.dockerfile_text == "FROM scratch\n"
+    finally:
+        outside.unlink()
     assert layout_spec("/l/dir:v1") == ("/l/dir", ":v1")
     assert layout_spec("/l:x/dir@sha256:" + "a" * 64) == ("/l:x/dir", "@sha256:" + "a" * 64)
     assert layout_spec("/l:x/dir") == ("/l:x/dir", "")

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from polyarch.digest import Digest
-from polyarch.errors import BuildError, PolyarchError
+from polyarch.errors import BuildError
 from polyarch.frontend.dockerfile.ignore import IgnoreMatcher
 from polyarch.layers import Root
 from polyarch.nodes.builders import Endpoint, Node
@@ -32,9 +32,20 @@ from polyarch.nodes.protocol import (
     send_file,
 )
 from polyarch.nodes.session import ClientSession
+from polyarch.nodes.wire import (
+    BuildAsk,
+    BuildDone,
+    Failure,
+    Hello,
+    HelloAnswer,
+    Reach,
+    Unreachable,
+    Warmed,
+    event_from_json,
+    expect_op,
+)
 from polyarch.oci.models import Descriptor, Manifest, parse_document
-from polyarch.platform import Platform
-from polyarch.progress import Event, Progress
+from polyarch.progress import Progress
 from polyarch.store.layout import OciLayout
 from polyarch.worker.local.filecopy import CopyError, select_sources
 
@@ -180,28 +191,24 @@ class NodeConnection:
     def hello(self) -> NodeInfo:
         from polyarch import __version__  # noqa: PLC0415
 
-        self._send({"op": "hello", "version": PROTOCOL_VERSION, "polyarch": __version__})
+        self._send(Hello(PROTOCOL_VERSION, __version__).to_json())
         answer = self._receive()
-        if answer.get("op") != "hello":
-            raise self._failed(NodeError(f"answered {answer.get('op')!r} to hello"))
-        if answer.get("version") != PROTOCOL_VERSION:
+        try:
+            version, polyarch = HelloAnswer.version_of(answer, self._what())
+        except NodeError as exc:
+            raise self._failed(exc) from None
+        if version != PROTOCOL_VERSION:
             raise NodeError(
-                f"{self._what()} speaks node protocol version {answer.get('version')} (polyarch "
-                f"{answer.get('polyarch')}); this polyarch ({__version__}) speaks version "
+                f"{self._what()} speaks node protocol version {version} (polyarch "
+                f"{polyarch}); this polyarch ({__version__}) speaks version "
                 f"{PROTOCOL_VERSION}: install the same polyarch on both"
             )
         try:
-            native, emulated = answer["native"], answer.get("emulated", [])
-            if not isinstance(native, list) or not native or not isinstance(emulated, list):
-                raise ValueError("no list of native platforms")
-            for platform in (*native, *emulated):
-                Platform.parse(str(platform))
-            return NodeInfo(str(answer.get("polyarch")), tuple(map(str, native)),
-                            tuple(map(str, emulated)), int(answer.get("free", 0)),
-                            str(answer.get("runtime", "")))  # fmt: skip
-        except (KeyError, TypeError, ValueError, PolyarchError) as exc:
+            hello = HelloAnswer.from_json(answer, self._what())
+        except NodeError as exc:
             raise self._failed(NodeError(f"answered hello with what polyarch cannot read: "
                                          f"{exc}")) from None  # fmt: skip
+        return NodeInfo(hello.polyarch, hello.native, hello.emulated, hello.free, hello.runtime)
 
     def send_context(
         self, context: Path, ignore: tuple[str, ...], used: Callable[[str], bool] | None = None
@@ -225,11 +232,13 @@ class NodeConnection:
 
     def reach(self, registries: list[str]) -> dict[str, str]:
         """The registries the node cannot reach, with why."""
-        self._send({"op": "reach", "registries": registries})
+        self._send(Reach(tuple(registries)).to_json())
         answer = self._receive()
-        if answer.get("op") != "reach":
-            raise self._failed(NodeError(f"answered {answer.get('op')!r} to reach"))
-        return {str(k): str(v) for k, v in dict(answer.get("unreachable", {})).items()}
+        try:
+            expect_op(answer, "reach", self._what())
+            return dict(Unreachable.from_json(answer, self._what()).unreachable)
+        except NodeError as exc:
+            raise self._failed(exc) from None
 
     def _send_tree(self, head: dict[str, Any], context: Path, ignore: tuple[str, ...]) -> int:
         return self._send_entries(head, context, context_entries(context, ignore))
@@ -255,52 +264,54 @@ class NodeConnection:
             raise self._failed(NodeError(f"answered {ready.get('op')!r} to the context"))
         return len(need["digests"])
 
-    def build(
-        self, request: dict[str, Any], dockerfile: Path, progress: Progress
-    ) -> tuple[Descriptor, dict[str, Any]]:
+    def build(self, ask: BuildAsk, dockerfile: Path, progress: Progress) -> BuildDone:
         """Build one platform there; its progress is told here, labelled with the node."""
-        answer = self._ask(request, dockerfile, progress, "result")
-        return Descriptor.from_json(answer["descriptor"], "the node's result"), answer
+        answer = self._ask(ask, dockerfile, progress)
+        if not isinstance(answer, BuildDone):
+            raise self._failed(NodeError("answered a build with a warm-up's end"))
+        return answer
 
-    def warm(
-        self, request: dict[str, Any], pending: list[str], dockerfile: Path, progress: Progress
-    ) -> int:
-        """Run there what one platform's build can run before the `pending` stages are sent
-        (into its step cache); returns how many steps ran."""
-        answer = self._ask({**request, "pending": pending}, dockerfile, progress, "warmed")
-        return int(answer.get("steps_run", 0))
+    def warm(self, ask: BuildAsk, dockerfile: Path, progress: Progress) -> int:
+        """Run there what one platform's build can run before the `ask.pending` stages are
+        sent (into its step cache); returns how many steps ran."""
+        answer = self._ask(ask, dockerfile, progress)
+        if not isinstance(answer, Warmed):
+            raise self._failed(NodeError("answered a warm-up with a build's result"))
+        return answer.steps_run
 
-    def _ask(
-        self, request: dict[str, Any], dockerfile: Path, progress: Progress, done: str
-    ) -> dict[str, Any]:
-        self._send({"op": "build", **request})
+    def _ask(self, ask: BuildAsk, dockerfile: Path, progress: Progress) -> BuildDone | Warmed:
+        self._send(ask.to_json())
         calls = ClientSession(self._write, self.inp, self._what(), self.secrets,  # type: ignore[arg-type]
                               self.agents, self.tokens)  # fmt: skip
+        what = self._what()
         while True:
             message = self._receive()
-            op = message.pop("op")
-            if op == "event":
-                progress(_event(message, self.node.name))
-            elif op == "error":
-                with contextlib.suppress(NodeError):  # the build's error is what to say
-                    calls.end()
-                line = message.get("line")
-                raise BuildError(
-                    f"{message.get('message')} (on node {self.node.name})",
-                    location=f"{dockerfile}:{line}" if line else "",
-                    stage=str(message.get("stage", "")),
-                    platform=str(message.get("platform") or request["platform"]),
-                    kind=str(message.get("kind") or ""),
-                )
-            else:
-                try:
-                    if op == done:
+            op = message.get("op")
+            try:
+                if op == "event":
+                    progress(event_from_json(message, self.node.name, what))
+                elif op == "error":
+                    failure = Failure.from_json(message, what)
+                    with contextlib.suppress(NodeError):  # the build's error is what to say
                         calls.end()
-                        return message
-                    if not calls.handle(op, message):
-                        raise NodeError(f"sent {op!r} during a build")
-                except NodeError as exc:
-                    raise self._failed(exc) from None
+                    raise BuildError(
+                        f"{failure.message} (on node {self.node.name})",
+                        location=f"{dockerfile}:{failure.line}" if failure.line else "",
+                        stage=failure.stage, platform=failure.platform or ask.platform,
+                        kind="missing-source" if failure.kind == "missing-source" else "",
+                    )  # fmt: skip
+                elif op in ("result", "warmed"):
+                    done = (BuildDone.from_json(message, what) if op == "result"
+                            else Warmed.from_json(message, what))  # fmt: skip
+                    calls.end()
+                    return done
+                elif not calls.handle(str(op), message):
+                    raise NodeError(f"sent {op!r} during a build")
+            except NodeError as exc:
+                raise self._failed(exc) from None
+            except (KeyError, TypeError, ValueError) as exc:
+                raise self._failed(NodeError(f"sent a {op!r} polyarch cannot read: "
+                                             f"{exc!r}")) from None  # fmt: skip
 
     def _write(self, message: dict[str, Any], payload: bytes | None = None) -> None:
         """One message (and its payload) whole, whichever thread sends it."""
@@ -352,17 +363,6 @@ class NodeConnection:
             self.process.kill()
         finally:
             self._stderr.close()
-
-
-def _event(data: dict[str, Any], node: str) -> Event:
-    kind = data.get("event", "note")
-    return Event(kind, f"{node}:{data.get('step', '')}" if data.get("step") else "",
-                 str(data.get("description", "")), str(data.get("stage", "")),
-                 str(data.get("platform", "")), text=str(data.get("text", "")),
-                 seconds=data.get("seconds"), cache=str(data.get("cache", "")),
-                 emulated=bool(data.get("emulated")), position=str(data.get("position", "")),
-                 node=node, current=data.get("current"), total=data.get("total"),
-                 cause=str(data.get("cause", "")))  # fmt: skip
 
 
 Connect = Callable[[Node], NodeConnection]

@@ -20,7 +20,7 @@ import tempfile
 import threading
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,15 +30,14 @@ from polyarch.image.annotations import parse_annotation
 from polyarch.nodes.builders import BuilderSpec, Node
 from polyarch.nodes.client import NodeConnection, NodeInfo, used_files
 from polyarch.nodes.protocol import NodeError
+from polyarch.nodes.wire import BuildAsk, BuildDone, CacheSource, NamedEntry
 from polyarch.oci.models import Descriptor, Manifest, parse_document
 from polyarch.platform import Platform, runs_natively
 from polyarch.progress import Event, Progress
 from polyarch.reference import Reference
 from polyarch.remotecache.format import (
-    CacheFormatError,
     CacheRecord,
     parse_cache_spec,
-    parse_record,
 )
 from polyarch.store.layout import OciLayout
 
@@ -191,7 +190,7 @@ class Farm:
     def build(
         self,
         routes: Sequence[Route],
-        request: dict[str, Any],
+        request: RemoteBuild,
         context: Path,
         dockerfile: Path,
         layout: OciLayout,
@@ -238,7 +237,7 @@ class Farm:
     def _build(
         self,
         routes: Sequence[Route],
-        request: dict[str, Any],
+        request: RemoteBuild,
         sources: tuple[Path, Path],
         layout: OciLayout,
         stages: Callable[[], dict[str, Path]],
@@ -254,7 +253,7 @@ class Farm:
         errors: list[BaseException] = []
         lock = threading.Lock()
         ignore = ignore_patterns(dockerfile, context)
-        sending = (context, ignore, request)
+        sending = (context, ignore, request.ask)
 
         def run(name: str, platforms: list[Platform]) -> None:
             connection = self.connections[name]
@@ -271,13 +270,11 @@ class Farm:
 
             try:
                 # Each node gets the named contexts as it can take them (sent, or as they are).
-                request_there = {
-                    **request,
-                    "named_contexts": self._send_named(
-                        name, connection, request.get("named_contexts", {})),
-                    "cache_from": self._send_caches(name, connection,
-                                                    request.get("cache_from", ())),
-                }  # fmt: skip
+                request_there = replace(
+                    request.ask,
+                    named_contexts=self._send_named(name, connection, request.contexts),
+                    cache_from=self._send_caches(name, connection, request.cache_from),
+                )
                 foreseen = foresee(candidates)
                 sent, foreseen = self._send_context(name, connection, *sending, foreseen)
                 bases = send_bases(candidates)
@@ -298,16 +295,20 @@ class Farm:
                     self.note(f"node {name}: build-once stage {stage} sent, built here ({files} "
                               "files it did not have)")  # fmt: skip
                 for platform in platforms:
-                    ask = {**request_there, "platform": str(platform),
-                           "base_layouts": bases[platform],
-                           "stage_layouts": stage_layouts}  # fmt: skip
-                    descriptor, answer, foreseen = self._build_there(
+                    ask = replace(
+                        request_there,
+                        platform=str(platform),
+                        base_layouts=bases[platform],
+                        stage_layouts=stage_layouts,
+                    )
+                    answer, foreseen = self._build_there(
                         name, connection, ask, dockerfile, sending, foreseen
                     )
-                    if request.get("push"):  # pushed from there: its documents come here
+                    descriptor = answer.descriptor
+                    if ask.push:  # pushed from there: its documents come here
                         connection.fetch(descriptor, layout, documents_only=True)
                         self.note(f"node {name} pushed {platform} by digest to "
-                                  f"{', '.join(request['push'])}")  # fmt: skip
+                                  f"{', '.join(ask.push)}")  # fmt: skip
                     else:
                         connection.fetch(descriptor, layout)
                     records = _cache_records(connection, answer, layout)
@@ -315,8 +316,8 @@ class Farm:
                         results[platform] = RemoteResult(
                             Descriptor(descriptor.media_type, descriptor.digest,
                                        descriptor.size, platform=platform),
-                            int(answer.get("steps_run", 0)) + warmed,
-                            int(answer.get("steps_cached", 0)), sent, records)  # fmt: skip
+                            answer.steps_run + warmed, answer.steps_cached, sent,
+                            records)  # fmt: skip
                     warmed = 0
             except (NodeError, KeyError, TypeError, ValueError) as exc:
                 if not isinstance(exc, NodeError):  # a node that answers what it should not
@@ -346,7 +347,7 @@ class Farm:
         self,
         name: str,
         connection: NodeConnection,
-        request: Mapping[str, Any],
+        request: BuildAsk,
         bases: Mapping[Platform, dict[str, int]],
         pending: list[str],
         dockerfile: Path,
@@ -356,9 +357,10 @@ class Farm:
         gets past it, as with a context sent in part). Returns how many steps ran."""
         ran = 0
         for platform, layouts in bases.items() if pending else ():
-            ask = {**request, "platform": str(platform), "base_layouts": layouts}
+            ask = replace(request, platform=str(platform), base_layouts=layouts,
+                          pending=tuple(pending))  # fmt: skip
             try:
-                ran += connection.warm(ask, pending, dockerfile, self.progress)
+                ran += connection.warm(ask, dockerfile, self.progress)
             except BuildError as exc:
                 self.note(f"node {name}: the warm-up of {platform} stopped: {exc.message}")
         return ran
@@ -367,48 +369,47 @@ class Farm:
         self,
         name: str,
         connection: NodeConnection,
-        ask: dict[str, Any],
+        ask: BuildAsk,
         dockerfile: Path,
-        sending: tuple[Path, tuple[str, ...], Mapping[str, Any]],
+        sending: tuple[Path, tuple[str, ...], BuildAsk],
         foreseen: set[str] | None,
-    ) -> tuple[Descriptor, dict[str, Any], set[str] | None]:
+    ) -> tuple[BuildDone, set[str] | None]:
         """One platform's build on the node. When the node was sent only the files the plan
         here foresaw, and its build took others (ONBUILD triggers of its base image, say) or
         missed a source, it gets the whole context and builds again (its cache keeps what was
-        done). Returns what it built, its answer, and what to send next time."""
+        done). Returns its answer, and what to send next time."""
         try:
-            descriptor, answer = connection.build(ask, dockerfile, self.progress)
-            unforeseen = sorted(set(answer.get("context_paths", ())) - (foreseen or set()))
+            answer = connection.build(ask, dockerfile, self.progress)
+            unforeseen = sorted(set(answer.context_paths) - (foreseen or set()))
             why = f"its build took {', '.join(unforeseen)} from the context"
         except BuildError as exc:
             if foreseen is None or exc.kind != "missing-source":
                 raise
             unforeseen, why = ["?"], f"its build failed ({exc.message})"
         if foreseen is None or not unforeseen:
-            return descriptor, answer, foreseen
+            return answer, foreseen
         self.note(f"node {name}: {why}, which the plan here did not foresee; sending the "
                   "whole context and building again")  # fmt: skip
         self._send_context(name, connection, *sending, None)
-        descriptor, answer = connection.build(ask, dockerfile, self.progress)
-        return descriptor, answer, None
+        return connection.build(ask, dockerfile, self.progress), None
 
     def _send_named(
         self, name: str, connection: NodeConnection, named: Mapping[str, str]
-    ) -> dict[str, dict[str, Any]]:
+    ) -> dict[str, NamedEntry]:
         """The `--build-context` values as the node takes them: a directory or an OCI layout
         of this machine sent by content (the node keeps it as `named/INDEX`); an image or a
         git repository as it is (the node pulls or clones it, as it pulls its bases)."""
-        out: dict[str, dict[str, Any]] = {}
+        out: dict[str, NamedEntry] = {}
         for index, (context_name, value) in enumerate(sorted(named.items())):
             if value.startswith("oci-layout://"):
                 path, suffix = layout_spec(value.removeprefix("oci-layout://"))
                 files = connection.send_tree(index, Path(path).expanduser(), kind="named")
-                out[context_name] = {"kind": "layout", "index": index, "suffix": suffix}
+                out[context_name] = NamedEntry("layout", index, suffix)
             elif Path(value).expanduser().is_dir():
                 files = connection.send_tree(index, Path(value).expanduser(), kind="named")
-                out[context_name] = {"kind": "dir", "index": index}
+                out[context_name] = NamedEntry("dir", index)
             else:
-                out[context_name] = {"kind": "as-is", "value": value}
+                out[context_name] = NamedEntry("as-is", value=value)
                 continue
             self.note(f"node {name}: build context {context_name} sent ({files} files it did "
                       "not have)")  # fmt: skip
@@ -416,21 +417,21 @@ class Farm:
 
     def _send_caches(
         self, name: str, connection: NodeConnection, specs: Sequence[str]
-    ) -> list[dict[str, Any]]:
+    ) -> tuple[CacheSource, ...]:
         """The `--cache-from`s as the node takes them: a local cache directory sent by
         content (the node keeps it as `caches/INDEX`), a registry cache as it is (the node
         imports it itself, lazily, as a local build does)."""
-        out: list[dict[str, Any]] = []
+        out: list[CacheSource] = []
         for index, text in enumerate(specs):
             spec = parse_cache_spec(text, export=False)
             if spec.kind != "local":
-                out.append({"kind": "as-is", "spec": text})
+                out.append(CacheSource(spec=text))
                 continue
             files = connection.send_tree(index, Path(spec.where).expanduser(), kind="cache")
             rest = [part for part in text.split(",") if part.partition("=")[0].strip() != "src"]
-            out.append({"kind": "local", "index": index, "rest": rest})
+            out.append(CacheSource(index=index, rest=tuple(rest)))
             self.note(f"node {name}: cache {spec.where} sent ({files} files it did not have)")
-        return out
+        return tuple(out)
 
     def _send_context(
         self,
@@ -438,15 +439,15 @@ class Farm:
         connection: NodeConnection,
         context: Path,
         ignore: tuple[str, ...],
-        request: Mapping[str, Any],
+        request: BuildAsk,
         foreseen: set[str] | None,
     ) -> tuple[int, set[str] | None]:
         """The context by content: the files the node's steps take (`foreseen` paths, with
         the Dockerfile and its ignore files), else all of it. Returns how many files the node
         did not have, and the paths the files sent cover (None: all of them)."""
         keep = {".dockerignore"}
-        if request.get("dockerfile"):
-            keep |= {str(request["dockerfile"]), f"{request['dockerfile']}.dockerignore"}
+        if request.dockerfile:
+            keep |= {request.dockerfile, f"{request.dockerfile}.dockerignore"}
         used = None if foreseen is None else used_files(context, foreseen, keep)
         listed, sent = connection.send_context(context, ignore, used)
         which = "" if used is None else f" of the {listed} its steps use"
@@ -488,24 +489,15 @@ class Farm:
 
 
 def _cache_records(
-    connection: NodeConnection, answer: Mapping[str, Any], layout: OciLayout
+    connection: NodeConnection, answer: BuildDone, layout: OciLayout
 ) -> tuple[CacheRecord, ...]:
     """A node's cache entries for the `--cache-to` export made here, their layers fetched
     into `layout` (verified by digest); an entry whose layer the node does not hold (taken
     lazily from an imported cache) comes without it, as a local build's would."""
-    raw = answer.get("cache_records", [])
-    if not isinstance(raw, list):
-        raise NodeError(f"{connection.node.name} sent cache entries that are not a list")
-    records = []
-    for index, entry in enumerate(raw):
-        try:
-            record = parse_record(entry, f"node {connection.node.name}: cache entry {index}")
-        except CacheFormatError as exc:
-            raise NodeError(str(exc)) from None
-        if record.layer is not None and entry.get("held") is True:
-            connection.fetch_blob(record.layer, layout)
-        records.append(record)
-    return tuple(records)
+    for entry in answer.cache_records:
+        if entry.record.layer is not None and entry.held:
+            connection.fetch_blob(entry.record.layer, layout)
+    return tuple(entry.record for entry in answer.cache_records)
 
 
 def layout_spec(spec: str) -> tuple[str, str]:
@@ -538,7 +530,17 @@ def _image_layout(store: OciLayout, descriptor: Descriptor, dest: Path) -> None:
     out.set_ref("stage", descriptor)
 
 
-def remote_request(options: Any, context: Path, dockerfile: Path) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class RemoteBuild:
+    """What the nodes are asked to build: the request that travels as it is, and the named
+    contexts and caches to import that Farm translates for each node (sent, or as they are)."""
+
+    ask: BuildAsk
+    contexts: Mapping[str, str] = field(default_factory=dict)
+    cache_from: tuple[str, ...] = ()
+
+
+def remote_request(options: Any, context: Path, dockerfile: Path) -> RemoteBuild:
     """What a node is asked to build: the options that travel (named contexts and caches are
     translated for each node by Farm; a `--cache-to` is exported here, once, from the entries
     the nodes send back; secrets and SSH agents go by id, the node calling back for them)."""
@@ -546,32 +548,28 @@ def remote_request(options: Any, context: Path, dockerfile: Path) -> dict[str, A
         inside = dockerfile.resolve().relative_to(context.resolve())
     except ValueError:
         inside = None
-    request: dict[str, Any] = {
-        "build_args": dict(options.build_args), "target": options.target,
-        "labels": dict(options.labels), "no_cache": options.no_cache, "jobs": options.jobs,
-        "build_once": options.build_once if isinstance(options.build_once, str)
+    ask = BuildAsk(
+        build_args=dict(options.build_args), target=options.target,
+        labels=dict(options.labels), no_cache=options.no_cache, jobs=options.jobs,
+        build_once=options.build_once if isinstance(options.build_once, str)
         else ",".join(sorted(options.build_once)),
-        "ca_certs": options.ca_certs is not None, "allow": sorted(options.allow),
+        ca_certs=options.ca_certs is not None, allow=tuple(sorted(options.allow)),
         # Each node makes one platform's manifest; index-level ones are applied here.
-        "annotations": [t for t in options.annotations
-                        if all(a.level == "manifest" for a in parse_annotation(t))],
-        "step_timeout": options.step_timeout,
-        "add_hosts": list(options.add_hosts),
-        "network": options.network, "ulimits": list(options.ulimits),
-        "shm_size": options.shm_size, "no_cache_filter": list(options.no_cache_filter),
-        "emulator_install": options.emulator_install, "explain_as": options.explain_as,
-        "named_contexts": dict(options.contexts),  # each node's own: Farm._send_named
-        "cache_from": list(options.cache_from),  # each node's own: Farm._send_caches
+        annotations=tuple(t for t in options.annotations
+                          if all(a.level == "manifest" for a in parse_annotation(t))),
+        step_timeout=options.step_timeout, add_hosts=tuple(options.add_hosts),
+        network=options.network, ulimits=tuple(options.ulimits), shm_size=options.shm_size,
+        no_cache_filter=tuple(options.no_cache_filter),
+        emulator_install=options.emulator_install, explain_as=options.explain_as,
         # By id: a node's step that mounts one calls back for it (nodes/session.py).
-        "ssh": sorted({spec.partition("=")[0] for spec in options.ssh}),
-    }  # fmt: skip
-    if options.cache_to:  # the node sends its entries of this mode; exported here
-        request["cache_export"] = parse_cache_spec(options.cache_to, export=True).mode
-    if inside is not None:
-        request["dockerfile"] = str(inside)
-    else:
-        request["dockerfile_text"] = dockerfile.read_text(encoding="utf-8")
-    return request
+        ssh=tuple(sorted({spec.partition("=")[0] for spec in options.ssh})),
+        # The node sends its entries of this mode; the export is made here.
+        cache_export=parse_cache_spec(options.cache_to, export=True).mode
+        if options.cache_to else None,
+        dockerfile=str(inside) if inside is not None else None,
+        dockerfile_text=None if inside is not None else dockerfile.read_text(encoding="utf-8"),
+    )  # fmt: skip
+    return RemoteBuild(ask, dict(options.contexts), tuple(options.cache_from))
 
 
-__all__ = ["Farm", "Route", "plan_routes", "remote_request"]
+__all__ = ["Farm", "RemoteBuild", "Route", "plan_routes", "remote_request"]

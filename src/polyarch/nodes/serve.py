@@ -17,7 +17,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -29,17 +29,31 @@ from polyarch.graph.ops import ContextSource
 from polyarch.nodes.builders import DEFAULT
 from polyarch.nodes.protocol import (
     PROTOCOL_VERSION,
+    NodeError,
     payload_chunks,
     receive,
     send,
     send_file,
 )
 from polyarch.nodes.session import NodeSession, node_session
+from polyarch.nodes.wire import (
+    Answer,
+    BuildAsk,
+    BuildDone,
+    CacheSource,
+    Failure,
+    HeldRecord,
+    HelloAnswer,
+    NamedEntry,
+    Reach,
+    Unreachable,
+    Warmed,
+)
 from polyarch.progress import Event
 from polyarch.store.blobs import ContentStore
 
 if TYPE_CHECKING:
-    from polyarch.api import Session
+    from polyarch.api import BuildOptions, Session
 
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")  # --ca-certs host, on the node
 
@@ -73,11 +87,12 @@ def serve(inp: BinaryIO, out: BinaryIO, root: Path) -> int:
     machine = machine_platform()
     emulated = [str(p) for p in binfmt.registered(machine)]
     runtime = doctor.runtime()
-    answer = {"op": "hello", "version": PROTOCOL_VERSION, "polyarch": __version__,
-              "native": [str(machine)], "emulated": emulated,
-              "runtime": runtime.detail + ("" if runtime.level == "ok" else f" ({runtime.level})"),
-              "free": shutil.disk_usage(_existing(root)).free}  # fmt: skip
-    send(out, answer)
+    answer = HelloAnswer(
+        PROTOCOL_VERSION, __version__, (str(machine),), tuple(emulated),
+        runtime.detail + ("" if runtime.level == "ok" else f" ({runtime.level})"),
+        shutil.disk_usage(_existing(root)).free,
+    )  # fmt: skip
+    send(out, answer.to_json())
     if hello.get("version") != PROTOCOL_VERSION:
         return 2
     workspace = Workspace(root)
@@ -106,9 +121,10 @@ def serve(inp: BinaryIO, out: BinaryIO, root: Path) -> int:
                         str(message.get("kind")), "layouts")  # fmt: skip
                     _context(inp, out, files, message, scratch, f"{into}/{index}")
                 elif op == "reach":
-                    unreachable = {host: why for host in message["registries"]
-                                   if (why := session.client.unreachable(str(host)))}  # fmt: skip
-                    send(out, {"op": "reach", "unreachable": unreachable})
+                    hosts = Reach.from_json(message, "the client's reach request").registries
+                    unreachable = {host: why for host in hosts
+                                   if (why := session.client.unreachable(host))}  # fmt: skip
+                    send(out, Unreachable(unreachable).to_json())
                 elif op == "build":
                     writing = threading.Lock()
                     with node_session(inp, out, writing) as calls:
@@ -118,7 +134,7 @@ def serve(inp: BinaryIO, out: BinaryIO, root: Path) -> int:
                             last = _build(message, scratch, root, session, calls)
                         finally:
                             session.client.token_provider = None
-                        calls.finish(last)
+                        calls.finish(last.to_json())
                 elif op == "get":
                     digest = Digest.parse(str(message["digest"]))
                     blobs = workspace.layout.blobs
@@ -177,49 +193,33 @@ def _context(
     send(out, {"op": "context-ready", "received": len(need)})
 
 
-def _named_contexts(named: object, scratch: Path) -> dict[str, str]:
+def _named_contexts(named: Mapping[str, NamedEntry], scratch: Path) -> dict[str, str]:
     """The client's `--build-context`s as this node takes them: what it sent (`named/INDEX`,
     a directory or an OCI layout with its tag or digest), or a value as it is (an image, a
     git repository)."""
-    if not isinstance(named, dict):
-        raise BuildError("the client sent named contexts that are not a mapping")
     out: dict[str, str] = {}
     for name, entry in named.items():
-        kind = entry.get("kind") if isinstance(entry, dict) else None
-        if not isinstance(name, str) or not name or kind not in ("dir", "layout", "as-is"):
-            raise BuildError(f"the client sent a named context polyarch cannot read: {name!r}")
-        if kind == "as-is":
-            out[name] = str(entry["value"])
+        if entry.kind == "as-is":
+            out[name] = entry.value
             continue
-        where = scratch / "named" / str(int(entry["index"]))
-        suffix = str(entry.get("suffix", ""))
-        if not re.fullmatch(r"(:[\w][\w.-]{0,127}|@sha256:[0-9a-f]{64})?", suffix):
-            raise BuildError(f"the client sent named context {name!r} with {suffix!r}")
-        out[name] = str(where) if kind == "dir" else f"oci-layout://{where}{suffix}"
+        where = scratch / "named" / str(entry.index)
+        if not re.fullmatch(r"(:[\w][\w.-]{0,127}|@sha256:[0-9a-f]{64})?", entry.suffix):
+            raise NodeError(f"the client sent named context {name!r} with {entry.suffix!r}")
+        out[name] = str(where) if entry.kind == "dir" else f"oci-layout://{where}{entry.suffix}"
     return out
 
 
-def _cache_from(entries: object, scratch: Path) -> tuple[str, ...]:
+def _cache_from(entries: Iterable[CacheSource], scratch: Path) -> tuple[str, ...]:
     """The client's `--cache-from`s as this node takes them: a local cache it sent
     (`caches/INDEX`), or a registry cache as it is (imported from here, lazily)."""
-    if not isinstance(entries, list):
-        raise BuildError("the client sent caches that are not a list")
-    out = []
-    for entry in entries:
-        kind = entry.get("kind") if isinstance(entry, dict) else None
-        if kind == "as-is":
-            out.append(str(entry["spec"]))
-        elif kind == "local":
-            where = scratch / "caches" / str(int(entry["index"]))
-            out.append(",".join([*map(str, entry.get("rest", ())), f"src={where}"]))
-        else:
-            raise BuildError(f"the client sent a cache polyarch cannot read: {entry!r}")
-    return tuple(out)
+    return tuple(entry.spec if entry.index is None else
+                 ",".join([*entry.rest, f"src={scratch / 'caches' / str(entry.index)}"])
+                 for entry in entries)  # fmt: skip
 
 
-def _stage_name(name: object) -> str:
-    if not isinstance(name, str) or not re.fullmatch(r"[a-z][a-z0-9._-]{0,127}", name):
-        raise BuildError(f"the client sent a stage named {name!r}, which no stage can be")
+def _stage_name(name: str) -> str:
+    if not re.fullmatch(r"[a-z][a-z0-9._-]{0,127}", name):
+        raise NodeError(f"the client sent a stage named {name!r}, which no stage can be")
     return name
 
 
@@ -229,104 +229,100 @@ def _build(
     root: Path,
     session: Session,
     calls: NodeSession,
-) -> dict[str, Any]:
+) -> Answer:
     """One platform's build (or warm-up); returns the message that ends it (its result, or
-    the error), for the session to send once its calls are closed."""
-    from polyarch.api import BuildOptions, build_image, warm_image  # noqa: PLC0415
-    from polyarch.platform import Platform  # noqa: PLC0415
-
-    context = scratch / "context"
-    if message.get("dockerfile_text") is not None:  # a Dockerfile from outside the context
-        dockerfile = scratch / "dockerfile" / "Dockerfile"
-        dockerfile.parent.mkdir(exist_ok=True)
-        dockerfile.write_text(str(message["dockerfile_text"]), encoding="utf-8")
-    else:
-        dockerfile = context / str(message["dockerfile"])
-        if ".." in str(message["dockerfile"]).split("/"):
-            return {"op": "error", "message": "the Dockerfile path leaves the context"}
+    the failure), for the session to send once its calls are closed."""
+    try:
+        ask = BuildAsk.from_json(message)
+        options, pending = _options(ask, scratch, root, calls)
+    except NodeError as exc:
+        return Failure(str(exc), "protocol")
 
     def progress(event: Event) -> None:
         with calls.writing:
             send(calls.out, {"op": "event", **event.to_json()})
 
+    from polyarch.api import build_image, warm_image  # noqa: PLC0415
+
     try:
-        # Base images it cannot pull, and build-once stages the client built (they replace
-        # those stages here), sent as layouts: named contexts.
-        layouts, stages = scratch / "layouts", scratch / "stages"
-        contexts = {str(ref): f"oci-layout://{layouts / str(int(index))}"
-                    for ref, index in dict(message.get("base_layouts", {})).items()}  # fmt: skip
-        for name, index in dict(message.get("stage_layouts", {})).items():
-            contexts[_stage_name(name)] = f"oci-layout://{stages / str(int(index))}:stage"
-        # A warm-up: these stages are still being built by the client; run what does not
-        # wait for them.
-        pending = frozenset(map(_stage_name, message.get("pending", ())))
-        for name in pending:
-            contexts[name] = f"oci-layout://{scratch / 'pending' / name}:stage"
-        contexts = {**_named_contexts(message.get("named_contexts", {}), scratch), **contexts}
-        options = BuildOptions(
-            context=context,
-            dockerfile=dockerfile,
-            platforms=(Platform.parse(str(message["platform"])),),
-            build_args=dict(message.get("build_args", {})),
-            target=message.get("target"),
-            labels=dict(message.get("labels", {})),
-            no_cache=bool(message.get("no_cache")),
-            root=root,
-            jobs=int(message.get("jobs", 1)),
-            build_once=message.get("build_once", "auto"),
-            ca_certs=HOST_CA_BUNDLE if message.get("ca_certs") else None,
-            allow=frozenset(message.get("allow", ())),
-            annotations=tuple(message.get("annotations", ())),
-            step_timeout=message.get("step_timeout"),
-            add_hosts=tuple(message.get("add_hosts", ())),
-            network=str(message.get("network", "default")),
-            ulimits=tuple(message.get("ulimits", ())),
-            shm_size=int(message.get("shm_size", 0)),
-            no_cache_filter=tuple(message.get("no_cache_filter", ())),
-            emulator_install=bool(message.get("emulator_install", True)),
-            explain_as=str(message.get("explain_as", "")),
-            builder=DEFAULT,  # a node builds itself, never through its own builders' nodes
-            contexts=contexts,
-            cache_from=_cache_from(message.get("cache_from", ()), scratch),
-            secret_sources=calls.secrets(message.get("secrets", ())),
-            ssh_sources=calls.agents(message.get("ssh", ())),
-            # --push-from-nodes: pushed from here by digest, with this machine's credentials.
-            outputs=(RegistryOutput(tuple(map(str, message["push"])), push_by_digest=True),)
-            if message.get("push") else (),
-        )  # fmt: skip
         if pending:
-            ran = warm_image(session, options, pending, progress=progress)
-            return {"op": "warmed", "steps_run": ran}
+            return Warmed(warm_image(session, options, pending, progress=progress))
         report = build_image(session, options, progress=progress)
     except BuildError as exc:
         line = exc.location.rpartition(":")[2]
-        return {"op": "error", "message": exc.message, "stage": exc.stage,
-                "platform": exc.platform, "kind": exc.kind,
-                "line": int(line) if line.isdigit() else None}  # fmt: skip
+        return Failure(exc.message, "missing-source" if exc.kind == "missing-source" else "step",
+                       exc.stage, exc.platform, int(line) if line.isdigit() else None)  # fmt: skip
     except DockerfileError as exc:
-        return {"op": "error", "message": exc.message, "line": exc.line}
+        return Failure(exc.message, "dockerfile", line=exc.line)
     except PolyarchError as exc:
-        return {"op": "error", "message": str(exc)}
+        return Failure(str(exc))
     result = report.result
     # What the build took from the main context: the client checks it sent all of that.
     taken = sorted({path for vertex in (result.graph.vertices.values() if result.graph else ())
                     if isinstance(vertex.op, ContextSource) and vertex.op.name == "context"
                     for path in vertex.op.includes})  # fmt: skip
-    answer: dict[str, Any] = {
-        "op": "result", "descriptor": result.descriptor.to_json(),
-        "steps_run": result.steps_run, "steps_cached": result.steps_cached,
-        "seconds": result.seconds, "context_paths": taken,
-    }  # fmt: skip
-    mode = message.get("cache_export")
-    if mode is not None:  # --cache-to: the client exports what every node made, once
-        if mode not in ("min", "max"):
-            return {"op": "error", "message": f"cache export mode {mode!r} is not min or max"}
-        keys = result.cache_keys if mode == "max" else result.image_keys
-        answer["cache_records"] = _cache_records(root, keys)
-    return answer
+    records: tuple[HeldRecord, ...] = ()
+    if ask.cache_export is not None:  # --cache-to: the client exports what every node made
+        keys = result.cache_keys if ask.cache_export == "max" else result.image_keys
+        records = _cache_records(root, keys)
+    return BuildDone(result.descriptor, result.steps_run, result.steps_cached, result.seconds,
+                     tuple(taken), records)  # fmt: skip
 
 
-def _cache_records(root: Path, keys: Iterable[str]) -> list[dict[str, Any]]:
+def _options(
+    ask: BuildAsk, scratch: Path, root: Path, calls: NodeSession
+) -> tuple[BuildOptions, frozenset[str]]:
+    """The build's options here (what the client sent, by index, as named contexts; secrets
+    and agents through the session), and the stages a warm-up does not wait for."""
+    from polyarch.api import BuildOptions  # noqa: PLC0415
+    from polyarch.platform import Platform  # noqa: PLC0415
+
+    context = scratch / "context"
+    if ask.dockerfile_text is not None:  # a Dockerfile from outside the context
+        dockerfile = scratch / "dockerfile" / "Dockerfile"
+        dockerfile.parent.mkdir(exist_ok=True)
+        dockerfile.write_text(ask.dockerfile_text, encoding="utf-8")
+    else:
+        assert ask.dockerfile is not None
+        if ".." in ask.dockerfile.split("/") or ask.dockerfile.startswith("/"):
+            raise NodeError("the Dockerfile path leaves the context")
+        dockerfile = context / ask.dockerfile
+    # Base images it cannot pull, and build-once stages the client built (they replace
+    # those stages here), sent as layouts: named contexts.
+    layouts, stages = scratch / "layouts", scratch / "stages"
+    contexts = {ref: f"oci-layout://{layouts / str(index)}"
+                for ref, index in ask.base_layouts.items()}  # fmt: skip
+    for name, index in ask.stage_layouts.items():
+        contexts[_stage_name(name)] = f"oci-layout://{stages / str(index)}:stage"
+    # A warm-up: these stages are still being built by the client; run what does not wait
+    # for them.
+    pending = frozenset(map(_stage_name, ask.pending))
+    for name in pending:
+        contexts[name] = f"oci-layout://{scratch / 'pending' / name}:stage"
+    try:
+        platform = Platform.parse(ask.platform)
+    except PolyarchError as exc:
+        raise NodeError(f"the client asked for platform {ask.platform!r}: {exc}") from None
+    options = BuildOptions(
+        context=context, dockerfile=dockerfile, platforms=(platform,),
+        build_args=dict(ask.build_args), target=ask.target, labels=dict(ask.labels),
+        no_cache=ask.no_cache, root=root, jobs=ask.jobs, build_once=ask.build_once,
+        ca_certs=HOST_CA_BUNDLE if ask.ca_certs else None, allow=frozenset(ask.allow),
+        annotations=ask.annotations, step_timeout=ask.step_timeout, add_hosts=ask.add_hosts,
+        network=ask.network, ulimits=ask.ulimits, shm_size=ask.shm_size,
+        no_cache_filter=ask.no_cache_filter, emulator_install=ask.emulator_install,
+        explain_as=ask.explain_as,
+        builder=DEFAULT,  # a node builds itself, never through its own builders' nodes
+        contexts={**_named_contexts(ask.named_contexts, scratch), **contexts},
+        cache_from=_cache_from(ask.cache_from, scratch),
+        secret_sources=calls.secrets(ask.secrets), ssh_sources=calls.agents(ask.ssh),
+        # --push-from-nodes: pushed from here by digest, with this machine's credentials.
+        outputs=(RegistryOutput(ask.push, push_by_digest=True),) if ask.push else (),
+    )  # fmt: skip
+    return options, pending
+
+
+def _cache_records(root: Path, keys: Iterable[str]) -> tuple[HeldRecord, ...]:
     """The step cache's entries of `keys`, as an export writes them, each with whether this
     node holds its layer (one taken lazily from an imported cache is not here; the export
     keeps it when its store has the layer)."""
@@ -341,8 +337,8 @@ def _cache_records(root: Path, keys: Iterable[str]) -> list[dict[str, Any]]:
     finally:
         cache.close()
     blobs = workspace.layout.blobs
-    return [{**r.to_json(), "held": r.layer is None or blobs.has(r.layer.digest, r.layer.size)}
-            for r in records]  # fmt: skip
+    return tuple(HeldRecord(r, r.layer is None or blobs.has(r.layer.digest, r.layer.size))
+                 for r in records)  # fmt: skip
 
 
 def _existing(path: Path) -> Path:

@@ -18,7 +18,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Literal, TypeAlias, cast
 
 from polyarch.digest import Digest
 from polyarch.errors import InvalidDigestError, PolyarchError, UsageError
@@ -30,6 +30,8 @@ ARTIFACT_TYPE: Final = "application/vnd.polyarch.buildcache.v1"
 CONFIG_TYPE: Final = "application/vnd.polyarch.buildcache.config.v1+json"
 FORMAT_VERSION: Final = 1
 WRITER_SEPARATOR: Final = "--"
+# What an export holds: the steps whose layers the images hold (min), or every step (max).
+ExportMode: TypeAlias = Literal["min", "max"]
 MAX_ENTRIES: Final = 100_000
 LAYER_TYPES: Final = frozenset({mt.OCI_LAYER_GZIP, mt.OCI_LAYER_ZSTD, mt.OCI_LAYER,
                                 mt.DOCKER_LAYER_GZIP})  # fmt: skip
@@ -191,7 +193,7 @@ class CacheSpec:
     kind: str  # registry | local
     where: str  # a reference, or a directory
     tag: str = "cache"  # local: the layout's ref name
-    mode: str = "min"  # export: min | max
+    mode: ExportMode = "min"  # export
     max_age: float | None = None  # export: seconds
     max_size: int | None = None  # export: bytes
     ignore_error: bool = False  # export: a failure is a warning
@@ -234,7 +236,7 @@ def parse_cache_spec(text: str, *, export: bool) -> CacheSpec:
     if ignore not in ("true", "false"):
         raise UsageError(f"{flag}: ignore-error must be true or false, got {ignore!r}")
     return CacheSpec(
-        kind, place, fields.get("tag", "cache"), mode,
+        kind, place, fields.get("tag", "cache"), cast(ExportMode, mode),
         parse_duration(fields["max-age"]) if "max-age" in fields else None,
         parse_size(fields["max-size"]) if "max-size" in fields else None,
         ignore == "true",
