@@ -46,6 +46,28 @@ CHANNEL_CHUNK = 64 << 10  # an agent message is small; a read of a socket sends 
 MAX_CHANNELS = 64  # open at once, per build
 
 
+def _channel_message(
+    op: str, message: dict[str, Any], channels: Mapping[int, _Channel], inp: BinaryIO, what: str
+) -> bool:
+    """An agent channel's bytes (its payload) or its peer's end, at either end of the
+    connection; False when `op` is neither."""
+    if op == "ssh-data":
+        size = int(message.get("size", 0))
+        if not 0 <= size <= CHANNEL_CHUNK:
+            raise NodeError(f"{what} sent {size} bytes of an agent channel")
+        data = b"".join(payload_chunks(inp, size, what))
+        channel = channels.get(int(message["channel"]))
+        if channel is not None:
+            channel.write(data)
+    elif op == "ssh-close":
+        channel = channels.get(int(message["channel"]))
+        if channel is not None:
+            channel.done_writing()
+    else:
+        return False
+    return True
+
+
 def _open_only(channels: dict[int, _Channel]) -> None:
     """Closed channels closed and forgotten (a build may open many, one after another)."""
     for number in [n for n, c in channels.items() if c.over]:
@@ -133,19 +155,7 @@ class NodeSession:
                     self._answers.put({**message, "value": value})
                 elif op == "auth":
                     self._answers.put(message)
-                elif op == "ssh-data":
-                    size = int(message.get("size", 0))
-                    if not 0 <= size <= CHANNEL_CHUNK:
-                        raise NodeError(f"the client sent {size} bytes of an agent channel")
-                    data = b"".join(payload_chunks(self.inp, size, "the client"))
-                    channel = self._channels.get(int(message["channel"]))
-                    if channel is not None:
-                        channel.write(data)
-                elif op == "ssh-close":
-                    channel = self._channels.get(int(message["channel"]))
-                    if channel is not None:
-                        channel.done_writing()
-                else:
+                elif not _channel_message(op, message, self._channels, self.inp, "the client"):
                     raise NodeError(f"the client sent {op!r} during a build")
         except (NodeError, KeyError, TypeError, ValueError, OSError) as exc:
             self._left(str(exc))
@@ -303,20 +313,8 @@ class ClientSession:
             self._token(str(message["host"]), [str(s) for s in message["scopes"]])
         elif op == "ssh-open":
             self._open(int(message["channel"]), str(message.get("id", "")))
-        elif op == "ssh-data":
-            size = int(message.get("size", 0))
-            if not 0 <= size <= CHANNEL_CHUNK:
-                raise NodeError(f"{self.what} sent {size} bytes of an agent channel")
-            data = b"".join(payload_chunks(self.inp, size, self.what))
-            channel = self._channels.get(int(message["channel"]))
-            if channel is not None:
-                channel.write(data)
-        elif op == "ssh-close":
-            channel = self._channels.get(int(message["channel"]))
-            if channel is not None:
-                channel.done_writing()
         else:
-            return False
+            return _channel_message(op, message, self._channels, self.inp, self.what)
         return True
 
     def _secret(self, secret_id: str) -> None:
