@@ -111,8 +111,12 @@ def test_a_client_refuses_what_a_node_should_not_send(tmp_path: Path) -> None:
         client = ClientSession(lambda m, _p: sent.append(m), inp, "node x", {}, None)
         assert client.handle("ssh-open", {"channel": 1, "id": "default"})
         assert sent == [{"op": "ssh-close", "channel": 1}]
-        with pytest.raises(NodeError, match="bytes of an agent channel"):
+        with pytest.raises(NodeError, match="a payload of 1073741824 bytes"):
             client.handle("ssh-data", {"channel": 1, "size": 1 << 30})
+        with pytest.raises(NodeError, match="channel must be an integer"):
+            client.handle("ssh-close", {"channel": "1"})
+        with pytest.raises(NodeError, match="scopes must be a list of strings"):
+            client.handle("auth", {"host": "h", "scopes": "repository:a:push"})
         assert not client.handle("result", {})
         assert client.handle("auth", {"host": "reg.test", "scopes": ["repository:a:pull"]})
         assert sent[-1] == {"op": "auth", "host": "reg.test", "none": True}  # no provider
@@ -184,3 +188,34 @@ def test_the_wire_round_trips_and_names_what_is_wrong() -> None:
         HelloAnswer.from_json({**hello.to_json(), "native": []}, "node")
     with pytest.raises(NodeError, match="progress event of kind"):
         event_from_json({"event": "explode"}, "arm", "node arm")
+
+
+def test_trees_and_blobs_on_the_wire() -> None:
+    """A tree's entries are checked as they are read: a type, a mode, a digest, an index
+    that are not what they should be are NodeErrors; a tree's place under the scratch
+    directory follows its kind."""
+    from polyarch.nodes.wire import BlobHead, Entry, Get, Tree
+
+    tree = Tree("named", (Entry("d", "dir", 0o755), Entry("d/l", "symlink", target="x"),
+                          Entry("d/f", "file", 0o644, digest="sha256:" + "a" * 64, size=3,
+                                mtime=5)), 2)  # fmt: skip
+    assert Tree.from_json(tree.to_json(), "c") == tree
+    assert tree.place == "named/2" and Tree("context", ()).place == "context"
+    assert Tree.from_json({"op": "layout", "index": 0, "entries": []}, "c").place == "layouts/0"
+    file = tree.to_json()["entries"][2]
+    for bad, said in (
+        ({**file, "type": "fifo"}, "type must be dir or file or symlink"),
+        ({**file, "mode": 0o100644}, "is not a file mode"),
+        ({**file, "digest": "md5:x"}, "sha256"),
+        ({**file, "size": -1}, "negative"),
+    ):
+        with pytest.raises(NodeError, match=said):
+            Tree.from_json({"op": "context", "entries": [bad]}, "c")
+    with pytest.raises(NodeError, match="index -1 is negative"):
+        Tree.from_json({"op": "layout", "kind": "stage", "index": -1, "entries": []}, "c")
+    with pytest.raises(NodeError, match="kind must be"):
+        Tree.from_json({"op": "layout", "kind": "home", "index": 0, "entries": []}, "c")
+    with pytest.raises(NodeError, match="get"):
+        Get.from_json({"op": "get", "digest": "../../etc/passwd"}, "c")
+    with pytest.raises(NodeError, match="size -5 is negative"):
+        BlobHead.from_json({"op": "blob", "digest": "sha256:" + "b" * 64, "size": -5}, "n")

@@ -12,6 +12,7 @@ from polyarch.nodes.builders import BuilderStore, Endpoint, Node
 from polyarch.nodes.client import NodeInfo, command_for, context_entries
 from polyarch.nodes.farm import declared_standing, plan_routes
 from polyarch.nodes.protocol import PROTOCOL_VERSION, NodeError, payload_chunks, receive, send
+from polyarch.nodes.wire import Tree
 from polyarch.platform import Platform
 
 AMD64, ARM64, S390X = (Platform.parse(p) for p in ("linux/amd64", "linux/arm64", "linux/s390x"))
@@ -95,10 +96,10 @@ def test_context_entries_follow_dockerignore(tmp_path: Path) -> None:
     (tmp_path / "node_modules").mkdir()
     (tmp_path / "node_modules" / "big").write_text("x")
     (tmp_path / "link").symlink_to("src/a.js")
-    entries = {e["path"]: e for e in context_entries(tmp_path, ("node_modules",))}
+    entries = {e.path: e for e in context_entries(tmp_path, ("node_modules",))}
     assert set(entries) == {"src", "src/a.js", "link"}
-    assert entries["link"]["target"] == "src/a.js"
-    assert entries["src/a.js"]["digest"].startswith("sha256:")
+    assert entries["link"].target == "src/a.js"
+    assert entries["src/a.js"].digest.startswith("sha256:")
 
 
 def test_framing_round_trip_and_bad_input() -> None:
@@ -133,8 +134,9 @@ def test_a_node_never_writes_through_a_symlink_of_the_listing(tmp_path: Path) ->
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     out = io.BytesIO()
+    tree = Tree.from_json({"op": "context", "entries": entries}, "the client")
     with pytest.raises(BuildError, match="goes through a symlink"):
-        _context(io.BytesIO(), out, files, {"entries": entries}, scratch)
+        _context(io.BytesIO(), out, files, tree, scratch)
     assert list(outside.iterdir()) == []
 
 
@@ -152,13 +154,13 @@ def test_only_the_files_the_steps_name_are_listed(tmp_path: Path) -> None:
         used = used_files(ctx, paths, {"Dockerfile"})
         if used is None:
             return None
-        return [e["path"] for e in context_entries(ctx, (), used) if e["type"] == "file"]
+        return [e.path for e in context_entries(ctx, (), used) if e.type == "file"]
 
     assert listed({"/app", "*.json", "via/inside.txt"}) == [
         "Dockerfile", "pkg.json", "app/a.js", "app/lib/b.js", "real/inside.txt"]  # fmt: skip
     # Directories and symlinks are always listed (they cost nothing to send).
     entries = context_entries(ctx, (), used_files(ctx, {"x.lock"}, ()))
-    kinds = {e["path"]: e["type"] for e in entries}
+    kinds = {e.path: e.type for e in entries}
     assert kinds["docs"] == "dir" and kinds["via"] == "symlink" and "docs/big.pdf" not in kinds
     # The root, or a path that does not resolve here: the whole context.
     assert listed({"."}) is None and listed({"/"}) is None

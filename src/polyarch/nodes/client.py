@@ -33,12 +33,19 @@ from polyarch.nodes.protocol import (
 )
 from polyarch.nodes.session import ClientSession
 from polyarch.nodes.wire import (
+    BYE,
+    BlobHead,
     BuildAsk,
     BuildDone,
+    Entry,
     Failure,
+    Get,
     Hello,
     HelloAnswer,
+    Need,
     Reach,
+    Tree,
+    TreeKind,
     Unreachable,
     Warmed,
     event_from_json,
@@ -106,12 +113,12 @@ def used_files(
 
 def context_entries(
     context: Path, ignore: tuple[str, ...], used: Callable[[str], bool] | None = None
-) -> list[dict[str, Any]]:
+) -> list[Entry]:
     """The context after `.dockerignore`, as the node rebuilds it: directories, symlinks, and
     files by digest (their mode and mtime kept, which COPY reads); with `used`, only the files
     it accepts (the others are not read)."""
     matcher = IgnoreMatcher(ignore) if ignore else None
-    out: list[dict[str, Any]] = []
+    out: list[Entry] = []
     for top, dirs, files in os.walk(context):
         rel_top = os.path.relpath(top, context)
         dirs.sort()
@@ -124,18 +131,18 @@ def context_entries(
             path = Path(top) / name
             st = path.lstat()
             if path.is_symlink():
-                out.append({"path": rel, "type": "symlink", "target": str(path.readlink())})
+                out.append(Entry(rel, "symlink", target=str(path.readlink())))
             elif name in dirs:
-                out.append({"path": rel, "type": "dir", "mode": st.st_mode & 0o7777})
+                out.append(Entry(rel, "dir", st.st_mode & 0o7777))
             elif (path.is_file() and not (matcher is not None and matcher.matches(rel))
                   and (used is None or used(rel))):  # fmt: skip
                 digest = hashlib.sha256()
                 with path.open("rb") as f:
                     while chunk := f.read(1 << 20):
                         digest.update(chunk)
-                out.append({"path": rel, "type": "file", "digest": f"sha256:{digest.hexdigest()}",
-                            "size": st.st_size, "mode": st.st_mode & 0o7777,
-                            "mtime": st.st_mtime_ns})  # fmt: skip
+                out.append(Entry(rel, "file", st.st_mode & 0o7777,
+                                 digest=f"sha256:{digest.hexdigest()}", size=st.st_size,
+                                 mtime=st.st_mtime_ns))  # fmt: skip
     return out
 
 
@@ -216,19 +223,19 @@ class NodeConnection:
         """The context (the files `used` accepts), by content: returns how many files were
         listed and how many of them the node did not have."""
         entries = context_entries(context, ignore, used)
-        listed = sum(1 for e in entries if e["type"] == "file")
-        return listed, self._send_entries({"op": "context"}, context, entries)
+        listed = sum(1 for e in entries if e.type == "file")
+        return listed, self._send_tree(Tree("context", tuple(entries)), context)
 
-    def send_layout(self, index: int, layout: Path, *, kind: str = "base") -> int:
+    def send_layout(self, index: int, layout: Path, *, kind: TreeKind = "base") -> int:
         """An image as an OCI layout, by content: a base image (the node names it
         `layouts/INDEX`) or a build-once stage's output (`stages/INDEX`)."""
-        return self._send_tree({"op": "layout", "index": index, "kind": kind}, layout, ())
+        return self.send_tree(index, layout, kind=kind)
 
-    def send_tree(self, index: int, directory: Path, *, kind: str) -> int:
+    def send_tree(self, index: int, directory: Path, *, kind: TreeKind) -> int:
         """A directory of this machine, by content, whole: a `--build-context` directory or
         OCI layout (`kind` named: the node names it `named/INDEX`) or a local `--cache-from`
         (cache: `caches/INDEX`). Returns how many files the node did not have."""
-        return self._send_tree({"op": "layout", "index": index, "kind": kind}, directory, ())
+        return self._send_tree(Tree(kind, tuple(context_entries(directory, ())), index), directory)
 
     def reach(self, registries: list[str]) -> dict[str, str]:
         """The registries the node cannot reach, with why."""
@@ -240,29 +247,32 @@ class NodeConnection:
         except NodeError as exc:
             raise self._failed(exc) from None
 
-    def _send_tree(self, head: dict[str, Any], context: Path, ignore: tuple[str, ...]) -> int:
-        return self._send_entries(head, context, context_entries(context, ignore))
-
-    def _send_entries(
-        self, head: dict[str, Any], context: Path, entries: list[dict[str, Any]]
-    ) -> int:
-        self._send({**head, "entries": entries})
-        need = self._receive()
-        if need.get("op") != "need":
-            raise self._failed(NodeError(f"answered {need.get('op')!r} to the context"))
-        by_digest = {e["digest"]: e for e in entries if e["type"] == "file"}
+    def _send_tree(self, tree: Tree, directory: Path) -> int:
+        """The tree's listing, then the files the node asks for; returns how many."""
+        self._send(tree.to_json())
+        answer = self._receive()
         try:
-            for digest in need["digests"]:
-                entry = by_digest[digest]
-                with (context / entry["path"]).open("rb") as f:
-                    send_file(self.out, {"op": "blob", "digest": digest}, f,  # type: ignore[arg-type]
-                              int(entry["size"]))  # fmt: skip
+            expect_op(answer, "need", self._what())
+            need = Need.from_json(answer, self._what())
+        except NodeError as exc:
+            raise self._failed(exc) from None
+        by_digest = {e.digest: e for e in tree.entries if e.type == "file"}
+        try:
+            for digest in need.digests:
+                entry = by_digest.get(digest)
+                if entry is None:
+                    raise self._failed(NodeError(f"asked for {digest:.80}, which was not "
+                                                 "offered"))  # fmt: skip
+                with (directory / entry.path).open("rb") as f:
+                    send_file(self.out, BlobHead(Digest.parse(digest), entry.size).to_json(),  # type: ignore[arg-type]
+                              f, entry.size)  # fmt: skip
         except (BrokenPipeError, OSError) as exc:
             raise self._failed(NodeError(f"sending the context failed: {exc}")) from None
-        ready = self._receive()
-        if ready.get("op") != "context-ready":
-            raise self._failed(NodeError(f"answered {ready.get('op')!r} to the context"))
-        return len(need["digests"])
+        try:
+            expect_op(self._receive(), "context-ready", self._what())
+        except NodeError as exc:
+            raise self._failed(exc) from None
+        return len(need.digests)
 
     def build(self, ask: BuildAsk, dockerfile: Path, progress: Progress) -> BuildDone:
         """Build one platform there; its progress is told here, labelled with the node."""
@@ -344,19 +354,27 @@ class NodeConnection:
             self._blob(descriptor.digest, descriptor.size, layout)
 
     def _blob(self, digest: Digest, size: int, layout: OciLayout) -> bytes:
-        self._send({"op": "get", "digest": str(digest)})
-        head = self._receive()
-        if head.get("op") != "blob" or head.get("digest") != str(digest):
-            raise self._failed(NodeError(f"did not send {digest}: {head.get('message', head)}"))
-        if int(head["size"]) != size:
-            raise NodeError(f"{self._what()} sent {head['size']} bytes for {digest}, not {size}")
+        self._send(Get(digest).to_json())
+        answer = self._receive()
+        if answer.get("op") == "error":
+            said = Failure.from_json(answer, self._what()).message
+            raise self._failed(NodeError(f"did not send {digest}: {said}"))
+        try:
+            expect_op(answer, "blob", self._what())
+            head = BlobHead.from_json(answer, self._what())
+        except NodeError as exc:
+            raise self._failed(exc) from None
+        if head.digest != digest:
+            raise self._failed(NodeError(f"sent {head.digest} when asked for {digest}"))
+        if head.size != size:
+            raise NodeError(f"{self._what()} sent {head.size} bytes for {digest}, not {size}")
         layout.blobs.ingest(payload_chunks(self.inp, size, self._what()), digest, size)  # type: ignore[arg-type]
         return layout.blobs.read_bytes(digest, size) if size <= MAX_MANIFEST else b""
 
     def close(self) -> None:
         try:
             if self.process.poll() is None:
-                self._send({"op": "bye"})
+                self._send(dict(BYE))
                 self.out.close()
                 self.process.wait(timeout=10)
         except (NodeError, OSError, subprocess.TimeoutExpired):

@@ -38,14 +38,19 @@ from polyarch.nodes.protocol import (
 from polyarch.nodes.session import NodeSession, node_session
 from polyarch.nodes.wire import (
     Answer,
+    BlobHead,
     BuildAsk,
     BuildDone,
     CacheSource,
     Failure,
+    Get,
     HeldRecord,
     HelloAnswer,
     NamedEntry,
+    Need,
     Reach,
+    Ready,
+    Tree,
     Unreachable,
     Warmed,
 )
@@ -82,7 +87,7 @@ def serve(inp: BinaryIO, out: BinaryIO, root: Path) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     hello = receive(inp, "the client")
     if hello.get("op") != "hello":
-        send(out, {"op": "error", "message": "expected hello"})
+        send(out, Failure("expected hello", "protocol").to_json())
         return 2
     machine = machine_platform()
     emulated = [str(p) for p in binfmt.registered(machine)]
@@ -113,13 +118,8 @@ def serve(inp: BinaryIO, out: BinaryIO, root: Path) -> int:
                 op = message["op"]
                 if op == "bye":
                     return 0
-                if op == "context":
-                    _context(inp, out, files, message, scratch)
-                elif op == "layout":  # a base image or a stage's output, as an OCI layout
-                    index = int(message["index"])
-                    into = {"stage": "stages", "named": "named", "cache": "caches"}.get(
-                        str(message.get("kind")), "layouts")  # fmt: skip
-                    _context(inp, out, files, message, scratch, f"{into}/{index}")
+                if op in ("context", "layout"):  # the context, or a tree kept by index
+                    _context(inp, out, files, Tree.from_json(message, "the client"), scratch)
                 elif op == "reach":
                     hosts = Reach.from_json(message, "the client's reach request").registries
                     unreachable = {host: why for host in hosts
@@ -136,61 +136,56 @@ def serve(inp: BinaryIO, out: BinaryIO, root: Path) -> int:
                             session.client.token_provider = None
                         calls.finish(last.to_json())
                 elif op == "get":
-                    digest = Digest.parse(str(message["digest"]))
+                    digest = Get.from_json(message, "the client").digest
                     blobs = workspace.layout.blobs
                     if not blobs.has(digest):
-                        send(out, {"op": "error", "message": f"no blob {digest} on this node"})
+                        send(out, Failure(f"no blob {digest} on this node").to_json())
                         continue
                     with blobs.open(digest) as f:
-                        send_file(out, {"op": "blob", "digest": str(digest)}, f,
-                                  blobs.size(digest))  # fmt: skip
+                        size = blobs.size(digest)
+                        send_file(out, BlobHead(digest, size).to_json(), f, size)
                 else:
-                    send(out, {"op": "error", "message": f"unknown op {op!r}"})
+                    send(out, Failure(f"unknown op {op!r:.40}", "protocol").to_json())
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _context(
-    inp: BinaryIO,
-    out: BinaryIO,
-    files: ContentStore,
-    message: dict[str, Any],
-    scratch: Path,
-    into: str = "context",
-) -> None:
-    entries: list[dict[str, Any]] = message["entries"]
-    need = sorted({e["digest"] for e in entries if e["type"] == "file"
-                   and not files.has(Digest.parse(e["digest"]))})  # fmt: skip
-    send(out, {"op": "need", "digests": need})
+def _context(inp: BinaryIO, out: BinaryIO, files: ContentStore, tree: Tree, scratch: Path) -> None:
+    """A tree sent by content: the files this node lacks asked for and kept by digest, then
+    the tree made again under `scratch` (never through a symlink it made itself)."""
+    need = sorted({e.digest for e in tree.entries
+                   if e.type == "file" and not files.has(Digest.parse(e.digest))})  # fmt: skip
+    send(out, Need(tuple(need)).to_json())
+    asked = set(need)
     for _ in need:
-        blob = receive(inp, "the client")
-        digest = Digest.parse(str(blob["digest"]))
-        files.ingest(payload_chunks(inp, int(blob["size"]), "the client"), digest,
-                     int(blob["size"]))  # fmt: skip
-    context = scratch / into
+        blob = BlobHead.from_json(receive(inp, "the client"), "the client")
+        if str(blob.digest) not in asked:
+            raise NodeError(f"the client sent {blob.digest}, which was not asked for")
+        files.ingest(payload_chunks(inp, blob.size, "the client"), blob.digest, blob.size)
+    context = scratch / tree.place
     shutil.rmtree(context, ignore_errors=True)
     context.mkdir(parents=True)
     inside = context.resolve()
-    for entry in entries:
-        rel = str(entry["path"])
-        if rel.startswith("/") or ".." in rel.split("/"):
+    for entry in tree.entries:
+        rel = entry.path
+        if rel.startswith("/") or ".." in rel.split("/") or not rel:
             raise BuildError(f"context path {rel!r} leaves the context")
         target = context / rel
         # Never through a symlink the listing made earlier: everything lands inside.
         if not target.parent.resolve().is_relative_to(inside) or target.is_symlink():
             raise BuildError(f"context path {rel!r} goes through a symlink")
-        if entry["type"] == "dir":
+        if entry.type == "dir":
             target.mkdir(parents=True, exist_ok=True)
-            os.chmod(target, int(entry["mode"]) & 0o7777)
-        elif entry["type"] == "symlink":
+            os.chmod(target, entry.mode)
+        elif entry.type == "symlink":
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.symlink_to(str(entry["target"]))
+            target.symlink_to(entry.target)
         else:
             target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(files.path(Digest.parse(entry["digest"])), target)
-            os.chmod(target, int(entry["mode"]) & 0o7777)
-            os.utime(target, ns=(int(entry["mtime"]), int(entry["mtime"])))
-    send(out, {"op": "context-ready", "received": len(need)})
+            shutil.copyfile(files.path(Digest.parse(entry.digest)), target)
+            os.chmod(target, entry.mode)
+            os.utime(target, ns=(entry.mtime, entry.mtime))
+    send(out, Ready(len(need)).to_json())
 
 
 def _named_contexts(named: Mapping[str, NamedEntry], scratch: Path) -> dict[str, str]:

@@ -38,6 +38,16 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from polyarch.errors import AuthenticationError, PolyarchError, StepError
 from polyarch.nodes.protocol import MAX_SECRET, NodeError, payload_chunks, receive, send
+from polyarch.nodes.wire import (
+    SESSION_END,
+    AuthAnswer,
+    AuthAsk,
+    SecretAnswer,
+    SecretAsk,
+    SshClose,
+    SshData,
+    SshOpen,
+)
 
 if TYPE_CHECKING:
     from polyarch.worker.local.mounts import Agents, SecretSource, SshSource
@@ -52,20 +62,26 @@ def _channel_message(
     """An agent channel's bytes (its payload) or its peer's end, at either end of the
     connection; False when `op` is neither."""
     if op == "ssh-data":
-        size = int(message.get("size", 0))
-        if not 0 <= size <= CHANNEL_CHUNK:
-            raise NodeError(f"{what} sent {size} bytes of an agent channel")
-        data = b"".join(payload_chunks(inp, size, what))
-        channel = channels.get(int(message["channel"]))
+        number = SshData.from_json(message, what).channel
+        data = b"".join(payload_chunks(inp, _size(message, CHANNEL_CHUNK, what), what))
+        channel = channels.get(number)
         if channel is not None:
             channel.write(data)
     elif op == "ssh-close":
-        channel = channels.get(int(message["channel"]))
+        channel = channels.get(SshClose.from_json(message, what).channel)
         if channel is not None:
             channel.done_writing()
     else:
         return False
     return True
+
+
+def _size(message: dict[str, Any], limit: int, what: str) -> int:
+    """The size of a message's payload, at most `limit`."""
+    size = message.get("size", 0)
+    if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= limit:
+        raise NodeError(f"{what} sent a payload of {size!r:.20} bytes (at most {limit})")
+    return size
 
 
 def _open_only(channels: dict[int, _Channel]) -> None:
@@ -92,9 +108,9 @@ class _Channel:
     def _pump(self) -> None:
         with contextlib.suppress(OSError, NodeError):
             while data := self.sock.recv(CHANNEL_CHUNK):
-                self.out({"op": "ssh-data", "channel": self.number}, data)
+                self.out(SshData(self.number).to_json(), data)
         with contextlib.suppress(OSError, NodeError):
-            self.out({"op": "ssh-close", "channel": self.number}, None)
+            self.out(SshClose(self.number).to_json(), None)
 
     def write(self, data: bytes) -> None:
         with contextlib.suppress(OSError):
@@ -123,7 +139,8 @@ class NodeSession:
 
     def __init__(self, inp: BinaryIO, out: BinaryIO, writing: threading.Lock) -> None:
         self.inp, self.out, self.writing = inp, out, writing
-        self._answers: queue.Queue[dict[str, Any]] = queue.Queue()
+        # The client's answers, with their payloads; None: the client is gone.
+        self._answers: queue.Queue[tuple[SecretAnswer | AuthAnswer, bytes] | None] = queue.Queue()
         self._asking = threading.Lock()
         self._channels: dict[int, _Channel] = {}
         self._lock = threading.Lock()
@@ -147,14 +164,12 @@ class NodeSession:
                 if op == "session-end":
                     return
                 if op == "secret":
-                    size = int(message.get("size", 0))
-                    if not 0 <= size <= MAX_SECRET:
-                        raise NodeError(f"the client sent a secret of {size} bytes (at most "
-                                        f"{MAX_SECRET})")  # fmt: skip
-                    value = b"".join(payload_chunks(self.inp, size, "the client"))
-                    self._answers.put({**message, "value": value})
+                    answer = SecretAnswer.from_json(message, "the client")
+                    size = 0 if answer.error else _size(message, MAX_SECRET, "the client")
+                    self._answers.put((answer, b"".join(payload_chunks(self.inp, size,
+                                                                       "the client"))))  # fmt: skip
                 elif op == "auth":
-                    self._answers.put(message)
+                    self._answers.put((AuthAnswer.from_json(message, "the client"), b""))
                 elif not _channel_message(op, message, self._channels, self.inp, "the client"):
                     raise NodeError(f"the client sent {op!r} during a build")
         except (NodeError, KeyError, TypeError, ValueError, OSError) as exc:
@@ -166,7 +181,7 @@ class NodeSession:
         with self._lock:
             self._gone = why
             building = self._building
-        self._answers.put({"op": "gone"})
+        self._answers.put(None)
         if building:
             os.kill(os.getpid(), signal.SIGINT)
 
@@ -182,44 +197,36 @@ class NodeSession:
         return {str(i): SecretSource(str(i), fetch=functools.partial(self.secret, str(i)))
                 for i in ids}  # fmt: skip
 
-    def _ask(self, question: dict[str, Any]) -> dict[str, Any]:
+    def _ask(self, question: SecretAsk | AuthAsk) -> tuple[SecretAnswer | AuthAnswer, bytes]:
         """One question to the client and its answer (one question at a time)."""
         with self._asking:
             if self._gone is not None:
                 raise NodeError(f"the client is gone ({self._gone})")
-            self._send(question)
+            self._send(question.to_json())
             answer = self._answers.get()
-            if answer.get("op") == "gone":
+            if answer is None:
                 raise NodeError(f"the client is gone ({self._gone})")
-            if answer.get("op") != question["op"]:
-                raise NodeError(f"the client answered {answer.get('op')!r} to "
-                                f"{question['op']!r}")  # fmt: skip
             return answer
 
     def token(self, host: str, scopes: list[str]) -> tuple[str, float] | None:
         """A pull token for `host`, fetched by the client with its credentials (None: it has
         none for that registry)."""
-        answer = self._ask({"op": "auth", "host": host, "scopes": scopes})
-        if "error" in answer:
-            raise AuthenticationError(f"{answer['error']} (the client, asked for a token for "
+        answer, _ = self._ask(AuthAsk(host, tuple(scopes)))
+        if not isinstance(answer, AuthAnswer) or answer.host != host:
+            raise NodeError(f"the client answered a token request for {host} with another")
+        if answer.error is not None:
+            raise AuthenticationError(f"{answer.error} (the client, asked for a token for "
                                       f"{host})", reference=host)  # fmt: skip
-        if answer.get("none"):
-            return None
-        value, lasts = answer.get("token"), answer.get("expires_in")
-        if not isinstance(value, str) or not value or not isinstance(lasts, int | float):
-            raise NodeError(f"the client answered a token request for {host} with what "
-                            "polyarch cannot read")  # fmt: skip
-        return value, float(lasts)
+        return None if answer.token is None else (answer.token, answer.expires_in)
 
     def secret(self, secret_id: str) -> bytes:
         """A secret's value, asked of the client now."""
-        answer = self._ask({"op": "secret", "id": secret_id})
-        if answer.get("id") != secret_id:
-            raise NodeError(f"the client answered secret {answer.get('id')!r} to secret "
-                            f"{secret_id!r}")  # fmt: skip
-        if "error" in answer:
-            raise StepError(f"secret {secret_id!r}: {answer['error']} (on the client)")
-        return bytes(answer["value"])
+        answer, value = self._ask(SecretAsk(secret_id))
+        if not isinstance(answer, SecretAnswer) or answer.id != secret_id:
+            raise NodeError(f"the client answered secret request {secret_id!r} with another")
+        if answer.error is not None:
+            raise StepError(f"secret {secret_id!r}: {answer.error} (on the client)")
+        return value
 
     # SSH agents ----------------------------------------------------------------------------
 
@@ -258,7 +265,7 @@ class NodeSession:
                 # Known before the client can answer it, said before its first bytes.
                 channel = self._channels[number] = _Channel(number, conn, self._send)
                 with contextlib.suppress(OSError):
-                    self._send({"op": "ssh-open", "channel": number, "id": agent_id})
+                    self._send(SshOpen(number, agent_id).to_json())
                 channel.start()
 
     # the end -------------------------------------------------------------------------------
@@ -308,11 +315,13 @@ class ClientSession:
     def handle(self, op: str, message: dict[str, Any]) -> bool:
         """Answer one message of the node if it is a session call (False: it is not)."""
         if op == "secret":
-            self._secret(str(message.get("id", "")))
+            self._secret(SecretAsk.from_json(message, self.what).id)
         elif op == "auth":
-            self._token(str(message["host"]), [str(s) for s in message["scopes"]])
+            ask = AuthAsk.from_json(message, self.what)
+            self._token(ask.host, list(ask.scopes))
         elif op == "ssh-open":
-            self._open(int(message["channel"]), str(message.get("id", "")))
+            opened = SshOpen.from_json(message, self.what)
+            self._open(opened.channel, opened.id)
         else:
             return _channel_message(op, message, self._channels, self.inp, self.what)
         return True
@@ -322,26 +331,24 @@ class ClientSession:
         connection (in memory at both ends), or why it cannot."""
         source = self.secrets.get(secret_id)
         if source is None:  # the node asked for one the build was not given
-            self.write({"op": "secret", "id": secret_id, "error": "not given to this build"}, None)
+            self.write(SecretAnswer(secret_id, "not given to this build").to_json(), None)
             return
         try:
             value = source.read()
         except PolyarchError as exc:
-            self.write({"op": "secret", "id": secret_id, "error": str(exc)}, None)
+            self.write(SecretAnswer(secret_id, str(exc)).to_json(), None)
             return
-        self.write({"op": "secret", "id": secret_id}, value)
+        self.write(SecretAnswer(secret_id).to_json(), value)
 
     def _token(self, host: str, scopes: list[str]) -> None:
         """A node's registry asks it for a token: one fetched here, for pulling only."""
         try:
             got = self.tokens(host, scopes) if self.tokens is not None else None
         except PolyarchError as exc:
-            self.write({"op": "auth", "host": host, "error": str(exc)}, None)
+            self.write(AuthAnswer(host, error=str(exc)).to_json(), None)
             return
-        if got is None:
-            self.write({"op": "auth", "host": host, "none": True}, None)
-        else:
-            self.write({"op": "auth", "host": host, "token": got[0], "expires_in": got[1]}, None)
+        answer = AuthAnswer(host) if got is None else AuthAnswer(host, got[0], got[1])
+        self.write(answer.to_json(), None)
 
     def _open(self, number: int, agent_id: str) -> None:
         """A node's step connected to agent `agent_id`: a channel to this machine's agent (a
@@ -351,14 +358,14 @@ class ClientSession:
         with contextlib.suppress(PolyarchError):
             path = self.agents.socket(agent_id) if self.agents is not None else None
         if path is None or number in self._channels or len(self._channels) >= MAX_CHANNELS:
-            self.write({"op": "ssh-close", "channel": number}, None)
+            self.write(SshClose(number).to_json(), None)
             return
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.connect(str(path))
         except OSError:
             sock.close()
-            self.write({"op": "ssh-close", "channel": number}, None)
+            self.write(SshClose(number).to_json(), None)
             return
         self._channels[number] = _Channel(number, sock, self.write).start()
 
@@ -367,7 +374,7 @@ class ClientSession:
         channels, self._channels = list(self._channels.values()), {}
         for channel in channels:
             channel.close()
-        self.write({"op": "session-end"}, None)
+        self.write(dict(SESSION_END), None)
 
 
 @contextlib.contextmanager

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, TypeAlias, cast, get_args
 
+from polyarch.digest import Digest
 from polyarch.errors import PolyarchError
 from polyarch.nodes.protocol import NodeError
 from polyarch.oci.models import Descriptor
@@ -442,3 +443,286 @@ class Unreachable:
     @classmethod
     def from_json(cls, obj: object, what: str) -> Unreachable:
         return cls(_Fields(obj, f"{what}'s reach answer").str_map("unreachable"))
+
+
+# a build's session calls (nodes/session.py) ---------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SecretAsk:
+    """Node -> client: the value of secret `id` (a step mounts it)."""
+
+    id: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"op": "secret", "id": self.id}
+
+    @classmethod
+    def from_json(cls, obj: object, what: str) -> SecretAsk:
+        return cls(_Fields(obj, f"{what}'s secret request").text("id"))
+
+
+@dataclass(frozen=True, slots=True)
+class SecretAnswer:
+    """Client -> node: the value follows as the payload, or `error` says why it cannot."""
+
+    id: str
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"op": "secret", "id": self.id, **({"error": self.error} if self.error else {})}
+
+    @classmethod
+    def from_json(cls, obj: object, what: str) -> SecretAnswer:
+        f = _Fields(obj, f"{what}'s secret")
+        return cls(f.text("id"), f.opt_text("error"))
+
+
+@dataclass(frozen=True, slots=True)
+class AuthAsk:
+    """Node -> client: a pull token for these scopes of registry `host`."""
+
+    host: str
+    scopes: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"op": "auth", "host": self.host, "scopes": list(self.scopes)}
+
+    @classmethod
+    def from_json(cls, obj: object, what: str) -> AuthAsk:
+        f = _Fields(obj, f"{what}'s token request")
+        return cls(f.text("host"), f.strs("scopes"))
+
+
+@dataclass(frozen=True, slots=True)
+class AuthAnswer:
+    """Client -> node: the token and how many seconds it lasts; or none (no credentials
+    there either); or why it could not get one."""
+
+    host: str
+    token: str | None = None
+    expires_in: float = 0.0
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"op": "auth", "host": self.host}
+        if self.error is not None:
+            out["error"] = self.error
+        elif self.token is None:
+            out["none"] = True
+        else:
+            out.update(token=self.token, expires_in=self.expires_in)
+        return out
+
+    @classmethod
+    def from_json(cls, obj: object, what: str) -> AuthAnswer:
+        f = _Fields(obj, f"{what}'s token")
+        error = f.opt_text("error")
+        if error is not None or f.flag("none"):
+            return cls(f.text("host"), error=error)
+        token = f.text("token")
+        if not token:
+            raise NodeError(f"{what}'s token is empty")
+        return cls(f.text("host"), token, f.number("expires_in"))
+
+
+@dataclass(frozen=True, slots=True)
+class SshOpen:
+    """Node -> client: a step connected to agent `id`; channel `channel` carries it."""
+
+    channel: int
+    id: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"op": "ssh-open", "channel": self.channel, "id": self.id}
+
+    @classmethod
+    def from_json(cls, obj: object, what: str) -> SshOpen:
+        f = _Fields(obj, f"{what}'s agent channel")
+        return cls(f.integer("channel"), f.text("id"))
+
+
+@dataclass(frozen=True, slots=True)
+class SshData:
+    """Either way: bytes of a channel, as the payload."""
+
+    channel: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"op": "ssh-data", "channel": self.channel}
+
+    @classmethod
+    def from_json(cls, obj: object, what: str) -> SshData:
+        return cls(_Fields(obj, f"{what}'s agent bytes").integer("channel"))
+
+
+@dataclass(frozen=True, slots=True)
+class SshClose:
+    """Either way: this side of the channel is done."""
+
+    channel: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"op": "ssh-close", "channel": self.channel}
+
+    @classmethod
+    def from_json(cls, obj: object, what: str) -> SshClose:
+        return cls(_Fields(obj, f"{what}'s agent channel end").integer("channel"))
+
+
+SESSION_END: Final = {"op": "session-end"}  # client -> node: the build's session is over
+
+
+# sending trees by content, and blobs ----------------------------------------------------------
+
+EntryType: TypeAlias = Literal["dir", "file", "symlink"]
+# What a tree sent by content is, and where the node keeps it: the build's context, a base
+# image it cannot pull (`layouts/INDEX`), a build-once stage (`stages/INDEX`), a named
+# context (`named/INDEX`) or a local cache to import (`caches/INDEX`).
+TreeKind: TypeAlias = Literal["context", "base", "stage", "named", "cache"]
+TREE_PLACES: Final[Mapping[str, str]] = {"base": "layouts", "stage": "stages",
+                                          "named": "named", "cache": "caches"}  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One entry of a tree sent by content: a directory (its mode), a symlink (its target)
+    or a file (its digest, size, mode and mtime, which COPY reads)."""
+
+    path: str
+    type: EntryType
+    mode: int = 0
+    target: str = ""
+    digest: str = ""
+    size: int = 0
+    mtime: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        if self.type == "symlink":
+            return {"path": self.path, "type": "symlink", "target": self.target}
+        if self.type == "dir":
+            return {"path": self.path, "type": "dir", "mode": self.mode}
+        return {"path": self.path, "type": "file", "digest": self.digest, "size": self.size,
+                "mode": self.mode, "mtime": self.mtime}  # fmt: skip
+
+    @classmethod
+    def from_json(cls, obj: object, what: str) -> Entry:
+        f = _Fields(obj, what)
+        path = f.text("path")
+        kind = cast(EntryType, f.choice("type", get_args(EntryType)))
+        if kind == "symlink":
+            return cls(path, kind, target=f.text("target"))
+        mode = f.integer("mode")
+        if not 0 <= mode <= 0o7777:
+            raise NodeError(f"{what}: mode {mode:o} is not a file mode")
+        if kind == "dir":
+            return cls(path, kind, mode)
+        digest = f.text("digest")
+        try:
+            Digest.parse(digest)
+        except PolyarchError as exc:
+            raise NodeError(f"{what}: {exc}") from None
+        size = f.integer("size")
+        if size < 0:
+            raise NodeError(f"{what}: size {size} is negative")
+        return cls(path, kind, mode, digest=digest, size=size, mtime=f.integer("mtime"))
+
+
+@dataclass(frozen=True, slots=True)
+class Tree:
+    """A tree offered by content (`op` context, or layout with its kind and index): the node
+    answers with the digests it needs."""
+
+    kind: TreeKind
+    entries: tuple[Entry, ...]
+    index: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        entries = [e.to_json() for e in self.entries]
+        if self.kind == "context":
+            return {"op": "context", "entries": entries}
+        return {"op": "layout", "kind": self.kind, "index": self.index, "entries": entries}
+
+    @classmethod
+    def from_json(cls, obj: object, what: str) -> Tree:
+        f = _Fields(obj, what)
+        entries = tuple(Entry.from_json(e, f"{what}: entry {i}")
+                        for i, e in enumerate(f.array("entries")))  # fmt: skip
+        if f.obj.get("op") == "context":
+            return cls("context", entries)
+        kind = cast(TreeKind, f.choice("kind", tuple(TREE_PLACES), "base"))
+        index = f.integer("index")
+        if index < 0:
+            raise NodeError(f"{what}: index {index} is negative")
+        return cls(kind, entries, index)
+
+    @property
+    def place(self) -> str:
+        """Where the node keeps it, under the build's scratch directory."""
+        return "context" if self.kind == "context" else f"{TREE_PLACES[self.kind]}/{self.index}"
+
+
+@dataclass(frozen=True, slots=True)
+class Need:
+    """The node's answer to a `Tree`: the file digests it does not hold."""
+
+    digests: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"op": "need", "digests": list(self.digests)}
+
+    @classmethod
+    def from_json(cls, obj: object, what: str) -> Need:
+        return cls(_Fields(obj, f"{what}'s answer to a tree").strs("digests"))
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    """The node rebuilt the tree: how many files it was sent."""
+
+    received: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"op": "context-ready", "received": self.received}
+
+
+@dataclass(frozen=True, slots=True)
+class BlobHead:
+    """A blob follows as the payload (either way: a file of a tree, or a result's blob)."""
+
+    digest: Digest
+    size: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"op": "blob", "digest": str(self.digest), "size": self.size}
+
+    @classmethod
+    def from_json(cls, obj: object, what: str) -> BlobHead:
+        f = _Fields(obj, f"{what}'s blob")
+        size = f.integer("size")
+        if size < 0:
+            raise NodeError(f"{what}'s blob: size {size} is negative")
+        try:
+            return cls(Digest.parse(f.text("digest")), size)
+        except PolyarchError as exc:
+            raise NodeError(f"{what}'s blob: {exc}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class Get:
+    """Client -> node: a blob of the node's store, by digest."""
+
+    digest: Digest
+
+    def to_json(self) -> dict[str, Any]:
+        return {"op": "get", "digest": str(self.digest)}
+
+    @classmethod
+    def from_json(cls, obj: object, what: str) -> Get:
+        try:
+            return cls(Digest.parse(_Fields(obj, f"{what}'s get").text("digest")))
+        except PolyarchError as exc:
+            raise NodeError(f"{what}'s get: {exc}") from None
+
+
+BYE: Final = {"op": "bye"}  # client -> node: nothing more; the worker ends
