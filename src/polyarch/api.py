@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
 import json
 import os
 import platform as _host
-import stat
 import subprocess
 import sys
 import tempfile
@@ -37,8 +35,13 @@ from polyarch.frontend.convert import (
     check_dockerfile,
     convert,
 )
-from polyarch.frontend.dockerfile import Dockerfile, ParseResult, build, parse
+from polyarch.frontend.dockerfile import Dockerfile, build, parse
 from polyarch.frontend.dockerfile.checks import CHECK_ARG
+from polyarch.frontend.files import (
+    dockerfile_text,
+    ignore_patterns,
+    read_dockerfile,
+)
 from polyarch.frontend.gitref import parse_git_ref
 from polyarch.graph.model import BuildGraph
 from polyarch.image.annotations import parse_annotations
@@ -75,10 +78,10 @@ from polyarch.version import version
 if TYPE_CHECKING:
     from polyarch.build import Builder, BuildRequest, BuildResult
     from polyarch.image.annotations import Annotation
-    from polyarch.image.compare import ImageDiff
+    from polyarch.layers.compare import ImageDiff
     from polyarch.nodes.farm import Farm, Route
-    from polyarch.store.gc import PruneReport, Usage
     from polyarch.verify import RunSpec, VerifyReport
+    from polyarch.worker.local.gc import PruneReport, Usage
     from polyarch.worker.local.mounts import SecretSource, SshSource
 
 
@@ -368,47 +371,6 @@ def machine_platform() -> Platform:
     return from_uname(_host.system(), _host.machine())
 
 
-def read_dockerfile(path: Path) -> tuple[ParseResult, Dockerfile]:
-    """Read, parse and check a Dockerfile; errors name the file and line."""
-    result = parse(_dockerfile_text(path), str(path))
-    return result, build(result, str(path))
-
-
-def _dockerfile_text(path: Path) -> str:
-    try:
-        return read_context_file(path).decode("utf-8")  # bytes: keep \r\n as BuildKit does
-    except FileNotFoundError:
-        raise DockerfileError("no such file", path=str(path)) from None
-    except UnicodeDecodeError as exc:
-        raise DockerfileError(f"cannot read: not UTF-8 ({exc.reason})", path=str(path)) from None
-    except OSError as exc:
-        raise DockerfileError(f"cannot read: {exc.strerror or exc}", path=str(path)) from None
-
-
-MAX_DOCKERFILE = 16 * 1024 * 1024
-
-
-def read_context_file(path: Path, limit: int = MAX_DOCKERFILE) -> bytes:
-    """A Dockerfile or ignore file: never through a symlink (a context is not trusted: it
-    could point at a host secret, which an error would then show), never a device or a
-    pipe, never more than `limit` bytes."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            target = path.readlink()
-            raise OSError(exc.errno, f"it is a symlink (to {target}): give that file with -f"
-                          ) from None  # fmt: skip
-        raise
-    with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(errno.EINVAL, "not a regular file")
-        data = f.read(limit + 1)
-    if len(data) > limit:
-        raise OSError(errno.EFBIG, f"over {limit} bytes")
-    return data
-
-
 def plan_build(
     dockerfile: Path,
     *,
@@ -677,7 +639,7 @@ def check_build(
     """`build --check`: BuildKit's build checks over the Dockerfile, as the build would
     convert it (every stage unless a target is named), with the base images' configs
     resolved (their layers are not pulled). Builds nothing; needs no root."""
-    from polyarch.build import Builder, base_images, ignore_patterns  # noqa: PLC0415
+    from polyarch.build import Builder, base_images  # noqa: PLC0415
     from polyarch.store.workspace import Workspace  # noqa: PLC0415
 
     machine = machine_platform()
@@ -687,7 +649,7 @@ def check_build(
         context, dockerfile = _context_and_dockerfile(options, stack)
         path = str(dockerfile)
         try:
-            parsed = parse(_dockerfile_text(dockerfile), path)
+            parsed = parse(dockerfile_text(dockerfile), path)
         except DockerfileError as exc:
             return CheckResult((), exc, path)
         ignore = ignore_patterns(dockerfile, context)
@@ -1285,16 +1247,16 @@ def clean_images(repository: str, root: Path | None = None) -> PruneReport:
     """Remove the local images `repository` names (`NAME`: every tag; `NAME:TAG`,
     `NAME@DIGEST`, or `sha256:X` for an untagged one: only that), the cache entries only they
     used, and every blob and snapshot nothing else needs."""
-    from polyarch.store.gc import remove_images  # noqa: PLC0415
     from polyarch.store.workspace import Workspace  # noqa: PLC0415
+    from polyarch.worker.local.gc import remove_images  # noqa: PLC0415
 
     return remove_images(Workspace(root or default_root()), repository)
 
 
 def workspace_usage(root: Path | None = None) -> list[Usage]:
     """What the workspace holds (`polyarch du`)."""
-    from polyarch.store.gc import disk_usage  # noqa: PLC0415
     from polyarch.store.workspace import Workspace  # noqa: PLC0415
+    from polyarch.worker.local.gc import disk_usage  # noqa: PLC0415
 
     return disk_usage(Workspace(root or default_root()))
 
@@ -1308,8 +1270,8 @@ def prune_workspace(
 ) -> PruneReport:
     """Free the workspace (`polyarch prune`): build steps, the untagged images of earlier
     builds, and cache mounts when asked; the tagged images stay."""
-    from polyarch.store.gc import prune  # noqa: PLC0415
     from polyarch.store.workspace import Workspace  # noqa: PLC0415
+    from polyarch.worker.local.gc import prune  # noqa: PLC0415
 
     return prune(Workspace(root or default_root()), cache_mounts=cache_mounts,
                  keep_storage=keep_storage, older_than=older_than)  # fmt: skip

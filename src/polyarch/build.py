@@ -19,10 +19,10 @@ from pathlib import Path
 
 from polyarch.concurrency import task_pool, wait_all
 from polyarch.digest import Digest
-from polyarch.errors import BuildError, DockerfileError, PolyarchError, RegistryError
+from polyarch.errors import BuildError, PolyarchError, RegistryError
 from polyarch.frontend.convert import BaseImage, ConvertRequest, NamedContext, convert
-from polyarch.frontend.dockerfile import Dockerfile, read_patterns
-from polyarch.frontend.dockerfile.ignore import ignore_file_for
+from polyarch.frontend.dockerfile import Dockerfile
+from polyarch.frontend.files import ignore_patterns
 from polyarch.graph.model import BuildGraph, OnceCheck, PlanWarning, StageInstance, Vertex
 from polyarch.graph.ops import ExecOp, ImageSource, SecretMount, SshMount
 from polyarch.image.annotations import Annotation
@@ -49,8 +49,8 @@ from polyarch.runtime import Executor
 from polyarch.runtime.userns import rootless
 from polyarch.solver.cache import CacheBackend, SqliteCache, UnusableCacheEntry
 from polyarch.solver.explain import Explainer
+from polyarch.solver.records import ExplainRecords
 from polyarch.solver.solve import Flights, Solver, SolveReport
-from polyarch.store.explain import ExplainRecords
 from polyarch.store.layout import OciLayout
 from polyarch.store.workspace import Workspace
 from polyarch.worker.base import Result
@@ -274,7 +274,7 @@ class Builder:
             yield
             return
         with self.workspace.exclusive():
-            from polyarch.store.gc import clear_stale  # noqa: PLC0415
+            from polyarch.worker.local.gc import clear_stale  # noqa: PLC0415
 
             clear_stale(self.workspace)
             previous = self.registry.on_retry
@@ -843,20 +843,3 @@ def _check_required(graph: BuildGraph, request: BuildRequest) -> None:
             if isinstance(mount, SshMount) and mount.required and mount.id not in request.ssh:
                 raise BuildError(f"SSH agent {mount.id!r} is required but was not given: pass "
                                  f"--ssh {mount.id}[=KEYFILE|SOCKET]", location=where)  # fmt: skip
-
-
-def ignore_patterns(dockerfile: Path, context: Path) -> tuple[str, ...]:
-    """The build's .dockerignore patterns (`Dockerfile.dockerignore` beside the Dockerfile
-    first), read as any context file is: never through a symlink."""
-    from polyarch.api import read_context_file  # noqa: PLC0415
-
-    for candidate in ignore_file_for(str(dockerfile), str(context)):
-        path = Path(candidate)
-        if path.is_file() or path.is_symlink():
-            try:
-                text = read_context_file(path).decode("utf-8")
-            except (OSError, UnicodeDecodeError) as exc:
-                reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8"
-                raise DockerfileError(f"cannot read: {reason}", path=str(path)) from None
-            return read_patterns(text, str(path))
-    return ()

@@ -1,5 +1,5 @@
 """`polyarch diff`: what differs between two images, or two platforms of one index: config
-fields, layers, and the files of their filesystems (the comparison is `image.compare`; this
+fields, layers, and the files of their filesystems (the comparison is `layers.compare`; this
 module fetches). The tool for "why is this build not reproducible".
 
 Images come from the local store (a name `polyarch images` lists, or `sha256:...`), an OCI
@@ -18,7 +18,7 @@ from typing import Any
 
 from polyarch.digest import Digest
 from polyarch.errors import PolyarchError, UsageError
-from polyarch.image.compare import (
+from polyarch.layers.compare import (
     FileInfo,
     ImageDiff,
     compare_configs,

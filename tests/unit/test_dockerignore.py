@@ -1,6 +1,6 @@
 import pytest
 
-from polyarch.frontend.dockerfile.ignore import IgnoreMatcher, ignore_file_for, read_patterns
+from polyarch.patterns import IgnoreMatcher, ignore_file_for, read_patterns
 
 RULES = """\ufeff# comment
 node_modules

@@ -1,11 +1,11 @@
-"""Why a step ran (solver.explain) and what differs between two images (image.compare): the
+"""Why a step ran (solver.explain) and what differs between two images (layers.compare): the
 pure parts, case by case."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from polyarch.image.compare import FileInfo, compare_configs, compare_files, filesystem
+from polyarch.layers.compare import FileInfo, compare_configs, compare_files, filesystem
 from polyarch.solver.explain import BuildRecord, Explainer, StepRecord, cause
 
 RUN = {"type": "exec", "argv": ["/bin/sh", "-c", "make"], "env": ["PATH=/bin", "MODE=fast"],

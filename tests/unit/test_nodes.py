@@ -118,8 +118,8 @@ def test_framing_round_trip_and_bad_input() -> None:
 
 
 def test_a_node_never_writes_through_a_symlink_of_the_listing(tmp_path: Path) -> None:
+    from polyarch.cli.serve import _context
     from polyarch.errors import BuildError
-    from polyarch.nodes.serve import _context
     from polyarch.store.blobs import ContentStore
 
     files = ContentStore(tmp_path / "files")

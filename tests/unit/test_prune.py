@@ -8,8 +8,8 @@ from polyarch.digest import Digest
 from polyarch.oci import mediatypes as mt
 from polyarch.oci.models import Descriptor, Manifest
 from polyarch.solver.cache import CachedLayer, SqliteCache
-from polyarch.store.gc import disk_usage, prune
 from polyarch.store.workspace import Workspace
+from polyarch.worker.local.gc import disk_usage, prune
 from polyarch.worker.local.mounts import CacheMounts
 
 NOW = 1_800_000_000.0
@@ -101,7 +101,7 @@ def _image(workspace: Workspace, name: str, content: bytes) -> Descriptor:
 
 
 def test_clean_removes_only_what_it_names(tmp_path: Path) -> None:
-    from polyarch.store.gc import remove_images
+    from polyarch.worker.local.gc import remove_images
 
     workspace = Workspace(tmp_path / "root")
     one = _image(workspace, "", b"one")  # untagged builds: named by their digest

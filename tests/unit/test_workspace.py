@@ -15,9 +15,9 @@ from polyarch.export.docker_archive import write_docker_archive
 from polyarch.runtime import BindMount, ProcessSpec, runtime_spec
 from polyarch.runtime.spec import capabilities_of
 from polyarch.solver.cache import CachedLayer, SqliteCache
-from polyarch.store.gc import _collect
 from polyarch.store.layout import OciLayout
 from polyarch.store.workspace import Workspace
+from polyarch.worker.local.gc import _collect
 from tests.images import write_layout_image
 
 

@@ -217,7 +217,7 @@ def builder_inspect(name: str | None, fmt: str) -> None:
 def worker_command(root: Path | None) -> None:
     """The node side of a build (started by `polyarch build` over SSH; speaks the node
     protocol on stdin and stdout). Not for interactive use."""
-    from polyarch.nodes.serve import protocol_streams, serve  # noqa: PLC0415
+    from polyarch.cli.serve import protocol_streams, serve  # noqa: PLC0415
 
     with protocol_streams() as (inp, out):
         code = serve(inp, out, root or default_root())

@@ -17,9 +17,9 @@ from typing import Any
 
 import click
 
-from polyarch.api import read_context_file
 from polyarch.errors import DockerfileError, PolyarchError
 from polyarch.frontend.convert import CheckResult
+from polyarch.frontend.files import read_context_file
 from polyarch.graph.model import PlanWarning
 
 # What buildx's --call takes; polyarch evaluates a build or checks it.

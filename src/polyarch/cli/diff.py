@@ -19,7 +19,7 @@ from polyarch.cli.common import (
 )
 
 if TYPE_CHECKING:  # the comparison's modules load when `diff` runs, not with every command
-    from polyarch.image.compare import FileChange, ImageDiff
+    from polyarch.layers.compare import FileChange, ImageDiff
 
 SHOWN_FILES = 200  # in text; --format json lists every one
 

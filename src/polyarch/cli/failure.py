@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from polyarch.api import read_context_file
 from polyarch.errors import BuildError, DockerfileError, PolyarchError
+from polyarch.frontend.files import read_context_file
 
 PROGRESS_SCHEMA_VERSION = 1
 CONTEXT_LINES = 2  # lines shown before and after the failing instruction

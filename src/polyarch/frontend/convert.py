@@ -42,7 +42,6 @@ from polyarch.errors import DockerfileError, InvalidPlatformError, InvalidRefere
 from polyarch.frontend import gofmt
 from polyarch.frontend.dockerfile import checks
 from polyarch.frontend.dockerfile.checks import Linter
-from polyarch.frontend.dockerfile.ignore import IgnoreMatcher
 from polyarch.frontend.dockerfile.instructions import Dockerfile, Instruction, Stage
 from polyarch.frontend.dockerfile.instructions import build as build_instructions
 from polyarch.frontend.dockerfile.instructions import instruction_of as build_instruction
@@ -82,6 +81,7 @@ from polyarch.graph.ops import (
     TmpfsMount,
 )
 from polyarch.oci.config import DEFAULT_PATH, Healthcheck, HistoryEntry, ImageConfig
+from polyarch.patterns import IgnoreMatcher
 from polyarch.platform import Platform, runs_natively
 from polyarch.reference import Reference
 

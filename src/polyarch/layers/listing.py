@@ -11,8 +11,8 @@ from collections.abc import Iterator
 from typing import IO
 
 from polyarch.errors import LayerError
-from polyarch.image.compare import FileInfo, Kind
 from polyarch.layers.apply import CappedTarInfo
+from polyarch.layers.compare import FileInfo, Kind
 from polyarch.layers.confine import clean_member_name
 
 _CHUNK = 1024 * 1024
@@ -25,7 +25,7 @@ _KINDS: dict[bytes, Kind] = {
 
 def list_layer(stream: io.BufferedIOBase | IO[bytes]) -> Iterator[FileInfo]:
     """Every entry of an uncompressed layer stream, in order; whiteouts as kind `whiteout`
-    or `opaque` (applied by `polyarch.image.compare.filesystem`)."""
+    or `opaque` (applied by `polyarch.layers.compare.filesystem`)."""
     try:
         with tarfile.open(fileobj=stream, mode="r|", tarinfo=CappedTarInfo) as tar:
             for member in tar:

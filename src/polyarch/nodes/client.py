@@ -19,7 +19,6 @@ from typing import IO, TYPE_CHECKING, Any
 
 from polyarch.digest import Digest
 from polyarch.errors import BuildError
-from polyarch.frontend.dockerfile.ignore import IgnoreMatcher
 from polyarch.layers import Root
 from polyarch.nodes.builders import Endpoint, Node
 from polyarch.nodes.protocol import (
@@ -52,6 +51,7 @@ from polyarch.nodes.wire import (
     expect_op,
 )
 from polyarch.oci.models import Descriptor, Manifest, parse_document
+from polyarch.patterns import IgnoreMatcher
 from polyarch.progress import Progress
 from polyarch.store.layout import OciLayout
 from polyarch.worker.local.filecopy import CopyError, select_sources

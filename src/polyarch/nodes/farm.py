@@ -24,8 +24,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from polyarch.build import ignore_patterns
 from polyarch.errors import BuildError
+from polyarch.frontend.files import ignore_patterns
 from polyarch.image.annotations import parse_annotation
 from polyarch.nodes.builders import BuilderSpec, Node
 from polyarch.nodes.client import NodeConnection, NodeInfo, used_files

@@ -3,7 +3,6 @@
 `load(text, path)` is the usual entry: text to a checked `Dockerfile` of stages.
 """
 
-from polyarch.frontend.dockerfile.ignore import IgnoreMatcher, read_patterns
 from polyarch.frontend.dockerfile.instructions import (
     Dockerfile,
     Instruction,
@@ -13,6 +12,7 @@ from polyarch.frontend.dockerfile.instructions import (
 from polyarch.frontend.dockerfile.shell import ExpansionError, ShellLexer
 from polyarch.frontend.dockerfile.syntax import Heredoc, Node, ParseResult, parse
 from polyarch.graph.model import Location
+from polyarch.patterns import IgnoreMatcher, read_patterns
 
 
 def load(text: str, path: str = "Dockerfile") -> Dockerfile:

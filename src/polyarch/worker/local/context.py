@@ -23,8 +23,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
 
-from polyarch.frontend.dockerfile.ignore import IgnoreMatcher
 from polyarch.layers import Root
+from polyarch.patterns import IgnoreMatcher
 from polyarch.worker.local.filecopy import Selected
 
 _CHUNK: Final = 1024 * 1024

@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import IO, BinaryIO, cast
 
 from polyarch.errors import PolyarchError
-from polyarch.frontend.dockerfile.ignore import IgnoreMatcher
 from polyarch.layers import Root, UnsafePathError, apply_layer
 from polyarch.layers.confine import remove_at
+from polyarch.patterns import IgnoreMatcher
 
 _CHUNK = 1024 * 1024
 

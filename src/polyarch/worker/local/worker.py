@@ -26,7 +26,6 @@ import httpx
 
 from polyarch.digest import Digest
 from polyarch.errors import PolyarchError, StepError
-from polyarch.frontend.dockerfile.ignore import IgnoreMatcher, read_patterns_list
 from polyarch.graph.model import Vertex
 from polyarch.graph.ops import (
     ContextSource,
@@ -43,6 +42,7 @@ from polyarch.graph.ops import (
 from polyarch.layers import LayerSink, Root, write_layer
 from polyarch.oci.config import ImageConfig
 from polyarch.oci.models import MAX_DOCUMENT_SIZE, Manifest, parse_document
+from polyarch.patterns import IgnoreMatcher, read_patterns_list
 from polyarch.platform import Platform
 from polyarch.progress import Event, Progress
 from polyarch.runtime import Executor

@@ -1,4 +1,5 @@
-"""`.dockerignore` files, matched as moby's patternmatcher does. Pure.
+"""`.dockerignore` files, matched as moby's patternmatcher does. Pure; shared by the frontend
+(the plan) and the worker (the files a step takes), neither of which owns it.
 
 Reading (moby `ignorefile.ReadAll`): a leading BOM is dropped, lines starting with `#` are
 comments, lines are trimmed, blank lines skipped, `!` marks an exception, each pattern is
