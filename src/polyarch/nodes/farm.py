@@ -22,7 +22,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from polyarch.errors import BuildError
 from polyarch.frontend.files import ignore_patterns
@@ -133,22 +133,36 @@ class RemoteResult:
     cache_records: tuple[CacheRecord, ...] = ()
 
 
+class BuildPlans(Protocol):
+    """What Farm takes from the build it sends to nodes, each for one platform given the
+    node's own platform and the stages it is sent instead of building them."""
+
+    def bases(
+        self, platform: Platform, machine: Platform, replaced: Collection[str]
+    ) -> dict[str, set[Platform]]:
+        """The base images the node's build pulls (reference -> platforms)."""
+        ...
+
+    def export_base(self, ref: str, platforms: set[Platform], layout: Path) -> None:
+        """A base image from this machine as an OCI layout, for a node that cannot pull it."""
+        ...
+
+    def context_paths(
+        self, platform: Platform, machine: Platform, replaced: Collection[str]
+    ) -> set[str]:
+        """The paths the node's build takes from the main context (only those are sent)."""
+        ...
+
+
 @dataclass
 class Farm:
     spec: BuilderSpec
     progress: Progress
+    plans: BuildPlans | None = None  # None: no build (inspecting); then everything is sent
     fallback: bool = True
     connect: Callable[[Node], NodeConnection] = NodeConnection
     connections: dict[str, NodeConnection] = field(default_factory=dict)
     infos: dict[str, NodeInfo] = field(default_factory=dict)
-    # The base images a platform's build pulls (ref -> platforms), given the node's own
-    # platform and the stages it is sent; and how to export them here as an OCI layout, for a
-    # node that cannot pull.
-    bases: Callable[[Platform, Platform, Collection[str]], dict[str, set[Platform]]] | None = None
-    export_base: Callable[[str, set[Platform], Path], None] | None = None
-    # The paths a platform's build takes from the main context, given the node's platform and
-    # the stages it receives: only the files they name are sent.
-    context_paths: Callable[[Platform, Platform, Collection[str]], set[str]] | None = None
     # Directories of a build under way (stage layouts), removed by abort() too: an
     # interrupted polyarch ends without waiting for the thread that uses them.
     scratch: list[Path] = field(default_factory=list)
@@ -260,9 +274,10 @@ class Farm:
             machine = Platform.parse(self.infos[name].native[0])
 
             def foresee(replaced: Collection[str]) -> set[str] | None:
-                if self.context_paths is None:
+                if self.plans is None:
                     return None
-                return set().union(*(self.context_paths(p, machine, replaced) for p in platforms))
+                return set().union(*(self.plans.context_paths(p, machine, replaced)
+                                     for p in platforms))  # fmt: skip
 
             def send_bases(replaced: Collection[str]) -> dict[Platform, dict[str, int]]:
                 return {p: self._send_bases(name, connection, p, n * 1000, replaced)
@@ -466,10 +481,11 @@ class Farm:
         that the node cannot pull itself (their registry is out of its reach), exported here
         and sent as layouts (by content, like the context), numbered from `first`. Returns
         ref -> layout index, for the node's named contexts."""
-        if self.bases is None or self.export_base is None:
+        if self.plans is None:
             return {}
         machine = Platform.parse(self.infos[name].native[0])
-        bases = {ref: wanted for ref, wanted in self.bases(platform, machine, replaced).items()
+        pulled = self.plans.bases(platform, machine, replaced)
+        bases = {ref: wanted for ref, wanted in pulled.items()
                  if not ref.startswith("oci-layout://")}  # fmt: skip
         registries = sorted({Reference.parse(ref).registry for ref in bases})
         unreachable = connection.reach(registries) if registries else {}
@@ -482,7 +498,7 @@ class Farm:
                       f"{ref} is sent from here")  # fmt: skip
             with tempfile.TemporaryDirectory(prefix="polyarch-base-") as tmp:
                 layout = Path(tmp) / "layout"
-                self.export_base(ref, wanted, layout)
+                self.plans.export_base(ref, wanted, layout)
                 connection.send_layout(index, layout)
             layouts[ref] = index
         return layouts
@@ -572,4 +588,4 @@ def remote_request(options: Any, context: Path, dockerfile: Path) -> RemoteBuild
     return RemoteBuild(ask, dict(options.contexts), tuple(options.cache_from))
 
 
-__all__ = ["Farm", "RemoteBuild", "Route", "plan_routes", "remote_request"]
+__all__ = ["BuildPlans", "Farm", "RemoteBuild", "Route", "plan_routes", "remote_request"]
