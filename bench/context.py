@@ -28,8 +28,8 @@ import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 
-from polyarch.frontend.dockerfile.ignore import IgnoreMatcher  # noqa: E402
 from polyarch.layers import Root  # noqa: E402
+from polyarch.patterns import IgnoreMatcher  # noqa: E402
 from polyarch.worker.local.context import ContextHasher  # noqa: E402
 from polyarch.worker.local.filecopy import select_sources  # noqa: E402
 

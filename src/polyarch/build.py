@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, TypeAlias
 
 from polyarch.concurrency import task_pool, wait_all
 from polyarch.digest import Digest
@@ -53,10 +54,8 @@ from polyarch.solver.records import ExplainRecords
 from polyarch.solver.solve import Flights, Solver, SolveReport
 from polyarch.store.layout import OciLayout
 from polyarch.store.workspace import Workspace
-from polyarch.worker.base import Result
-from polyarch.worker.local.filecopy import CopyError, select_sources
+from polyarch.worker.base import BuildWorker, Result
 from polyarch.worker.local.mounts import Agents, SecretSource, SshSource
-from polyarch.worker.local.native import find_native
 from polyarch.worker.local.run import RunSettings
 from polyarch.worker.local.worker import BuildSession, LocalWorker
 
@@ -136,7 +135,7 @@ class NativeOutput(PolyarchError):
 class BuildOncePolicy:
     """Checks what steps take from build-once stages (each selection once per build)."""
 
-    def __init__(self, graph: BuildGraph, worker: LocalWorker) -> None:
+    def __init__(self, graph: BuildGraph, worker: BuildWorker) -> None:
         self.graph = graph
         self.worker = worker
         self._checked: set[tuple[str, tuple[str, ...]]] = set()
@@ -159,12 +158,7 @@ class BuildOncePolicy:
         with self._lock:
             if marker in self._checked:
                 return
-        with self.worker.view(source.layers) as root:
-            try:
-                selected = select_sources(root, list(check.paths), None)
-            except CopyError:
-                selected = []  # the step itself will report it
-            found = find_native(root, selected)
+        found = self.worker.native_code(source.layers, check.paths)
         if found is not None:
             platform = self.graph.vertices[check.source].platform
             raise NativeOutput(check.stage, platform, *found)
@@ -229,6 +223,25 @@ def shared_stages(graph: BuildGraph, dockerfile: Dockerfile) -> dict[str, StageI
     return out
 
 
+# Solves a Builder makes: every stage of the request's platforms (full), the build-once stages
+# the nodes' platforms share (shared), or what does not wait for stages still being built
+# elsewhere (warm: a node's warm-up).
+SolveMode: TypeAlias = Literal["full", "shared", "warm"]
+# The worker of one solve: the build's session (context, secrets, agents), the platform it
+# builds on, and where imported layers come from.
+WorkerFactory: TypeAlias = Callable[["Builder", BuildSession, Platform, Remotes], BuildWorker]
+
+
+def local_worker(builder: Builder, session: BuildSession, platform: Platform,
+                 remote: Remotes) -> BuildWorker:  # fmt: skip
+    """This machine's worker, in the builder's workspace."""
+    return LocalWorker(
+        builder.workspace, session, platform, executor=builder.executor,
+        on_note=lambda text: builder.progress(Event("note", "", "snapshots", text=text)),
+        remote=remote, progress=builder.progress,
+    )  # fmt: skip
+
+
 class Builder:
     def __init__(
         self,
@@ -239,17 +252,16 @@ class Builder:
         executor: Executor | None = None,
         mirrors: Mapping[str, Sequence[str]] | None = None,
         mirror_client: RegistryClient | None = None,
+        worker_factory: WorkerFactory = local_worker,
     ) -> None:
         self.workspace = workspace
         self.layout = workspace.layout
         self.blobs = self.layout.blobs
         self.registry = registry
-        # Base images are pulled through these first (REGISTRY -> [HOST[/PREFIX], ...]), with
-        # a client that gives up fast, so a mirror that is down costs little.
-        self.mirrors = {k: tuple(v) for k, v in (mirrors or {}).items()}
-        self.mirror_client = mirror_client or registry
+        self.bases = BaseImages(self.layout, registry, progress, mirrors, mirror_client)
         self.progress = progress
-        self._executor = executor
+        self.executor = executor
+        self._worker_factory = worker_factory
         self.cache = SqliteCache(
             workspace.cache_db, warn=lambda text: progress(Event("note", "", "cache", text=text))
         )
@@ -334,57 +346,32 @@ class Builder:
             solved = self._solve(dataclasses.replace(request, pending=pending), "warm")
         return solved.report.steps_run + solved.earlier
 
-    def _solve(self, request: BuildRequest, mode: str = "full") -> _Solved:
+    def _solve(self, request: BuildRequest, mode: SolveMode = "full") -> _Solved:
         """Convert and solve (`_targets`): every stage of the request's platforms ("full"),
         the build-once stages they share ("shared"), or what does not wait for the pending
         named contexts ("warm")."""
         started = time.monotonic()
-        base = _convert_request(request)
-        draft = convert(base)
-        _check_required(draft, request)
-        # Only what the solve will run: base images pulled and emulators needed for it.
-        relevant = draft.upstream(_targets(draft, request, mode))
-
-        def note(text: str) -> None:
-            self.progress(Event("note", "", "emulators", text=text))
-
-        _check_emulators(draft, request.build_platform, relevant, request.emulator_install, note)
-        wanted = base_images(draft, relevant)
-        images = self._resolve_bases(wanted, layers=True)
-        epoch = request.source_date_epoch
-        now = timestamp(epoch)
+        make = self._planner(request, mode)
+        now = timestamp(request.source_date_epoch)
         agents = Agents(dict(request.ssh))
         session = BuildSession(
             {"context": request.context, **request.context_dirs},
-            RunSettings(request.ca_certs, request.step_timeout), epoch,
+            RunSettings(request.ca_certs, request.step_timeout), request.source_date_epoch,
             dict(request.secrets), agents,
         )  # fmt: skip
         imported = self._import_caches(request.cache_from)
         lazy = LazyLayers(self.blobs, self.registry)
         cache: CacheBackend = self.cache if imported is None else ChainedCache(self.cache, imported)
-        worker = LocalWorker(
-            self.workspace, session, request.build_platform, executor=self._executor,
-            on_note=lambda text: self.progress(Event("note", "", "snapshots", text=text)),
-            remote=Remotes(imported, lazy), progress=self.progress,
-        )  # fmt: skip
+        worker = self._worker_factory(
+            self, session, request.build_platform, Remotes(imported, lazy)
+        )
         solvers: list[Solver] = []
-        records = ExplainRecords(self.workspace.explanations) if request.explain_as else None
         # A partial solve (the shared stages, a node's warm-up) is the next build of its own.
         explain_as = request.explain_as + ("" if mode == "full" else f"\0{mode}")
+        records = ExplainRecords(self.workspace.explanations) if request.explain_as else None
         explainer = None
         if records is not None:
             explainer = Explainer(lambda: records.load(explain_as), request.build_args)
-
-        told: set[str] = set()
-
-        def make(per_platform: frozenset[str]) -> BuildGraph:
-            graph = convert(dataclasses.replace(base, images=images, per_platform=per_platform))
-            for warning in graph.warnings:  # told now, repeated when the build ends
-                if str(warning) not in told:
-                    told.add(str(warning))
-                    self.progress(Event("note", "", "warning", text=str(warning),
-                                        warning=warning))  # fmt: skip
-            return graph
 
         def solve(graph: BuildGraph) -> SolveReport:
             policy = BuildOncePolicy(graph, worker)
@@ -405,29 +392,22 @@ class Builder:
             why = f"/{path} is {why}: stage {stage} is built per platform"
             self.progress(Event("note", "", f"stage {stage}", stage, str(platform), why))
 
+        def tries() -> int:
+            return 1 + (imported.layers() if imported is not None else 0) + lazy.noted()
+
+        def kept(graph: BuildGraph) -> None:
+            """The final images' layers must be here; an imported hit's is fetched now."""
+            if mode == "full":
+                keys = [graph.images[p].result for p in request.platforms]
+            else:  # the shared stages' images are made of their results; warm: none
+                keys = _targets(graph, request, mode) if mode == "shared" else []
+            for key in keys:
+                worker.ensure(solvers[-1].result(key).layers)
+
         try:
-            # An unusable imported layer drops its entries and the build solves again: at
-            # most once per imported layer, or layer an earlier build's import left to fetch
-            # (what finished is in the local cache by then).
-            attempt = 0
-            while True:
-                attempt += 1
-                tries = 1 + (imported.layers() if imported is not None else 0) + lazy.noted()
-                try:
-                    graph, report = solve_with_replanning(make, solve, replanned)
-                    # The final images' layers must be here; an imported hit's is fetched now.
-                    if mode == "full":
-                        kept = [graph.images[p].result for p in request.platforms]
-                    else:  # the shared stages' images are made of their results; warm: none
-                        kept = _targets(graph, request, mode) if mode == "shared" else []
-                    for key in kept:
-                        worker.ensure(solvers[-1].result(key).layers)
-                    break
-                except UnusableCacheEntry as exc:
-                    if attempt >= tries:
-                        raise BuildError(f"{exc} (and the build ran out of tries)") from None
-                    self.progress(Event("note", "", "cache", text=f"{exc}: solving again "
-                                        "without it"))  # fmt: skip
+            graph, report = self._solve_retrying(
+                lambda: solve_with_replanning(make, solve, replanned), kept, tries
+            )
         finally:
             agents.close()
             worker.close()
@@ -437,6 +417,57 @@ class Builder:
         # Steps an earlier try (a replan, a dropped cache entry) ran count as run, not cached.
         earlier = sum(s.steps_run for s in solvers[:-1])
         return _Solved(graph, solvers[-1], report, earlier, now, started)
+
+    def _planner(
+        self, request: BuildRequest, mode: SolveMode
+    ) -> Callable[[frozenset[str]], BuildGraph]:
+        """The plan checked, the emulators it needs there and its base images resolved (only
+        what this solve runs); then the plan made with the stages that must be built per
+        platform, its warnings told once."""
+        base = _convert_request(request)
+        draft = convert(base)
+        _check_required(draft, request)
+        relevant = draft.upstream(_targets(draft, request, mode))
+
+        def note(text: str) -> None:
+            self.progress(Event("note", "", "emulators", text=text))
+
+        _check_emulators(draft, request.build_platform, relevant, request.emulator_install, note)
+        images = self.bases.resolve(base_images(draft, relevant), layers=True)
+        told: set[str] = set()
+
+        def make(per_platform: frozenset[str]) -> BuildGraph:
+            graph = convert(dataclasses.replace(base, images=images, per_platform=per_platform))
+            for warning in graph.warnings:  # told now, repeated when the build ends
+                if str(warning) not in told:
+                    told.add(str(warning))
+                    self.progress(Event("note", "", "warning", text=str(warning),
+                                        warning=warning))  # fmt: skip
+            return graph
+
+        return make
+
+    def _solve_retrying(
+        self,
+        solve: Callable[[], tuple[BuildGraph, SolveReport]],
+        kept: Callable[[BuildGraph], None],
+        tries: Callable[[], int],
+    ) -> tuple[BuildGraph, SolveReport]:
+        """An unusable imported layer drops its entries and the build solves again: at most
+        once per imported layer, or layer an earlier build's import left to fetch (`tries`;
+        what finished is in the local cache by then)."""
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                graph, report = solve()
+                kept(graph)
+                return graph, report
+            except UnusableCacheEntry as exc:
+                if attempt >= tries():
+                    raise BuildError(f"{exc} (and the build ran out of tries)") from None
+                self.progress(Event("note", "", "cache", text=f"{exc}: solving again "
+                                    "without it"))  # fmt: skip
 
     def _images(self, request: BuildRequest, solved: _Solved) -> BuildResult:
         """Each platform's image and the index, from a solve."""
@@ -532,9 +563,28 @@ class Builder:
                             text=summary))  # fmt: skip
         return report
 
-    # base images -------------------------------------------------------------------------
 
-    def _resolve_bases(
+class BaseImages:
+    """Base images resolved for a build: pulled through the registry's mirrors first, checked
+    (the config's layers against the manifest's), and kept in the store."""
+
+    def __init__(
+        self,
+        layout: OciLayout,
+        registry: RegistryClient,
+        progress: Progress,
+        mirrors: Mapping[str, Sequence[str]] | None = None,
+        mirror_client: RegistryClient | None = None,
+    ) -> None:
+        self.layout, self.blobs = layout, layout.blobs
+        self.registry = registry
+        self.progress = progress
+        # Base images are pulled through these first (REGISTRY -> [HOST[/PREFIX], ...]), with
+        # a client that gives up fast, so a mirror that is down costs little.
+        self.mirrors = {k: tuple(v) for k, v in (mirrors or {}).items()}
+        self.mirror_client = mirror_client or registry
+
+    def resolve(
         self, wanted: Mapping[tuple[str, str], Vertex], *, layers: bool
     ) -> dict[tuple[str, str], BaseImage]:
         """Base images ((reference, platform)) resolved side by side (their layers pulled with
@@ -561,7 +611,7 @@ class Builder:
     ) -> dict[tuple[str, str], BaseImage]:
         """The configs of these base images, their layers not pulled: what `build --check`
         reads."""
-        return self._resolve_bases(wanted, layers=False)
+        return self.resolve(wanted, layers=False)
 
     def _resolve_base(self, image: str, platform_text: str, *, layers: bool = True) -> BaseImage:
         if image.startswith("oci-layout://"):
@@ -651,7 +701,7 @@ class _Puller:
     note); manifests by digest and blobs come from the first source that has them, each
     checked against its digest. Nothing is ever pushed to a mirror."""
 
-    def __init__(self, builder: Builder, ref: Reference, image: str) -> None:
+    def __init__(self, builder: BaseImages, ref: Reference, image: str) -> None:
         self.builder, self.ref, self.image = builder, ref, image
         self.mirrors = [_mirrored(ref, m) for m in builder.mirrors.get(ref.registry, ())]
         self.used: set[str] = set()
@@ -768,7 +818,7 @@ def _convert_request(request: BuildRequest) -> ConvertRequest:
     )  # fmt: skip
 
 
-def _targets(graph: BuildGraph, request: BuildRequest, mode: str) -> list[str]:
+def _targets(graph: BuildGraph, request: BuildRequest, mode: SolveMode) -> list[str]:
     """The vertices a solve of this mode asks for (see `Builder._solve`)."""
     if mode == "shared":
         return sorted(i.result for i in shared_stages(graph, request.dockerfile).values())

@@ -16,7 +16,7 @@ import pytest
 
 from polyarch.errors import StepError
 from polyarch.nodes.protocol import NodeError, receive, send
-from polyarch.nodes.session import ClientSession, NodeSession
+from polyarch.nodes.session import ClientCalls, ClientSession, NodeSession
 from polyarch.worker.local.mounts import Agents, SecretSource, SshSource
 
 
@@ -58,9 +58,11 @@ def test_secrets_and_agent_channels_cross_the_connection(
         with writing:
             send(client_out, message, payload)
 
-    client = ClientSession(write, client_in, "the node", {"token": SecretSource("token",
-                           env="TOKEN")}, Agents({"default": SshSource("default",
-                           socket=echo_agent)}))  # fmt: skip
+    calls = ClientCalls(
+        {"token": SecretSource("token", env="TOKEN")},
+        Agents({"default": SshSource("default", socket=echo_agent)}),
+    )
+    client = ClientSession(write, client_in, "the node", calls)
     seen: list[str] = []
 
     def client_loop() -> None:
@@ -108,7 +110,7 @@ def test_a_client_refuses_what_a_node_should_not_send(tmp_path: Path) -> None:
     sent: list[dict[str, Any]] = []
     read, _write = os.pipe()
     with os.fdopen(read, "rb") as inp:
-        client = ClientSession(lambda m, _p: sent.append(m), inp, "node x", {}, None)
+        client = ClientSession(lambda m, _p: sent.append(m), inp, "node x", ClientCalls())
         assert client.handle("ssh-open", {"channel": 1, "id": "default"})
         assert sent == [{"op": "ssh-close", "channel": 1}]
         with pytest.raises(NodeError, match="a payload of 1073741824 bytes"):

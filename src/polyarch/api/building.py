@@ -394,7 +394,7 @@ def check_build(
         builder = Builder(Workspace(options.root or default_root()), session.client,
                           progress=progress or silent, mirrors=options.mirrors,
                           mirror_client=session.fast_client())  # fmt: skip
-        images = builder.base_configs(base_images(draft))
+        images = builder.bases.base_configs(base_images(draft))
         return check_dockerfile(parsed, path, args, lambda df: request(df, images))
 
 
@@ -570,6 +570,7 @@ def _side_by_side(
     import threading  # noqa: PLC0415
     from concurrent.futures import Future  # noqa: PLC0415
 
+    from polyarch.nodes.session import ClientCalls  # noqa: PLC0415
     from polyarch.worker.local.mounts import Agents  # noqa: PLC0415
 
     routed = dataclasses.replace(request, platforms=tuple(r.platform for r in routes if r.node))
@@ -582,10 +583,9 @@ def _side_by_side(
 
     def on_nodes() -> None:
         try:
-            done, lost = farm.build(routes, remote_build, request.context,
-                                    request.dockerfile_path, builder.layout, shared, candidates,
-                                    secrets=request.secrets, agents=agents,
-                                    tokens=builder.registry.pull_token)  # fmt: skip
+            calls = ClientCalls(request.secrets, agents, builder.registry.pull_token)
+            done, lost = farm.build(routes, remote_build, builder.layout, shared, candidates,
+                                    calls)  # fmt: skip
             remote.update(done)
             failed.extend(lost)
         except BaseException as exc:

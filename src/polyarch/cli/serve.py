@@ -77,10 +77,8 @@ def protocol_streams() -> Iterator[tuple[BinaryIO, BinaryIO]]:
 
 
 def serve(inp: BinaryIO, out: BinaryIO, root: Path) -> int:
-    from polyarch import doctor  # noqa: PLC0415
-    from polyarch.api import RegistryOptions, Session, machine_platform  # noqa: PLC0415
-    from polyarch.runtime import binfmt  # noqa: PLC0415
-    from polyarch.store.workspace import Workspace  # noqa: PLC0415
+    """The node's end of one connection: hello, then the client's requests until `bye`."""
+    from polyarch.api import RegistryOptions, Session  # noqa: PLC0415
 
     # Interrupted as a local build is, even when started with SIGINT ignored (in the
     # background of a shell): see NodeSession.
@@ -89,65 +87,96 @@ def serve(inp: BinaryIO, out: BinaryIO, root: Path) -> int:
     if hello.get("op") != "hello":
         send(out, Failure("expected hello", "protocol").to_json())
         return 2
+    send(out, _hello(root).to_json())
+    if hello.get("version") != PROTOCOL_VERSION:
+        return 2
+    scratch = _scratch(root)
+    try:
+        with Session(RegistryOptions.from_environment()) as session:
+            node = _Node(inp, out, root, scratch, session)
+            while (message := receive(inp, "the client"))["op"] != "bye":
+                node.answer(message)
+            return 0
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _hello(root: Path) -> HelloAnswer:
+    """What this node is: its platforms (native, and emulated through binfmt_misc), runtime
+    and free space."""
+    from polyarch import doctor  # noqa: PLC0415
+    from polyarch.api import machine_platform  # noqa: PLC0415
+    from polyarch.runtime import binfmt  # noqa: PLC0415
+
     machine = machine_platform()
     emulated = [str(p) for p in binfmt.registered(machine)]
     runtime = doctor.runtime()
-    answer = HelloAnswer(
+    return HelloAnswer(
         PROTOCOL_VERSION, __version__, (str(machine),), tuple(emulated),
         runtime.detail + ("" if runtime.level == "ok" else f" ({runtime.level})"),
         shutil.disk_usage(_existing(root)).free,
     )  # fmt: skip
-    send(out, answer.to_json())
-    if hello.get("version") != PROTOCOL_VERSION:
-        return 2
-    workspace = Workspace(root)
-    files = ContentStore(root / "nodes" / "files")
-    # Not in the workspace's scratch (a build clears that when it starts); a worker killed
-    # earlier left its own, cleared here.
+
+
+def _scratch(root: Path) -> Path:
+    """This worker's directory for what it is sent: not in the workspace's scratch (a build
+    clears that when it starts); one a worker killed earlier left is cleared here."""
     contexts = root / "nodes" / "contexts"
     contexts.mkdir(parents=True, exist_ok=True)
     for old in contexts.iterdir():
         pid = old.name.split("-")[1] if old.name.count("-") >= 2 else ""
         if not pid.isdigit() or not Path(f"/proc/{pid}").exists():
             shutil.rmtree(old, ignore_errors=True)
-    scratch = Path(tempfile.mkdtemp(dir=contexts, prefix=f"ctx-{os.getpid()}-"))
-    try:
-        with Session(RegistryOptions.from_environment()) as session:
-            while True:
-                message = receive(inp, "the client")
-                op = message["op"]
-                if op == "bye":
-                    return 0
-                if op in ("context", "layout"):  # the context, or a tree kept by index
-                    _context(inp, out, files, Tree.from_json(message, "the client"), scratch)
-                elif op == "reach":
-                    hosts = Reach.from_json(message, "the client's reach request").registries
-                    unreachable = {host: why for host in hosts
-                                   if (why := session.client.unreachable(host))}  # fmt: skip
-                    send(out, Unreachable(unreachable).to_json())
-                elif op == "build":
-                    writing = threading.Lock()
-                    with node_session(inp, out, writing) as calls:
-                        # Tokens for registries it has no credentials for: from the client.
-                        session.client.token_provider = calls.token
-                        try:
-                            last = _build(message, scratch, root, session, calls)
-                        finally:
-                            session.client.token_provider = None
-                        calls.finish(last.to_json())
-                elif op == "get":
-                    digest = Get.from_json(message, "the client").digest
-                    blobs = workspace.layout.blobs
-                    if not blobs.has(digest):
-                        send(out, Failure(f"no blob {digest} on this node").to_json())
-                        continue
-                    with blobs.open(digest) as f:
-                        size = blobs.size(digest)
-                        send_file(out, BlobHead(digest, size).to_json(), f, size)
-                else:
-                    send(out, Failure(f"unknown op {op!r:.40}", "protocol").to_json())
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    return Path(tempfile.mkdtemp(dir=contexts, prefix=f"ctx-{os.getpid()}-"))
+
+
+class _Node:
+    """The requests of one connection, each answered in turn."""
+
+    def __init__(
+        self, inp: BinaryIO, out: BinaryIO, root: Path, scratch: Path, session: Session
+    ) -> None:
+        from polyarch.store.workspace import Workspace  # noqa: PLC0415
+
+        self.inp, self.out, self.root, self.scratch, self.session = inp, out, root, scratch, session
+        self.workspace = Workspace(root)
+        self.files = ContentStore(root / "nodes" / "files")
+
+    def answer(self, message: dict[str, Any]) -> None:
+        op = message["op"]
+        if op in ("context", "layout"):  # the context, or a tree kept by index
+            tree = Tree.from_json(message, "the client")
+            _context(self.inp, self.out, self.files, tree, self.scratch)
+        elif op == "reach":
+            hosts = Reach.from_json(message, "the client's reach request").registries
+            client = self.session.client
+            unreachable = {host: why for host in hosts if (why := client.unreachable(host))}
+            send(self.out, Unreachable(unreachable).to_json())
+        elif op == "build":
+            self._build(message)
+        elif op == "get":
+            self._blob(Get.from_json(message, "the client").digest)
+        else:
+            send(self.out, Failure(f"unknown op {op!r:.40}", "protocol").to_json())
+
+    def _build(self, message: dict[str, Any]) -> None:
+        with node_session(self.inp, self.out, threading.Lock()) as calls:
+            # Tokens for registries it has no credentials for: from the client.
+            self.session.client.token_provider = calls.token
+            try:
+                last = _build(message, self.scratch, self.root, self.session, calls)
+            finally:
+                self.session.client.token_provider = None
+            calls.finish(last.to_json())
+
+    def _blob(self, digest: Digest) -> None:
+        blobs = self.workspace.layout.blobs
+        if not blobs.has(digest):
+            send(self.out, Failure(f"no blob {digest} on this node").to_json())
+            return
+        with blobs.open(digest) as f:
+            size = blobs.size(digest)
+            send_file(self.out, BlobHead(digest, size).to_json(), f, size)
 
 
 def _context(inp: BinaryIO, out: BinaryIO, files: ContentStore, tree: Tree, scratch: Path) -> None:

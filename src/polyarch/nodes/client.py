@@ -30,7 +30,7 @@ from polyarch.nodes.protocol import (
     send,
     send_file,
 )
-from polyarch.nodes.session import ClientSession
+from polyarch.nodes.session import ClientCalls, ClientSession
 from polyarch.nodes.wire import (
     BYE,
     BlobHead,
@@ -57,7 +57,7 @@ from polyarch.store.layout import OciLayout
 from polyarch.worker.local.filecopy import CopyError, select_sources
 
 if TYPE_CHECKING:
-    from polyarch.worker.local.mounts import Agents, SecretSource
+    pass
 
 MAX_MANIFEST = 4 << 20
 SSH_ENV = "POLYARCH_SSH_COMMAND"  # like GIT_SSH_COMMAND: the ssh to use, with its options
@@ -161,11 +161,9 @@ class NodeConnection:
         assert self.process.stdin is not None and self.process.stdout is not None
         self.inp: IO[bytes] = self.process.stdout
         self.out: IO[bytes] = self.process.stdin
-        # What the node's steps may ask for during a build, by id (values read when asked).
-        self.secrets: dict[str, SecretSource] = {}
-        self.agents: Agents | None = None
-        # Pull tokens for the node's registries, fetched here (RegistryClient.pull_token).
-        self.tokens: Callable[[str, list[str]], tuple[str, float] | None] | None = None
+        # What the node's build may ask for (secrets and agents by id, values read when
+        # asked; pull tokens for its registries, fetched here).
+        self.calls = ClientCalls()
         self.lock = threading.Lock()  # one message at a time on `out`
 
     def _what(self) -> str:
@@ -291,8 +289,7 @@ class NodeConnection:
 
     def _ask(self, ask: BuildAsk, dockerfile: Path, progress: Progress) -> BuildDone | Warmed:
         self._send(ask.to_json())
-        calls = ClientSession(self._write, self.inp, self._what(), self.secrets,  # type: ignore[arg-type]
-                              self.agents, self.tokens)  # fmt: skip
+        calls = ClientSession(self._write, self.inp, self._what(), self.calls)  # type: ignore[arg-type]
         what = self._what()
         while True:
             message = self._receive()

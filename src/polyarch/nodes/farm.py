@@ -22,7 +22,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from polyarch.errors import BuildError
 from polyarch.frontend.files import ignore_patterns
@@ -30,6 +30,7 @@ from polyarch.image.annotations import parse_annotation
 from polyarch.nodes.builders import BuilderSpec, Node
 from polyarch.nodes.client import NodeConnection, NodeInfo, used_files
 from polyarch.nodes.protocol import NodeError
+from polyarch.nodes.session import ClientCalls
 from polyarch.nodes.wire import BuildAsk, BuildDone, CacheSource, NamedEntry
 from polyarch.oci.models import Descriptor, Manifest, parse_document
 from polyarch.platform import Platform, runs_natively
@@ -40,9 +41,6 @@ from polyarch.remotecache.format import (
     parse_cache_spec,
 )
 from polyarch.store.layout import OciLayout
-
-if TYPE_CHECKING:
-    from polyarch.worker.local.mounts import Agents, SecretSource
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,15 +203,10 @@ class Farm:
         self,
         routes: Sequence[Route],
         request: RemoteBuild,
-        context: Path,
-        dockerfile: Path,
         layout: OciLayout,
         shared: Future[dict[str, Descriptor]] | None = None,
         candidates: Sequence[str] = (),
-        *,
-        secrets: Mapping[str, SecretSource] | None = None,
-        agents: Agents | None = None,
-        tokens: Callable[[str, list[str]], tuple[str, float] | None] | None = None,
+        calls: ClientCalls | None = None,
     ) -> tuple[dict[Platform, RemoteResult], list[Platform]]:
         """Build the routed platforms on their nodes, side by side (a node's own platforms
         one after the other). `shared`: the build-once stages being built here (name -> image
@@ -221,12 +214,10 @@ class Farm:
         named context that replaces the stage, so the nodes do not run it again. While they
         are built, each node runs what does not wait for the `candidates` (the stages that may
         be sent). Returns the results and the platforms to build here instead (their node
-        died, and fallback is allowed). `secrets` and `agents`: what a node's step may ask
-        this machine for (by id, when it mounts one); `tokens`: pull tokens for a registry
-        the node has no credentials for, fetched here with this machine's."""
+        died, and fallback is allowed). `calls`: what a node's build may ask this machine for
+        (secrets and SSH agents by id, pull tokens)."""
         for connection in self.connections.values():
-            connection.secrets = dict(secrets or {})
-            connection.agents, connection.tokens = agents, tokens
+            connection.calls = calls or ClientCalls()
         tmp = Path(tempfile.mkdtemp(prefix="polyarch-stages-"))
         self.scratch.append(tmp)
         try:
@@ -243,124 +234,13 @@ class Farm:
                             _image_layout(layout, descriptor, exported[name])
                 return exported
 
-            return self._build(routes, request, (context, dockerfile), layout, stages,
-                               list(candidates))  # fmt: skip
+            run = _FarmBuild(self, request, layout, stages, list(candidates))
+            return run.everywhere(routes)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
-    def _build(
+    def warm(
         self,
-        routes: Sequence[Route],
-        request: RemoteBuild,
-        sources: tuple[Path, Path],
-        layout: OciLayout,
-        stages: Callable[[], dict[str, Path]],
-        candidates: list[str],
-    ) -> tuple[dict[Platform, RemoteResult], list[Platform]]:
-        context, dockerfile = sources
-        by_node: dict[str, list[Platform]] = {}
-        for route in routes:
-            if route.node is not None:
-                by_node.setdefault(route.node.name, []).append(route.platform)
-        results: dict[Platform, RemoteResult] = {}
-        failed: list[Platform] = []
-        errors: list[BaseException] = []
-        lock = threading.Lock()
-        ignore = ignore_patterns(dockerfile, context)
-        sending = (context, ignore, request.ask)
-
-        def run(name: str, platforms: list[Platform]) -> None:
-            connection = self.connections[name]
-            machine = Platform.parse(self.infos[name].native[0])
-
-            def foresee(replaced: Collection[str]) -> set[str] | None:
-                if self.plans is None:
-                    return None
-                return set().union(*(self.plans.context_paths(p, machine, replaced)
-                                     for p in platforms))  # fmt: skip
-
-            def send_bases(replaced: Collection[str]) -> dict[Platform, dict[str, int]]:
-                return {p: self._send_bases(name, connection, p, n * 1000, replaced)
-                        for n, p in enumerate(platforms)}  # fmt: skip
-
-            try:
-                # Each node gets the named contexts as it can take them (sent, or as they are).
-                request_there = replace(
-                    request.ask,
-                    named_contexts=self._send_named(name, connection, request.contexts),
-                    cache_from=self._send_caches(name, connection, request.cache_from),
-                )
-                foreseen = foresee(candidates)
-                sent, foreseen = self._send_context(name, connection, *sending, foreseen)
-                bases = send_bases(candidates)
-                # While the build-once stages are built here.
-                warmed = self._warm(name, connection, request_there, bases, candidates,
-                                    dockerfile)  # fmt: skip
-                ready = stages()
-                if set(ready) != set(candidates):  # some turned out to be built per platform
-                    again = foresee(ready)
-                    if foreseen is not None and not (again is not None and again <= foreseen):
-                        more, foreseen = self._send_context(name, connection, *sending, again)
-                        sent += more
-                    bases = send_bases(ready)
-                stage_layouts: dict[str, int] = {}
-                for index, (stage, path) in enumerate(ready.items()):
-                    files = connection.send_layout(index, path, kind="stage")
-                    stage_layouts[stage] = index
-                    self.note(f"node {name}: build-once stage {stage} sent, built here ({files} "
-                              "files it did not have)")  # fmt: skip
-                for platform in platforms:
-                    ask = replace(
-                        request_there,
-                        platform=str(platform),
-                        base_layouts=bases[platform],
-                        stage_layouts=stage_layouts,
-                    )
-                    answer, foreseen = self._build_there(
-                        name, connection, ask, dockerfile, sending, foreseen
-                    )
-                    descriptor = answer.descriptor
-                    if ask.push:  # pushed from there: its documents come here
-                        connection.fetch(descriptor, layout, documents_only=True)
-                        self.note(f"node {name} pushed {platform} by digest to "
-                                  f"{', '.join(ask.push)}")  # fmt: skip
-                    else:
-                        connection.fetch(descriptor, layout)
-                    records = _cache_records(connection, answer, layout)
-                    with lock:
-                        results[platform] = RemoteResult(
-                            Descriptor(descriptor.media_type, descriptor.digest,
-                                       descriptor.size, platform=platform),
-                            answer.steps_run + warmed, answer.steps_cached, sent,
-                            records)  # fmt: skip
-                    warmed = 0
-            except (NodeError, KeyError, TypeError, ValueError) as exc:
-                if not isinstance(exc, NodeError):  # a node that answers what it should not
-                    exc = NodeError(f"node {name} sent an answer polyarch cannot read: {exc!r}")
-                with lock:
-                    if not self.fallback:
-                        errors.append(exc)
-                        return
-                    rest = [p for p in platforms if p not in results]
-                    failed.extend(rest)
-                self.note(f"{exc}; building {', '.join(map(str, rest))} here instead")
-            except BaseException as exc:  # a build error there: the build fails
-                with lock:
-                    errors.append(exc)
-
-        threads = [threading.Thread(target=run, args=item, daemon=True)
-                   for item in by_node.items()]  # fmt: skip
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        if errors:
-            raise errors[0]
-        return results, failed
-
-    def _warm(
-        self,
-        name: str,
         connection: NodeConnection,
         request: BuildAsk,
         bases: Mapping[Platform, dict[str, int]],
@@ -377,12 +257,12 @@ class Farm:
             try:
                 ran += connection.warm(ask, dockerfile, self.progress)
             except BuildError as exc:
-                self.note(f"node {name}: the warm-up of {platform} stopped: {exc.message}")
+                self.note(f"node {connection.node.name}: the warm-up of {platform} stopped: "
+                          f"{exc.message}")  # fmt: skip
         return ran
 
-    def _build_there(
+    def build_there(
         self,
-        name: str,
         connection: NodeConnection,
         ask: BuildAsk,
         dockerfile: Path,
@@ -403,12 +283,13 @@ class Farm:
             unforeseen, why = ["?"], f"its build failed ({exc.message})"
         if foreseen is None or not unforeseen:
             return answer, foreseen
+        name = connection.node.name
         self.note(f"node {name}: {why}, which the plan here did not foresee; sending the "
                   "whole context and building again")  # fmt: skip
-        self._send_context(name, connection, *sending, None)
+        self.send_context(name, connection, *sending, None)
         return connection.build(ask, dockerfile, self.progress), None
 
-    def _send_named(
+    def send_named(
         self, name: str, connection: NodeConnection, named: Mapping[str, str]
     ) -> dict[str, NamedEntry]:
         """The `--build-context` values as the node takes them: a directory or an OCI layout
@@ -430,7 +311,7 @@ class Farm:
                       "not have)")  # fmt: skip
         return out
 
-    def _send_caches(
+    def send_caches(
         self, name: str, connection: NodeConnection, specs: Sequence[str]
     ) -> tuple[CacheSource, ...]:
         """The `--cache-from`s as the node takes them: a local cache directory sent by
@@ -448,7 +329,7 @@ class Farm:
             self.note(f"node {name}: cache {spec.where} sent ({files} files it did not have)")
         return tuple(out)
 
-    def _send_context(
+    def send_context(
         self,
         name: str,
         connection: NodeConnection,
@@ -469,7 +350,7 @@ class Farm:
         self.note(f"node {name}: context sent ({sent} files it did not have{which})")
         return sent, None if used is None else foreseen
 
-    def _send_bases(
+    def send_bases(
         self,
         name: str,
         connection: NodeConnection,
@@ -502,6 +383,129 @@ class Farm:
                 connection.send_layout(index, layout)
             layouts[ref] = index
         return layouts
+
+
+@dataclass
+class _FarmBuild:
+    """One build on a farm's nodes: each node's platforms, one thread per node."""
+
+    farm: Farm
+    request: RemoteBuild
+    layout: OciLayout
+    stages: Callable[[], dict[str, Path]]  # the build-once stages, when built here
+    candidates: list[str]  # the stages that may be sent
+    results: dict[Platform, RemoteResult] = field(default_factory=dict)
+    failed: list[Platform] = field(default_factory=list)
+    errors: list[BaseException] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def everywhere(
+        self, routes: Sequence[Route]
+    ) -> tuple[dict[Platform, RemoteResult], list[Platform]]:
+        by_node: dict[str, list[Platform]] = {}
+        for route in routes:
+            if route.node is not None:
+                by_node.setdefault(route.node.name, []).append(route.platform)
+        threads = [threading.Thread(target=self.node, args=item, daemon=True)
+                   for item in by_node.items()]  # fmt: skip
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if self.errors:
+            raise self.errors[0]
+        return self.results, self.failed
+
+    def node(self, name: str, platforms: list[Platform]) -> None:
+        """A node's platforms; a node that dies or answers what it should not has them built
+        here (fallback), or fails the build; a build error there fails it."""
+        try:
+            self._node(name, platforms)
+        except (NodeError, KeyError, TypeError, ValueError) as exc:
+            if not isinstance(exc, NodeError):  # a node that answers what it should not
+                exc = NodeError(f"node {name} sent an answer polyarch cannot read: {exc!r}")
+            with self.lock:
+                if not self.farm.fallback:
+                    self.errors.append(exc)
+                    return
+                rest = [p for p in platforms if p not in self.results]
+                self.failed.extend(rest)
+            self.farm.note(f"{exc}; building {', '.join(map(str, rest))} here instead")
+        except BaseException as exc:  # a build error there: the build fails
+            with self.lock:
+                self.errors.append(exc)
+
+    def _node(self, name: str, platforms: list[Platform]) -> None:
+        farm, request = self.farm, self.request
+        connection = farm.connections[name]
+        machine = Platform.parse(farm.infos[name].native[0])
+        sending = (request.context, ignore_patterns(request.dockerfile, request.context),
+                   request.ask)  # fmt: skip
+
+        def foresee(replaced: Collection[str]) -> set[str] | None:
+            if farm.plans is None:
+                return None
+            return set().union(*(farm.plans.context_paths(p, machine, replaced)
+                                 for p in platforms))  # fmt: skip
+
+        def send_bases(replaced: Collection[str]) -> dict[Platform, dict[str, int]]:
+            return {p: farm.send_bases(name, connection, p, n * 1000, replaced)
+                    for n, p in enumerate(platforms)}  # fmt: skip
+
+        # Each node gets the named contexts as it can take them (sent, or as they are).
+        named = farm.send_named(name, connection, request.contexts)
+        caches = farm.send_caches(name, connection, request.cache_from)
+        ask = replace(request.ask, named_contexts=named, cache_from=caches)
+        foreseen = foresee(self.candidates)
+        sent, foreseen = farm.send_context(name, connection, *sending, foreseen)
+        bases = send_bases(self.candidates)
+        # While the build-once stages are built here.
+        warmed = farm.warm(connection, ask, bases, self.candidates, request.dockerfile)
+        ready = self.stages()
+        if set(ready) != set(self.candidates):  # some turned out to be built per platform
+            again = foresee(ready)
+            if foreseen is not None and not (again is not None and again <= foreseen):
+                more, foreseen = farm.send_context(name, connection, *sending, again)
+                sent += more
+            bases = send_bases(ready)
+        stage_layouts: dict[str, int] = {}
+        for index, (stage, path) in enumerate(ready.items()):
+            files = connection.send_layout(index, path, kind="stage")
+            stage_layouts[stage] = index
+            farm.note(f"node {name}: build-once stage {stage} sent, built here ({files} files "
+                      "it did not have)")  # fmt: skip
+        for platform in platforms:
+            there = replace(ask, platform=str(platform), base_layouts=bases[platform],
+                            stage_layouts=stage_layouts)  # fmt: skip
+            answer, foreseen = farm.build_there(connection, there, request.dockerfile, sending,
+                                                foreseen)  # fmt: skip
+            self._brought_home(connection, platform, answer, (warmed, sent))
+            warmed = 0
+
+    def _brought_home(
+        self,
+        connection: NodeConnection,
+        platform: Platform,
+        answer: BuildDone,
+        counts: tuple[int, int],
+    ) -> None:
+        """The node's image here (only its documents when the node pushed it), and its cache
+        entries for the export; `counts`: the steps its warm-up ran, and the files it was
+        sent."""
+        descriptor = answer.descriptor
+        if self.request.ask.push:  # pushed from there: its documents come here
+            connection.fetch(descriptor, self.layout, documents_only=True)
+            self.farm.note(f"node {connection.node.name} pushed {platform} by digest to "
+                           f"{', '.join(self.request.ask.push)}")  # fmt: skip
+        else:
+            connection.fetch(descriptor, self.layout)
+        records = _cache_records(connection, answer, self.layout)
+        warmed, sent = counts
+        with self.lock:
+            self.results[platform] = RemoteResult(
+                Descriptor(descriptor.media_type, descriptor.digest, descriptor.size,
+                           platform=platform),
+                answer.steps_run + warmed, answer.steps_cached, sent, records)  # fmt: skip
 
 
 def _cache_records(
@@ -552,6 +556,8 @@ class RemoteBuild:
     contexts and caches to import that Farm translates for each node (sent, or as they are)."""
 
     ask: BuildAsk
+    context: Path  # the main context's directory, sent by content
+    dockerfile: Path  # where errors point (the node names it as the ask says)
     contexts: Mapping[str, str] = field(default_factory=dict)
     cache_from: tuple[str, ...] = ()
 
@@ -585,7 +591,8 @@ def remote_request(options: Any, context: Path, dockerfile: Path) -> RemoteBuild
         dockerfile=str(inside) if inside is not None else None,
         dockerfile_text=None if inside is not None else dockerfile.read_text(encoding="utf-8"),
     )  # fmt: skip
-    return RemoteBuild(ask, dict(options.contexts), tuple(options.cache_from))
+    return RemoteBuild(ask, context, dockerfile, dict(options.contexts),
+                       tuple(options.cache_from))  # fmt: skip
 
 
 __all__ = ["BuildPlans", "Farm", "RemoteBuild", "Route", "plan_routes", "remote_request"]

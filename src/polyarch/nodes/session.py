@@ -33,6 +33,7 @@ import socket
 import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -295,6 +296,16 @@ class NodeSession:
             self._directory = None
 
 
+@dataclass(frozen=True, slots=True)
+class ClientCalls:
+    """What a node's build may ask this machine for: secrets and SSH agents by id, and pull
+    tokens for a registry the node has no credentials for (`RegistryClient.pull_token`)."""
+
+    secrets: Mapping[str, SecretSource] = field(default_factory=dict)
+    agents: Agents | None = None
+    tokens: Callable[[str, list[str]], tuple[str, float] | None] | None = None
+
+
 class ClientSession:
     """The client's end: answers a node's calls from what the build was given (secret
     sources by id, SSH agents by id) while it reads the build's messages."""
@@ -304,12 +315,10 @@ class ClientSession:
         write: Callable[[dict[str, Any], bytes | None], None],
         inp: BinaryIO,
         what: str,
-        secrets: Mapping[str, SecretSource],
-        agents: Agents | None,
-        tokens: Callable[[str, list[str]], tuple[str, float] | None] | None = None,
+        calls: ClientCalls,
     ) -> None:
         self.write, self.inp, self.what = write, inp, what
-        self.secrets, self.agents, self.tokens = secrets, agents, tokens
+        self.secrets, self.agents, self.tokens = calls.secrets, calls.agents, calls.tokens
         self._channels: dict[int, _Channel] = {}
 
     def handle(self, op: str, message: dict[str, Any]) -> bool:

@@ -93,3 +93,19 @@ class Worker(Protocol):
     def load(self, layer: LayerRef, source: str = "") -> bool:
         """Make a layer a cache entry names usable here (`source`: the cache it can be
         fetched from); False when its blob is gone."""
+
+
+class BuildWorker(Worker, Protocol):
+    """What a Builder asks of the worker it is given, beyond the solver's calls."""
+
+    def ensure(self, layers: Sequence[LayerRef]) -> None:
+        """The layers' blobs here (fetched from an imported cache when it holds them)."""
+
+    def native_code(
+        self, layers: Sequence[LayerRef], paths: Sequence[str]
+    ) -> tuple[str, str] | None:
+        """The first native code among the files `paths` select in the filesystem of
+        `layers`: (its path, why), or None (the build-once check)."""
+
+    def close(self) -> None:
+        """Its resources released (the build is over)."""

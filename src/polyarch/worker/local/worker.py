@@ -63,6 +63,7 @@ from polyarch.worker.local.filecopy import (
 )
 from polyarch.worker.local.git import check_commit, checkout, git_env, resolve_commit
 from polyarch.worker.local.mounts import Agents, CacheMounts, SecretSource
+from polyarch.worker.local.native import find_native
 from polyarch.worker.local.run import RunSettings, run_exec
 from polyarch.worker.local.snapshots import SnapshotStore, stacked
 
@@ -347,6 +348,18 @@ class LocalWorker:
             on_fallback=self._use_copies,
         ):
             yield
+
+    def native_code(
+        self, layers: Sequence[LayerRef], paths: Sequence[str]
+    ) -> tuple[str, str] | None:
+        """The first native code among the files `paths` select (as a COPY selects them) in
+        the filesystem of `layers`: (its path, why), or None (the build-once check)."""
+        with self.view(layers) as root:
+            try:
+                selected = select_sources(root, list(paths), None)
+            except CopyError:
+                selected = []  # the step itself will report it
+            return find_native(root, selected)
 
     @contextlib.contextmanager
     def view(self, layers: Sequence[LayerRef]) -> Iterator[Root]:
