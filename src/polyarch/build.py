@@ -21,7 +21,7 @@ from typing import Literal, TypeAlias
 from polyarch.concurrency import task_pool, wait_all
 from polyarch.digest import Digest
 from polyarch.errors import BuildError, PolyarchError, RegistryError
-from polyarch.frontend.convert import BaseImage, ConvertRequest, NamedContext, convert
+from polyarch.frontend.convert import BaseImage, BuildOnce, ConvertRequest, NamedContext, convert
 from polyarch.frontend.dockerfile import Dockerfile
 from polyarch.frontend.files import ignore_patterns
 from polyarch.graph.model import BuildGraph, OnceCheck, PlanWarning, StageInstance, Vertex
@@ -73,7 +73,7 @@ class BuildRequest:
     no_cache: bool = False
     source_date_epoch: int | None = None
     jobs: int = 1
-    build_once: str | frozenset[str] = "auto"
+    build_once: BuildOnce = "auto"
     ca_certs: Path | None = None  # a CA bundle on the host for RUN steps to trust
     allow: frozenset[str] = frozenset()  # entitlements (security.insecure)
     secrets: Mapping[str, SecretSource] = field(default_factory=dict)

@@ -157,6 +157,12 @@ def test_the_wire_round_trips_and_names_what_is_wrong() -> None:
         stage_layouts={"ui": 0}, pending=("ui",), step_timeout=30.0,
     )  # fmt: skip
     assert BuildAsk.from_json(ask.to_json()) == ask
+    # Stages forced to run once reach the node as names (not as a mode it does not know).
+    forced = BuildAsk(dockerfile="D", build_once=frozenset({"ui", "docs"}))
+    assert BuildAsk.from_json(forced.to_json()).build_once == frozenset({"ui", "docs"})
+    assert (
+        BuildAsk.from_json(BuildAsk(dockerfile="D", build_once="off").to_json()).build_once == "off"
+    )
     descriptor = Descriptor("application/vnd.oci.image.manifest.v1+json", Digest.of(b"m"), 1)
     done = BuildDone(descriptor, 3, 4, 1.5, ("app.txt",))
     assert BuildDone.from_json(done.to_json(), "node") == done

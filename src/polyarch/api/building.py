@@ -28,6 +28,7 @@ from polyarch.export.outputs import Output as OutputSpec
 from polyarch.export.write import Output, Place, image_blobs, registry_targets, write_output
 from polyarch.frontend.convert import (
     BaseImage,
+    BuildOnce,
     CheckResult,
     ConvertRequest,
     NamedContext,
@@ -69,7 +70,7 @@ def plan_build(
     build_args: Mapping[str, str] | None = None,
     target: str | None = None,
     build_platform: Platform | None = None,
-    build_once: str | frozenset[str] = "auto",
+    build_once: BuildOnce = "auto",
     contexts: Mapping[str, NamedContext] | None = None,
 ) -> BuildGraph:
     """The plan of a build, without building: what runs where, once or per platform."""
@@ -103,7 +104,7 @@ class BuildOptions:
     outputs: tuple[OutputSpec, ...] = ()
     root: Path | None = None
     jobs: int = 1
-    build_once: str | frozenset[str] = "auto"
+    build_once: BuildOnce = "auto"
     ca_certs: Path | None = None
     allow: frozenset[str] = frozenset()
     secrets: tuple[str, ...] = ()  # --secret id=ID[,src=FILE|,env=VAR]

@@ -36,7 +36,7 @@ from polyarch.bake.definition import BakeError, Entry, Resolved, Target
 from polyarch.concurrency import task_pool
 from polyarch.errors import PolyarchError
 from polyarch.export.outputs import parse_output
-from polyarch.frontend.convert import CheckResult
+from polyarch.frontend.convert import BuildOnce, CheckResult
 from polyarch.platform import Platform
 from polyarch.progress import Event, Progress, silent
 from polyarch.units import parse_size
@@ -56,7 +56,7 @@ class BakeSettings:
     roots: tuple[Path, ...] = ()  # the bake files' directories: read and written freely
     root: Path | None = None
     jobs: int = 1
-    build_once: str | frozenset[str] = "auto"
+    build_once: BuildOnce = "auto"
     ca_certs: Path | None = None
     mirrors: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     builder: str | None = None

@@ -335,12 +335,6 @@ def _not_a_bundle(text: str) -> str:
     return "" if blocks else "it holds no certificate"
 
 
-def build_once_value(value: str) -> str | frozenset[str]:
-    if value in ("auto", "off"):
-        return value
-    return frozenset(v.strip().lower() for v in value.split(",") if v.strip())
-
-
 format_option = click.option(
     "--format",
     "fmt",

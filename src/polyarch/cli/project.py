@@ -14,6 +14,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,7 +39,6 @@ from polyarch.cli.check import CallFunction, parse_call, print_check
 from polyarch.cli.common import (
     Globals,
     Renderer,
-    build_once_value,
     ca_bundle,
     echo_json,
     format_option,
@@ -56,7 +56,7 @@ from polyarch.cli.common import (
 from polyarch.config import effective
 from polyarch.errors import UsageError
 from polyarch.export.outputs import parse_outputs
-from polyarch.frontend.convert import CheckResult
+from polyarch.frontend.convert import CheckResult, parse_build_once
 from polyarch.frontend.gitref import GitRefError, parse_git_ref
 from polyarch.frontend.runmount import ram_in_bytes
 from polyarch.platform import Platform
@@ -495,6 +495,14 @@ def _mirrors(configured: Mapping[str, Sequence[str]], flags: Sequence[str]
     return {k: tuple(v) for k, v in out.items()}
 
 
+@dataclass(frozen=True, slots=True)
+class Releasing:
+    """A build that is a release: pushed by digest, verified (`run`: the probes run in each
+    platform's image; None: none but the architecture check), then tagged."""
+
+    run: RunSpec | None
+
+
 def _build(
     ctx: click.Context,
     *,
@@ -535,11 +543,11 @@ def _build(
     no_emulator_install: bool = False,
     explain: bool = False,
     named: bool = False,
-    release_run: RunSpec | bool | None = False,
+    releasing: Releasing | None = None,
     arch_check: bool = True,
     call: CallFunction | None = None,
 ) -> BuildReport | ReleaseResult | CheckResult:
-    """Build as the flags and the project config say (and, given `release_run`, release:
+    """Build as the flags and the project config say (and, given `releasing`, release:
     push by digest, verify with it, move the tags). The image is named by the tags, else by
     the project (required when pushing, or when `named`)."""
     g = globals_of(ctx)
@@ -592,7 +600,7 @@ def _build(
         outputs=parse_outputs(outputs, push=push, load=load),
         root=root,
         jobs=jobs,
-        build_once=build_once_value(",".join(once) if isinstance(once, list) else once),
+        build_once=parse_build_once(",".join(once) if isinstance(once, list) else once),
         ca_certs=ca_bundle(ca_setting),
         allow=frozenset(a for a in allow if a in _ENTITLEMENTS),
         secrets=(*secret_specs, *secrets),
@@ -634,11 +642,10 @@ def _build(
             checked = check_build(session, options, progress=sink)
             outcome = "FINISHED"
             return checked
-        if release_run is False:
+        if releasing is None:
             report: BuildReport | ReleaseResult = build_image(session, options, progress=sink)
         else:
-            assert not isinstance(release_run, bool)
-            report = release(session, options, release_run, progress=sink,
+            report = release(session, options, releasing.run, progress=sink,
                              note=lambda line: click.echo(f"note: {line}", err=True),
                              arch_check=arch_check)  # fmt: skip
         outcome = "FINISHED"
@@ -966,7 +973,7 @@ def release_command(
     if globals_of(ctx).project().get("bake.files"):
         _release_bake(ctx, run, not no_arch_check, show_output, kwargs)
         return
-    result = _build(ctx, push=False, outputs=(), named=True, release_run=run,
+    result = _build(ctx, push=False, outputs=(), named=True, releasing=Releasing(run),
                     arch_check=not no_arch_check, **kwargs)  # fmt: skip
     assert isinstance(result, ReleaseResult)
     click.echo("\n".join(_build_lines(result.build)))

@@ -36,7 +36,7 @@ import re
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, Literal, TypeAlias
 
 from polyarch.errors import DockerfileError, InvalidPlatformError, InvalidReferenceError
 from polyarch.frontend import gofmt
@@ -126,13 +126,34 @@ class BaseImage:
     config: ImageConfig
 
 
+# --build-once: auto (the rule decides), off (BuildKit's behaviour), or the stages forced to run
+# once (names, lower case).
+BuildOnce: TypeAlias = Literal["auto", "off"] | frozenset[str]
+# A --build-context's kind (see NamedContext).
+ContextKind: TypeAlias = Literal["local", "image", "layout", "git"]
+
+
+def parse_build_once(value: str) -> BuildOnce:
+    """`auto`, `off`, or `STAGE[,STAGE]`."""
+    if value == "auto":
+        return "auto"
+    if value == "off":
+        return "off"
+    return frozenset(v.strip().lower() for v in value.split(",") if v.strip())
+
+
+def build_once_text(value: BuildOnce) -> str:
+    """The flag's form of a value (`parse_build_once` reads it back)."""
+    return value if isinstance(value, str) else ",".join(sorted(value))
+
+
 @dataclass(frozen=True, slots=True)
 class NamedContext:
     """`--build-context NAME=VALUE`: a directory (`local`), an image (`image`: VALUE is its
     reference; `layout`: VALUE is `DIR[:TAG|@DIGEST]` of an OCI layout), or a git repository
     (`git`: VALUE is its URL with `#ref:subdir`)."""
 
-    kind: str
+    kind: ContextKind
     value: str
 
 
@@ -148,7 +169,7 @@ class ConvertRequest:
     images: Mapping[tuple[str, str], BaseImage] = field(default_factory=dict)
     # "auto": stages that use no TARGET* value and are only copied from run once, natively;
     # "off": BuildKit's behaviour; or a set of stage names to run once regardless.
-    build_once: str | frozenset[str] = "auto"
+    build_once: BuildOnce = "auto"
     # Stages found to produce native code (after running once): planned per platform.
     per_platform: frozenset[str] = frozenset()
     ignore: tuple[str, ...] = ()  # the build context's .dockerignore patterns
@@ -207,7 +228,7 @@ def check_dockerfile(
 
 
 def build_once_stages(
-    dockerfile: Dockerfile, target: Stage, mode: str | frozenset[str], excluded: frozenset[str]
+    dockerfile: Dockerfile, target: Stage, mode: BuildOnce, excluded: frozenset[str]
 ) -> dict[int, str]:
     """Stages to run once on the build machine, and why ("auto" or "forced").
 

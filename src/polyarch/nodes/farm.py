@@ -573,8 +573,7 @@ def remote_request(options: Any, context: Path, dockerfile: Path) -> RemoteBuild
     ask = BuildAsk(
         build_args=dict(options.build_args), target=options.target,
         labels=dict(options.labels), no_cache=options.no_cache, jobs=options.jobs,
-        build_once=options.build_once if isinstance(options.build_once, str)
-        else ",".join(sorted(options.build_once)),
+        build_once=options.build_once,
         ca_certs=options.ca_certs is not None, allow=tuple(sorted(options.allow)),
         # Each node makes one platform's manifest; index-level ones are applied here.
         annotations=tuple(t for t in options.annotations

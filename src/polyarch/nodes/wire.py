@@ -13,6 +13,7 @@ from typing import Any, Final, Literal, TypeAlias, cast, get_args
 
 from polyarch.digest import Digest
 from polyarch.errors import PolyarchError
+from polyarch.frontend.convert import BuildOnce, build_once_text, parse_build_once
 from polyarch.nodes.protocol import NodeError
 from polyarch.oci.models import Descriptor
 from polyarch.platform import Platform
@@ -238,7 +239,7 @@ class BuildAsk:
     labels: Mapping[str, str] = field(default_factory=dict)
     no_cache: bool = False
     jobs: int = 1
-    build_once: str = "auto"
+    build_once: BuildOnce = "auto"
     ca_certs: bool = False  # the node's own CA bundle, for `--ca-certs host`
     allow: tuple[str, ...] = ()
     annotations: tuple[str, ...] = ()  # the manifest's (index-level ones are applied here)
@@ -265,7 +266,8 @@ class BuildAsk:
             "op": "build", "platform": self.platform, "dockerfile": self.dockerfile,
             "dockerfile_text": self.dockerfile_text, "build_args": dict(self.build_args),
             "target": self.target, "labels": dict(self.labels), "no_cache": self.no_cache,
-            "jobs": self.jobs, "build_once": self.build_once, "ca_certs": self.ca_certs,
+            "jobs": self.jobs, "build_once": build_once_text(self.build_once),
+            "ca_certs": self.ca_certs,
             "allow": list(self.allow), "annotations": list(self.annotations),
             "step_timeout": self.step_timeout, "add_hosts": list(self.add_hosts),
             "network": self.network, "ulimits": list(self.ulimits), "shm_size": self.shm_size,
@@ -293,7 +295,7 @@ class BuildAsk:
         return cls(
             f.text("platform"), dockerfile, text, f.str_map("build_args"), f.opt_text("target"),
             f.str_map("labels"), f.flag("no_cache"), f.integer("jobs", 1),
-            f.text("build_once", "auto"), f.flag("ca_certs"), f.strs("allow"),
+            parse_build_once(f.text("build_once", "auto")), f.flag("ca_certs"), f.strs("allow"),
             f.strs("annotations"), f.opt_number("step_timeout"), f.strs("add_hosts"),
             f.text("network", "default"), f.strs("ulimits"), f.integer("shm_size", 0),
             f.strs("no_cache_filter"), f.flag("emulator_install", True),
