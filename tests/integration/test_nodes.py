@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.git_server import SshServer, start_sshd
+from tests.git_server import GitDaemon, SshServer, start_sshd
 from tests.integration.test_build import write_context
 from tests.integration.test_build_surface import run, tags
 from tests.registry_server import RunningRegistry
@@ -464,7 +464,9 @@ def test_a_node_missing_a_source_gets_the_whole_context(
 def test_push_from_nodes(
     tiny: str, registry: RunningRegistry, sshd: SshServer, tmp_path: Path
 ) -> None:
-    env = env_for(tmp_path, sshd)
+    """--push-from-nodes: the node pushes its platform itself; the index pushed from here is
+    the one an all-local build makes (SOURCE_DATE_EPOCH set)."""
+    env = {**env_for(tmp_path, sshd), "SOURCE_DATE_EPOCH": "1700000000"}
     node_root = tmp_path / "node-root"
     use_arm_node("pushers", f"ssh://root@127.0.0.1:{sshd.port}", node_root, env)
     ctx = write_context(tmp_path / "ctx", DOCKERFILE.format(base=tiny), {"app.txt": "one\n"})
@@ -474,8 +476,15 @@ def test_push_from_nodes(
     ref = registry.ref("nodes/pushed:1")
     root = tmp_path / "root"
     built = run("build", "--root", str(root), "--platform", BOTH, "-t", ref, "--push",
-                "--push-from-nodes", "--progress", "json", str(ctx), env=env)  # fmt: skip
+                "--push-from-nodes", "--progress", "json", "--metadata-file",
+                str(tmp_path / "pushed.json"), str(ctx), env=env)  # fmt: skip
     assert built.returncode == 0, built.stderr
+    here = run("build", "--builder", "default", "--root", str(tmp_path / "here"), "--platform",
+               BOTH, "--metadata-file", str(tmp_path / "here.json"), str(ctx), env=env)  # fmt: skip
+    assert here.returncode == 0, here.stderr
+    digests = [json.loads((tmp_path / f"{n}.json").read_text())["containerimage.digest"]
+               for n in ("pushed", "here")]  # fmt: skip
+    assert digests[0] == digests[1]
     stream = events(built.stderr)
     notes = [str(e.get("text")) for e in stream if e["event"] == "note"]
     assert any(f"node arm pushed linux/arm64 by digest to {registry.host}/nodes/pushed" in n
@@ -553,10 +562,18 @@ def test_secrets_reach_a_nodes_steps_and_nothing_else(
                 assert b"never-on-disk" not in data, path
 
 
-def test_named_contexts_reach_a_node(tiny: str, sshd: SshServer, tmp_path: Path) -> None:
-    """--build-context with the platform on a node: a directory and an OCI layout of this
-    machine are sent by content, an image is pulled there; the image is the one a local
-    build makes."""
+def test_named_contexts_reach_a_node(
+    tiny: str, sshd: SshServer, git_daemon: GitDaemon, tmp_path: Path
+) -> None:
+    """--build-context with the platform on a node, each kind: a directory and an OCI layout
+    of this machine are sent by content, an image is pulled there, a git repository cloned
+    there; the image is the one a local build makes."""
+    from tests.git_server import git, make_repo
+
+    name = f"named-{tmp_path.name}.git"
+    work = make_repo(tmp_path / "work", {"sub/g.txt": "from git\n"},
+                     bare_into=git_daemon.base / name)  # fmt: skip
+    git("push", "-q", "origin", "main", cwd=work)
     env = {**env_for(tmp_path, sshd), "SOURCE_DATE_EPOCH": "1700000000"}
     libs = tmp_path / "libs"
     (libs / "sub").mkdir(parents=True)
@@ -570,7 +587,8 @@ def test_named_contexts_reach_a_node(tiny: str, sshd: SshServer, tmp_path: Path)
     digest = json.loads((layout / "index.json").read_text())["manifests"][0]["digest"]
     ctx = write_context(tmp_path / "ctx", f"FROM {tiny}\nCOPY --from=libs sub/lib.txt /lib.txt\n"
                         "COPY --from=laid /laid.txt /laid.txt\n"
-                        "COPY --from=img /usr/bin/env /env\n", {})  # fmt: skip
+                        "COPY --from=img /usr/bin/env /env\n"
+                        "COPY --from=repo sub/g.txt /g.txt\n", {})  # fmt: skip
     flags = [
         "--build-context",
         f"libs={libs}",
@@ -578,6 +596,8 @@ def test_named_contexts_reach_a_node(tiny: str, sshd: SshServer, tmp_path: Path)
         f"laid=oci-layout://{layout}@{digest}",
         "--build-context",
         f"img=docker-image://{tiny}",
+        "--build-context",
+        f"repo={git_daemon.url(name)}#main",
     ]
     stream = here_and_on_a_node("named", sshd, tmp_path, env, ctx, flags)
     notes = [str(e.get("text")) for e in stream if e["event"] == "note"]
