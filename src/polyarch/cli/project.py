@@ -192,7 +192,12 @@ def _stacked(fn: Any, options: Sequence[Any]) -> Any:
 
 
 def _build_options(fn: Any) -> Any:
-    options = [
+    return _stacked(_stacked(fn, _run_options()), _input_options())
+
+
+def _input_options() -> list[Any]:
+    """What the build reads: the Dockerfile, platforms, arguments, stages, caches, secrets."""
+    return [
         click.option("-f", "--file", "dockerfile", type=click.Path(dir_okay=False,
                      path_type=Path), help="The Dockerfile (default: CONTEXT/Dockerfile, or "
                      "build.dockerfile in polyarch.toml)."),
@@ -246,6 +251,12 @@ def _build_options(fn: Any) -> Any:
                      "final images' steps; max: every step). Also max-age=DURATION, "
                      "max-size=SIZE, ignore-error=true; type=local,dest=DIR for a directory. "
                      "Default: build.cache.to in polyarch.toml."),
+    ]  # fmt: skip
+
+
+def _run_options() -> list[Any]:
+    """How the build runs: mirrors, trace, annotations, builder, steps' limits, explain."""
+    return [
         click.option("--registry-mirror", "registry_mirrors", multiple=True,
                      metavar="REGISTRY=HOST[/PREFIX]",
                      help="Pull base images of REGISTRY through this mirror first (repeatable, "
@@ -299,7 +310,6 @@ def _build_options(fn: Any) -> Any:
                      "or a git URL."),
         root_option,
     ]  # fmt: skip
-    return _stacked(fn, options)
 
 
 def _stdin_dockerfile(ctx: click.Context) -> Path:
@@ -503,45 +513,53 @@ class Releasing:
     run: RunSpec | None
 
 
+@dataclass(frozen=True, kw_only=True)
+class BuildFlags:
+    """The flags of `build` and `release` (and the project config's defaults for them, read
+    by `_build`)."""
+
+    context: Path | str | None
+    tags: Sequence[str]
+    push: bool
+    outputs: Sequence[str]
+    load: bool = False
+    dockerfile: Path | None
+    platforms: Sequence[str]
+    build_args: Sequence[str]
+    target: str | None
+    labels: Sequence[str]
+    no_cache: bool
+    jobs: int
+    progress: str
+    build_once: str | None
+    ca_certs: str | None
+    root: Path | None
+    secrets: Sequence[str] = ()
+    ssh: Sequence[str] = ()
+    build_contexts: Sequence[str] = ()
+    cache_from: Sequence[str] = ()
+    cache_to: str | None = None
+    registry_mirrors: Sequence[str] = ()
+    trace: Path | None = None
+    step_timeout: str | None = None
+    annotations: Sequence[str] = ()
+    builder: str | None = None
+    no_fallback: bool = False
+    push_from_nodes: bool = False
+    allow: Sequence[str] = ()
+    add_hosts: Sequence[str] = ()
+    network: str = "default"
+    ulimits: Sequence[str] = ()
+    shm_size: int = 0
+    no_cache_filter: Sequence[str] = ()
+    no_emulator_install: bool = False
+    explain: bool = False
+
+
 def _build(
     ctx: click.Context,
+    flags: BuildFlags,
     *,
-    context: Path | str | None,
-    tags: Sequence[str],
-    push: bool,
-    outputs: Sequence[str],
-    load: bool = False,
-    dockerfile: Path | None,
-    platforms: Sequence[str],
-    build_args: Sequence[str],
-    target: str | None,
-    labels: Sequence[str],
-    no_cache: bool,
-    jobs: int,
-    progress: str,
-    build_once: str | None,
-    ca_certs: str | None,
-    root: Path | None,
-    secrets: Sequence[str] = (),
-    ssh: Sequence[str] = (),
-    build_contexts: Sequence[str] = (),
-    cache_from: Sequence[str] = (),
-    cache_to: str | None = None,
-    registry_mirrors: Sequence[str] = (),
-    trace: Path | None = None,
-    step_timeout: str | None = None,
-    annotations: Sequence[str] = (),
-    builder: str | None = None,
-    no_fallback: bool = False,
-    push_from_nodes: bool = False,
-    allow: Sequence[str] = (),
-    add_hosts: Sequence[str] = (),
-    network: str = "default",
-    ulimits: Sequence[str] = (),
-    shm_size: int = 0,
-    no_cache_filter: Sequence[str] = (),
-    no_emulator_install: bool = False,
-    explain: bool = False,
     named: bool = False,
     releasing: Releasing | None = None,
     arch_check: bool = True,
@@ -551,90 +569,24 @@ def _build(
     push by digest, verify with it, move the tags). The image is named by the tags, else by
     the project (required when pushing, or when `named`)."""
     g = globals_of(ctx)
-    project = g.project()
-    flags: dict[str, Any] = {
-        "build.platforms": [str(p) for p in parse_platforms(platforms)],
-        "build.target": target,
-        "build.build_once": build_once,
-        "build.ca_certs": ca_certs,
-        "build.step_timeout": step_timeout,
-        "build.builder": builder,
+    given: dict[str, Any] = {
+        "build.platforms": [str(p) for p in parse_platforms(flags.platforms)],
+        "build.target": flags.target,
+        "build.build_once": flags.build_once,
+        "build.ca_certs": flags.ca_certs,
+        "build.step_timeout": flags.step_timeout,
+        "build.builder": flags.builder,
     }
-    settings = _settings(g, flags)
-    files = ProjectFiles(g.project_path("."), project.path, allow)
-    if dockerfile is not None and str(dockerfile) == "-":
-        dockerfile = _stdin_dockerfile(ctx)
-    from_file = set(project.values) - {k for k, v in flags.items() if v not in (None, [], ())}
-    # A CONTEXT given on the command line brings its own Dockerfile, as with docker build;
-    # without one, both come from the config (relative to its file).
-    if dockerfile is None and context is None and "build.dockerfile" in project.values:
-        dockerfile = Path(files.read(project.values["build.dockerfile"], "build.dockerfile"))
-    if context is None:
-        configured = settings["build.context"]
-        context = configured if parse_git_ref(configured) else Path(
-            files.read(configured, "build.context"))  # fmt: skip
-    secret_specs = [files.spec(v, "build.secrets", ("src", "source"))
-                    for v in settings["build.secrets"]]  # fmt: skip
-    ssh_specs = [files.ssh(v) for v in settings["build.ssh"]]
-    named_contexts = {k: files.context(v, f"build.contexts.{k}")
-                      for k, v in settings["build.contexts"].items()}  # fmt: skip
-    named_contexts.update(parse_pairs(build_contexts, "--build-context"))
-    ca_setting = settings["build.ca_certs"]
-    if "build.ca_certs" in from_file and ca_setting not in ("host", "none"):
-        ca_setting = files.read(ca_setting, "build.ca_certs")
-    cached = settings["build.cache"]
-    args = dict(settings["build.args"])
-    args.update(parse_build_args(build_args))
-    names = list(tags) or ([_project_image(g)] if project.image or push or named else [])
-    once = settings["build.build_once"]
-    wanted = Platform.parse_list(settings["build.platforms"])
-    options = BuildOptions(
-        context=context,
-        dockerfile=dockerfile,
-        tags=tuple(names),
-        platforms=wanted,
-        build_args=args,
-        target=settings["build.target"] or None,
-        labels=parse_pairs(labels, "--label"),
-        no_cache=no_cache,
-        outputs=parse_outputs(outputs, push=push, load=load),
-        root=root,
-        jobs=jobs,
-        build_once=parse_build_once(",".join(once) if isinstance(once, list) else once),
-        ca_certs=ca_bundle(ca_setting),
-        allow=frozenset(a for a in allow if a in _ENTITLEMENTS),
-        secrets=(*secret_specs, *secrets),
-        ssh=(*ssh_specs, *ssh),
-        contexts=named_contexts,
-        mirrors=_mirrors(settings["registries.mirrors"], registry_mirrors),
-        annotations=tuple(annotations),
-        builder=settings["build.builder"] or None,
-        fallback=not no_fallback,
-        push_from_nodes=push_from_nodes,
-        add_hosts=tuple(add_hosts),
-        network=network,
-        ulimits=tuple(ulimits),
-        shm_size=shm_size,
-        no_cache_filter=tuple(s.strip() for v in no_cache_filter for s in v.split(",") if s),
-        emulator_install=not no_emulator_install,
-        step_timeout=parse_duration(settings["build.step_timeout"])
-        if settings["build.step_timeout"]
-        else None,
-        cache_from=(
-            *(files.spec(c, "build.cache.from", ("src",)) for c in cached.get("from", [])),
-            *cache_from,
-        ),
-        cache_to=cache_to
-        or files.spec(cached.get("to", ""), "build.cache.to", ("dest",), write=True)
-        or None,
-    )
+    settings = _settings(g, given)
+    files = ProjectFiles(g.project_path("."), g.project().path, flags.allow)
+    options = _options(ctx, flags, settings, files, given, named)
     session = open_session(ctx)
-    renderer, mode = _renderer(ctx, progress)
-    trace_path = trace or (Path(files.write(settings["build.trace"], "build.trace"))
-                           if settings["build.trace"] else None)  # fmt: skip
+    renderer, mode = _renderer(ctx, flags.progress)
+    trace_path = flags.trace or (Path(files.write(settings["build.trace"], "build.trace"))
+                                 if settings["build.trace"] else None)  # fmt: skip
     sink = TraceRecorder(renderer) if trace_path is not None else renderer
     explained = _Explained(sink)
-    if explain:
+    if flags.explain:
         sink = explained
     outcome = "FAILED"
     try:
@@ -659,8 +611,87 @@ def _build(
         if trace_path is not None:
             assert isinstance(explained.inner, TraceRecorder)
             explained.inner.write(trace_path)  # a failed build's trace too: where did it stop
-        if explain and outcome != "CANCELED":
+        if flags.explain and outcome != "CANCELED":
             click.echo("\n".join(explained.lines()), err=True)
+
+
+def _options(
+    ctx: click.Context,
+    flags: BuildFlags,
+    settings: dict[str, Any],
+    files: ProjectFiles,
+    given: dict[str, Any],
+    named: bool,
+) -> BuildOptions:
+    """The build's options: the flags over the project config (its paths read through
+    `files`, within the project unless --allow grants more)."""
+    g = globals_of(ctx)
+    project = g.project()
+    dockerfile, context = flags.dockerfile, flags.context
+    if dockerfile is not None and str(dockerfile) == "-":
+        dockerfile = _stdin_dockerfile(ctx)
+    from_file = set(project.values) - {k for k, v in given.items() if v not in (None, [], ())}
+    # A CONTEXT given on the command line brings its own Dockerfile, as with docker build;
+    # without one, both come from the config (relative to its file).
+    if dockerfile is None and context is None and "build.dockerfile" in project.values:
+        dockerfile = Path(files.read(project.values["build.dockerfile"], "build.dockerfile"))
+    if context is None:
+        configured = settings["build.context"]
+        context = configured if parse_git_ref(configured) else Path(
+            files.read(configured, "build.context"))  # fmt: skip
+    named_contexts = {k: files.context(v, f"build.contexts.{k}")
+                      for k, v in settings["build.contexts"].items()}  # fmt: skip
+    named_contexts.update(parse_pairs(flags.build_contexts, "--build-context"))
+    ca_setting = settings["build.ca_certs"]
+    if "build.ca_certs" in from_file and ca_setting not in ("host", "none"):
+        ca_setting = files.read(ca_setting, "build.ca_certs")
+    cached = settings["build.cache"]
+    args = dict(settings["build.args"])
+    args.update(parse_build_args(flags.build_args))
+    names = list(flags.tags) or (
+        [_project_image(g)] if project.image or flags.push or named else [])  # fmt: skip
+    once = settings["build.build_once"]
+    return BuildOptions(
+        context=context,
+        dockerfile=dockerfile,
+        tags=tuple(names),
+        platforms=Platform.parse_list(settings["build.platforms"]),
+        build_args=args,
+        target=settings["build.target"] or None,
+        labels=parse_pairs(flags.labels, "--label"),
+        no_cache=flags.no_cache,
+        outputs=parse_outputs(flags.outputs, push=flags.push, load=flags.load),
+        root=flags.root,
+        jobs=flags.jobs,
+        build_once=parse_build_once(",".join(once) if isinstance(once, list) else once),
+        ca_certs=ca_bundle(ca_setting),
+        allow=frozenset(a for a in flags.allow if a in _ENTITLEMENTS),
+        secrets=(*(files.spec(v, "build.secrets", ("src", "source"))
+                   for v in settings["build.secrets"]), *flags.secrets),
+        ssh=(*(files.ssh(v) for v in settings["build.ssh"]), *flags.ssh),
+        contexts=named_contexts,
+        mirrors=_mirrors(settings["registries.mirrors"], flags.registry_mirrors),
+        annotations=tuple(flags.annotations),
+        builder=settings["build.builder"] or None,
+        fallback=not flags.no_fallback,
+        push_from_nodes=flags.push_from_nodes,
+        add_hosts=tuple(flags.add_hosts),
+        network=flags.network,
+        ulimits=tuple(flags.ulimits),
+        shm_size=flags.shm_size,
+        no_cache_filter=tuple(s.strip() for v in flags.no_cache_filter for s in v.split(",")
+                              if s),
+        emulator_install=not flags.no_emulator_install,
+        step_timeout=parse_duration(settings["build.step_timeout"])
+        if settings["build.step_timeout"] else None,
+        cache_from=(
+            *(files.spec(c, "build.cache.from", ("src",)) for c in cached.get("from", [])),
+            *flags.cache_from,
+        ),
+        cache_to=flags.cache_to
+        or files.spec(cached.get("to", ""), "build.cache.to", ("dest",), write=True)
+        or None,
+    )  # fmt: skip
 
 
 class _Explained:
@@ -775,10 +806,10 @@ def build_command(
         kwargs["progress"] = "quiet"
     function = parse_call("check" if check and not call else call or "build")
     if function is not None:
-        checked = _build(ctx, call=function, **kwargs)
+        checked = _build(ctx, BuildFlags(**kwargs), call=function)
         assert isinstance(checked, CheckResult)
         ctx.exit(print_check(checked, function))
-    report = _build(ctx, **kwargs)
+    report = _build(ctx, BuildFlags(**kwargs))
     assert isinstance(report, BuildReport)
     # An output on stdout (dest=-) has it to itself: what is said goes to stderr.
     to_stderr = any(o.name == "-" for o in report.outputs)
@@ -973,8 +1004,8 @@ def release_command(
     if globals_of(ctx).project().get("bake.files"):
         _release_bake(ctx, run, not no_arch_check, show_output, kwargs)
         return
-    result = _build(ctx, push=False, outputs=(), named=True, releasing=Releasing(run),
-                    arch_check=not no_arch_check, **kwargs)  # fmt: skip
+    result = _build(ctx, BuildFlags(push=False, outputs=(), **kwargs), named=True,
+                    releasing=Releasing(run), arch_check=not no_arch_check)  # fmt: skip
     assert isinstance(result, ReleaseResult)
     click.echo("\n".join(_build_lines(result.build)))
     click.echo(f"pushed {result.pinned} (no tag yet)")
