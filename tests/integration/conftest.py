@@ -193,3 +193,15 @@ def agent(sshd: SshServer, tmp_path: Path) -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(10)
+
+
+@pytest.fixture
+def named_semaphores() -> Iterator[None]:
+    """A polyarch killed with SIGKILL (a node's worker, a build) leaves the named semaphores
+    of its process pool in /dev/shm, as any Python killed so would: those that appeared are
+    removed after the test."""
+    shm = Path("/dev/shm")
+    before = set(shm.glob("sem.mp-*"))
+    yield
+    for leftover in set(shm.glob("sem.mp-*")) - before:
+        leftover.unlink(missing_ok=True)

@@ -256,6 +256,7 @@ def test_failing_step_names_the_line_and_keeps_the_store_consistent(
     assert fixed["polyarch.steps"]["cached"] == 1
 
 
+@pytest.mark.usefixtures("named_semaphores")
 def test_kill_mid_build_then_rebuild(base: str, root: Path, tmp_path: Path, rootfs: Path) -> None:
     dockerfile = f"FROM {base}\nRUN echo one > /one\nRUN sleep 30 && echo two > /two\n"
     ctx = write_context(tmp_path / "ctx", dockerfile, {})

@@ -44,6 +44,7 @@ def containers(root: Path) -> list[str]:
     return listed.stdout.split()
 
 
+@pytest.mark.usefixtures("named_semaphores")
 def test_a_killed_builds_step_is_stopped_by_the_next_build(base: str, tmp_path: Path) -> None:
     root = tmp_path / "root"
     ctx = write_context(tmp_path / "ctx", f"FROM {base}\nRUN sleep 300\n", {})

@@ -166,18 +166,6 @@ def test_an_unreachable_node_falls_back_or_fails(
     assert tags(registry, "nodes/strict") == []
 
 
-@pytest.fixture
-def named_semaphores() -> Iterator[None]:
-    """The worker killed with SIGKILL (its process group too) leaves the named semaphores of
-    its process pool in /dev/shm, as any Python killed so would: those that appeared are
-    removed after the test."""
-    shm = Path("/dev/shm")
-    before = set(shm.glob("sem.mp-*"))
-    yield
-    for leftover in set(shm.glob("sem.mp-*")) - before:
-        leftover.unlink(missing_ok=True)
-
-
 @pytest.mark.usefixtures("named_semaphores")
 def test_a_node_that_dies_mid_build(tiny: str, registry: RunningRegistry, tmp_path: Path) -> None:
     env = env_for(tmp_path)
