@@ -450,10 +450,11 @@ class NodePlans:
         import functools  # noqa: PLC0415
 
         self.session = session
-        named, _dirs = parse_contexts(options.contexts)  # --build-context, as the node has them
 
         @functools.cache
         def plan(platform: Platform, machine: Platform, replaced: frozenset[str]) -> BuildGraph:
+            # Nothing is read before a node needs a plan (a build without nodes reads none).
+            named, _dirs = parse_contexts(options.contexts)  # as the node has them
             sent = {name: NamedContext("layout", "-") for name in replaced}
             return plan_build(dockerfile, platforms=(platform,), build_args=options.build_args,
                               target=options.target, build_platform=machine,
