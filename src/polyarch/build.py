@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, TypeAlias
 
+from polyarch.attest.provenance import PlatformFacts, platform_facts
 from polyarch.concurrency import task_pool, wait_all
 from polyarch.digest import Digest
 from polyarch.errors import BuildError, PolyarchError, RegistryError
@@ -121,6 +122,8 @@ class BuildResult:
     # The layer blobs the base images brought (an output's compression leaves them alone
     # unless forced, as BuildKit does)
     base_layers: frozenset[Digest] = frozenset()
+    # What each platform's provenance takes from the build (materials, secrets' ids, ...)
+    facts: Mapping[Platform, PlatformFacts] = field(default_factory=dict)
 
 
 class NativeOutput(PolyarchError):
@@ -503,6 +506,7 @@ class Builder:
             frozenset(layer.digest for key, vertex in graph.vertices.items()
                       if isinstance(vertex.op, ImageSource)
                       for layer in getattr(solver.finished(key), "layers", ())),
+            {p: platform_facts(graph, p) for p in request.platforms},
         )  # fmt: skip
 
     # exported caches ---------------------------------------------------------------------

@@ -261,7 +261,7 @@ def test_a_node_of_another_protocol_version(tmp_path: Path) -> None:
     inspected = run("builder", "inspect", "old", env=env)
     assert inspected.returncode == 1
     assert "version 99 (polyarch 9.9.9)" in inspected.stdout
-    assert "speaks version 4" in inspected.stdout
+    assert "speaks version 5" in inspected.stdout
 
 
 @pytest.fixture

@@ -26,14 +26,14 @@ HONOURED = [
     ["--no-cache"], ["--progress", "plain"], ["--progress", "rawjson"],
     ["--progress", "none"], ["--pull"], ["--metadata-file", "meta.json"],
     ["--builder", "default"], ["--rm"], ["--force-rm"], ["--compress"],
-    ["--cache-to", "type=local,dest=cache-out"],
+    ["--cache-to", "type=local,dest=cache-out"], ["--sbom=true"], ["--attest", "type=sbom"],
+    ["--provenance", "mode=max"], ["--attest", "type=provenance,mode=min,version=v0.2"],
 ]  # fmt: skip
 REFUSED = [
     ["--cgroup-parent", "x"], ["--resource", "memory=2g"], ["--memory", "2g"], ["-m", "2g"],
     ["--memory-swap", "1g"], ["--cpu-shares", "2"], ["-c", "2"], ["--cpu-period", "100"],
     ["--cpu-quota", "50"], ["--cpuset-cpus", "0-1"], ["--cpuset-mems", "0"],
-    ["--policy", "filename=p.rego"], ["--sbom=true"], ["--attest", "type=sbom"],
-    ["--provenance", "mode=max"], ["--isolation", "default"], ["--security-opt", "x"],
+    ["--policy", "filename=p.rego"], ["--isolation", "default"], ["--security-opt", "x"],
     ["--squash"], ["--print", "outline"],
 ]  # fmt: skip
 CHECKED = [["--check"], ["--call", "check"], ["--call", "check,format=json"]]

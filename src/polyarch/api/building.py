@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from polyarch.api.local import default_root, machine_platform
+from polyarch.api.local import default_root, git_vcs, machine_platform
 from polyarch.api.session import Session
+from polyarch.attest.spec import AttestSpec
 from polyarch.errors import DockerfileError, UsageError
 from polyarch.export.outputs import (
     DockerOutput,
@@ -130,6 +131,9 @@ class BuildOptions:
     # What the build is the next build of, for explanations (default: the context, the
     # Dockerfile and the target); a node is given its client's.
     explain_as: str = ""
+    # --provenance/--sbom/--attest; a push also gets buildx's default (mode=min provenance)
+    # unless they said anything about provenance or BUILDX_NO_DEFAULT_ATTESTATIONS is set.
+    attest: AttestSpec = field(default_factory=AttestSpec)
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,17 +201,23 @@ def _build_image(
         raise UsageError("index and manifest-descriptor annotations need an index: build two "
                          "or more platforms, or annotate the manifest")  # fmt: skip
     sink = progress or silent
+    attest = _attest_spec(options)
+    started = time.time()
     if builder is None:
         builder = Builder(Workspace(options.root or default_root()), session.client,
                           progress=sink, mirrors=options.mirrors,
                           mirror_client=session.fast_client())  # fmt: skip
     with contextlib.ExitStack() as stack:
-        context, dockerfile = _context_and_dockerfile(options, stack)
+        context, dockerfile, commit = _context_and_dockerfile(options, stack)
         _result, parsed = read_dockerfile(dockerfile)  # before any node is reached
         wanted = options.platforms or (machine_platform(),)
         farm, routes = _farm(options, wanted, sink, NodePlans(options, dockerfile, session))
         if farm is not None:
             stack.callback(farm.close)
+            if attest.sbom is not None and options.push_from_nodes:
+                raise UsageError("--sbom with --push-from-nodes: the nodes' layers do not "
+                                 "come here to be read; push from here, or build without "
+                                 "an SBOM")  # fmt: skip
         elif options.push_from_nodes:
             said = "--push-from-nodes: no platform is built on a node; pushed from here"
             sink(Event("note", "", "builder", text=said))
@@ -223,6 +233,9 @@ def _build_image(
             pushing = _pushed_to(options, refs) if options.push_from_nodes else []
             result = _build_with_nodes(farm, routes, builder, request, options, wanted,
                                        annotations, pushing)  # fmt: skip
+        if attest.any:
+            result = _attested(builder, options, attest, result, refs,
+                               (context, dockerfile, commit), started)  # fmt: skip
     # Pushed from the nodes: the image is not whole here, so it is not kept under a name.
     return _kept_and_written(session, options, builder, result, refs,
                              options.push_from_nodes and farm is not None, sink)  # fmt: skip
@@ -342,18 +355,20 @@ def _explain_as(options: BuildOptions) -> str:
 
 def _context_and_dockerfile(
     options: BuildOptions, stack: contextlib.ExitStack
-) -> tuple[Path, Path]:
-    """The build context as a directory (a git URL cloned, removed when `stack` closes) and
-    the Dockerfile's path."""
+) -> tuple[Path, Path, str]:
+    """The build context as a directory (a git URL cloned, removed when `stack` closes), the
+    Dockerfile's path, and the commit a git context was checked out at ("" for a
+    directory)."""
     context, dockerfile = options.context, options.dockerfile
+    commit = ""
     if isinstance(context, str):
         # Not in the workspace's scratch: a build clears that when it starts.
         scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="polyarch-git-")))
         keep = options.build_args.get("BUILDKIT_CONTEXT_KEEP_GIT_DIR", "") in ("1", "true")
-        context = _git_context(context, scratch, keep)
+        context, commit = _git_context(context, scratch, keep)
         if dockerfile is not None and not dockerfile.is_absolute():
             dockerfile = context / dockerfile  # a relative -f names a file of the repository
-    return context, dockerfile or context / "Dockerfile"
+    return context, dockerfile or context / "Dockerfile", commit
 
 
 def check_build(
@@ -369,7 +384,7 @@ def check_build(
     args = dict(options.build_args)
     contexts, _dirs = parse_contexts(options.contexts)
     with contextlib.ExitStack() as stack:
-        context, dockerfile = _context_and_dockerfile(options, stack)
+        context, dockerfile, _commit = _context_and_dockerfile(options, stack)
         path = str(dockerfile)
         try:
             parsed = parse(dockerfile_text(dockerfile), path)
@@ -529,16 +544,18 @@ def _build_with_nodes(
             mine |= local.cache_keys if cache_to.mode == "max" else local.image_keys
         theirs = [record for r in remote.values() for record in r.cache_records]
         exported = builder.export_cache(cache_to, wanted, request.target, mine, theirs)
+    facts = {**(local.facts if local else {}),
+             **{p: r.facts for p, r in remote.items() if r.facts is not None}}  # fmt: skip
     if local is not None:
         return dataclasses.replace(
             local, descriptor=top, manifests=manifests, images=tuple(images),
             steps_run=local.steps_run + steps_run,
             # The shared stages' steps ran once, above; here they were taken from the cache.
             steps_cached=max(0, local.steps_cached - shared_run) + steps_cached,
-            seconds=time.monotonic() - started, cache_export=exported)  # fmt: skip
+            seconds=time.monotonic() - started, cache_export=exported, facts=facts)  # fmt: skip
     return BuildResult(top, manifests, None, steps_run, steps_cached,
                        seconds=time.monotonic() - started, images=tuple(images),
-                       cache_export=exported)  # fmt: skip
+                       cache_export=exported, facts=facts)  # fmt: skip
 
 
 def _remote_build(
@@ -730,9 +747,9 @@ def parse_contexts(
     return contexts, dirs
 
 
-def _git_context(url: str, scratch: Path, keep_git_dir: bool) -> Path:
+def _git_context(url: str, scratch: Path, keep_git_dir: bool) -> tuple[Path, str]:
     """A git build context (`URL[#REF[:SUBDIR]]`): the tree at REF checked out in `scratch`
-    with the host's git; SUBDIR of it when given."""
+    with the host's git (SUBDIR of it when given), and the commit."""
     from polyarch.worker.local.git import check_commit, checkout, git_env  # noqa: PLC0415
 
     git = parse_git_ref(url)
@@ -745,4 +762,72 @@ def _git_context(url: str, scratch: Path, keep_git_dir: bool) -> Path:
     tree = into / git.subdir if git.subdir else into
     if not tree.is_dir() or not tree.resolve().is_relative_to(into.resolve()):
         raise UsageError(f"{url}: no directory {git.subdir!r} at {commit[:12]}")
-    return tree
+    return tree, commit
+
+
+def _attest_spec(options: BuildOptions) -> AttestSpec:
+    """The attestations the build makes: as asked, and buildx's default (`mode=min`
+    provenance) on a push unless the build said anything about provenance or
+    BUILDX_NO_DEFAULT_ATTESTATIONS is true."""
+    spec = options.attest
+    pushing = any(isinstance(o, RegistryOutput) for o in options.outputs)
+    no_default = os.environ.get("BUILDX_NO_DEFAULT_ATTESTATIONS", "").strip().lower()
+    if pushing and no_default not in ("1", "t", "true", "yes", "on"):
+        spec = spec.with_default()
+    return spec
+
+
+def _attested(
+    builder: Builder,
+    options: BuildOptions,
+    spec: AttestSpec,
+    result: BuildResult,
+    refs: Sequence[Reference],
+    sources: tuple[Path, Path, str],
+    started: float,
+) -> BuildResult:
+    """The build's image with its attestations attached (a new index in the store)."""
+    import uuid  # noqa: PLC0415
+
+    from polyarch import __version__  # noqa: PLC0415
+    from polyarch.attest.make import BuildFacts, attach  # noqa: PLC0415
+    from polyarch.attest.provenance import invocation_id  # noqa: PLC0415
+    from polyarch.image.assemble import timestamp  # noqa: PLC0415
+
+    context, dockerfile, commit = sources
+    epoch = _epoch(options)
+    if epoch is not None:
+        begun = ended = timestamp(epoch)
+        invocation = invocation_id(
+            [
+                str(context),
+                str(dockerfile),
+                options.target or "",
+                *sorted(f"{k}={v}" for k, v in options.build_args.items()),
+            ]
+        )
+    else:
+        begun, ended = _utc(started), _utc(time.time())
+        invocation = uuid.uuid4().hex[:25]
+    try:
+        name = str(dockerfile.relative_to(context))
+    except ValueError:
+        name = dockerfile.name
+    named_dirs = sorted(n for n, v in options.contexts.items()
+                        if parse_git_ref(v) is None and "://" not in v)  # fmt: skip
+    build = BuildFacts(
+        name, dockerfile.read_bytes(), begun, ended, invocation, machine_platform(),
+        __version__, dict(options.build_args), dict(options.labels), options.target,
+        () if commit else ("context", "dockerfile", *named_dirs),
+        options.context if commit and isinstance(options.context, str) else "", commit,
+        None if commit else git_vcs(context, dockerfile), epoch is not None,
+    )  # fmt: skip
+    names = [*refs, *(t for o in options.outputs if isinstance(o, RegistryOutput)
+                      for t in registry_targets(o, refs) if t not in refs)]  # fmt: skip
+    top = attach(builder.layout, result.descriptor, result.manifests, spec, build,
+                 result.facts, names)  # fmt: skip
+    return dataclasses.replace(result, descriptor=top)
+
+
+def _utc(seconds: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))

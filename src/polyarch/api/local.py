@@ -30,6 +30,7 @@ from polyarch.transfer.endpoints import (
 from polyarch.version import version
 
 if TYPE_CHECKING:
+    from polyarch.attest.provenance import Vcs
     from polyarch.layers.compare import ImageDiff
     from polyarch.worker.local.gc import PruneReport, Usage
 
@@ -96,6 +97,38 @@ def git_version(directory: Path, base_version: str) -> str:
     tags = git("tag", "--contains", head).splitlines()
     dirty = bool(git("status", "--porcelain", "--untracked-files=no").strip())
     return version(tags, head, base_version, dirty=dirty)
+
+
+def git_vcs(context: Path, dockerfile: Path) -> Vcs | None:
+    """The git checkout a local context is in, as buildx records it for provenance
+    (`vcs:source` the remote's URL, `vcs:revision` the commit with `-dirty` when the work tree
+    has changes, the context's and the Dockerfile's directories in it); None outside one."""
+    from polyarch.attest.provenance import Vcs  # noqa: PLC0415
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", "-C", str(context), *args], capture_output=True,
+                                  text=True, check=False, timeout=30)  # fmt: skip
+        except (FileNotFoundError, subprocess.TimeoutExpired):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    root = git("rev-parse", "--show-toplevel")
+    head = git("rev-parse", "--verify", "-q", "HEAD") if root else None
+    if not root or not head:
+        return None
+    dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    remote = git("remote", "get-url", "origin") or ""
+    top = Path(root).resolve()
+
+    def inside(path: Path) -> str:
+        try:
+            return str(path.resolve().relative_to(top)) or "."
+        except ValueError:
+            return ""
+
+    return Vcs(remote, head + ("-dirty" if dirty else ""), inside(context) or ".",
+               inside(dockerfile.parent) or ".")  # fmt: skip
 
 
 def machine_platform() -> Platform:

@@ -32,9 +32,10 @@ from polyarch.api import (
     check_build,
     default_root,
 )
+from polyarch.attest.spec import parse_attests
 from polyarch.bake.definition import BakeError, Entry, Resolved, Target
 from polyarch.concurrency import task_pool
-from polyarch.errors import PolyarchError
+from polyarch.errors import PolyarchError, UsageError
 from polyarch.export.outputs import parse_output
 from polyarch.frontend.convert import BuildOnce, CheckResult
 from polyarch.platform import Platform
@@ -234,10 +235,10 @@ def build_options(
             contexts[key] = value
         else:
             contexts[key] = str(cwd / value.removeprefix("cwd://"))
-    for entry in target.attest or []:
-        if not entry.get("disabled"):
-            raise BakeError(f"target {target.name}: attest {_entry_text(entry)}: attestations "
-                            "are not made yet; polyarch writes none")  # fmt: skip
+    try:
+        attest = parse_attests([_entry_text(e) for e in target.attest or []])
+    except UsageError as exc:
+        raise BakeError(f"target {target.name}: {exc}") from None
     outputs = []
     for entry in target.output or []:
         if entry.get("type") == "cacheonly":
@@ -285,6 +286,7 @@ def build_options(
         ulimits=tuple(target.ulimits or ()),
         shm_size=parse_size(target.shm_size) if target.shm_size else 0,
         no_cache_filter=tuple(target.no_cache_filter or ()),
+        attest=attest,
     )
 
 

@@ -34,6 +34,7 @@ from polyarch.api import (
     verify_image,
     workspace_usage,
 )
+from polyarch.attest.spec import AttestSpec, attest_entries, from_config, parse_attests
 from polyarch.cli import failure
 from polyarch.cli.check import CallFunction, parse_call, print_check
 from polyarch.cli.common import (
@@ -112,10 +113,6 @@ _NO_CGROUPS = ("polyarch sets no cgroup limits on RUN steps (they run in the bui
 # buildx build flags polyarch does not take, each with what to do instead (not "did you
 # mean"); short forms after the long one.
 _BUILDX_POINTERS: dict[tuple[str, ...], str] = {
-    ("--sbom",): "SBOM attestations are not made yet; polyarch writes no attestation manifests",
-    ("--provenance",): "provenance attestations are not made yet; polyarch writes no "
-    "attestation manifests",
-    ("--attest",): "attestations are not made yet; polyarch writes no attestation manifests",
     ("--cgroup-parent",): _NO_CGROUPS,
     ("--resource",): _NO_CGROUPS,
     ("--memory", "-m"): _NO_CGROUPS,
@@ -146,9 +143,6 @@ _BUILDX_HONOURED: dict[tuple[str, ...], str] = {
 
 
 def _pointer(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
-    attesting = param.opts[0] in ("--sbom", "--provenance")
-    if attesting and isinstance(value, str) and value.lower() in ("false", "0", "disabled"):
-        return value  # `--provenance=false`: none is made, so it is honoured as asked
     if value and param.opts:
         pointers: dict[tuple[str, ...], str] = {**_BUILDX_POINTERS, **_BUILDX_BOOLEAN_POINTERS}
         text = next(v for k, v in pointers.items() if param.opts[0] in k)
@@ -304,6 +298,18 @@ def _run_options() -> list[Any]:
                      callback=_add_hosts,
                      help="Add a line to the /etc/hosts of RUN steps (repeatable), as buildx "
                      "does; HOST=IP is taken too."),
+        click.option("--provenance", "provenance", metavar="true|false|mode=min|max,...",
+                     help="SLSA provenance of each platform's image, as buildx attaches it "
+                     "(same as --attest type=provenance,...): mode=min|max, version=v1|v0.2, "
+                     "builder-id=ID. A push gets mode=min unless this says otherwise (false: "
+                     "none). true is BuildKit's default, mode=max."),
+        click.option("--sbom", "sbom", metavar="true|false",
+                     help="An SPDX SBOM of each platform's image (packages of dpkg, apk, "
+                     "rpm, Python, npm, Go binaries), as buildx attaches it (same as "
+                     "--attest type=sbom)."),
+        click.option("--attest", "attest", multiple=True,
+                     metavar="type=provenance|sbom[,disabled=true][,ATTR=VALUE...]",
+                     help="An attestation to attach (repeatable), as buildx takes it."),
         click.option("--build-context", "build_contexts", multiple=True, metavar="NAME=VALUE",
                      help="A named context for FROM, COPY --from and --mount from= "
                      "(repeatable): a directory, docker-image://REF, oci-layout://DIR[:TAG], "
@@ -554,6 +560,9 @@ class BuildFlags:
     no_cache_filter: Sequence[str] = ()
     no_emulator_install: bool = False
     explain: bool = False
+    provenance: str | None = None
+    sbom: str | None = None
+    attest: Sequence[str] = ()
 
 
 def _build(
@@ -691,7 +700,20 @@ def _options(
         cache_to=flags.cache_to
         or files.spec(cached.get("to", ""), "build.cache.to", ("dest",), write=True)
         or None,
+        attest=_attest(settings, flags),
     )  # fmt: skip
+
+
+def _attest(settings: dict[str, Any], flags: BuildFlags) -> AttestSpec:
+    """The attestations asked for: polyarch.toml's (build.provenance, build.sbom,
+    build.attest), then the flags' (the last of a type wins, as in buildx)."""
+    configured = {"attest": settings["build.attest"]}
+    for kind in ("provenance", "sbom"):
+        if settings[f"build.{kind}"] != "":
+            configured[kind] = settings[f"build.{kind}"]
+    return parse_attests(
+        [*from_config(configured), *attest_entries(flags.attest, flags.provenance, flags.sbom)]
+    )
 
 
 class _Explained:

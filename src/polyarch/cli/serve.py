@@ -290,7 +290,8 @@ def _build(
         keys = result.cache_keys if ask.cache_export == "max" else result.image_keys
         records = _cache_records(root, keys)
     return BuildDone(result.descriptor, result.steps_run, result.steps_cached, result.seconds,
-                     tuple(taken), records)  # fmt: skip
+                     tuple(taken), records,
+                     next(iter(result.facts.values()), None))  # fmt: skip
 
 
 def _options(

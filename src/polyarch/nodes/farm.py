@@ -14,6 +14,7 @@ that cannot be reached at the start, or dies during the build, has its platforms
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import tempfile
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
+from polyarch.attest.provenance import PlatformFacts
 from polyarch.errors import BuildError
 from polyarch.frontend.files import ignore_patterns
 from polyarch.image.annotations import parse_annotation
@@ -129,6 +131,7 @@ class RemoteResult:
     sent_files: int
     # --cache-to: the node's entries for the export made here (their layers fetched here)
     cache_records: tuple[CacheRecord, ...] = ()
+    facts: PlatformFacts | None = None  # for the platform's provenance
 
 
 class BuildPlans(Protocol):
@@ -505,7 +508,18 @@ class _FarmBuild:
             self.results[platform] = RemoteResult(
                 Descriptor(descriptor.media_type, descriptor.digest, descriptor.size,
                            platform=platform),
-                answer.steps_run + warmed, answer.steps_cached, sent, records)  # fmt: skip
+                answer.steps_run + warmed, answer.steps_cached, sent, records,
+                _as_here(answer.facts))  # fmt: skip
+
+
+def _as_here(facts: PlatformFacts | None) -> PlatformFacts | None:
+    """A node's facts as this machine's build would have them: the build-once stages it was
+    sent arrive there as OCI layouts, which are not materials of the build (their own base
+    images are this machine's, in its facts)."""
+    if facts is None:
+        return None
+    kept = tuple(m for m in facts.materials if not m.local)
+    return dataclasses.replace(facts, materials=kept)
 
 
 def _cache_records(

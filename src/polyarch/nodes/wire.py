@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, TypeAlias, cast, get_args
 
+from polyarch.attest.provenance import PlatformFacts
 from polyarch.digest import Digest
 from polyarch.errors import PolyarchError
 from polyarch.frontend.convert import BuildOnce, build_once_text, parse_build_once
@@ -364,12 +365,16 @@ class BuildDone:
     seconds: float = 0.0
     context_paths: tuple[str, ...] = ()
     cache_records: tuple[HeldRecord, ...] = ()
+    facts: PlatformFacts | None = None  # what the platform's provenance takes from the build
 
     def to_json(self) -> dict[str, Any]:
-        return {"op": "result", "descriptor": self.descriptor.to_json(),
-                "steps_run": self.steps_run, "steps_cached": self.steps_cached,
-                "seconds": self.seconds, "context_paths": list(self.context_paths),
-                "cache_records": [r.to_json() for r in self.cache_records]}  # fmt: skip
+        out = {"op": "result", "descriptor": self.descriptor.to_json(),
+               "steps_run": self.steps_run, "steps_cached": self.steps_cached,
+               "seconds": self.seconds, "context_paths": list(self.context_paths),
+               "cache_records": [r.to_json() for r in self.cache_records]}  # fmt: skip
+        if self.facts is not None:
+            out["facts"] = self.facts.to_json()
+        return out
 
     @classmethod
     def from_json(cls, obj: object, what: str) -> BuildDone:
@@ -380,8 +385,15 @@ class BuildDone:
             raise NodeError(str(exc)) from None
         records = tuple(HeldRecord.from_json(r, f"{what}: cache entry {i}")
                         for i, r in enumerate(f.array("cache_records")))  # fmt: skip
+        facts = None
+        if f.obj.get("facts") is not None:
+            try:
+                facts = PlatformFacts.from_json(f.obj["facts"])
+            except ValueError as exc:
+                raise NodeError(f"{what}'s result: {exc}") from None
         return cls(descriptor, f.integer("steps_run", 0), f.integer("steps_cached", 0),
-                   f.number("seconds", 0.0), f.strs("context_paths"), records)  # fmt: skip
+                   f.number("seconds", 0.0), f.strs("context_paths"), records,
+                   facts)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,3 +36,6 @@ ANNOTATION_CREATED: Final = "org.opencontainers.image.created"
 # BuildKit marks attestation manifests inside an index with these.
 ANNOTATION_REFERENCE_TYPE: Final = "vnd.docker.reference.type"
 ANNOTATION_REFERENCE_DIGEST: Final = "vnd.docker.reference.digest"
+ANNOTATION_REFERENCE_TYPE_ATTESTATION: Final = "attestation-manifest"
+# An attestation manifest's artifactType (BuildKit, OCI-artifact form).
+ATTESTATION_MANIFEST: Final = "application/vnd.docker.attestation.manifest.v1+json"

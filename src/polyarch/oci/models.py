@@ -64,6 +64,7 @@ class Descriptor:
     annotations: Mapping[str, str] = field(default_factory=empty_map, hash=False)
     urls: tuple[str, ...] = ()
     artifact_type: str | None = None
+    data: str | None = None  # the content, base64 (OCI's embedded data; the empty config's)
 
     @classmethod
     def from_json(cls, obj: Any, what: str = "descriptor") -> Descriptor:
@@ -90,6 +91,7 @@ class Descriptor:
             annotations=str_map(obj, "annotations", what),
             urls=tuple(urls),
             artifact_type=str_field(obj, "artifactType", what, required=False),
+            data=str_field(obj, "data", what, required=False),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -102,6 +104,8 @@ class Descriptor:
             out["urls"] = list(self.urls)
         if self.annotations:
             out["annotations"] = dict(sorted(self.annotations.items()))
+        if self.data is not None:
+            out["data"] = self.data
         if self.platform is not None:
             out["platform"] = self.platform.oci_fields()
         if self.artifact_type:
@@ -149,18 +153,21 @@ class Manifest:
         media_type: str = mt.OCI_MANIFEST,
         annotations: Mapping[str, str] | None = None,
         artifact_type: str | None = None,
+        subject: Descriptor | None = None,
     ) -> Manifest:
         doc: dict[str, Any] = {"schemaVersion": 2, "mediaType": media_type}
         if artifact_type:
             doc["artifactType"] = artifact_type
         doc["config"] = config.to_json()
         doc["layers"] = [layer.to_json() for layer in layers]
+        if subject is not None:
+            doc["subject"] = subject.to_json()
         if annotations:
             doc["annotations"] = dict(sorted(annotations.items()))
         raw = canonical_json(doc)
         return cls(
             media_type, config, tuple(layers), raw, MappingProxyType(dict(annotations or {})),
-            artifact_type=artifact_type,
+            subject, artifact_type,
         )  # fmt: skip
 
 

@@ -1,0 +1,102 @@
+"""A build's attestations made and attached: per platform, the provenance statement (from the
+build's facts and the platform's) and the SBOM statement (from the image's layers, read
+here), stored in the image's index (`polyarch.attest.store`)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from polyarch.attest import intoto
+from polyarch.attest.provenance import Facts, PlatformFacts, Vcs, predicate
+from polyarch.attest.sbom import scan, spdx
+from polyarch.attest.spec import AttestSpec
+from polyarch.attest.store import with_attestations
+from polyarch.oci.config import ImageConfig
+from polyarch.oci.models import Descriptor, Manifest, parse_document
+from polyarch.platform import Platform
+from polyarch.reference import Reference
+from polyarch.store.layout import OciLayout
+
+
+@dataclass(frozen=True, slots=True)
+class BuildFacts:
+    """What the provenance of every platform shares: the request and its times."""
+
+    dockerfile_name: str
+    dockerfile: bytes
+    started: str
+    finished: str
+    invocation_id: str
+    builder_platform: Platform
+    polyarch_version: str
+    build_args: Mapping[str, str]
+    labels: Mapping[str, str]
+    target: str | None
+    locals: tuple[str, ...]
+    context_url: str = ""
+    context_commit: str = ""
+    vcs: Vcs | None = None
+    reproducible: bool = False
+
+
+def _facts(build: BuildFacts, platform: PlatformFacts) -> Facts:
+    return Facts(
+        build.dockerfile_name, build.dockerfile, platform.materials, build.started,
+        build.finished, build.invocation_id, build.builder_platform, build.polyarch_version,
+        build.build_args, build.labels, build.target, build.locals, platform.secrets,
+        platform.ssh, build.context_url, build.context_commit, build.vcs, platform.networked,
+        build.reproducible, platform.steps,
+    )  # fmt: skip
+
+
+def sbom_statement_predicate(layout: OciLayout, manifest_descriptor: Descriptor, name: str,
+                             purl: str, created: str, tool: str) -> dict[str, object]:  # fmt: skip
+    """The SPDX document of a stored platform image."""
+    document = parse_document(layout.read_document(manifest_descriptor),
+                              manifest_descriptor.media_type)  # fmt: skip
+    assert isinstance(document, Manifest)
+    config = ImageConfig.parse(layout.blobs.read_bytes(document.config.digest,
+                                                       document.config.size))  # fmt: skip
+    found = scan.packages(scan.image_files(layout.blobs, document, config))
+    return spdx.document(found, image_name=name, image_purl=purl,
+                         manifest_digest=str(manifest_descriptor.digest), created=created,
+                         tool=tool)  # fmt: skip
+
+
+def attach(
+    layout: OciLayout,
+    top: Descriptor,
+    manifests: Mapping[Platform, Descriptor],
+    spec: AttestSpec,
+    build: BuildFacts,
+    platforms: Mapping[Platform, PlatformFacts],
+    names: Sequence[Reference],
+) -> Descriptor:
+    """The image `top` with its attestations; returns the new index."""
+    statements: dict[Platform, list[bytes]] = {}
+    tool = f"polyarch-{build.polyarch_version}"
+    for platform, manifest in manifests.items():
+        subject = intoto.subjects(names, platform, manifest.digest)
+        made: list[bytes] = []
+        if spec.sbom is not None:
+            name = names[0].familiar if names else str(manifest.digest)
+            purl = intoto.image_purl(names[0], platform) if names else subject[0]["name"]
+            document = sbom_statement_predicate(layout, manifest, name, purl, build.finished,
+                                                tool)  # fmt: skip
+            made.append(intoto.statement(intoto.PREDICATE_SPDX, subject, document))
+        if spec.provenance is not None:
+            facts = _facts(build, platforms.get(platform, PlatformFacts()))
+            kind, body = predicate(facts, spec.provenance)
+            made.append(intoto.statement(kind, subject, body))
+        statements[platform] = made
+    return with_attestations(layout, top, manifests, statements)
+
+
+def statements_of(layout: OciLayout, index_entry: Descriptor) -> list[dict[str, object]]:
+    """The statements an attestation manifest holds (for `inspect`)."""
+    document = parse_document(layout.read_document(index_entry), index_entry.media_type)
+    assert isinstance(document, Manifest)
+    return [json.loads(layout.blobs.read_bytes(layer.digest, layer.size))
+            for layer in document.layers if layer.media_type == intoto.MEDIA_TYPE]  # fmt: skip

@@ -1,0 +1,175 @@
+"""The packages an image holds: its layers read in order (whiteouts applied) for the files
+package managers keep, then those files read by `polyarch.attest.sbom.packages`. Nothing is
+unpacked to disk; each layer is checked against its digest and diffID as it streams."""
+
+from __future__ import annotations
+
+import fnmatch
+import io
+import re
+import sqlite3
+import tarfile
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+from polyarch.attest.sbom import packages as pk
+from polyarch.errors import LayerError
+from polyarch.layers.apply import CappedTarInfo
+from polyarch.layers.compress import DiffIdReader, open_layer
+from polyarch.layers.confine import clean_member_name
+from polyarch.oci.config import ImageConfig
+from polyarch.oci.models import Manifest
+from polyarch.store.blobs import ContentStore
+
+_TEXT_LIMIT: Final = 64 * 1024 * 1024  # a package database larger than this is skipped
+_ELF_LIMIT: Final = 512 * 1024 * 1024
+_CHUNK: Final = 1024 * 1024
+_WANTED: Final = (
+    re.compile(r"(usr/)?lib/os-release|etc/os-release"),
+    re.compile(r"var/lib/dpkg/status|var/lib/dpkg/status\.d/[^/]+"),
+    re.compile(r"usr/share/doc/[^/]+/copyright"),
+    re.compile(r"lib/apk/db/installed"),
+    re.compile(r"(var/lib/rpm|usr/lib/sysimage/rpm)/rpmdb\.sqlite"),
+    re.compile(r".*/[^/]+\.dist-info/METADATA|.*/[^/]+\.egg-info/PKG-INFO"),
+    re.compile(r"(.*/)?node_modules/(@[^/]+/)?[^/@][^/]*/package\.json"),
+)
+
+
+@dataclass(slots=True)
+class _Found:
+    data: bytes = b""  # a wanted file's content
+    go: tuple[pk.Package, ...] = ()  # a Go binary's modules
+
+
+def _go_modules(stream: io.BufferedIOBase, size: int, path: str) -> tuple[pk.Package, ...]:
+    """The Go build information of an ELF executable, found by streaming it."""
+    head = stream.read(4)
+    if head != b"\x7fELF" or size > _ELF_LIMIT:
+        return ()
+    tail = b""
+    while True:
+        chunk = stream.read(_CHUNK)
+        if not chunk:
+            return ()
+        window = tail + chunk
+        at = window.find(pk.GO_MAGIC)
+        if at >= 0:
+            rest = window[at:] + stream.read(64 * 1024)
+            return tuple(pk.go_buildinfo(rest, path))
+        tail = window[-len(pk.GO_MAGIC) :]
+
+
+def _layer_files(stream: io.BufferedIOBase, tree: dict[str, _Found]) -> None:
+    """One layer applied to `tree` (the wanted files by path): whiteouts remove, entries
+    replace."""
+    added: set[str] = set()
+    with tarfile.open(fileobj=stream, mode="r|", tarinfo=CappedTarInfo) as tar:
+        for member in tar:
+            path = clean_member_name(member.name)
+            directory, _, base = path.rpartition("/")
+            if base == ".wh..wh..opq":
+                prefix = f"{directory}/" if directory else ""
+                for key in [k for k in tree if k.startswith(prefix) and k not in added]:
+                    del tree[key]
+                continue
+            if base.startswith(".wh."):
+                gone = f"{directory}/{base[4:]}" if directory else base[4:]
+                for key in [k for k in tree if k == gone or k.startswith(gone + "/")]:
+                    del tree[key]
+                continue
+            if not member.isfile():
+                if member.isdir():
+                    continue
+                tree.pop(path, None)  # a link or device now stands there
+                continue
+            found = _read(tar, member, path)
+            if found is None:
+                tree.pop(path, None)
+            else:
+                tree[path] = found
+                added.add(path)
+
+
+def _read(tar: tarfile.TarFile, member: tarfile.TarInfo, path: str) -> _Found | None:
+    if any(p.fullmatch(path) for p in _WANTED):
+        if member.size > _TEXT_LIMIT:
+            return None
+        handle = tar.extractfile(member)
+        return None if handle is None else _Found(data=handle.read())
+    if member.mode & 0o111 and member.size >= 1024:
+        handle = tar.extractfile(member)
+        if handle is not None:
+            modules = _go_modules(handle, member.size, path)  # type: ignore[arg-type]
+            return _Found(go=modules) if modules else None
+    return None
+
+
+def image_files(blobs: ContentStore, manifest: Manifest, config: ImageConfig
+                ) -> dict[str, _Found]:  # fmt: skip
+    tree: dict[str, _Found] = {}
+    for index, layer in enumerate(manifest.layers):
+        what = f"layer {index + 1} ({layer.digest})"
+        try:
+            with blobs.open(layer.digest, layer.size) as raw:
+                stream = open_layer(io.BufferedReader(raw), layer.media_type)
+                if index < len(config.diff_ids):
+                    checked = DiffIdReader(stream, config.diff_ids[index], what)
+                    _layer_files(io.BufferedReader(checked), tree)
+                    checked.check()
+                else:
+                    _layer_files(stream, tree)
+        except tarfile.TarError as exc:
+            raise LayerError(f"{what}: not a valid tar archive: {exc}") from None
+    return tree
+
+
+def _text(found: _Found) -> str:
+    return found.data.decode("utf-8", "replace")
+
+
+def _rpm_headers(data: bytes) -> list[bytes]:
+    with tempfile.NamedTemporaryFile(suffix=".sqlite") as db:
+        db.write(data)
+        db.flush()
+        try:
+            with sqlite3.connect(f"file:{db.name}?mode=ro", uri=True) as conn:
+                return [bytes(row[0]) for row in conn.execute("SELECT blob FROM Packages")]
+        except sqlite3.Error:
+            return []
+
+
+def packages(tree: dict[str, _Found]) -> list[pk.Package]:
+    """The packages the files of an image name."""
+    distro = pk.Distro()
+    for path in ("etc/os-release", "usr/lib/os-release", "lib/os-release"):
+        if path in tree:
+            distro = pk.os_release(_text(tree[path]))
+            break
+    licences = {path.split("/")[3]: pk.debian_copyright(_text(found))
+                for path, found in tree.items()
+                if fnmatch.fnmatchcase(path, "usr/share/doc/*/copyright")}  # fmt: skip
+    out: list[pk.Package] = []
+    readers: list[tuple[Callable[[str], bool], Callable[[str, _Found], list[pk.Package]]]] = [
+        (lambda p: p == "var/lib/dpkg/status" or p.startswith("var/lib/dpkg/status.d/"),
+         lambda p, f: pk.dpkg_status(_text(f), distro, p, licences)),
+        (lambda p: p == "lib/apk/db/installed",
+         lambda p, f: pk.apk_installed(_text(f), distro, p)),
+        (lambda p: p.endswith("rpmdb.sqlite"),
+         lambda p, f: pk.rpm_packages(_rpm_headers(f.data), distro, p)),
+        (lambda p: p.endswith(("/METADATA", "/PKG-INFO")),
+         lambda p, f: [x for x in [pk.python_metadata(_text(f), p)] if x]),
+        (lambda p: p.endswith("/package.json"),
+         lambda p, f: [x for x in [pk.npm_package(f.data, p)] if x]),
+    ]  # fmt: skip
+    for path in sorted(tree):
+        found = tree[path]
+        if found.go:
+            out += found.go
+            continue
+        for matches, read in readers:
+            if matches(path):
+                out += read(path, found)
+                break
+    return out
