@@ -318,3 +318,25 @@ def test_every_statement_meets_the_in_toto_and_slsa_schemas(attested: Attested) 
         for item in by_type.values():
             jsonschema.validate(item, statement)
         jsonschema.validate(by_type["https://slsa.dev/provenance/v1"]["predicate"], slsa)
+
+
+def test_inspect_lists_attestations_and_prints_each_kind(attested: Attested) -> None:
+    listed = polyarch("inspect", attested.ref).stdout
+    assert "Attestations:" in listed
+    rows = [line for line in listed.split("Attestations:")[1].splitlines() if "https://" in line]
+    assert sorted((r.split()[0], r.split()[1]) for r in rows) == [
+        ("linux/amd64", "https://slsa.dev/provenance/v1"),
+        ("linux/amd64", "https://spdx.dev/Document"),
+        ("linux/arm64", "https://slsa.dev/provenance/v1"),
+        ("linux/arm64", "https://spdx.dev/Document"),
+    ]
+    as_json = json.loads(polyarch("inspect", "--format", "json", attested.ref).stdout)
+    assert len(as_json["attestations"]) == 4
+    one = json.loads(polyarch("inspect", "--provenance", "--platform", "linux/arm64",
+                              attested.ref).stdout)  # fmt: skip
+    assert one == attested.statements["linux/arm64"]["https://slsa.dev/provenance/v1"]["predicate"]
+    both = json.loads(polyarch("inspect", "--sbom", attested.ref).stdout)
+    assert sorted(both) == ["linux/amd64", "linux/arm64"]
+    assert both["linux/amd64"]["spdxVersion"] == "SPDX-2.3"
+    none = polyarch("inspect", "--verification", attested.ref, check=False)
+    assert none.returncode == 2 and "carries no verification summary" in none.stderr

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from polyarch.attest.intoto import PREDICATE_ANNOTATION
 from polyarch.errors import PolyarchError, UsageError
+from polyarch.oci import mediatypes as mt
 from polyarch.oci.models import (
     Document,
     ImageConfig,
@@ -34,7 +36,21 @@ from polyarch.transfer.endpoints import (
 from polyarch.transfer.location import LayoutLocation, Location, parse_location
 
 if TYPE_CHECKING:
-    pass
+    from polyarch.oci.models import Descriptor
+
+
+def _statement(source: ImageSource, layer: Descriptor) -> Mapping[str, Any]:
+    if layer.size > MAX_STATEMENT:
+        raise UsageError(f"attestation {layer.digest} is {layer.size} bytes; refusing over "
+                         f"{MAX_STATEMENT}")  # fmt: skip
+    raw = b"".join(source.open_blob(layer))
+    try:
+        value = json.loads(raw)
+    except ValueError as exc:
+        raise UsageError(f"attestation {layer.digest} is not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise UsageError(f"attestation {layer.digest} is not a JSON object")
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +106,21 @@ class IndexSummary:
     location: str
     index: Index
     digest: str
+
+
+@dataclass(frozen=True, slots=True)
+class Attestation:
+    """An in-toto statement attached to a platform's image (`inspect` lists them)."""
+
+    platform: Platform | None  # the image's, None when the index does not say
+    subject: str  # the image manifest's digest
+    predicate_type: str
+    digest: str  # of the statement
+    size: int
+    statement: Mapping[str, Any] | None = None  # read when asked for
+
+
+MAX_STATEMENT = 40 << 20  # BuildKit's limit for an attestation file
 
 
 class Session:
@@ -169,6 +200,36 @@ class Session:
         if platform is not None and not platform.matches(config.platform):
             raise UsageError(f"{source} is an image for {config.platform}, not {platform}")
         return ImageSummary(str(source), document, digest, config)
+
+    def attestations(
+        self, location: str, *, read: str | None = None, platform: Platform | None = None
+    ) -> list[Attestation]:
+        """The attestations in an image's index (BuildKit's storage), by platform; the
+        statements of predicate type `read` are read (checked against their digests), of
+        `platform` only when given."""
+        source, document, _digest = self.fetch(location)
+        if not isinstance(document, Index):
+            return []
+        platforms = {str(d.digest): d.platform for d in document.images()}
+        out: list[Attestation] = []
+        for entry in document.manifests:
+            if not entry.is_attestation:
+                continue
+            subject = entry.annotations.get(mt.ANNOTATION_REFERENCE_DIGEST, "")
+            manifest = source.fetch_document(entry)
+            if not isinstance(manifest, Manifest):
+                continue
+            target = platforms.get(subject)
+            for layer in manifest.layers:
+                kind = layer.annotations.get(PREDICATE_ANNOTATION, "")
+                statement = None
+                wanted = platform is None or (target is not None and platform.matches(target))
+                if read is not None and kind == read and wanted:
+                    statement = _statement(source, layer)
+                    kind = str(statement.get("predicateType", kind))
+                out.append(Attestation(target, subject, kind, str(layer.digest), layer.size,
+                                       statement))  # fmt: skip
+        return out
 
     def copy(
         self,

@@ -33,6 +33,7 @@ from polyarch.api import (
     plan_build,
     read_dockerfile,
 )
+from polyarch.attest.intoto import PREDICATE_SLSA02, PREDICATE_SLSA1, PREDICATE_VSA
 from polyarch.cli import builders, failure, project
 from polyarch.cli.bake import bake_command
 from polyarch.cli.common import (
@@ -60,6 +61,7 @@ from polyarch.platform import Platform
 from polyarch.runtime import binfmt, userns
 
 if TYPE_CHECKING:
+    from polyarch.api import Session
     from polyarch.nodes.farm import Route
 
 
@@ -131,12 +133,24 @@ def cli(
 @click.argument("ref")
 @click.option("--raw", is_flag=True, help="Print the manifest or index exactly as stored.")
 @click.option("--platform", "platform", help="Pick this platform's image from an index.")
+@click.option("--sbom", "show", flag_value="https://spdx.dev/Document",
+              help="Print the SBOM (the SPDX document) of each platform's image.")
+@click.option("--provenance", "show", flag_value="provenance",
+              help="Print the SLSA provenance of each platform's image.")
+@click.option("--verification", "show", flag_value=PREDICATE_VSA,
+              help="Print the verification summaries `verify --attest` attached.")
 @format_option
 @click.pass_context
-def inspect(ctx: click.Context, ref: str, raw: bool, platform: str | None, fmt: str) -> None:
-    """Show an image or index: REF is a registry reference or oci:DIR[:NAME]."""
+def inspect(
+    ctx: click.Context, ref: str, raw: bool, platform: str | None, show: str | None, fmt: str
+) -> None:
+    """Show an image or index: REF is a registry reference or oci:DIR[:NAME]. An index's
+    attestations are listed (type, predicate, subject)."""
     session = open_session(ctx)
     want = Platform.parse(platform) if platform else None
+    if show is not None:
+        click.echo(json.dumps(_predicates(session, ref, show, want), indent=2))
+        return
     if raw:
         if want is None:
             _source, document, _digest = session.fetch(ref)
@@ -148,12 +162,43 @@ def inspect(ctx: click.Context, ref: str, raw: bool, platform: str | None, fmt: 
         sys.stdout.buffer.flush()
         return
     result = session.inspect(ref, want)
+    attached = session.attestations(ref) if isinstance(result, IndexSummary) else []
     if fmt == "json":
-        click.echo(json.dumps(_summary_json(result), indent=2))
+        shown = _summary_json(result)
+        if attached:
+            shown["attestations"] = [
+                {"platform": str(a.platform) if a.platform else None, "subject": a.subject,
+                 "predicateType": a.predicate_type, "digest": a.digest, "size": a.size}
+                for a in attached]  # fmt: skip
+        click.echo(json.dumps(shown, indent=2))
     elif isinstance(result, IndexSummary):
         click.echo(_index_text(result))
+        if attached:
+            rows = [[str(a.platform or "-"), a.predicate_type, a.subject[:19], human(a.size)]
+                    for a in attached]  # fmt: skip
+            click.echo("\nAttestations:\n"
+                       + table(["PLATFORM", "PREDICATE TYPE", "SUBJECT", "SIZE"], rows))
     else:
         click.echo(_image_text(result))
+
+
+def _predicates(session: Session, ref: str, kind: str, platform: Platform | None) -> Any:
+    """The predicates of one kind attached to the image's platforms: one platform's alone,
+    several by platform (as `buildx imagetools inspect --format '{{json .SBOM}}'`)."""
+    types = {"provenance": (PREDICATE_SLSA1, PREDICATE_SLSA02)}.get(kind, (kind,))
+    found: dict[str, list[Any]] = {}
+    for wanted in types:
+        for item in session.attestations(ref, read=wanted, platform=platform):
+            if item.statement is not None and item.predicate_type == wanted:
+                found.setdefault(str(item.platform or item.subject), []).append(
+                    item.statement.get("predicate"))  # fmt: skip
+    if not found:
+        what = {"provenance": "provenance", PREDICATE_VSA: "verification summary"}.get(
+            kind, "SBOM")  # fmt: skip
+        where = f" for {platform}" if platform else ""
+        raise UsageError(f"{ref} carries no {what}{where}")
+    values = {k: v[0] if len(v) == 1 else v for k, v in found.items()}
+    return next(iter(values.values())) if len(values) == 1 else values
 
 
 def _summary_json(result: ImageSummary | IndexSummary) -> dict[str, Any]:
