@@ -282,8 +282,10 @@ def _rpm_header(fields: dict[int, str]) -> bytes:
 
 
 def test_go_binaries_build_information() -> None:
-    info = ("path\texample.com/app\nmod\texample.com/app\t(devel)\t\n"
-            "dep\tgolang.org/x/sys\tv0.15.0\th1:x=\n")
+    info = (
+        "path\texample.com/app\nmod\texample.com/app\t(devel)\t\n"
+        "dep\tgolang.org/x/sys\tv0.15.0\th1:x=\n"
+    )
     framed = b"0" * 16 + info.encode() + b"1" * 16
     version = b"go1.21.5"
     header = pk.GO_MAGIC + bytes([8, 2]) + b"\0" * 16

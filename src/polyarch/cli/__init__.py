@@ -133,12 +133,24 @@ def cli(
 @click.argument("ref")
 @click.option("--raw", is_flag=True, help="Print the manifest or index exactly as stored.")
 @click.option("--platform", "platform", help="Pick this platform's image from an index.")
-@click.option("--sbom", "show", flag_value="https://spdx.dev/Document",
-              help="Print the SBOM (the SPDX document) of each platform's image.")
-@click.option("--provenance", "show", flag_value="provenance",
-              help="Print the SLSA provenance of each platform's image.")
-@click.option("--verification", "show", flag_value=PREDICATE_VSA,
-              help="Print the verification summaries `verify --attest` attached.")
+@click.option(
+    "--sbom",
+    "show",
+    flag_value="https://spdx.dev/Document",
+    help="Print the SBOM (the SPDX document) of each platform's image.",
+)
+@click.option(
+    "--provenance",
+    "show",
+    flag_value="provenance",
+    help="Print the SLSA provenance of each platform's image.",
+)
+@click.option(
+    "--verification",
+    "show",
+    flag_value=PREDICATE_VSA,
+    help="Print the verification summaries `verify --attest` attached.",
+)
 @format_option
 @click.pass_context
 def inspect(
@@ -176,8 +188,9 @@ def inspect(
         if attached:
             rows = [[str(a.platform or "-"), a.predicate_type, a.subject[:19], human(a.size)]
                     for a in attached]  # fmt: skip
-            click.echo("\nAttestations:\n"
-                       + table(["PLATFORM", "PREDICATE TYPE", "SUBJECT", "SIZE"], rows))
+            click.echo(
+                "\nAttestations:\n" + table(["PLATFORM", "PREDICATE TYPE", "SUBJECT", "SIZE"], rows)
+            )
     else:
         click.echo(_image_text(result))
 
