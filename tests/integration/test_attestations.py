@@ -340,3 +340,129 @@ def test_inspect_lists_attestations_and_prints_each_kind(attested: Attested) -> 
     assert both["linux/amd64"]["spdxVersion"] == "SPDX-2.3"
     none = polyarch("inspect", "--verification", attested.ref, check=False)
     assert none.returncode == 2 and "carries no verification summary" in none.stderr
+
+
+# signatures and verification summaries ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A cosign key pair made by `polyarch sign --generate-key` (password from
+    COSIGN_PASSWORD), and a second, unrelated pair."""
+    where = tmp_path_factory.mktemp("keys")
+    (where / "other").mkdir()
+    old = os.environ.get("COSIGN_PASSWORD")
+    os.environ["COSIGN_PASSWORD"] = "correct horse"
+    try:
+        polyarch("sign", "--generate-key", cwd=str(where))
+        polyarch("sign", "--generate-key", cwd=str(where / "other"))
+        yield where
+    finally:
+        if old is None:
+            os.environ.pop("COSIGN_PASSWORD", None)
+        else:
+            os.environ["COSIGN_PASSWORD"] = old
+
+
+def _openssl_verified(skopeo: str, ref: str, digest: str, public: Path, into: Path) -> bool:
+    """Whether the cosign signature tag of `digest` holds a signature OpenSSL verifies with
+    `public` over a simple-signing payload naming that digest, read as cosign lays it out
+    (containers/image reads the same: Debian's build has its sigstore support disabled, so
+    skopeo cannot be the checker here)."""
+    import base64
+    import hashlib
+
+    repository = ref.rsplit(":", 1)[0] if "@" not in ref else ref.split("@", maxsplit=1)[0]
+    tag = f"{repository}:{digest.replace('sha256:', 'sha256-')}.sig"
+    try:
+        manifest = _raw(skopeo, tag)
+    except subprocess.CalledProcessError:
+        return False
+    for layer in manifest["layers"]:
+        if layer["mediaType"] != "application/vnd.dev.cosign.simplesigning.v1+json":
+            continue
+        done = subprocess.run([skopeo, "copy", "--src-tls-verify=false", f"docker://{tag}",
+                               f"dir:{into / 'sig'}"], capture_output=True, check=True)  # fmt: skip
+        assert done.returncode == 0
+        payload = (into / "sig" / layer["digest"].removeprefix("sha256:")).read_bytes()
+        assert hashlib.sha256(payload).hexdigest() == layer["digest"].removeprefix("sha256:")
+        claims = json.loads(payload)["critical"]
+        signature = into / "sig.der"
+        signature.write_bytes(base64.b64decode(layer["annotations"][
+            "dev.cosignproject.cosign/signature"]))  # fmt: skip
+        (into / "payload").write_bytes(payload)
+        checked = subprocess.run(["openssl", "dgst", "-sha256", "-verify", str(public),
+                                  "-signature", str(signature), str(into / "payload")],
+                                 capture_output=True, text=True, check=False)  # fmt: skip
+        import shutil
+
+        shutil.rmtree(into / "sig", ignore_errors=True)
+        if (checked.returncode == 0 and claims["image"]["docker-manifest-digest"] == digest
+                and claims["type"] == "cosign container image signature"
+                and claims["identity"]["docker-reference"] == repository):  # fmt: skip
+            return True
+    return False
+
+
+def test_signatures_in_cosigns_layout_that_openssl_verifies(
+    attested: Attested, keys: Path, skopeo: str, tmp_path: Path
+) -> None:
+    assert (
+        (keys / "cosign.key")
+        .read_text()
+        .startswith("-----BEGIN ENCRYPTED SIGSTORE PRIVATE KEY-----")
+    )
+    assert oct((keys / "cosign.key").stat().st_mode & 0o777) == "0o600"
+    index_digest = _digest(skopeo, attested.ref)
+    public = keys / "cosign.pub"
+    assert not _openssl_verified(skopeo, attested.ref, index_digest, public, tmp_path)
+    env_password = os.environ.get("COSIGN_PASSWORD")
+    os.environ["COSIGN_PASSWORD"] = "wrong"
+    try:
+        wrong = polyarch("sign", "--key", str(keys / "cosign.key"), attested.ref, check=False)
+        assert wrong.returncode != 0 and "wrong password" in wrong.stderr
+        os.environ["COSIGN_PASSWORD"] = "correct horse"
+        signed = polyarch("sign", "--key", str(keys / "cosign.key"), attested.ref)
+        lines = signed.stdout.splitlines()
+        assert [line.split()[1] for line in lines] == ["image", "linux/amd64", "linux/arm64"]
+        again = polyarch("sign", "--key", str(keys / "cosign.key"), attested.ref)
+        assert again.stdout == signed.stdout
+    finally:
+        if env_password is None:
+            os.environ.pop("COSIGN_PASSWORD", None)
+        else:
+            os.environ["COSIGN_PASSWORD"] = env_password
+    repository = attested.ref.rsplit(":", 1)[0]
+    sig = _raw(skopeo, f"{repository}:{index_digest.replace('sha256:', 'sha256-')}.sig")
+    assert len(sig["layers"]) == 1  # signing twice kept one signature
+    assert _raw(skopeo, attested.ref) == attested.index  # the image's tag did not move
+    assert _openssl_verified(skopeo, attested.ref, index_digest, public, tmp_path)
+    for entry in attested.index["manifests"][:2]:
+        assert _openssl_verified(skopeo, attested.ref, entry["digest"], public, tmp_path)
+    other = keys / "other" / "cosign.pub"
+    assert not _openssl_verified(skopeo, attested.ref, index_digest, other, tmp_path)
+    checked = polyarch("verify", "--no-run", "--key", str(public), attested.ref)
+    assert "signed by" in checked.stdout
+    unsigned = polyarch("verify", "--no-run", "--key", str(other), attested.ref, check=False)
+    assert unsigned.returncode == 1 and "carries no valid signature" in unsigned.stderr
+
+
+def test_verify_attests_its_result_and_a_later_verify_takes_it(
+    attested: Attested, skopeo: str, tmp_path: Path
+) -> None:
+    required = polyarch("verify", "--require-attested", attested.ref, check=False)
+    assert required.returncode == 1 and "no passing verification summary" in required.stderr
+    done = polyarch("verify", "--root", str(tmp_path / "root"), "--attest", "--run",
+                    "test -f /built", attested.ref)  # fmt: skip
+    assert done.stdout.count("attached the verification summary") == 2
+    assert _raw(skopeo, attested.ref) == attested.index  # a referrer: the digest is the same
+    taken = polyarch("verify", "--require-attested", "--platform", BOTH, attested.ref)
+    assert taken.stdout.count("attested") >= 2
+    summaries = json.loads(polyarch("inspect", "--verification", attested.ref).stdout)
+    assert sorted(summaries) == ["linux/amd64", "linux/arm64"]
+    arm = summaries["linux/arm64"]
+    assert arm["verificationResult"] == "PASSED"
+    assert arm["verifier"]["id"] == "urn:polyarch:verify"
+    assert "qemu-aarch64" in arm["polyarch_verify"]["ran"]
+    assert "(native" in summaries["linux/amd64"]["polyarch_verify"]["ran"]
+    assert arm["resourceUri"].startswith("pkg:docker/")

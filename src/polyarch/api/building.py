@@ -766,15 +766,24 @@ def _git_context(url: str, scratch: Path, keep_git_dir: bool) -> tuple[Path, str
 
 
 def _attest_spec(options: BuildOptions) -> AttestSpec:
-    """The attestations the build makes: as asked, and buildx's default (`mode=min`
-    provenance) on a push unless the build said anything about provenance or
-    BUILDX_NO_DEFAULT_ATTESTATIONS is true."""
-    spec = options.attest
-    pushing = any(isinstance(o, RegistryOutput) for o in options.outputs)
-    no_default = os.environ.get("BUILDX_NO_DEFAULT_ATTESTATIONS", "").strip().lower()
-    if pushing and no_default not in ("1", "t", "true", "yes", "on"):
-        spec = spec.with_default()
-    return spec
+    """The attestations the build makes: as asked, and buildx's default on a push."""
+    if any(isinstance(o, RegistryOutput) for o in options.outputs):
+        return pushed_attestations(options.attest)
+    return options.attest
+
+
+def default_attestations() -> bool:
+    """Whether the default attestations are made (BUILDX_NO_DEFAULT_ATTESTATIONS unset or
+    false, as buildx reads it)."""
+    value = os.environ.get("BUILDX_NO_DEFAULT_ATTESTATIONS", "").strip().lower()
+    return value not in ("1", "t", "true", "yes", "on")
+
+
+def pushed_attestations(spec: AttestSpec) -> AttestSpec:
+    """The attestations of an image that is pushed: buildx's default (`mode=min`
+    provenance) added unless the build said anything about provenance or the defaults are
+    off."""
+    return spec.with_default() if default_attestations() else spec
 
 
 def _attested(

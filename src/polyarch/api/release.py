@@ -9,7 +9,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from polyarch.api.building import BuildOptions, BuildReport, build_image
+from polyarch.api.building import (
+    BuildOptions,
+    BuildReport,
+    build_image,
+    default_attestations,
+    pushed_attestations,
+)
 from polyarch.api.local import default_root, local_images, machine_platform
 from polyarch.api.session import Session
 from polyarch.errors import NotFoundError, PolyarchError
@@ -32,6 +38,8 @@ class ReleaseResult:
     pinned: str
     verify: VerifyReport
     released: tuple[tuple[str, str], ...] = ()  # (tag, digest)
+    attached: tuple[tuple[str, str], ...] = ()  # (platform, verification summary's digest)
+    signed: tuple[str, ...] = ()  # what was signed ("image sha256:...", per platform)
 
     @property
     def ok(self) -> bool:
@@ -46,16 +54,33 @@ def release(
     progress: Progress | None = None,
     note: Callable[[str], None] = lambda _line: None,
     arch_check: bool = True,
+    sign_key: tuple[bytes, bytes] | None = None,
 ) -> ReleaseResult:
-    """Build, push by digest, verify every platform, and only then move the tags."""
-    built = build_image(session, dataclasses.replace(options, outputs=()), progress=progress)
+    """Build, push by digest, verify every platform (its result attached to each platform's
+    image), sign it when given a key (PEM, password), and only then move the tags."""
+    from polyarch.api.attesting import attach_verification, verify_policy  # noqa: PLC0415
+    from polyarch.api.signing import sign_image  # noqa: PLC0415
+
+    built = build_image(
+        session,
+        dataclasses.replace(options, outputs=(), attest=pushed_attestations(options.attest)),
+        progress=progress,
+    )
     pinned = [push_pinned(session, name, options.root) for name in built.names]
     report = verify_image(session, pinned[0], platforms=options.platforms, run=run,
                           root=options.root, note=note, arch_check=arch_check)  # fmt: skip
+    attached: list[tuple[str, str]] = []
+    if default_attestations():  # the proof is kept, passed or failed, on the digest
+        attached = attach_verification(session, pinned[0], report,
+                                       verify_policy(run, arch_check))  # fmt: skip
     if not report.ok:
-        return ReleaseResult(built, pinned[0], report)
+        return ReleaseResult(built, pinned[0], report, attached=tuple(attached))
+    signed: list[str] = []
+    if sign_key is not None:
+        for name in pinned:
+            signed += [f"{what} {digest}" for what, digest in sign_image(session, name, *sign_key)]
     moved = tuple((name, move_tag(session, name, options.root)) for name in built.names)
-    return ReleaseResult(built, pinned[0], report, moved)
+    return ReleaseResult(built, pinned[0], report, moved, tuple(attached), tuple(signed))
 
 
 def push_pinned(session: Session, name: str, root: Path | None = None) -> str:

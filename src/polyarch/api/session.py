@@ -3,6 +3,7 @@ reference (a `Session` holds the registry client, its credentials and TLS settin
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from polyarch.attest.intoto import PREDICATE_ANNOTATION
+from polyarch.digest import Digest
 from polyarch.errors import PolyarchError, UsageError
 from polyarch.oci import mediatypes as mt
 from polyarch.oci.models import (
@@ -204,26 +206,35 @@ class Session:
     def attestations(
         self, location: str, *, read: str | None = None, platform: Platform | None = None
     ) -> list[Attestation]:
-        """The attestations in an image's index (BuildKit's storage), by platform; the
-        statements of predicate type `read` are read (checked against their digests), of
-        `platform` only when given."""
-        source, document, _digest = self.fetch(location)
-        if not isinstance(document, Index):
-            return []
-        platforms = {str(d.digest): d.platform for d in document.images()}
+        """The attestations of an image's platforms: in its index (BuildKit's storage) and,
+        on a registry, attached to each platform's manifest as referrers (verification
+        summaries). The statements of predicate type `read` are read (checked against their
+        digests), of `platform` only when given."""
+        source, document, digest = self.fetch(location)
+        images = ([(d.platform, d.digest) for d in document.images()]
+                  if isinstance(document, Index) else [(None, Digest.parse(digest))])  # fmt: skip
+        platforms = {str(d): p for p, d in images}
+        found: list[Descriptor] = [d for d in document.manifests if d.is_attestation] if (
+            isinstance(document, Index)) else []  # fmt: skip
+        if isinstance(source, RegistryRepository):
+            from polyarch.registry.referrers import list_referrers  # noqa: PLC0415
+
+            for _platform, image in images:
+                found += [dataclasses.replace(d, annotations={
+                    **d.annotations, mt.ANNOTATION_REFERENCE_DIGEST: str(image)})
+                    for d in list_referrers(self.client, source.ref, image)
+                    if d.artifact_type == mt.ATTESTATION_MANIFEST]  # fmt: skip
         out: list[Attestation] = []
-        for entry in document.manifests:
-            if not entry.is_attestation:
-                continue
+        for entry in found:
             subject = entry.annotations.get(mt.ANNOTATION_REFERENCE_DIGEST, "")
             manifest = source.fetch_document(entry)
             if not isinstance(manifest, Manifest):
                 continue
             target = platforms.get(subject)
+            wanted = platform is None or (target is not None and platform.matches(target))
             for layer in manifest.layers:
                 kind = layer.annotations.get(PREDICATE_ANNOTATION, "")
                 statement = None
-                wanted = platform is None or (target is not None and platform.matches(target))
                 if read is not None and kind == read and wanted:
                     statement = _statement(source, layer)
                     kind = str(statement.get("predicateType", kind))

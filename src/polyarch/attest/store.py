@@ -30,25 +30,38 @@ def empty_config() -> Descriptor:
                       data=base64.b64encode(EMPTY_JSON).decode("ascii"))  # fmt: skip
 
 
-def attestation_manifest(
-    layout: OciLayout, target: Descriptor, statements: Sequence[bytes]
-) -> Descriptor:
-    """The statements about `target` (a platform's manifest) written as blobs, and their
-    attestation manifest; returns its index entry."""
+def attestation_document(
+    target: Descriptor, statements: Sequence[bytes]
+) -> tuple[Manifest, dict[Digest, bytes]]:
+    """The attestation manifest of `statements` about `target` (a platform's manifest), and
+    the blobs it needs (the statements and the empty config)."""
     layers = []
+    blobs: dict[Digest, bytes] = {}
     for raw in statements:
         predicate_type = json.loads(raw)["predicateType"]
-        digest = layout.blobs.put_bytes(raw, Digest.of(raw))
+        digest = Digest.of(raw)
+        blobs[digest] = raw
         layers.append(
             Descriptor(
                 MEDIA_TYPE, digest, len(raw), annotations={PREDICATE_ANNOTATION: predicate_type}
             )
         )
     config = empty_config()
-    layout.blobs.put_bytes(EMPTY_JSON, config.digest)
+    blobs[config.digest] = EMPTY_JSON
     subject = Descriptor(target.media_type, target.digest, target.size)
     manifest = Manifest.create(config, layers, artifact_type=mt.ATTESTATION_MANIFEST,
                                subject=subject)  # fmt: skip
+    return manifest, blobs
+
+
+def attestation_manifest(
+    layout: OciLayout, target: Descriptor, statements: Sequence[bytes]
+) -> Descriptor:
+    """The statements about `target` written as blobs, and their attestation manifest;
+    returns its index entry."""
+    manifest, blobs = attestation_document(target, statements)
+    for digest, raw in blobs.items():
+        layout.blobs.put_bytes(raw, digest)
     layout.write_document(manifest.raw)
     return Descriptor(mt.OCI_MANIFEST, manifest.digest, len(manifest.raw), platform=UNKNOWN,
                       annotations={mt.ANNOTATION_REFERENCE_DIGEST: str(target.digest),

@@ -54,6 +54,7 @@ from polyarch.cli.common import (
     table,
 )
 from polyarch.cli.diff import diff_command
+from polyarch.cli.signing import sign_command
 from polyarch.errors import PolyarchError, UsageError
 from polyarch.graph.model import BuildGraph, StageInstance
 from polyarch.graph.ops import BindMount, CacheMount, ExecOp, Mount, SecretMount, SshMount
@@ -764,7 +765,7 @@ def doctor_command(
         raise click.exceptions.Exit(1)
 
 
-for _command in (*project.COMMANDS, *builders.COMMANDS, diff_command, bake_command):
+for _command in (*project.COMMANDS, *builders.COMMANDS, diff_command, bake_command, sign_command):
     cli.add_command(_command)
 
 # An example for each command that has none in its docstring, shown by --help.

@@ -517,6 +517,7 @@ class Releasing:
     platform's image; None: none but the architecture check), then tagged."""
 
     run: RunSpec | None
+    sign_key: tuple[bytes, bytes] | None = None  # --sign-key: the PEM and its password
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -608,7 +609,7 @@ def _build(
         else:
             report = release(session, options, releasing.run, progress=sink,
                              note=lambda line: click.echo(f"note: {line}", err=True),
-                             arch_check=arch_check)  # fmt: skip
+                             arch_check=arch_check, sign_key=releasing.sign_key)  # fmt: skip
         outcome = "FINISHED"
         return report
     except KeyboardInterrupt:
@@ -963,6 +964,24 @@ def _show_verify(report: VerifyReport, ran: bool, show_output: bool) -> None:
 @click.option("--platform", "platforms", multiple=True, help="Platforms that must be present "
               "(default: build.platforms in polyarch.toml, else every entry).")  # fmt: skip
 @_verify_options
+@click.option(
+    "--attest",
+    "attest",
+    is_flag=True,
+    help="Attach each platform's result to its "
+    "image as a SLSA verification summary (an OCI referrer: the image's digest does "
+    "not change); `inspect --verification` shows them.",
+)
+@click.option(
+    "--require-attested",
+    "require_attested",
+    is_flag=True,
+    help="Run nothing: pass each platform whose image already carries a passing "
+    "verification summary (from verify --attest or release), fail the others.",
+)
+@click.option("--key", "key", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also require a signature by this public key (cosign.pub), in cosign's "
+              "format (polyarch sign, cosign sign).")  # fmt: skip
 @root_option
 @format_option
 @click.pass_context
@@ -977,26 +996,74 @@ def verify_command(
     timeout: float | None,
     no_arch_check: bool,
     show_output: bool,
+    attest: bool,
+    require_attested: bool,
+    key: Path | None,
     root: Path | None,
 ) -> None:
     """Check that REF (default: the project's image) has every platform, whole, that every
     executable and shared library is for its platform's machine, and that each platform's
     image runs (emulated where needed) and answers the HTTP probes."""
+    from polyarch.api import attesting  # noqa: PLC0415 (the engine only when needed)
+
     g = globals_of(ctx)
     wanted = parse_platforms(platforms) or g.project().platforms
     run = _run_spec(ctx, probes, run_command, no_run, timeout)
-    report = verify_image(
-        open_session(ctx), ref or _project_image(g, give="REF (e.g. registry.lan/app:1.0)"),
-        platforms=wanted, run=run, root=root,
-        note=lambda line: click.echo(f"note: {line}", err=True), arch_check=not no_arch_check,
-    )  # fmt: skip
+    session = open_session(ctx)
+    location = ref or _project_image(g, give="REF (e.g. registry.lan/app:1.0)")
+    if require_attested and attest:
+        raise UsageError("--require-attested runs nothing, so there is no result to --attest")
+    public = _read_key(key) if key else None
+    if require_attested:
+        report = attesting.require_attested(session, location, wanted)
+    else:
+        report = verify_image(
+            session, location, platforms=wanted, run=run, root=root,
+            note=lambda line: click.echo(f"note: {line}", err=True),
+            arch_check=not no_arch_check,
+        )  # fmt: skip
+    attached = (attesting.attach_verification(session, location, report,
+                                              attesting.verify_policy(run, not no_arch_check))
+                if attest else [])  # fmt: skip
+    signatures = _signatures(session, location, public) if public is not None else None
     if fmt == "json":
         results = [{**dataclasses.asdict(r), "ok": r.ok} for r in report.results]
-        echo_json({**dataclasses.asdict(report), "ok": report.ok, "results": results})
+        extra: dict[str, Any] = {"attached": [{"platform": p, "digest": d} for p, d in attached]}
+        if signatures is not None:
+            extra["signatures"] = {"signed": signatures.signed, "unsigned": signatures.unsigned}
+        echo_json({**dataclasses.asdict(report), "ok": report.ok, "results": results, **extra})
     else:
-        _show_verify(report, run is not None, show_output)
-    if not report.ok:
+        _show_verify(report, run is not None and not require_attested, show_output)
+        for platform, digest in attached:
+            click.echo(f"attached the verification summary of {platform}: {digest}")
+        if signatures is not None:
+            for what, digest in signatures.signed:
+                click.echo(f"signed by {key}: {what} {digest[:19]}")
+    if signatures is not None and not signatures.ok:
+        for what, digest in signatures.unsigned:
+            click.echo(f"FAIL signature: {what} {digest} carries no valid signature by {key}",
+                       err=True)  # fmt: skip
+    if not report.ok or (signatures is not None and not signatures.ok):
         raise click.exceptions.Exit(1)
+
+
+def _read_key(path: Path, flag: str = "--key") -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"{flag} {path}: {exc.strerror}") from None
+
+
+def _signatures(session: Any, location: str, public: bytes) -> Any:
+    """The image's signatures checked (the image itself must be signed; an index's platforms
+    are reported, and need to be signed too when any of them is)."""
+    from polyarch.api.signing import SignatureCheck, check_signatures  # noqa: PLC0415
+
+    found = check_signatures(session, location, public, recursive=True)
+    image_signed = any(what == "image" for what, _d in found.signed)
+    if image_signed and len(found.signed) == 1:  # only the index: as cosign verify checks it
+        return SignatureCheck(found.reference, found.signed, [])
+    return found
 
 
 @click.command("release")
@@ -1005,6 +1072,10 @@ def verify_command(
 @_build_options
 @_buildx_flags
 @_verify_options
+@click.option("--sign-key", "sign_key", type=click.Path(dir_okay=False, path_type=Path),
+              help="Sign the released image (the index and each platform) with this key "
+              "(cosign.key; password from COSIGN_PASSWORD), after it passed and before the "
+              "tags move.")  # fmt: skip
 @click.argument("context", type=ContextArgument(), required=False)
 @click.pass_context
 def release_command(
@@ -1016,6 +1087,7 @@ def release_command(
     timeout: float | None,
     no_arch_check: bool,
     show_output: bool,
+    sign_key: Path | None,
     **kwargs: Any,
 ) -> None:
     """Build every configured platform, push, verify, and only then move the tag.
@@ -1026,12 +1098,23 @@ def release_command(
     if globals_of(ctx).project().get("bake.files"):
         _release_bake(ctx, run, not no_arch_check, show_output, kwargs)
         return
+    signing = None
+    if sign_key is not None:
+        from polyarch.attest.sign import read_private  # noqa: PLC0415
+        from polyarch.cli.signing import password  # noqa: PLC0415
+
+        signing = (_read_key(sign_key, "--sign-key"), password())
+        read_private(*signing)  # a wrong key or password fails before anything is built
     result = _build(ctx, BuildFlags(push=False, outputs=(), **kwargs), named=True,
-                    releasing=Releasing(run), arch_check=not no_arch_check)  # fmt: skip
+                    releasing=Releasing(run, signing), arch_check=not no_arch_check)  # fmt: skip
     assert isinstance(result, ReleaseResult)
     click.echo("\n".join(_build_lines(result.build)))
     click.echo(f"pushed {result.pinned} (no tag yet)")
     _show_verify(result.verify, run is not None, show_output)
+    for platform, digest in result.attached:
+        click.echo(f"attached the verification summary of {platform}: {digest}")
+    for what in result.signed:
+        click.echo(f"signed {what}")
     if not result.ok:
         names = ", ".join(result.build.names)
         click.echo(f"not released: {names} left as they were", err=True)

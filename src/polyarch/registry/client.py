@@ -43,7 +43,7 @@ from polyarch.errors import (
     VerificationError,
 )
 from polyarch.oci import mediatypes as mt
-from polyarch.oci.models import MAX_DOCUMENT_SIZE, Descriptor, Document, parse_document
+from polyarch.oci.models import MAX_DOCUMENT_SIZE, Descriptor, Document, Index, parse_document
 from polyarch.reference import Reference, is_loopback_host
 from polyarch.registry.auth import (
     SCOPES,
@@ -267,6 +267,25 @@ class RegistryClient:
                     actual_digest=str(claimed),
                 )
         return digest
+
+    def referrers(self, ref: Reference, subject: Digest) -> Index | None:
+        """The registry's referrers of `subject` (OCI 1.1 referrers API), or None when the
+        registry has no such API (404: the referrers tag schema then holds them)."""
+        endpoint = self._endpoint(ref.api_host)
+        url = self._url(endpoint, ref.repository, "referrers", str(subject))
+        try:
+            raw = self._fetch(
+                endpoint, "GET", url, ref, _pull(ref.repository),
+                lambda resp: read_body(resp, MAX_DOCUMENT_SIZE, f"referrers of {subject}"),
+                headers={"Accept": mt.OCI_INDEX}, what="list referrers",
+                limit=MAX_DOCUMENT_SIZE,
+            )  # fmt: skip
+        except NotFoundError:
+            return None
+        document = parse_document(raw, mt.OCI_INDEX, what=f"referrers of {subject}")
+        if not isinstance(document, Index):
+            raise RegistryError(f"the referrers of {subject} are not an index", reference=str(ref))
+        return document
 
     def list_tags(self, ref: Reference, page_size: int | None = None) -> list[str]:
         """All tags of the repository, following `Link: <...>; rel="next"` pages."""

@@ -1,0 +1,135 @@
+"""What `verify` saw, kept by the registry: each platform's result attached to its image as a
+SLSA Verification Summary Attestation (`polyarch.attest.vsa`), an OCI 1.1 referrer of the
+platform's manifest (BuildKit's attestation-manifest form, with `subject`), so the image's
+digest does not change; and found again by `verify --require-attested`."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from polyarch import __version__
+from polyarch.api.session import MAX_STATEMENT, Session
+from polyarch.attest import intoto, vsa
+from polyarch.attest.store import attestation_document
+from polyarch.digest import Digest
+from polyarch.errors import UsageError
+from polyarch.oci import mediatypes as mt
+from polyarch.oci.models import Manifest
+from polyarch.platform import Platform
+from polyarch.reference import Reference
+from polyarch.registry.referrers import list_referrers, push_referrer
+from polyarch.transfer.location import parse_location
+
+if TYPE_CHECKING:
+    from polyarch.verify import RunSpec, VerifyReport
+
+
+def verify_policy(run: RunSpec | None, arch_check: bool) -> dict[str, Any]:
+    """What verify was asked to check (a summary's policy)."""
+    return {"run": run is not None, "command": run.command if run else None,
+            "probes": [f"{p}={p.status}" + (f"~{p.text}" if p.text else "")
+                       for p in (run.probes if run else ())],
+            "arch_check": arch_check}  # fmt: skip
+
+
+def _registry_ref(location: str) -> Reference:
+    where = parse_location(location)
+    if not isinstance(where, Reference):
+        raise UsageError(f"{location}: verification results are kept on a registry; give "
+                         "REGISTRY/NAME:TAG or REGISTRY/NAME@DIGEST")  # fmt: skip
+    return where
+
+
+def attach_verification(
+    session: Session, location: str, report: VerifyReport, policy: Mapping[str, Any]
+) -> list[tuple[str, str]]:
+    """Each platform's result attached to its image as a referrer; returns (platform, the
+    summary's manifest digest)."""
+    ref = _registry_ref(location)
+    repository = Reference(ref.registry, ref.repository)
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    attached = []
+    for result in report.results:
+        if not result.digest:
+            continue
+        digest = Digest.parse(result.digest)
+        target = session.client.head_manifest(ref.with_digest(digest))
+        if target is None:
+            continue
+        platform = Platform.parse(result.platform)
+        body = vsa.predicate(
+            resource_uri=intoto.image_purl(repository.with_digest(digest), platform),
+            passed=result.ok, time_verified=now, version=__version__, policy=policy,
+            runner=result.run, checks=result.checks, probes=result.probes,
+            failures=result.failures,
+        )  # fmt: skip
+        named = repository.with_tag(ref.tag) if ref.tag else repository.with_digest(digest)
+        subject = intoto.subjects([named], platform, digest)
+        statement = intoto.statement(intoto.PREDICATE_VSA, subject, body)
+        manifest, blobs = attestation_document(target, [statement])
+        push_referrer(session.client, ref, manifest, blobs)
+        attached.append((result.platform, str(manifest.digest)))
+    return attached
+
+
+def summaries(session: Session, ref: Reference, digest: Digest) -> list[dict[str, Any]]:
+    """The verification summaries attached to the manifest `digest` (as referrers), whose
+    statement names that digest."""
+    out: list[dict[str, Any]] = []
+    for entry in list_referrers(session.client, ref, digest):
+        if entry.artifact_type != mt.ATTESTATION_MANIFEST:
+            continue
+        document = session.client.get_manifest(ref.with_digest(entry.digest)).document
+        if not isinstance(document, Manifest):
+            continue
+        for layer in document.layers:
+            if layer.annotations.get(intoto.PREDICATE_ANNOTATION) != intoto.PREDICATE_VSA:
+                continue
+            if layer.size > MAX_STATEMENT:
+                continue
+            statement = json.loads(b"".join(session.client.get_blob(ref, layer)))
+            named = {s.get("digest", {}).get(digest.algorithm)
+                     for s in statement.get("subject", [])}  # fmt: skip
+            if digest.hex in named and statement.get("predicateType") == intoto.PREDICATE_VSA:
+                out.append(statement["predicate"])
+    return out
+
+
+def require_attested(
+    session: Session, location: str, platforms: Sequence[Platform] = ()
+) -> VerifyReport:
+    """`verify --require-attested`: each platform of the image passes when its digest
+    already carries a passing summary made by polyarch; nothing is run."""
+    from polyarch.oci.models import Index  # noqa: PLC0415
+    from polyarch.verify import PlatformResult, VerifyReport  # noqa: PLC0415
+
+    ref = _registry_ref(location)
+    fetched = session.client.get_manifest(ref)
+    document = fetched.document
+    entries: list[tuple[Platform | None, Digest]]
+    if isinstance(document, Index):
+        entries = [(d.platform, d.digest) for d in document.images() if d.platform]
+    else:
+        entries = [(None, fetched.digest)]
+    report = VerifyReport(str(ref), str(fetched.digest), [])
+    have = {p for p, _d in entries}
+    for want in platforms:
+        if not any(p is not None and want.matches(p) for p in have):
+            report.problems.append(f"no image for {want}")
+    for platform, digest in entries:
+        result = PlatformResult(str(platform or "image"), str(digest))
+        passing = [s for s in summaries(session, ref, digest) if vsa.passes(s)]
+        if passing:
+            latest = max(passing, key=lambda s: str(s.get("timeVerified", "")))
+            result.checks.append("attested")
+            result.run = f"verified {latest.get('timeVerified', '?')}"
+        else:
+            result.failures.append(
+                "no passing verification summary is attached to "
+                f"{digest}: run polyarch verify --attest first"
+            )
+        report.results.append(result)
+    return report
