@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 from collections.abc import Iterator
@@ -269,15 +270,26 @@ def test_what_each_platform_printed_is_shown_on_request(picky: str, tmp_path: Pa
 
 
 def test_a_release_that_fails_its_checks_leaves_the_tag_alone(
-    tiny: str, registry: RunningRegistry, tmp_path: Path
+    tiny: str, registry: RunningRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ctx = tmp_path / "ctx"
     ctx.mkdir()
     ref = registry.ref("verify/release:stable")
     root = tmp_path / "root"
+    monkeypatch.setenv("COSIGN_PASSWORD", "release-key")
+    polyarch("sign", "--generate-key", cwd=str(tmp_path))
     (ctx / "Dockerfile").write_text(f'FROM {tiny}\nENTRYPOINT ["/bin/sh", "-c", "exit 0"]\n')
-    good = polyarch("release", "--root", str(root), "--platform", BOTH, "-t", ref, str(ctx))
+    good = polyarch("release", "--root", str(root), "--platform", BOTH, "-t", ref,
+                    "--sign-key", str(tmp_path / "cosign.key"), str(ctx))  # fmt: skip
     assert f"released {ref}" in good.stdout
+    # What the release proved and who released it stay with the image: a verification
+    # summary per platform (a referrer), a signature, and buildx's default provenance.
+    assert good.stdout.count("attached the verification summary") == 2
+    assert "signed image sha256:" in good.stdout
+    polyarch("verify", "--require-attested", "--key", str(tmp_path / "cosign.pub"), ref)
+    listed = polyarch("inspect", ref).stdout
+    assert listed.count("https://slsa.dev/provenance/v1") == 2
+    assert listed.count("https://slsa.dev/verification_summary/v1") == 2
     before = polyarch("inspect", "--raw", ref).stdout
     # The next version's entrypoint fails on arm64: pushed by digest, checked, not released.
     (ctx / "Dockerfile").write_text(
@@ -292,3 +304,7 @@ def test_a_release_that_fails_its_checks_leaves_the_tag_alone(
                   if line.startswith("pushed "))  # fmt: skip
     assert "@sha256:" in pinned
     assert polyarch("inspect", "--raw", pinned).stdout != before  # there, by digest only
+    failed = json.loads(polyarch("inspect", "--verification", "--platform", "linux/arm64",
+                                 pinned).stdout)  # fmt: skip
+    assert failed["verificationResult"] == "FAILED"
+    assert "signed" not in bad.stdout  # a release that failed is not signed

@@ -385,3 +385,90 @@ def test_an_index_keeps_its_annotations_and_order(tmp_path: Path) -> None:
         "unknown/unknown",
     ]
     assert made.images() == tuple(images.values())
+
+
+# signatures ------------------------------------------------------------------------------------
+
+
+def test_cosigns_payload_and_signature_manifest() -> None:
+    from polyarch.attest import sign
+
+    digest = Digest.of(b"index")
+    payload = sign.payload("r.io/team/app", digest)
+    assert payload == (b'{"critical":{"identity":{"docker-reference":"r.io/team/app"},"image":'
+                       b'{"docker-manifest-digest":"' + str(digest).encode() + b'"},"type":'
+                       b'"cosign container image signature"},"optional":null}')  # fmt: skip
+    assert sign.read_payload(payload) == ("r.io/team/app", str(digest))
+    assert sign.signature_tag(digest) == f"sha256-{digest.hex}.sig"
+    key = sign.generate()
+    layer = sign.SignedLayer(Descriptor(sign.SIMPLE_SIGNING, Digest.of(payload), len(payload)),
+                             sign.sign(key, payload))  # fmt: skip
+    manifest, config = sign.signature_manifest([layer])
+    (made,) = sign.signature_layers(manifest)
+    assert made.payload.digest == Digest.of(payload)
+    assert json.loads(config)["rootfs"]["diff_ids"] == [str(Digest.of(payload))]
+    assert manifest.config.digest == Digest.of(config)
+    assert sign.verifies(key.public_key(), payload, made.signature)
+    assert not sign.verifies(key.public_key(), payload + b" ", made.signature)
+    assert not sign.verifies(sign.generate().public_key(), payload, made.signature)
+
+
+def test_keys_are_written_as_cosign_writes_them_and_read_back() -> None:
+    import base64
+    import hashlib
+
+    from nacl.secret import SecretBox
+
+    from polyarch.attest import sign
+
+    key = sign.generate()
+    pem = sign.encrypted_pem(key, b"pw")
+    lines = pem.decode().splitlines()
+    assert lines[0] == "-----BEGIN ENCRYPTED SIGSTORE PRIVATE KEY-----"
+    assert lines[-1] == "-----END ENCRYPTED SIGSTORE PRIVATE KEY-----"
+    assert all(len(line) <= 64 for line in lines)
+    # go-securesystemslib's encrypted form, decrypted here without polyarch's reader
+    sealed = json.loads(base64.b64decode("".join(lines[1:-1])))
+    assert sealed["kdf"]["name"] == "scrypt" and sealed["cipher"]["name"] == "nacl/secretbox"
+    params = sealed["kdf"]["params"]
+    box_key = hashlib.scrypt(b"pw", salt=base64.b64decode(sealed["kdf"]["salt"]), n=params["N"],
+                             r=params["r"], p=params["p"], dklen=32, maxmem=1 << 27)  # fmt: skip
+    der = SecretBox(box_key).decrypt(base64.b64decode(sealed["ciphertext"]),
+                                     base64.b64decode(sealed["cipher"]["nonce"]))  # fmt: skip
+    from cryptography.hazmat.primitives import serialization
+
+    assert serialization.load_der_private_key(der, None).public_key().public_numbers() == (
+        key.public_key().public_numbers()
+    )
+    again = sign.read_private(pem, b"pw")
+    assert again.private_numbers() == key.private_numbers()
+    with pytest.raises(sign.SignatureError, match="wrong password"):
+        sign.read_private(pem, b"not it")
+    public = sign.read_public(sign.public_pem(key))
+    assert public.public_numbers() == key.public_key().public_numbers()
+    with pytest.raises(sign.SignatureError, match="not a public key"):
+        sign.read_public(b"nonsense")
+
+
+# verification summaries ------------------------------------------------------------------------
+
+
+def test_a_verification_summary_and_what_passes() -> None:
+    from polyarch.attest import vsa
+
+    policy = {"run": True, "command": "uname -m", "probes": ["80/=200"], "arch_check": True}
+    body = vsa.predicate(resource_uri="pkg:docker/r.io/a@1?platform=linux/arm64", passed=True,
+                         time_verified="2026-12-07T20:00:00Z", version="0.1.0", policy=policy,
+                         runner="qemu-aarch64", checks=["config"], probes={"80/": "200"},
+                         failures=[])  # fmt: skip
+    assert body["verificationResult"] == "PASSED"
+    assert body["verifiedLevels"] == ["POLYARCH_VERIFIED"]
+    assert body["policy"]["digest"]["sha256"] == vsa.policy_digest(dict(reversed(policy.items())))
+    assert vsa.passes(body) and vsa.passes(body, policy)
+    assert not vsa.passes(body, {**policy, "command": "true"})
+    failed = {**body, "verificationResult": "FAILED"}
+    assert not vsa.passes(failed)
+    assert not vsa.passes({**body, "verifier": {"id": "someone-else"}})
+    statement = json.loads(intoto.statement(intoto.PREDICATE_VSA, intoto.subjects(
+        [], AMD64, Digest.of(b"m")), body))  # fmt: skip
+    jsonschema.validate(statement, json.loads((SCHEMAS / "intoto-statement-v1.json").read_text()))

@@ -8,7 +8,7 @@ signature (`dev.cosignproject.cosign/signature`). cosign v2 and v3 and container
 (skopeo, podman with a `sigstoreSigned` policy) verify it.
 
 Keys are cosign's: `cosign.pub` a PKIX public key in PEM; `cosign.key` the PKCS#8 private key
-encrypted as go-securesystemslib does (scrypt N=32768, r=8, p=1; NaCl secretbox) in an
+encrypted as go-securesystemslib does (scrypt N=65536, r=8, p=1; NaCl secretbox) in an
 `ENCRYPTED SIGSTORE PRIVATE KEY` PEM block."""
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ SIMPLE_SIGNING: Final = "application/vnd.dev.cosign.simplesigning.v1+json"
 SIGNATURE_ANNOTATION: Final = "dev.cosignproject.cosign/signature"
 PAYLOAD_TYPE: Final = "cosign container image signature"
 PEM_TYPES: Final = ("ENCRYPTED SIGSTORE PRIVATE KEY", "ENCRYPTED COSIGN PRIVATE KEY")
-_SCRYPT: Final = {"N": 32768, "r": 8, "p": 1}
+_SCRYPT: Final = {"N": 65536, "r": 8, "p": 1}
 
 
 class SignatureError(PolyarchError):
