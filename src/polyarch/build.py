@@ -106,6 +106,18 @@ class PlatformImage:
 
 
 @dataclass(frozen=True, slots=True)
+class SharedBuild:
+    """The build-once stages built here for a builder's nodes: each stage's manifest, the
+    steps run, the cache keys used, and what they bring to the nodes' platforms'
+    provenance (their base images)."""
+
+    stages: dict[str, Descriptor] = field(default_factory=dict)
+    steps_run: int = 0
+    keys: frozenset[str] = frozenset()
+    facts: PlatformFacts = field(default_factory=PlatformFacts)
+
+
+@dataclass(frozen=True, slots=True)
 class BuildResult:
     descriptor: Descriptor  # the manifest (one platform) or index (several), in the store
     manifests: Mapping[Platform, Descriptor]
@@ -309,17 +321,15 @@ class Builder:
         graph = convert(_convert_request(request))
         return sorted(shared_stages(graph, request.dockerfile))
 
-    def build_shared_stages(
-        self, request: BuildRequest
-    ) -> tuple[dict[str, Descriptor], int, frozenset[str]]:
+    def build_shared_stages(self, request: BuildRequest) -> SharedBuild:
         """Only the build-once stages that the request's platforms take files from (for the
         nodes that build those platforms): each run here once, checked for native code as a
         local build checks it, and kept as an image in the store. Returns stage name -> its
         manifest. A stage found to make native code is left out (the nodes build it per
         platform), as is one that another stage builds FROM or that has no name (a named
         context, which is how a node receives it, can only replace a named stage). Also
-        returns how many steps ran, and the cache keys of the steps used (for a cache export
-        of mode=max)."""
+        returns how many steps ran, the cache keys of the steps used (for a cache export of
+        mode=max), and what the stages bring to a platform's provenance."""
         out: dict[str, Descriptor] = {}
         with self._building():
             solved = self._solve(request, "shared")
@@ -338,7 +348,11 @@ class Builder:
                 manifest = Manifest.create(config_blob, blobs)
                 self.layout.write_document(manifest.raw)
                 out[name] = manifest.descriptor(inst.platform)
-        return out, solved.report.steps_run + solved.earlier, solved.report.used_keys
+            results = [inst.result for inst in shared_stages(solved.graph, request.dockerfile)
+                       .values() if inst.stage in out]  # fmt: skip
+            facts = platform_facts(solved.graph, results=results)
+        return SharedBuild(out, solved.report.steps_run + solved.earlier,
+                           solved.report.used_keys, facts)  # fmt: skip
 
     def warm(self, request: BuildRequest, pending: frozenset[str]) -> int:
         """Run what the build can run before the named contexts `pending` are there (a node

@@ -56,7 +56,7 @@ from polyarch.remotecache.format import parse_cache_spec
 from polyarch.transfer.location import LayoutLocation
 
 if TYPE_CHECKING:
-    from polyarch.build import Builder, BuildRequest, BuildResult, PlatformImage
+    from polyarch.build import Builder, BuildRequest, BuildResult, PlatformImage, SharedBuild
     from polyarch.image.annotations import Annotation
     from polyarch.nodes.farm import BuildPlans, Farm, RemoteBuild, RemoteResult, Route
     from polyarch.remotecache.format import CacheSpec
@@ -523,6 +523,7 @@ def _build_with_nodes(
     """Nodes build their platforms while this machine builds its own; then one index here,
     and one cache export. With `push_to` (repositories), each node pushes its platforms there
     by digest and only their manifests and configs come here."""
+    from polyarch.attest.provenance import merged  # noqa: PLC0415
     from polyarch.build import BuildResult  # noqa: PLC0415
     from polyarch.image.assemble import write_index  # noqa: PLC0415
 
@@ -530,8 +531,8 @@ def _build_with_nodes(
     # --cache-to: one export, here, of this machine's entries and the nodes'.
     cache_to, request = request.cache_to, dataclasses.replace(request, cache_to=None)
     remote_build = _remote_build(options, request, push_to, cache_to)
-    local, remote, shared_run, shared_keys = _side_by_side(farm, routes, builder, request,
-                                                          remote_build)  # fmt: skip
+    local, remote, shared_build = _side_by_side(farm, routes, builder, request, remote_build)
+    shared_run, shared_keys = shared_build.steps_run, shared_build.keys
     manifests, images = _platform_images(wanted, builder.layout, local, remote, annotations)
     top = write_index(builder.layout, manifests, annotations)
     steps_run = shared_run + sum(r.steps_run for r in remote.values())
@@ -544,8 +545,10 @@ def _build_with_nodes(
             mine |= local.cache_keys if cache_to.mode == "max" else local.image_keys
         theirs = [record for r in remote.values() for record in r.cache_records]
         exported = builder.export_cache(cache_to, wanted, request.target, mine, theirs)
+    # A node's platform took the build-once stages from here: their bases are its materials.
     facts = {**(local.facts if local else {}),
-             **{p: r.facts for p, r in remote.items() if r.facts is not None}}  # fmt: skip
+             **{p: merged(r.facts, shared_build.facts) for p, r in remote.items()
+                if r.facts is not None}}  # fmt: skip
     if local is not None:
         return dataclasses.replace(
             local, descriptor=top, manifests=manifests, images=tuple(images),
@@ -581,14 +584,15 @@ def _side_by_side(
     builder: Builder,
     request: BuildRequest,
     remote_build: RemoteBuild,
-) -> tuple[BuildResult | None, dict[Platform, RemoteResult], int, frozenset[str]]:
+) -> tuple[BuildResult | None, dict[Platform, RemoteResult], SharedBuild]:
     """The nodes' platforms built there while the build-once stages they take, then this
     machine's platforms, are built here; a platform whose node died is built here after.
-    Returns this machine's result (None: it built no platform), the nodes', and the steps
-    run and cache keys used for the build-once stages."""
+    Returns this machine's result (None: it built no platform), the nodes', and the
+    build-once stages built here."""
     import threading  # noqa: PLC0415
     from concurrent.futures import Future  # noqa: PLC0415
 
+    from polyarch.build import SharedBuild  # noqa: PLC0415
     from polyarch.nodes.session import ClientCalls  # noqa: PLC0415
     from polyarch.worker.local.mounts import Agents  # noqa: PLC0415
 
@@ -613,9 +617,8 @@ def _side_by_side(
     thread = threading.Thread(target=on_nodes, daemon=True)
     thread.start()
     try:
-        stages, shared_run, shared_keys = (builder.build_shared_stages(routed) if candidates
-                                           else ({}, 0, frozenset()))  # fmt: skip
-        shared.set_result(stages)
+        built = builder.build_shared_stages(routed) if candidates else SharedBuild()
+        shared.set_result(built.stages)
         local = builder.build(request) if request.platforms else None
     except BaseException as exc:
         if not shared.done():
@@ -635,8 +638,9 @@ def _side_by_side(
             images=local.images + again.images, steps_run=local.steps_run + again.steps_run,
             steps_cached=local.steps_cached + again.steps_cached,
             cache_keys=local.cache_keys | again.cache_keys,
-            image_keys=local.image_keys | again.image_keys)  # fmt: skip
-    return local, remote, shared_run, shared_keys
+            image_keys=local.image_keys | again.image_keys,
+            facts={**local.facts, **again.facts})  # fmt: skip
+    return local, remote, built
 
 
 def _platform_images(

@@ -23,7 +23,7 @@ import base64
 import hashlib
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -308,9 +308,11 @@ class PlatformFacts:
             raise ValueError(f"facts: {exc}") from None
 
 
-def platform_facts(graph: BuildGraph, platform: Platform) -> PlatformFacts:
-    """The facts of `platform`'s image in a build's graph."""
-    keys = graph.upstream([graph.images[platform].result])
+def platform_facts(
+    graph: BuildGraph, platform: Platform | None = None, *, results: Sequence[str] = ()
+) -> PlatformFacts:
+    """The facts of `platform`'s image in a build's graph (or of the vertices `results`)."""
+    keys = graph.upstream([graph.images[platform].result] if platform else results)
     order = [k for k in graph.vertices if k in keys]  # the graph's order: inputs first
     materials: dict[Material, None] = {}
     secrets: dict[tuple[str, bool], None] = {}
@@ -335,5 +337,21 @@ def platform_facts(graph: BuildGraph, platform: Platform) -> PlatformFacts:
                     secrets.setdefault((mount.id, not mount.required))
                 elif isinstance(mount, SshMount):
                     ssh.setdefault((mount.id, not mount.required))
-    return PlatformFacts(tuple(materials), tuple(sorted(secrets)), tuple(sorted(ssh)),
+    return PlatformFacts(_sorted(materials), tuple(sorted(secrets)), tuple(sorted(ssh)),
                          networked, tuple(steps))  # fmt: skip
+
+
+def _sorted(materials: Iterable[Material]) -> tuple[Material, ...]:
+    """Materials in one order wherever they were gathered (this machine, a node)."""
+    return tuple(
+        sorted(set(materials), key=lambda m: (m.git, m.ref, str(m.platform), m.digest, m.local))
+    )
+
+
+def merged(first: PlatformFacts, second: PlatformFacts) -> PlatformFacts:
+    """The facts of a platform built in two parts (a node's, and the build-once stages it
+    was sent); the steps are the first's."""
+    return PlatformFacts(_sorted((*first.materials, *second.materials)),
+                         tuple(sorted({*first.secrets, *second.secrets})),
+                         tuple(sorted({*first.ssh, *second.ssh})),
+                         first.networked or second.networked, first.steps)  # fmt: skip
