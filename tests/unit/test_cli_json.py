@@ -33,9 +33,11 @@ def test_images_emulators_config_and_doctor_print_json(tmp_path: Path) -> None:
 
 
 def test_buildx_flags_get_a_pointer(tmp_path: Path) -> None:
-    sbom = polyarch("build", "--sbom=true", str(tmp_path))
-    assert sbom.returncode == 2 and "not made yet" in sbom.stderr
-    # --provenance=false asks for what polyarch does anyway (no attestations): accepted.
+    squash = polyarch("build", "--squash", str(tmp_path))
+    assert squash.returncode == 2 and "--squash: polyarch keeps each step's layer" in squash.stderr
+    # attestation flags are taken (checked before the Dockerfile is read)
+    vuln = polyarch("build", "--attest", "type=vuln", str(tmp_path))
+    assert vuln.returncode == 2 and "type=provenance and type=sbom" in vuln.stderr
     (tmp_path / "Dockerfile").write_text("FRM x\n")
     provenance = polyarch("build", "--provenance=false", "--root", str(tmp_path / "r"),
                           str(tmp_path))  # fmt: skip
