@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Literal, TypeAlias
 
 from polyarch.attest.provenance import PlatformFacts, platform_facts
+from polyarch.attest.sbom.targets import scan_targets
 from polyarch.concurrency import task_pool, wait_all
 from polyarch.digest import Digest
 from polyarch.errors import BuildError, PolyarchError, RegistryError
@@ -96,6 +97,8 @@ class BuildRequest:
     explain_as: str = ""
     # Named contexts (of `contexts`, layouts) not there yet: only a warm-up solve may run.
     pending: frozenset[str] = frozenset()
+    # --sbom: the stages BUILDKIT_SBOM_SCAN_STAGE names are kept for the scan
+    sbom: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +106,14 @@ class PlatformImage:
     platform: Platform
     descriptor: Descriptor  # the manifest
     size: int  # config and layers, compressed
+
+
+@dataclass(frozen=True, slots=True)
+class StageLayers:
+    """A stage's filesystem as layers: what an SBOM of the stage reads."""
+
+    stage: str
+    layers: tuple[tuple[Descriptor, Digest], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +147,10 @@ class BuildResult:
     base_layers: frozenset[Digest] = frozenset()
     # What each platform's provenance takes from the build (materials, secrets' ids, ...)
     facts: Mapping[Platform, PlatformFacts] = field(default_factory=dict)
+    # --sbom: per platform, the stages to scan too (BUILDKIT_SBOM_SCAN_STAGE) as their layers
+    # (with diffIDs), and whether the build context is scanned (BUILDKIT_SBOM_SCAN_CONTEXT)
+    sbom_stages: Mapping[Platform, tuple[StageLayers, ...]] = field(default_factory=dict)
+    sbom_context: bool = False
 
 
 class NativeOutput(PolyarchError):
@@ -521,7 +536,26 @@ class Builder:
                       if isinstance(vertex.op, ImageSource)
                       for layer in getattr(solver.finished(key), "layers", ())),
             {p: platform_facts(graph, p) for p in request.platforms},
+            *self._sbom_targets(request, graph, solver),
         )  # fmt: skip
+
+    def _sbom_targets(self, request: BuildRequest, graph: BuildGraph, solver: Solver
+                      ) -> tuple[dict[Platform, tuple[StageLayers, ...]], bool]:  # fmt: skip
+        """What an SBOM scans beside the image: the stages BUILDKIT_SBOM_SCAN_STAGE names
+        (their layers) and whether BUILDKIT_SBOM_SCAN_CONTEXT asks for the context."""
+        if not request.sbom:
+            return {}, False
+        out: dict[Platform, tuple[StageLayers, ...]] = {}
+        context = False
+        for platform in request.platforms:
+            instances = [i for i in graph.stages if platform in i.targets]
+            context, names = scan_targets(request.dockerfile, request.build_args, graph.target,
+                                          {i.stage for i in instances})  # fmt: skip
+            out[platform] = tuple(
+                StageLayers(i.stage, tuple((Descriptor(x.media_type, x.digest, x.size),
+                                            x.diff_id) for x in solver.result(i.result).layers))
+                for i in instances if i.stage in names)  # fmt: skip
+        return out, context
 
     # exported caches ---------------------------------------------------------------------
 

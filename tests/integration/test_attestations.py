@@ -248,14 +248,19 @@ def debian_sbom(base: str, registry: RunningRegistry, skopeo: str,
             f"Version: {version}\nLicense-Expression: {licence}\n"
         )
     (ctx / "Dockerfile").write_text(
+        f"FROM {base} AS deps\n"
+        "ARG BUILDKIT_SBOM_SCAN_STAGE=true\n"
+        "COPY site/ /usr/lib/python3/dist-packages/\n"
         f"FROM {base}\n"
         "COPY app/ /app/\n"
-        "COPY site/ /usr/lib/python3/dist-packages/\n"
+        "COPY --from=deps /usr/lib/python3/dist-packages/ /usr/lib/python3/dist-packages/\n"
         "RUN dpkg-query -W -f '${Package} ${Version}\\n' > /dpkg-list.txt\n"
     )
+    (ctx / "requirements.txt").write_text("".join(f"{n}=={v}\n" for n, (v, _l) in PY_LOCK.items()))
     root = tmp_path_factory.mktemp("sbom-root")
     ref = registry.ref("attest/debian:1")
-    polyarch("build", "--root", str(root), "-t", ref, "--push", "--sbom=true", str(ctx))
+    polyarch("build", "--root", str(root), "-t", ref, "--push", "--sbom=true", "--build-arg",
+             "BUILDKIT_SBOM_SCAN_CONTEXT=true", str(ctx))  # fmt: skip
     index = _raw(skopeo, ref)
     into = tmp_path_factory.mktemp("sbom-read")
     statements, _raw_blobs = _attestations(skopeo, ref, index, into)
@@ -263,7 +268,10 @@ def debian_sbom(base: str, registry: RunningRegistry, skopeo: str,
     image = json.loads(_blob(skopeo, ref, image_entry["digest"], into))
     dpkg = _file_in_layer(_blob(skopeo, ref, image["layers"][-1]["digest"], into),
                           "dpkg-list.txt")  # fmt: skip
-    yield {"sbom": statements["linux/amd64"]["https://spdx.dev/Document"]["predicate"],
+    documents = json.loads(polyarch("inspect", "--sbom", ref).stdout)
+    parts = {d["name"].rpartition("(")[2].rstrip(")") if "(" in d["name"] else "image": d
+             for d in documents}  # fmt: skip
+    yield {"sbom": parts["image"], "parts": parts,
            "provenance": statements["linux/amd64"].get("https://slsa.dev/provenance/v1"),
            "dpkg": dpkg, "index": index}  # fmt: skip
     remove_tree(root)
@@ -294,6 +302,22 @@ def test_the_sbom_lists_the_npm_and_python_lock_files(debian_sbom: dict[str, Any
     python = {p["name"]: (p["versionInfo"], p["licenseDeclared"])
               for p in _by_type(debian_sbom["sbom"], "pypi").values()}  # fmt: skip
     assert python == PY_LOCK
+
+
+def test_the_stages_and_the_context_asked_for_are_scanned_too(
+    debian_sbom: dict[str, Any], tmp_path: Path
+) -> None:
+    parts = debian_sbom["parts"]
+    assert sorted(parts) == ["context", "image", "stage deps"]
+    stage = {p["name"] for p in _by_type(parts["stage deps"], "pypi").values()}
+    assert stage == set(PY_LOCK)
+    context = {(p["name"], p["versionInfo"]) for p in _by_type(parts["context"], "npm").values()}
+    assert context == {(n, v) for n, v, _l in NPM_LOCK.values()}  # package-lock.json
+    pinned = {p["name"]: p["versionInfo"] for p in _by_type(parts["context"], "pypi").values()}
+    assert pinned == {n: v for n, (v, _l) in PY_LOCK.items()}  # requirements.txt
+    for document in parts.values():
+        _valid_spdx(document, tmp_path)
+    assert len({d["documentNamespace"] for d in parts.values()}) == 3
 
 
 def test_a_one_platform_image_becomes_an_index_and_sbom_is_valid(

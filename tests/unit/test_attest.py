@@ -472,3 +472,25 @@ def test_a_verification_summary_and_what_passes() -> None:
     statement = json.loads(intoto.statement(intoto.PREDICATE_VSA, intoto.subjects(
         [], AMD64, Digest.of(b"m")), body))  # fmt: skip
     jsonschema.validate(statement, json.loads((SCHEMAS / "intoto-statement-v1.json").read_text()))
+
+
+def test_which_stages_and_whether_the_context_an_sbom_scans() -> None:
+    from polyarch.attest.sbom.targets import scan_targets
+    from polyarch.frontend.dockerfile import build, parse
+
+    text = ("ARG BUILDKIT_SBOM_SCAN_STAGE=false\n"
+            "FROM a AS one\nARG BUILDKIT_SBOM_SCAN_STAGE=true\n"
+            "FROM a AS two\n"
+            "FROM a AS three\nCOPY --from=one / /\nCOPY --from=two / /\n")  # fmt: skip
+    df = build(parse(text, "Dockerfile"), "Dockerfile")
+    every = {"one", "two", "three"}
+    assert scan_targets(df, {}, "three", every) == (False, ["one"])
+    assert scan_targets(df, {"BUILDKIT_SBOM_SCAN_STAGE": "two"}, "three", every) == (
+        False,
+        ["one", "two"],
+    )  # the stage's own ARG default still says true for one
+    assert scan_targets(df, {"BUILDKIT_SBOM_SCAN_CONTEXT": "true"}, "three", every) == (
+        True,
+        ["one"],
+    )
+    assert scan_targets(df, {}, "three", {"three"}) == (False, [])  # not reachable

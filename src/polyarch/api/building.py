@@ -56,6 +56,7 @@ from polyarch.remotecache.format import parse_cache_spec
 from polyarch.transfer.location import LayoutLocation
 
 if TYPE_CHECKING:
+    from polyarch.attest.sbom.packages import Package
     from polyarch.build import Builder, BuildRequest, BuildResult, PlatformImage, SharedBuild
     from polyarch.image.annotations import Annotation
     from polyarch.nodes.farm import BuildPlans, Farm, RemoteBuild, RemoteResult, Route
@@ -225,6 +226,9 @@ def _build_image(
         # Each node makes one platform's manifest: index-level annotations are applied here.
         kept = annotations if farm is None else [a for a in annotations if a.level == "manifest"]
         request = _request(options, parsed, (context, dockerfile), local, kept)
+        request = dataclasses.replace(request, sbom=attest.sbom is not None)
+        if farm is not None and attest.sbom is not None:
+            _no_stage_scans_on_nodes(parsed, options)
         if pending:
             return builder.warm(request, pending)
         if farm is None:
@@ -803,7 +807,7 @@ def _attested(
     import uuid  # noqa: PLC0415
 
     from polyarch import __version__  # noqa: PLC0415
-    from polyarch.attest.make import BuildFacts, attach  # noqa: PLC0415
+    from polyarch.attest.make import BuildFacts, SbomParts, attach  # noqa: PLC0415
     from polyarch.attest.provenance import invocation_id  # noqa: PLC0415
     from polyarch.image.assemble import timestamp  # noqa: PLC0415
 
@@ -837,9 +841,36 @@ def _attested(
     )  # fmt: skip
     names = [*refs, *(t for o in options.outputs if isinstance(o, RegistryOutput)
                       for t in registry_targets(o, refs) if t not in refs)]  # fmt: skip
+    parts = SbomParts({p: [(s.stage, s.layers) for s in stages]
+                       for p, stages in result.sbom_stages.items()},
+                      _context_packages(context, dockerfile) if result.sbom_context
+                      else None)  # fmt: skip
     top = attach(builder.layout, result.descriptor, result.manifests, spec, build,
-                 result.facts, names)  # fmt: skip
+                 result.facts, names, parts)  # fmt: skip
     return dataclasses.replace(result, descriptor=top)
+
+
+def _context_packages(context: Path, dockerfile: Path) -> list[Package]:
+    """The packages the build context's files name (BUILDKIT_SBOM_SCAN_CONTEXT), its
+    .dockerignore applied."""
+    from polyarch.attest.sbom import scan  # noqa: PLC0415
+    from polyarch.patterns import IgnoreMatcher  # noqa: PLC0415
+
+    matcher = IgnoreMatcher(ignore_patterns(dockerfile, context))
+    return scan.packages(scan.directory_files(context, matcher.matches))
+
+
+def _no_stage_scans_on_nodes(parsed: Dockerfile, options: BuildOptions) -> None:
+    """An SBOM of a build stage reads its layers here; a node's stages stay there."""
+    from polyarch.attest.sbom.targets import scan_targets  # noqa: PLC0415
+
+    every = {stage.display for stage in parsed.stages}
+    for stage in parsed.stages:
+        _context, stages = scan_targets(parsed, options.build_args, stage.display, every)
+        if stages:
+            raise UsageError("--sbom with BUILDKIT_SBOM_SCAN_STAGE on a builder's nodes: the "
+                             "stages a node builds stay there to be scanned; build here "
+                             "(--builder default), or scan the final image only")  # fmt: skip
 
 
 def _utc(seconds: float) -> str:

@@ -11,8 +11,10 @@ from dataclasses import dataclass
 from polyarch.attest import intoto
 from polyarch.attest.provenance import Facts, PlatformFacts, Vcs, predicate
 from polyarch.attest.sbom import scan, spdx
+from polyarch.attest.sbom.packages import Package
 from polyarch.attest.spec import AttestSpec
 from polyarch.attest.store import with_attestations
+from polyarch.digest import Digest
 from polyarch.oci.config import ImageConfig
 from polyarch.oci.models import Descriptor, Manifest, parse_document
 from polyarch.platform import Platform
@@ -65,6 +67,15 @@ def sbom_statement_predicate(layout: OciLayout, manifest_descriptor: Descriptor,
                          tool=tool)  # fmt: skip
 
 
+@dataclass(frozen=True, slots=True)
+class SbomParts:
+    """What an SBOM covers beside the final image (BUILDKIT_SBOM_SCAN_STAGE and _CONTEXT):
+    per platform, stages as their layers; the build context's packages."""
+
+    stages: Mapping[Platform, Sequence[tuple[str, Sequence[tuple[Descriptor, Digest]]]]]
+    context: Sequence[Package] | None = None
+
+
 def attach(
     layout: OciLayout,
     top: Descriptor,
@@ -73,6 +84,7 @@ def attach(
     build: BuildFacts,
     platforms: Mapping[Platform, PlatformFacts],
     names: Sequence[Reference],
+    parts: SbomParts | None = None,
 ) -> Descriptor:
     """The image `top` with its attestations; returns the new index."""
     statements: dict[Platform, list[bytes]] = {}
@@ -86,6 +98,23 @@ def attach(
             document = sbom_statement_predicate(layout, manifest, name, purl, build.finished,
                                                 tool)  # fmt: skip
             made.append(intoto.statement(intoto.PREDICATE_SPDX, subject, document))
+            extra: list[tuple[str, Sequence[Package]]] = [
+                (f"stage {stage}", scan.packages(scan.layer_files(layout.blobs, layers)))
+                for stage, layers in (parts.stages.get(platform, ()) if parts else ())
+            ]
+            if parts is not None and parts.context is not None:
+                extra.append(("context", parts.context))
+            for part, found in extra:
+                document = spdx.document(
+                    found,
+                    image_name=name,
+                    image_purl=purl,
+                    manifest_digest=str(manifest.digest),
+                    created=build.finished,
+                    tool=tool,
+                    part=part,
+                )
+                made.append(intoto.statement(intoto.PREDICATE_SPDX, subject, document))
         if spec.provenance is not None:
             facts = _facts(build, platforms.get(platform, PlatformFacts()))
             kind, body = predicate(facts, spec.provenance)

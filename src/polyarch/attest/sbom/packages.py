@@ -191,6 +191,44 @@ def npm_package(raw: bytes, where: str) -> Package | None:
                    tuple(licenses), where, str(supplier or ""), str(homepage or ""))  # fmt: skip
 
 
+def npm_lock(raw: bytes, where: str) -> list[Package]:
+    """The packages a package-lock.json (lockfileVersion 2 or 3) pins."""
+    try:
+        doc = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return []
+    out: list[Package] = []
+    entries = doc.get("packages") if isinstance(doc, dict) else None
+    for path, entry in (entries or {}).items() if isinstance(entries, dict) else ():
+        if not path or not isinstance(entry, dict) or "node_modules/" not in path:
+            continue
+        name = entry.get("name") or path.rpartition("node_modules/")[2]
+        version = entry.get("version")
+        if not isinstance(name, str) or not isinstance(version, str):
+            continue
+        scope, _, bare = name.rpartition("/")
+        licence = entry.get("license")
+        out.append(Package("npm", name, version, _purl("npm", scope or None, bare, version),
+                           (licence,) if isinstance(licence, str) else (), where))  # fmt: skip
+    return out
+
+
+_PIN: Final = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*==\s*([^\s;#]+)")
+
+
+def requirements(text: str, where: str) -> list[Package]:
+    """The pinned packages (`name==version`) of a requirements.txt."""
+    out: list[Package] = []
+    for line in text.splitlines():
+        match = _PIN.match(line)
+        if match:
+            name, version = match.groups()
+            normalized = re.sub(r"[-_.]+", "-", name).lower()
+            out.append(Package("python", name, version, _purl("pypi", None, normalized, version),
+                               (), where))  # fmt: skip
+    return out
+
+
 GO_MAGIC: Final = b"\xff Go buildinf:"
 _GO_SENTINEL: Final = 16  # modinfo is framed by 16 bytes on each side
 

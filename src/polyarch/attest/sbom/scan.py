@@ -6,26 +6,31 @@ from __future__ import annotations
 
 import fnmatch
 import io
+import os
 import re
 import sqlite3
 import tarfile
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Final
 
 from polyarch.attest.sbom import packages as pk
+from polyarch.digest import Digest
 from polyarch.errors import LayerError
 from polyarch.layers.apply import CappedTarInfo
 from polyarch.layers.compress import DiffIdReader, open_layer
 from polyarch.layers.confine import clean_member_name
 from polyarch.oci.config import ImageConfig
-from polyarch.oci.models import Manifest
+from polyarch.oci.models import Descriptor, Manifest
 from polyarch.store.blobs import ContentStore
 
 _TEXT_LIMIT: Final = 64 * 1024 * 1024  # a package database larger than this is skipped
 _ELF_LIMIT: Final = 512 * 1024 * 1024
 _CHUNK: Final = 1024 * 1024
+# In a build context, the lock files that name a project's packages.
+_CONTEXT_FILES: Final = frozenset({"package-lock.json", "requirements.txt"})
 _WANTED: Final = (
     re.compile(r"(usr/)?lib/os-release|etc/os-release"),
     re.compile(r"var/lib/dpkg/status|var/lib/dpkg/status\.d/[^/]+"),
@@ -108,20 +113,49 @@ def _read(tar: tarfile.TarFile, member: tarfile.TarInfo, path: str) -> _Found | 
 
 def image_files(blobs: ContentStore, manifest: Manifest, config: ImageConfig
                 ) -> dict[str, _Found]:  # fmt: skip
+    """The wanted files of an image (its layers in order, whiteouts applied)."""
+    ids: list[Digest | None] = list(config.diff_ids)
+    return layer_files(blobs, [(layer, ids[i] if i < len(ids) else None)
+                               for i, layer in enumerate(manifest.layers)])  # fmt: skip
+
+
+def layer_files(
+    blobs: ContentStore, layers: Sequence[tuple[Descriptor, Digest | None]]
+) -> dict[str, _Found]:
+    """The wanted files of a filesystem made of these layers (each checked against its
+    diffID when given)."""
     tree: dict[str, _Found] = {}
-    for index, layer in enumerate(manifest.layers):
+    for index, (layer, diff_id) in enumerate(layers):
         what = f"layer {index + 1} ({layer.digest})"
         try:
             with blobs.open(layer.digest, layer.size) as raw:
                 stream = open_layer(io.BufferedReader(raw), layer.media_type)
-                if index < len(config.diff_ids):
-                    checked = DiffIdReader(stream, config.diff_ids[index], what)
+                if diff_id is not None:
+                    checked = DiffIdReader(stream, diff_id, what)
                     _layer_files(io.BufferedReader(checked), tree)
                     checked.check()
                 else:
                     _layer_files(stream, tree)
         except tarfile.TarError as exc:
             raise LayerError(f"{what}: not a valid tar archive: {exc}") from None
+    return tree
+
+
+def directory_files(root: Path, ignored: Callable[[str], bool]) -> dict[str, _Found]:
+    """The wanted files of a directory (the build context: `ignored` its .dockerignore),
+    never through a symlink."""
+    tree: dict[str, _Found] = {}
+    for where, dirs, files in os.walk(root):
+        relative = Path(where).relative_to(root).as_posix()
+        prefix = "" if relative == "." else relative + "/"
+        dirs[:] = [d for d in dirs if d != ".git" and not ignored(prefix + d)]
+        for name in files:
+            path, full = prefix + name, Path(where) / name
+            wanted = any(p.fullmatch(path) for p in _WANTED) or name in _CONTEXT_FILES
+            if not wanted or ignored(path) or full.is_symlink():
+                continue
+            if full.stat().st_size <= _TEXT_LIMIT:
+                tree[path] = _Found(data=full.read_bytes())
     return tree
 
 
@@ -162,6 +196,10 @@ def packages(tree: dict[str, _Found]) -> list[pk.Package]:
          lambda p, f: [x for x in [pk.python_metadata(_text(f), p)] if x]),
         (lambda p: p.endswith("/package.json"),
          lambda p, f: [x for x in [pk.npm_package(f.data, p)] if x]),
+        (lambda p: p.rpartition("/")[2] == "package-lock.json",
+         lambda p, f: pk.npm_lock(f.data, p)),
+        (lambda p: p.rpartition("/")[2] == "requirements.txt",
+         lambda p, f: pk.requirements(_text(f), p)),
     ]  # fmt: skip
     for path in sorted(tree):
         found = tree[path]

@@ -88,9 +88,11 @@ def document(
     manifest_digest: str,
     created: str,
     tool: str,
+    part: str = "",
 ) -> dict[str, Any]:
     """The SPDX 2.3 document (a JSON object) of `packages`, found in the image
-    `image_name` whose manifest is `manifest_digest`."""
+    `image_name` whose manifest is `manifest_digest` (or, `part`, in one of the stages it
+    was built from or its build context)."""
     licences = _Licences()
     root_id = _spdx_id("DocumentRoot-Image", image_name, manifest_digest)
     entries: list[dict[str, Any]] = [{
@@ -128,8 +130,9 @@ def document(
     hex_ = manifest_digest.partition(":")[2] or hashlib.sha256(image_name.encode()).hexdigest()
     doc: dict[str, Any] = {
         "spdxVersion": "SPDX-2.3", "dataLicense": "CC0-1.0", "SPDXID": "SPDXRef-DOCUMENT",
-        "name": image_name,
-        "documentNamespace": f"https://spdx.org/spdxdocs/polyarch-{hex_}",
+        "name": f"{image_name} ({part})" if part else image_name,
+        "documentNamespace": f"https://spdx.org/spdxdocs/polyarch-{hex_}"
+        + (f"-{_REF_CHARS.sub('-', part)}" if part else ""),
         "creationInfo": {"created": created, "creators": [f"Tool: {tool}"]},
         "packages": entries, "relationships": relationships,
     }  # fmt: skip
