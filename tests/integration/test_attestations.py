@@ -490,3 +490,26 @@ def test_verify_attests_its_result_and_a_later_verify_takes_it(
     assert "qemu-aarch64" in arm["polyarch_verify"]["ran"]
     assert "(native" in summaries["linux/amd64"]["polyarch_verify"]["ran"]
     assert arm["resourceUri"].startswith("pkg:docker/")
+
+
+def test_attestations_as_referrers_leave_the_index_to_the_images(
+    tiny: str, registry: RunningRegistry, skopeo: str, tmp_path: Path
+) -> None:
+    (tmp_path / "Dockerfile").write_text(f"FROM {tiny}\nRUN echo hi > /hi\n")
+    ref = registry.ref("attest/referrers:1")
+    polyarch("build", "--root", str(tmp_path / "root"), "--platform", BOTH, "--output",
+             f"type=registry,name={ref},attestations=referrers", str(tmp_path))  # fmt: skip
+    index = _raw(skopeo, ref)
+    assert [e["platform"]["os"] for e in index["manifests"]] == ["linux", "linux"]
+    repository = ref.rsplit(":", 1)[0]
+    for entry in index["manifests"]:
+        listed = _raw(skopeo, f"{repository}:{entry['digest'].replace(':', '-')}")
+        (referrer,) = listed["manifests"]
+        assert referrer["artifactType"] == "application/vnd.docker.attestation.manifest.v1+json"
+        manifest = _raw(skopeo, f"{repository}@{referrer['digest']}")
+        assert manifest["subject"]["digest"] == entry["digest"]
+    listed = polyarch("inspect", ref).stdout
+    assert listed.count("https://slsa.dev/provenance/v1") == 2  # the default, min
+    arm = json.loads(polyarch("inspect", "--provenance", "--platform", "linux/arm64",
+                              ref).stdout)  # fmt: skip
+    assert arm["buildDefinition"]["buildType"].endswith("slsa-definitions.md")

@@ -281,11 +281,12 @@ def _check_outputs(options: BuildOptions, refs: Sequence[Reference]) -> None:
             raise UsageError(f"--output: dest={output.dest} is a directory; name the tar file "
                              "to write")  # fmt: skip
     if options.push_from_nodes and not all(isinstance(o, RegistryOutput) and
-                                           o.compression.is_default
+                                           o.compression.is_default and not o.referrers
                                            for o in options.outputs or (None,)):  # fmt: skip
-        raise UsageError("--push-from-nodes needs --push (or --output type=registry) and no "
-                         "other output: the nodes' platforms are pushed from the nodes and do "
-                         "not come to this machine, so nothing here can export them")  # fmt: skip
+        raise UsageError("--push-from-nodes needs --push (or --output type=registry, its "
+                         "attestations in the index) and no other output: the nodes' "
+                         "platforms are pushed from the nodes and do not come to this machine, "
+                         "so nothing here can export them")  # fmt: skip
 
 
 def _pushed_to(options: BuildOptions, refs: Sequence[Reference]) -> list[str]:

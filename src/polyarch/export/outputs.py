@@ -2,6 +2,8 @@
 checked before anything runs. Pure.
 
     type=registry[,name=REF[,REF]][,push-by-digest=true]   = type=image,push=true
+        [,attestations=index|referrers]   where attestations go: in the index (BuildKit's
+        storage, the default) or as OCI 1.1 referrers of each platform's manifest
     type=image[,push=false]                                  kept in the local store (always)
     type=oci,dest=FILE|-[,tar=true]   type=oci,dest=DIR,tar=false
     type=docker[,dest=FILE|-]         (no dest: loaded into the local engine, as --load)
@@ -45,6 +47,7 @@ class RegistryOutput:
     names: tuple[str, ...] = ()  # empty: the build's tags
     push_by_digest: bool = False
     compression: LayerCompression = LayerCompression()
+    referrers: bool = False  # attestations pushed as referrers, not listed in the index
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,9 +88,9 @@ Output = RegistryOutput | OciOutput | DockerOutput | LocalOutput | TarOutput
 
 _KEYS: Final = {
     "registry": {"name", "push-by-digest", "compression", "compression-level",
-                 "force-compression", "oci-mediatypes", "push"},
+                 "force-compression", "oci-mediatypes", "push", "attestations"},
     "image": {"name", "push", "push-by-digest", "compression", "compression-level",
-              "force-compression", "oci-mediatypes"},
+              "force-compression", "oci-mediatypes", "attestations"},
     "oci": {"dest", "name", "tar", "compression", "compression-level", "force-compression",
             "oci-mediatypes"},
     "docker": {"dest", "name", "compression", "compression-level", "force-compression"},
@@ -125,8 +128,11 @@ def parse_output(text: str) -> Output | None:
         if not _flag(spec, "push", kind == "registry"):
             return None  # type=image: kept in the local store, which every build does
         names = tuple(n for n in spec.get("name", "").split(",") if n)
+        storage = spec.get("attestations", "index")
+        if storage not in ("index", "referrers"):
+            raise UsageError(f"--output attestations={storage}: index or referrers")
         return RegistryOutput(names, bool(_flag(spec, "push-by-digest", False)),
-                              _compression(spec))  # fmt: skip
+                              _compression(spec), storage == "referrers")  # fmt: skip
     if kind == "oci":
         tar = bool(_flag(spec, "tar", True))
         dest = _dest(spec, kind, required=True)

@@ -4,6 +4,7 @@ build's progress (bytes of the image's blobs done)."""
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import threading
 import time
@@ -17,7 +18,7 @@ from polyarch.export import docker_archive, engine, rootfs
 from polyarch.export.outputs import DockerOutput, LocalOutput, OciOutput, RegistryOutput
 from polyarch.export.outputs import Output as OutputSpec
 from polyarch.export.recompress import recompressed
-from polyarch.oci.models import Descriptor, Manifest, parse_document
+from polyarch.oci.models import Descriptor, Index, Manifest, parse_document
 from polyarch.progress import Event, Progress, silent
 from polyarch.reference import Reference
 from polyarch.registry.client import RegistryClient
@@ -77,6 +78,8 @@ def write_output(
             top = recompressed(layout, top, compression, result.base_layers)
     rows = result.manifests.values()
     tags = [str(r) for r in refs]
+    if isinstance(output, RegistryOutput) and output.referrers:
+        return _push_with_referrers(output, place, top, refs, progress)
     if isinstance(output, RegistryOutput):
         pushed: list[str] = []
         for target in registry_targets(output, refs):
@@ -191,6 +194,52 @@ class TransferRow:
                                 seconds=time.monotonic() - self.started))  # fmt: skip
         else:
             self.progress(Event("error", "", self.description, text=str(exc)))
+
+
+def _push_with_referrers(
+    output: RegistryOutput,
+    place: Place,
+    top: Descriptor,
+    refs: Sequence[Reference],
+    progress: Progress,
+) -> Output:
+    """The image pushed without its attestations in the index (one platform: its manifest,
+    several: an index of the images), each platform's attestation manifest pushed as an OCI
+    1.1 referrer of its image."""
+    from polyarch.registry.referrers import push_referrer  # noqa: PLC0415
+
+    layout = place.layout
+    document = parse_document(layout.read_document(top), top.media_type)
+    attached: list[Descriptor] = []
+    plain = top
+    rows: Sequence[Descriptor] = [top]
+    if isinstance(document, Index):
+        attached = [d for d in document.manifests if d.is_attestation]
+        images = rows = document.images()
+        if len(images) == 1:
+            plain = dataclasses.replace(images[0], platform=None, annotations={})
+        elif attached:
+            index = Index.create(images, annotations=dict(document.annotations) or None)
+            layout.write_document(index.raw)
+            plain = index.descriptor()
+    pushed: list[str] = []
+    for target in registry_targets(output, refs):
+        pinned = Reference(target.registry, target.repository, None, plain.digest)
+        destination = pinned if output.push_by_digest else target
+        with TransferRow(progress, f"push {destination}", layout, rows) as row:
+            report = copy_image(StoreSource(layout, plain), place.target(str(destination)),
+                                progress=row.blob)  # fmt: skip
+            for entry in attached:
+                manifest = parse_document(layout.read_document(entry), entry.media_type)
+                assert isinstance(manifest, Manifest)
+                blobs = {b.digest: layout.blobs.read_bytes(b.digest, b.size)
+                         for b in manifest.blobs()}  # fmt: skip
+                push_referrer(place.client, target, manifest, blobs)
+            row.summary = (f"{report.uploaded} uploaded, {report.mounted} mounted, "
+                           f"{report.existing} already there; {len(attached)} attestation "
+                           "manifests as referrers")  # fmt: skip
+        pushed.append(str(report.name))
+    return Output("registry", ",".join(pushed), str(plain.digest))
 
 
 def image_blobs(layout: OciLayout, manifests: Iterable[Descriptor]) -> dict[str, int]:
