@@ -513,3 +513,21 @@ def test_attestations_as_referrers_leave_the_index_to_the_images(
     arm = json.loads(polyarch("inspect", "--provenance", "--platform", "linux/arm64",
                               ref).stdout)  # fmt: skip
     assert arm["buildDefinition"]["buildType"].endswith("slsa-definitions.md")
+
+
+def test_local_outputs_get_the_statements_beside_the_files(tiny: str, tmp_path: Path) -> None:
+    (tmp_path / "Dockerfile").write_text(f"FROM {tiny}\nRUN echo hi > /hi\n")
+    out = tmp_path / "out"
+    polyarch("build", "--root", str(tmp_path / "root"), "--platform", BOTH, "--sbom=true",
+             "--attest", "type=provenance,mode=max,filename=prov.json", "-o",
+             f"type=local,dest={out}", str(tmp_path))  # fmt: skip
+    for platform in ("linux_amd64", "linux_arm64"):
+        assert (out / platform / "hi").read_text() == "hi\n"
+        provenance = json.loads((out / platform / "prov.json").read_text())
+        assert provenance["predicateType"] == "https://slsa.dev/provenance/v1"
+        sbom = json.loads((out / platform / "sbom.spdx.json").read_text())
+        assert sbom["predicate"]["spdxVersion"] == "SPDX-2.3"
+    plain = tmp_path / "plain"
+    polyarch("build", "--root", str(tmp_path / "root"), "--platform", "linux/amd64", "-o",
+             f"type=local,dest={plain}", str(tmp_path))  # fmt: skip
+    assert sorted(p.name for p in plain.iterdir() if p.suffix == ".json") == []

@@ -343,8 +343,13 @@ def _kept_and_written(
     for owner in sorted({r.name for r in refs}):
         builder.cache.claim(result.cache_keys, owner)  # what `polyarch clean` may forget
     place = Place(builder.layout, builder.workspace.tmp, session.target, session.client)
+    spec = _attest_spec(options)
+    files = {kind: value.filename for kind, value in (("provenance", spec.provenance),
+                                                      ("sbom", spec.sbom))
+             if value is not None and not getattr(value, "inline_only", False)}  # fmt: skip
     written = tuple(write_output(output, place, result, refs, from_nodes=from_nodes,
-                                 epoch=_epoch(options), progress=progress)
+                                 epoch=_epoch(options), progress=progress,
+                                 attestation_files=files)
                     for output in options.outputs)  # fmt: skip
     return BuildReport(result, tuple(names), written)
 

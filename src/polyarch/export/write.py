@@ -8,7 +8,7 @@ import dataclasses
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -67,6 +67,7 @@ def write_output(
     from_nodes: bool = False,
     epoch: int | None = None,
     progress: Progress = silent,
+    attestation_files: Mapping[str, str] | None = None,
 ) -> Output:
     """One output of a build, from the store (its layers recompressed first when it asks).
     `from_nodes`: the nodes pushed their platforms already (only the index goes from here)."""
@@ -123,11 +124,13 @@ def write_output(
         return Output("docker", output.dest, str(top.digest))
     if isinstance(output, LocalOutput):
         with TransferRow(progress, f"copy files to {output.dest}", layout, ()):
-            rootfs.write_local(layout, top, Path(output.dest), output.platform_split)
+            rootfs.write_local(layout, top, Path(output.dest), output.platform_split,
+                               attestation_files)  # fmt: skip
         return Output("local", output.dest, str(top.digest))
     with TransferRow(progress, f"write files as tar {output.dest}", layout, ()):
         _to_dest(output.dest, lambda out: rootfs.write_tar(
-            layout, top, out, output.platform_split, epoch, place.tmp))  # fmt: skip
+            layout, top, out, output.platform_split, epoch, place.tmp,
+            attestation_files))  # fmt: skip
     return Output("tar", output.dest, str(top.digest))
 
 
