@@ -44,9 +44,25 @@ def test_one_runner_per_platform_then_one_index(
     assert done.returncode == 0, done.stderr
     assert tags(registry, "matrix/app") == ["1.0"]
     accept = {"Accept": "application/vnd.oci.image.index.v1+json"}
-    index = httpx.get(f"http://{registry.host}/v2/matrix/app/manifests/1.0", headers=accept).json()
-    got = {m["platform"]["architecture"]: m["digest"] for m in index["manifests"]}
-    assert got == digests
+
+    def manifests(reference: str) -> list[dict[str, object]]:
+        url = f"http://{registry.host}/v2/matrix/app/manifests/{reference}"
+        return httpx.get(url, headers=accept).json()["manifests"]  # type: ignore[no-any-return]
+
+    # Each runner pushed an index of its image and its provenance (buildx's default); the
+    # index made of them lists the images, then their attestations.
+    images = {}
+    for arch, digest in digests.items():
+        entries = manifests(digest)
+        assert [m["platform"]["os"] for m in entries] == ["linux", "unknown"]  # type: ignore[index]
+        images[arch] = entries[0]["digest"]
+    index = manifests("1.0")
+    got = {m["platform"]["architecture"]: m["digest"] for m in index}  # type: ignore[index]
+    assert [m["platform"]["os"] for m in index] == ["linux", "linux", "unknown", "unknown"]  # type: ignore[index]
+    assert {k: v for k, v in got.items() if k != "unknown"} == images
+    assert {m["annotations"]["vnd.docker.reference.digest"] for m in index[2:]} == set(  # type: ignore[index]
+        images.values()
+    )
 
     # Each platform's image runs and reports its own machine.
     verified = run("verify", "--root", str(tmp_path / "verify"), "--platform",

@@ -219,6 +219,8 @@ def create_index(
     for entry in entries:
         if all(entry.digest != u.digest for u in unique):
             unique.append(entry)
+    # Attestation manifests after every image, as BuildKit lists them.
+    unique = [e for e in unique if not e.is_attestation] + [e for e in unique if e.is_attestation]
     docker_only = all(e.media_type in (mt.DOCKER_MANIFEST, mt.DOCKER_MANIFEST_LIST) for e in unique)
     index = Index.create(
         unique,
