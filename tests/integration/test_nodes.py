@@ -18,6 +18,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -351,7 +352,8 @@ def test_build_once_stages_run_here_and_their_outputs_reach_the_node(
     epoch = ("--build-arg", "SOURCE_DATE_EPOCH=1700000000")
     root = str(tmp_path / "root")
     built = run("build", "--root", root, "--platform", BOTH, *epoch, "-t",
-                registry.ref("nodes/once:1"), "--progress", "json", str(ctx), env=env)  # fmt: skip
+                registry.ref("nodes/once:1"), "--provenance=mode=min", "--progress", "json",
+                str(ctx), env=env)  # fmt: skip
     assert built.returncode == 0, built.stderr
     stream = events(built.stderr)
     notes = [str(e.get("text")) for e in stream if e["event"] == "note"]
@@ -371,9 +373,16 @@ def test_build_once_stages_run_here_and_their_outputs_reach_the_node(
     # The same arm64 image as the all-local build makes (owners and times of the shipped
     # files kept; the stage built natively on this amd64 machine in both).
     here = run("build", "--root", str(tmp_path / "here"), "--builder", "default", "--platform",
-               "linux/arm64", *epoch, "--progress", "json", str(ctx), env=env)  # fmt: skip
+               "linux/arm64", *epoch, "-t", registry.ref("nodes/once:1"),
+               "--provenance=mode=min", "--progress", "json", str(ctx), env=env)  # fmt: skip
     assert here.returncode == 0, here.stderr
-    assert events(here.stderr)[-1]["containerimage.digest"] == arm
+    assert events(here.stderr)[-1]["polyarch.platforms"]["linux/arm64"]["digest"] == arm  # type: ignore[index]
+    # Its provenance too: the stage's base (built here, natively) is among the node's
+    # platform's materials, as in the local build.
+    provenances = [stored_provenance(Path(where) / "store", arm)
+                   for where in (root, tmp_path / "here")]  # fmt: skip
+    materials = [p["buildDefinition"]["resolvedDependencies"] for p in provenances]
+    assert materials[0] == materials[1] and len(materials[0]) == 2, materials
     # Nothing changed: nothing runs here or on the node, nothing is sent again.
     again = run("build", "--root", root, "--platform", BOTH, *epoch, "-t",
                 registry.ref("nodes/once:2"), "--progress", "json", str(ctx), env=env)  # fmt: skip
@@ -381,6 +390,31 @@ def test_build_once_stages_run_here_and_their_outputs_reach_the_node(
     stream = events(again.stderr)
     assert stream[-1]["polyarch.steps"]["run"] == 0  # type: ignore[index]
     assert any("stage bundle sent, built here (0 files" in str(e.get("text")) for e in stream)
+
+
+def stored_provenance(store: Path, manifest: str) -> dict[str, Any]:
+    """The provenance predicate attached to the image manifest `manifest` in a workspace's
+    store (an OCI layout), read from its files."""
+
+    def blob(digest: str) -> Any:
+        return json.loads((store / "blobs" / "sha256" / digest[7:]).read_bytes())
+
+    for top in blob_index(store):
+        for entry in blob(top).get("manifests", []):
+            annotations = entry.get("annotations", {})
+            if annotations.get("vnd.docker.reference.digest") != manifest:
+                continue
+            for layer in blob(entry["digest"])["layers"]:
+                statement = blob(layer["digest"])
+                if statement["predicateType"] == "https://slsa.dev/provenance/v1":
+                    return statement["predicate"]  # type: ignore[no-any-return]
+    raise AssertionError(f"no provenance for {manifest} in {store}")
+
+
+def blob_index(store: Path) -> list[str]:
+    index = json.loads((store / "index.json").read_text())
+    return [m["digest"] for m in index["manifests"]
+            if m["mediaType"] == "application/vnd.oci.image.index.v1+json"]  # fmt: skip
 
 
 def onbuild_base(
@@ -467,8 +501,10 @@ def test_push_from_nodes(
                 "--push-from-nodes", "--progress", "json", "--metadata-file",
                 str(tmp_path / "pushed.json"), str(ctx), env=env)  # fmt: skip
     assert built.returncode == 0, built.stderr
+    # The push carries buildx's default provenance (mode=min): so does this build, unpushed.
     here = run("build", "--builder", "default", "--root", str(tmp_path / "here"), "--platform",
-               BOTH, "--metadata-file", str(tmp_path / "here.json"), str(ctx), env=env)  # fmt: skip
+               BOTH, "-t", ref, "--provenance=mode=min", "--metadata-file",
+               str(tmp_path / "here.json"), str(ctx), env=env)  # fmt: skip
     assert here.returncode == 0, here.stderr
     digests = [json.loads((tmp_path / f"{n}.json").read_text())["containerimage.digest"]
                for n in ("pushed", "here")]  # fmt: skip
@@ -485,7 +521,12 @@ def test_push_from_nodes(
     assert not (root / "store" / "blobs" / "sha256" / last_layer).exists()
     accept = {"Accept": "application/vnd.oci.image.index.v1+json"}
     index = httpx.get(f"http://{registry.host}/v2/nodes/pushed/manifests/1", headers=accept).json()
-    assert {m["platform"]["architecture"] for m in index["manifests"]} == {"amd64", "arm64"}
+    assert [m["platform"]["architecture"] for m in index["manifests"]] == [
+        "amd64",
+        "arm64",
+        "unknown",
+        "unknown",
+    ]  # the images, then their provenance
     verified = run("verify", "--root", str(tmp_path / "v"), "--platform", BOTH, "--run",
                    'test "$(cat /arch)" = "$(uname -m)"', ref, env=env)  # fmt: skip
     assert verified.returncode == 0, verified.stdout + verified.stderr
@@ -541,8 +582,11 @@ def test_secrets_reach_a_nodes_steps_and_nothing_else(
     token = tmp_path / "token.txt"
     token.write_text("token-8c1f22a9-never-on-disk\n")
     ctx = write_context(tmp_path / "ctx", SECRETS.format(base=tiny), {})
-    flags = ["--secret", f"id=token,src={token}", "--secret", "id=apikey,env=API_KEY"]
-    here_and_on_a_node("secrets", sshd, tmp_path, env, ctx, flags)
+    # With an SBOM and max provenance (which names the secrets by id): the same bytes too.
+    flags = ["--secret", f"id=token,src={token}", "--secret", "id=apikey,env=API_KEY",
+             "--sbom=true", "--provenance=mode=max"]  # fmt: skip
+    stream = here_and_on_a_node("secrets", sshd, tmp_path, env, ctx, flags)
+    assert "sha256:" in str(stream[-1]["containerimage.digest"])
     for top in (tmp_path / "node-root", tmp_path / "root-here", tmp_path / "root-node"):
         for path in top.rglob("*"):
             if path.is_file() and not path.is_symlink():
