@@ -413,12 +413,18 @@ def release(
     """Build every target (kept here, nothing pushed by the build), push each by digest,
     verify each, and only when all have passed move every target's tags."""
     from polyarch.api import move_tag, push_pinned, verify_image  # noqa: PLC0415
+    from polyarch.api.attesting import attach_verification, verify_policy  # noqa: PLC0415
+    from polyarch.api.building import default_attestations  # noqa: PLC0415
 
+    defaults = default_attestations()
     for target in resolved.targets.values():
         target.output = [o for o in target.output or [] if o.get("type") == "cacheonly"] or None
         if not target.linked and not target.tags:
             raise BakeError(f"target {target.name} has no tags: release pushes and tags every "
                             "target's image")  # fmt: skip
+        said = any(e.get("type") == "provenance" for e in target.attest or [])
+        if defaults and not target.linked and not said:  # pushed: buildx's default provenance
+            target.attest = [*(target.attest or []), {"type": "provenance", "mode": "min"}]
     results = bake(session, resolved, settings, progress=progress)
     released = [r for r in results if not r.linked and r.report is not None]
     pinned = {r.name: push_pinned(session, r.report.names[0], settings.root)
@@ -430,6 +436,9 @@ def release(
         verified[result.name] = verify_image(session, pinned[result.name], platforms=platforms,
                                              run=run, root=settings.root, note=note,
                                              arch_check=arch_check)  # fmt: skip
+        if defaults:  # what verify saw, kept on each platform's image
+            attach_verification(session, pinned[result.name], verified[result.name],
+                                verify_policy(run, arch_check))  # fmt: skip
     outcome = BakeRelease(results, pinned, verified)
     if outcome.ok:
         for result in released:
