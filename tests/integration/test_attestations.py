@@ -23,6 +23,7 @@ BOTH = "linux/amd64,linux/arm64"
 EPOCH = "1700000000"
 SECRET_VALUE = "s3cr3t-value-never-written"
 TOKEN_VALUE = "tok3n-value-never-written"
+GIT_REMOTE = "https://ci-bot:gh-cred3ntial@git.example/team/app.git"
 
 
 def _raw(skopeo: str, ref: str) -> dict[str, Any]:
@@ -60,6 +61,14 @@ def attested(
         "ARG GITHUB_TOKEN\n"
         "RUN --mount=type=secret,id=tok test -s /run/secrets/tok && echo built > /built\n"
     )
+    # The context is a git checkout whose remote's URL carries a credential.
+    for command in (
+        ["init", "-q"],
+        ["remote", "add", "origin", GIT_REMOTE],
+        ["add", "-A"],
+        ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "one"],
+    ):
+        subprocess.run(["git", "-C", str(ctx), *command], check=True, capture_output=True)
     root = tmp_path_factory.mktemp("attest-root")
     ref = registry.ref("attest/tiny:1")
     env = {"SOURCE_DATE_EPOCH": EPOCH, "TOK": SECRET_VALUE}
@@ -193,6 +202,9 @@ def test_provenance_records_bases_arguments_and_secrets_by_id(attested: Attested
         assert metadata["buildkit_completeness"]["request"] is False
         source = metadata["buildkit_metadata"]["source"]["infos"][0]
         assert source["language"] == "Dockerfile"
+        vcs = metadata["buildkit_metadata"]["vcs"]
+        assert vcs["source"] == "https://git.example/team/app.git"  # no credential
+        assert len(vcs["revision"]) == 40 and vcs["localdir:context"] == "."
         assert predicate["runDetails"]["builder"]["version"]["polyarch"]
         assert platform in ("linux/amd64", "linux/arm64")
 
@@ -201,6 +213,7 @@ def test_no_secret_value_is_in_any_attestation(attested: Attested) -> None:
     for blob in attested.raw:
         assert SECRET_VALUE.encode() not in blob
         assert TOKEN_VALUE.encode() not in blob
+        assert b"gh-cred3ntial" not in blob
 
 
 def _valid_spdx(document: dict[str, Any], tmp_path: Path) -> None:
