@@ -33,7 +33,9 @@ def bake(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProce
 def platforms_of(registry: RunningRegistry, repository: str, tag: str) -> set[str]:
     index = httpx.get(f"http://{registry.host}/v2/{repository}/manifests/{tag}",
                       headers=INDEX).json()  # fmt: skip
-    return {f"{m['platform']['os']}/{m['platform']['architecture']}" for m in index["manifests"]}
+    # The images (a push also carries their provenance, as `unknown/unknown` entries).
+    return {f"{m['platform']['os']}/{m['platform']['architecture']}" for m in index["manifests"]
+            if m["platform"]["os"] != "unknown"}  # fmt: skip
 
 
 def write(directory: Path, files: dict[str, str]) -> Path:

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from polyarch.layers import apply_layer, open_layer
-from polyarch.oci.models import ImageConfig, Manifest, parse_document
+from polyarch.oci.models import ImageConfig, Index, Manifest, parse_document
 from polyarch.reference import Reference
 from polyarch.runtime import Executor, ProcessSpec, mount_overlay, unmount
 from polyarch.store import OciLayout
@@ -56,9 +56,13 @@ def write_context(path: Path, dockerfile: str, files: dict[str, str]) -> Path:
 
 
 def image(root: Path, name: str) -> tuple[OciLayout, Manifest, ImageConfig]:
+    """The image kept as `name` (a pushed one is an index of it and its provenance)."""
     layout = OciLayout(root / "store")
     entry = layout.resolve(str(Reference.parse(name)))
     manifest = parse_document(layout.read_document(entry), entry.media_type)
+    if isinstance(manifest, Index):
+        (entry,) = manifest.images()
+        manifest = parse_document(layout.read_document(entry), entry.media_type)
     assert isinstance(manifest, Manifest)
     config = ImageConfig.parse(layout.blobs.read_bytes(manifest.config.digest))
     return layout, manifest, config

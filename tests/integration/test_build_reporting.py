@@ -99,6 +99,8 @@ def test_annotations_reach_the_manifests_and_the_index(
     index = httpx.get(f"{base_url}/1", headers=accept).json()
     assert index["annotations"] == {"org.example.index": "idx"}
     for entry in index["manifests"]:
+        if entry["platform"]["os"] == "unknown":  # the images' provenance (a push's default)
+            continue
         assert entry["annotations"] == {"org.example.entry": "e"}
         manifest = httpx.get(f"{base_url}/{entry['digest']}", headers=accept).json()
         want = {"org.example.all": "yes"}

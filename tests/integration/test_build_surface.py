@@ -58,12 +58,18 @@ def test_outputs_are_honoured_or_refused(
     digest = iid.read_text()
     assert digest.startswith("sha256:")
     assert tags(registry, "surface/bydigest") == []
+    # (an index: the image and its provenance, buildx's default on a push)
     resp = httpx.head(f"http://{registry.host}/v2/surface/bydigest/manifests/{digest}",
-                      headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})  # fmt: skip
+                      headers={"Accept": "application/vnd.oci.image.index.v1+json"})  # fmt: skip
     assert resp.status_code == 200
-    # -q prints the digest alone.
+    pushed = httpx.get(
+        f"http://{registry.host}/v2/surface/bydigest/manifests/{digest}",
+        headers={"Accept": "application/vnd.oci.image.index.v1+json"},
+    ).json()
+    image = pushed["manifests"][0]["digest"]
+    # -q prints the digest alone (the image's: unpushed, it carries no provenance).
     quiet = run("build", "--root", root, "-q", str(ctx))
-    assert quiet.returncode == 0 and quiet.stdout.strip() == digest and quiet.stderr == ""
+    assert quiet.returncode == 0 and quiet.stdout.strip() == image and quiet.stderr == ""
     # A tag kept locally says how to push it.
     kept = run("build", "--root", root, "-t", registry.ref("surface/kept:1"), str(ctx))
     assert "polyarch push" in kept.stderr

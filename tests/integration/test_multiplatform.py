@@ -55,9 +55,10 @@ def test_four_platforms_each_with_its_own_machine(
     assert top.digest == index.digest
     listed = polyarch("images", "--root", str(root)).stdout
     assert ",".join(PLATFORMS) in listed
-    assert [str(d.platform) for d in index.manifests] == PLATFORMS
+    assert [str(d.platform) for d in index.images()] == PLATFORMS
+    assert sum(d.is_attestation for d in index.manifests) == 4  # the push's provenance
     copy_layers = set()
-    for entry in index.manifests:
+    for entry in index.images():
         manifest = parse_document(layout.read_document(entry), entry.media_type)
         assert isinstance(manifest, Manifest)
         config = ImageConfig.parse(layout.blobs.read_bytes(manifest.config.digest))

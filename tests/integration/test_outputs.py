@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -111,9 +112,21 @@ def test_zstd_layers_on_a_registry_and_in_an_oci_archive(
     ref = registry.ref("outputs/zstd:1")
     polyarch("build", "--root", root, "-t", ref, "-o", "type=registry,compression=zstd",
              str(ctx))  # fmt: skip
-    raw = json.loads(subprocess.run([skopeo, "inspect", "--raw", "--tls-verify=false",
-                                     f"docker://{ref}"], capture_output=True, text=True,
-                                    check=True).stdout)  # fmt: skip
+
+    def raw_of(where: str) -> dict[str, Any]:
+        done = subprocess.run([skopeo, "inspect", "--raw", "--tls-verify=false", where],
+                              capture_output=True, text=True, check=True)  # fmt: skip
+        return json.loads(done.stdout)  # type: ignore[no-any-return]
+
+    # An index of the image and its provenance (a push's default), made for the zstd
+    # manifest: the attestation names the image that was pushed, not the gzip one kept here.
+    index = raw_of(f"docker://{ref}")
+    image, attestation = index["manifests"]
+    assert attestation["annotations"]["vnd.docker.reference.digest"] == image["digest"]
+    repository = ref.rsplit(":", 1)[0]
+    statement = raw_of(f"docker://{repository}@{attestation['digest']}")
+    assert statement["subject"]["digest"] == image["digest"]
+    raw = raw_of(f"docker://{repository}@{image['digest']}")
     kinds = [layer["mediaType"] for layer in raw["layers"]]
     assert kinds[-1] == ZSTD  # the build's own layer
     assert kinds[0] == GZIP  # the base image's keeps its compression without force

@@ -10,7 +10,7 @@ import dataclasses
 import os
 import tempfile
 import time
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,7 +26,14 @@ from polyarch.export.outputs import (
     TarOutput,
 )
 from polyarch.export.outputs import Output as OutputSpec
-from polyarch.export.write import Output, Place, image_blobs, registry_targets, write_output
+from polyarch.export.write import (
+    Attested,
+    Output,
+    Place,
+    image_blobs,
+    registry_targets,
+    write_output,
+)
 from polyarch.frontend.convert import (
     BaseImage,
     BuildOnce,
@@ -46,6 +53,7 @@ from polyarch.frontend.files import (
 from polyarch.frontend.gitref import parse_git_ref
 from polyarch.graph.model import BuildGraph
 from polyarch.image.annotations import parse_annotations
+from polyarch.oci.mediatypes import OCI_INDEX
 from polyarch.oci.models import (
     Descriptor,
 )
@@ -237,12 +245,14 @@ def _build_image(
             pushing = _pushed_to(options, refs) if options.push_from_nodes else []
             result = _build_with_nodes(farm, routes, builder, request, options, wanted,
                                        annotations, pushing)  # fmt: skip
+        again = None
         if attest.any:
-            result = _attested(builder, options, attest, result, refs,
-                               (context, dockerfile, commit), started)  # fmt: skip
+            result, again = _attested(builder, options, attest, result, refs,
+                                      (context, dockerfile, commit), started)  # fmt: skip
     # Pushed from the nodes: the image is not whole here, so it is not kept under a name.
     return _kept_and_written(session, options, builder, result, refs,
-                             options.push_from_nodes and farm is not None, sink)  # fmt: skip
+                             options.push_from_nodes and farm is not None, sink,
+                             again)  # fmt: skip
 
 
 def _completed(options: BuildOptions) -> BuildOptions:
@@ -334,9 +344,11 @@ def _kept_and_written(
     refs: Sequence[Reference],
     from_nodes: bool,
     progress: Progress,
+    attest: Callable[[Descriptor], Descriptor] | None = None,
 ) -> BuildReport:
     """The image kept under its names (not when the nodes pushed their platforms: it is not
-    whole here), its steps claimed by its repositories, and the outputs written."""
+    whole here), its steps claimed by its repositories, and the outputs written (`attest`:
+    attestations made again for an output whose compression makes new manifests)."""
     names = [] if from_nodes else [str(r) for r in refs] or [str(result.descriptor.digest)]
     for name in names:
         builder.layout.set_ref(name, result.descriptor)
@@ -349,7 +361,7 @@ def _kept_and_written(
              if value is not None and not getattr(value, "inline_only", False)}  # fmt: skip
     written = tuple(write_output(output, place, result, refs, from_nodes=from_nodes,
                                  epoch=_epoch(options), progress=progress,
-                                 attestation_files=files)
+                                 attested=Attested(files, attest))
                     for output in options.outputs)  # fmt: skip
     return BuildReport(result, tuple(names), written)
 
@@ -808,8 +820,9 @@ def _attested(
     refs: Sequence[Reference],
     sources: tuple[Path, Path, str],
     started: float,
-) -> BuildResult:
-    """The build's image with its attestations attached (a new index in the store)."""
+) -> tuple[BuildResult, Callable[[Descriptor], Descriptor]]:
+    """The build's image with its attestations attached (a new index in the store), and how
+    to attach them to another form of the image (new manifests: its layers recompressed)."""
     import uuid  # noqa: PLC0415
 
     from polyarch import __version__  # noqa: PLC0415
@@ -823,8 +836,8 @@ def _attested(
         begun = ended = timestamp(epoch)
         invocation = invocation_id(
             [
-                str(context),
-                str(dockerfile),
+                str(context.resolve()),
+                str(dockerfile.resolve()),
                 options.target or "",
                 *sorted(f"{k}={v}" for k, v in options.build_args.items()),
             ]
@@ -851,9 +864,26 @@ def _attested(
                        for p, stages in result.sbom_stages.items()},
                       _context_packages(context, dockerfile) if result.sbom_context
                       else None)  # fmt: skip
-    top = attach(builder.layout, result.descriptor, result.manifests, spec, build,
-                 result.facts, names, parts)  # fmt: skip
-    return dataclasses.replace(result, descriptor=top)
+
+    def again(top: Descriptor) -> Descriptor:
+        manifests = _platform_manifests(builder.layout, top, result.manifests)
+        return attach(builder.layout, top, manifests, spec, build, result.facts, names, parts)
+
+    return dataclasses.replace(result, descriptor=again(result.descriptor)), again
+
+
+def _platform_manifests(
+    layout: OciLayout, top: Descriptor, built: Mapping[Platform, Descriptor]
+) -> dict[Platform, Descriptor]:
+    """Each platform's manifest in the image `top` (`built`: the build's, for one platform)."""
+    from polyarch.oci.models import Index, parse_document  # noqa: PLC0415
+
+    if top.media_type in (OCI_INDEX,):
+        document = parse_document(layout.read_document(top), top.media_type)
+        assert isinstance(document, Index)
+        return {d.platform: d for d in document.images() if d.platform is not None}
+    (platform,) = built
+    return {platform: dataclasses.replace(top, platform=platform)}
 
 
 def _context_packages(context: Path, dockerfile: Path) -> list[Package]:

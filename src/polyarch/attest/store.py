@@ -100,3 +100,22 @@ def with_attestations(
     index = Index.create([*entries, *attached], annotations=dict(annotations or {}) or None)
     layout.write_document(index.raw)
     return index.descriptor()
+
+
+def without_attestations(layout: OciLayout, top: Descriptor) -> tuple[Descriptor, list[Descriptor]]:
+    """The image `top` without its attestations (one platform: its manifest; several: an
+    index of the images, written to the layout), and the attestation entries it had."""
+    if top.media_type not in mt.INDEX_TYPES:
+        return top, []
+    document = parse_document(layout.read_document(top), top.media_type, what="image index")
+    assert isinstance(document, Index)
+    attached = [d for d in document.manifests if d.is_attestation]
+    if not attached:
+        return top, []
+    images = document.images()
+    if len(images) == 1 and not document.annotations:
+        return dataclasses.replace(images[0], platform=None, annotations={}), attached
+    index = Index.create(images, media_type=document.media_type,
+                         annotations=dict(document.annotations) or None)  # fmt: skip
+    layout.write_document(index.raw)
+    return index.descriptor(), attached

@@ -4,12 +4,11 @@ build's progress (bytes of the image's blobs done)."""
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +17,7 @@ from polyarch.export import docker_archive, engine, rootfs
 from polyarch.export.outputs import DockerOutput, LocalOutput, OciOutput, RegistryOutput
 from polyarch.export.outputs import Output as OutputSpec
 from polyarch.export.recompress import recompressed
+from polyarch.oci import mediatypes as mt
 from polyarch.oci.models import Descriptor, Index, Manifest, parse_document
 from polyarch.progress import Event, Progress, silent
 from polyarch.reference import Reference
@@ -48,6 +48,16 @@ class Output:
 
 
 @dataclass(frozen=True, slots=True)
+class Attested:
+    """How a build's attestations reach its outputs: the files a local or tar output gets
+    beside each platform's (kind -> file name), and the image given its attestations again
+    (for manifests an output's compression makes anew)."""
+
+    files: Mapping[str, str] = field(default_factory=dict)
+    again: Callable[[Descriptor], Descriptor] | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Place:
     """Where a build's outputs go from: its store and scratch directory, and how to reach an
     image target (a registry or a layout) and a registry."""
@@ -67,17 +77,15 @@ def write_output(
     from_nodes: bool = False,
     epoch: int | None = None,
     progress: Progress = silent,
-    attestation_files: Mapping[str, str] | None = None,
+    attested: Attested | None = None,
 ) -> Output:
     """One output of a build, from the store (its layers recompressed first when it asks).
-    `from_nodes`: the nodes pushed their platforms already (only the index goes from here)."""
+    `from_nodes`: the nodes pushed their platforms already (only the index goes from here).
+    `attested`: how the build's attestations reach the outputs."""
     layout = place.layout
-    top = result.descriptor
-    compression = getattr(output, "compression", None)
-    if compression is not None and not compression.is_default:
-        with TransferRow(progress, f"compress layers ({compression.kind})", layout, ()):
-            top = recompressed(layout, top, compression, result.base_layers)
-    rows = result.manifests.values()
+    top = _compressed(output, layout, result, attested, progress)
+    attestation_files = attested.files if attested else None
+    rows = _pushed_manifests(layout, top)
     tags = [str(r) for r in refs]
     if isinstance(output, RegistryOutput) and output.referrers:
         return _push_with_referrers(output, place, top, refs, progress)
@@ -199,6 +207,38 @@ class TransferRow:
             self.progress(Event("error", "", self.description, text=str(exc)))
 
 
+def _compressed(
+    output: OutputSpec,
+    layout: OciLayout,
+    result: BuildResult,
+    attested: Attested | None,
+    progress: Progress,
+) -> Descriptor:
+    """The image as the output wants its layers compressed (new manifests get their
+    attestations made again)."""
+    top = result.descriptor
+    compression = getattr(output, "compression", None)
+    if compression is None or compression.is_default:
+        return top
+    with TransferRow(progress, f"compress layers ({compression.kind})", layout, ()):
+        if attested is None or attested.again is None:
+            return recompressed(layout, top, compression, result.base_layers)
+        from polyarch.attest.store import without_attestations  # noqa: PLC0415
+
+        plain, _attached = without_attestations(layout, top)
+        changed = recompressed(layout, plain, compression, result.base_layers)
+        return top if changed == plain else attested.again(changed)
+
+
+def _pushed_manifests(layout: OciLayout, top: Descriptor) -> list[Descriptor]:
+    """The manifests whose blobs an output of `top` carries: the images', and the
+    attestation manifests' an index lists beside them."""
+    if top.media_type not in (mt.OCI_INDEX, mt.DOCKER_MANIFEST_LIST):
+        return [top]
+    document = parse_document(layout.read_document(top), top.media_type)
+    return list(document.manifests) if isinstance(document, Index) else [top]
+
+
 def _push_with_referrers(
     output: RegistryOutput,
     place: Place,
@@ -209,22 +249,12 @@ def _push_with_referrers(
     """The image pushed without its attestations in the index (one platform: its manifest,
     several: an index of the images), each platform's attestation manifest pushed as an OCI
     1.1 referrer of its image."""
+    from polyarch.attest.store import without_attestations  # noqa: PLC0415
     from polyarch.registry.referrers import push_referrer  # noqa: PLC0415
 
     layout = place.layout
-    document = parse_document(layout.read_document(top), top.media_type)
-    attached: list[Descriptor] = []
-    plain = top
-    rows: Sequence[Descriptor] = [top]
-    if isinstance(document, Index):
-        attached = [d for d in document.manifests if d.is_attestation]
-        images = rows = document.images()
-        if len(images) == 1:
-            plain = dataclasses.replace(images[0], platform=None, annotations={})
-        elif attached:
-            index = Index.create(images, annotations=dict(document.annotations) or None)
-            layout.write_document(index.raw)
-            plain = index.descriptor()
+    plain, attached = without_attestations(layout, top)
+    rows = _pushed_manifests(layout, plain)
     pushed: list[str] = []
     for target in registry_targets(output, refs):
         pinned = Reference(target.registry, target.repository, None, plain.digest)
