@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from polyarch import __version__
+from polyarch.attest.spec import AttestSpec
 from polyarch.digest import Digest
 from polyarch.errors import BuildError, DockerfileError, PolyarchError
 from polyarch.export.outputs import RegistryOutput
@@ -343,6 +344,9 @@ def _options(
         secret_sources=calls.secrets(ask.secrets), ssh_sources=calls.agents(ask.ssh),
         # --push-from-nodes: pushed from here by digest, with this machine's credentials.
         outputs=(RegistryOutput(ask.push, push_by_digest=True),) if ask.push else (),
+        # The client makes the attestations (from the facts a result carries): a node's
+        # platform is one image, never an index of it and its provenance.
+        attest=AttestSpec(provenance_said=True),
     )  # fmt: skip
     return options, pending
 
