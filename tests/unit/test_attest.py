@@ -495,3 +495,46 @@ def test_which_stages_and_whether_the_context_an_sbom_scans() -> None:
         ["one"],
     )
     assert scan_targets(df, {}, "three", {"three"}) == (False, [])  # not reachable
+
+
+def test_layers_are_read_in_order_and_kept_per_layer() -> None:
+    import io
+    import tarfile
+
+    from polyarch.attest.sbom import scan
+
+    def layer(entries: list[tuple[str, bytes | None]]) -> io.BytesIO:
+        out = io.BytesIO()
+        with tarfile.open(fileobj=out, mode="w") as tar:
+            for name, data in entries:
+                info = tarfile.TarInfo(name)
+                if data is None:
+                    info.type = tarfile.DIRTYPE
+                    tar.addfile(info)
+                else:
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+        out.seek(0)
+        return out
+
+    status = b"Package: dash\nStatus: install ok installed\nVersion: 1\n"
+    base = scan._layer_events(layer([
+        ("var/lib/dpkg/status", status), ("lib/apk/db/installed", b"P:x\nV:1\n"),
+        ("app/node_modules/a/package.json", b'{"name": "a", "version": "1.0.0"}'),
+        ("usr/bin/tool", b"x" * 10),
+    ]))  # fmt: skip
+    upper = scan._layer_events(layer([
+        ("lib/apk/db/.wh.installed", b""), ("app/node_modules/.wh..wh..opq", b""),
+        ("app/node_modules/b/package.json", b'{"name": "b", "version": "2.0.0"}'),
+        ("var/lib/dpkg/status", b"x" * 3),  # replaced by something that is not a database
+    ]))  # fmt: skip
+    kept = [scan._events_from_json(scan._events_json(e)) for e in (base, upper)]
+    assert kept == [base, upper]  # what a later build reads instead of the layer
+    tree: dict[str, scan._Found] = {}
+    for events in kept:
+        assert events is not None
+        scan._apply(events, tree)
+    assert sorted(tree) == ["app/node_modules/b/package.json", "var/lib/dpkg/status"]
+    found = scan.packages(tree)
+    assert [(p.kind, p.name) for p in found] == [("npm", "b")]
+    assert scan._events_from_json(b'{"version": 0, "events": []}') is None

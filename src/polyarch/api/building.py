@@ -863,7 +863,7 @@ def _attested(
     parts = SbomParts({p: [(s.stage, s.layers) for s in stages]
                        for p, stages in result.sbom_stages.items()},
                       _context_packages(context, dockerfile) if result.sbom_context
-                      else None)  # fmt: skip
+                      else None, builder.workspace.sbom_layers)  # fmt: skip
 
     def again(top: Descriptor) -> Descriptor:
         manifests = _platform_manifests(builder.layout, top, result.manifests)

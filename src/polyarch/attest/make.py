@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from polyarch.attest import intoto
 from polyarch.attest.provenance import Facts, PlatformFacts, Vcs, predicate
@@ -54,14 +55,15 @@ def _facts(build: BuildFacts, platform: PlatformFacts) -> Facts:
 
 
 def sbom_statement_predicate(layout: OciLayout, manifest_descriptor: Descriptor, name: str,
-                             purl: str, created: str, tool: str) -> dict[str, object]:  # fmt: skip
+                             purl: str, created: str, tool: str,
+                             cache: Path | None = None) -> dict[str, object]:  # fmt: skip
     """The SPDX document of a stored platform image."""
     document = parse_document(layout.read_document(manifest_descriptor),
                               manifest_descriptor.media_type)  # fmt: skip
     assert isinstance(document, Manifest)
     config = ImageConfig.parse(layout.blobs.read_bytes(document.config.digest,
                                                        document.config.size))  # fmt: skip
-    found = scan.packages(scan.image_files(layout.blobs, document, config))
+    found = scan.packages(scan.image_files(layout.blobs, document, config, cache))
     return spdx.document(found, image_name=name, image_purl=purl,
                          manifest_digest=str(manifest_descriptor.digest), created=created,
                          tool=tool)  # fmt: skip
@@ -74,6 +76,7 @@ class SbomParts:
 
     stages: Mapping[Platform, Sequence[tuple[str, Sequence[tuple[Descriptor, Digest]]]]]
     context: Sequence[Package] | None = None
+    cache: Path | None = None  # each layer's scan kept by diffID (the workspace's)
 
 
 def attach(
@@ -95,11 +98,12 @@ def attach(
         if spec.sbom is not None:
             name = names[0].familiar if names else str(manifest.digest)
             purl = intoto.image_purl(names[0], platform) if names else subject[0]["name"]
+            cache = parts.cache if parts else None
             document = sbom_statement_predicate(layout, manifest, name, purl, build.finished,
-                                                tool)  # fmt: skip
+                                                tool, cache)  # fmt: skip
             made.append(intoto.statement(intoto.PREDICATE_SPDX, subject, document))
             extra: list[tuple[str, Sequence[Package]]] = [
-                (f"stage {stage}", scan.packages(scan.layer_files(layout.blobs, layers)))
+                (f"stage {stage}", scan.packages(scan.layer_files(layout.blobs, layers, cache)))
                 for stage, layers in (parts.stages.get(platform, ()) if parts else ())
             ]
             if parts is not None and parts.context is not None:

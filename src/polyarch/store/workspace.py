@@ -73,6 +73,11 @@ class Workspace:
         return self._dir("explain")
 
     @property
+    def sbom_layers(self) -> Path:
+        """What each layer holds for an SBOM (its package databases), kept by diffID."""
+        return self._dir("sbom")
+
+    @property
     def file_digests(self) -> Path:
         return self.root / "files.db"
 

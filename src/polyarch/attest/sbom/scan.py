@@ -4,8 +4,11 @@ unpacked to disk; each layer is checked against its digest and diffID as it stre
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 import fnmatch
 import io
+import json
 import os
 import re
 import sqlite3
@@ -14,7 +17,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final, TypeAlias
 
 from polyarch.attest.sbom import packages as pk
 from polyarch.digest import Digest
@@ -66,35 +69,80 @@ def _go_modules(stream: io.BufferedIOBase, size: int, path: str) -> tuple[pk.Pac
         tail = window[-len(pk.GO_MAGIC) :]
 
 
-def _layer_files(stream: io.BufferedIOBase, tree: dict[str, _Found]) -> None:
-    """One layer applied to `tree` (the wanted files by path): whiteouts remove, entries
-    replace."""
-    added: set[str] = set()
+# What a layer does to the wanted files, in order: ("o", DIR) an opaque directory, ("w", PATH)
+# a whiteout, ("p", PATH) a wanted file put there (its content alongside), ("g", PATH) any
+# other entry standing at PATH (what was wanted there is gone).
+LayerEvent: TypeAlias = tuple[str, str, "_Found | None"]
+SCAN_VERSION: Final = 1  # of the per-layer results kept in the workspace
+
+
+def _layer_events(stream: io.BufferedIOBase) -> list[LayerEvent]:
+    events: list[LayerEvent] = []
     with tarfile.open(fileobj=stream, mode="r|", tarinfo=CappedTarInfo) as tar:
         for member in tar:
             path = clean_member_name(member.name)
             directory, _, base = path.rpartition("/")
             if base == ".wh..wh..opq":
-                prefix = f"{directory}/" if directory else ""
-                for key in [k for k in tree if k.startswith(prefix) and k not in added]:
-                    del tree[key]
+                events.append(("o", directory, None))
+            elif base.startswith(".wh."):
+                events.append(("w", f"{directory}/{base[4:]}" if directory else base[4:], None))
+            elif member.isdir():
                 continue
-            if base.startswith(".wh."):
-                gone = f"{directory}/{base[4:]}" if directory else base[4:]
-                for key in [k for k in tree if k == gone or k.startswith(gone + "/")]:
-                    del tree[key]
-                continue
-            if not member.isfile():
-                if member.isdir():
-                    continue
-                tree.pop(path, None)  # a link or device now stands there
-                continue
-            found = _read(tar, member, path)
-            if found is None:
-                tree.pop(path, None)
+            elif member.isfile() and (found := _read(tar, member, path)) is not None:
+                events.append(("p", path, found))
             else:
-                tree[path] = found
-                added.add(path)
+                events.append(("g", path, None))
+    return events
+
+
+def _apply(events: Sequence[LayerEvent], tree: dict[str, _Found]) -> None:
+    """One layer's events applied to `tree` (the wanted files by path)."""
+    added: set[str] = set()
+    for kind, path, found in events:
+        if kind == "o":
+            prefix = f"{path}/" if path else ""
+            for key in [k for k in tree if k.startswith(prefix) and k not in added]:
+                del tree[key]
+        elif kind == "w":
+            for key in [k for k in tree if k == path or k.startswith(path + "/")]:
+                del tree[key]
+        elif kind == "p" and found is not None:
+            tree[path] = found
+            added.add(path)
+        else:
+            tree.pop(path, None)
+
+
+def _events_json(events: Sequence[LayerEvent]) -> bytes:
+    out: list[Any] = []
+    for kind, path, found in events:
+        if found is None:
+            out.append([kind, path])
+        elif found.go:
+            out.append([kind, path, {"go": [dataclasses.asdict(p) for p in found.go]}])
+        else:
+            out.append([kind, path, {"data": base64.b64encode(found.data).decode("ascii")}])
+    return json.dumps({"version": SCAN_VERSION, "events": out}).encode()
+
+
+def _found(body: dict[str, Any]) -> _Found:
+    if "go" in body:
+        return _Found(go=tuple(pk.Package(**{**p, "licenses": tuple(p["licenses"])})
+                               for p in body["go"]))  # fmt: skip
+    return _Found(data=base64.b64decode(body["data"]))
+
+
+def _events_from_json(raw: bytes) -> list[LayerEvent] | None:
+    try:
+        doc = json.loads(raw)
+        if doc.get("version") != SCAN_VERSION:
+            return None
+        events: list[LayerEvent] = []
+        for item in doc["events"]:
+            events.append((str(item[0]), str(item[1]), _found(item[2]) if len(item) > 2 else None))
+        return events
+    except (ValueError, KeyError, TypeError):
+        return None  # a damaged entry: the layer is read again
 
 
 def _read(tar: tarfile.TarFile, member: tarfile.TarInfo, path: str) -> _Found | None:
@@ -111,34 +159,54 @@ def _read(tar: tarfile.TarFile, member: tarfile.TarInfo, path: str) -> _Found | 
     return None
 
 
-def image_files(blobs: ContentStore, manifest: Manifest, config: ImageConfig
-                ) -> dict[str, _Found]:  # fmt: skip
+def image_files(blobs: ContentStore, manifest: Manifest, config: ImageConfig,
+                cache: Path | None = None) -> dict[str, _Found]:  # fmt: skip
     """The wanted files of an image (its layers in order, whiteouts applied)."""
     ids: list[Digest | None] = list(config.diff_ids)
     return layer_files(blobs, [(layer, ids[i] if i < len(ids) else None)
-                               for i, layer in enumerate(manifest.layers)])  # fmt: skip
+                               for i, layer in enumerate(manifest.layers)], cache)  # fmt: skip
 
 
 def layer_files(
-    blobs: ContentStore, layers: Sequence[tuple[Descriptor, Digest | None]]
+    blobs: ContentStore,
+    layers: Sequence[tuple[Descriptor, Digest | None]],
+    cache: Path | None = None,
 ) -> dict[str, _Found]:
     """The wanted files of a filesystem made of these layers (each checked against its
-    diffID when given)."""
+    diffID when given). `cache`: a directory keeping each layer's results by diffID, so a
+    layer (a base image's) is read once per workspace."""
     tree: dict[str, _Found] = {}
     for index, (layer, diff_id) in enumerate(layers):
-        what = f"layer {index + 1} ({layer.digest})"
-        try:
-            with blobs.open(layer.digest, layer.size) as raw:
-                stream = open_layer(io.BufferedReader(raw), layer.media_type)
-                if diff_id is not None:
-                    checked = DiffIdReader(stream, diff_id, what)
-                    _layer_files(io.BufferedReader(checked), tree)
-                    checked.check()
-                else:
-                    _layer_files(stream, tree)
-        except tarfile.TarError as exc:
-            raise LayerError(f"{what}: not a valid tar archive: {exc}") from None
+        kept = cache / f"{diff_id.algorithm}-{diff_id.hex}.json" if cache and diff_id else None
+        events = _events_from_json(kept.read_bytes()) if kept and kept.is_file() else None
+        if events is None:
+            events = _read_layer(blobs, layer, diff_id, f"layer {index + 1} ({layer.digest})")
+            if kept is not None:
+                _write_atomic(kept, _events_json(events))
+        _apply(events, tree)
     return tree
+
+
+def _read_layer(blobs: ContentStore, layer: Descriptor, diff_id: Digest | None, what: str
+                ) -> list[LayerEvent]:  # fmt: skip
+    try:
+        with blobs.open(layer.digest, layer.size) as raw:
+            stream = open_layer(io.BufferedReader(raw), layer.media_type)
+            if diff_id is None:
+                return _layer_events(stream)
+            checked = DiffIdReader(stream, diff_id, what)
+            events = _layer_events(io.BufferedReader(checked))
+            checked.check()
+            return events
+    except tarfile.TarError as exc:
+        raise LayerError(f"{what}: not a valid tar archive: {exc}") from None
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".", delete=False) as out:
+        out.write(data)
+    os.replace(out.name, path)
 
 
 def directory_files(root: Path, ignored: Callable[[str], bool]) -> dict[str, _Found]:
