@@ -69,6 +69,16 @@ def test_until_forgets_only_what_was_not_used_since(tmp_path: Path) -> None:
     assert [u.name for u in disk_usage(workspace) if u.kind == "cache mount"] == ["/root/.npm"]
 
 
+def test_prune_drops_the_sbom_scans_of_layers_no_longer_held(tmp_path: Path) -> None:
+    workspace, digests = make(tmp_path)
+    kept = workspace.sbom_layers / f"sha256-{digests['new'].hex}.json"
+    gone = workspace.sbom_layers / f"sha256-{digests['mid'].hex}.json"
+    for path in (kept, gone):
+        path.write_text('{"version": 1, "events": []}')
+    prune(workspace, older_than=DAY, now=NOW)
+    assert kept.exists() and not gone.exists()
+
+
 def test_keep_storage_drops_the_least_recently_used_first(tmp_path: Path) -> None:
     workspace, _ = make(tmp_path)
     total = sum(u.size for u in disk_usage(workspace) if u.kind != "other")

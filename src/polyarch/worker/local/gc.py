@@ -287,6 +287,15 @@ def _collect(root: Path, layout: OciLayout, cache: SqliteCache) -> tuple[int, in
             freed += _tree_size(entry)
             shutil.rmtree(entry, ignore_errors=True)
             snapshots += 1
+    # The SBOM scans of layers no image or cache entry holds any more.
+    scans = {f"{d.algorithm}-{d.hex}.json" for d in diff_ids}
+    sbom_root = root / "sbom"
+    if sbom_root.is_dir():
+        for entry in sbom_root.iterdir():
+            if entry.name not in scans:
+                with contextlib.suppress(FileNotFoundError):
+                    freed += entry.stat().st_size
+                    entry.unlink()
     return blobs, snapshots, freed
 
 
