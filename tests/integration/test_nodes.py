@@ -114,14 +114,7 @@ def test_a_platform_built_on_an_ssh_node(
     # The node built it in its own workspace; the blobs came home verified.
     assert (node_root / "store" / "blobs" / "sha256" / arm["digest"][7:]).is_file()
     assert (Path(root) / "store" / "blobs" / "sha256" / arm["digest"][7:]).is_file()
-    accept = {"Accept": "application/vnd.oci.image.index.v1+json"}
-    index = httpx.get(f"http://{registry.host}/v2/nodes/app/manifests/1", headers=accept).json()
-    assert [m["platform"]["architecture"] for m in index["manifests"]] == [
-        "amd64",
-        "arm64",
-        "unknown",
-        "unknown",
-    ]  # the images, then their provenance
+    assert pushed_entries(registry, "nodes/app:1") == ["amd64", "arm64", "unknown", "unknown"]
     verified = run("verify", "--root", str(tmp_path / "v"), "--platform", BOTH, "--run",
                    'test "$(cat /arch)" = "$(uname -m)"', ref, env=env)  # fmt: skip
     assert verified.returncode == 0, verified.stdout + verified.stderr
@@ -398,6 +391,17 @@ def test_build_once_stages_run_here_and_their_outputs_reach_the_node(
     assert any("stage bundle sent, built here (0 files" in str(e.get("text")) for e in stream)
 
 
+def pushed_entries(registry: RunningRegistry, name: str) -> list[str]:
+    """The architectures of a pushed index's entries: the images, then their provenance
+    (`unknown`, a push's default)."""
+    repository, _, tag = name.partition(":")
+    accept = {"Accept": "application/vnd.oci.image.index.v1+json"}
+    url = f"http://{registry.host}/v2/{repository}/manifests/{tag}"
+    return [
+        m["platform"]["architecture"] for m in httpx.get(url, headers=accept).json()["manifests"]
+    ]
+
+
 def stored_provenance(store: Path, manifest: str) -> dict[str, Any]:
     """The provenance predicate attached to the image manifest `manifest` in a workspace's
     store (an OCI layout), read from its files."""
@@ -525,14 +529,7 @@ def test_push_from_nodes(
     last_layer = manifest["layers"][-1]["digest"][7:]
     assert (node_root / "store" / "blobs" / "sha256" / last_layer).is_file()
     assert not (root / "store" / "blobs" / "sha256" / last_layer).exists()
-    accept = {"Accept": "application/vnd.oci.image.index.v1+json"}
-    index = httpx.get(f"http://{registry.host}/v2/nodes/pushed/manifests/1", headers=accept).json()
-    assert [m["platform"]["architecture"] for m in index["manifests"]] == [
-        "amd64",
-        "arm64",
-        "unknown",
-        "unknown",
-    ]  # the images, then their provenance
+    assert pushed_entries(registry, "nodes/pushed:1") == ["amd64", "arm64", "unknown", "unknown"]
     verified = run("verify", "--root", str(tmp_path / "v"), "--platform", BOTH, "--run",
                    'test "$(cat /arch)" = "$(uname -m)"', ref, env=env)  # fmt: skip
     assert verified.returncode == 0, verified.stdout + verified.stderr

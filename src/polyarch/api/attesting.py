@@ -11,17 +11,15 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from polyarch import __version__
-from polyarch.api.session import MAX_STATEMENT, Session
+from polyarch.api.session import MAX_STATEMENT, Session, registry_location
 from polyarch.attest import intoto, vsa
 from polyarch.attest.store import attestation_document
 from polyarch.digest import Digest
-from polyarch.errors import UsageError
 from polyarch.oci import mediatypes as mt
 from polyarch.oci.models import Manifest
 from polyarch.platform import Platform
 from polyarch.reference import Reference
 from polyarch.registry.referrers import list_referrers, push_referrer
-from polyarch.transfer.location import parse_location
 
 if TYPE_CHECKING:
     from polyarch.verify import RunSpec, VerifyReport
@@ -36,11 +34,7 @@ def verify_policy(run: RunSpec | None, arch_check: bool) -> dict[str, Any]:
 
 
 def _registry_ref(location: str) -> Reference:
-    where = parse_location(location)
-    if not isinstance(where, Reference):
-        raise UsageError(f"{location}: verification results are kept on a registry; give "
-                         "REGISTRY/NAME:TAG or REGISTRY/NAME@DIGEST")  # fmt: skip
-    return where
+    return registry_location(location, "verification results are kept")
 
 
 def attach_verification(

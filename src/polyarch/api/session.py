@@ -41,6 +41,15 @@ if TYPE_CHECKING:
     from polyarch.oci.models import Descriptor
 
 
+def registry_location(location: str, what: str) -> Reference:
+    """`location` as a registry reference, or a usage error saying `what` lives on one."""
+    where = parse_location(location)
+    if not isinstance(where, Reference):
+        raise UsageError(f"{location}: {what} on a registry; give REGISTRY/NAME:TAG or "
+                         "REGISTRY/NAME@DIGEST")  # fmt: skip
+    return where
+
+
 def _statement(source: ImageSource, layer: Descriptor) -> Mapping[str, Any]:
     if layer.size > MAX_STATEMENT:
         raise UsageError(f"attestation {layer.digest} is {layer.size} bytes; refusing over "

@@ -8,21 +8,16 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from polyarch.api.session import Session
+from polyarch.api.session import Session, registry_location
 from polyarch.attest import sign as cosign
 from polyarch.digest import Digest
 from polyarch.errors import NotFoundError, PolyarchError, UsageError
 from polyarch.oci.models import Descriptor, Index, Manifest
 from polyarch.reference import Reference
-from polyarch.transfer.location import parse_location
 
 
 def _registry_ref(location: str) -> Reference:
-    where = parse_location(location)
-    if not isinstance(where, Reference):
-        raise UsageError(f"{location}: signatures live on a registry; give REGISTRY/NAME:TAG "
-                         "or REGISTRY/NAME@DIGEST")  # fmt: skip
-    return where
+    return registry_location(location, "signatures live")
 
 
 def _digests(session: Session, ref: Reference, recursive: bool) -> list[tuple[str, Digest]]:
