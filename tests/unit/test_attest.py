@@ -538,3 +538,14 @@ def test_layers_are_read_in_order_and_kept_per_layer() -> None:
     found = scan.packages(tree)
     assert [(p.kind, p.name) for p in found] == [("npm", "b")]
     assert scan._events_from_json(b'{"version": 0, "events": []}') is None
+
+
+def test_hostile_package_metadata_is_skipped_not_a_traceback() -> None:
+    deep = b"[" * 100_000 + b"]" * 100_000
+    assert pk.npm_package(deep, "node_modules/x/package.json") is None
+    assert pk.npm_lock(deep, "package-lock.json") == []
+    huge = pk.Package("npm", "x", "1", "pkg:npm/x@1", ("MIT " * 10_000,), "p")
+    doc = document([huge], image_name="i", image_purl="pkg:docker/i", manifest_digest="",
+                   created="2023-11-14T22:13:20Z", tool="t")  # fmt: skip
+    declared = doc["packages"][1]["licenseDeclared"]
+    assert declared.startswith("LicenseRef-") and len(declared) < 250

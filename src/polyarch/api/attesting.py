@@ -84,11 +84,16 @@ def summaries(session: Session, ref: Reference, digest: Digest) -> list[dict[str
                 continue
             if layer.size > MAX_STATEMENT:
                 continue
-            statement = json.loads(b"".join(session.client.get_blob(ref, layer)))
-            named = {s.get("digest", {}).get(digest.algorithm)
-                     for s in statement.get("subject", [])}  # fmt: skip
-            if digest.hex in named and statement.get("predicateType") == intoto.PREDICATE_VSA:
-                out.append(statement["predicate"])
+            try:
+                statement = json.loads(b"".join(session.client.get_blob(ref, layer)))
+                named = {s.get("digest", {}).get(digest.algorithm)
+                         for s in statement.get("subject", [])}  # fmt: skip
+            except (ValueError, RecursionError, AttributeError, TypeError):
+                continue  # not a statement polyarch can read: not a summary it made
+            predicate = statement.get("predicate")
+            if (digest.hex in named and isinstance(predicate, dict)
+                    and statement.get("predicateType") == intoto.PREDICATE_VSA):  # fmt: skip
+                out.append(predicate)
     return out
 
 

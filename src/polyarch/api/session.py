@@ -57,7 +57,7 @@ def _statement(source: ImageSource, layer: Descriptor) -> Mapping[str, Any]:
     raw = b"".join(source.open_blob(layer))
     try:
         value = json.loads(raw)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise UsageError(f"attestation {layer.digest} is not JSON: {exc}") from None
     if not isinstance(value, dict):
         raise UsageError(f"attestation {layer.digest} is not a JSON object")

@@ -4,7 +4,6 @@ here), stored in the image's index (`polyarch.attest.store`)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,11 +124,3 @@ def attach(
             made.append(intoto.statement(kind, subject, body))
         statements[platform] = made
     return with_attestations(layout, top, manifests, statements)
-
-
-def statements_of(layout: OciLayout, index_entry: Descriptor) -> list[dict[str, object]]:
-    """The statements an attestation manifest holds (for `inspect`)."""
-    document = parse_document(layout.read_document(index_entry), index_entry.media_type)
-    assert isinstance(document, Manifest)
-    return [json.loads(layout.blobs.read_bytes(layer.digest, layer.size))
-            for layer in document.layers if layer.media_type == intoto.MEDIA_TYPE]  # fmt: skip

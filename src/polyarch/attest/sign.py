@@ -63,7 +63,7 @@ def read_payload(raw: bytes) -> tuple[str, str]:
             raise SignatureError(f"payload type {critical['type']!r}, not {PAYLOAD_TYPE!r}")
         return (str(critical["identity"]["docker-reference"]),
                 str(critical["image"]["docker-manifest-digest"]))  # fmt: skip
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
         raise SignatureError(f"not a simple-signing payload: {exc}") from None
 
 
@@ -184,7 +184,7 @@ def read_private(pem: bytes, password: bytes) -> ec.EllipticCurvePrivateKey:
                             base64.b64decode(sealed["cipher"]["nonce"]))  # fmt: skip
     except CryptoError:
         raise SignatureError("wrong password for the key (it does not decrypt)") from None
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
         raise SignatureError(f"not a cosign key: {exc}") from None
     loaded = serialization.load_der_private_key(plain, None)
     if not isinstance(loaded, ec.EllipticCurvePrivateKey):

@@ -164,7 +164,7 @@ def npm_package(raw: bytes, where: str) -> Package | None:
     """A package's package.json under node_modules."""
     try:
         doc = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return None
     if not isinstance(doc, dict):
         return None
@@ -195,7 +195,7 @@ def npm_lock(raw: bytes, where: str) -> list[Package]:
     """The packages a package-lock.json (lockfileVersion 2 or 3) pins."""
     try:
         doc = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return []
     out: list[Package] = []
     entries = doc.get("packages") if isinstance(doc, dict) else None

@@ -141,7 +141,7 @@ def _events_from_json(raw: bytes) -> list[LayerEvent] | None:
         for item in doc["events"]:
             events.append((str(item[0]), str(item[1]), _found(item[2]) if len(item) > 2 else None))
         return events
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         return None  # a damaged entry: the layer is read again
 
 

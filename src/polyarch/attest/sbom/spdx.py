@@ -40,6 +40,7 @@ _KNOWN: Final = {
     "gnu lesser general public license v3 (lgplv3)": "LGPL-3.0-only",
 }  # fmt: skip
 _REF_CHARS: Final = re.compile(r"[^A-Za-z0-9.-]+")
+_LONGEST: Final = 200  # a declared licence is cut there (a whole licence text is no name)
 
 
 class _Licences:
@@ -52,7 +53,7 @@ class _Licences:
         self.refs: dict[str, str] = {}  # LicenseRef id -> the name it stands for
 
     def one(self, name: str) -> str:
-        name = name.strip().strip("()")
+        name = name.strip().strip("()")[:_LONGEST]
         known = _KNOWN.get(name.lower())
         if known:
             return known
