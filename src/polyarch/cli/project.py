@@ -1022,11 +1022,11 @@ def verify_command(
             note=lambda line: click.echo(f"note: {line}", err=True),
             arch_check=not no_arch_check,
         )  # fmt: skip
-    attached = (attesting.attach_verification(session, location, report,
-                                              attesting.verify_policy(run, not no_arch_check))
-                if attest else [])  # fmt: skip
+    policy = attesting.verify_policy(run, not no_arch_check)
     signatures = _signatures(session, location, public) if public is not None else None
     if fmt == "json":
+        attached = attesting.attach_verification(session, location, report, policy) if (
+            attest) else []  # fmt: skip
         results = [{**dataclasses.asdict(r), "ok": r.ok} for r in report.results]
         extra: dict[str, Any] = {"attached": [{"platform": p, "digest": d} for p, d in attached]}
         if signatures is not None:
@@ -1034,11 +1034,13 @@ def verify_command(
         echo_json({**dataclasses.asdict(report), "ok": report.ok, "results": results, **extra})
     else:
         _show_verify(report, run is not None and not require_attested, show_output)
-        for platform, digest in attached:
-            click.echo(f"attached the verification summary of {platform}: {digest}")
         if signatures is not None:
             for what, digest in signatures.signed:
                 click.echo(f"signed by {key}: {what} {digest[:19]}")
+        # Attached after the results are shown: a registry that refuses the push loses none.
+        for platform, digest in (attesting.attach_verification(session, location, report, policy)
+                                 if attest else []):  # fmt: skip
+            click.echo(f"attached the verification summary of {platform}: {digest}")
     if signatures is not None and not signatures.ok:
         for what, digest in signatures.unsigned:
             click.echo(f"FAIL signature: {what} {digest} carries no valid signature by {key}",
