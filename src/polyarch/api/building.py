@@ -828,6 +828,8 @@ def _attested(
     from polyarch import __version__  # noqa: PLC0415
     from polyarch.attest.make import BuildFacts, SbomParts, attach  # noqa: PLC0415
     from polyarch.attest.provenance import invocation_id  # noqa: PLC0415
+    from polyarch.frontend.dockerfile.checks import looks_secret  # noqa: PLC0415
+    from polyarch.frontend.files import read_context_file  # noqa: PLC0415
     from polyarch.image.assemble import timestamp  # noqa: PLC0415
 
     context, dockerfile, commit = sources
@@ -839,7 +841,8 @@ def _attested(
                 str(context.resolve()),
                 str(dockerfile.resolve()),
                 options.target or "",
-                *sorted(f"{k}={v}" for k, v in options.build_args.items()),
+                # (a secret-like argument's value is never in what is published, hashed or not)
+                *sorted(f"{k}={v}" for k, v in options.build_args.items() if not looks_secret(k)),
             ]
         )
     else:
@@ -852,7 +855,7 @@ def _attested(
     named_dirs = sorted(n for n, v in options.contexts.items()
                         if parse_git_ref(v) is None and "://" not in v)  # fmt: skip
     build = BuildFacts(
-        name, dockerfile.read_bytes(), begun, ended, invocation, machine_platform(),
+        name, read_context_file(dockerfile), begun, ended, invocation, machine_platform(),
         __version__, dict(options.build_args), dict(options.labels), options.target,
         () if commit else ("context", "dockerfile", *named_dirs),
         options.context if commit and isinstance(options.context, str) else "", commit,
