@@ -5,21 +5,18 @@ digest does not change; and found again by `verify --require-attested`."""
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from polyarch import __version__
-from polyarch.api.session import MAX_STATEMENT, Session, registry_location
+from polyarch.api.session import Session, registry_location
 from polyarch.attest import intoto, vsa
 from polyarch.attest.store import attestation_document
 from polyarch.digest import Digest
-from polyarch.oci import mediatypes as mt
-from polyarch.oci.models import Manifest
 from polyarch.platform import Platform
 from polyarch.reference import Reference
-from polyarch.registry.referrers import list_referrers, push_referrer
+from polyarch.registry.referrers import push_referrer
 
 if TYPE_CHECKING:
     from polyarch.verify import RunSpec, VerifyReport
@@ -69,32 +66,17 @@ def attach_verification(
     return attached
 
 
-def summaries(session: Session, ref: Reference, digest: Digest) -> list[dict[str, Any]]:
-    """The verification summaries attached to the manifest `digest` (as referrers), whose
-    statement names that digest."""
-    out: list[dict[str, Any]] = []
-    for entry in list_referrers(session.client, ref, digest):
-        if entry.artifact_type != mt.ATTESTATION_MANIFEST:
-            continue
-        document = session.client.get_manifest(ref.with_digest(entry.digest)).document
-        if not isinstance(document, Manifest):
-            continue
-        for layer in document.layers:
-            if layer.annotations.get(intoto.PREDICATE_ANNOTATION) != intoto.PREDICATE_VSA:
-                continue
-            if layer.size > MAX_STATEMENT:
-                continue
-            try:
-                statement = json.loads(b"".join(session.client.get_blob(ref, layer)))
-                named = {s.get("digest", {}).get(digest.algorithm)
-                         for s in statement.get("subject", [])}  # fmt: skip
-            except (ValueError, RecursionError, AttributeError, TypeError):
-                continue  # not a statement polyarch can read: not a summary it made
-            predicate = statement.get("predicate")
-            if (digest.hex in named and isinstance(predicate, dict)
-                    and statement.get("predicateType") == intoto.PREDICATE_VSA):  # fmt: skip
-                out.append(predicate)
-    return out
+def _summary_of(statement: Mapping[str, Any] | None, digest: str) -> dict[str, Any] | None:
+    """The verification summary a statement holds, when it names the manifest `digest`."""
+    if statement is None or statement.get("predicateType") != intoto.PREDICATE_VSA:
+        return None
+    subjects = statement.get("subject")
+    algorithm, _, hex_ = digest.partition(":")
+    named = isinstance(subjects, list) and any(
+        isinstance(s, dict) and isinstance(s.get("digest"), dict)
+        and s["digest"].get(algorithm) == hex_ for s in subjects)  # fmt: skip
+    predicate = statement.get("predicate")
+    return predicate if named and isinstance(predicate, dict) else None
 
 
 def require_attested(
@@ -118,9 +100,12 @@ def require_attested(
     for want in platforms:
         if not any(p is not None and want.matches(p) for p in have):
             report.problems.append(f"no image for {want}")
+    attached = session.attestations(location, read=(intoto.PREDICATE_VSA,))
     for platform, digest in entries:
         result = PlatformResult(str(platform or "image"), str(digest))
-        passing = [s for s in summaries(session, ref, digest) if vsa.passes(s)]
+        found = [_summary_of(a.statement, str(digest)) for a in attached
+                 if a.subject == str(digest)]  # fmt: skip
+        passing = [s for s in found if s is not None and vsa.passes(s)]
         if passing:
             latest = max(passing, key=lambda s: str(s.get("timeVerified", "")))
             result.checks.append("attested")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -213,12 +213,12 @@ class Session:
         return ImageSummary(str(source), document, digest, config)
 
     def attestations(
-        self, location: str, *, read: str | None = None, platform: Platform | None = None
+        self, location: str, *, read: Collection[str] = (), platform: Platform | None = None
     ) -> list[Attestation]:
         """The attestations of an image's platforms: in its index (BuildKit's storage) and,
         on a registry, attached to each platform's manifest as referrers (verification
-        summaries). The statements of predicate type `read` are read (checked against their
-        digests), of `platform` only when given."""
+        summaries). The statements of the predicate types `read` are read (checked against
+        their digests), of `platform` only when given."""
         source, document, digest = self.fetch(location)
         images = ([(d.platform, d.digest) for d in document.images()]
                   if isinstance(document, Index) else [(None, Digest.parse(digest))])  # fmt: skip
@@ -244,7 +244,7 @@ class Session:
             for layer in manifest.layers:
                 kind = layer.annotations.get(PREDICATE_ANNOTATION, "")
                 statement = None
-                if read is not None and kind == read and wanted:
+                if kind in read and wanted:
                     statement = _statement(source, layer)
                     kind = str(statement.get("predicateType", kind))
                 out.append(Attestation(target, subject, kind, str(layer.digest), layer.size,

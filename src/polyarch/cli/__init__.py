@@ -201,11 +201,10 @@ def _predicates(session: Session, ref: str, kind: str, platform: Platform | None
     several by platform (as `buildx imagetools inspect --format '{{json .SBOM}}'`)."""
     types = {"provenance": (PREDICATE_SLSA1, PREDICATE_SLSA02)}.get(kind, (kind,))
     found: dict[str, list[Any]] = {}
-    for wanted in types:
-        for item in session.attestations(ref, read=wanted, platform=platform):
-            if item.statement is not None and item.predicate_type == wanted:
-                found.setdefault(str(item.platform or item.subject), []).append(
-                    item.statement.get("predicate"))  # fmt: skip
+    for item in session.attestations(ref, read=types, platform=platform):
+        if item.statement is not None and item.predicate_type in types:
+            found.setdefault(str(item.platform or item.subject), []).append(
+                item.statement.get("predicate"))  # fmt: skip
     if not found:
         what = {"provenance": "provenance", PREDICATE_VSA: "verification summary"}.get(
             kind, "SBOM")  # fmt: skip
