@@ -15,7 +15,15 @@ import pytest
 from click.testing import CliRunner
 
 from polyarch.attest import intoto
-from polyarch.attest.provenance import Facts, Material, PlatformFacts, Vcs, predicate, redact
+from polyarch.attest.provenance import (
+    BuildFacts,
+    Facts,
+    Material,
+    PlatformFacts,
+    Vcs,
+    predicate,
+    redact,
+)
 from polyarch.attest.sbom import packages as pk
 from polyarch.attest.sbom.spdx import document
 from polyarch.attest.spec import AttestSpec, ProvenanceSpec, attest_entries, parse_attests
@@ -140,7 +148,8 @@ def _facts(**changes: Any) -> Facts:
         ssh=[("default", True)], vcs=Vcs("https://user:pw@git.example/x.git", "abc123-dirty"),
     )  # fmt: skip
     values.update(changes)
-    return Facts(**values)
+    platform = {k: tuple(values.pop(k)) for k in ("materials", "secrets", "ssh") if k in values}
+    return Facts(BuildFacts(**values), PlatformFacts(**platform))
 
 
 def test_min_provenance_keeps_materials_and_times_but_no_arguments() -> None:

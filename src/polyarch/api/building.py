@@ -826,8 +826,8 @@ def _attested(
     import uuid  # noqa: PLC0415
 
     from polyarch import __version__  # noqa: PLC0415
-    from polyarch.attest.make import BuildFacts, SbomParts, attach  # noqa: PLC0415
-    from polyarch.attest.provenance import invocation_id  # noqa: PLC0415
+    from polyarch.attest.make import SbomParts, attach  # noqa: PLC0415
+    from polyarch.attest.provenance import BuildFacts, invocation_id  # noqa: PLC0415
     from polyarch.frontend.dockerfile.checks import looks_secret  # noqa: PLC0415
     from polyarch.frontend.files import read_context_file  # noqa: PLC0415
     from polyarch.image.assemble import timestamp  # noqa: PLC0415
@@ -855,11 +855,14 @@ def _attested(
     named_dirs = sorted(n for n, v in options.contexts.items()
                         if parse_git_ref(v) is None and "://" not in v)  # fmt: skip
     build = BuildFacts(
-        name, read_context_file(dockerfile), begun, ended, invocation, machine_platform(),
-        __version__, dict(options.build_args), dict(options.labels), options.target,
-        () if commit else ("context", "dockerfile", *named_dirs),
-        options.context if commit and isinstance(options.context, str) else "", commit,
-        None if commit else git_vcs(context, dockerfile), epoch is not None,
+        dockerfile_name=name, dockerfile=read_context_file(dockerfile), started=begun,
+        finished=ended, invocation_id=invocation, builder_platform=machine_platform(),
+        polyarch_version=__version__, build_args=dict(options.build_args),
+        labels=dict(options.labels), target=options.target,
+        locals=() if commit else ("context", "dockerfile", *named_dirs),
+        context_url=options.context if commit and isinstance(options.context, str) else "",
+        context_commit=commit, vcs=None if commit else git_vcs(context, dockerfile),
+        reproducible=epoch is not None,
     )  # fmt: skip
     names = [*refs, *(t for o in options.outputs if isinstance(o, RegistryOutput)
                       for t in registry_targets(o, refs) if t not in refs)]  # fmt: skip

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from polyarch.attest import intoto
-from polyarch.attest.provenance import Facts, PlatformFacts, Vcs, predicate
+from polyarch.attest.provenance import BuildFacts, Facts, PlatformFacts, predicate
 from polyarch.attest.sbom import scan, spdx
 from polyarch.attest.sbom.packages import Package
 from polyarch.attest.spec import AttestSpec
@@ -20,37 +20,6 @@ from polyarch.oci.models import Descriptor, Manifest, parse_document
 from polyarch.platform import Platform
 from polyarch.reference import Reference
 from polyarch.store.layout import OciLayout
-
-
-@dataclass(frozen=True, slots=True)
-class BuildFacts:
-    """What the provenance of every platform shares: the request and its times."""
-
-    dockerfile_name: str
-    dockerfile: bytes
-    started: str
-    finished: str
-    invocation_id: str
-    builder_platform: Platform
-    polyarch_version: str
-    build_args: Mapping[str, str]
-    labels: Mapping[str, str]
-    target: str | None
-    locals: tuple[str, ...]
-    context_url: str = ""
-    context_commit: str = ""
-    vcs: Vcs | None = None
-    reproducible: bool = False
-
-
-def _facts(build: BuildFacts, platform: PlatformFacts) -> Facts:
-    return Facts(
-        build.dockerfile_name, build.dockerfile, platform.materials, build.started,
-        build.finished, build.invocation_id, build.builder_platform, build.polyarch_version,
-        build.build_args, build.labels, build.target, build.locals, platform.secrets,
-        platform.ssh, build.context_url, build.context_commit, build.vcs, platform.networked,
-        build.reproducible, platform.steps,
-    )  # fmt: skip
 
 
 def sbom_statement_predicate(layout: OciLayout, manifest_descriptor: Descriptor, name: str,
@@ -119,7 +88,7 @@ def attach(
                 )
                 made.append(intoto.statement(intoto.PREDICATE_SPDX, subject, document))
         if spec.provenance is not None:
-            facts = _facts(build, platforms.get(platform, PlatformFacts()))
+            facts = Facts(build, platforms.get(platform, PlatformFacts()))
             kind, body = predicate(facts, spec.provenance)
             made.append(intoto.statement(kind, subject, body))
         statements[platform] = made

@@ -93,12 +93,11 @@ class Vcs:
 
 
 @dataclass(frozen=True, slots=True)
-class Facts:
-    """What the provenance of a platform's image says, gathered from the build."""
+class BuildFacts:
+    """What the provenance of every platform of a build shares: the request and its times."""
 
     dockerfile_name: str  # as given to the build (`-f`), relative to the context when inside
     dockerfile: bytes
-    materials: Sequence[Material]
     started: str  # RFC 3339, UTC
     finished: str
     invocation_id: str
@@ -108,14 +107,19 @@ class Facts:
     labels: Mapping[str, str] = field(default_factory=dict)
     target: str | None = None
     locals: Sequence[str] = ("context", "dockerfile")
-    secrets: Sequence[tuple[str, bool]] = ()  # (id, optional) of the secrets steps mount
-    ssh: Sequence[tuple[str, bool]] = ()
     context_url: str = ""  # a git context's URL (the config source), "" for a directory
     context_commit: str = ""
     vcs: Vcs | None = None
-    networked: bool = True  # a step could reach the network (so not hermetic)
     reproducible: bool = False  # SOURCE_DATE_EPOCH was set
-    steps: Sequence[tuple[str, Sequence[str]]] = ()  # max: (step id, its inputs)
+
+
+@dataclass(frozen=True, slots=True)
+class Facts:
+    """What the provenance of a platform's image says: the build's facts and the
+    platform's."""
+
+    build: BuildFacts
+    platform: PlatformFacts
 
 
 def redact(url: str) -> str:
@@ -127,57 +131,59 @@ def _request(facts: Facts, mode: str) -> tuple[dict[str, Any], bool]:
     """The request's parameters as BuildKit records them, and whether they are complete."""
     complete = True
     args: dict[str, str] = {}
-    if facts.target:
-        args["target"] = facts.target
+    if facts.build.target:
+        args["target"] = facts.build.target
     if mode == "max":
-        for key, value in sorted(facts.build_args.items()):
+        for key, value in sorted(facts.build.build_args.items()):
             if looks_secret(key):
                 complete = False  # never a secret-like argument's value
                 continue
             args[f"build-arg:{key}"] = value
-        for key, value in sorted(facts.labels.items()):
+        for key, value in sorted(facts.build.labels.items()):
             args[f"label:{key}"] = value
-    elif facts.build_args or facts.labels:
+    elif facts.build.build_args or facts.build.labels:
         complete = False
     request: dict[str, Any] = {"frontend": FRONTEND}
     if args:
         request["args"] = dict(sorted(args.items()))
-    if mode == "max" and facts.secrets:
+    if mode == "max" and facts.platform.secrets:
         request["secrets"] = [{"id": i, **({"optional": True} if o else {})}
-                              for i, o in facts.secrets]  # fmt: skip
-    if mode == "max" and facts.ssh:
-        request["ssh"] = [{"id": i, **({"optional": True} if o else {})} for i, o in facts.ssh]
-    if facts.locals:
-        request["locals"] = [{"name": name} for name in facts.locals]
+                              for i, o in facts.platform.secrets]  # fmt: skip
+    if mode == "max" and facts.platform.ssh:
+        request["ssh"] = [
+            {"id": i, **({"optional": True} if o else {})} for i, o in facts.platform.ssh
+        ]
+    if facts.build.locals:
+        request["locals"] = [{"name": name} for name in facts.build.locals]
     return request, complete
 
 
 def _config_source(facts: Facts) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    if facts.context_url:
-        out["uri"] = redact(facts.context_url)
-        if facts.context_commit:
-            algorithm = "sha256" if len(facts.context_commit) == 64 else "sha1"
-            out["digest"] = {algorithm: facts.context_commit}
+    if facts.build.context_url:
+        out["uri"] = redact(facts.build.context_url)
+        if facts.build.context_commit:
+            algorithm = "sha256" if len(facts.build.context_commit) == 64 else "sha1"
+            out["digest"] = {algorithm: facts.build.context_commit}
     else:
-        out["digest"] = {"sha256": hashlib.sha256(facts.dockerfile).hexdigest()}
-    out["path"] = facts.dockerfile_name
+        out["digest"] = {"sha256": hashlib.sha256(facts.build.dockerfile).hexdigest()}
+    out["path"] = facts.build.dockerfile_name
     return out
 
 
 def _buildkit_metadata(facts: Facts, mode: str) -> dict[str, Any]:
     meta: dict[str, Any] = {}
-    if facts.vcs is not None:
-        vcs = {"revision": facts.vcs.revision}
-        if facts.vcs.source:
-            vcs["source"] = redact(facts.vcs.source)
-        vcs["localdir:context"] = facts.vcs.context_dir
-        vcs["localdir:dockerfile"] = facts.vcs.dockerfile_dir
+    if facts.build.vcs is not None:
+        vcs = {"revision": facts.build.vcs.revision}
+        if facts.build.vcs.source:
+            vcs["source"] = redact(facts.build.vcs.source)
+        vcs["localdir:context"] = facts.build.vcs.context_dir
+        vcs["localdir:dockerfile"] = facts.build.vcs.dockerfile_dir
         meta["vcs"] = dict(sorted(vcs.items()))
     if mode == "max":
         meta["source"] = {"infos": [{
-            "filename": facts.dockerfile_name, "language": "Dockerfile",
-            "data": base64.b64encode(facts.dockerfile).decode("ascii"),
+            "filename": facts.build.dockerfile_name, "language": "Dockerfile",
+            "data": base64.b64encode(facts.build.dockerfile).decode("ascii"),
         }]}  # fmt: skip
     return meta
 
@@ -185,19 +191,19 @@ def _buildkit_metadata(facts: Facts, mode: str) -> dict[str, Any]:
 def predicate(facts: Facts, spec: ProvenanceSpec) -> tuple[str, dict[str, Any]]:
     """The predicate type and the predicate."""
     request, complete = _request(facts, spec.mode)
-    deps = [m.descriptor() for m in facts.materials]
+    deps = [m.descriptor() for m in facts.platform.materials]
     # A local directory (the context, the Dockerfile's, a named one) is not a material.
-    materials_complete = not facts.locals
+    materials_complete = not facts.build.locals
     internal: dict[str, Any] = {}
-    if spec.mode == "max" and facts.steps:
+    if spec.mode == "max" and facts.platform.steps:
         internal["buildConfig"] = {"llbDefinition": [
             {"id": step, **({"inputs": list(inputs)} if inputs else {})}
-            for step, inputs in facts.steps
+            for step, inputs in facts.platform.steps
         ]}  # fmt: skip
-    internal["builderPlatform"] = str(facts.builder_platform)
+    internal["builderPlatform"] = str(facts.build.builder_platform)
     build_meta = _buildkit_metadata(facts, spec.mode)
-    reproducible = spec.reproducible or facts.reproducible
-    hermetic = materials_complete and not facts.networked
+    reproducible = spec.reproducible or facts.build.reproducible
+    hermetic = materials_complete and not facts.platform.networked
     if spec.version == "v0.2":
         return PREDICATE_SLSA02, _v02(
             facts,
@@ -208,8 +214,9 @@ def predicate(facts: Facts, spec: ProvenanceSpec) -> tuple[str, dict[str, Any]]:
             build_meta,
             (complete, materials_complete, reproducible, hermetic),
         )
-    metadata: dict[str, Any] = {"invocationId": facts.invocation_id,
-                                "startedOn": facts.started, "finishedOn": facts.finished,
+    build = facts.build
+    metadata: dict[str, Any] = {"invocationId": build.invocation_id,
+                                "startedOn": build.started, "finishedOn": build.finished,
                                 "buildkit_metadata": build_meta}  # fmt: skip
     if hermetic:
         metadata["buildkit_hermetic"] = True
@@ -226,7 +233,7 @@ def predicate(facts: Facts, spec: ProvenanceSpec) -> tuple[str, dict[str, Any]]:
     }
     if deps:
         definition["resolvedDependencies"] = deps
-    builder = {"id": spec.builder_id, "version": {"polyarch": facts.polyarch_version}}
+    builder = {"id": spec.builder_id, "version": {"polyarch": facts.build.polyarch_version}}
     return PREDICATE_SLSA1, {
         "buildDefinition": definition,
         "runDetails": {"builder": builder, "metadata": metadata},
@@ -253,8 +260,8 @@ def _v02(facts: Facts, spec: ProvenanceSpec, request: dict[str, Any],
     if "buildConfig" in internal:
         out["buildConfig"] = internal["buildConfig"]
     metadata: dict[str, Any] = {
-        "buildInvocationID": facts.invocation_id,
-        "buildStartedOn": facts.started, "buildFinishedOn": facts.finished,
+        "buildInvocationID": facts.build.invocation_id,
+        "buildStartedOn": facts.build.started, "buildFinishedOn": facts.build.finished,
         "completeness": {"parameters": complete, "environment": True,
                          "materials": materials_complete},
         "reproducible": reproducible,
