@@ -884,7 +884,7 @@ def _platform_manifests(
     """Each platform's manifest in the image `top` (`built`: the build's, for one platform)."""
     from polyarch.oci.models import Index, parse_document  # noqa: PLC0415
 
-    if top.media_type in (OCI_INDEX,):
+    if top.media_type == OCI_INDEX:
         document = parse_document(layout.read_document(top), top.media_type)
         assert isinstance(document, Index)
         return {d.platform: d for d in document.images() if d.platform is not None}

@@ -49,11 +49,11 @@ def sign_image(
     ref = _registry_ref(location)
     key = cosign.read_private(key_pem, password)
     repository = ref.name
+    public = key.public_key()
     signed = _digests(session, ref, recursive)
     for _what, digest in signed:
         payload = cosign.payload(repository, digest)
         existing = cosign.signature_layers(_signatures(session, ref, digest))
-        public = key.public_key()
         if any(cosign.verifies(public, _payload(session, ref, x.payload), x.signature)
                for x in existing):  # fmt: skip
             continue
@@ -63,15 +63,10 @@ def sign_image(
         )
         manifest, config = cosign.signature_manifest([*existing, layer])
         for blob in (payload, config):
-            _upload(session, ref, blob)
+            session.client.upload_bytes(ref, blob)
         session.client.put_manifest(ref.with_tag(cosign.signature_tag(digest)), manifest.raw,
                                     manifest.media_type)  # fmt: skip
     return signed
-
-
-def _upload(session: Session, ref: Reference, blob: bytes) -> None:
-    descriptor = Descriptor("application/octet-stream", Digest.of(blob), len(blob))
-    session.client.upload_blob(ref, descriptor, lambda: iter([blob]))
 
 
 def _payload(session: Session, ref: Reference, descriptor: Descriptor) -> bytes:

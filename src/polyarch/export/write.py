@@ -233,7 +233,7 @@ def _compressed(
 def _pushed_manifests(layout: OciLayout, top: Descriptor) -> list[Descriptor]:
     """The manifests whose blobs an output of `top` carries: the images', and the
     attestation manifests' an index lists beside them."""
-    if top.media_type not in (mt.OCI_INDEX, mt.DOCKER_MANIFEST_LIST):
+    if top.media_type not in mt.INDEX_TYPES:
         return [top]
     document = parse_document(layout.read_document(top), top.media_type)
     return list(document.manifests) if isinstance(document, Index) else [top]

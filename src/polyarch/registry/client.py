@@ -405,6 +405,12 @@ class RegistryClient:
         if pending is not None:
             yield pending
 
+    def upload_bytes(self, ref: Reference, data: bytes) -> UploadResult:
+        """A small blob held in memory (a signature payload, a statement), uploaded unless
+        the repository has it."""
+        descriptor = Descriptor("application/octet-stream", Digest.of(data), len(data))
+        return self.upload_blob(ref, descriptor, lambda: iter([data]))
+
     def upload_blob(
         self,
         ref: Reference,

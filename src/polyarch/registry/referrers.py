@@ -45,9 +45,8 @@ def push_referrer(
     subject = manifest.subject
     if subject is None:
         raise RegistryError("a referrer needs a subject", reference=str(ref))
-    for digest, data in blobs.items():
-        client.upload_blob(ref, Descriptor("application/octet-stream", digest, len(data)),
-                           lambda data=data: iter([data]))  # type: ignore[misc]  # fmt: skip
+    for data in blobs.values():
+        client.upload_bytes(ref, data)
     pinned = Reference(ref.registry, ref.repository, None, manifest.digest)
     client.put_manifest(pinned, manifest.raw, manifest.media_type)
     entry = Descriptor(
