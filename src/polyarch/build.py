@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, TypeAlias
 
+from polyarch import cpu
 from polyarch.attest.provenance import PlatformFacts, platform_facts
 from polyarch.attest.sbom.targets import scan_targets
 from polyarch.concurrency import task_pool, wait_all
@@ -817,6 +818,10 @@ class _Puller:
         return origin.get_manifest(self.ref.with_digest(target))
 
     def blob(self, blob: Descriptor) -> None:
+        with cpu.measure("pull"):
+            self._blob(blob)
+
+    def _blob(self, blob: Descriptor) -> None:
         blobs = self.builder.blobs
         for mirror in self.mirrors:
             start = self.done

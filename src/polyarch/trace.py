@@ -4,7 +4,8 @@
 into one process per platform (build-wide work in a process of its own), one thread per
 stage, and a slice per step, pull, cache import or export: its cache state (run, local,
 imported) and whether it ran emulated are the slice's arguments. Cached steps are slices of
-no length; notes are instant events.
+no length; notes are instant events. The CPU time spent since the recorder was made, by
+kind (`polyarch.cpu`), is the trace's `otherData.cpu_seconds`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from polyarch import cpu
 from polyarch.progress import Event, Progress, silent
 
 
@@ -22,6 +24,7 @@ class TraceRecorder:
         self.forward = forward
         self.events: list[Event] = []
         self._lock = threading.Lock()
+        self._cpu = cpu.snapshot()
 
     def __call__(self, event: Event) -> None:
         with self._lock:
@@ -36,8 +39,9 @@ class TraceRecorder:
     def trace(self) -> dict[str, Any]:
         with self._lock:
             events = list(self.events)
+        other = {"cpu_seconds": cpu.since(self._cpu)}
         if not events:
-            return {"traceEvents": [], "displayTimeUnit": "ms"}
+            return {"traceEvents": [], "displayTimeUnit": "ms", "otherData": other}
         origin = min(e.at for e in events)
         pids: dict[str, int] = {"build": 1}
         tids: dict[tuple[int, str], int] = {}
@@ -98,7 +102,7 @@ class TraceRecorder:
         for (pid, thread), tid in tids.items():
             meta.append({"name": "thread_name", "ph": "M", "pid": pid, "tid": tid,
                          "args": {"name": thread}})  # fmt: skip
-        return {"traceEvents": meta + out, "displayTimeUnit": "ms"}
+        return {"traceEvents": meta + out, "displayTimeUnit": "ms", "otherData": other}
 
     def write(self, path: Path) -> None:
         path.write_text(json.dumps(self.trace(), indent=None) + "\n", encoding="utf-8")

@@ -180,7 +180,7 @@ def test_buildkit_progress_selects_json(base: str, tmp_path: Path) -> None:
 
 
 def test_trace_has_a_slice_per_step(base: str, tmp_path: Path) -> None:
-    ctx = write_context(tmp_path / "ctx", f"FROM {base}\nRUN sleep 0.3\nRUN echo two\n", {})
+    ctx = write_context(tmp_path / "ctx", f"FROM {base}\nRUN sleep 0.3\nRUN echo two > /two\n", {})
     trace = tmp_path / "trace.json"
     done = run("build", "--root", str(tmp_path / "root"), "--trace", str(trace), str(ctx))
     assert done.returncode == 0, done.stderr
@@ -188,7 +188,15 @@ def test_trace_has_a_slice_per_step(base: str, tmp_path: Path) -> None:
     names = {e["args"]["name"] for e in events if e["name"] == "process_name"}
     assert "linux/amd64" in names
     runs = [e for e in events if e["ph"] == "X" and e["name"].startswith("RUN ")]
-    assert sorted(e["name"] for e in runs) == ["RUN echo two", "RUN sleep 0.3"]
+    assert sorted(e["name"] for e in runs) == ["RUN echo two > /two", "RUN sleep 0.3"]
     assert all(e["args"]["cache"] == "run" for e in runs)
     assert next(e for e in runs if e["name"] == "RUN sleep 0.3")["dur"] >= 300_000
     assert any(e["ph"] == "X" and e["name"].startswith("resolve ") for e in events)
+    # where the CPU time went, by kind: the steps' processes, the base pulled and unpacked,
+    # the layers committed; [user, kernel] seconds
+    spent = json.loads(trace.read_text())["otherData"]["cpu_seconds"]
+    assert sum(spent["charged"]["run native"]) > 0, spent
+    assert "run emulated" not in spent["charged"]
+    assert {"pull", "commit"} <= set(spent["measured"]), spent
+    assert "unpack" in spent["measured"] or "unpack" in spent["charged"], spent
+    assert sum(spent["total"]["self"]) >= sum(sum(v) for v in spent["measured"].values()) - 0.05

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
+from polyarch import cpu
 from polyarch.progress import Event
 from polyarch.trace import TraceRecorder
 
@@ -49,3 +51,30 @@ def test_a_track_per_platform_and_stage_and_a_slice_per_step(tmp_path: Path) -> 
         "cache": "run", "stage": "", "detail": "pulled"}  # fmt: skip
     assert any(e["ph"] == "i" and e["name"] == "a note" for e in events)
     assert all(isinstance(e["ts"], int) for e in events if e["ph"] in ("X", "i"))
+
+
+def _busy(seconds: float) -> None:
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
+        pass
+
+
+def test_cpu_time_by_kind_nests_exclusively_and_reaches_the_trace(tmp_path: Path) -> None:
+    trace = TraceRecorder()
+    before = cpu.snapshot()
+    with cpu.measure("commit"):
+        _busy(0.05)
+        with cpu.measure("compress"):
+            _busy(0.1)
+        _busy(0.05)
+    cpu.charge("run native", (1.5, 0.25))
+    spent = cpu.since(before)
+    commit, compress = (sum(spent["measured"][k]) for k in ("commit", "compress"))
+    # the nested block is its own kind and paused in the outer one: nothing counted twice
+    assert 0.09 <= compress < 0.2 and 0.09 <= commit < 0.2, spent
+    assert spent["charged"]["run native"] == [1.5, 0.25]
+    assert sum(spent["total"]["self"]) >= commit + compress - 0.02
+    trace.write(tmp_path / "t.json")
+    recorded = json.loads((tmp_path / "t.json").read_text())["otherData"]["cpu_seconds"]
+    assert recorded["charged"]["run native"] == [1.5, 0.25]
+    assert sum(recorded["measured"]["compress"]) >= 0.09

@@ -23,6 +23,7 @@ if sys.version_info >= (3, 14):
 else:
     from backports import zstd
 
+from polyarch import cpu
 from polyarch.digest import Digest, Hasher
 from polyarch.errors import LayerError, PolyarchError
 from polyarch.oci import mediatypes as mt
@@ -72,7 +73,8 @@ class LayerSink(io.RawIOBase):
         if self._compressor is None:
             self._writer.write(chunk)
         else:
-            out = self._compressor.compress(chunk)
+            with cpu.measure("compress"):
+                out = self._compressor.compress(chunk)
             if out:
                 self._writer.write(out)
         return len(chunk)
@@ -82,7 +84,8 @@ class LayerSink(io.RawIOBase):
             raise ValueError("layer already finished")
         self._finished = True
         if self._compressor is not None:
-            tail = self._compressor.flush()
+            with cpu.measure("compress"):
+                tail = self._compressor.flush()
             if tail:
                 self._writer.write(tail)
         size = self._writer.size

@@ -7,7 +7,9 @@ line by line to a callback as it comes, so progress can show it live.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
 import subprocess
 import threading
@@ -15,6 +17,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+from polyarch import cpu
 from polyarch.errors import PolyarchError
 from polyarch.runtime.spec import ProcessSpec, runtime_spec
 from polyarch.runtime.userns import rootless
@@ -112,6 +115,10 @@ class Container:
         self.executor = executor
         self.id = container_id
         self.proc = proc
+        self.cpu: cpu.Seconds = (
+            0.0,
+            0.0,
+        )  # what the runtime and the processes it reaped used, once ended
 
         def pump() -> None:
             assert proc.stdout is not None
@@ -136,6 +143,13 @@ class Container:
 
     def poll(self) -> int | None:
         """The exit status if the process has ended (128+N when killed by signal N)."""
+        if self.proc.returncode is None:
+            # Reaped here rather than by Popen.poll, for the CPU time the step used.
+            with contextlib.suppress(ChildProcessError):  # reaped already (a kill's wait)
+                pid, status, usage = os.wait4(self.proc.pid, os.WNOHANG)
+                if pid:
+                    self.proc.returncode = os.waitstatus_to_exitcode(status)
+                    self.cpu = cpu.usage(usage)
         code = self.proc.poll()
         if code is None:
             return None

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
+from polyarch import cpu
 from polyarch.errors import PolyarchError, StepError
 from polyarch.graph.model import Vertex
 from polyarch.graph.ops import BindMount as BindOp
@@ -446,6 +447,8 @@ def _run(
                     code = container.poll()
                     if code is not None:
                         container.wait()
+                        kind = "run emulated" if vertex.emulated else "run native"
+                        cpu.charge(kind, container.cpu)
                         return code, tail
                     if job.cancelled.wait(0.05):
                         raise Cancelled("stopped: the build is being cancelled")

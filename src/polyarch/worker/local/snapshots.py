@@ -11,6 +11,7 @@ import contextlib
 import multiprocessing
 import os
 import pickle
+import resource
 import shutil
 import sys
 import tempfile
@@ -21,6 +22,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Final
 
+from polyarch import cpu
 from polyarch.digest import Digest
 from polyarch.errors import PolyarchError
 from polyarch.layers import apply_layer, open_layer
@@ -83,10 +85,17 @@ def _unpack(
     media_type: str,
     target: str,
     raising: bool = False,
-) -> Exception | None:
+) -> tuple[Exception | None, cpu.Seconds]:
     """Apply one layer blob to `target` (overlay whiteouts), proving on the way that the blob
     is its digest and its content the diffID. In a worker process the error is returned, as
-    itself when it survives pickling, else as a PolyarchError with its text."""
+    itself when it survives pickling, else as a PolyarchError with its text; and the CPU time
+    the work took (for `polyarch.cpu`)."""
+    started = cpu.usage(resource.getrusage(resource.RUSAGE_SELF))
+
+    def spent() -> cpu.Seconds:
+        now = cpu.usage(resource.getrusage(resource.RUSAGE_SELF))
+        return now[0] - started[0], now[1] - started[1]
+
     try:
         blob = Digest.parse(digest)
         with ContentStore(Path(store)).open(blob, size) as raw:
@@ -99,10 +108,11 @@ def _unpack(
         if raising:
             raise
         try:
-            return pickle.loads(pickle.dumps(exc))  # type: ignore[no-any-return]  # noqa: S301 (our own bytes)
+            returned: Exception = pickle.loads(pickle.dumps(exc))  # noqa: S301 (our own bytes)
         except Exception:
-            return PolyarchError(f"{exc.__class__.__name__}: {exc}")
-    return None
+            returned = PolyarchError(f"{exc.__class__.__name__}: {exc}")
+        return returned, spent()
+    return None, spent()
 
 
 class SnapshotStore:
@@ -128,11 +138,13 @@ class SnapshotStore:
             if size >= _IN_PROCESS_LIMIT:
                 # A big layer unpacks in a worker process: CPU-bound Python that would
                 # otherwise share one interpreter lock with every other stage of the build.
-                failure = _workers().submit(_unpack, *job).result()
+                failure, seconds = _workers().submit(_unpack, *job).result()
+                cpu.charge("unpack", seconds)
                 if failure is not None:
                     raise failure
             else:
-                _unpack(*job, raising=True)
+                with cpu.measure("unpack"):
+                    _unpack(*job, raising=True)
             # visible only now: its content was proven to be the diffID it is named by
             work.rename(target)
         except FileExistsError:

@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 import httpx
 
+from polyarch import cpu
 from polyarch.digest import Digest
 from polyarch.errors import PolyarchError, StepError
 from polyarch.graph.model import Vertex
@@ -311,7 +312,8 @@ class LocalWorker:
                 if isinstance(op, ExecOp):
                     run_exec(self, vertex, op, inputs, merged, step, job)
                 else:
-                    self._file_op(op, inputs, merged)
+                    with cpu.measure("copy"):
+                        self._file_op(op, inputs, merged)
             return Output(self._commit(upper))
         finally:
             with contextlib.suppress(OSError):
@@ -398,8 +400,9 @@ class LocalWorker:
             return None
         sink = LayerSink(self.blobs)
         try:
-            write_layer(upper, sink, source_date_epoch=self.session.source_date_epoch)
-            blob = sink.finish()
+            with cpu.measure("commit"):
+                write_layer(upper, sink, source_date_epoch=self.session.source_date_epoch)
+                blob = sink.finish()
         except BaseException:
             sink.abort()
             raise
