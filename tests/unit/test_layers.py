@@ -145,3 +145,43 @@ def test_layer_sink_one_pass_digests(tmp_path: Path) -> None:
     assert len(stored) == first.size
     with store.open(first.digest) as f:
         assert open_layer(f, first.media_type).read() == raw  # type: ignore[arg-type]
+
+
+def test_a_layer_is_unpacked_once_while_a_background_unpack_is_waited_for(
+    tmp_path: Path,
+) -> None:
+    """Unpacking ahead of need (a worker process at a lower CPU priority) and a step that
+    needs the same layer meanwhile: one unpack, the step waits for it; both get the snapshot."""
+    import threading
+
+    from polyarch.worker.local.snapshots import SnapshotStore
+
+    src = tmp_path / "src"
+    src.mkdir()
+    sample(src)
+    store = ContentStore(tmp_path / "store")
+    sink = LayerSink(store)
+    write_layer(src, sink, source_date_epoch=0)
+    blob = sink.finish()
+    snapshots = SnapshotStore(tmp_path / "snapshots", store)
+    calls: list[bool] = []
+    started = threading.Event()
+    real = snapshots._unpack
+
+    def counted(*args: object) -> None:
+        calls.append(bool(args[-1]))
+        started.set()
+        real(*args)  # type: ignore[arg-type]
+
+    snapshots._unpack = counted  # type: ignore[method-assign]
+    ahead: list[Path] = []
+    thread = threading.Thread(target=lambda: ahead.append(
+        snapshots.ensure(blob.diff_id, blob.digest, blob.media_type, background=True)))  # fmt: skip
+    thread.start()
+    assert started.wait(10)
+    needed = snapshots.ensure(blob.diff_id, blob.digest, blob.media_type)
+    thread.join(30)
+    assert calls == [True]  # once, in the background; the step waited for it
+    assert ahead == [needed] and (needed / "etc" / "conf").read_text() == "k=v\n"
+    assert not snapshots.unpacking(blob.diff_id)
+    assert [p.name for p in (tmp_path / "snapshots").iterdir()] == [needed.name]

@@ -33,14 +33,17 @@ from polyarch.worker.base import LayerRef
 from polyarch.worker.local.copydiff import materialize, write_upper
 
 _IN_PROCESS_LIMIT: Final = 8 * 1024 * 1024
-_pool: ProcessPoolExecutor | None = None
+_pools: dict[bool, ProcessPoolExecutor] = {}  # by background: ahead of need, or needed now
 _pool_lock = threading.Lock()
+BACKGROUND_NICENESS: Final = 10
 
 
-def _workers() -> ProcessPoolExecutor:
-    global _pool  # noqa: PLW0603 (one pool per process, made on first use)
+def _workers(background: bool = False) -> ProcessPoolExecutor:
+    """The unpacking processes: as many as cores for layers a step waits for; one, at a lower
+    CPU priority, for layers unpacked ahead of the step that will read them."""
     with _pool_lock:
-        if _pool is None:
+        pool = _pools.get(background)
+        if pool is None:
             # The semaphore tracker multiprocessing starts takes our -W options: after Ctrl-C
             # (os._exit) it would warn of "leaked semaphore objects" on the user's terminal.
             quiet = "ignore::UserWarning:multiprocessing.resource_tracker"
@@ -48,11 +51,23 @@ def _workers() -> ProcessPoolExecutor:
                 sys.warnoptions.append(quiet)
             # spawn, not fork: the builder has threads, and a forked child would inherit
             # their locks in whatever state they were
-            _pool = ProcessPoolExecutor(
-                max_workers=os.cpu_count() or 1, mp_context=multiprocessing.get_context("spawn"),
+            pool = _pools[background] = ProcessPoolExecutor(
+                max_workers=1 if background else os.cpu_count() or 1,
+                mp_context=multiprocessing.get_context("spawn"),
                 initializer=_end_with, initargs=(os.getpid(),),
             )  # fmt: skip
-        return _pool
+        return pool
+
+
+def _hurry_background() -> None:
+    """A step waits for a layer the background worker is unpacking: it gets the CPU priority
+    of the build's own work (when this user may raise it back; else it finishes as it is)."""
+    with _pool_lock:
+        pool = _pools.get(True)
+    own = os.getpriority(os.PRIO_PROCESS, 0)
+    for pid in list(getattr(pool, "_processes", {}) or ()):
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, pid, own)
 
 
 def _end_with(parent: int) -> None:
@@ -70,8 +85,8 @@ def _end_with(parent: int) -> None:
 def stop_workers() -> None:
     """Stop the unpacking processes now (the command is ending without waiting for them)."""
     with _pool_lock:
-        pool = _pool
-    if pool is not None:
+        pools = list(_pools.values())
+    for pool in pools:
         for process in list(getattr(pool, "_processes", {}).values()):
             with contextlib.suppress(Exception):
                 process.kill()
@@ -85,11 +100,15 @@ def _unpack(
     media_type: str,
     target: str,
     raising: bool = False,
+    niceness: int | None = None,
 ) -> tuple[Exception | None, cpu.Seconds]:
     """Apply one layer blob to `target` (overlay whiteouts), proving on the way that the blob
     is its digest and its content the diffID. In a worker process the error is returned, as
     itself when it survives pickling, else as a PolyarchError with its text; and the CPU time
-    the work took (for `polyarch.cpu`)."""
+    the work took (for `polyarch.cpu`). `niceness`: the worker's CPU priority for this job."""
+    if niceness is not None:
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, 0, niceness)
     started = cpu.usage(resource.getrusage(resource.RUSAGE_SELF))
 
     def spent() -> cpu.Seconds:
@@ -119,6 +138,8 @@ class SnapshotStore:
     def __init__(self, root: Path, blobs: ContentStore) -> None:
         self.root = root
         self.blobs = blobs
+        self._lock = threading.Lock()
+        self._flights: dict[Digest, tuple[threading.Event, bool]] = {}  # and: in background
         root.mkdir(parents=True, exist_ok=True)
 
     def path(self, diff_id: Digest) -> Path:
@@ -127,18 +148,52 @@ class SnapshotStore:
     def has(self, diff_id: Digest) -> bool:
         return self.path(diff_id).is_dir()
 
-    def ensure(self, diff_id: Digest, blob: Digest, media_type: str) -> Path:
+    def unpacking(self, diff_id: Digest) -> bool:
+        """Whether a thread of this store is unpacking that layer now."""
+        with self._lock:
+            return diff_id in self._flights
+
+    def ensure(
+        self, diff_id: Digest, blob: Digest, media_type: str, *, background: bool = False
+    ) -> Path:
+        """The layer's snapshot, unpacked first if it is not here; a layer another thread is
+        unpacking is waited for, not unpacked twice. `background`: ahead of need, at a lower
+        CPU priority."""
         target = self.path(diff_id)
-        if target.is_dir():
-            return target
+        while not target.is_dir():
+            with self._lock:
+                taken = self._flights.get(diff_id)
+                if taken is None:
+                    flight = threading.Event()
+                    self._flights[diff_id] = (flight, background)
+            if taken is not None:
+                if taken[1] and not background:
+                    _hurry_background()
+                taken[0].wait()  # then here, or that try failed: this one tries
+                continue
+            try:
+                self._unpack(target, diff_id, blob, media_type, background)
+            finally:
+                with self._lock:
+                    del self._flights[diff_id]
+                flight.set()
+        return target
+
+    def _unpack(
+        self, target: Path, diff_id: Digest, blob: Digest, media_type: str, background: bool
+    ) -> None:
         work = Path(tempfile.mkdtemp(dir=self.root, prefix=".unpack-"))
         try:
             size = self.blobs.size(blob)
             job = (str(self.blobs.root), str(blob), size, str(diff_id), media_type, str(work))
-            if size >= _IN_PROCESS_LIMIT:
+            if size >= _IN_PROCESS_LIMIT or background:
                 # A big layer unpacks in a worker process: CPU-bound Python that would
                 # otherwise share one interpreter lock with every other stage of the build.
-                failure, seconds = _workers().submit(_unpack, *job).result()
+                niceness = None
+                if background:  # polyarch's own priority, lowered
+                    niceness = min(19, os.getpriority(os.PRIO_PROCESS, 0) + BACKGROUND_NICENESS)
+                pool = _workers(background)
+                failure, seconds = pool.submit(_unpack, *job, niceness=niceness).result()
                 cpu.charge("unpack", seconds)
                 if failure is not None:
                     raise failure
@@ -156,7 +211,6 @@ class SnapshotStore:
         except BaseException:
             shutil.rmtree(work, ignore_errors=True)
             raise
-        return target
 
     def adopt(self, directory: Path, diff_id: Digest) -> Path:
         """Make an upper directory (already in overlay form) the snapshot of `diff_id`."""
