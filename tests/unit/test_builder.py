@@ -71,9 +71,6 @@ class RecordingWorker:
     def load(self, layer: LayerRef, source: str = "") -> bool:
         return self.blobs.has(layer.digest, layer.size)
 
-    def prefetch(self, layers: Sequence[LayerRef], platform: str) -> None:
-        pass
-
     def ensure(self, layers: Sequence[LayerRef]) -> None:
         assert all(self.blobs.has(x.digest, x.size) for x in layers)
 

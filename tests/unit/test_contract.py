@@ -63,7 +63,6 @@ class RecordingWorker:
     def __init__(self) -> None:
         self.seen = Recorded()
         self.lock = threading.Lock()
-        self.prefetched: list[tuple[tuple[LayerRef, ...], str]] = []
 
     def platforms(self) -> WorkerPlatforms:
         return WorkerPlatforms((AMD64,), (ARM64,))
@@ -100,9 +99,6 @@ class RecordingWorker:
 
     def load(self, layer: LayerRef) -> bool:
         return True
-
-    def prefetch(self, layers: Sequence[LayerRef], platform: str) -> None:
-        self.prefetched.append((tuple(layers), platform))
 
 
 class NoCache:

@@ -147,11 +147,9 @@ def test_layer_sink_one_pass_digests(tmp_path: Path) -> None:
         assert open_layer(f, first.media_type).read() == raw  # type: ignore[arg-type]
 
 
-def test_a_layer_is_unpacked_once_while_a_background_unpack_is_waited_for(
-    tmp_path: Path,
-) -> None:
-    """Unpacking ahead of need (a worker process at a lower CPU priority) and a step that
-    needs the same layer meanwhile: one unpack, the step waits for it; both get the snapshot."""
+def test_two_steps_on_one_base_unpack_its_layer_once(tmp_path: Path) -> None:
+    """Stages on one base start together: the second asker waits for the first's unpack
+    instead of unpacking the same layer beside it; both get the snapshot."""
     import threading
 
     from polyarch.worker.local.snapshots import SnapshotStore
@@ -164,24 +162,32 @@ def test_a_layer_is_unpacked_once_while_a_background_unpack_is_waited_for(
     write_layer(src, sink, source_date_epoch=0)
     blob = sink.finish()
     snapshots = SnapshotStore(tmp_path / "snapshots", store)
-    calls: list[bool] = []
-    started = threading.Event()
+    calls: list[str] = []
+    started, gate = threading.Event(), threading.Event()
     real = snapshots._unpack
 
     def counted(*args: object) -> None:
-        calls.append(bool(args[-1]))
+        calls.append("unpack")
         started.set()
+        assert gate.wait(10)
         real(*args)  # type: ignore[arg-type]
 
     snapshots._unpack = counted  # type: ignore[method-assign]
-    ahead: list[Path] = []
-    thread = threading.Thread(target=lambda: ahead.append(
-        snapshots.ensure(blob.diff_id, blob.digest, blob.media_type, background=True)))  # fmt: skip
+    first: list[Path] = []
+    thread = threading.Thread(target=lambda: first.append(
+        snapshots.ensure(blob.diff_id, blob.digest, blob.media_type)))  # fmt: skip
     thread.start()
-    assert started.wait(10)
-    needed = snapshots.ensure(blob.diff_id, blob.digest, blob.media_type)
+    assert started.wait(10) and snapshots.unpacking(blob.diff_id)
+    second: list[Path] = []
+    waiter = threading.Thread(target=lambda: second.append(
+        snapshots.ensure(blob.diff_id, blob.digest, blob.media_type)))  # fmt: skip
+    waiter.start()
+    waiter.join(0.3)
+    assert waiter.is_alive()  # waiting for the first, not unpacking beside it
+    gate.set()
     thread.join(30)
-    assert calls == [True]  # once, in the background; the step waited for it
-    assert ahead == [needed] and (needed / "etc" / "conf").read_text() == "k=v\n"
+    waiter.join(30)
+    assert calls == ["unpack"]
+    assert first == second and (first[0] / "etc" / "conf").read_text() == "k=v\n"
     assert not snapshots.unpacking(blob.diff_id)
-    assert [p.name for p in (tmp_path / "snapshots").iterdir()] == [needed.name]
+    assert [p.name for p in (tmp_path / "snapshots").iterdir()] == [first[0].name]

@@ -153,9 +153,6 @@ def test_solver_names_the_step_that_failed() -> None:
         def load(self, layer: LayerRef) -> bool:
             return True
 
-        def prefetch(self, layers: Sequence[LayerRef], platform: str) -> None:
-            pass
-
     class Empty:
         def get(self, key: str) -> None:
             return None

@@ -131,7 +131,6 @@ class Solver:
                 self._positions[key] = f"{n}/{len(shown)}"
                 self._idents[key] = f"{inst.platform} {inst.stage} {n}"
         self._lock = threading.Lock()
-        self._ahead: set[str] = set()  # images whose layers the worker was told of
         self.steps_run = 0
         self.steps_cached = 0
         self.steps_imported = 0  # of the cached: hits in an imported cache
@@ -223,7 +222,6 @@ class Solver:
         record: tuple[StepRecord, dict[str, Files]] | None,
     ) -> Result:
         base = inputs[0].layers if inputs else ()
-        self._prefetch_after(vertex)
         # The policy looks at what a step takes only when the step runs: a cached result was
         # made after the same check passed on the same inputs (its key covers them).
         if self.policy is not None:
@@ -277,27 +275,6 @@ class Solver:
                         cause=cause)  # fmt: skip
         layers = (*base, layer) if layer else base
         return Result(eff, layers, layer, self.created, cache="run")
-
-    def _prefetch_after(self, vertex: Vertex) -> None:
-        """A step runs, so the steps that follow from it will too (their keys are made from
-        its): the worker is told of the images they copy from (a stage with no steps of its
-        own, read late in a stage), to have them ready when those steps come."""
-        images: list[tuple[str, Result]] = []
-        for key in self.graph.downstream([vertex.key]) - {vertex.key}:  # its own: needed now
-            for used in self.graph.vertices[key].inputs:
-                source = self.graph.vertices[used]
-                if not isinstance(source.op, ImageSource):
-                    continue
-                result = self.scheduler.finished(used)
-                if result is None or not result.layers:
-                    continue  # not resolved yet: a later step tells of it
-                with self._lock:
-                    if used in self._ahead:
-                        continue
-                    self._ahead.add(used)
-                images.append((str(source.platform), result))
-        for platform, result in images:
-            self.worker.prefetch(result.layers, platform)
 
     def _record(
         self, vertex: Vertex, inputs: Sequence[Result], key: str

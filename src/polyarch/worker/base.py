@@ -94,10 +94,6 @@ class Worker(Protocol):
         """Make a layer a cache entry names usable here (`source`: the cache it can be
         fetched from); False when its blob is gone."""
 
-    def prefetch(self, layers: Sequence[LayerRef], platform: str) -> None:
-        """A hint: a step that will run reads these layers (an image it copies from); a
-        worker may make them ready meanwhile. Errors wait for the step."""
-
 
 class BuildWorker(Worker, Protocol):
     """What a Builder asks of the worker it is given, beyond the solver's calls."""

@@ -33,17 +33,14 @@ from polyarch.worker.base import LayerRef
 from polyarch.worker.local.copydiff import materialize, write_upper
 
 _IN_PROCESS_LIMIT: Final = 8 * 1024 * 1024
-_pools: dict[bool, ProcessPoolExecutor] = {}  # by background: ahead of need, or needed now
+_pool: ProcessPoolExecutor | None = None
 _pool_lock = threading.Lock()
-BACKGROUND_NICENESS: Final = 10
 
 
-def _workers(background: bool = False) -> ProcessPoolExecutor:
-    """The unpacking processes: as many as cores for layers a step waits for; one, at a lower
-    CPU priority, for layers unpacked ahead of the step that will read them."""
+def _workers() -> ProcessPoolExecutor:
+    global _pool  # noqa: PLW0603 (one pool per process, made on first use)
     with _pool_lock:
-        pool = _pools.get(background)
-        if pool is None:
+        if _pool is None:
             # The semaphore tracker multiprocessing starts takes our -W options: after Ctrl-C
             # (os._exit) it would warn of "leaked semaphore objects" on the user's terminal.
             quiet = "ignore::UserWarning:multiprocessing.resource_tracker"
@@ -51,23 +48,11 @@ def _workers(background: bool = False) -> ProcessPoolExecutor:
                 sys.warnoptions.append(quiet)
             # spawn, not fork: the builder has threads, and a forked child would inherit
             # their locks in whatever state they were
-            pool = _pools[background] = ProcessPoolExecutor(
-                max_workers=1 if background else os.cpu_count() or 1,
-                mp_context=multiprocessing.get_context("spawn"),
+            _pool = ProcessPoolExecutor(
+                max_workers=os.cpu_count() or 1, mp_context=multiprocessing.get_context("spawn"),
                 initializer=_end_with, initargs=(os.getpid(),),
             )  # fmt: skip
-        return pool
-
-
-def _hurry_background() -> None:
-    """A step waits for a layer the background worker is unpacking: it gets the CPU priority
-    of the build's own work (when this user may raise it back; else it finishes as it is)."""
-    with _pool_lock:
-        pool = _pools.get(True)
-    own = os.getpriority(os.PRIO_PROCESS, 0)
-    for pid in list(getattr(pool, "_processes", {}) or ()):
-        with contextlib.suppress(OSError):
-            os.setpriority(os.PRIO_PROCESS, pid, own)
+        return _pool
 
 
 def _end_with(parent: int) -> None:
@@ -85,8 +70,8 @@ def _end_with(parent: int) -> None:
 def stop_workers() -> None:
     """Stop the unpacking processes now (the command is ending without waiting for them)."""
     with _pool_lock:
-        pools = list(_pools.values())
-    for pool in pools:
+        pool = _pool
+    if pool is not None:
         for process in list(getattr(pool, "_processes", {}).values()):
             with contextlib.suppress(Exception):
                 process.kill()
@@ -100,15 +85,11 @@ def _unpack(
     media_type: str,
     target: str,
     raising: bool = False,
-    niceness: int | None = None,
 ) -> tuple[Exception | None, cpu.Seconds]:
     """Apply one layer blob to `target` (overlay whiteouts), proving on the way that the blob
     is its digest and its content the diffID. In a worker process the error is returned, as
     itself when it survives pickling, else as a PolyarchError with its text; and the CPU time
-    the work took (for `polyarch.cpu`). `niceness`: the worker's CPU priority for this job."""
-    if niceness is not None:
-        with contextlib.suppress(OSError):
-            os.setpriority(os.PRIO_PROCESS, 0, niceness)
+    the work took (for `polyarch.cpu`)."""
     started = cpu.usage(resource.getrusage(resource.RUSAGE_SELF))
 
     def spent() -> cpu.Seconds:
@@ -139,7 +120,7 @@ class SnapshotStore:
         self.root = root
         self.blobs = blobs
         self._lock = threading.Lock()
-        self._flights: dict[Digest, tuple[threading.Event, bool]] = {}  # and: in background
+        self._flights: dict[Digest, threading.Event] = {}  # layers being unpacked
         root.mkdir(parents=True, exist_ok=True)
 
     def path(self, diff_id: Digest) -> Path:
@@ -153,47 +134,37 @@ class SnapshotStore:
         with self._lock:
             return diff_id in self._flights
 
-    def ensure(
-        self, diff_id: Digest, blob: Digest, media_type: str, *, background: bool = False
-    ) -> Path:
-        """The layer's snapshot, unpacked first if it is not here; a layer another thread is
-        unpacking is waited for, not unpacked twice. `background`: ahead of need, at a lower
-        CPU priority."""
+    def ensure(self, diff_id: Digest, blob: Digest, media_type: str) -> Path:
+        """The layer's snapshot, unpacked first if it is not here; one another thread of this
+        store is unpacking (stages on one base start together) is waited for, not unpacked
+        a second time beside it."""
         target = self.path(diff_id)
         while not target.is_dir():
             with self._lock:
-                taken = self._flights.get(diff_id)
-                if taken is None:
-                    flight = threading.Event()
-                    self._flights[diff_id] = (flight, background)
-            if taken is not None:
-                if taken[1] and not background:
-                    _hurry_background()
-                taken[0].wait()  # then here, or that try failed: this one tries
+                flight = self._flights.get(diff_id)
+                mine = flight is None
+                if flight is None:
+                    flight = self._flights[diff_id] = threading.Event()
+            if not mine:
+                flight.wait()  # then it is here, or that try failed and this one tries
                 continue
             try:
-                self._unpack(target, diff_id, blob, media_type, background)
+                self._unpack(target, diff_id, blob, media_type)
             finally:
                 with self._lock:
                     del self._flights[diff_id]
                 flight.set()
         return target
 
-    def _unpack(
-        self, target: Path, diff_id: Digest, blob: Digest, media_type: str, background: bool
-    ) -> None:
+    def _unpack(self, target: Path, diff_id: Digest, blob: Digest, media_type: str) -> None:
         work = Path(tempfile.mkdtemp(dir=self.root, prefix=".unpack-"))
         try:
             size = self.blobs.size(blob)
             job = (str(self.blobs.root), str(blob), size, str(diff_id), media_type, str(work))
-            if size >= _IN_PROCESS_LIMIT or background:
+            if size >= _IN_PROCESS_LIMIT:
                 # A big layer unpacks in a worker process: CPU-bound Python that would
                 # otherwise share one interpreter lock with every other stage of the build.
-                niceness = None
-                if background:  # polyarch's own priority, lowered
-                    niceness = min(19, os.getpriority(os.PRIO_PROCESS, 0) + BACKGROUND_NICENESS)
-                pool = _workers(background)
-                failure, seconds = pool.submit(_unpack, *job, niceness=niceness).result()
+                failure, seconds = _workers().submit(_unpack, *job).result()
                 cpu.charge("unpack", seconds)
                 if failure is not None:
                     raise failure

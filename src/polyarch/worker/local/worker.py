@@ -128,43 +128,12 @@ class LocalWorker:
         self._git_trees: dict[str, Path] = {}
         self._git_lock = threading.Lock()
         self._git_work: Path | None = None
-        self._ahead: list[threading.Thread] = []  # layers unpacked ahead of need
-        self._closing = threading.Event()
 
     def close(self) -> None:
-        """Remove what this build fetched (git checkouts); end the unpacking ahead of need
-        (a layer being unpacked is finished, the next not started)."""
-        self._closing.set()
-        with self._lock:
-            ahead, self._ahead = self._ahead, []
-        for thread in ahead:
-            thread.join()
+        """Remove what this build fetched (git checkouts)."""
         if self._git_work is not None:
             shutil.rmtree(self._git_work, ignore_errors=True)
             self._git_work = None
-
-    def prefetch(self, layers: Sequence[LayerRef], platform: str) -> None:
-        """Unpack, in the background and at a lower CPU priority, the layers a step that
-        will run reads (a base copied from late in a stage): ready when the step comes. Only
-        layers whose blobs are here; an error waits for the step, which meets it again."""
-        if self.snapshotter != "overlay" or self._closing.is_set():
-            return
-        here = self.blobs.has
-        todo = [x for x in layers if not self.snapshots.has(x.diff_id) and here(x.digest, x.size)]
-        if not todo:
-            return
-
-        def unpack() -> None:
-            for layer in todo:
-                if self._closing.is_set():
-                    return
-                with contextlib.suppress(PolyarchError, OSError):
-                    self._unpack(layer, platform, background=True)
-
-        thread = threading.Thread(target=unpack, name="polyarch-unpack-ahead", daemon=True)
-        with self._lock:
-            self._ahead.append(thread)
-        thread.start()
 
     @property
     def executor(self) -> Executor:
@@ -350,21 +319,17 @@ class LocalWorker:
             with contextlib.suppress(OSError):
                 shutil.rmtree(step)
 
-    def _unpack(self, layer: LayerRef, platform: str, *, background: bool = False) -> None:
+    def _unpack(self, layer: LayerRef, platform: str) -> None:
         if (self.snapshots.has(layer.diff_id) or self.snapshots.unpacking(layer.diff_id)
                 or self._progress is None):  # fmt: skip
             # (one being unpacked is waited for: its row is there already)
-            self.snapshots.ensure(layer.diff_id, layer.digest, layer.media_type,
-                                  background=background)  # fmt: skip
+            self.snapshots.ensure(layer.diff_id, layer.digest, layer.media_type)
             return
         description = f"unpack {layer.digest.hex[:12]} ({layer.size / 1e6:.1f} MB)"
-        if background:
-            description += ", ahead of need"
         started = time.monotonic()
         self._progress(Event("start", "", description, platform=platform))
         try:
-            self.snapshots.ensure(layer.diff_id, layer.digest, layer.media_type,
-                                  background=background)  # fmt: skip
+            self.snapshots.ensure(layer.diff_id, layer.digest, layer.media_type)
         except BaseException as exc:
             self._progress(Event("error", "", description, platform=platform, text=str(exc)))
             raise
