@@ -115,10 +115,8 @@ class Container:
         self.executor = executor
         self.id = container_id
         self.proc = proc
-        self.cpu: cpu.Seconds = (
-            0.0,
-            0.0,
-        )  # what the runtime and the processes it reaped used, once ended
+        # what the runtime and the processes it reaped used (user, kernel), once it ended
+        self.cpu: cpu.Seconds = (0.0, 0.0)
 
         def pump() -> None:
             assert proc.stdout is not None

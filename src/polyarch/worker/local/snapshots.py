@@ -164,8 +164,8 @@ class SnapshotStore:
             if size >= _IN_PROCESS_LIMIT:
                 # A big layer unpacks in a worker process: CPU-bound Python that would
                 # otherwise share one interpreter lock with every other stage of the build.
-                failure, seconds = _workers().submit(_unpack, *job).result()
-                cpu.charge("unpack", seconds)
+                failure, spent = _workers().submit(_unpack, *job).result()
+                cpu.charge("unpack", spent)
                 if failure is not None:
                     raise failure
             else:
