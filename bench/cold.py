@@ -47,6 +47,7 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 from typing import Any  # noqa: E402
 
+from tests.docker_engine import EngineUnavailable, start_engine  # noqa: E402
 from tests.registry_server import RunningRegistry, start_plain  # noqa: E402
 from tools.base_images import push  # noqa: E402
 
@@ -55,7 +56,6 @@ from polyarch.api import RegistryOptions, Session  # noqa: E402
 EXAMPLE = ROOT / "examples" / "frontend"
 CA = "/etc/ssl/certs/ca-certificates.crt"
 PLATFORMS = "linux/amd64,linux/arm64"
-DOCKER = "/usr/bin/docker"
 BASES = {"NODE_IMAGE": "node", "NGINX_IMAGE": "nginx", "EXPORTER_IMAGE": "exporter"}
 YARN_STAGES = ("the-header", "the-portal", "ram")
 
@@ -136,31 +136,19 @@ def polyarch_round(work: Path, ctx: Path, bases: dict[str, str]) -> tuple[float,
 
 
 def buildkit_round(work: Path, ctx: Path, bases: dict[str, str]) -> tuple[float, float]:
-    dockerd = shutil.which("dockerd")
-    if dockerd is None or not Path(DOCKER).exists():
-        sys.exit("needs Debian's docker.io: run tools/dev setup")
-    host = f"unix://{work}/docker.sock"
-    log = (work / "dockerd.log").open("wb")
-    engine = subprocess.Popen(
-        [dockerd, "--data-root", str(work / "data"), "--exec-root", str(work / "exec"),
-         "--pidfile", str(work / "pid"), "-H", host, "--iptables=false", "--ip6tables=false",
-         "--bridge=none"], stdout=log, stderr=log,
-    )  # fmt: skip
     try:
-        deadline = time.monotonic() + 60
-        while subprocess.run([DOCKER, "-H", host, "version"], capture_output=True,
-                             check=False).returncode:  # fmt: skip
-            if engine.poll() is not None or time.monotonic() > deadline:
-                sys.exit(f"dockerd did not start: {(work / 'dockerd.log').read_text()[-2000:]}")
-            time.sleep(0.3)
-        env = {**os.environ, "DOCKER_BUILDKIT": "1", "DOCKER_HOST": host}
+        engine = start_engine(work)
+    except EngineUnavailable as exc:
+        sys.exit(f"{exc} (tools/dev setup installs it)")
+    try:
+        env = {**os.environ, "DOCKER_BUILDKIT": "1", "DOCKER_HOST": engine.host}
         # Debian's docker CLI takes one platform a build: both at once on one engine, whose
         # solver runs the steps the two share (the pinned yarn stages) once, as a
         # multi-platform build would. dockerd's CPU time is read from its process.
-        before = _tree_seconds(engine.pid)
+        before = _tree_seconds(engine.process.pid)
         clients = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
-        builds = [subprocess.Popen([DOCKER, "build", "--network", "host", "--platform",
+        builds = [subprocess.Popen([engine.client, "build", "--network", "host", "--platform",
                                     platform, "-f", str(ctx / "Dockerfile.pinned"),
                                     *build_args(bases),
                                     "--output", f"type=tar,dest={work / f'out-{n}.tar'}",
@@ -174,14 +162,9 @@ def buildkit_round(work: Path, ctx: Path, bases: dict[str, str]) -> tuple[float,
         wall = time.perf_counter() - start
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         client = (after.ru_utime - clients.ru_utime) + (after.ru_stime - clients.ru_stime)
-        return wall, client + _tree_seconds(engine.pid) - before
+        return wall, client + _tree_seconds(engine.process.pid) - before
     finally:
-        engine.terminate()
-        try:
-            engine.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            engine.kill()
-            engine.wait()
+        engine.stop()
 
 
 def _tree_seconds(pid: int) -> float:

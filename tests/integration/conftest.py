@@ -106,35 +106,17 @@ def skopeo() -> str:
 @pytest.fixture(scope="session")
 def docker_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Debian's dockerd on a private socket and data root; yields the DOCKER_HOST."""
-    import os
-    import subprocess
-    import time
+    from tests.docker_engine import EngineUnavailable, start_engine
 
-    dockerd = shutil.which("dockerd")
-    client = "/usr/bin/docker" if os.path.exists("/usr/bin/docker") else shutil.which("docker")
-    if dockerd is None or client is None or os.geteuid() != 0:
-        pytest.skip("Debian's docker.io (dockerd) is needed, as root")
     root = tmp_path_factory.mktemp("dockerd")
-    host = f"unix://{root}/docker.sock"
-    log = (root / "dockerd.log").open("wb")
-    process = subprocess.Popen(
-        [dockerd, "--data-root", str(root / "data"), "--exec-root", str(root / "exec"),
-         "--pidfile", str(root / "pid"), "-H", host, "--iptables=false", "--ip6tables=false",
-         "--bridge=none"],
-        stdout=log, stderr=log,
-    )  # fmt: skip
-    deadline = time.monotonic() + 60
-    while subprocess.run([client, "-H", host, "version"], capture_output=True).returncode != 0:
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"dockerd did not start: {(root / 'dockerd.log').read_text()[-2000:]}")
-        time.sleep(0.3)
-    yield host
-    process.terminate()
     try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
+        engine = start_engine(root)
+    except EngineUnavailable as exc:
+        if "did not start" in str(exc):
+            pytest.fail(str(exc))
+        pytest.skip(str(exc))
+    yield engine.host
+    engine.stop()
     remove_tree(root)
 
 
