@@ -484,6 +484,79 @@ def test_signatures_in_cosigns_layout_that_openssl_verifies(
     assert unsigned.returncode == 1 and "carries no valid signature" in unsigned.stderr
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # pydantic, in Sigstore's types
+def test_cosign_v3_bundles_as_referrers_that_sigstores_types_and_openssl_read(
+    tiny: str, registry: RunningRegistry, keys: Path, skopeo: str, tmp_path: Path
+) -> None:
+    import base64
+    import hashlib
+    import urllib.request
+
+    from sigstore_protobuf_specs.dev.sigstore.bundle.v1 import Bundle
+
+    (tmp_path / "Dockerfile").write_text(f"FROM {tiny}\nLABEL signed=bundle\n")
+    ref = registry.ref("attest/bundle:1")
+    polyarch("build", "--root", str(tmp_path / "root"), "--platform", BOTH, "-t", ref,
+             "--push", str(tmp_path))  # fmt: skip
+    index = _raw(skopeo, ref)
+    digests = [_digest(skopeo, ref)] + [e["digest"] for e in index["manifests"]
+                                        if e["platform"]["os"] != "unknown"]  # fmt: skip
+    key = str(keys / "cosign.key")
+    old = os.environ.get("COSIGN_PASSWORD")
+    os.environ["COSIGN_PASSWORD"] = "correct horse"
+    try:
+        signed = polyarch("sign", "--new-bundle-format", "--key", key, ref)
+        again = polyarch("sign", "--new-bundle-format", "--key", key, ref)
+    finally:
+        if old is None:
+            os.environ.pop("COSIGN_PASSWORD", None)
+        else:
+            os.environ["COSIGN_PASSWORD"] = old
+    assert [line.split()[2] for line in signed.stdout.splitlines()] == digests
+    assert again.stdout == signed.stdout
+    assert _raw(skopeo, ref) == index  # no tag of the image moved
+    public = keys / "cosign.pub"
+    der = subprocess.run(["openssl", "pkey", "-pubin", "-in", str(public), "-outform", "DER"],
+                         capture_output=True, check=True).stdout  # fmt: skip
+    repository = ref.rsplit(":", 1)[0]
+    name = repository.split("/", 1)[1]
+    for digest in digests:
+        listed = _raw(skopeo, f"{repository}:{digest.replace(':', '-')}")  # the tag schema
+        (entry,) = listed["manifests"]  # signing twice attached one bundle
+        assert entry["artifactType"] == "application/vnd.dev.sigstore.bundle.v0.3+json"
+        manifest = _raw(skopeo, f"{repository}@{entry['digest']}")
+        assert manifest["subject"]["digest"] == digest
+        assert manifest["annotations"]["dev.sigstore.bundle.content"] == "dsse-envelope"
+        (layer,) = manifest["layers"]
+        url = f"http://{registry.host}/v2/{name}/blobs/{layer['digest']}"
+        direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with direct.open(url) as response:  # plain HTTP to the test's own registry
+            raw = response.read()
+        assert "sha256:" + hashlib.sha256(raw).hexdigest() == layer["digest"]
+        parsed = Bundle.from_dict(json.loads(raw))  # Sigstore's own types read it
+        assert parsed.media_type == "application/vnd.dev.sigstore.bundle.v0.3+json"
+        assert parsed.verification_material.public_key.hint == (
+            base64.b64encode(hashlib.sha256(der).digest()).decode())  # fmt: skip
+        envelope = parsed.dsse_envelope
+        statement = json.loads(envelope.payload)
+        assert statement["subject"] == [{"digest": {"sha256": digest.removeprefix("sha256:")}}]
+        assert statement["predicateType"] == "https://sigstore.dev/cosign/sign/v1"
+        kind = envelope.payload_type.encode()
+        pae = b"DSSEv1 %d %s %d %s" % (len(kind), kind, len(envelope.payload), envelope.payload)
+        (tmp_path / "pae").write_bytes(pae)
+        (tmp_path / "sig.der").write_bytes(envelope.signatures[0].sig)
+        checked = subprocess.run(["openssl", "dgst", "-sha256", "-verify", str(public),
+                                  "-signature", str(tmp_path / "sig.der"), str(tmp_path / "pae")],
+                                 capture_output=True, check=False)  # fmt: skip
+        assert checked.returncode == 0, checked.stderr
+        assert not _openssl_verified(skopeo, ref, digest, public, tmp_path)  # no .sig tag
+    checked_here = polyarch("verify", "--no-run", "--key", str(public), ref)
+    assert "signed by" in checked_here.stdout
+    other = keys / "other" / "cosign.pub"
+    unsigned = polyarch("verify", "--no-run", "--key", str(other), ref, check=False)
+    assert unsigned.returncode == 1 and "carries no valid signature" in unsigned.stderr
+
+
 def test_verify_attests_its_result_and_a_later_verify_takes_it(
     attested: Attested, skopeo: str, tmp_path: Path
 ) -> None:

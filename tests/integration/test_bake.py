@@ -206,20 +206,35 @@ target "job" {{
 ''',
     })  # fmt: skip
 
+    keys = {"COSIGN_PASSWORD": "bake-release"}
+    subprocess.run([sys.executable, "-m", "polyarch", "sign", "--generate-key"], cwd=tmp_path,
+                   env={**os.environ, **keys}, check=True, capture_output=True)  # fmt: skip
+    signing = ("--sign-key", str(tmp_path / "cosign.key"), "--sign-new-bundle-format")
+
     def release(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "polyarch", "release", "--root", str(tmp_path / "root"),
-             "--progress", "plain"], cwd=project, capture_output=True, text=True, timeout=900,
-            env={**os.environ, **env},
+             "--progress", "plain", *signing], cwd=project, capture_output=True, text=True,
+            timeout=900, env={**os.environ, **keys, **env},
         )  # fmt: skip
 
     bad = release({"JOB_EXIT": "3"})
     assert bad.returncode == 1, bad.stdout + bad.stderr
     assert "not released: every target's tags left as they were" in bad.stderr
+    assert "signed" not in bad.stdout  # what failed is not signed
     missing = httpx.get(f"http://{registry.host}/v2/bake/rel-app/manifests/1", headers=INDEX)
     assert missing.status_code == 404  # app passed, but job failed: no tag moved
     good = release({})
     assert good.returncode == 0, good.stdout + good.stderr
     assert f"released {registry.host}/bake/rel-app:1" in good.stdout
     assert f"released {registry.host}/bake/rel-job:1" in good.stdout
+    assert good.stdout.count("signed image sha256:") == 2  # each target's index, and
+    assert good.stdout.count("signed linux/") == 4  # each platform's image
+    for name in ("rel-app", "rel-job"):
+        checked = subprocess.run(
+            [sys.executable, "-m", "polyarch", "verify", "--no-run", "--key",
+             str(tmp_path / "cosign.pub"), f"{registry.host}/bake/{name}:1"],
+            capture_output=True, text=True, timeout=300, check=False,
+        )  # fmt: skip
+        assert checked.returncode == 0 and "signed by" in checked.stdout, checked.stderr
     assert platforms_of(registry, "bake/rel-job", "1") == {"linux/amd64", "linux/arm64"}

@@ -422,6 +422,67 @@ def test_cosigns_payload_and_signature_manifest() -> None:
     assert not sign.verifies(sign.generate().public_key(), payload, made.signature)
 
 
+def test_cosign_v3_bundles_sign_a_digest_as_dsse() -> None:
+    import base64
+    import hashlib
+
+    from cryptography.hazmat.primitives import serialization
+
+    from polyarch.attest import bundle, sign
+    from polyarch.oci import mediatypes as mt
+
+    # DSSE's pre-authentication encoding, the specification's example
+    assert bundle.pae("http://example.com/HelloWorld", b"hello world") == (
+        b"DSSEv1 29 http://example.com/HelloWorld 11 hello world")  # fmt: skip
+    key, other = sign.generate(), sign.generate()
+    digest = Digest.of(b"index")
+    raw = bundle.make_bundle(key, digest)
+    doc = json.loads(raw)
+    assert doc["mediaType"] == "application/vnd.dev.sigstore.bundle.v0.3+json"
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    der = key.public_key().public_bytes(serialization.Encoding.DER, spki)
+    hint = base64.b64encode(hashlib.sha256(der).digest()).decode()
+    assert doc["verificationMaterial"] == {"publicKey": {"hint": hint}}
+    envelope = doc["dsseEnvelope"]
+    statement = json.loads(base64.b64decode(envelope["payload"]))
+    assert statement == {"_type": "https://in-toto.io/Statement/v1",
+                         "subject": [{"digest": {"sha256": digest.hex}}],
+                         "predicateType": "https://sigstore.dev/cosign/sign/v1",
+                         "predicate": {}}  # fmt: skip
+    assert bundle.signed_digests(raw, key.public_key()) == {str(digest)}
+    assert bundle.signed_digests(raw, other.public_key()) == set()
+    # a payload changed after signing, another media type, garbage: nothing is signed
+    forged = dict(statement, subject=[{"digest": {"sha256": Digest.of(b"other").hex}}])
+    tampered = {**doc, "dsseEnvelope": {**envelope, "payload": base64.b64encode(
+        json.dumps(forged).encode()).decode()}}  # fmt: skip
+    for bad in (
+        json.dumps(tampered).encode(),
+        raw.replace(b"v0.3+json", b"v0.9+json"),
+        b"[]",
+        b"{",
+        b'{"mediaType":"application/vnd.dev.sigstore.bundle.v0.3+json"}',
+    ):
+        assert bundle.signed_digests(bad, key.public_key()) == set()
+    target = Descriptor(mt.OCI_INDEX, digest, 321, annotations={"x": "y"})
+    manifest, blobs = bundle.bundle_manifest(target, raw, "2026-12-08T00:00:00Z")
+    body = json.loads(manifest.raw)
+    assert body["artifactType"] == bundle.BUNDLE_V03
+    assert body["config"]["mediaType"] == "application/vnd.oci.empty.v1+json"
+    assert blobs[manifest.config.digest] == b"{}"
+    assert body["subject"] == {"mediaType": mt.OCI_INDEX, "digest": str(digest), "size": 321}
+    (layer,) = body["layers"]
+    assert layer["mediaType"] == bundle.BUNDLE_V03 and blobs[Digest.parse(layer["digest"])] == raw
+    assert body["annotations"] == {
+        "dev.sigstore.bundle.content": "dsse-envelope",
+        "dev.sigstore.bundle.predicateType": "https://sigstore.dev/cosign/sign/v1",
+        "org.opencontainers.image.created": "2026-12-08T00:00:00Z",
+    }
+    entry = Descriptor(manifest.media_type, manifest.digest, len(manifest.raw),
+                       artifact_type=manifest.artifact_type)  # fmt: skip
+    assert bundle.is_bundle_referrer(entry)
+    assert not bundle.is_bundle_referrer(Descriptor(mt.OCI_MANIFEST, digest, 1))
+
+
 def test_keys_are_written_as_cosign_writes_them_and_read_back() -> None:
     import base64
     import hashlib

@@ -26,6 +26,7 @@ from polyarch.store.layout import OciLayout
 from polyarch.transfer.location import LayoutLocation
 
 if TYPE_CHECKING:
+    from polyarch.api.signing import SigningKey
     from polyarch.verify import RunSpec, VerifyReport
 
 
@@ -54,12 +55,11 @@ def release(
     progress: Progress | None = None,
     note: Callable[[str], None] = lambda _line: None,
     arch_check: bool = True,
-    sign_key: tuple[bytes, bytes] | None = None,
+    signing: SigningKey | None = None,
 ) -> ReleaseResult:
     """Build, push by digest, verify every platform (its result attached to each platform's
-    image), sign it when given a key (PEM, password), and only then move the tags."""
+    image), sign it when given a key, and only then move the tags."""
     from polyarch.api.attesting import attach_verification, verify_policy  # noqa: PLC0415
-    from polyarch.api.signing import sign_image  # noqa: PLC0415
 
     built = build_image(
         session,
@@ -76,9 +76,9 @@ def release(
     if not report.ok:
         return ReleaseResult(built, pinned[0], report, attached=tuple(attached))
     signed: list[str] = []
-    if sign_key is not None:
+    if signing is not None:
         for name in pinned:
-            signed += [f"{what} {digest}" for what, digest in sign_image(session, name, *sign_key)]
+            signed += [f"{what} {digest}" for what, digest in signing.sign(session, name)]
     moved = tuple((name, move_tag(session, name, options.root)) for name in built.names)
     return ReleaseResult(built, pinned[0], report, moved, tuple(attached), tuple(signed))
 

@@ -1,19 +1,45 @@
-"""Signing images and checking their signatures on a registry, in cosign's format
-(`polyarch.attest.sign`): the signatures of a digest live under the repository's
-`sha256-<hex>.sig` tag, which is the only tag signing writes."""
+"""Signing images and checking their signatures on a registry, in cosign's formats: by
+default the signatures of a digest live under the repository's `sha256-<hex>.sig` tag
+(`polyarch.attest.sign`; cosign v2 and v3 and containers/image read it), the only tag
+signing writes; on request as cosign v3's Sigstore bundles, referrers of the signed manifest
+(`polyarch.attest.bundle`; the referrers tag schema on a registry without the API). A check
+accepts either form."""
 
 from __future__ import annotations
 
+import enum
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from polyarch.api.session import Session, registry_location
+from polyarch.attest import bundle as sigstore
 from polyarch.attest import sign as cosign
 from polyarch.digest import Digest
 from polyarch.errors import NotFoundError, PolyarchError, UsageError
 from polyarch.oci.models import Descriptor, Index, Manifest
 from polyarch.reference import Reference
+from polyarch.registry.referrers import list_referrers, push_referrer
+
+
+class SignatureForm(enum.Enum):
+    """Where a signature is stored: cosign's `.sig` tag, or cosign v3's bundle referrer."""
+
+    TAG = "tag"
+    BUNDLE = "bundle"
+
+
+@dataclass(frozen=True, slots=True)
+class SigningKey:
+    """A release's signing: the private key's PEM, its password, and the form to store."""
+
+    pem: bytes
+    password: bytes
+    form: SignatureForm = SignatureForm.TAG
+
+    def sign(self, session: Session, location: str) -> list[tuple[str, Digest]]:
+        return sign_image(session, location, self.pem, self.password, form=self.form)
 
 
 def _registry_ref(location: str) -> Reference:
@@ -42,31 +68,71 @@ def _signatures(session: Session, ref: Reference, digest: Digest) -> Manifest | 
 
 
 def sign_image(
-    session: Session, location: str, key_pem: bytes, password: bytes, *, recursive: bool = True
+    session: Session,
+    location: str,
+    key_pem: bytes,
+    password: bytes,
+    *,
+    recursive: bool = True,
+    form: SignatureForm = SignatureForm.TAG,
 ) -> list[tuple[str, Digest]]:
     """Sign the image at `location` (and each platform's image of an index) with the key;
     returns what was signed. A signature already there is kept, never duplicated."""
     ref = _registry_ref(location)
     key = cosign.read_private(key_pem, password)
-    repository = ref.name
-    public = key.public_key()
     signed = _digests(session, ref, recursive)
     for _what, digest in signed:
-        payload = cosign.payload(repository, digest)
-        existing = cosign.signature_layers(_signatures(session, ref, digest))
-        if any(cosign.verifies(public, _payload(session, ref, x.payload), x.signature)
-               for x in existing):  # fmt: skip
-            continue
-        layer = cosign.SignedLayer(
-            Descriptor(cosign.SIMPLE_SIGNING, Digest.of(payload), len(payload)),
-            cosign.sign(key, payload),
-        )
-        manifest, config = cosign.signature_manifest([*existing, layer])
-        for blob in (payload, config):
-            session.client.upload_bytes(ref, blob)
-        session.client.put_manifest(ref.with_tag(cosign.signature_tag(digest)), manifest.raw,
-                                    manifest.media_type)  # fmt: skip
+        if form is SignatureForm.BUNDLE:
+            _sign_bundle(session, ref, key, digest)
+        else:
+            _sign_tag(session, ref, key, digest)
     return signed
+
+
+def _sign_tag(session: Session, ref: Reference, key: cosign.PrivateKey, digest: Digest) -> None:
+    payload = cosign.payload(ref.name, digest)
+    existing = cosign.signature_layers(_signatures(session, ref, digest))
+    if any(cosign.verifies(key.public_key(), _payload(session, ref, x.payload), x.signature)
+           for x in existing):  # fmt: skip
+        return
+    layer = cosign.SignedLayer(
+        Descriptor(cosign.SIMPLE_SIGNING, Digest.of(payload), len(payload)),
+        cosign.sign(key, payload),
+    )
+    manifest, config = cosign.signature_manifest([*existing, layer])
+    for blob in (payload, config):
+        session.client.upload_bytes(ref, blob)
+    session.client.put_manifest(ref.with_tag(cosign.signature_tag(digest)), manifest.raw,
+                                manifest.media_type)  # fmt: skip
+
+
+def _sign_bundle(session: Session, ref: Reference, key: cosign.PrivateKey, digest: Digest) -> None:
+    if any(str(digest) in sigstore.signed_digests(raw, key.public_key())
+           for raw in _bundles(session, ref, digest)):  # fmt: skip
+        return
+    target = session.client.head_manifest(ref.with_digest(digest))
+    if target is None:
+        raise NotFoundError(f"{ref.name}@{digest} is not in the registry")
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    manifest, blobs = sigstore.bundle_manifest(target, sigstore.make_bundle(key, digest), now)
+    push_referrer(session.client, ref, manifest, blobs)
+
+
+def _bundles(session: Session, ref: Reference, digest: Digest) -> list[bytes]:
+    """The Sigstore bundles attached to `digest` as referrers (unread: not bundles, not of
+    this digest, or too large to be a signature)."""
+    out = []
+    for entry in list_referrers(session.client, ref, digest):
+        if not sigstore.is_bundle_referrer(entry):
+            continue
+        document = session.client.get_manifest(ref.with_digest(entry.digest)).document
+        if not isinstance(document, Manifest) or document.subject is None or (
+                document.subject.digest != digest):  # fmt: skip
+            continue
+        out += [b"".join(session.client.get_blob(ref, layer)) for layer in document.layers
+                if layer.media_type in sigstore.BUNDLE_TYPES
+                and layer.size <= sigstore.MAX_BUNDLE]  # fmt: skip
+    return out
 
 
 def _payload(session: Session, ref: Reference, descriptor: Descriptor) -> bytes:
@@ -92,24 +158,30 @@ def check_signatures(
     session: Session, location: str, public_pem: bytes, *, recursive: bool = False
 ) -> SignatureCheck:
     """Whether the image at `location` (and, `recursive`, each platform's) carries a valid
-    signature by the public key: the payload names this repository and that digest."""
+    signature by the public key, in either form: a `.sig` payload naming this repository and
+    that digest, or a bundle whose statement names that digest."""
     ref = _registry_ref(location)
     key = cosign.read_public(public_pem)
     check = SignatureCheck(str(ref))
     for what, digest in _digests(session, ref, recursive):
-        good = False
-        for layer in cosign.signature_layers(_signatures(session, ref, digest)):
-            payload = _payload(session, ref, layer.payload)
-            try:
-                identity, claimed = cosign.read_payload(payload)
-            except cosign.SignatureError:
-                continue
-            if (claimed == str(digest) and _same_repository(identity, ref)
-                    and cosign.verifies(key, payload, layer.signature)):  # fmt: skip
-                good = True
-                break
+        good = _tag_signed(session, ref, key, digest) or any(
+            str(digest) in sigstore.signed_digests(raw, key)
+            for raw in _bundles(session, ref, digest))  # fmt: skip
         (check.signed if good else check.unsigned).append((what, str(digest)))
     return check
+
+
+def _tag_signed(session: Session, ref: Reference, key: cosign.PublicKey, digest: Digest) -> bool:
+    for layer in cosign.signature_layers(_signatures(session, ref, digest)):
+        payload = _payload(session, ref, layer.payload)
+        try:
+            identity, claimed = cosign.read_payload(payload)
+        except cosign.SignatureError:
+            continue
+        if (claimed == str(digest) and _same_repository(identity, ref)
+                and cosign.verifies(key, payload, layer.signature)):  # fmt: skip
+            return True
+    return False
 
 
 def _same_repository(identity: str, ref: Reference) -> bool:

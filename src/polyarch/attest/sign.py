@@ -34,6 +34,8 @@ SIGNATURE_ANNOTATION: Final = "dev.cosignproject.cosign/signature"
 PAYLOAD_TYPE: Final = "cosign container image signature"
 PEM_TYPES: Final = ("ENCRYPTED SIGSTORE PRIVATE KEY", "ENCRYPTED COSIGN PRIVATE KEY")
 _SCRYPT: Final = {"N": 65536, "r": 8, "p": 1}
+PrivateKey = ec.EllipticCurvePrivateKey
+PublicKey = ec.EllipticCurvePublicKey
 
 
 class SignatureError(PolyarchError):

@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from polyarch.api import (
     BuildOptions,
@@ -42,6 +43,9 @@ from polyarch.platform import Platform
 from polyarch.progress import Event, Progress, silent
 from polyarch.units import parse_size
 from polyarch.verify import RunSpec, VerifyReport
+
+if TYPE_CHECKING:
+    from polyarch.api.signing import SigningKey
 
 
 class EntitlementError(PolyarchError):
@@ -394,6 +398,7 @@ class BakeRelease:
     pinned: dict[str, str]  # target -> REPOSITORY@DIGEST
     verified: dict[str, VerifyReport]
     released: list[tuple[str, str]] = field(default_factory=list)  # (tag, digest)
+    signed: list[str] = field(default_factory=list)  # "what digest", as release says them
 
     @property
     def ok(self) -> bool:
@@ -409,9 +414,11 @@ def release(
     progress: Progress = silent,
     note: Callable[[str], None] = lambda _line: None,
     arch_check: bool = True,
+    signing: SigningKey | None = None,
 ) -> BakeRelease:
     """Build every target (kept here, nothing pushed by the build), push each by digest,
-    verify each, and only when all have passed move every target's tags."""
+    verify each, and only when all have passed sign each (given a key) and move every
+    target's tags."""
     from polyarch.api import move_tag, push_pinned, verify_image  # noqa: PLC0415
     from polyarch.api.attesting import attach_verification, verify_policy  # noqa: PLC0415
     from polyarch.api.building import default_attestations  # noqa: PLC0415
@@ -440,6 +447,13 @@ def release(
             attach_verification(session, pinned[result.name], verified[result.name],
                                 verify_policy(run, arch_check))  # fmt: skip
     outcome = BakeRelease(results, pinned, verified)
+    if outcome.ok and signing is not None:
+        for result in released:
+            assert result.report is not None
+            names = [pinned[result.name]] + [push_pinned(session, name, settings.root)
+                                             for name in result.report.names[1:]]  # fmt: skip
+            outcome.signed += [f"{what} {digest}" for name in names
+                               for what, digest in signing.sign(session, name)]  # fmt: skip
     if outcome.ok:
         for result in released:
             assert result.report is not None

@@ -68,6 +68,7 @@ from polyarch.transfer.location import LayoutLocation
 from polyarch.units import parse_duration, parse_size
 
 if TYPE_CHECKING:
+    from polyarch.api.signing import SigningKey
     from polyarch.verify import RunSpec, VerifyReport
 
 
@@ -517,7 +518,7 @@ class Releasing:
     platform's image; None: none but the architecture check), then tagged."""
 
     run: RunSpec | None
-    sign_key: tuple[bytes, bytes] | None = None  # --sign-key: the PEM and its password
+    signing: SigningKey | None = None  # --sign-key, its password and the signature's form
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -609,7 +610,7 @@ def _build(
         else:
             report = release(session, options, releasing.run, progress=sink,
                              note=lambda line: click.echo(f"note: {line}", err=True),
-                             arch_check=arch_check, sign_key=releasing.sign_key)  # fmt: skip
+                             arch_check=arch_check, signing=releasing.signing)  # fmt: skip
         outcome = "FINISHED"
         return report
     except KeyboardInterrupt:
@@ -1078,6 +1079,10 @@ def _signatures(session: Any, location: str, public: bytes) -> Any:
               help="Sign the released image (the index and each platform) with this key "
               "(cosign.key; password from COSIGN_PASSWORD), after it passed and before the "
               "tags move.")  # fmt: skip
+@click.option("--sign-new-bundle-format", "sign_bundle", is_flag=True,
+              help="With --sign-key: store the signatures as cosign v3 does with "
+              "--new-bundle-format (Sigstore bundles attached as referrers) instead of under "
+              "the sha256-<hex>.sig tags.")  # fmt: skip
 @click.argument("context", type=ContextArgument(), required=False)
 @click.pass_context
 def release_command(
@@ -1090,6 +1095,7 @@ def release_command(
     no_arch_check: bool,
     show_output: bool,
     sign_key: Path | None,
+    sign_bundle: bool,
     **kwargs: Any,
 ) -> None:
     """Build every configured platform, push, verify, and only then move the tag.
@@ -1097,16 +1103,10 @@ def release_command(
     The image is pushed by digest first; the tag is written only once every platform has
     passed, so a release that fails its checks leaves the tag where it was."""
     run = _run_spec(ctx, probes, run_command, no_run, timeout)
+    signing = _signing_key(sign_key, sign_bundle)
     if globals_of(ctx).project().get("bake.files"):
-        _release_bake(ctx, run, not no_arch_check, show_output, kwargs)
+        _release_bake(ctx, run, not no_arch_check, show_output, kwargs, signing)
         return
-    signing = None
-    if sign_key is not None:
-        from polyarch.attest.sign import read_private  # noqa: PLC0415
-        from polyarch.cli.signing import password  # noqa: PLC0415
-
-        signing = (_read_key(sign_key, "--sign-key"), password())
-        read_private(*signing)  # a wrong key or password fails before anything is built
     result = _build(ctx, BuildFlags(push=False, outputs=(), **kwargs), named=True,
                     releasing=Releasing(run, signing), arch_check=not no_arch_check)  # fmt: skip
     assert isinstance(result, ReleaseResult)
@@ -1125,12 +1125,29 @@ def release_command(
         click.echo(f"released {name} ({digest})")
 
 
+def _signing_key(path: Path | None, bundle: bool) -> SigningKey | None:
+    """`--sign-key` read, and its password checked before anything is built."""
+    if path is None:
+        if bundle:
+            raise UsageError("--sign-new-bundle-format needs --sign-key KEY")
+        return None
+    from polyarch.api.signing import SignatureForm, SigningKey  # noqa: PLC0415
+    from polyarch.attest.sign import read_private  # noqa: PLC0415
+    from polyarch.cli.signing import password  # noqa: PLC0415
+
+    signing = SigningKey(_read_key(path, "--sign-key"), password(),
+                         SignatureForm.BUNDLE if bundle else SignatureForm.TAG)  # fmt: skip
+    read_private(signing.pem, signing.password)  # a wrong key or password fails here
+    return signing
+
+
 def _release_bake(
     ctx: click.Context,
     run: RunSpec | None,
     arch_check: bool,
     show_output: bool,
     flags: dict[str, Any],
+    signing: SigningKey | None,
 ) -> None:
     """`release` of a project whose polyarch.toml names a bake file: every target of
     `[bake] targets` built, pushed by digest and verified; every tag moved only when all
@@ -1155,7 +1172,7 @@ def _release_bake(
     try:
         result = release(open_session(ctx), resolved, settings, run, progress=renderer,
                          note=lambda line: click.echo(f"note: {line}", err=True),
-                         arch_check=arch_check)  # fmt: skip
+                         arch_check=arch_check, signing=signing)  # fmt: skip
         outcome = "FINISHED"
     finally:
         if mode == "tty":
@@ -1166,6 +1183,8 @@ def _release_bake(
     for name, pinned in result.pinned.items():
         click.echo(f"target {name}: pushed {pinned} (no tag yet)")
         _show_verify(result.verified[name], run is not None, show_output)
+    for what in result.signed:
+        click.echo(f"signed {what}")
     if not result.ok:
         click.echo("not released: every target's tags left as they were", err=True)
         raise click.exceptions.Exit(1)

@@ -40,15 +40,20 @@ def password(confirm: bool = False) -> bytes:
               "the current directory, as cosign generate-key-pair does.")  # fmt: skip
 @click.option("--recursive/--no-recursive", default=True, show_default=True,
               help="Sign each platform's image of an index too.")  # fmt: skip
+@click.option("--new-bundle-format", "bundle", is_flag=True,
+              help="Store the signatures as cosign v3 does with this flag: a Sigstore bundle "
+              "(DSSE, in-toto statement) attached to each signed manifest as an OCI 1.1 "
+              "referrer, instead of under the sha256-<hex>.sig tag.")  # fmt: skip
 @click.option("--keyless", is_flag=True, hidden=True)
 @click.pass_context
 def sign_command(
     ctx: click.Context, ref: str | None, key: Path | None, generate: bool, recursive: bool,
-    keyless: bool,
+    bundle: bool, keyless: bool,
 ) -> None:  # fmt: skip
     """Sign REF (an image or index on a registry) with a key, in the format cosign and
     containers/image read: the signature is stored under the repository's sha256-<hex>.sig
-    tag; no other tag moves.
+    tag (with --new-bundle-format, as a referrer, as cosign v3 stores it; the referrers tag
+    sha256-<hex> where the registry has no referrers API); no other tag moves.
 
     \b
     Example:
@@ -56,13 +61,13 @@ def sign_command(
       polyarch sign --key cosign.key registry.lan/app:1.2.0
       polyarch verify --key cosign.pub registry.lan/app:1.2.0
     """
-    from polyarch.api.signing import generate_key_pair, sign_image  # noqa: PLC0415
+    from polyarch.api.signing import SignatureForm, generate_key_pair, sign_image  # noqa: PLC0415
 
     if keyless:
         raise UsageError(KEYLESS)
     if generate:
-        if ref or key:
-            raise UsageError("--generate-key takes no REF or --key")
+        if ref or key or bundle:
+            raise UsageError("--generate-key takes no REF, --key or --new-bundle-format")
         private, public = generate_key_pair(Path.cwd(), password(confirm=True))
         click.echo(f"Private key written to {private}\nPublic key written to {public}")
         return
@@ -74,6 +79,7 @@ def sign_command(
         pem = key.read_bytes()
     except OSError as exc:
         raise UsageError(f"--key {key}: {exc.strerror}") from None
-    signed = sign_image(open_session(ctx), ref, pem, password(), recursive=recursive)
+    form = SignatureForm.BUNDLE if bundle else SignatureForm.TAG
+    signed = sign_image(open_session(ctx), ref, pem, password(), recursive=recursive, form=form)
     for what, digest in signed:
         click.echo(f"signed {what} {digest}")
