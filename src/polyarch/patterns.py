@@ -109,9 +109,13 @@ class IgnoreMatcher:
         self.patterns = compiled
         self.has_exclusions = any(p.exclusion for p in compiled)
 
-    def matches(self, path: str) -> bool:
+    def matches(self, path: str, *, parents_kept: bool = False) -> bool:
         """True if `path` (relative to the context, `/`-separated) is ignored (moby's
-        MatchesOrParentMatches)."""
+        MatchesOrParentMatches). `parents_kept`: a walker's clean path (no `.`, `..` or
+        doubled `/`) whose parent directories it found not ignored; with no `!` rule only the
+        path itself can match then."""
+        if parents_kept and not self.has_exclusions:  # (a walker's paths are clean)
+            return any(pattern.match(path) for pattern in self.patterns)
         file = posixpath.normpath(path).lstrip("/")
         if file in ("", "."):
             return False
