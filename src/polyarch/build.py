@@ -57,7 +57,7 @@ from polyarch.solver.records import ExplainRecords
 from polyarch.solver.solve import Flights, Solver, SolveReport
 from polyarch.store.layout import OciLayout
 from polyarch.store.workspace import Workspace
-from polyarch.worker.base import BuildWorker, Result
+from polyarch.worker.base import BuildWorker, LayerRef, Result
 from polyarch.worker.local.mounts import Agents, SecretSource, SshSource
 from polyarch.worker.local.run import RunSettings
 from polyarch.worker.local.worker import BuildSession, LocalWorker
@@ -396,7 +396,7 @@ class Builder:
         lazy = LazyLayers(self.blobs, self.registry)
         cache: CacheBackend = self.cache if imported is None else ChainedCache(self.cache, imported)
         worker = self._worker_factory(
-            self, session, request.build_platform, Remotes(imported, lazy)
+            self, session, request.build_platform, Remotes(imported, lazy, self.bases)
         )
         solvers: list[Solver] = []
         # A partial solve (the shared stages, a node's warm-up) is the next build of its own.
@@ -429,13 +429,20 @@ class Builder:
             return 1 + (imported.layers() if imported is not None else 0) + lazy.noted()
 
         def kept(graph: BuildGraph) -> None:
-            """The final images' layers must be here; an imported hit's is fetched now."""
+            """The final images' layers must be here (and the stages an SBOM scans): an
+            imported hit's or a base image's is fetched now."""
             if mode == "full":
                 keys = [graph.images[p].result for p in request.platforms]
             else:  # the shared stages' images are made of their results; warm: none
                 keys = _targets(graph, request, mode) if mode == "shared" else []
-            for key in keys:
-                worker.ensure(solvers[-1].result(key).layers)
+            wanted = {layer.digest: layer for key in keys
+                      for layer in solvers[-1].result(key).layers}  # fmt: skip
+            scanned = self._sbom_targets(request, graph, solvers[-1])[0] if mode == "full" else {}
+            wanted.update((d.digest, LayerRef(d.digest, d.size, diff_id, d.media_type))
+                          for stages in scanned.values() for stage in stages
+                          for d, diff_id in stage.layers)  # fmt: skip
+            with task_pool(4) as pool:  # side by side: each pull is hashing and writing
+                wait_all([pool.submit(worker.ensure, [layer]) for layer in wanted.values()])
 
         try:
             graph, report = self._solve_retrying(
@@ -617,9 +624,22 @@ class Builder:
         return report
 
 
+@dataclass(frozen=True, slots=True)
+class _PendingLayer:
+    """A base image's layer the store lacks: pulled when a step or an image needs it."""
+
+    ref: Reference
+    image: str
+    platform: str
+    blob: Descriptor
+
+
 class BaseImages:
     """Base images resolved for a build: pulled through the registry's mirrors first, checked
-    (the config's layers against the manifest's), and kept in the store."""
+    (the config's layers against the manifest's), and kept in the store. The manifests and
+    configs are read when a build resolves them; each layer is pulled when a step or a kept
+    image first needs it (once, whoever asks), so a build whose steps all come from a cache
+    pulls only what its images hold."""
 
     def __init__(
         self,
@@ -636,13 +656,17 @@ class BaseImages:
         # a client that gives up fast, so a mirror that is down costs little.
         self.mirrors = {k: tuple(v) for k, v in (mirrors or {}).items()}
         self.mirror_client = mirror_client or registry
+        self._pending: dict[Digest, _PendingLayer] = {}
+        self._pulling: dict[Digest, threading.Lock] = {}
+        self._lock = threading.Lock()
 
     def resolve(
         self, wanted: Mapping[tuple[str, str], Vertex], *, layers: bool
     ) -> dict[tuple[str, str], BaseImage]:
-        """Base images ((reference, platform)) resolved side by side (their layers pulled with
-        `layers`; `build --check` reads configs only). One that cannot be is told at the
-        instruction that names it (its FROM line), with the registry's answer."""
+        """Base images ((reference, platform)) resolved side by side (with `layers`, their
+        layers left to pull when needed; `build --check` reads configs only). One that cannot
+        be is told at the instruction that names it (its FROM line), with the registry's
+        answer."""
 
         def resolve(key: tuple[str, str]) -> BaseImage:
             try:
@@ -691,11 +715,9 @@ class BaseImages:
             raise BuildError(f"{image}: its config is {document.config.size} bytes, over the "
                              f"{MAX_DOCUMENT_SIZE} limit for configs; refusing it")  # fmt: skip
         self.layout.write_document(document.raw)
-        wanted = document.blobs() if layers else [document.config]
-        missing = [b for b in wanted if not self.blobs.has(b.digest, b.size)]
-        pull.expect(description, platform_text, sum(b.size for b in missing))
-        for blob in missing:
-            pull.blob(blob)
+        if not self.blobs.has(document.config.digest, document.config.size):
+            pull.expect(description, platform_text, document.config.size)
+            pull.blob(document.config)
         config = ImageConfig.parse(
             self.blobs.read_bytes(document.config.digest, document.config.size),
             f"config of {image}",
@@ -705,12 +727,53 @@ class BaseImages:
                 f"{image}: its config lists {len(config.diff_ids)} layers (rootfs.diff_ids), "
                 f"its manifest {len(document.layers)}"
             )
+        if layers:
+            with self._lock:
+                for blob in document.layers:
+                    if not self.blobs.has(blob.digest, blob.size):
+                        self._pending.setdefault(
+                            blob.digest, _PendingLayer(ref, image, platform_text, blob)
+                        )
         via = f" (through {', '.join(sorted(pull.used))})" if pull.used else ""
         self.progress(
             Event("done", "", description, platform=platform_text, text=f"pulled{via}"
                   if via else "", seconds=time.monotonic() - started)
         )  # fmt: skip
         return BaseImage(str(digest), config)
+
+    def has(self, digest: Digest) -> bool:
+        """Whether `digest` is a resolved base image's layer that can be pulled."""
+        with self._lock:
+            return digest in self._pending
+
+    def fetch(self, digest: Digest) -> None:
+        """Pull a base image's layer into the store (verified), once: a second asker waits
+        for the pull in flight."""
+        with self._lock:
+            pending = self._pending.get(digest)
+            flight = self._pulling.setdefault(digest, threading.Lock())
+        if pending is None:
+            return
+        with flight:
+            blob = pending.blob
+            if self.blobs.has(blob.digest, blob.size):
+                return
+            description = (f"pull {pending.image} {blob.digest.hex[:12]} "
+                           f"({blob.size / 1e6:.1f} MB)")  # fmt: skip
+            started = time.monotonic()
+            self.progress(Event("start", "", description, platform=pending.platform))
+            pull = _Puller(self, pending.ref, pending.image)
+            pull.expect(description, pending.platform, blob.size)
+            try:
+                pull.blob(blob)
+            except PolyarchError as exc:
+                self.progress(Event("error", "", description, platform=pending.platform,
+                                    text=str(exc)))  # fmt: skip
+                raise BuildError(f"{pending.image} for {pending.platform}: its layer "
+                                 f"{blob.digest} cannot be pulled: {exc}") from None  # fmt: skip
+            via = f"through {', '.join(sorted(pull.used))}" if pull.used else ""
+            self.progress(Event("done", "", description, platform=pending.platform, text=via,
+                                seconds=time.monotonic() - started))  # fmt: skip
 
     def _resolve_layout(self, spec: str, platform_text: str) -> BaseImage:
         """An image of an OCI layout (`--build-context NAME=oci-layout://DIR[:TAG|@DIGEST]`),

@@ -311,15 +311,27 @@ class LazyLayers:
             raise BadCacheBlob(digest, f"from {where}: {exc}") from None
 
 
+class LayerSource(Protocol):
+    """Layers fetched only when a build needs them (base images' layers)."""
+
+    def has(self, digest: Digest) -> bool: ...
+
+    def fetch(self, digest: Digest) -> None: ...
+
+
 class Remotes:
     """Where a layer the store lacks can come from: this build's imported caches, then the
-    caches earlier builds took steps from."""
+    caches earlier builds took steps from, then the base images' registries."""
 
-    def __init__(self, imported: ImportedCache | None, lazy: LazyLayers) -> None:
-        self.imported, self.lazy = imported, lazy
+    def __init__(
+        self, imported: ImportedCache | None, lazy: LazyLayers, bases: LayerSource | None = None
+    ) -> None:
+        self.imported, self.lazy, self.bases = imported, lazy, bases
 
     def has(self, digest: Digest) -> bool:
-        return (self.imported is not None and self.imported.has(digest)) or self.lazy.has(digest)
+        return ((self.imported is not None and self.imported.has(digest))
+                or self.lazy.has(digest)
+                or (self.bases is not None and self.bases.has(digest)))  # fmt: skip
 
     def note(self, digest: Digest, size: int, media_type: str, source: str) -> bool:
         if self.imported is not None and self.imported.is_bad(digest):
@@ -331,6 +343,8 @@ class Remotes:
             self.imported.fetch(digest)
         elif self.lazy.has(digest):
             self.lazy.fetch(digest)
+        elif self.bases is not None and self.bases.has(digest):
+            self.bases.fetch(digest)
 
 
 class ChainedCache:
