@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -142,6 +144,37 @@ def test_copy_link_does_not_depend_on_the_layers_below(base: str, tmp_path: Path
     tree = flatten(*image(root, "local/link:2")[:2], tmp_path / "tree")
     assert (tree / "srv" / "app.txt").read_text() == "app\n"
     assert (tree / "below").read_text() == "two\n"
+
+
+def test_copy_from_an_image_not_unpacked_reads_only_its_sources_and_makes_the_same_layer(
+    base: str, tmp_path: Path
+) -> None:
+    """COPY --from an image no step has unpacked takes its plain sources from the layers
+    alone; the layer is the one a copy from the unpacked image makes."""
+    sources = "/etc/debian_version /usr/bin/env /usr/share/doc/"
+    dockerfile = f"FROM {base} AS img\nFROM scratch\nCOPY --from=img {sources} /out/\n"
+    ctx = write_context(tmp_path / "ctx", dockerfile, {})
+    env = {**os.environ, "SOURCE_DATE_EPOCH": "1700000000"}
+    fresh = subprocess.run([sys.executable, "-m", "polyarch", "build", "--root",
+                            str(tmp_path / "fresh"), "-t", "local/sparse:1", str(ctx)],
+                           capture_output=True, text=True, env=env, check=True)  # fmt: skip
+    assert fresh.returncode == 0
+    # Nothing of the image was unpacked: the only snapshot is the copy's own layer.
+    assert len(list((tmp_path / "fresh" / "snapshots").iterdir())) == 1
+    # The same copy after a step has unpacked the image: read through its snapshot.
+    warm = write_context(tmp_path / "warm", f"FROM {base}\nRUN true\n", {})
+    unpacked = tmp_path / "unpacked"
+    subprocess.run([sys.executable, "-m", "polyarch", "build", "--root", str(unpacked),
+                    str(warm)], capture_output=True, env=env, check=True)  # fmt: skip
+    subprocess.run([sys.executable, "-m", "polyarch", "build", "--root", str(unpacked), "-t",
+                    "local/sparse:1", str(ctx)], capture_output=True, env=env,
+                   check=True)  # fmt: skip
+    one = image(tmp_path / "fresh", "local/sparse:1")
+    two = image(unpacked, "local/sparse:1")
+    assert one[1].layers == two[1].layers
+    tree = flatten(*one[:2], tmp_path / "tree")
+    assert (tree / "out" / "debian_version").is_file() and (tree / "out" / "env").is_file()
+    assert any((tree / "out").rglob("copyright"))  # the directory's content came along
 
 
 def test_workdir_belongs_to_the_user_and_entrypoint_resets_a_stage_cmd(

@@ -19,6 +19,7 @@ import errno
 import os
 import stat
 import tarfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO, Final, Literal
 
@@ -103,7 +104,11 @@ def apply_layer(
     whiteouts: Literal["delete", "overlay", "keep"] = "delete",
     allow_devices: bool | None = None,
     same_owner: bool | None = None,
+    only: Callable[[str], bool] | None = None,
 ) -> ApplyReport:
+    """Apply the layer `stream` onto `root`. `only`: the entries (by cleaned path; a
+    whiteout by the path it removes, an opaque marker by its directory) to apply, the rest
+    passed over (checked as a tar all the same)."""
     is_root = os.geteuid() == 0
     devices_ok = is_root if allow_devices is None else allow_devices and is_root
     if rootless():  # no device node can be made in a user namespace: skipped, as containerd
@@ -117,7 +122,7 @@ def apply_layer(
                 dirs = _Dirs(confined)
                 try:
                     _apply_members(tar, confined, dirs, report, whiteouts, devices_ok, chown,
-                                   dir_times)  # fmt: skip
+                                   dir_times, only)  # fmt: skip
                 finally:
                     dirs.clear()
         except tarfile.TarError as exc:
@@ -142,15 +147,23 @@ def _apply_members(
     devices_ok: bool,
     chown: bool,
     dir_times: list[tuple[str, int]],
+    only: Callable[[str], bool] | None,
 ) -> None:
     for member in tar:
         name = clean_member_name(member.name)
         base = name.rpartition("/")[2]
         report.entries += 1
         if base.startswith(WHITEOUT_PREFIX) and whiteouts != "keep":
+            parent = name.rpartition("/")[0]
+            target = base[len(WHITEOUT_PREFIX) :]
+            if base != OPAQUE and (target in ("", ".", "..")
+                                   or target.startswith(WHITEOUT_PREFIX)):  # fmt: skip
+                raise UnsafePathError(f"invalid whiteout entry {member.name!r}")
+            named = parent if base == OPAQUE else f"{parent}/{target}" if parent else target
+            if only is not None and not only(named):
+                continue
             report.whiteouts += 1
             dirs.clear()  # whiteouts remove whatever they name: resolve afresh afterwards
-            parent = name.rpartition("/")[0]
             if base == OPAQUE:
                 if whiteouts == "overlay":
                     _mark_opaque(confined, parent)
@@ -159,9 +172,6 @@ def _apply_members(
                     # wrote in it stays, and what it writes next lands after this.
                     _clear_below(confined, parent, report.written)
                 continue
-            target = base[len(WHITEOUT_PREFIX) :]
-            if target in ("", ".", "..") or target.startswith(WHITEOUT_PREFIX):
-                raise UnsafePathError(f"invalid whiteout entry {member.name!r}")
             victim = f"{parent}/{target}" if parent else target
             if whiteouts == "overlay":
                 _overlay_whiteout(confined, victim)
@@ -173,6 +183,9 @@ def _apply_members(
                 _apply_meta_fd(confined.fd, member, chown)
                 continue
             raise UnsafePathError(f"entry {member.name!r} would replace the root itself")
+        if only is not None and not only(name):
+            _refused(member, devices_ok)  # passed over, but refused as if it were applied
+            continue
         _extract(confined, dirs, tar, member, name, report, devices_ok, chown, dir_times)
         report.written.add(name)
 
@@ -249,10 +262,7 @@ def _extract(
     elif member.ischr() or member.isblk() or member.isfifo():
         if not member.isfifo() and not devices_ok and rootless():
             return  # as containerd in a user namespace: the device is not made
-        if not member.isfifo() and not devices_ok:
-            raise UnsafePathError(
-                f"device node {member.name!r} refused: polyarch is not running as root"
-            )
+        _refused(member, devices_ok)
         kind = stat.S_IFCHR if member.ischr() else stat.S_IFBLK if member.isblk() else stat.S_IFIFO
         device = os.makedev(member.devmajor, member.devminor) if not member.isfifo() else 0
         os.mknod(leaf, kind | (member.mode & 0o7777), device, dir_fd=fd)
@@ -260,10 +270,25 @@ def _extract(
             os.chown(leaf, member.uid, member.gid, dir_fd=fd, follow_symlinks=False)
         os.chmod(leaf, member.mode & 0o7777, dir_fd=fd, follow_symlinks=True)
     else:
-        raise UnsafePathError(f"unsupported entry type {member.type!r} for {member.name!r}")
+        _refused(member, devices_ok)
     mtime = int(member.mtime * 1_000_000_000)
     with contextlib.suppress(OSError):
         os.utime(leaf, ns=(mtime, mtime), dir_fd=fd, follow_symlinks=False)
+
+
+def _refused(member: tarfile.TarInfo, devices_ok: bool) -> None:
+    """Raise for an entry no root may hold: a type polyarch does not make, a hard link that
+    climbs out or names the root, or a device node when devices are not allowed (outside a
+    user namespace, where they are skipped)."""
+    if not (member.isreg() or member.isdir() or member.issym() or member.islnk()
+            or member.ischr() or member.isblk() or member.isfifo()):  # fmt: skip
+        raise UnsafePathError(f"unsupported entry type {member.type!r} for {member.name!r}")
+    if member.islnk() and not clean_member_name(member.linkname):
+        raise UnsafePathError(f"hardlink {member.name!r} points at the root")
+    if (member.ischr() or member.isblk()) and not devices_ok and not rootless():
+        raise UnsafePathError(
+            f"device node {member.name!r} refused: polyarch is not running as root"
+        )
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -15,9 +15,10 @@ from __future__ import annotations
 import os
 import shutil
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from polyarch.layers import apply_layer, open_layer
 from polyarch.layers.compress import DiffIdReader
@@ -40,14 +41,27 @@ class _Seen:
 
 def materialize(layers: list[LayerRef], blobs: ContentStore, into: Path) -> dict[str, _Seen]:
     """Extract the layers into `into`; returns what each entry looked like afterwards."""
+    extract_layers(layers, blobs, into)
+    return dict(_scan(into))
+
+
+def extract_layers(
+    layers: Sequence[LayerRef],
+    blobs: ContentStore,
+    into: Path,
+    only: Callable[[str], bool] | None = None,
+    whiteouts: Literal["delete", "overlay"] = "delete",
+) -> None:
+    """The layers applied in order into `into` (whiteouts carried out, or kept in overlay
+    form; with `only`, those entries alone), each blob proven its digest and its content
+    its diffID."""
     for layer in layers:
         with blobs.open(layer.digest, layer.size) as raw:
             tar = DiffIdReader(open_layer(raw, layer.media_type), layer.diff_id,  # type: ignore[arg-type]
                                f"layer {layer.digest}")  # fmt: skip
-            apply_layer(tar, into)  # type: ignore[arg-type]
+            apply_layer(tar, into, whiteouts=whiteouts, only=only)  # type: ignore[arg-type]
             tar.check()
             raw.verify()
-    return dict(_scan(into))
 
 
 def _scan(root: Path) -> Iterator[tuple[str, _Seen]]:

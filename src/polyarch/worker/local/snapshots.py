@@ -25,12 +25,10 @@ from typing import Final
 from polyarch import cpu
 from polyarch.digest import Digest
 from polyarch.errors import PolyarchError
-from polyarch.layers import apply_layer, open_layer
-from polyarch.layers.compress import DiffIdReader
 from polyarch.runtime import MountError, mount_overlay, unmount
 from polyarch.store.blobs import ContentStore
 from polyarch.worker.base import LayerRef
-from polyarch.worker.local.copydiff import materialize, write_upper
+from polyarch.worker.local.copydiff import extract_layers, materialize, write_upper
 
 _IN_PROCESS_LIMIT: Final = 8 * 1024 * 1024
 _pool: ProcessPoolExecutor | None = None
@@ -97,13 +95,8 @@ def _unpack(
         return now[0] - started[0], now[1] - started[1]
 
     try:
-        blob = Digest.parse(digest)
-        with ContentStore(Path(store)).open(blob, size) as raw:
-            what = f"layer {digest}"
-            tar = DiffIdReader(open_layer(raw, media_type), Digest.parse(diff_id), what)  # type: ignore[arg-type]
-            apply_layer(tar, Path(target), whiteouts="overlay")  # type: ignore[arg-type]
-            tar.check()
-            raw.verify()
+        layer = LayerRef(Digest.parse(digest), size, Digest.parse(diff_id), media_type)
+        extract_layers([layer], ContentStore(Path(store)), Path(target), whiteouts="overlay")
     except Exception as exc:
         if raising:
             raise

@@ -67,6 +67,7 @@ from polyarch.worker.local.mounts import Agents, CacheMounts, SecretSource
 from polyarch.worker.local.native import find_native
 from polyarch.worker.local.run import RunSettings, run_exec
 from polyarch.worker.local.snapshots import SnapshotStore, stacked
+from polyarch.worker.local.sparse import Wanted, extract_sources
 
 
 @dataclass(frozen=True, slots=True)
@@ -379,13 +380,32 @@ class LocalWorker:
             shutil.rmtree(step, ignore_errors=True)
 
     @contextlib.contextmanager
-    def source_root(self, result: Result) -> Iterator[tuple[Root, IgnoreMatcher | None]]:
+    def source_root(
+        self, result: Result, sources: Sequence[str] = ()
+    ) -> Iterator[tuple[Root, IgnoreMatcher | None]]:
         """What a copy reads from: a context's directory (with its ignore rules) or a
-        filesystem's view."""
+        filesystem's view; for plain `sources` from layers none of which is unpacked yet,
+        only what they name (`polyarch.worker.local.sparse`)."""
         if result.context is not None:
             with Root(self._context_root(result.context)) as root:
                 yield root, self._matcher(result.context.excludes)
             return
+        wanted = Wanted.of(sources) if sources else None
+        if wanted is not None and not any(self.snapshots.has(x.diff_id) for x in result.layers):
+            self.ensure(result.layers)
+            scratch = Path(tempfile.mkdtemp(dir=self.work, prefix="sparse-"))
+            try:
+                try:
+                    with cpu.measure("unpack"):
+                        sparse = extract_sources(result.layers, self.blobs, wanted, scratch)
+                except PolyarchError:
+                    sparse = None  # unpacked as usual below, which says what is wrong
+                if sparse is not None:
+                    with sparse as root:
+                        yield root, None
+                    return
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
         with self.view(result.layers) as root:
             yield root, None
 
@@ -431,7 +451,7 @@ class LocalWorker:
 
     def _copy(self, action: Copy, inputs: Sequence[Result], dest: Root) -> None:
         options = copy_options(action, resolve_owner(dest, action.chown) if action.chown else None)
-        with self.source_root(inputs[action.input]) as (source, ignore):
+        with self.source_root(inputs[action.input], action.sources) as (source, ignore):
             selected = select_sources(source, list(action.sources), ignore)
             copy_sources(source, selected, dest, action.dest, options, list(action.excludes),
                          ignore, action.sources)  # fmt: skip
