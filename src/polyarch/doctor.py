@@ -200,11 +200,11 @@ def registries(hosts: Sequence[str], client: object) -> list[Check]:
     checks = []
     for name in hosts:
         try:
-            endpoint = client._endpoint(name)
-            auth = endpoint.challenge.scheme if endpoint.challenge else "none"
-            credential = client._credential(endpoint)
-            who = "anonymous" if credential.is_anonymous else "with credentials"
-            checks.append(Check(f"registry {name}", "ok", f"{endpoint.base} (auth: {auth}, {who})"))
+            reach = client.reach(name)
+            who = "anonymous" if reach.anonymous else "with credentials"
+            checks.append(
+                Check(f"registry {name}", "ok", f"{reach.base} (auth: {reach.auth}, {who})")
+            )
         except PolyarchError as exc:
             checks.append(Check(f"registry {name}", "fail", str(exc), "check the address"))
     return checks

@@ -19,7 +19,7 @@ from polyarch.errors import (
 from polyarch.oci import mediatypes as mt
 from polyarch.oci.models import Descriptor, Index, Manifest
 from polyarch.reference import Reference
-from polyarch.registry import Credential, RegistryClient, RetryPolicy
+from polyarch.registry import Credential, RegistryClient, RetryPolicy, Timing
 from polyarch.store import ContentStore
 from tests.fakes import CutStream, FakeRegistry, nth_request
 
@@ -41,7 +41,7 @@ def make_client(
     client = RegistryClient(
         transport=registry.transport(),
         credentials=StaticCredentials(creds or {}),
-        sleep=sleeps.append,
+        timing=Timing(sleep=sleeps.append),
         retry=RetryPolicy(attempts=4, base_delay=0.01, max_delay=30),
         **kwargs,  # type: ignore[arg-type]
     )
@@ -250,7 +250,9 @@ def test_unreachable_registry() -> None:
         raise httpx.ConnectError("no route to host", request=request)
 
     client = RegistryClient(
-        transport=httpx.MockTransport(handler), sleep=lambda s: None, retry=RetryPolicy(attempts=2)
+        transport=httpx.MockTransport(handler),
+        timing=Timing(sleep=lambda s: None),
+        retry=RetryPolicy(attempts=2),
     )
     with pytest.raises(RegistryUnavailableError, match=r"cannot reach registry reg\.test"):
         client.get_manifest(ref())
@@ -612,7 +614,7 @@ def test_plain_http_only_for_loopback_or_insecure() -> None:
         client = RegistryClient(
             transport=httpx.MockTransport(handler),
             insecure=insecure,
-            sleep=lambda s: None,
+            timing=Timing(sleep=lambda s: None),
             retry=RetryPolicy(attempts=1),
         )
         with contextlib.suppress(RegistryError):
@@ -639,13 +641,17 @@ def test_untrusted_certificate_does_not_fall_back_to_http() -> None:
             "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed", request=request
         )
 
-    client = RegistryClient(transport=httpx.MockTransport(handler), sleep=lambda s: None)
+    client = RegistryClient(
+        transport=httpx.MockTransport(handler), timing=Timing(sleep=lambda s: None)
+    )
     with pytest.raises(RegistryError, match="not trusted"):
         client.get_manifest(Reference.parse("127.0.0.1:5000/a:b"))
     assert schemes == ["http", "https"]  # and no retry, no other fallback
     schemes.clear()
     insecure = RegistryClient(
-        transport=httpx.MockTransport(handler), insecure=["reg.example.com"], sleep=lambda s: None
+        transport=httpx.MockTransport(handler),
+        insecure=["reg.example.com"],
+        timing=Timing(sleep=lambda s: None),
     )
     with pytest.raises(RegistryError, match="not trusted"):
         insecure.get_manifest(Reference.parse("reg.example.com/a:b"))
@@ -720,7 +726,7 @@ def test_one_retry_budget_per_copy_of_a_blob(tmp_path: Path) -> None:
         lambda r: (source if r.url.host == "src.test" else target).handle(r)
     )
     sleeps: list[float] = []
-    client = RegistryClient(transport=transport, sleep=sleeps.append,
+    client = RegistryClient(transport=transport, timing=Timing(sleep=sleeps.append),
                             retry=RetryPolicy(attempts=5, base_delay=0.01))  # fmt: skip
     src = RegistryRepository(client, Reference.parse("src.test/team/app:v1"))
     dst = RegistryRepository(client, Reference.parse("dst.test/team/app:v1"))
@@ -738,7 +744,7 @@ def test_retry_after_beyond_the_window_gives_up_at_once() -> None:
         if "/manifests/" in r.url.path else None
     )  # fmt: skip
     sleeps: list[float] = []
-    client = RegistryClient(transport=registry.transport(), sleep=sleeps.append,
+    client = RegistryClient(transport=registry.transport(), timing=Timing(sleep=sleeps.append),
                             retry=RetryPolicy(attempts=5, max_delay=60, window=60))  # fmt: skip
     with pytest.raises(RegistryUnavailableError):
         client.get_manifest(ref())

@@ -10,7 +10,7 @@ from polyarch.oci import mediatypes as mt
 from polyarch.oci.models import Descriptor, Index, Manifest
 from polyarch.platform import Platform
 from polyarch.reference import Reference
-from polyarch.registry import RegistryClient, RetryPolicy
+from polyarch.registry import RegistryClient, RetryPolicy, Timing
 from polyarch.store import OciLayout
 from polyarch.transfer import (
     LayoutLocation,
@@ -37,7 +37,9 @@ def layout_target(path: Path, name: str | None = None) -> LayoutRepository:
 
 def registry_repo(registry: FakeRegistry, text: str) -> RegistryRepository:
     client = RegistryClient(
-        transport=registry.transport(), sleep=lambda s: None, retry=RetryPolicy(attempts=2)
+        transport=registry.transport(),
+        timing=Timing(sleep=lambda s: None),
+        retry=RetryPolicy(attempts=2),
     )
     return RegistryRepository(client, Reference.parse(text))
 

@@ -9,7 +9,7 @@ sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
 
 # ruff: noqa: E402
 
-from polyarch.registry.client import FetchedDocument, RegistryClient, UploadResult
+from polyarch.registry.client import FetchedDocument, RegistryClient, Timing, UploadResult
 from polyarch.registry.credentials import (
     ANONYMOUS,
     Credential,
@@ -26,5 +26,6 @@ __all__ = [
     "FetchedDocument",
     "RegistryClient",
     "RetryPolicy",
+    "Timing",
     "UploadResult",
 ]
