@@ -57,7 +57,7 @@ from polyarch.solver.records import ExplainRecords
 from polyarch.solver.solve import Flights, Solver, SolveReport
 from polyarch.store.layout import OciLayout
 from polyarch.store.workspace import Workspace
-from polyarch.worker.base import BuildWorker, LayerRef, Result
+from polyarch.worker.base import BuildWorker, ContextFetch, LayerRef, Result
 from polyarch.worker.local.mounts import Agents, SecretSource, SshSource
 from polyarch.worker.local.run import RunSettings
 from polyarch.worker.local.worker import BuildSession, LocalWorker
@@ -100,6 +100,7 @@ class BuildRequest:
     pending: frozenset[str] = frozenset()
     # --sbom: the stages BUILDKIT_SBOM_SCAN_STAGE names are kept for the scan
     sbom: bool = False
+    context_fetch: ContextFetch | None = None  # a node's: its client sends context files
 
 
 @dataclass(frozen=True, slots=True)
@@ -390,7 +391,7 @@ class Builder:
         session = BuildSession(
             {"context": request.context, **request.context_dirs},
             RunSettings(request.ca_certs, request.step_timeout), request.source_date_epoch,
-            dict(request.secrets), agents,
+            dict(request.secrets), agents, request.context_fetch,
         )  # fmt: skip
         imported = self._import_caches(request.cache_from)
         lazy = LazyLayers(self.blobs, self.registry)

@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
+from polyarch.nodes.protocol import PROTOCOL_VERSION
 from tests.git_server import GitDaemon, SshServer, start_sshd
 from tests.integration.test_build import write_context
 from tests.integration.test_build_surface import run, tags
@@ -103,8 +104,8 @@ def test_a_platform_built_on_an_ssh_node(
     assert on_node == {"linux/arm64"}
     notes = [str(e.get("text")) for e in stream if e["event"] == "note"]
     assert any("linux/arm64 is built on node arm" in n for n in notes)
-    # Dockerfile and app.txt: the files no step takes are not sent.
-    assert any("context sent (2 files it did not have of the 2 its steps use)" in n
+    # The Dockerfile first, then app.txt when the COPY read it: no other file is sent.
+    assert any("context sent (2 files it did not have of the 2 its build read" in n
                for n in notes), notes  # fmt: skip
     held = node_root / "nodes" / "files" / "blobs" / "sha256"
     assert not (held / hashlib.sha256(b"no step takes me\n").hexdigest()).exists()
@@ -261,7 +262,7 @@ def test_a_node_of_another_protocol_version(tmp_path: Path) -> None:
     inspected = run("builder", "inspect", "old", env=env)
     assert inspected.returncode == 1
     assert "version 99 (polyarch 9.9.9)" in inspected.stdout
-    assert "speaks version 5" in inspected.stdout
+    assert f"speaks version {PROTOCOL_VERSION}" in inspected.stdout
 
 
 @pytest.fixture
@@ -445,52 +446,53 @@ def onbuild_base(
     return base_ref
 
 
-def test_a_node_gets_the_whole_context_when_its_build_takes_more_than_foreseen(
+def test_a_node_asks_for_what_its_steps_read_even_unforeseen(
     tiny: str, registry: RunningRegistry, sshd: SshServer, tmp_path: Path
 ) -> None:
+    """A base image whose ONBUILD trigger copies *.txt: nothing here can foresee it; the
+    node's copy asks for those files when it runs (BuildKit's filesync), and the build
+    succeeds the first time, with the files the trigger copies."""
     from tests.integration.test_build import flatten, image
 
     env = env_for(tmp_path, sshd)
-    # A base image whose ONBUILD trigger copies *.txt: the plan here cannot see it.
     base_ref = onbuild_base(tiny, registry, tmp_path, env, "*.txt /d/", "nodes/onbuild:1")
     use_arm_node("ob", f"ssh://root@127.0.0.1:{sshd.port}", tmp_path / "node-root", env)
     ctx = write_context(tmp_path / "ctx", f"FROM {base_ref}\nCOPY a.txt /a.txt\n",
-                        {"a.txt": "a\n", "b.txt": "b\n"})  # fmt: skip
+                        {"a.txt": "a\n", "b.txt": "b\n", "c.md": "not read\n"})  # fmt: skip
     root = tmp_path / "root"
     built = run("build", "--root", str(root), "--platform", "linux/arm64", "-t", "local/ob:1",
                 "--progress", "json", str(ctx), env=env)  # fmt: skip
     assert built.returncode == 0, built.stderr
     notes = [str(e.get("text")) for e in events(built.stderr) if e["event"] == "note"]
-    assert any("context sent (2 files it did not have of the 2 its steps use)" in n
+    # The Dockerfile, a.txt and b.txt; c.md is read by no step.
+    assert any("context sent (3 files it did not have of the 3 its build read" in n
                for n in notes), notes  # fmt: skip
-    assert any("its build took *.txt from the context, which the plan here did not foresee"
-               in n for n in notes), notes  # fmt: skip
-    # The image holds what the trigger copies from the whole context, not from the part sent.
     layout, manifest, _config = image(root, "local/ob:1")
     tree = flatten(layout, manifest, tmp_path / "tree")
     assert sorted(p.name for p in (tree / "d").iterdir()) == ["a.txt", "b.txt"]
+    held = tmp_path / "node-root" / "nodes" / "files" / "blobs" / "sha256"
+    assert not (held / hashlib.sha256(b"not read\n").hexdigest()).exists()
 
 
-def test_a_node_missing_a_source_gets_the_whole_context(
-    tiny: str, registry: RunningRegistry, sshd: SshServer, tmp_path: Path
+def test_a_source_missing_from_the_context_fails_on_a_node_as_here(
+    tiny: str, sshd: SshServer, tmp_path: Path
 ) -> None:
-    """An ONBUILD trigger naming one file the plan here cannot see: the node's copy fails
-    with a missing source (a typed kind on the wire, not words to match), and the node gets
-    the whole context and builds again."""
+    """A COPY of a file the context does not have: the node's build fails with the error a
+    local build gives (typed missing-source on the wire), at the Dockerfile's line."""
     env = env_for(tmp_path, sshd)
-    base_ref = onbuild_base(tiny, registry, tmp_path, env, "hidden.txt /h", "nodes/onbuild-one:1")
-    use_arm_node("ob1", f"ssh://root@127.0.0.1:{sshd.port}", tmp_path / "node-root", env)
-    ctx = write_context(tmp_path / "ctx", f"FROM {base_ref}\nCOPY a.txt /a.txt\n",
-                        {"a.txt": "a\n", "hidden.txt": "h\n"})  # fmt: skip
-    built = run("build", "--root", str(tmp_path / "root"), "--platform", "linux/arm64",
-                "--progress", "json", str(ctx), env=env)  # fmt: skip
-    assert built.returncode == 0, built.stderr
-    notes = [str(e.get("text")) for e in events(built.stderr) if e["event"] == "note"]
-    assert any(
-        "its build failed (source 'hidden.txt' not found" in n
-        and "sending the whole context and building again" in n
-        for n in notes
-    ), notes
+    ctx = write_context(tmp_path / "ctx", f"FROM {tiny}\nCOPY a.txt /a\nCOPY gone.txt /g\n",
+                        {"a.txt": "a\n"})  # fmt: skip
+    here = run("build", "--root", str(tmp_path / "here"), "--platform", "linux/arm64",
+               str(ctx), env=env)  # fmt: skip
+    use_arm_node("miss", f"ssh://root@127.0.0.1:{sshd.port}", tmp_path / "node-root", env)
+    there = run("build", "--root", str(tmp_path / "root"), "--platform", "linux/arm64",
+                str(ctx), env=env)  # fmt: skip
+    assert here.returncode == there.returncode == 1, there.stderr
+    said_here = [line for line in here.stderr.splitlines() if "gone.txt" in line]
+    said_there = [line for line in there.stderr.splitlines() if "gone.txt" in line]
+    assert said_here and said_there, there.stderr
+    assert "3 | >>> COPY gone.txt /g" in there.stderr and "(on node arm)" in there.stderr
+    assert said_here[0].split("gone.txt", 1)[1].strip() in said_there[0]
 
 
 def test_push_from_nodes(

@@ -1,7 +1,7 @@
 """A build's session calls (nodes/session.py) between a node and a client over two pipes, as
 over SSH: a secret asked and answered, an SSH agent reached through a channel (a real unix
-socket at each end), a secret the build was not given, the session's end; and a client that
-gets garbage from a node."""
+socket at each end), a secret the build was not given, the context's files as a step reads
+them, the session's end; and a client that gets garbage from a node."""
 
 from __future__ import annotations
 
@@ -164,7 +164,7 @@ def test_the_wire_round_trips_and_names_what_is_wrong() -> None:
         BuildAsk.from_json(BuildAsk(dockerfile="D", build_once="off").to_json()).build_once == "off"
     )
     descriptor = Descriptor("application/vnd.oci.image.manifest.v1+json", Digest.of(b"m"), 1)
-    done = BuildDone(descriptor, 3, 4, 1.5, ("app.txt",))
+    done = BuildDone(descriptor, 3, 4, 1.5)
     assert BuildDone.from_json(done.to_json(), "node") == done
     assert Warmed.from_json(Warmed(2).to_json(), "node") == Warmed(2)
     failure = Failure("no such file", "missing-source", "build", "linux/arm64", 4)
@@ -227,3 +227,134 @@ def test_trees_and_blobs_on_the_wire() -> None:
         Get.from_json({"op": "get", "digest": "../../etc/passwd"}, "c")
     with pytest.raises(NodeError, match="size -5 is negative"):
         BlobHead.from_json({"op": "blob", "digest": "sha256:" + "b" * 64, "size": -5}, "n")
+
+
+def pipes() -> tuple[Any, Any, Any, Any]:
+    to_node, from_client = os.pipe()
+    to_client, from_node = os.pipe()
+    return (os.fdopen(to_node, "rb"), os.fdopen(from_node, "wb"), os.fdopen(to_client, "rb"),
+            os.fdopen(from_client, "wb"))  # fmt: skip
+
+
+def test_a_step_reads_the_context_through_the_session(tmp_path: Path) -> None:
+    """The node asks for what a step selects when it reads it: only those files cross (and
+    only the ones it does not hold), after .dockerignore, with their mode and mtime; a
+    selection asked once is not asked again; the directories come with every listing."""
+    from polyarch.nodes.protocol import send_file
+    from polyarch.nodes.session import SharedContext
+    from polyarch.nodes.trees import NodeContext
+    from polyarch.store.blobs import ContentStore
+
+    ctx = tmp_path / "ctx"
+    (ctx / "dir" / "deep").mkdir(parents=True)
+    (ctx / "a.txt").write_text("same\n")
+    (ctx / "copy.txt").write_text("same\n")  # the same bytes as a.txt: never sent twice
+    (ctx / "dir" / "b.txt").write_text("b\n")
+    (ctx / "dir" / "deep" / "c.txt").write_text("c\n")
+    (ctx / "secret.txt").write_text("ignored\n")
+    os.chmod(ctx / "a.txt", 0o640)
+    os.utime(ctx / "a.txt", ns=(1_000_000_000, 1_000_000_000))
+    node_in, node_out, client_in, client_out = pipes()
+    writing = threading.Lock()
+
+    def write(message: dict[str, Any], payload: bytes | None) -> None:
+        with writing:
+            send(client_out, message, payload)
+
+    def write_file(message: dict[str, Any], path: Path, size: int) -> None:
+        with writing, path.open("rb") as f:
+            send_file(client_out, message, f, size)
+
+    shared = SharedContext(ctx, ("secret.txt",))
+    client = ClientSession(write, client_in, "the node", ClientCalls(context=shared), write_file)
+    seen: list[tuple[str, dict[str, Any]]] = []
+
+    def client_loop() -> None:
+        while True:
+            message = receive(client_in, "the node")
+            op = message.pop("op")
+            seen.append((op, message))
+            if op == "result":
+                client.end()
+                return
+            assert client.handle(op, message), op
+
+    files = ContentStore(tmp_path / "files")
+    there = tmp_path / "node-ctx"
+    node = NodeSession(node_in, node_out, threading.Lock(), NodeContext(files, there))
+    node.start()
+    reading = threading.Thread(target=client_loop)
+    reading.start()
+    try:
+        node.context(("a.txt",))
+        assert (there / "a.txt").read_text() == "same\n"
+        st = (there / "a.txt").stat()
+        assert (st.st_mode & 0o7777, st.st_mtime_ns) == (0o640, 1_000_000_000)
+        assert (there / "dir" / "deep").is_dir() and not (there / "dir" / "b.txt").exists()
+        node.context(("dir",))
+        assert (there / "dir" / "deep" / "c.txt").read_text() == "c\n"
+        asks = [m for op, m in seen if op == "context-ask"]
+        node.context(("a.txt",))  # asked already
+        assert [m for op, m in seen if op == "context-ask"] == asks
+        node.context(("copy.txt", "secret.txt"))  # held by digest; ignored: not listed
+        assert (there / "copy.txt").read_text() == "same\n"
+        assert not (there / "secret.txt").exists()
+        node.finish({"op": "result"})
+    finally:
+        reading.join(10)
+        node.close()
+    needs = [m["digests"] for op, m in seen if op == "context-need"]
+    assert len(needs) == 2 and all(len(d) == 1 or len(d) == 2 for d in needs), needs
+    assert sum(len(d) for d in needs) == 3  # a.txt's bytes, b.txt, c.txt: copy.txt not sent
+    assert shared.sent == 3
+    assert shared.listed == {"a.txt", "copy.txt", "dir/b.txt", "dir/deep/c.txt"}
+    for stream in (node_in, node_out, client_in, client_out):
+        stream.close()
+
+
+def test_a_node_writes_a_tree_only_inside_its_place(tmp_path: Path) -> None:
+    """What a client lists is written under the tree's place: a path out of it, or through a
+    symlink the listing made, is refused; an entry listed again as another type replaces
+    the earlier one (never written through it)."""
+    from polyarch.digest import Digest
+    from polyarch.errors import BuildError
+    from polyarch.nodes.trees import materialize
+    from polyarch.nodes.wire import Entry
+    from polyarch.store.blobs import ContentStore
+
+    files = ContentStore(tmp_path / "files")
+    files.ingest([b"x\n"], Digest.of(b"x\n"), 2)
+    digest = str(Digest.of(b"x\n"))
+    into = tmp_path / "ctx"
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    made: dict[str, str] = {}
+    for bad in ("../escape", "/abs", "a/../../b"):
+        with pytest.raises(BuildError, match="leaves the context"):
+            materialize((Entry(bad, "file", 0o644, digest=digest, size=2),), files, into, made)
+    link = Entry("l", "symlink", target=str(outside))
+    with pytest.raises(BuildError, match="goes through a symlink"):
+        materialize((link, Entry("l/f", "file", 0o644, digest=digest, size=2)), files, into,
+                    made)  # fmt: skip
+    assert not (outside / "f").exists()
+    materialize((Entry("l", "file", 0o600, digest=digest, size=2),), files, into, made)
+    assert not (into / "l").is_symlink() and (into / "l").read_text() == "x\n"
+    assert list(outside.iterdir()) == []
+
+
+def test_the_context_calls_on_the_wire() -> None:
+    from polyarch.nodes.wire import ContextAsk, ContextListing, ContextNeed, Entry, Ready
+
+    listing = ContextListing((Entry("d", "dir", 0o755),))
+    assert ContextListing.from_json(listing.to_json(), "c") == listing
+    failed = ContextListing(error="permission denied")
+    assert ContextListing.from_json(failed.to_json(), "c") == failed
+    assert ContextAsk.from_json(ContextAsk(("a", "b/*")).to_json(), "n").includes == ("a", "b/*")
+    assert ContextNeed.from_json(ContextNeed(("sha256:" + "a" * 64,)).to_json(), "n").digests
+    assert Ready.from_json(Ready(3).to_json(), "n") == Ready(3)
+    with pytest.raises(NodeError, match="selects nothing"):
+        ContextAsk.from_json({"op": "context-ask", "includes": []}, "n")
+    with pytest.raises(NodeError, match="includes must be a list of strings"):
+        ContextAsk.from_json({"op": "context-ask", "includes": "a"}, "n")
+    with pytest.raises(NodeError, match="-1 files received"):
+        Ready.from_json({"op": "context-ready", "received": -1}, "n")

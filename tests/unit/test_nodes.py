@@ -9,9 +9,10 @@ import pytest
 
 from polyarch.errors import UsageError
 from polyarch.nodes.builders import BuilderStore, Endpoint, Node
-from polyarch.nodes.client import NodeInfo, command_for, context_entries
+from polyarch.nodes.client import NodeInfo, command_for
 from polyarch.nodes.farm import declared_standing, plan_routes
 from polyarch.nodes.protocol import PROTOCOL_VERSION, NodeError, payload_chunks, receive, send
+from polyarch.nodes.trees import context_entries
 from polyarch.nodes.wire import Tree
 from polyarch.platform import Platform
 
@@ -118,8 +119,8 @@ def test_framing_round_trip_and_bad_input() -> None:
 
 
 def test_a_node_never_writes_through_a_symlink_of_the_listing(tmp_path: Path) -> None:
-    from polyarch.cli.serve import _context
     from polyarch.errors import BuildError
+    from polyarch.nodes.trees import NodeContext
     from polyarch.store.blobs import ContentStore
 
     files = ContentStore(tmp_path / "files")
@@ -131,17 +132,14 @@ def test_a_node_never_writes_through_a_symlink_of_the_listing(tmp_path: Path) ->
         {"path": "a/x", "type": "file", "digest": str(digest), "size": 6, "mode": 0o644,
          "mtime": 0},
     ]  # fmt: skip
-    scratch = tmp_path / "scratch"
-    scratch.mkdir()
-    out = io.BytesIO()
     tree = Tree.from_json({"op": "context", "entries": entries}, "the client")
     with pytest.raises(BuildError, match="goes through a symlink"):
-        _context(io.BytesIO(), out, files, tree, scratch)
+        NodeContext(files, tmp_path / "scratch" / "context").fresh(tree.entries)
     assert list(outside.iterdir()) == []
 
 
 def test_only_the_files_the_steps_name_are_listed(tmp_path: Path) -> None:
-    from polyarch.nodes.client import used_files
+    from polyarch.nodes.trees import used_files
 
     ctx = tmp_path / "ctx"
     for rel in ("Dockerfile", "app/a.js", "app/lib/b.js", "docs/big.pdf", "pkg.json", "x.lock",

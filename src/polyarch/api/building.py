@@ -70,6 +70,7 @@ if TYPE_CHECKING:
     from polyarch.nodes.farm import BuildPlans, Farm, RemoteBuild, RemoteResult, Route
     from polyarch.remotecache.format import CacheSpec
     from polyarch.store.layout import OciLayout
+    from polyarch.worker.base import ContextFetch
     from polyarch.worker.local.mounts import SecretSource, SshSource
 
 
@@ -121,6 +122,9 @@ class BuildOptions:
     # Secrets whose values come from elsewhere (a node's: the client that started the build).
     secret_sources: Mapping[str, SecretSource] = field(default_factory=dict)
     ssh_sources: Mapping[str, SshSource] = field(default_factory=dict)  # a node's: the client's
+    # A node's: asked for the main context's files a step selects before it reads them (the
+    # client sends them then); None: the context directory holds them all.
+    context_fetch: ContextFetch | None = None
     ssh: tuple[str, ...] = ()  # --ssh default | ID[=KEYFILE|SOCKET]
     contexts: Mapping[str, str] = field(default_factory=dict)  # --build-context NAME=VALUE
     cache_from: tuple[str, ...] = ()  # --cache-from type=registry,ref=REF | type=local,src=DIR
@@ -333,6 +337,7 @@ def _request(
         shm_size=options.shm_size,
         no_cache_filter=frozenset(s.lower() for s in options.no_cache_filter),
         emulator_install=options.emulator_install, explain_as=options.explain_as,
+        context_fetch=options.context_fetch,
     )  # fmt: skip
 
 
@@ -518,18 +523,6 @@ class NodePlans:
         """A base image from here as an OCI layout (for a node that cannot pull it)."""
         self.session.copy(ref, LayoutLocation(str(layout), "base"),
                           platforms=sorted(platforms, key=str))  # fmt: skip
-
-    def context_paths(
-        self, platform: Platform, machine: Platform, replaced: Collection[str]
-    ) -> set[str]:
-        """What the node's build takes from the main context (the paths its copies and mounts
-        name)."""
-        from polyarch.graph.ops import ContextSource  # noqa: PLC0415
-
-        graph = self._plan(platform, machine, frozenset(replaced))
-        return {path for vertex in graph.vertices.values()
-                if isinstance(vertex.op, ContextSource) and vertex.op.name == "context"
-                for path in vertex.op.includes}  # fmt: skip
 
 
 def _build_with_nodes(

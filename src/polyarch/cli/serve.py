@@ -2,7 +2,8 @@
 its stdin and stdout (anything else the process would print goes to stderr).
 
 It keeps context files by digest under its workspace (`ROOT/nodes/files`), so a file sent once
-is never sent again; builds one platform into its own store with its own step cache (a rebuild
+is never sent again, and asks for the context's files as its steps read them (the session,
+`nodes/session.py`); builds one platform into its own store with its own step cache (a rebuild
 that changes nothing runs nothing); and hands the result's documents and blobs back by digest.
 """
 
@@ -26,7 +27,6 @@ from polyarch.attest.spec import AttestSpec
 from polyarch.digest import Digest
 from polyarch.errors import BuildError, DockerfileError, PolyarchError
 from polyarch.export.outputs import RegistryOutput
-from polyarch.graph.ops import ContextSource
 from polyarch.nodes.builders import DEFAULT
 from polyarch.nodes.protocol import (
     PROTOCOL_VERSION,
@@ -37,6 +37,7 @@ from polyarch.nodes.protocol import (
     send_file,
 )
 from polyarch.nodes.session import NodeSession, node_session
+from polyarch.nodes.trees import NodeContext, needed, written
 from polyarch.nodes.wire import (
     Answer,
     BlobHead,
@@ -142,12 +143,18 @@ class _Node:
         self.inp, self.out, self.root, self.scratch, self.session = inp, out, root, scratch, session
         self.workspace = Workspace(root)
         self.files = ContentStore(root / "nodes" / "files")
+        # The main context: the Dockerfile sent first, the rest as the build's steps ask.
+        self.context = NodeContext(self.files, scratch / "context")
 
     def answer(self, message: dict[str, Any]) -> None:
         op = message["op"]
-        if op in ("context", "layout"):  # the context, or a tree kept by index
+        if op in ("context", "layout"):  # the context's start, or a tree kept by index
             tree = Tree.from_json(message, "the client")
-            _context(self.inp, self.out, self.files, tree, self.scratch)
+            _tree(self.inp, self.out, self.files, tree)
+            if tree.kind == "context":
+                self.context.fresh(tree.entries)
+            else:
+                written(tree.entries, self.files, self.scratch / tree.place)
         elif op == "reach":
             hosts = Reach.from_json(message, "the client's reach request").registries
             client = self.session.client
@@ -161,7 +168,7 @@ class _Node:
             send(self.out, Failure(f"unknown op {op!r:.40}", "protocol").to_json())
 
     def _build(self, message: dict[str, Any]) -> None:
-        with node_session(self.inp, self.out, threading.Lock()) as calls:
+        with node_session(self.inp, self.out, threading.Lock(), self.context) as calls:
             # Tokens for registries it has no credentials for: from the client.
             self.session.client.token_provider = calls.token
             try:
@@ -180,41 +187,16 @@ class _Node:
             send_file(self.out, BlobHead(digest, size).to_json(), f, size)
 
 
-def _context(inp: BinaryIO, out: BinaryIO, files: ContentStore, tree: Tree, scratch: Path) -> None:
-    """A tree sent by content: the files this node lacks asked for and kept by digest, then
-    the tree made again under `scratch` (never through a symlink it made itself)."""
-    need = sorted({e.digest for e in tree.entries
-                   if e.type == "file" and not files.has(Digest.parse(e.digest))})  # fmt: skip
-    send(out, Need(tuple(need)).to_json())
+def _tree(inp: BinaryIO, out: BinaryIO, files: ContentStore, tree: Tree) -> None:
+    """A tree sent by content: the files this node lacks asked for and kept by digest."""
+    need = needed(tree.entries, files)
+    send(out, Need(need).to_json())
     asked = set(need)
     for _ in need:
         blob = BlobHead.from_json(receive(inp, "the client"), "the client")
         if str(blob.digest) not in asked:
             raise NodeError(f"the client sent {blob.digest}, which was not asked for")
         files.ingest(payload_chunks(inp, blob.size, "the client"), blob.digest, blob.size)
-    context = scratch / tree.place
-    shutil.rmtree(context, ignore_errors=True)
-    context.mkdir(parents=True)
-    inside = context.resolve()
-    for entry in tree.entries:
-        rel = entry.path
-        if rel.startswith("/") or ".." in rel.split("/") or not rel:
-            raise BuildError(f"context path {rel!r} leaves the context")
-        target = context / rel
-        # Never through a symlink the listing made earlier: everything lands inside.
-        if not target.parent.resolve().is_relative_to(inside) or target.is_symlink():
-            raise BuildError(f"context path {rel!r} goes through a symlink")
-        if entry.type == "dir":
-            target.mkdir(parents=True, exist_ok=True)
-            os.chmod(target, entry.mode)
-        elif entry.type == "symlink":
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.symlink_to(entry.target)
-        else:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(files.path(Digest.parse(entry.digest)), target)
-            os.chmod(target, entry.mode)
-            os.utime(target, ns=(entry.mtime, entry.mtime))
     send(out, Ready(len(need)).to_json())
 
 
@@ -282,17 +264,12 @@ def _build(
     except PolyarchError as exc:
         return Failure(str(exc))
     result = report.result
-    # What the build took from the main context: the client checks it sent all of that.
-    taken = sorted({path for vertex in (result.graph.vertices.values() if result.graph else ())
-                    if isinstance(vertex.op, ContextSource) and vertex.op.name == "context"
-                    for path in vertex.op.includes})  # fmt: skip
     records: tuple[HeldRecord, ...] = ()
     if ask.cache_export is not None:  # --cache-to: the client exports what every node made
         keys = result.cache_keys if ask.cache_export == "max" else result.image_keys
         records = _cache_records(root, keys)
     return BuildDone(result.descriptor, result.steps_run, result.steps_cached, result.seconds,
-                     tuple(taken), records,
-                     next(iter(result.facts.values()), None))  # fmt: skip
+                     records, next(iter(result.facts.values()), None))  # fmt: skip
 
 
 def _options(
@@ -342,6 +319,7 @@ def _options(
         contexts={**_named_contexts(ask.named_contexts, scratch), **contexts},
         cache_from=_cache_from(ask.cache_from, scratch),
         secret_sources=calls.secrets(ask.secrets), ssh_sources=calls.agents(ask.ssh),
+        context_fetch=calls.context,
         # --push-from-nodes: pushed from here by digest, with this machine's credentials.
         outputs=(RegistryOutput(ask.push, push_by_digest=True),) if ask.push else (),
         # The client makes the attestations (from the facts a result carries): a node's

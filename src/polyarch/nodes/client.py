@@ -1,25 +1,25 @@
 """The client side of a node: start `polyarch worker` there (over the user's own OpenSSH, its
 configuration, keys and agent as they are; or as a local process for a `local` node), check
-versions, send the context by content (only files the node lacks), ask for one platform's
-build, stream its progress back, and bring the result home as verified blobs."""
+versions, send the Dockerfile, named contexts and layouts by content (only files the node
+lacks), ask for one platform's build, answer its session calls (the context's files as its
+steps read them, secrets, agents, tokens), stream its progress back, and bring the result
+home as verified blobs."""
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import shlex
 import subprocess
 import tempfile
 import threading
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from polyarch.digest import Digest
 from polyarch.errors import BuildError
-from polyarch.layers import Root
 from polyarch.nodes.builders import Endpoint, Node
 from polyarch.nodes.protocol import (
     MAX_ANSWER,
@@ -31,12 +31,12 @@ from polyarch.nodes.protocol import (
     send_file,
 )
 from polyarch.nodes.session import ClientCalls, ClientSession
+from polyarch.nodes.trees import context_entries
 from polyarch.nodes.wire import (
     BYE,
     BlobHead,
     BuildAsk,
     BuildDone,
-    Entry,
     Failure,
     Get,
     Hello,
@@ -51,10 +51,8 @@ from polyarch.nodes.wire import (
     expect_op,
 )
 from polyarch.oci.models import Descriptor, Manifest, parse_document
-from polyarch.patterns import IgnoreMatcher
 from polyarch.progress import Progress
 from polyarch.store.layout import OciLayout
-from polyarch.worker.local.filecopy import CopyError, select_sources
 
 if TYPE_CHECKING:
     pass
@@ -86,64 +84,6 @@ def command_for(node: Node) -> list[str]:
     if endpoint.user:
         ssh += ["-l", endpoint.user]
     return [*ssh, endpoint.host, "--", remote]
-
-
-def used_files(
-    context: Path, paths: Collection[str], keep: Collection[str]
-) -> Callable[[str], bool] | None:
-    """Which files of the context a build needs, given the paths its copies and mounts name
-    (wildcards too), resolved here as the node resolves them; and `keep` (the Dockerfile, the
-    ignore files). None: the whole context (a path names its root, or does not resolve here:
-    the node then reports it exactly as a local build would). Directories and symlinks are
-    always listed (they cost no transfer), so a path through a symlink resolves there too."""
-    try:
-        with Root(context) as root:
-            selected = select_sources(root, sorted(paths), None)
-    except (CopyError, OSError):
-        return None
-    prefixes = {s.path.strip("/") for s in selected}
-    if "" in prefixes or "." in prefixes:
-        return None
-
-    def used(rel: str) -> bool:
-        return rel in keep or any(rel == p or rel.startswith(p + "/") for p in prefixes)
-
-    return used
-
-
-def context_entries(
-    context: Path, ignore: tuple[str, ...], used: Callable[[str], bool] | None = None
-) -> list[Entry]:
-    """The context after `.dockerignore`, as the node rebuilds it: directories, symlinks, and
-    files by digest (their mode and mtime kept, which COPY reads); with `used`, only the files
-    it accepts (the others are not read)."""
-    matcher = IgnoreMatcher(ignore) if ignore else None
-    out: list[Entry] = []
-    for top, dirs, files in os.walk(context):
-        rel_top = os.path.relpath(top, context)
-        dirs.sort()
-        for name in sorted(dirs) + sorted(files):
-            rel = name if rel_top == "." else f"{rel_top}/{name}"
-            if matcher is not None and matcher.matches(rel) and not matcher.has_exclusions:
-                if name in dirs:
-                    dirs.remove(name)
-                continue
-            path = Path(top) / name
-            st = path.lstat()
-            if path.is_symlink():
-                out.append(Entry(rel, "symlink", target=str(path.readlink())))
-            elif name in dirs:
-                out.append(Entry(rel, "dir", st.st_mode & 0o7777))
-            elif (path.is_file() and not (matcher is not None and matcher.matches(rel))
-                  and (used is None or used(rel))):  # fmt: skip
-                digest = hashlib.sha256()
-                with path.open("rb") as f:
-                    while chunk := f.read(1 << 20):
-                        digest.update(chunk)
-                out.append(Entry(rel, "file", st.st_mode & 0o7777,
-                                 digest=f"sha256:{digest.hexdigest()}", size=st.st_size,
-                                 mtime=st.st_mtime_ns))  # fmt: skip
-    return out
 
 
 class NodeConnection:
@@ -217,11 +157,11 @@ class NodeConnection:
 
     def send_context(
         self, context: Path, ignore: tuple[str, ...], used: Callable[[str], bool] | None = None
-    ) -> tuple[int, int]:
-        """The context (the files `used` accepts), by content: returns how many files were
-        listed and how many of them the node did not have."""
+    ) -> tuple[list[str], int]:
+        """The context (the files `used` accepts), by content: returns the files listed and
+        how many of them the node did not have."""
         entries = context_entries(context, ignore, used)
-        listed = sum(1 for e in entries if e.type == "file")
+        listed = [e.path for e in entries if e.type == "file"]
         return listed, self._send_tree(Tree("context", tuple(entries)), context)
 
     def send_layout(self, index: int, layout: Path, *, kind: TreeKind = "base") -> int:
@@ -289,7 +229,8 @@ class NodeConnection:
 
     def _ask(self, ask: BuildAsk, dockerfile: Path, progress: Progress) -> BuildDone | Warmed:
         self._send(ask.to_json())
-        calls = ClientSession(self._write, self.inp, self._what(), self.calls)  # type: ignore[arg-type]
+        calls = ClientSession(self._write, self.inp, self._what(), self.calls,  # type: ignore[arg-type]
+                              self._write_file)  # fmt: skip
         what = self._what()
         while True:
             message = self._receive()
@@ -327,6 +268,15 @@ class NodeConnection:
                 send(self.out, message, payload)  # type: ignore[arg-type]
             except (BrokenPipeError, OSError):
                 raise NodeError(f"{self._what()}: the connection was cut") from None
+
+    def _write_file(self, message: dict[str, Any], path: Path, size: int) -> None:
+        """A message and a file's bytes as its payload, whole, whichever thread sends."""
+        with self.lock:
+            try:
+                with path.open("rb") as f:
+                    send_file(self.out, message, f, size)  # type: ignore[arg-type]
+            except (BrokenPipeError, OSError) as exc:
+                raise NodeError(f"{self._what()}: sending {path.name} failed: {exc}") from None
 
     def fetch(
         self, descriptor: Descriptor, layout: OciLayout, *, documents_only: bool = False

@@ -30,9 +30,9 @@ from polyarch.errors import BuildError
 from polyarch.frontend.files import ignore_patterns
 from polyarch.image.annotations import parse_annotation
 from polyarch.nodes.builders import BuilderSpec, Node
-from polyarch.nodes.client import NodeConnection, NodeInfo, used_files
+from polyarch.nodes.client import NodeConnection, NodeInfo
 from polyarch.nodes.protocol import NodeError
-from polyarch.nodes.session import ClientCalls
+from polyarch.nodes.session import ClientCalls, SharedContext
 from polyarch.nodes.wire import BuildAsk, BuildDone, CacheSource, NamedEntry
 from polyarch.oci.models import Descriptor, Manifest, parse_document
 from polyarch.platform import Platform, runs_natively
@@ -148,12 +148,6 @@ class BuildPlans(Protocol):
         """A base image from this machine as an OCI layout, for a node that cannot pull it."""
         ...
 
-    def context_paths(
-        self, platform: Platform, machine: Platform, replaced: Collection[str]
-    ) -> set[str]:
-        """The paths the node's build takes from the main context (only those are sent)."""
-        ...
-
 
 @dataclass
 class Farm:
@@ -251,8 +245,8 @@ class Farm:
         dockerfile: Path,
     ) -> int:
         """Each platform's steps that do not wait for the `pending` stages, run on the node
-        into its step cache. A failure stops the warm-up only: the build proper says it (or
-        gets past it, as with a context sent in part). Returns how many steps ran."""
+        into its step cache. A failure stops the warm-up only: the build proper says it.
+        Returns how many steps ran."""
         ran = 0
         for platform, layouts in bases.items() if pending else ():
             ask = replace(request, platform=str(platform), base_layouts=layouts,
@@ -263,34 +257,6 @@ class Farm:
                 self.note(f"node {connection.node.name}: the warm-up of {platform} stopped: "
                           f"{exc.message}")  # fmt: skip
         return ran
-
-    def build_there(
-        self,
-        connection: NodeConnection,
-        ask: BuildAsk,
-        dockerfile: Path,
-        sending: tuple[Path, tuple[str, ...], BuildAsk],
-        foreseen: set[str] | None,
-    ) -> tuple[BuildDone, set[str] | None]:
-        """One platform's build on the node. When the node was sent only the files the plan
-        here foresaw, and its build took others (ONBUILD triggers of its base image, say) or
-        missed a source, it gets the whole context and builds again (its cache keeps what was
-        done). Returns its answer, and what to send next time."""
-        try:
-            answer = connection.build(ask, dockerfile, self.progress)
-            unforeseen = sorted(set(answer.context_paths) - (foreseen or set()))
-            why = f"its build took {', '.join(unforeseen)} from the context"
-        except BuildError as exc:
-            if foreseen is None or exc.kind != "missing-source":
-                raise
-            unforeseen, why = ["?"], f"its build failed ({exc.message})"
-        if foreseen is None or not unforeseen:
-            return answer, foreseen
-        name = connection.node.name
-        self.note(f"node {name}: {why}, which the plan here did not foresee; sending the "
-                  "whole context and building again")  # fmt: skip
-        self.send_context(name, connection, *sending, None)
-        return connection.build(ask, dockerfile, self.progress), None
 
     def send_named(
         self, name: str, connection: NodeConnection, named: Mapping[str, str]
@@ -333,25 +299,28 @@ class Farm:
         return tuple(out)
 
     def send_context(
-        self,
-        name: str,
-        connection: NodeConnection,
-        context: Path,
-        ignore: tuple[str, ...],
-        request: BuildAsk,
-        foreseen: set[str] | None,
-    ) -> tuple[int, set[str] | None]:
-        """The context by content: the files the node's steps take (`foreseen` paths, with
-        the Dockerfile and its ignore files), else all of it. Returns how many files the node
-        did not have, and the paths the files sent cover (None: all of them)."""
+        self, connection: NodeConnection, shared: SharedContext, request: BuildAsk
+    ) -> None:
+        """The Dockerfile and its ignore files, by content, before the build (the frontend
+        reads them first; the directories and symlinks of the context come with them). The
+        rest of the context goes as the node's steps ask for it (`shared`)."""
         keep = {".dockerignore"}
         if request.dockerfile:
             keep |= {request.dockerfile, f"{request.dockerfile}.dockerignore"}
-        used = None if foreseen is None else used_files(context, foreseen, keep)
-        listed, sent = connection.send_context(context, ignore, used)
-        which = "" if used is None else f" of the {listed} its steps use"
-        self.note(f"node {name}: context sent ({sent} files it did not have{which})")
-        return sent, None if used is None else foreseen
+        listed, sent = connection.send_context(shared.directory, shared.ignore,
+                                               lambda rel: rel in keep)  # fmt: skip
+        shared.listed.update(listed)
+        shared.sent += sent
+
+    def context_note(self, name: str, shared: SharedContext) -> int:
+        """Say what the node's build read of the context since the last note, and how much
+        of it was sent (what it held already was not); returns how many files were sent."""
+        sent, listed = shared.sent, len(shared.listed)
+        self.note(f"node {name}: context sent ({sent} files it did not have of the {listed} "
+                  "its build read, as its steps asked)")  # fmt: skip
+        shared.sent = 0
+        shared.listed.clear()
+        return sent
 
     def send_bases(
         self,
@@ -441,15 +410,9 @@ class _FarmBuild:
     def _node(self, name: str, platforms: list[Platform]) -> None:
         farm, request = self.farm, self.request
         connection = farm.connections[name]
-        machine = Platform.parse(farm.infos[name].native[0])
-        sending = (request.context, ignore_patterns(request.dockerfile, request.context),
-                   request.ask)  # fmt: skip
-
-        def foresee(replaced: Collection[str]) -> set[str] | None:
-            if farm.plans is None:
-                return None
-            return set().union(*(farm.plans.context_paths(p, machine, replaced)
-                                 for p in platforms))  # fmt: skip
+        shared = SharedContext(request.context,
+                               ignore_patterns(request.dockerfile, request.context))  # fmt: skip
+        connection.calls = replace(connection.calls, context=shared)
 
         def send_bases(replaced: Collection[str]) -> dict[Platform, dict[str, int]]:
             return {p: farm.send_bases(name, connection, p, n * 1000, replaced)
@@ -459,17 +422,12 @@ class _FarmBuild:
         named = farm.send_named(name, connection, request.contexts)
         caches = farm.send_caches(name, connection, request.cache_from)
         ask = replace(request.ask, named_contexts=named, cache_from=caches)
-        foreseen = foresee(self.candidates)
-        sent, foreseen = farm.send_context(name, connection, *sending, foreseen)
+        farm.send_context(connection, shared, request.ask)
         bases = send_bases(self.candidates)
         # While the build-once stages are built here.
         warmed = farm.warm(connection, ask, bases, self.candidates, request.dockerfile)
         ready = self.stages()
         if set(ready) != set(self.candidates):  # some turned out to be built per platform
-            again = foresee(ready)
-            if foreseen is not None and not (again is not None and again <= foreseen):
-                more, foreseen = farm.send_context(name, connection, *sending, again)
-                sent += more
             bases = send_bases(ready)
         stage_layouts: dict[str, int] = {}
         for index, (stage, path) in enumerate(ready.items()):
@@ -480,8 +438,8 @@ class _FarmBuild:
         for platform in platforms:
             there = replace(ask, platform=str(platform), base_layouts=bases[platform],
                             stage_layouts=stage_layouts)  # fmt: skip
-            answer, foreseen = farm.build_there(connection, there, request.dockerfile, sending,
-                                                foreseen)  # fmt: skip
+            answer = connection.build(there, request.dockerfile, farm.progress)
+            sent = farm.context_note(name, shared)
             self._brought_home(connection, platform, answer, (warmed, sent))
             warmed = 0
 

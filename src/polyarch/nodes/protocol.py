@@ -1,15 +1,16 @@
 """The node protocol's framing (pure apart from the streams it is handed): each message is one
 line of JSON; a message with `"size": N` is followed by N raw bytes (a file or a blob).
 
-Version 5. 4 sent no provenance facts in a build's result (its materials, the secrets' and
-agents' ids its steps mount); 3 had no SSH agent channels and no `session-end` (a build's
-session calls are in `nodes/session.py`), and no cache entries in a build's result; 2 had no
-secrets (a node asks the client for a secret's value, `secret` with its id, when a step
-mounts it), no named contexts and local caches sent as `layout` of kind `named` and
-`cache`, and no typed `kind` on errors; 1 had no build-once stages sent, no partial
-contexts and no pushing from nodes. The client speaks first (`hello` with its version); a
-node of another version answers with its own and stops, and the client says which two
-differ."""
+Version 6. 5 sent the context before a build (the files its plan foresaw, all of it when
+the node's build read more) and had no `context-ask` session call; 4 sent no provenance facts
+in a build's result (its materials, the secrets' and agents' ids its steps mount); 3 had no
+SSH agent channels and no `session-end` (a build's session calls are in `nodes/session.py`),
+and no cache entries in a build's result; 2 had no secrets (a node asks the client for a
+secret's value, `secret` with its id, when a step mounts it), no named contexts and local
+caches sent as `layout` of kind `named` and `cache`, and no typed `kind` on errors; 1 had no
+build-once stages sent, no partial contexts and no pushing from nodes. The client speaks
+first (`hello` with its version); a node of another version answers with its own and stops,
+and the client says which two differ."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from typing import Any, BinaryIO, Protocol
 
 from polyarch.errors import PolyarchError
 
-PROTOCOL_VERSION = 5
+PROTOCOL_VERSION = 6
 MAX_LINE = 64 << 20  # a message line a node reads (a context listing of many files fits)
 MAX_ANSWER = 8 << 20  # a message line the client reads from a node (digests it needs, results)
 CHUNK = 1 << 20

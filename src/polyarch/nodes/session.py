@@ -13,6 +13,11 @@ client has (BuildKit's session does the same over its gRPC stream).
   repositories, narrowed to pull, from the token service the registry names to it, with its
   own credentials, and answers with the token and how long it lasts (or `none`: it has no
   credentials for that registry either). The password never leaves the client.
+- `context-ask` (node -> client, the paths a step selects from the main context): the client
+  answers with a `context-listing` of those files by digest (after `.dockerignore`, with every
+  directory and symlink); the node asks for the ones it does not hold (`context-need`), which
+  come as `blob`s and then `context-ready`. Only what a step reads crosses, when it reads it
+  (BuildKit's filesync); the Dockerfile and its ignore files are sent before the build.
 - `session-end` (client -> node): the client read the build's last message; nothing more of
   this build's session follows, and the node reads its next request.
 
@@ -35,14 +40,29 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeAlias
 
+from polyarch.digest import Digest
 from polyarch.errors import AuthenticationError, PolyarchError, StepError
 from polyarch.nodes.protocol import MAX_SECRET, NodeError, payload_chunks, receive, send
+from polyarch.nodes.trees import (
+    Known,
+    NodeContext,
+    context_entries,
+    materialize,
+    needed,
+    used_files,
+)
 from polyarch.nodes.wire import (
     SESSION_END,
     AuthAnswer,
     AuthAsk,
+    BlobHead,
+    ContextAsk,
+    ContextListing,
+    ContextNeed,
+    Entry,
+    Ready,
     SecretAnswer,
     SecretAsk,
     SshClose,
@@ -52,6 +72,9 @@ from polyarch.nodes.wire import (
 
 if TYPE_CHECKING:
     from polyarch.worker.local.mounts import Agents, SecretSource, SshSource
+
+_Question: TypeAlias = "SecretAsk | AuthAsk | ContextAsk | ContextNeed"
+_Answer: TypeAlias = "SecretAnswer | AuthAnswer | ContextListing | Ready"
 
 CHANNEL_CHUNK = 64 << 10  # an agent message is small; a read of a socket sends what it got
 MAX_CHANNELS = 64  # open at once, per build
@@ -138,10 +161,18 @@ class _Channel:
 class NodeSession:
     """The node's end of one build's session (see the module's doc)."""
 
-    def __init__(self, inp: BinaryIO, out: BinaryIO, writing: threading.Lock) -> None:
+    def __init__(
+        self,
+        inp: BinaryIO,
+        out: BinaryIO,
+        writing: threading.Lock,
+        context: NodeContext | None = None,
+    ) -> None:
         self.inp, self.out, self.writing = inp, out, writing
+        self._context = context
+        self._expected: set[str] = set()  # the context files asked for, not yet received
         # The client's answers, with their payloads; None: the client is gone.
-        self._answers: queue.Queue[tuple[SecretAnswer | AuthAnswer, bytes] | None] = queue.Queue()
+        self._answers: queue.Queue[tuple[_Answer, bytes] | None] = queue.Queue()
         self._asking = threading.Lock()
         self._channels: dict[int, _Channel] = {}
         self._lock = threading.Lock()
@@ -171,10 +202,24 @@ class NodeSession:
                                                                        "the client"))))  # fmt: skip
                 elif op == "auth":
                     self._answers.put((AuthAnswer.from_json(message, "the client"), b""))
+                elif op == "context-listing":
+                    self._answers.put((ContextListing.from_json(message, "the client"), b""))
+                elif op == "blob":
+                    self._context_file(BlobHead.from_json(message, "the client"))
+                elif op == "context-ready":
+                    self._answers.put((Ready.from_json(message, "the client"), b""))
                 elif not _channel_message(op, message, self._channels, self.inp, "the client"):
                     raise NodeError(f"the client sent {op!r} during a build")
-        except (NodeError, KeyError, TypeError, ValueError, OSError) as exc:
+        except (PolyarchError, KeyError, TypeError, ValueError, OSError) as exc:
             self._left(str(exc))
+
+    def _context_file(self, head: BlobHead) -> None:
+        """A context file the node asked for, kept by digest (checked as it is written)."""
+        if self._context is None or str(head.digest) not in self._expected:
+            raise NodeError(f"the client sent {head.digest}, which was not asked for")
+        self._expected.discard(str(head.digest))
+        chunks = payload_chunks(self.inp, head.size, "the client")
+        self._context.files.ingest(chunks, head.digest, head.size)
 
     def _left(self, why: str) -> None:
         """The client went away (or broke the protocol) while the build runs: the build is
@@ -198,7 +243,7 @@ class NodeSession:
         return {str(i): SecretSource(str(i), fetch=functools.partial(self.secret, str(i)))
                 for i in ids}  # fmt: skip
 
-    def _ask(self, question: SecretAsk | AuthAsk) -> tuple[SecretAnswer | AuthAnswer, bytes]:
+    def _ask(self, question: _Question) -> tuple[_Answer, bytes]:
         """One question to the client and its answer (one question at a time)."""
         with self._asking:
             if self._gone is not None:
@@ -228,6 +273,33 @@ class NodeSession:
         if answer.error is not None:
             raise StepError(f"secret {secret_id!r}: {answer.error} (on the client)")
         return value
+
+    # the main context --------------------------------------------------------------------
+
+    def context(self, includes: tuple[str, ...]) -> None:
+        """The main context's files that `includes` select, asked of the client now (once
+        per selection and connection) and written into the directory the build reads."""
+        shared = self._context
+        if shared is None:
+            return
+        with shared.lock:
+            if includes in shared.asked:
+                return
+            listing, _ = self._ask(ContextAsk(includes))
+            if not isinstance(listing, ContextListing):
+                raise NodeError("the client answered a context request with something else")
+            if listing.error is not None:
+                raise StepError(f"build context: {listing.error} (on the client)")
+            need = needed(listing.entries, shared.files)
+            if need:
+                self._expected = set(need)
+                ready, _ = self._ask(ContextNeed(need))
+                missing = sorted(d for d in need if not shared.files.has(Digest.parse(d)))
+                if not isinstance(ready, Ready) or missing:
+                    raise NodeError(f"the client did not send the context files asked for "
+                                    f"({len(missing)} missing)")  # fmt: skip
+            materialize(listing.entries, shared.files, shared.directory, shared.made)
+            shared.asked.add(includes)
 
     # SSH agents ----------------------------------------------------------------------------
 
@@ -296,14 +368,29 @@ class NodeSession:
             self._directory = None
 
 
+@dataclass(slots=True)
+class SharedContext:
+    """The main context as the client offers it to a node's steps: its directory and
+    `.dockerignore` patterns, the digests listed so far (a file is hashed once per build),
+    and the files listed and how many were sent since the last note."""
+
+    directory: Path
+    ignore: tuple[str, ...] = ()
+    known: Known = field(default_factory=dict)
+    listed: set[str] = field(default_factory=set)
+    sent: int = 0
+
+
 @dataclass(frozen=True, slots=True)
 class ClientCalls:
-    """What a node's build may ask this machine for: secrets and SSH agents by id, and pull
-    tokens for a registry the node has no credentials for (`RegistryClient.pull_token`)."""
+    """What a node's build may ask this machine for: secrets and SSH agents by id, pull
+    tokens for a registry the node has no credentials for (`RegistryClient.pull_token`), and
+    the main context's files."""
 
     secrets: Mapping[str, SecretSource] = field(default_factory=dict)
     agents: Agents | None = None
     tokens: Callable[[str, list[str]], tuple[str, float] | None] | None = None
+    context: SharedContext | None = None
 
 
 class ClientSession:
@@ -316,9 +403,13 @@ class ClientSession:
         inp: BinaryIO,
         what: str,
         calls: ClientCalls,
+        write_file: Callable[[dict[str, Any], Path, int], None] | None = None,
     ) -> None:
         self.write, self.inp, self.what = write, inp, what
         self.secrets, self.agents, self.tokens = calls.secrets, calls.agents, calls.tokens
+        self.context = calls.context
+        self.write_file = write_file
+        self._listed: dict[str, Entry] = {}  # the files of the last listing, by digest
         self._channels: dict[int, _Channel] = {}
 
     def handle(self, op: str, message: dict[str, Any]) -> bool:
@@ -331,6 +422,10 @@ class ClientSession:
         elif op == "ssh-open":
             opened = SshOpen.from_json(message, self.what)
             self._open(opened.channel, opened.id)
+        elif op == "context-ask":
+            self._listing(ContextAsk.from_json(message, self.what).includes)
+        elif op == "context-need":
+            self._context_files(ContextNeed.from_json(message, self.what).digests)
         else:
             return _channel_message(op, message, self._channels, self.inp, self.what)
         return True
@@ -348,6 +443,39 @@ class ClientSession:
             self.write(SecretAnswer(secret_id, str(exc)).to_json(), None)
             return
         self.write(SecretAnswer(secret_id).to_json(), value)
+
+    def _listing(self, includes: tuple[str, ...]) -> None:
+        """A node's step reads these paths of the main context: its files by digest (the
+        whole context when a path names its root or does not resolve here: the node then
+        says what is missing as a local build would)."""
+        shared = self.context
+        if shared is None:
+            self.write(ContextListing(error="no context was offered to this node").to_json(),
+                       None)  # fmt: skip
+            return
+        try:
+            used = used_files(shared.directory, includes, ())
+            entries = context_entries(shared.directory, shared.ignore, used, shared.known)
+        except OSError as exc:
+            self.write(ContextListing(error=f"{shared.directory}: {exc.strerror}").to_json(),
+                       None)  # fmt: skip
+            return
+        self._listed = {e.digest: e for e in entries if e.type == "file"}
+        shared.listed.update(e.path for e in entries if e.type == "file")
+        self.write(ContextListing(tuple(entries)).to_json(), None)
+
+    def _context_files(self, digests: tuple[str, ...]) -> None:
+        """The listed files the node does not hold, each as a blob, then `context-ready`."""
+        shared = self.context
+        for digest in digests:
+            entry = self._listed.get(digest)
+            if shared is None or entry is None or self.write_file is None:
+                raise NodeError(f"{self.what} asked for {digest:.80}, which was not listed")
+            self.write_file(BlobHead(Digest.parse(digest), entry.size).to_json(),
+                            shared.directory / entry.path, entry.size)  # fmt: skip
+        if shared is not None:
+            shared.sent += len(digests)
+        self.write(Ready(len(digests)).to_json(), None)
 
     def _token(self, host: str, scopes: list[str]) -> None:
         """A node's registry asks it for a token: one fetched here, for pulling only."""
@@ -387,9 +515,11 @@ class ClientSession:
 
 
 @contextlib.contextmanager
-def node_session(inp: BinaryIO, out: BinaryIO, writing: threading.Lock) -> Iterator[NodeSession]:
+def node_session(
+    inp: BinaryIO, out: BinaryIO, writing: threading.Lock, context: NodeContext | None = None
+) -> Iterator[NodeSession]:
     """A node's session for one build; closed (sockets, channels) however the build ends."""
-    session = NodeSession(inp, out, writing)
+    session = NodeSession(inp, out, writing, context)
     session.start()
     try:
         yield session

@@ -22,8 +22,8 @@ from polyarch.progress import Event, EventKind
 from polyarch.remotecache.format import CacheFormatError, CacheRecord, ExportMode, parse_record
 
 # Why a node's build failed, for the client to act on (never prose to match):
-# missing-source: a COPY/ADD source is not in what the node was sent (it sends it all and
-# builds again); step: a step failed; dockerfile: the Dockerfile is wrong; protocol: the
+# missing-source: a COPY/ADD source is not in the context (or the stage, or the image);
+# step: a step failed; dockerfile: the Dockerfile is wrong; protocol: the
 # client sent what the node cannot read; other: anything else polyarch says.
 FailureKind: TypeAlias = Literal["missing-source", "step", "dockerfile", "protocol", "other"]
 FAILURE_KINDS: Final = get_args(FailureKind)
@@ -356,21 +356,20 @@ class HeldRecord:
 
 @dataclass(frozen=True, slots=True)
 class BuildDone:
-    """A node built the platform: the manifest in its store, steps run and cached, what it
-    took from the main context, and (with `cache_export`) its entries for the export."""
+    """A node built the platform: the manifest in its store, steps run and cached, and (with
+    `cache_export`) its entries for the export."""
 
     descriptor: Descriptor
     steps_run: int = 0
     steps_cached: int = 0
     seconds: float = 0.0
-    context_paths: tuple[str, ...] = ()
     cache_records: tuple[HeldRecord, ...] = ()
     facts: PlatformFacts | None = None  # what the platform's provenance takes from the build
 
     def to_json(self) -> dict[str, Any]:
         out = {"op": "result", "descriptor": self.descriptor.to_json(),
                "steps_run": self.steps_run, "steps_cached": self.steps_cached,
-               "seconds": self.seconds, "context_paths": list(self.context_paths),
+               "seconds": self.seconds,
                "cache_records": [r.to_json() for r in self.cache_records]}  # fmt: skip
         if self.facts is not None:
             out["facts"] = self.facts.to_json()
@@ -392,8 +391,7 @@ class BuildDone:
             except ValueError as exc:
                 raise NodeError(f"{what}'s result: {exc}") from None
         return cls(descriptor, f.integer("steps_run", 0), f.integer("steps_cached", 0),
-                   f.number("seconds", 0.0), f.strs("context_paths"), records,
-                   facts)  # fmt: skip
+                   f.number("seconds", 0.0), records, facts)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -584,6 +582,62 @@ class SshClose:
         return cls(_Fields(obj, f"{what}'s agent channel end").integer("channel"))
 
 
+@dataclass(frozen=True, slots=True)
+class ContextAsk:
+    """Node -> client: the main context's files that these paths select (a step's COPY or
+    bind mount reads them now; BuildKit's filesync asks the same way)."""
+
+    includes: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"op": "context-ask", "includes": list(self.includes)}
+
+    @classmethod
+    def from_json(cls, obj: object, what: str) -> ContextAsk:
+        includes = _Fields(obj, f"{what}'s context request").strs("includes")
+        if not includes:
+            raise NodeError(f"{what}'s context request selects nothing")
+        return cls(includes)
+
+
+@dataclass(frozen=True, slots=True)
+class ContextListing:
+    """Client -> node: the selected files by digest (after `.dockerignore`), with every
+    directory and symlink of the context; or why the context cannot be read."""
+
+    entries: tuple[Entry, ...] = ()
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        if self.error is not None:
+            return {"op": "context-listing", "error": self.error}
+        return {"op": "context-listing", "entries": [e.to_json() for e in self.entries]}
+
+    @classmethod
+    def from_json(cls, obj: object, what: str) -> ContextListing:
+        f = _Fields(obj, f"{what}'s context listing")
+        error = f.opt_text("error")
+        if error is not None:
+            return cls(error=error)
+        return cls(tuple(Entry.from_json(e, f"{what}'s context listing: entry {i}")
+                         for i, e in enumerate(f.array("entries"))))  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class ContextNeed:
+    """Node -> client: the listed files it does not hold; each comes as a `blob` with its
+    bytes, then `context-ready`."""
+
+    digests: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"op": "context-need", "digests": list(self.digests)}
+
+    @classmethod
+    def from_json(cls, obj: object, what: str) -> ContextNeed:
+        return cls(_Fields(obj, f"{what}'s context need").strs("digests"))
+
+
 SESSION_END: Final = {"op": "session-end"}  # client -> node: the build's session is over
 
 
@@ -698,6 +752,13 @@ class Ready:
 
     def to_json(self) -> dict[str, Any]:
         return {"op": "context-ready", "received": self.received}
+
+    @classmethod
+    def from_json(cls, obj: object, what: str) -> Ready:
+        received = _Fields(obj, f"{what}'s end of a tree").integer("received", 0)
+        if received < 0:
+            raise NodeError(f"{what}'s end of a tree: {received} files received")
+        return cls(received)
 
 
 @dataclass(frozen=True, slots=True)

@@ -49,7 +49,7 @@ from polyarch.progress import Event, Progress
 from polyarch.runtime import Executor
 from polyarch.runtime.seccomp import load_profile
 from polyarch.store.workspace import Workspace
-from polyarch.worker.base import Job, LayerRef, Output, Result, WorkerPlatforms
+from polyarch.worker.base import ContextFetch, Job, LayerRef, Output, Result, WorkerPlatforms
 from polyarch.worker.local.context import ContextHasher
 from polyarch.worker.local.filecopy import (
     CopyError,
@@ -80,6 +80,9 @@ class BuildSession:
     source_date_epoch: int | None = None
     secrets: Mapping[str, SecretSource] = field(default_factory=dict)
     agents: Agents = field(default_factory=Agents)
+    # Called with what a step selects from the main context before it is read (a node's
+    # build: its client sends those files then, BuildKit's filesync); None: all are there.
+    fetch_context: ContextFetch | None = None
 
 
 class RemoteLayers(Protocol):
@@ -164,6 +167,8 @@ class LocalWorker:
         if isinstance(op, ImageSource):
             return self._image(vertex, op)
         if isinstance(op, ContextSource):
+            if op.name == "context" and self.session.fetch_context is not None:
+                self.session.fetch_context(op.includes)
             root = self._context_root(op)
             matcher = self._matcher(op.excludes)
             try:
