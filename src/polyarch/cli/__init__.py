@@ -56,7 +56,7 @@ from polyarch.cli.common import (
 from polyarch.cli.diff import diff_command
 from polyarch.cli.signing import sign_command
 from polyarch.errors import PolyarchError, UsageError
-from polyarch.graph.model import BuildGraph, StageInstance
+from polyarch.graph.model import BuildGraph, StageInstance, Vertex
 from polyarch.graph.ops import BindMount, CacheMount, ExecOp, Mount, SecretMount, SshMount
 from polyarch.platform import Platform
 from polyarch.runtime import binfmt, userns
@@ -511,85 +511,102 @@ def _emulated_on(plan: BuildGraph, inst: StageInstance, route: Route | None) -> 
 def plan_text(plan: BuildGraph, routes: Sequence[Route] = ()) -> str:
     """The plan as a table and each stage's steps; with routes, the stages a node builds say
     so (and whether they run natively there), as the Routing section does."""
-    machine = plan.build_platform
     head = (
         f"Plan for {', '.join(str(p) for p in plan.platforms)} "
-        f"(target: {plan.target}; this machine: {machine})"
+        f"(target: {plan.target}; this machine: {plan.build_platform})"
     )
-    rows = []
-    for inst in plan.stages:
-        execs = [plan.vertices[k] for k in inst.vertices if plan.vertices[k].kind == "exec"]
-        emulated = [v for v in execs if v.emulated]
-        route = _on_node(inst, routes)
-        if not execs:
-            runs = "-"
-        elif route is not None and route.node is not None:
-            how = "emulated" if _emulated_on(plan, inst, route) else "native"
-            runs = f"{len(execs)} {how} on node {route.node.name}"
-        elif emulated:
-            runs = f"{len(execs)} emulated (qemu-{inst.platform.qemu_name})"
-        else:
-            runs = f"{len(execs)} native"
-        when = (
-            f"once for {len(inst.targets)} targets"
-            if len(inst.targets) > 1
-            else ("once" if len(plan.platforms) == 1 else f"for {inst.targets[0]}")
-        )
-        if inst.mode == "build-once":
-            when += " (build-once)"
-        rows.append([inst.stage, when, str(inst.platform), str(len(inst.steps)), runs])
+    rows = [_stage_row(plan, inst, routes) for inst in plan.stages]
     lines = [head, "", table(["STAGE", "RUNS", "ON", "STEPS", "RUN STEPS"], rows), ""]
     for inst in plan.stages:
-        label = (
-            "once" if len(inst.targets) > 1 or len(plan.platforms) == 1 else str(inst.targets[0])
-        )
-        route = _on_node(inst, routes)
-        where = f", node {route.node.name}" if route is not None and route.node else ""
-        lines.append(f"{inst.stage} ({label}, on {inst.platform}{where}):")
-        on_node = _emulated_on(plan, inst, route)
-        for step in inst.steps:
-            vertex = plan.vertices[step.vertex] if step.vertex else None
-            emulated_here = vertex is not None and vertex.emulated
-            mark = " [emulated]" if (emulated_here if on_node is None else on_node) else ""
-            if vertex is None or vertex.kind != "exec":
-                mark = ""
-            key = step.vertex[7:19] if step.vertex else " " * 12
-            lines.append(f"  {key}  {step.description}{mark}")
-            is_run = step.description.startswith("RUN")
-            if is_run and vertex is not None and isinstance(vertex.op, ExecOp) and vertex.op.mounts:
-                shown = ", ".join(_mount_text(m) for m in vertex.op.mounts)
-                lines.append(f"  {'':12}    mounts: {shown}")
+        lines += _stage_steps(plan, inst, routes)
+    lines += _cache_mounts(plan)
+    steps = plan.steps()
+    execs = [v for v in steps if v.kind == "exec"]
+    lines += ["", f"{len(steps)} distinct filesystem steps; {len(execs)} RUN steps, "
+              f"{_emulated_count(plan, execs, routes)} of them under emulation"]  # fmt: skip
+    if plan.warnings:
+        lines += ["", "Warnings:"] + [f"  {w}" for w in plan.warnings]
+    return "\n".join(lines)
+
+
+def _stage_row(plan: BuildGraph, inst: StageInstance, routes: Sequence[Route]) -> list[str]:
+    """A stage's row of the plan's table: where and how often it runs, and its RUN steps."""
+    execs = [plan.vertices[k] for k in inst.vertices if plan.vertices[k].kind == "exec"]
+    route = _on_node(inst, routes)
+    if not execs:
+        runs = "-"
+    elif route is not None and route.node is not None:
+        how = "emulated" if _emulated_on(plan, inst, route) else "native"
+        runs = f"{len(execs)} {how} on node {route.node.name}"
+    elif any(v.emulated for v in execs):
+        runs = f"{len(execs)} emulated (qemu-{inst.platform.qemu_name})"
+    else:
+        runs = f"{len(execs)} native"
+    when = (
+        f"once for {len(inst.targets)} targets"
+        if len(inst.targets) > 1
+        else ("once" if len(plan.platforms) == 1 else f"for {inst.targets[0]}")
+    )
+    if inst.mode == "build-once":
+        when += " (build-once)"
+    return [inst.stage, when, str(inst.platform), str(len(inst.steps)), runs]
+
+
+def _stage_steps(plan: BuildGraph, inst: StageInstance, routes: Sequence[Route]) -> list[str]:
+    """A stage's steps, each with its key, [emulated] where it runs under emulation, and a
+    RUN's mounts."""
+    label = "once" if len(inst.targets) > 1 or len(plan.platforms) == 1 else str(inst.targets[0])
+    route = _on_node(inst, routes)
+    where = f", node {route.node.name}" if route is not None and route.node else ""
+    lines = [f"{inst.stage} ({label}, on {inst.platform}{where}):"]
+    on_node = _emulated_on(plan, inst, route)
+    for step in inst.steps:
+        vertex = plan.vertices[step.vertex] if step.vertex else None
+        emulated_here = vertex is not None and vertex.emulated
+        mark = " [emulated]" if (emulated_here if on_node is None else on_node) else ""
+        if vertex is None or vertex.kind != "exec":
+            mark = ""
+        key = step.vertex[7:19] if step.vertex else " " * 12
+        lines.append(f"  {key}  {step.description}{mark}")
+        is_run = step.description.startswith("RUN")
+        if is_run and vertex is not None and isinstance(vertex.op, ExecOp) and vertex.op.mounts:
+            shown = ", ".join(_mount_text(m) for m in vertex.op.mounts)
+            lines.append(f"  {'':12}    mounts: {shown}")
+    return lines
+
+
+def _cache_mounts(plan: BuildGraph) -> list[str]:
     caches: dict[str, list[str]] = {}
     for vertex in plan.vertices.values():
         if isinstance(vertex.op, ExecOp):
             for mount in vertex.op.mounts:
                 if isinstance(mount, CacheMount):
                     caches.setdefault(mount.id, []).append(str(vertex.platform))
-    if caches:
-        lines += ["", "Cache mounts (kept across builds; one directory per id, as in BuildKit):"]
-        for cache_id, users in sorted(caches.items()):
-            on = sorted(set(users))
-            who = f"shared by {', '.join(on)}" if len(on) > 1 else f"on {on[0]}"
-            count = f"{len(users)} step{'s' if len(users) > 1 else ''}"
-            lines.append(f"  {cache_id}: {count}, {who}")
-    steps = plan.steps()
-    execs = [v for v in steps if v.kind == "exec"]
-    emulated_exec = sum(1 for v in execs if v.emulated)
-    if routes:  # where each runs: a step of a stage a node builds runs as the node runs it
-        where_emulated: dict[str, bool] = {}
-        for inst in plan.stages:
-            on_node = _emulated_on(plan, inst, _on_node(inst, routes))
-            for key in inst.vertices:
-                vertex = plan.vertices[key]
-                if vertex.kind == "exec":
-                    here = vertex.emulated if on_node is None else on_node
-                    where_emulated[key] = where_emulated.get(key, False) or here
-        emulated_exec = sum(where_emulated.values())
-    lines += ["", f"{len(steps)} distinct filesystem steps; {len(execs)} RUN steps, "
-              f"{emulated_exec} of them under emulation"]  # fmt: skip
-    if plan.warnings:
-        lines += ["", "Warnings:"] + [f"  {w}" for w in plan.warnings]
-    return "\n".join(lines)
+    if not caches:
+        return []
+    lines = ["", "Cache mounts (kept across builds; one directory per id, as in BuildKit):"]
+    for cache_id, users in sorted(caches.items()):
+        on = sorted(set(users))
+        who = f"shared by {', '.join(on)}" if len(on) > 1 else f"on {on[0]}"
+        count = f"{len(users)} step{'s' if len(users) > 1 else ''}"
+        lines.append(f"  {cache_id}: {count}, {who}")
+    return lines
+
+
+def _emulated_count(plan: BuildGraph, execs: Sequence[Vertex], routes: Sequence[Route]) -> int:
+    """How many RUN steps run under emulation: a step of a stage a node builds runs as the
+    node runs it."""
+    if not routes:
+        return sum(1 for v in execs if v.emulated)
+    where_emulated: dict[str, bool] = {}
+    for inst in plan.stages:
+        on_node = _emulated_on(plan, inst, _on_node(inst, routes))
+        for key in inst.vertices:
+            vertex = plan.vertices[key]
+            if vertex.kind == "exec":
+                here = vertex.emulated if on_node is None else on_node
+                where_emulated[key] = where_emulated.get(key, False) or here
+    return sum(where_emulated.values())
 
 
 def _mount_text(mount: Mount) -> str:
