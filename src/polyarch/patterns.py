@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import posixpath
 import re
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
@@ -172,24 +173,7 @@ def _compile(pattern: str) -> tuple[str, re.Pattern[str] | None]:
         ch = pattern[i]
         i += 1
         if ch == "*":
-            if i < n and pattern[i] == "*":
-                i += 1
-                if i < n and pattern[i] == "/":
-                    i += 1
-                if i >= n:
-                    if kind == "exact":
-                        kind = "prefix"
-                    else:
-                        out.append(".*")
-                        kind = "regexp"
-                else:
-                    out.append("(.*/)?")
-                    kind = "regexp"
-                if index == 0:
-                    kind = "suffix"
-            else:
-                out.append("[^/]*")
-                kind = "regexp"
+            i, kind = _star(pattern, i, kind, index == 0, out)
         elif ch == "?":
             out.append("[^/]")
             kind = "regexp"
@@ -212,9 +196,38 @@ def _compile(pattern: str) -> tuple[str, re.Pattern[str] | None]:
         return kind, None
     out.append("$")
     try:
-        return kind, re.compile("".join(out))
+        with warnings.catch_warnings():
+            # `[[`, `--` or `&&` in a class: Python warns that a later version may read them
+            # as set operations; Go's regexp (moby's) reads them as characters, as re does now.
+            warnings.simplefilter("ignore", FutureWarning)
+            return kind, re.compile("".join(out))
     except re.error as exc:
         raise BadPatternError(f"bad pattern {pattern!r}: {exc}") from None
+
+
+def _star(pattern: str, i: int, kind: str, first: bool, out: list[str]) -> tuple[int, str]:
+    """A `*` of moby's Pattern.compile (at `i`, after it): `**` (with its `/`) or `*`, its
+    regex appended to `out`; returns where to go on and the match type."""
+    n = len(pattern)
+    if i < n and pattern[i] == "*":
+        i += 1
+        if i < n and pattern[i] == "/":
+            i += 1
+        if i >= n:
+            if kind == "exact":
+                kind = "prefix"
+            else:
+                out.append(".*")
+                kind = "regexp"
+        else:
+            out.append("(.*/)?")
+            kind = "regexp"
+        if first:
+            kind = "suffix"
+    else:
+        out.append("[^/]*")
+        kind = "regexp"
+    return i, kind
 
 
 def _check_syntax(pattern: str) -> None:

@@ -214,23 +214,7 @@ def build_options(
     cwd = settings.cwd
     context_text = (target.context or ".").removeprefix("cwd://")
     context: Path | str = context_text if _remote(context_text) else (cwd / context_text)
-    dockerfile: Path | None = None
-    if target.dockerfile_inline is not None:
-        handle, name = tempfile.mkstemp(prefix="polyarch-bake-", suffix=".Dockerfile")
-        with os.fdopen(handle, "w", encoding="utf-8") as f:
-            f.write(target.dockerfile_inline)
-        dockerfile = Path(name)
-        stack.append(dockerfile)
-    elif target.dockerfile:
-        given = target.dockerfile.removeprefix("cwd://")
-        if Path(given).is_absolute():
-            dockerfile = Path(given)
-        elif target.dockerfile.startswith("cwd://"):
-            dockerfile = cwd / given
-        elif isinstance(context, Path):
-            dockerfile = context / given
-        else:
-            dockerfile = Path(given)  # a file of the remote repository
+    dockerfile = _dockerfile(target, context, cwd, stack)
     contexts: dict[str, str] = {}
     for key, value in (target.contexts or {}).items():
         if value.startswith("target:"):
@@ -292,6 +276,27 @@ def build_options(
         no_cache_filter=tuple(target.no_cache_filter or ()),
         attest=attest,
     )
+
+
+def _dockerfile(target: Target, context: Path | str, cwd: Path, stack: list[Path]) -> Path | None:
+    """The target's Dockerfile: an inline one written to a temporary file (added to
+    `stack`), else its path (`cwd://` from the working directory, else from the context)."""
+    if target.dockerfile_inline is not None:
+        handle, name = tempfile.mkstemp(prefix="polyarch-bake-", suffix=".Dockerfile")
+        with os.fdopen(handle, "w", encoding="utf-8") as f:
+            f.write(target.dockerfile_inline)
+        stack.append(Path(name))
+        return Path(name)
+    if not target.dockerfile:
+        return None
+    given = target.dockerfile.removeprefix("cwd://")
+    if Path(given).is_absolute():
+        return Path(given)
+    if target.dockerfile.startswith("cwd://"):
+        return cwd / given
+    if isinstance(context, Path):
+        return context / given
+    return Path(given)  # a file of the remote repository
 
 
 def _ssh_text(entry: Entry, cwd: Path) -> str:
