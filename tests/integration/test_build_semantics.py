@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -144,6 +145,22 @@ def test_copy_link_does_not_depend_on_the_layers_below(base: str, tmp_path: Path
     tree = flatten(*image(root, "local/link:2")[:2], tmp_path / "tree")
     assert (tree / "srv" / "app.txt").read_text() == "app\n"
     assert (tree / "below").read_text() == "two\n"
+
+
+def test_copying_nested_directories_twice_makes_the_same_layer(base: str, tmp_path: Path) -> None:
+    """Same inputs, same layer: a directory copied inside a copied directory (and the ones
+    --parents makes) takes its source's time, not the time of the copy. Two fresh
+    workspaces, a second apart, no SOURCE_DATE_EPOCH."""
+    dockerfile = f"FROM {base}\nCOPY app /app\nCOPY --parents src/lib/x.txt /p/\n"
+    ctx = write_context(tmp_path / "ctx", dockerfile, {"app/a/b/c.txt": "c\n",
+                                                       "src/lib/x.txt": "x\n"})  # fmt: skip
+    layers = []
+    for n in (1, 2):
+        root = tmp_path / f"root{n}"
+        polyarch("build", "--root", str(root), "-t", f"local/nested:{n}", str(ctx))
+        layers.append(image(root, f"local/nested:{n}")[1].layers[-2:])
+        time.sleep(1.1)
+    assert layers[0] == layers[1]
 
 
 def test_copy_from_an_image_not_unpacked_reads_only_its_sources_and_makes_the_same_layer(

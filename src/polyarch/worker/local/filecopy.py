@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import bz2
+import contextlib
 import fnmatch
 import gzip
 import hashlib
@@ -229,6 +230,99 @@ def copy_sources(
     several, or a wildcard, the destination must be a directory (whatever they matched)."""
     if not selected:
         return 0  # only wildcards, matching nothing: nothing is written, not even `dest`
+    to_dir = _to_directory(selected, dest_root, dest, patterns)
+    base = dest.strip("/")
+    count = 0
+    before = _ancestor_times(dest_root, base)
+    newest = 0
+    for sel in selected:
+        if options.unpack_archives and not sel.is_dir and _unpacked(source, sel, dest_root,
+                                                                    base, options):  # fmt: skip
+            count += 1
+            continue
+        target = _target(sel, base, to_dir, options)
+        with _parents_kept(source, sel, dest_root, base, options):
+            copied, seen = _copy_selected(source, sel, dest_root, target, options, exclude,
+                                          ignore)  # fmt: skip
+        # (a directory's newest time replaces what the sources before it had: kept as it
+        # was, since a digest depends on it)
+        newest = seen if sel.is_dir else max(newest, seen)
+        count += copied
+    _settle_times(dest_root, base, before, newest)
+    return count
+
+
+def _target(sel: Selected, base: str, to_dir: bool, options: CopyOptions) -> str:
+    """Where a selected source lands below the destination `base`."""
+    if sel.is_dir:
+        return base if not options.parents else _join(base, sel.path)
+    if not to_dir:
+        return base
+    # Named after the source as written (a symlink's own name, not its target's).
+    written = sel.given.rstrip("/").rpartition("/")[2] if not sel.wildcard else ""
+    return _join(base, sel.path if options.parents else (written or sel.path.rpartition("/")[2]))
+
+
+def _copy_selected(
+    source: Root,
+    sel: Selected,
+    dest_root: Root,
+    target: str,
+    options: CopyOptions,
+    exclude: list[str],
+    ignore: IgnoreMatcher | None,
+) -> tuple[int, int]:
+    """One selected source to `target`: (entries written, newest time seen)."""
+    if sel.is_dir:
+        _ensure_dir(dest_root, target, options)
+        newest, copied = _copy_dir(source, sel.path, dest_root, target, options, exclude,
+                                   ignore)  # fmt: skip
+        root_st = source.lstat(sel.path)
+        if root_st is not None and target:
+            newest = max(newest, root_st.st_mtime_ns)
+        return copied, newest
+    count = newest = 0
+    for path, inner, st in walk_selected(source, sel, exclude, ignore):
+        newest = max(newest, st.st_mtime_ns)
+        out = _join(target, inner) if inner else target
+        if not out:
+            continue
+        _copy_entry(source, path, dest_root, out, st, options)
+        count += 1
+    return count, newest
+
+
+@contextlib.contextmanager
+def _parents_kept(
+    source: Root, sel: Selected, dest_root: Root, base: str, options: CopyOptions
+) -> Iterator[None]:
+    """COPY --parents: the directories on the way from the destination to the copied path
+    (and a copied directory itself) end with their time from before the copy when they
+    existed, else their source directory's time (BuildKit's createParentDirs copies their
+    info): never the clock's, which writing into them set."""
+    if not options.parents:
+        yield
+        return
+    parts = [p for p in sel.path.split("/") if p]
+    way = parts if sel.is_dir else parts[:-1]
+    before = {"/".join(way[: i + 1]): dest_root.lstat(_join(base, "/".join(way[: i + 1])))
+              for i in range(len(way))}  # fmt: skip
+    yield
+    for rel in sorted(before, key=lambda r: -r.count("/")):
+        was = before[rel]
+        st = was if was is not None and stat.S_ISDIR(was.st_mode) else source.lstat(rel)
+        now = dest_root.lstat(_join(base, rel))
+        if st is None or now is None or not stat.S_ISDIR(now.st_mode):
+            continue
+        with dest_root.parent(_join(base, rel), create=False) as (fd, leaf):
+            os.utime(leaf, ns=(st.st_mtime_ns, st.st_mtime_ns), dir_fd=fd, follow_symlinks=False)
+
+
+def _to_directory(
+    selected: list[Selected], dest_root: Root, dest: str, patterns: Sequence[str]
+) -> bool:
+    """Whether the sources go into `dest` as a directory: it ends with `/` (or is the
+    root), or is a directory there; several sources or a wildcard need one."""
     to_dir = dest.endswith("/") or dest in ("", ".", "/")
     several = len(patterns) > 1 or any(has_wildcard(p) for p in patterns)
     if several or len(selected) > 1 or any(s.wildcard for s in selected):
@@ -239,62 +333,33 @@ def copy_sources(
                     "when copying more than one source (or a wildcard), the destination must be "
                     f"a directory ending with /: {dest!r}"
                 )
-        to_dir = True
-    elif not to_dir:
+        return True
+    if not to_dir:
         existing = dest_root.lstat(dest) if dest.strip("/") else None
         to_dir = bool(existing and stat.S_ISDIR(existing.st_mode))
-    base = dest.strip("/")
-    count = 0
-    before = _ancestor_times(dest_root, base)
-    newest = 0
-    for sel in selected:
-        if options.unpack_archives and not sel.is_dir:
-            archive = _maybe_archive(source, sel.path)
-            if archive is not None:
-                _ensure_dir(dest_root, base, options)
-                # The destination is resolved inside the image (a symlink on the way is
-                # followed there, never on the host), and the archive is applied below that
-                # directory's descriptor: nothing it names can leave it.
-                fd = dest_root.open_dir(base, create=True) if base else dest_root.fd
-                try:
-                    with archive:
-                        apply_layer(archive, f"/proc/self/fd/{fd}", whiteouts="keep")
-                finally:
-                    if fd != dest_root.fd:
-                        os.close(fd)
-                count += 1
-                continue
-        if sel.is_dir:
-            target = base if not options.parents else _join(base, sel.path)
-        elif to_dir:
-            # Named after the source as written (a symlink's own name, not its target's).
-            written = sel.given.rstrip("/").rpartition("/")[2] if not sel.wildcard else ""
-            name = sel.path if options.parents else (written or sel.path.rpartition("/")[2])
-            target = _join(base, name)
-        else:
-            target = base
-        if sel.is_dir:
-            _ensure_dir(dest_root, target, options)
-            newest, copied = _copy_dir(source, sel.path, dest_root, target, options, exclude,
-                                       ignore)  # fmt: skip
-            count += copied
-            root_st = source.lstat(sel.path)
-            if root_st is not None and target:
-                newest = max(newest, root_st.st_mtime_ns)
-            continue
-        for path, inner, st in walk_selected(source, sel, exclude, ignore):
-            newest = max(newest, st.st_mtime_ns)
-            out = _join(target, inner) if inner else target
-            if not out:
-                continue
-            _copy_entry(source, path, dest_root, out, st, options)
-            count += 1
-        if sel.is_dir and target:
-            root_st = source.lstat(sel.path)
-            if root_st is not None:
-                newest = max(newest, root_st.st_mtime_ns)
-    _settle_times(dest_root, base, before, newest)
-    return count
+    return to_dir
+
+
+def _unpacked(
+    source: Root, sel: Selected, dest_root: Root, base: str, options: CopyOptions
+) -> bool:
+    """ADD of a local tar archive: unpacked into the destination directory (True), else
+    False (not an archive: it is copied as a file)."""
+    archive = _maybe_archive(source, sel.path)
+    if archive is None:
+        return False
+    _ensure_dir(dest_root, base, options)
+    # The destination is resolved inside the image (a symlink on the way is followed there,
+    # never on the host), and the archive is applied below that directory's descriptor:
+    # nothing it names can leave it.
+    fd = dest_root.open_dir(base, create=True) if base else dest_root.fd
+    try:
+        with archive:
+            apply_layer(archive, f"/proc/self/fd/{fd}", whiteouts="keep")
+    finally:
+        if fd != dest_root.fd:
+            os.close(fd)
+    return True
 
 
 def _copy_dir(
@@ -313,14 +378,14 @@ def _copy_dir(
     `_copy_entry` writes it. Returns (newest mtime seen, entries written)."""
     src = source.open_dir(src_rel, create=False) if src_rel else source.fd
     dst = dest_root.open_dir(dst_rel, create=True) if dst_rel else dest_root.fd
-    stats = [0, 0]
+    walk = _Walk(src_rel, options, exclude, ignore, skip_sockets)
     try:
-        _copy_level(src, _Dest(dst), src_rel, "", options, exclude, ignore, stats, skip_sockets)
+        walk.level(src, _Dest(dst), "")
     finally:
         for fd, root in ((src, source), (dst, dest_root)):
             if fd != root.fd:
                 os.close(fd)
-    return stats[0], stats[1]
+    return walk.newest, walk.written
 
 
 class _Dest:
@@ -346,47 +411,58 @@ class _Dest:
             self.fd = -1
 
 
-def _copy_level(
-    src: int,
-    dst: _Dest,
-    base: str,
-    inner: str,
-    options: CopyOptions,
-    exclude: list[str],
-    ignore: IgnoreMatcher | None,
-    stats: list[int],
-    skip_sockets: bool = False,
-) -> None:
-    with os.scandir(src) as listing:
-        entries = sorted(listing, key=lambda e: os.fsencode(e.name))
-    for entry in entries:
-        name = entry.name
-        rel = f"{inner}/{name}" if inner else name
-        path = f"{base}/{rel}" if base else rel
-        ignored = ignore is not None and ignore.matches(path)
-        if ignored and ignore is not None and not ignore.may_include_below(path):
-            continue
-        if any(fnmatch.fnmatchcase(rel, p) or fnmatch.fnmatchcase(name, p) for p in exclude):
-            continue
-        st = entry.stat(follow_symlinks=False)
-        if skip_sockets and stat.S_ISSOCK(st.st_mode):
-            continue
-        stats[0] = max(stats[0], st.st_mtime_ns)
-        if stat.S_ISDIR(st.st_mode):
-            child_src = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=src)
-            child = _Dest(-1, dst, name)
-            try:
-                if not ignored:
-                    _write_entry(src, name, dst.open(), name, st, options)
-                    stats[1] += 1
-                _copy_level(child_src, child, base, rel, options, exclude, ignore, stats,
-                            skip_sockets)  # fmt: skip
-            finally:
-                os.close(child_src)
-                child.close()
-        elif not ignored:
-            _write_entry(src, name, dst.open(), name, st, options)
-            stats[1] += 1
+@dataclass
+class _Walk:
+    """One directory copy's rules (what it leaves out, how it writes), and what it saw: the
+    newest mtime, the entries written."""
+
+    base: str  # the directory's path in the source, for the ignore rules
+    options: CopyOptions
+    exclude: list[str]
+    ignore: IgnoreMatcher | None
+    skip_sockets: bool = False
+    newest: int = 0
+    written: int = 0
+
+    def level(self, src: int, dst: _Dest, inner: str) -> None:
+        """The entries of directory `src` (at `inner` below the copy's root) into `dst`."""
+        with os.scandir(src) as listing:
+            entries = sorted(listing, key=lambda e: os.fsencode(e.name))
+        ignore = self.ignore
+        for entry in entries:
+            name = entry.name
+            rel = f"{inner}/{name}" if inner else name
+            path = f"{self.base}/{rel}" if self.base else rel
+            ignored = ignore is not None and ignore.matches(path)
+            if ignored and ignore is not None and not ignore.may_include_below(path):
+                continue
+            if any(fnmatch.fnmatchcase(rel, p) or fnmatch.fnmatchcase(name, p)
+                   for p in self.exclude):  # fmt: skip
+                continue
+            st = entry.stat(follow_symlinks=False)
+            if self.skip_sockets and stat.S_ISSOCK(st.st_mode):
+                continue
+            self.newest = max(self.newest, st.st_mtime_ns)
+            if stat.S_ISDIR(st.st_mode):
+                child_src = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW,
+                                    dir_fd=src)  # fmt: skip
+                child = _Dest(-1, dst, name)
+                try:
+                    if not ignored:
+                        _write_entry(src, name, dst.open(), name, st, self.options)
+                        self.written += 1
+                    self.level(child_src, child, rel)
+                    if child.fd >= 0:  # written, or made for what came back below it
+                        # Its time once its entries are in (they changed it), as BuildKit
+                        # copies a directory's info after its contents: never the clock's.
+                        os.utime(name, ns=(st.st_mtime_ns, st.st_mtime_ns), dir_fd=dst.fd,
+                                 follow_symlinks=False)  # fmt: skip
+                finally:
+                    os.close(child_src)
+                    child.close()
+            elif not ignored:
+                _write_entry(src, name, dst.open(), name, st, self.options)
+                self.written += 1
 
 
 def _write_entry(
