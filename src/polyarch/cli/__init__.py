@@ -407,7 +407,7 @@ def parse_command(dockerfile: Path | None, fmt: str, context: Path) -> None:
               "each platform (default: build.builder, else the current builder).")  # fmt: skip
 @click.argument("context", type=click.Path(file_okay=False, path_type=Path), default=".")
 @click.pass_context
-def plan_command(
+def plan_command(  # noqa: PLR0913 (a click command: one parameter per flag)
     ctx: click.Context,
     dockerfile: Path | None,
     platforms: tuple[str, ...],

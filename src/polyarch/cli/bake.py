@@ -96,7 +96,7 @@ if TYPE_CHECKING:
               expose_value=False)  # fmt: skip
 @root_option
 @click.pass_context
-def bake_command(
+def bake_command(  # noqa: PLR0913 (a click command: one parameter per flag)
     ctx: click.Context,
     targets: tuple[str, ...],
     files: tuple[str, ...],

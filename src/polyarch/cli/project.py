@@ -986,7 +986,7 @@ def _show_verify(report: VerifyReport, ran: bool, show_output: bool) -> None:
 @root_option
 @format_option
 @click.pass_context
-def verify_command(
+def verify_command(  # noqa: PLR0913 (a click command: one parameter per flag)
     ctx: click.Context,
     fmt: str,
     ref: str | None,
@@ -1085,7 +1085,7 @@ def _signatures(session: Any, location: str, public: bytes) -> Any:
               "the sha256-<hex>.sig tags.")  # fmt: skip
 @click.argument("context", type=ContextArgument(), required=False)
 @click.pass_context
-def release_command(
+def release_command(  # noqa: PLR0913 (a click command: one parameter per flag)
     ctx: click.Context,
     /,
     probes: tuple[str, ...],
