@@ -266,7 +266,13 @@ def test_a_step_reads_the_context_through_the_session(tmp_path: Path) -> None:
             send_file(client_out, message, f, size)
 
     shared = SharedContext(ctx, ("secret.txt",))
-    client = ClientSession(write, client_in, "the node", ClientCalls(context=shared), write_file)
+    libs = tmp_path / "libs"
+    (libs / "sub").mkdir(parents=True)
+    (libs / "sub" / "l.txt").write_text("lib\n")
+    (libs / "secret.txt").write_text("not ignored in a named context\n")
+    offered = {"context": shared, "libs": SharedContext(libs)}
+    client = ClientSession(write, client_in, "the node", ClientCalls(contexts=offered),
+                           write_file)  # fmt: skip
     seen: list[tuple[str, dict[str, Any]]] = []
 
     def client_loop() -> None:
@@ -281,31 +287,37 @@ def test_a_step_reads_the_context_through_the_session(tmp_path: Path) -> None:
 
     files = ContentStore(tmp_path / "files")
     there = tmp_path / "node-ctx"
-    node = NodeSession(node_in, node_out, threading.Lock(), NodeContext(files, there))
+    named = tmp_path / "node-libs"
+    contexts = {"context": NodeContext(files, there), "libs": NodeContext(files, named)}
+    node = NodeSession(node_in, node_out, threading.Lock(), contexts)
     node.start()
     reading = threading.Thread(target=client_loop)
     reading.start()
     try:
-        node.context(("a.txt",))
+        node.context("context", ("a.txt",))
         assert (there / "a.txt").read_text() == "same\n"
         st = (there / "a.txt").stat()
         assert (st.st_mode & 0o7777, st.st_mtime_ns) == (0o640, 1_000_000_000)
         assert (there / "dir" / "deep").is_dir() and not (there / "dir" / "b.txt").exists()
-        node.context(("dir",))
+        node.context("context", ("dir",))
         assert (there / "dir" / "deep" / "c.txt").read_text() == "c\n"
         asks = [m for op, m in seen if op == "context-ask"]
-        node.context(("a.txt",))  # asked already
+        node.context("context", ("a.txt",))  # asked already
         assert [m for op, m in seen if op == "context-ask"] == asks
-        node.context(("copy.txt", "secret.txt"))  # held by digest; ignored: not listed
+        node.context("context", ("copy.txt", "secret.txt"))  # held by digest; ignored
         assert (there / "copy.txt").read_text() == "same\n"
         assert not (there / "secret.txt").exists()
+        node.context("git:abc", ("/",))  # not the client's: nothing asked
+        node.context("libs", ("/",))  # a named directory: no .dockerignore applies
+        assert (named / "sub" / "l.txt").read_text() == "lib\n"
+        assert (named / "secret.txt").exists()
         node.finish({"op": "result"})
     finally:
         reading.join(10)
         node.close()
     needs = [m["digests"] for op, m in seen if op == "context-need"]
-    assert len(needs) == 2 and all(len(d) == 1 or len(d) == 2 for d in needs), needs
-    assert sum(len(d) for d in needs) == 3  # a.txt's bytes, b.txt, c.txt: copy.txt not sent
+    assert [len(d) for d in needs] == [1, 2, 2], needs  # copy.txt's bytes were there
+    assert [m["name"] for op, m in seen if op == "context-ask"] == ["context"] * 3 + ["libs"]
     assert shared.sent == 3
     assert shared.listed == {"a.txt", "copy.txt", "dir/b.txt", "dir/deep/c.txt"}
     for stream in (node_in, node_out, client_in, client_out):
@@ -350,6 +362,7 @@ def test_the_context_calls_on_the_wire() -> None:
     failed = ContextListing(error="permission denied")
     assert ContextListing.from_json(failed.to_json(), "c") == failed
     assert ContextAsk.from_json(ContextAsk(("a", "b/*")).to_json(), "n").includes == ("a", "b/*")
+    assert ContextAsk.from_json(ContextAsk(("/",), "libs").to_json(), "n").name == "libs"
     assert ContextNeed.from_json(ContextNeed(("sha256:" + "a" * 64,)).to_json(), "n").digests
     assert Ready.from_json(Ready(3).to_json(), "n") == Ready(3)
     with pytest.raises(NodeError, match="selects nothing"):

@@ -122,8 +122,8 @@ class BuildOptions:
     # Secrets whose values come from elsewhere (a node's: the client that started the build).
     secret_sources: Mapping[str, SecretSource] = field(default_factory=dict)
     ssh_sources: Mapping[str, SshSource] = field(default_factory=dict)  # a node's: the client's
-    # A node's: asked for the main context's files a step selects before it reads them (the
-    # client sends them then); None: the context directory holds them all.
+    # A node's: asked for the files a step selects from a build context before it reads them
+    # (the client sends them then); None: the context directories hold them all.
     context_fetch: ContextFetch | None = None
     ssh: tuple[str, ...] = ()  # --ssh default | ID[=KEYFILE|SOCKET]
     contexts: Mapping[str, str] = field(default_factory=dict)  # --build-context NAME=VALUE

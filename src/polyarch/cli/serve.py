@@ -143,8 +143,10 @@ class _Node:
         self.inp, self.out, self.root, self.scratch, self.session = inp, out, root, scratch, session
         self.workspace = Workspace(root)
         self.files = ContentStore(root / "nodes" / "files")
-        # The main context: the Dockerfile sent first, the rest as the build's steps ask.
+        # The main context: the Dockerfile sent first, the rest as the build's steps ask;
+        # and the `--build-context` directories, by the index the client gives them.
         self.context = NodeContext(self.files, scratch / "context")
+        self.named: dict[int, NodeContext] = {}
 
     def answer(self, message: dict[str, Any]) -> None:
         op = message["op"]
@@ -168,7 +170,8 @@ class _Node:
             send(self.out, Failure(f"unknown op {op!r:.40}", "protocol").to_json())
 
     def _build(self, message: dict[str, Any]) -> None:
-        with node_session(self.inp, self.out, threading.Lock(), self.context) as calls:
+        contexts = {"context": self.context, **self._named_dirs(message)}
+        with node_session(self.inp, self.out, threading.Lock(), contexts) as calls:
             # Tokens for registries it has no credentials for: from the client.
             self.session.client.token_provider = calls.token
             try:
@@ -176,6 +179,24 @@ class _Node:
             finally:
                 self.session.client.token_provider = None
             calls.finish(last.to_json())
+
+    def _named_dirs(self, message: dict[str, Any]) -> dict[str, NodeContext]:
+        """The build's `--build-context` directories, read through the session (each kept
+        at `named/INDEX` for the connection, so a selection is asked for once)."""
+        try:
+            named = BuildAsk.from_json(message).named_contexts
+        except NodeError:
+            return {}  # the build says what is wrong with its request
+        out: dict[str, NodeContext] = {}
+        for name, entry in named.items():
+            if entry.kind != "dir":
+                continue
+            if entry.index not in self.named:
+                directory = self.scratch / "named" / str(entry.index)
+                directory.mkdir(parents=True, exist_ok=True)
+                self.named[entry.index] = NodeContext(self.files, directory)
+            out[name] = self.named[entry.index]
+        return out
 
     def _blob(self, digest: Digest) -> None:
         blobs = self.workspace.layout.blobs
@@ -201,9 +222,9 @@ def _tree(inp: BinaryIO, out: BinaryIO, files: ContentStore, tree: Tree) -> None
 
 
 def _named_contexts(named: Mapping[str, NamedEntry], scratch: Path) -> dict[str, str]:
-    """The client's `--build-context`s as this node takes them: what it sent (`named/INDEX`,
-    a directory or an OCI layout with its tag or digest), or a value as it is (an image, a
-    git repository)."""
+    """The client's `--build-context`s as this node takes them: a directory read through the
+    session or an OCI layout it sent (`named/INDEX`, with its tag or digest), or a value as
+    it is (an image, a git repository)."""
     out: dict[str, str] = {}
     for name, entry in named.items():
         if entry.kind == "as-is":

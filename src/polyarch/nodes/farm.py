@@ -260,25 +260,26 @@ class Farm:
 
     def send_named(
         self, name: str, connection: NodeConnection, named: Mapping[str, str]
-    ) -> dict[str, NamedEntry]:
-        """The `--build-context` values as the node takes them: a directory or an OCI layout
-        of this machine sent by content (the node keeps it as `named/INDEX`); an image or a
+    ) -> tuple[dict[str, NamedEntry], dict[str, SharedContext]]:
+        """The `--build-context` values as the node takes them: a directory of this machine
+        read through the session as the node's steps ask (the node keeps it as
+        `named/INDEX`; returned to offer it), an OCI layout sent by content, an image or a
         git repository as it is (the node pulls or clones it, as it pulls its bases)."""
         out: dict[str, NamedEntry] = {}
+        offered: dict[str, SharedContext] = {}
         for index, (context_name, value) in enumerate(sorted(named.items())):
             if value.startswith("oci-layout://"):
                 path, suffix = layout_spec(value.removeprefix("oci-layout://"))
                 files = connection.send_tree(index, Path(path).expanduser(), kind="named")
                 out[context_name] = NamedEntry("layout", index, suffix)
+                self.note(f"node {name}: build context {context_name} sent ({files} files it "
+                          "did not have)")  # fmt: skip
             elif Path(value).expanduser().is_dir():
-                files = connection.send_tree(index, Path(value).expanduser(), kind="named")
                 out[context_name] = NamedEntry("dir", index)
+                offered[context_name] = SharedContext(Path(value).expanduser())
             else:
                 out[context_name] = NamedEntry("as-is", value=value)
-                continue
-            self.note(f"node {name}: build context {context_name} sent ({files} files it did "
-                      "not have)")  # fmt: skip
-        return out
+        return out, offered
 
     def send_caches(
         self, name: str, connection: NodeConnection, specs: Sequence[str]
@@ -312,14 +313,20 @@ class Farm:
         shared.listed.update(listed)
         shared.sent += sent
 
-    def context_note(self, name: str, shared: SharedContext) -> int:
-        """Say what the node's build read of the context since the last note, and how much
-        of it was sent (what it held already was not); returns how many files were sent."""
-        sent, listed = shared.sent, len(shared.listed)
-        self.note(f"node {name}: context sent ({sent} files it did not have of the {listed} "
-                  "its build read, as its steps asked)")  # fmt: skip
-        shared.sent = 0
-        shared.listed.clear()
+    def context_note(self, name: str, offered: Mapping[str, SharedContext]) -> int:
+        """Say what the node's build read of each build context since the last note, and how
+        much of it was sent (what it held already was not); returns how many files of the
+        main context were sent."""
+        for context_name, shared in offered.items():
+            if context_name != "context" and not shared.listed:
+                continue  # a named directory no step read
+            what = "context" if context_name == "context" else f"build context {context_name}"
+            self.note(f"node {name}: {what} sent ({shared.sent} files it did not have of the "
+                      f"{len(shared.listed)} its build read, as its steps asked)")  # fmt: skip
+        sent = offered["context"].sent
+        for shared in offered.values():
+            shared.sent = 0
+            shared.listed.clear()
         return sent
 
     def send_bases(
@@ -412,14 +419,15 @@ class _FarmBuild:
         connection = farm.connections[name]
         shared = SharedContext(request.context,
                                ignore_patterns(request.dockerfile, request.context))  # fmt: skip
-        connection.calls = replace(connection.calls, context=shared)
 
         def send_bases(replaced: Collection[str]) -> dict[Platform, dict[str, int]]:
             return {p: farm.send_bases(name, connection, p, n * 1000, replaced)
                     for n, p in enumerate(platforms)}  # fmt: skip
 
         # Each node gets the named contexts as it can take them (sent, or as they are).
-        named = farm.send_named(name, connection, request.contexts)
+        named, offered = farm.send_named(name, connection, request.contexts)
+        offered["context"] = shared
+        connection.calls = replace(connection.calls, contexts=offered)
         caches = farm.send_caches(name, connection, request.cache_from)
         ask = replace(request.ask, named_contexts=named, cache_from=caches)
         farm.send_context(connection, shared, request.ask)
@@ -439,7 +447,7 @@ class _FarmBuild:
             there = replace(ask, platform=str(platform), base_layouts=bases[platform],
                             stage_layouts=stage_layouts)  # fmt: skip
             answer = connection.build(there, request.dockerfile, farm.progress)
-            sent = farm.context_note(name, shared)
+            sent = farm.context_note(name, offered)
             self._brought_home(connection, platform, answer, (warmed, sent))
             warmed = 0
 

@@ -13,7 +13,8 @@ client has (BuildKit's session does the same over its gRPC stream).
   repositories, narrowed to pull, from the token service the registry names to it, with its
   own credentials, and answers with the token and how long it lasts (or `none`: it has no
   credentials for that registry either). The password never leaves the client.
-- `context-ask` (node -> client, the paths a step selects from the main context): the client
+- `context-ask` (node -> client, the paths a step selects from a build context: the main one
+  or a `--build-context` directory, by name): the client
   answers with a `context-listing` of those files by digest (after `.dockerignore`, with every
   directory and symlink); the node asks for the ones it does not hold (`context-need`), which
   come as `blob`s and then `context-ready`. Only what a step reads crosses, when it reads it
@@ -166,10 +167,11 @@ class NodeSession:
         inp: BinaryIO,
         out: BinaryIO,
         writing: threading.Lock,
-        context: NodeContext | None = None,
+        contexts: Mapping[str, NodeContext] | None = None,
     ) -> None:
         self.inp, self.out, self.writing = inp, out, writing
-        self._context = context
+        self._contexts = dict(contexts or {})  # by name: the main one, named directories
+        self._receiving: NodeContext | None = None  # whose files are asked for now
         self._expected: set[str] = set()  # the context files asked for, not yet received
         # The client's answers, with their payloads; None: the client is gone.
         self._answers: queue.Queue[tuple[_Answer, bytes] | None] = queue.Queue()
@@ -215,11 +217,12 @@ class NodeSession:
 
     def _context_file(self, head: BlobHead) -> None:
         """A context file the node asked for, kept by digest (checked as it is written)."""
-        if self._context is None or str(head.digest) not in self._expected:
+        receiving = self._receiving
+        if receiving is None or str(head.digest) not in self._expected:
             raise NodeError(f"the client sent {head.digest}, which was not asked for")
         self._expected.discard(str(head.digest))
         chunks = payload_chunks(self.inp, head.size, "the client")
-        self._context.files.ingest(chunks, head.digest, head.size)
+        receiving.files.ingest(chunks, head.digest, head.size)
 
     def _left(self, why: str) -> None:
         """The client went away (or broke the protocol) while the build runs: the build is
@@ -276,23 +279,24 @@ class NodeSession:
 
     # the main context --------------------------------------------------------------------
 
-    def context(self, includes: tuple[str, ...]) -> None:
-        """The main context's files that `includes` select, asked of the client now (once
-        per selection and connection) and written into the directory the build reads."""
-        shared = self._context
+    def context(self, name: str, includes: tuple[str, ...]) -> None:
+        """The files that `includes` select from build context `name` (the main one, or a
+        named directory), asked of the client now (once per selection and connection) and
+        written into the directory the build reads; other names (git) are not the client's."""
+        shared = self._contexts.get(name)
         if shared is None:
             return
         with shared.lock:
             if includes in shared.asked:
                 return
-            listing, _ = self._ask(ContextAsk(includes))
+            listing, _ = self._ask(ContextAsk(includes, name))
             if not isinstance(listing, ContextListing):
                 raise NodeError("the client answered a context request with something else")
             if listing.error is not None:
                 raise StepError(f"build context: {listing.error} (on the client)")
             need = needed(listing.entries, shared.files)
             if need:
-                self._expected = set(need)
+                self._receiving, self._expected = shared, set(need)
                 ready, _ = self._ask(ContextNeed(need))
                 missing = sorted(d for d in need if not shared.files.has(Digest.parse(d)))
                 if not isinstance(ready, Ready) or missing:
@@ -390,7 +394,9 @@ class ClientCalls:
     secrets: Mapping[str, SecretSource] = field(default_factory=dict)
     agents: Agents | None = None
     tokens: Callable[[str, list[str]], tuple[str, float] | None] | None = None
-    context: SharedContext | None = None
+    # The build contexts a node's steps read through the session, by name: `context` (the
+    # main one) and the `--build-context` directories.
+    contexts: Mapping[str, SharedContext] = field(default_factory=dict)
 
 
 class ClientSession:
@@ -407,9 +413,10 @@ class ClientSession:
     ) -> None:
         self.write, self.inp, self.what = write, inp, what
         self.secrets, self.agents, self.tokens = calls.secrets, calls.agents, calls.tokens
-        self.context = calls.context
+        self.contexts = calls.contexts
         self.write_file = write_file
         self._listed: dict[str, Entry] = {}  # the files of the last listing, by digest
+        self._listing_of: SharedContext | None = None  # the context the last listing is of
         self._channels: dict[int, _Channel] = {}
 
     def handle(self, op: str, message: dict[str, Any]) -> bool:
@@ -423,7 +430,8 @@ class ClientSession:
             opened = SshOpen.from_json(message, self.what)
             self._open(opened.channel, opened.id)
         elif op == "context-ask":
-            self._listing(ContextAsk.from_json(message, self.what).includes)
+            wanted = ContextAsk.from_json(message, self.what)
+            self._listing(wanted.name, wanted.includes)
         elif op == "context-need":
             self._context_files(ContextNeed.from_json(message, self.what).digests)
         else:
@@ -444,14 +452,14 @@ class ClientSession:
             return
         self.write(SecretAnswer(secret_id).to_json(), value)
 
-    def _listing(self, includes: tuple[str, ...]) -> None:
-        """A node's step reads these paths of the main context: its files by digest (the
+    def _listing(self, name: str, includes: tuple[str, ...]) -> None:
+        """A node's step reads these paths of build context `name`: its files by digest (the
         whole context when a path names its root or does not resolve here: the node then
         says what is missing as a local build would)."""
-        shared = self.context
+        shared = self.contexts.get(name)
         if shared is None:
-            self.write(ContextListing(error="no context was offered to this node").to_json(),
-                       None)  # fmt: skip
+            self.write(ContextListing(error=f"no build context {name!r:.80} was offered to "
+                                            "this node").to_json(), None)  # fmt: skip
             return
         try:
             used = used_files(shared.directory, includes, ())
@@ -461,12 +469,13 @@ class ClientSession:
                        None)  # fmt: skip
             return
         self._listed = {e.digest: e for e in entries if e.type == "file"}
+        self._listing_of = shared
         shared.listed.update(e.path for e in entries if e.type == "file")
         self.write(ContextListing(tuple(entries)).to_json(), None)
 
     def _context_files(self, digests: tuple[str, ...]) -> None:
         """The listed files the node does not hold, each as a blob, then `context-ready`."""
-        shared = self.context
+        shared = self._listing_of
         for digest in digests:
             entry = self._listed.get(digest)
             if shared is None or entry is None or self.write_file is None:
@@ -516,10 +525,13 @@ class ClientSession:
 
 @contextlib.contextmanager
 def node_session(
-    inp: BinaryIO, out: BinaryIO, writing: threading.Lock, context: NodeContext | None = None
+    inp: BinaryIO,
+    out: BinaryIO,
+    writing: threading.Lock,
+    contexts: Mapping[str, NodeContext] | None = None,
 ) -> Iterator[NodeSession]:
     """A node's session for one build; closed (sockets, channels) however the build ends."""
-    session = NodeSession(inp, out, writing, context)
+    session = NodeSession(inp, out, writing, contexts)
     session.start()
     try:
         yield session

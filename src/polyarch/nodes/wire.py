@@ -584,20 +584,23 @@ class SshClose:
 
 @dataclass(frozen=True, slots=True)
 class ContextAsk:
-    """Node -> client: the main context's files that these paths select (a step's COPY or
-    bind mount reads them now; BuildKit's filesync asks the same way)."""
+    """Node -> client: the files that these paths select from a build context (the main one,
+    `context`, or a `--build-context` directory by its name): a step's COPY or bind mount
+    reads them now (BuildKit's filesync asks the same way)."""
 
     includes: tuple[str, ...]
+    name: str = "context"
 
     def to_json(self) -> dict[str, Any]:
-        return {"op": "context-ask", "includes": list(self.includes)}
+        return {"op": "context-ask", "name": self.name, "includes": list(self.includes)}
 
     @classmethod
     def from_json(cls, obj: object, what: str) -> ContextAsk:
-        includes = _Fields(obj, f"{what}'s context request").strs("includes")
+        f = _Fields(obj, f"{what}'s context request")
+        includes = f.strs("includes")
         if not includes:
             raise NodeError(f"{what}'s context request selects nothing")
-        return cls(includes)
+        return cls(includes, f.text("name", "context"))
 
 
 @dataclass(frozen=True, slots=True)

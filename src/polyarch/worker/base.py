@@ -20,9 +20,9 @@ from polyarch.graph.ops import ContextSource
 from polyarch.platform import Platform
 
 CacheState = Literal["", "run", "local", "imported"]
-# Asked for what a step selects from the main context (its include paths) before the worker
-# reads them: a node's build has its client send those files then.
-ContextFetch = Callable[[tuple[str, ...]], None]
+# Asked for what a step selects from a build context (its name, its include paths) before
+# the worker reads them: a node's build has its client send those files then.
+ContextFetch = Callable[[str, tuple[str, ...]], None]
 
 
 @dataclass(frozen=True, slots=True)

@@ -80,7 +80,7 @@ class BuildSession:
     source_date_epoch: int | None = None
     secrets: Mapping[str, SecretSource] = field(default_factory=dict)
     agents: Agents = field(default_factory=Agents)
-    # Called with what a step selects from the main context before it is read (a node's
+    # Called with what a step selects from a build context before it is read (a node's
     # build: its client sends those files then, BuildKit's filesync); None: all are there.
     fetch_context: ContextFetch | None = None
 
@@ -167,8 +167,8 @@ class LocalWorker:
         if isinstance(op, ImageSource):
             return self._image(vertex, op)
         if isinstance(op, ContextSource):
-            if op.name == "context" and self.session.fetch_context is not None:
-                self.session.fetch_context(op.includes)
+            if self.session.fetch_context is not None:
+                self.session.fetch_context(op.name, op.includes)
             root = self._context_root(op)
             matcher = self._matcher(op.excludes)
             try:
