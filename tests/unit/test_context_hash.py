@@ -94,3 +94,31 @@ def test_unchanged_files_are_not_read_again_whatever_their_names(
     (tree / odd).write_text("changed")
     changed, _files = digest()
     assert read == [odd] and changed != first
+
+
+def test_a_damaged_table_of_digests_is_only_a_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sqlite3
+
+    tree = tmp_path / "ctx"
+    tree.mkdir()
+    (tree / "a.txt").write_text("a")
+    db = tmp_path / "files.db"
+    matcher = IgnoreMatcher([])
+
+    def digest() -> str:
+        with Root(tree) as root:
+            return context.ContextHasher(db).digest(root, select_sources(root, ["."], matcher),
+                                                    matcher)[0]  # fmt: skip
+
+    first = digest()
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE trees SET files = ?", (b"\x00garbage",))
+    read: list[str] = []
+    real = context._file_digest
+    monkeypatch.setattr(context, "_file_digest",
+                        lambda fd, name: read.append(name) or real(fd, name))  # fmt: skip
+    assert digest() == first and read == ["a.txt"]  # read again, the same digest
+    db.write_bytes(b"not a database at all")
+    assert digest() == first

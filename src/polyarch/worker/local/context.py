@@ -2,7 +2,8 @@
 
 Only what the copy's sources select is read (after the ignore rules). A file's digest is
 reused while its inode, size, modification and change times are unchanged (as BuildKit's
-content hash does), from a small sqlite table in the workspace; anything else is hashed again.
+content hash does), from the workspace's sqlite table of them (one row per context directory,
+read in one go); anything else is hashed again.
 The walk goes through directory file descriptors (`openat`, no symlink followed), one
 `scandir` per directory.
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import marshal
 import operator
 import os
 import posixpath
@@ -34,34 +36,61 @@ _KINDS: Final = {stat.S_IFREG: "f", stat.S_IFDIR: "d", stat.S_IFLNK: "l"}
 _FMT: Final = 0o170000  # stat.S_IFMT's mask
 _NAME: Final = operator.attrgetter("name")
 
+# A context's files as last seen: path -> (inode, size, mtime, ctime, digest).
+Known = dict[str, tuple[int, int, int, int, str]]
+
 
 class ContextHasher:
     def __init__(self, db: Path) -> None:
         self._path = db
         self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
+        self._loaded: dict[str, Known] = {}  # read once per process, shared by its copies
 
     def _connect(self) -> sqlite3.Connection:
         if self._db is None:
             try:
-                self._db = sqlite3.connect(self._path, check_same_thread=False,
-                                           isolation_level=None)  # fmt: skip
-                self._db.execute("PRAGMA journal_mode=WAL")
-                self._db.execute(
-                    "CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, ino INTEGER, "
-                    "size INTEGER, mtime INTEGER, ctime INTEGER, digest TEXT)"
-                )
+                self._db = self._open()
             except sqlite3.DatabaseError:
                 # A damaged table of file digests is only a cache: start a new one.
                 with contextlib.suppress(OSError):
                     self._path.unlink()
-                self._db = sqlite3.connect(self._path, check_same_thread=False,
-                                           isolation_level=None)  # fmt: skip
-                self._db.execute(
-                    "CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, ino INTEGER, "
-                    "size INTEGER, mtime INTEGER, ctime INTEGER, digest TEXT)"
-                )
+                self._db = self._open()
         return self._db
+
+    def _open(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        # One row per context directory: its files' stamps and digests, read in one go.
+        db.execute("CREATE TABLE IF NOT EXISTS trees (root TEXT PRIMARY KEY, files BLOB)")
+        return db
+
+    def _known(self, root: str) -> Known:
+        """The stamps and digests kept for the files of context `root` (empty when none
+        are, or what is kept cannot be read: it is only a cache)."""
+        with self._lock:
+            known = self._loaded.get(root)
+            if known is not None:
+                return known
+            row = (
+                self._connect()
+                .execute("SELECT files FROM trees WHERE root = ?", (root,))
+                .fetchone()
+            )
+            try:
+                # The workspace's own cache, written by polyarch (a damaged one is dropped).
+                loaded = marshal.loads(row[0]) if row is not None else {}  # noqa: S302
+            except (EOFError, ValueError, TypeError):
+                loaded = {}
+            known = self._loaded[root] = loaded if isinstance(loaded, dict) else {}
+            return known
+
+    def _keep(self, root: str, known: Known) -> None:
+        with self._lock:
+            blob = marshal.dumps(known)
+            self._connect().execute(
+                "INSERT OR REPLACE INTO trees (root, files) VALUES (?, ?)", (root, blob)
+            )
 
     def digest(
         self, root: Root, selected: list[Selected], ignore: IgnoreMatcher | None
@@ -70,18 +99,9 @@ class ContextHasher:
         -> `TYPE MODE UID:GID DIGEST` (a link: its target; a directory: -), which
         `polyarch build` keeps to tell which file made a step run again."""
         files: dict[str, str] = {}
-        with self._lock:
-            db = self._connect()
-            prefix = _key(root.path.rstrip("/") + "/")
-            known = {
-                row[0]: row[1:]
-                for row in db.execute(
-                    "SELECT path, ino, size, mtime, ctime, digest FROM files "
-                    "WHERE path >= ? AND path < ?",
-                    (prefix, prefix[:-1] + "0"),
-                )
-            }
-        fresh: list[tuple[str, int, int, int, int, str]] = []
+        context = _key(root.path.rstrip("/") + "/")
+        known = self._known(context)
+        fresh = False
         # What is hashed, in order (one update at the end gives the same digest as one per
         # entry, and costs less on a context of 50,000 files).
         parts: list[str] = []
@@ -98,28 +118,21 @@ class ContextHasher:
                     content = os.readlink(name, dir_fd=parent_fd)
                     parts.append(content)
                 elif kind_bits == stat.S_IFREG:
-                    path = prefix + _key(rel)
+                    path = _key(rel)
                     seen = known.get(path)
                     stamp = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-                    if seen is not None and seen[:4] == stamp:
+                    if type(seen) is tuple and len(seen) == 5 and seen[:4] == stamp:
                         digest = str(seen[4])
                     else:
                         digest = _file_digest(parent_fd, name)
-                        fresh.append((path, *stamp, digest))
+                        known[path] = (*stamp, digest)
+                        fresh = True
                     parts.append(digest)
                     content = digest[:16]
                 files[rel or "."] = f"{_KINDS.get(kind_bits, 'o')} {perm:04o} {owner} {content}"
         h = hashlib.sha256("".join(parts).encode("utf-8", "surrogateescape"))
         if fresh:
-            with self._lock:
-                db = self._connect()
-                db.execute("BEGIN")
-                db.executemany(
-                    "INSERT OR REPLACE INTO files (path, ino, size, mtime, ctime, digest) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    fresh,
-                )
-                db.execute("COMMIT")
+            self._keep(context, known)
         return "sha256:" + h.hexdigest(), files
 
 
