@@ -152,11 +152,12 @@ class _Node:
         op = message["op"]
         if op in ("context", "layout"):  # the context's start, or a tree kept by index
             tree = Tree.from_json(message, "the client")
-            _tree(self.inp, self.out, self.files, tree)
+            received = _tree(self.inp, self.out, self.files, tree)
             if tree.kind == "context":
                 self.context.fresh(tree.entries)
             else:
                 written(tree.entries, self.files, self.scratch / tree.place)
+            send(self.out, Ready(received).to_json())
         elif op == "reach":
             hosts = Reach.from_json(message, "the client's reach request").registries
             client = self.session.client
@@ -208,8 +209,9 @@ class _Node:
             send_file(self.out, BlobHead(digest, size).to_json(), f, size)
 
 
-def _tree(inp: BinaryIO, out: BinaryIO, files: ContentStore, tree: Tree) -> None:
-    """A tree sent by content: the files this node lacks asked for and kept by digest."""
+def _tree(inp: BinaryIO, out: BinaryIO, files: ContentStore, tree: Tree) -> int:
+    """A tree sent by content: the files this node lacks asked for and kept by digest;
+    returns how many it was sent."""
     need = needed(tree.entries, files)
     send(out, Need(need).to_json())
     asked = set(need)
@@ -218,7 +220,7 @@ def _tree(inp: BinaryIO, out: BinaryIO, files: ContentStore, tree: Tree) -> None
         if str(blob.digest) not in asked:
             raise NodeError(f"the client sent {blob.digest}, which was not asked for")
         files.ingest(payload_chunks(inp, blob.size, "the client"), blob.digest, blob.size)
-    send(out, Ready(len(need)).to_json())
+    return len(need)
 
 
 def _named_contexts(named: Mapping[str, NamedEntry], scratch: Path) -> dict[str, str]:

@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
 from polyarch.digest import Digest
 from polyarch.errors import BuildError
@@ -37,6 +37,7 @@ from polyarch.nodes.wire import (
     BlobHead,
     BuildAsk,
     BuildDone,
+    Entry,
     Failure,
     Get,
     Hello,
@@ -53,9 +54,6 @@ from polyarch.nodes.wire import (
 from polyarch.oci.models import Descriptor, Manifest, parse_document
 from polyarch.progress import Progress
 from polyarch.store.layout import OciLayout
-
-if TYPE_CHECKING:
-    pass
 
 MAX_MANIFEST = 4 << 20
 SSH_ENV = "POLYARCH_SSH_COMMAND"  # like GIT_SSH_COMMAND: the ssh to use, with its options
@@ -156,11 +154,15 @@ class NodeConnection:
         return NodeInfo(hello.polyarch, hello.native, hello.emulated, hello.free, hello.runtime)
 
     def send_context(
-        self, context: Path, ignore: tuple[str, ...], used: Callable[[str], bool] | None = None
+        self,
+        context: Path,
+        ignore: tuple[str, ...],
+        used: Callable[[str], bool] | None = None,
+        walked: tuple[Entry, ...] | None = None,
     ) -> tuple[list[str], int]:
         """The context (the files `used` accepts), by content: returns the files listed and
         how many of them the node did not have."""
-        entries = context_entries(context, ignore, used)
+        entries = context_entries(context, ignore, used, walked=walked)
         listed = [e.path for e in entries if e.type == "file"]
         return listed, self._send_tree(Tree("context", tuple(entries)), context)
 

@@ -309,7 +309,7 @@ class Farm:
         if request.dockerfile:
             keep |= {request.dockerfile, f"{request.dockerfile}.dockerignore"}
         listed, sent = connection.send_context(shared.directory, shared.ignore,
-                                               lambda rel: rel in keep)  # fmt: skip
+                                               lambda rel: rel in keep, shared.walk())  # fmt: skip
         shared.listed.update(listed)
         shared.sent += sent
 

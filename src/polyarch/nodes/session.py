@@ -53,6 +53,7 @@ from polyarch.nodes.trees import (
     materialize,
     needed,
     used_files,
+    walk_context,
 )
 from polyarch.nodes.wire import (
     SESSION_END,
@@ -383,6 +384,12 @@ class SharedContext:
     known: Known = field(default_factory=dict)
     listed: set[str] = field(default_factory=set)
     sent: int = 0
+    walked: tuple[Entry, ...] | None = None  # the context's walk, made once per build
+
+    def walk(self) -> tuple[Entry, ...]:
+        if self.walked is None:
+            self.walked = walk_context(self.directory, self.ignore)
+        return self.walked
 
 
 @dataclass(frozen=True, slots=True)
@@ -463,7 +470,8 @@ class ClientSession:
             return
         try:
             used = used_files(shared.directory, includes, ())
-            entries = context_entries(shared.directory, shared.ignore, used, shared.known)
+            entries = context_entries(shared.directory, shared.ignore, used, shared.known,
+                                      shared.walk())  # fmt: skip
         except OSError as exc:
             self.write(ContextListing(error=f"{shared.directory}: {exc.strerror}").to_json(),
                        None)  # fmt: skip

@@ -8,6 +8,7 @@ outside it and never through a symlink it made itself."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import shutil
@@ -52,16 +53,9 @@ def used_files(
     return used
 
 
-def context_entries(
-    context: Path,
-    ignore: tuple[str, ...],
-    used: Callable[[str], bool] | None = None,
-    known: Known | None = None,
-) -> list[Entry]:
-    """The context after `.dockerignore`, as the node rebuilds it: directories, symlinks, and
-    files by digest (their mode and mtime kept, which COPY reads); with `used`, only the files
-    it accepts (the others are not read). `known`: digests listed before, reused while a
-    file's size and mtime are the same."""
+def walk_context(context: Path, ignore: tuple[str, ...]) -> tuple[Entry, ...]:
+    """The context after `.dockerignore` as one walk finds it: directories, symlinks, and
+    files with their mode, size and mtime (not read: their digest is empty)."""
     matcher = IgnoreMatcher(ignore) if ignore else None
     out: list[Entry] = []
     for top, dirs, files in os.walk(context):
@@ -79,17 +73,38 @@ def context_entries(
                 out.append(Entry(rel, "symlink", target=str(path.readlink())))
             elif name in dirs:
                 out.append(Entry(rel, "dir", st.st_mode & 0o7777))
-            elif (path.is_file() and not (matcher is not None and matcher.matches(rel))
-                  and (used is None or used(rel))):  # fmt: skip
-                seen = known.get(rel) if known is not None else None
-                if seen is not None and seen[:2] == (st.st_size, st.st_mtime_ns):
-                    digest = seen[2]
-                else:
-                    digest = _file_digest(path)
-                    if known is not None:
-                        known[rel] = (st.st_size, st.st_mtime_ns, digest)
-                out.append(Entry(rel, "file", st.st_mode & 0o7777, digest=digest,
-                                 size=st.st_size, mtime=st.st_mtime_ns))  # fmt: skip
+            elif path.is_file() and not (matcher is not None and matcher.matches(rel)):
+                out.append(Entry(rel, "file", st.st_mode & 0o7777, size=st.st_size,
+                                 mtime=st.st_mtime_ns))  # fmt: skip
+    return tuple(out)
+
+
+def context_entries(
+    context: Path,
+    ignore: tuple[str, ...],
+    used: Callable[[str], bool] | None = None,
+    known: Known | None = None,
+    walked: tuple[Entry, ...] | None = None,
+) -> list[Entry]:
+    """The context after `.dockerignore`, as the node rebuilds it: directories, symlinks, and
+    files by digest (their mode and mtime kept, which COPY reads); with `used`, only the files
+    it accepts (the others are not read). `known`: digests listed before, reused while a
+    file's size and mtime are the same; `walked`: the context's walk, when one was made."""
+    out: list[Entry] = []
+    for entry in walked if walked is not None else walk_context(context, ignore):
+        if entry.type != "file":
+            out.append(entry)
+            continue
+        if used is not None and not used(entry.path):
+            continue
+        seen = known.get(entry.path) if known is not None else None
+        if seen is not None and seen[:2] == (entry.size, entry.mtime):
+            digest = seen[2]
+        else:
+            digest = _file_digest(context / entry.path)
+            if known is not None:
+                known[entry.path] = (entry.size, entry.mtime, digest)
+        out.append(dataclasses.replace(entry, digest=digest))
     return out
 
 
