@@ -160,9 +160,10 @@ def test_only_the_files_the_steps_name_are_listed(tmp_path: Path) -> None:
     entries = context_entries(ctx, (), used_files(ctx, {"x.lock"}, ()))
     kinds = {e.path: e.type for e in entries}
     assert kinds["docs"] == "dir" and kinds["via"] == "symlink" and "docs/big.pdf" not in kinds
-    # The root, or a path that does not resolve here: the whole context.
+    # The root: the whole context. A path that does not resolve here adds nothing (the node
+    # says what is missing, as here), whatever the others do.
     assert listed({"."}) is None and listed({"/"}) is None
-    assert listed({"missing.txt"}) is None
+    assert listed({"missing.txt", "x.lock"}) == ["Dockerfile", "x.lock"]
 
 
 @pytest.mark.parametrize("answer", [

@@ -461,8 +461,8 @@ class ClientSession:
 
     def _listing(self, name: str, includes: tuple[str, ...]) -> None:
         """A node's step reads these paths of build context `name`: its files by digest (the
-        whole context when a path names its root or does not resolve here: the node then
-        says what is missing as a local build would)."""
+        whole context when a path names its root; a path that does not resolve here adds
+        nothing, and the node says what is missing as a local build would)."""
         shared = self.contexts.get(name)
         if shared is None:
             self.write(ContextListing(error=f"no build context {name!r:.80} was offered to "

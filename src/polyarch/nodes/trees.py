@@ -35,15 +35,21 @@ def used_files(
 ) -> Callable[[str], bool] | None:
     """Which files of the context a build needs, given the paths its copies and mounts name
     (wildcards too), resolved here as the node resolves them; and `keep` (the Dockerfile, the
-    ignore files). None: the whole context (a path names its root, or does not resolve here:
-    the node then reports it exactly as a local build would). Directories and symlinks are
-    always listed (they cost no transfer), so a path through a symlink resolves there too."""
+    ignore files). A path that does not resolve here adds nothing (the node then says what is
+    missing, as a local build would). None: the whole context (a path names its root).
+    Directories and symlinks are always listed (they cost no transfer), so a path through a
+    symlink resolves there too."""
+    prefixes: set[str] = set()
     try:
         with Root(context) as root:
-            selected = select_sources(root, sorted(paths), None)
-    except (CopyError, OSError):
+            for path in sorted(paths):
+                try:
+                    selected = select_sources(root, [path], None)
+                except CopyError:
+                    continue
+                prefixes.update(s.path.strip("/") for s in selected)
+    except OSError:
         return None
-    prefixes = {s.path.strip("/") for s in selected}
     if "" in prefixes or "." in prefixes:
         return None
 
