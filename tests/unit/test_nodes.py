@@ -149,21 +149,21 @@ def test_only_the_files_the_steps_name_are_listed(tmp_path: Path) -> None:
     (ctx / "via").symlink_to("real")
 
     def listed(paths: set[str]) -> list[str] | None:
-        used = used_files(ctx, paths, {"Dockerfile"})
+        used = used_files(ctx, paths)
         if used is None:
             return None
         return [e.path for e in context_entries(ctx, (), used) if e.type == "file"]
 
     assert listed({"/app", "*.json", "via/inside.txt"}) == [
-        "Dockerfile", "pkg.json", "app/a.js", "app/lib/b.js", "real/inside.txt"]  # fmt: skip
+        "pkg.json", "app/a.js", "app/lib/b.js", "real/inside.txt"]  # fmt: skip
     # Directories and symlinks are always listed (they cost nothing to send).
-    entries = context_entries(ctx, (), used_files(ctx, {"x.lock"}, ()))
+    entries = context_entries(ctx, (), used_files(ctx, {"x.lock"}))
     kinds = {e.path: e.type for e in entries}
     assert kinds["docs"] == "dir" and kinds["via"] == "symlink" and "docs/big.pdf" not in kinds
     # The root: the whole context. A path that does not resolve here adds nothing (the node
     # says what is missing, as here), whatever the others do.
     assert listed({"."}) is None and listed({"/"}) is None
-    assert listed({"missing.txt", "x.lock"}) == ["Dockerfile", "x.lock"]
+    assert listed({"missing.txt", "x.lock"}) == ["x.lock"]
 
 
 @pytest.mark.parametrize("answer", [

@@ -469,7 +469,7 @@ class ClientSession:
                                             "this node").to_json(), None)  # fmt: skip
             return
         try:
-            used = used_files(shared.directory, includes, ())
+            used = used_files(shared.directory, includes)
             entries = context_entries(shared.directory, shared.ignore, used, shared.known,
                                       shared.walk())  # fmt: skip
         except OSError as exc:

@@ -30,15 +30,12 @@ from polyarch.worker.local.filecopy import CopyError, select_sources
 Known = dict[str, tuple[int, int, str]]
 
 
-def used_files(
-    context: Path, paths: Collection[str], keep: Collection[str]
-) -> Callable[[str], bool] | None:
-    """Which files of the context a build needs, given the paths its copies and mounts name
-    (wildcards too), resolved here as the node resolves them; and `keep` (the Dockerfile, the
-    ignore files). A path that does not resolve here adds nothing (the node then says what is
-    missing, as a local build would). None: the whole context (a path names its root).
-    Directories and symlinks are always listed (they cost no transfer), so a path through a
-    symlink resolves there too."""
+def used_files(context: Path, paths: Collection[str]) -> Callable[[str], bool] | None:
+    """Which files of the context a build step needs, given the paths its copy or mount
+    names (wildcards too), resolved here as the node resolves them. A path that does not
+    resolve here adds nothing (the node then says what is missing, as a local build would).
+    None: the whole context (a path names its root). Directories and symlinks are always
+    listed (they cost no transfer), so a path through a symlink resolves there too."""
     prefixes: set[str] = set()
     try:
         with Root(context) as root:
@@ -54,7 +51,7 @@ def used_files(
         return None
 
     def used(rel: str) -> bool:
-        return rel in keep or any(rel == p or rel.startswith(p + "/") for p in prefixes)
+        return any(rel == p or rel.startswith(p + "/") for p in prefixes)
 
     return used
 
